@@ -1,0 +1,171 @@
+"""Typed settings, read once at start and passed down.
+
+Sources, later ones winning: embedded defaults, an optional TOML file (``--config PATH`` or
+``DT_GATEWAY_CONFIG``), then environment variables ``DT_GATEWAY_<SECTION>__<FIELD>``
+(e.g. ``DT_GATEWAY_DATABASE__URL``). Every setting has a default, so the gateway runs with no
+configuration at all. Secrets are ``SecretStr``: they never appear in logs or reprs.
+
+No other module reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+ENV_PREFIX = "DT_GATEWAY_"
+CONFIG_ENV = ENV_PREFIX + "CONFIG"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DatabaseSettings(_Section):
+    url: str = "sqlite:///var/dt-gateway.db"
+    """SQLAlchemy URL. ``sqlite:///path`` or ``postgresql+psycopg://user@host/db``."""
+    pool_size: int = 10
+    sqlite_busy_timeout_ms: int = 5000
+    check_schema: bool = True
+    """Refuse to start when the schema is not at the newest migration."""
+
+
+class HttpSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str = "http://127.0.0.1:8080"
+
+
+class LedgerSettings(_Section):
+    currency: str = "KZT"
+    history_page_max: int = 500
+    batch_max_operations: int = 1000
+    expiry_sweep_seconds: float = 1.0
+
+
+class Iso20022Settings(_Section):
+    max_message_bytes: int = 1024 * 1024
+    max_depth: int = 64
+    max_transactions: int = 1000
+    signing_key_pem: SecretStr | None = None
+    """PEM private key the gateway signs its business application headers with."""
+    signing_cert_pem: str | None = None
+    connector_cert_pem: str | None = None
+    """The connector's certificate, pinned: inbound messages must verify against it."""
+
+
+class ConnectorSettings(_Section):
+    url: str = "http://127.0.0.1:8090"
+    host: str = "127.0.0.1"
+    port: int = 8090
+    database_url: str = "sqlite:///var/connector.db"
+    gateway_bic: str = "NBKZKZKAXXX"
+
+
+class StablecoinSettings(_Section):
+    rpc_url: str = ""
+    """JSON-RPC endpoint. Empty: the embedded default (anvil if installed, else in-process)."""
+    chain_id: int | None = None
+    contract_address: str | None = None
+    operator_key: SecretStr | None = None
+    """Private key (hex) that sends mint transactions (holds the minter role)."""
+    attestor_key: SecretStr | None = None
+    confirmations: int = 1
+    poll_seconds: float = 0.5
+    webhook_secret: SecretStr | None = None
+    webhook_url: str | None = None
+
+
+class Settings(BaseSettings):
+    """The whole configuration. Construct with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    data_dir: Path = Path("var")
+    log_level: str = "INFO"
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    ledger: LedgerSettings = Field(default_factory=LedgerSettings)
+    iso20022: Iso20022Settings = Field(default_factory=Iso20022Settings)
+    connector: ConnectorSettings = Field(default_factory=ConnectorSettings)
+    stablecoin: StablecoinSettings = Field(default_factory=StablecoinSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment beats the file (passed as init values), which beats the defaults.
+        return (env_settings, init_settings)
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_settings(
+    config_file: str | Path | None = None,
+    environ: dict[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Build the settings: defaults < TOML file < environment < ``overrides``.
+
+    ``environ`` defaults to ``os.environ``; tests pass their own mapping.
+    """
+    env = os.environ if environ is None else environ
+    path = config_file or env.get(CONFIG_ENV)
+    file_values: dict[str, Any] = {}
+    if path:
+        with open(path, "rb") as fh:
+            file_values = tomllib.load(fh)
+    if environ is not None:
+        # pydantic-settings reads os.environ; swap in the caller's mapping for the duration.
+        saved = dict(os.environ)
+        try:
+            os.environ.clear()
+            os.environ.update(environ)
+            settings = Settings(**file_values)
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+    else:
+        settings = Settings(**file_values)
+    if overrides:
+        settings = Settings.model_validate(_deep_merge(settings.model_dump(), overrides))
+    return settings
+
+
+__all__ = [
+    "ConnectorSettings",
+    "DatabaseSettings",
+    "HttpSettings",
+    "Iso20022Settings",
+    "LedgerSettings",
+    "Settings",
+    "StablecoinSettings",
+    "load_settings",
+]
