@@ -13,6 +13,7 @@ problem body. The domain never raises HTTP exceptions.
      ├── Unauthorized          kind=unauthorized  missing or unknown credentials
      ├── Forbidden             kind=forbidden     credentials without the needed role
      └── Unavailable           kind=unavailable   a dependency is down; retrying may help
+          └── TransientError        a race or deadlock: the service layer retries it itself
 
 Capabilities subclass these (e.g. ``gateway.ledger.model.InsufficientFunds``).
 
@@ -93,6 +94,16 @@ class Unavailable(GatewayError):
     title = "Temporarily unavailable"
 
 
+class TransientError(Unavailable):
+    """A transient conflict (deadlock, serialization failure, unique-key race).
+
+    Services retry the whole unit of work on it; it reaches a caller only when retries run out.
+    """
+
+    code = "RETRY"
+    title = "Transient conflict, retry"
+
+
 __all__ = [
     "Conflict",
     "ErrorKind",
@@ -101,6 +112,7 @@ __all__ = [
     "IdempotencyConflict",
     "InvalidInput",
     "NotFound",
+    "TransientError",
     "Unauthorized",
     "Unavailable",
     "Unprocessable",

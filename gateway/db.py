@@ -1,0 +1,297 @@
+"""Database engine, schema migrations and the unit-of-work plumbing shared by every store.
+
+SQLite (the embedded default) runs in WAL mode with ``synchronous=FULL``, a busy timeout and
+foreign keys on; every write transaction starts with ``BEGIN IMMEDIATE`` so that SQLite's single
+writer is taken up front instead of failing on lock upgrade. PostgreSQL runs through psycopg 3
+at READ COMMITTED; stores take row locks in a fixed order and :func:`run_transaction` retries
+the rare deadlock or serialization failure, so neither reaches a caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Self, TypeVar, cast
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.types import TypeDecorator
+
+from gateway.config import DatabaseSettings
+from gateway.errors import GatewayError, TransientError
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+T = TypeVar("T")
+
+
+class SchemaOutOfDate(GatewayError):
+    code = "SCHEMA_OUT_OF_DATE"
+    kind = "unavailable"
+    title = "Database schema is not at the newest migration"
+
+
+class TransientDatabaseError(TransientError):
+    """Deadlock, serialization failure, lock timeout or a lost unique-key race: retry."""
+
+    code = "DB_RETRY"
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite drops the zone otherwise)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def table_of(model: type[Any]) -> sa.Table:
+    """The Core table behind a SQLModel table class (stores query with Core on the hot path)."""
+    return cast(sa.Table, model.__table__)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
+def make_engine(settings: DatabaseSettings) -> Engine:
+    """Create the engine for ``settings.url`` with the durability settings described above."""
+    url = settings.url
+    if is_sqlite(url):
+        db_path = sa.engine.make_url(url).database
+        if db_path and db_path != ":memory:":
+            Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(
+            url,
+            connect_args={
+                "check_same_thread": False,
+                "timeout": settings.sqlite_busy_timeout_ms / 1000,
+            },
+            pool_size=settings.pool_size,
+            max_overflow=settings.pool_size,
+        )
+        busy_ms = settings.sqlite_busy_timeout_ms
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
+            # Autocommit at the driver level: SQLAlchemy's "begin" event below issues BEGIN.
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Connection) -> None:
+            readonly = conn.get_execution_options().get("dt_readonly", False)
+            conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+
+        return engine
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return sa.create_engine(
+        url, pool_size=settings.pool_size, max_overflow=settings.pool_size, pool_pre_ping=True
+    )
+
+
+# ------------------------------------------------------------------ migrations
+
+
+def _alembic_config(engine: Engine) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to ``revision`` (``dt-gateway db upgrade``)."""
+    from alembic import command
+
+    command.upgrade(_alembic_config(engine), revision)
+
+
+def schema_revisions(engine: Engine) -> tuple[str | None, str]:
+    """(current revision in the database, newest revision the code knows)."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(_alembic_config(engine)).get_current_head()
+    assert head is not None
+    with engine.connect() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+    return current, head
+
+
+def check_schema(engine: Engine) -> None:
+    """Refuse to run on a database whose schema is not at the newest migration."""
+    current, head = schema_revisions(engine)
+    if current != head:
+        raise SchemaOutOfDate(
+            f"database schema is at {current or 'nothing'}, the code needs {head}: "
+            "run `dt-gateway db upgrade` first"
+        )
+
+
+# ------------------------------------------------------------------ transactions
+
+_RETRY_SQLSTATES = {"40001", "40P01", "55P03"}
+
+
+def _is_transient(exc: DBAPIError) -> bool:
+    orig = exc.orig
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate in _RETRY_SQLSTATES:
+        return True
+    return isinstance(exc, OperationalError) and "database is locked" in str(orig)
+
+
+def _is_unique_violation(exc: IntegrityError) -> bool:
+    return getattr(exc.orig, "sqlstate", None) == "23505" or "UNIQUE constraint failed" in str(
+        exc.orig
+    )
+
+
+def as_transient(exc: BaseException) -> TransientDatabaseError | None:
+    """The retryable form of a driver error, or None when retrying cannot help.
+
+    A unique-key violation counts as retryable: it is a race with a concurrent writer of the
+    same id, and the retry finds that row and replays it.
+    """
+    if isinstance(exc, IntegrityError):
+        return TransientDatabaseError(str(exc.orig)) if _is_unique_violation(exc) else None
+    if isinstance(exc, DBAPIError) and _is_transient(exc):
+        return TransientDatabaseError(str(exc.orig))
+    return None
+
+
+@contextmanager
+def translate_db_errors() -> Iterator[None]:
+    """Turn retryable driver errors into :class:`TransientDatabaseError` at the boundary."""
+    try:
+        yield
+    except DBAPIError as exc:
+        transient = as_transient(exc)
+        if transient is not None:
+            raise transient from exc
+        raise
+
+
+def run_transaction(
+    engine: Engine,
+    work: Callable[[Connection], T],
+    *,
+    attempts: int = 12,
+) -> T:
+    """Run ``work`` in one transaction, committing on success, retrying transient failures.
+
+    ``work`` must be safe to run again from scratch: everything it did is rolled back first.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            with translate_db_errors(), engine.begin() as conn:
+                return work(conn)
+        except TransientDatabaseError:
+            if attempt == attempts:
+                raise
+            time.sleep(min(0.2, 0.002 * 2**attempt) * random.random())
+    raise AssertionError("unreachable")
+
+
+class SqlUnitOfWork:
+    """One database transaction; ``with uow:`` opens it, ``commit()`` ends it.
+
+    Re-enterable: each ``with`` block is a fresh connection and transaction, so a service can
+    retry the whole unit after a :class:`gateway.errors.TransientError`.
+    """
+
+    def __init__(self, engine: Engine, *, readonly: bool = False) -> None:
+        self.engine = engine
+        self.readonly = readonly
+        self._conn: Connection | None = None
+        self._tx: sa.engine.Transaction | None = None
+
+    @property
+    def conn(self) -> Connection:
+        assert self._conn is not None, "unit of work used outside its with block"
+        return self._conn
+
+    def __enter__(self) -> Self:
+        conn = self.engine.connect()
+        if self.readonly:
+            conn = conn.execution_options(dt_readonly=True)
+        self._conn = conn
+        with translate_db_errors():
+            self._tx = conn.begin()
+        self._bind(conn)
+        return self
+
+    def _bind(self, conn: Connection) -> None:
+        """Subclasses attach their repositories to the transaction's connection here."""
+
+    def commit(self) -> None:
+        assert self._tx is not None
+        with translate_db_errors():
+            self._tx.commit()
+
+    def rollback(self) -> None:
+        if self._tx is not None and self._tx.is_active:
+            self._tx.rollback()
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        try:
+            self.rollback()
+        finally:
+            assert self._conn is not None
+            self._conn.close()
+            self._conn = None
+        transient = as_transient(exc) if exc is not None else None
+        if transient is not None:
+            raise transient from exc
+
+
+__all__ = [
+    "SchemaOutOfDate",
+    "SqlUnitOfWork",
+    "TransientDatabaseError",
+    "UtcDateTime",
+    "as_transient",
+    "check_schema",
+    "is_sqlite",
+    "make_engine",
+    "run_transaction",
+    "schema_revisions",
+    "table_of",
+    "translate_db_errors",
+    "upgrade",
+    "utcnow",
+]

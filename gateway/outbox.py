@@ -1,0 +1,213 @@
+"""The transactional outbox: messages and webhooks written in the same transaction as the
+state change that causes them, and delivered afterwards, at least once, with backoff.
+
+A row is claimed by a dispatcher with a lease (``locked_until``): on PostgreSQL several
+replicas poll with ``FOR UPDATE SKIP LOCKED``, and a dispatcher that dies mid-delivery loses
+its lease, so the row is retried. Receivers deduplicate by ``event_id``.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlmodel import Field, SQLModel
+
+from gateway.db import SqlUnitOfWork, UtcDateTime, table_of, utcnow
+
+log = logging.getLogger(__name__)
+
+
+class OutboxRow(SQLModel, table=True):
+    __tablename__ = "outbox"
+    __table_args__ = (sa.Index("ix_outbox_due", "sent_at", "available_at"),)
+    id: int | None = Field(
+        default=None,
+        sa_column=sa.Column(
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            primary_key=True,
+            autoincrement=True,
+        ),
+    )
+    event_id: str = Field(max_length=64, unique=True)
+    topic: str = Field(max_length=64)
+    destination: str = Field(default="", max_length=500)
+    payload: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))
+    headers: str = Field(default="{}")
+    created_at: datetime = Field(sa_column=sa.Column(UtcDateTime, nullable=False))
+    available_at: datetime = Field(sa_column=sa.Column(UtcDateTime, nullable=False))
+    locked_until: datetime | None = Field(
+        default=None, sa_column=sa.Column(UtcDateTime, nullable=True)
+    )
+    attempts: int = 0
+    sent_at: datetime | None = Field(default=None, sa_column=sa.Column(UtcDateTime, nullable=True))
+    last_error: str | None = Field(default=None, max_length=1000)
+
+
+outbox_t = table_of(OutboxRow)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    id: int
+    event_id: str
+    topic: str
+    destination: str
+    payload: bytes
+    headers: str
+    attempts: int
+    created_at: datetime
+
+
+class OutboxRepository:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def add(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        destination: str = "",
+        headers: str = "{}",
+        event_id: str | None = None,
+        now: datetime | None = None,
+    ) -> str:
+        """Queue a message in the caller's transaction; returns its event id."""
+        now = now or utcnow()
+        event_id = event_id or uuid.uuid4().hex
+        self.conn.execute(
+            outbox_t.insert(),
+            {
+                "event_id": event_id,
+                "topic": topic,
+                "destination": destination,
+                "payload": payload,
+                "headers": headers,
+                "created_at": now,
+                "available_at": now,
+                "attempts": 0,
+            },
+        )
+        return event_id
+
+    def pending_count(self) -> int:
+        q = sa.select(sa.func.count()).select_from(outbox_t).where(outbox_t.c.sent_at.is_(None))
+        return int(self.conn.execute(q).scalar_one())
+
+
+class OutboxUnitOfWork(SqlUnitOfWork):
+    outbox: OutboxRepository
+
+    def _bind(self, conn: Connection) -> None:
+        self.outbox = OutboxRepository(conn)
+
+
+Sender = Callable[[OutboxMessage], None]
+"""Delivers one message; raises to have it retried later."""
+
+
+def backoff(attempts: int, base: float = 0.05, cap: float = 60.0) -> timedelta:
+    return timedelta(seconds=min(cap, base * 2 ** max(0, attempts - 1)))
+
+
+class OutboxDispatcher:
+    """Claims due messages, hands each to the sender of its topic, records the outcome."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        senders: Mapping[str, Sender],
+        *,
+        lease: timedelta = timedelta(seconds=30),
+        batch: int = 50,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.engine = engine
+        self.senders = dict(senders)
+        self.lease = lease
+        self.batch = batch
+        self.clock = clock
+
+    def _claim(self) -> list[OutboxMessage]:
+        now = self.clock()
+        with self.engine.begin() as conn:
+            q = (
+                outbox_t.select()
+                .where(
+                    outbox_t.c.sent_at.is_(None),
+                    outbox_t.c.available_at <= now,
+                    outbox_t.c.topic.in_(list(self.senders)),
+                    sa.or_(outbox_t.c.locked_until.is_(None), outbox_t.c.locked_until <= now),
+                )
+                .order_by(outbox_t.c.id)
+                .limit(self.batch)
+            )
+            if conn.dialect.name != "sqlite":
+                q = q.with_for_update(skip_locked=True)
+            rows = list(conn.execute(q))
+            if rows:
+                conn.execute(
+                    outbox_t.update()
+                    .where(outbox_t.c.id.in_([r.id for r in rows]))
+                    .values(locked_until=now + self.lease)
+                )
+        return [
+            OutboxMessage(
+                id=r.id,
+                event_id=r.event_id,
+                topic=r.topic,
+                destination=r.destination,
+                payload=r.payload,
+                headers=r.headers,
+                attempts=r.attempts,
+                created_at=r.created_at,
+            )
+            for r in rows
+        ]
+
+    def run_once(self) -> int:
+        """Deliver what is due; returns how many were delivered."""
+        delivered = 0
+        for msg in self._claim():
+            values: dict[str, Any]
+            try:
+                self.senders[msg.topic](msg)
+            except Exception as exc:  # any failure of the far side: retry with backoff
+                attempts = msg.attempts + 1
+                log.warning(
+                    "outbox %s %s attempt %d failed: %s", msg.topic, msg.event_id, attempts, exc
+                )
+                values = {
+                    "attempts": attempts,
+                    "available_at": self.clock() + backoff(attempts),
+                    "locked_until": None,
+                    "last_error": str(exc)[:1000],
+                }
+            else:
+                delivered += 1
+                values = {
+                    "attempts": msg.attempts + 1,
+                    "sent_at": self.clock(),
+                    "locked_until": None,
+                }
+            with self.engine.begin() as conn:
+                conn.execute(outbox_t.update().where(outbox_t.c.id == msg.id).values(**values))
+        return delivered
+
+
+__all__ = [
+    "OutboxDispatcher",
+    "OutboxMessage",
+    "OutboxRepository",
+    "OutboxRow",
+    "OutboxUnitOfWork",
+    "Sender",
+    "backoff",
+]

@@ -1,0 +1,9 @@
+"""Imports every module that defines tables, so that ``SQLModel.metadata`` is complete.
+
+Only the migration environment and schema tests import this.
+"""
+
+from gateway import auth, outbox
+from gateway.ledger import store as ledger_store
+
+__all__ = ["auth", "ledger_store", "outbox"]
