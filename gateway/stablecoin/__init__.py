@@ -1,0 +1,12 @@
+"""The reserve-guarded KZT stablecoin: contract artifacts, chain client, local dev chain.
+
+- :mod:`gateway.stablecoin.contract` loads the committed artifacts (``solidity/build``) and
+  decodes the contract's custom errors; no compiler at run time.
+- :mod:`gateway.stablecoin.chain` is the chain client (``StablecoinChain``): deploy, mint,
+  post an EIP-712 reserve attestation, redeem, reads, ``Redeemed`` logs; typed errors.
+- :mod:`gateway.stablecoin.devchain` starts anvil (or the in-process eth-tester chain).
+- :mod:`gateway.stablecoin.compile` regenerates the artifacts (development only).
+
+Nothing is imported here, so that importing a pure module of this package (a domain model)
+does not pull in web3.
+"""
