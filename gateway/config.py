@@ -56,6 +56,10 @@ class Iso20022Settings(_Section):
     max_message_bytes: int = 1024 * 1024
     max_depth: int = 64
     max_transactions: int = 1000
+    max_clock_skew_seconds: int = 300
+    """How far in the future a message's creation date-time may be (clock skew)."""
+    max_settlement_days: int = 30
+    """How far after its creation date an instruction's settlement date may be."""
     signing_key_pem: SecretStr | None = None
     """PEM private key the gateway signs its business application headers with."""
     signing_cert_pem: str | None = None
