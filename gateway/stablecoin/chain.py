@@ -469,6 +469,17 @@ class StablecoinChain:
     def has_role(self, role: bytes, account: str) -> bool:
         return bool(self.call("hasRole", role, _checksum(account)))
 
+    def logs(
+        self, event: str, from_block: int, to_block: int | str = "latest"
+    ) -> list[dict[str, Any]]:
+        """Decoded logs of ``event`` in the inclusive block range: each has ``args``,
+        ``blockNumber``, ``transactionHash``, ``logIndex``, ... (web3's event data)."""
+        with self._translate("eth_getLogs"):
+            found = getattr(self._contract.events, event)().get_logs(
+                from_block=from_block, to_block=to_block
+            )
+        return [dict(log) for log in found]
+
     def redeemed_events(
         self, from_block: int, to_block: int | str = "latest"
     ) -> list[RedeemedEvent]:
