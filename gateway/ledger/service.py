@@ -236,6 +236,10 @@ class _Batch:
             raise NotAllowed("DT enters and leaves the issuance wallet only by issue and redeem")
         if kind is TransferKind.REDEEM and self._wallet(debit_id).kind is WalletKind.ISSUANCE:
             raise NotAllowed("cannot redeem from the issuance wallet")
+        if kind is TransferKind.ISSUE and self._wallet(credit_id).kind is WalletKind.ISSUANCE:
+            # Debit and credit would be the same row: the credit would overwrite the debit and
+            # mint DT out of nothing (double entry and conservation both broken).
+            raise NotAllowed("cannot issue into the issuance wallet")
         debit = self._wallet(debit_id).debit(op.amount, op.currency)
         credit = self._wallet(credit_id).credit(op.amount, op.currency)
         if credit.posted > MAX_AMOUNT or -debit.posted > MAX_AMOUNT:
