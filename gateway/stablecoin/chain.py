@@ -324,6 +324,10 @@ def _revert_data(exc: BaseException) -> bytes | None:
     return None
 
 
+_IN_PROCESS_ERROR_MODULES = ("eth_tester", "eth_utils", "eth.")
+"""Where the in-process chain's exceptions come from (e.g. py-evm's nonce ValidationError)."""
+
+
 def _tester_revert_data(exc: BaseException) -> bytes | None:
     """eth-tester's TransactionFailed holds the revert bytes, possibly one exception down."""
     seen: BaseException | None = exc
@@ -431,7 +435,7 @@ class StablecoinChain:
             raise ChainUnavailable(f"{function}: {exc}") from exc
         except Exception as exc:
             # The in-process chain (eth-tester) raises its own exceptions, not RPC errors.
-            if not type(exc).__module__.startswith("eth_tester"):
+            if not type(exc).__module__.startswith(_IN_PROCESS_ERROR_MODULES):
                 raise
             if type(exc).__name__ == "TransactionFailed":
                 data = _tester_revert_data(exc)

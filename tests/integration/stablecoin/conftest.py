@@ -11,9 +11,9 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from stablecoin_support import Token, deploy_token
 
 from gateway.stablecoin.devchain import DevChain, find_anvil, start_anvil, start_eth_tester
+from tests.integration.stablecoin.support import Token, deploy_token
 
 
 def _need_anvil() -> None:

@@ -6,7 +6,6 @@ import os
 
 import pytest
 from eth_account.messages import encode_typed_data
-from stablecoin_support import INITIAL_RESERVE, MAX_AGE, WALLET_REF, Token
 
 from gateway.stablecoin.chain import (
     AccountBlocked,
@@ -26,6 +25,7 @@ from gateway.stablecoin.contract import (
     MINTER_ROLE,
     load_artifact,
 )
+from tests.integration.stablecoin.support import INITIAL_RESERVE, MAX_AGE, WALLET_REF, Token
 
 pytestmark = pytest.mark.chain
 
@@ -247,7 +247,7 @@ def test_mint_up_to_the_reserve_and_not_one_tiyn_beyond(token: Token) -> None:
 
 
 def test_nothing_mints_before_the_first_attestation(chain: object) -> None:
-    from stablecoin_support import deploy_token
+    from tests.integration.stablecoin.support import deploy_token
 
     fresh = deploy_token(chain, reserve=None)  # type: ignore[arg-type]
     with pytest.raises(ReserveGuardRefused) as err:
