@@ -48,7 +48,10 @@ def to_iso_amount(minor: int, currency: str) -> str:
 
 
 def from_iso_amount(text: str, currency: str) -> int:
-    """``"123.45"``/``"123.4"``/``"123"`` -> minor units. Refuses more decimals than the currency has."""
+    """``"123.45"``/``"123.4"``/``"123"`` -> minor units.
+
+    Refuses more decimals than the currency has, zero, negatives and more than 18 digits.
+    """
     exp = exponent(currency)
     s = text.strip()
     if s.startswith("+"):
@@ -63,7 +66,8 @@ def from_iso_amount(text: str, currency: str) -> int:
     stripped = frac.rstrip("0")
     if len(stripped) > exp:
         raise AmountError(f"amount {text!r} has more than {exp} decimals for {currency}")
-    minor = int(units) * 10**exp + (int(stripped.ljust(exp, "0")) if exp else 0)
+    scale: int = 10**exp
+    minor = int(units) * scale + (int(stripped.ljust(exp, "0")) if exp else 0)
     if minor <= 0 or minor > MAX_MINOR_UNITS:
         raise AmountError(f"amount {text!r} is out of range")
     return minor
@@ -82,7 +86,8 @@ def iso_to_minor_any(text: str, exp: int = 2) -> int:
     stripped = frac.rstrip("0")
     if len(stripped) > exp or not (units or "0").isdigit() or (stripped and not stripped.isdigit()):
         raise AmountError(f"control sum {text!r} is not a {exp}-decimal number")
-    return int(units or "0") * 10**exp + (int(stripped.ljust(exp, "0")) if exp else 0)
+    scale: int = 10**exp
+    return int(units or "0") * scale + (int(stripped.ljust(exp, "0")) if exp else 0)
 
 
 __all__ = [

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime, time
 
 from lxml import etree
+from lxml.etree import _Element as _E
 
 from gateway.iso20022.amounts import sum_iso, to_iso_amount
 from gateway.iso20022.models import (
@@ -27,7 +28,6 @@ from gateway.iso20022.models import (
 )
 from gateway.iso20022.xmlsafe import ENVELOPE_NS, ENVELOPE_TAG, HEAD_NS, ISO_NS_PREFIX, PVP_NS
 
-_E = etree._Element
 _Sub = etree.SubElement
 
 

@@ -60,12 +60,13 @@ class MessageRejected(InvalidInput):
 
 
 class DuplicateMessage(MessageRejected):
-    kind: ClassVar[ErrorKind] = "conflict"
+    # A duplicate is valid input clashing with state: 409, not 400.
+    kind: ClassVar[ErrorKind] = "conflict"  # type: ignore[assignment]
     title = "Duplicate ISO 20022 message"
 
 
 class SignatureInvalid(MessageRejected):
-    kind: ClassVar[ErrorKind] = "unauthorized"
+    kind: ClassVar[ErrorKind] = "unauthorized"  # type: ignore[assignment]
     title = "ISO 20022 signature missing or invalid"
 
     def __init__(self, detail: str, *, msg_id: str | None = None) -> None:

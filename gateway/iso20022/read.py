@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import date, datetime, time
 from typing import Any, cast
 
-from lxml import etree
+from lxml.etree import _Element as _E
 
 from gateway.iso20022.amounts import from_iso_amount
 from gateway.iso20022.build import _Ns
@@ -38,8 +38,6 @@ from gateway.iso20022.models import (
     TransactionStatus,
 )
 from gateway.iso20022.xmlsafe import HEAD_NS, ISO_NS_PREFIX, PVP_NS
-
-_E = etree._Element
 
 
 def _kids(el: _E) -> dict[Any, _E]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Protocol, runtime_checkable
 
 from lxml import etree
@@ -33,12 +33,14 @@ from gateway.iso20022.models import (
     AppHeader,
     Camt029,
     Camt056,
+    CreditTransfer,
     Message,
     Money,
     Pacs002,
     Pacs004,
     Pacs009,
     Pacs028,
+    PaymentReturn,
     PvPTerms,
 )
 from gateway.iso20022.read import group_counts
@@ -160,27 +162,30 @@ def check(
     sender = header.from_bic if header is not None else None
     if seen.message_seen(sender, message.MESSAGE_ID, msg_id):
         xpath = f"{base}/AppHdr/BizMsgIdr" if header is not None else p.grp("MsgId")
-        raise DuplicateMessage(DU01, f"message id {msg_id} already received", xpath=xpath,
-                               msg_id=msg_id)
+        raise DuplicateMessage(
+            DU01, f"message id {msg_id} already received", xpath=xpath, msg_id=msg_id
+        )
     for i, uetr in enumerate(uetrs):
         if seen.uetr_seen(uetr):
-            raise DuplicateMessage(AM05, f"UETR {uetr} already instructed",
-                                   xpath=p.tx(i, "PmtId/UETR"), msg_id=msg_id)
+            raise DuplicateMessage(
+                AM05, f"UETR {uetr} already instructed", xpath=p.tx(i, "PmtId/UETR"), msg_id=msg_id
+            )
 
 
 def _check_header(header: AppHeader, message: Message, base: str, reject: _Reject) -> None:
     hdr = f"{base}/AppHdr"
     if header.msg_def_id != message.MESSAGE_ID:
-        raise reject(CH16, f"MsgDefIdr {header.msg_def_id} but the document is "
-                     f"{message.MESSAGE_ID}", f"{hdr}/MsgDefIdr")
+        raise reject(
+            CH16,
+            f"MsgDefIdr {header.msg_def_id} but the document is {message.MESSAGE_ID}",
+            f"{hdr}/MsgDefIdr",
+        )
     if not isinstance(message, Admi002) and header.biz_msg_id != message.id:
-        raise reject(CH16, "BizMsgIdr differs from the document's message id",
-                     f"{hdr}/BizMsgIdr")
+        raise reject(CH16, "BizMsgIdr differs from the document's message id", f"{hdr}/BizMsgIdr")
     if isinstance(message, Camt056 | Camt029) and (
         header.from_bic != message.assigner_bic or header.to_bic != message.assignee_bic
     ):
-        raise reject(CH16, "header Fr/To differ from the assignment's Assgnr/Assgne",
-                     f"{hdr}/Fr")
+        raise reject(CH16, "header Fr/To differ from the assignment's Assgnr/Assgne", f"{hdr}/Fr")
 
 
 class _Reject(Protocol):
@@ -219,10 +224,15 @@ def _check_dates(
     if isinstance(message, Pacs009 | Pacs004):
         first = created.date() - timedelta(days=1)
         last = created.date() + timedelta(days=limits.max_settlement_days)
-        for i, t in enumerate(message.transactions):
-            if not first <= t.settlement_date <= last:
-                raise reject(DT01, f"settlement date {t.settlement_date} is outside "
-                             f"[{first}, {last}]", p.tx(i, "IntrBkSttlmDt"))
+        txs: tuple[CreditTransfer | PaymentReturn, ...] = message.transactions
+        dates: list[date] = [t.settlement_date for t in txs]
+        for i, day in enumerate(dates):
+            if not first <= day <= last:
+                raise reject(
+                    DT01,
+                    f"settlement date {day} is outside [{first}, {last}]",
+                    p.tx(i, "IntrBkSttlmDt"),
+                )
 
 
 def _check_terms(message: Message, p: _Paths, reject: _Reject) -> None:
@@ -234,8 +244,11 @@ def _check_terms(message: Message, p: _Paths, reject: _Reject) -> None:
     elif isinstance(message, Pacs009):
         for i, t in enumerate(message.transactions):
             if t.pvp is not None and t.pvp.fulfilment is not None:
-                raise reject(CH16, "an instruction never carries the fulfilment",
-                             p.tx(i, "SplmtryData/Envlp/PvPLock/Flfmt"))
+                raise reject(
+                    CH16,
+                    "an instruction never carries the fulfilment",
+                    p.tx(i, "SplmtryData/Envlp/PvPLock/Flfmt"),
+                )
 
 
 def _check_fulfilment(terms: PvPTerms | None, xpath: str, reject: _Reject) -> None:

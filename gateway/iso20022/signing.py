@@ -38,8 +38,9 @@ def _as_bytes(pem: str | bytes) -> bytes:
 def _envelope(data: bytes) -> etree._Element:
     root = parse_bytes(data, max_bytes=_DEFAULT.max_message_bytes, max_depth=_DEFAULT.max_depth)
     if root.tag != ENVELOPE_TAG or len(root) != 2 or root[0].tag != APPHDR_TAG:
-        raise MessageRejected(FF01, "only an envelope (AppHdr + Document) can be signed",
-                              xpath="/BizMsg")
+        raise MessageRejected(
+            FF01, "only an envelope (AppHdr + Document) can be signed", xpath="/BizMsg"
+        )
     return root
 
 
@@ -74,8 +75,7 @@ def verify_tree(root: etree._Element, cert_pem: str | bytes, *, msg_id: str | No
     signatures = list(root.iter(_DS_SIGNATURE))
     sgntr = root[0].find(_SGNTR)
     if len(signatures) != 1 or sgntr is None or len(sgntr) != 1 or sgntr[0] is not signatures[0]:
-        raise SignatureInvalid("exactly one signature, in AppHdr/Sgntr, is required",
-                               msg_id=msg_id)
+        raise SignatureInvalid("exactly one signature, in AppHdr/Sgntr, is required", msg_id=msg_id)
     try:
         result = XMLVerifier().verify(
             etree.tostring(root),
