@@ -1,0 +1,73 @@
+"""Gas used by the stablecoin's hot paths, measured on anvil (or the in-process chain).
+
+Run: .venv/bin/python ops/bench/gas.py [--chain anvil|eth-tester]
+Prints one line per figure and ends with one JSON line. Gas is deterministic, so one run is
+the figure. "New holder" means the recipient's balance slot goes from zero to non-zero; every
+mint uses a random request id (a fresh bitmap word: the worst case), except the ``same_word``
+figure, whose id shares its 256-id word with an earlier mint. The supply is already non-zero
+(the contract's very first mint also pays to create the totalSupply slot).
+
+Reusable: ``measure_gas(chain)`` returns the figures as a dict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from gateway.stablecoin.chain import Attestation, StablecoinChain
+from gateway.stablecoin.devchain import ChainKind, DevChain, start_devchain
+
+
+def measure_gas(chain: DevChain) -> dict[str, int]:
+    admin, minter, attestor, alice, bob, carol, dave = chain.accounts[:7]
+    client = StablecoinChain(chain.w3, poll_latency=0.002)
+    client.deploy(admin, minter=minter.address, attestor=attestor.address)
+    now = int(chain.w3.eth.get_block("latest")["timestamp"])
+    ref_hash = Attestation.wallet_ref_hash_of("KZ-DT-SEG-0001")
+    client.post_attestation(admin, Attestation(10**12, 1, now, ref_hash), attestor=attestor)
+    attest_again = client.post_attestation(
+        admin, Attestation(10**12, 2, now, ref_hash), attestor=attestor
+    )
+    first_mint = client.mint(minter, alice.address, 100_00, os.urandom(32))
+    word = int.from_bytes(os.urandom(32), "big") & ~0xFF
+    new_holder = client.mint(minter, bob.address, 100_00, os.urandom(32))
+    existing_holder = client.mint(minter, bob.address, 100_00, os.urandom(32))
+    client.mint(minter, alice.address, 1, word.to_bytes(32, "big"))
+    same_word = client.mint(minter, carol.address, 100_00, (word | 1).to_bytes(32, "big"))
+    transfer = client.transfer(alice, bob.address, 10_00)
+    transfer_new = client.transfer(alice, dave.address, 10_00)
+    redeem = client.redeem(bob, 50_00, "KZ-DT-EXCH-0001")
+    return {
+        "gas_mint_new_holder": new_holder.gas_used,
+        "gas_mint_existing_holder": existing_holder.gas_used,
+        "gas_mint_new_holder_same_word": same_word.gas_used,
+        "gas_mint_first_ever": first_mint.gas_used,
+        "gas_transfer": transfer.gas_used,
+        "gas_transfer_new_holder": transfer_new.gas_used,
+        "gas_redeem": redeem.gas_used,
+        "gas_post_attestation": attest_again.gas_used,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--chain", choices=["anvil", "eth-tester"], default="anvil")
+    args = parser.parse_args()
+    kind: ChainKind = args.chain
+    with start_devchain(kind) as chain:
+        figures = measure_gas(chain)
+    print(f"chain: {chain.kind}")
+    for name, gas in figures.items():
+        print(f"{name:32} {gas:>8,}")
+    print(json.dumps({"chain": chain.kind, **figures}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
