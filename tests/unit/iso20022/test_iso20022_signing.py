@@ -1,0 +1,156 @@
+"""Envelope signatures: valid verifies; any changed byte or a wrong key fails."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.iso20022 import (
+    MessageRejected,
+    SignatureInvalid,
+    build,
+    header_for,
+    parse,
+    sign_envelope,
+    verify_envelope,
+)
+from tests.unit.iso20022.iso20022_samples import CONNECTOR_BIC, GATEWAY_BIC, NOW, pacs009
+
+
+@dataclass(frozen=True)
+class Pair:
+    key: bytes
+    cert: bytes
+
+
+def _pair(kind: str, name: str) -> Pair:
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey = (
+        ec.generate_private_key(ec.SECP256R1())
+        if kind == "ec"
+        else rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    )
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(dt.datetime(2024, 1, 1, tzinfo=dt.UTC))
+        .not_valid_after(dt.datetime(2034, 1, 1, tzinfo=dt.UTC))
+        .sign(key, hashes.SHA256())
+    )
+    return Pair(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+        cert.public_bytes(serialization.Encoding.PEM),
+    )
+
+
+CONNECTOR = _pair("ec", "connector")
+OTHER = _pair("ec", "impostor")
+RSA = _pair("rsa", "connector-rsa")
+MESSAGE = pacs009()
+UNSIGNED = build(
+    MESSAGE, header_for(MESSAGE, from_bic=CONNECTOR_BIC, to_bic=GATEWAY_BIC, created=NOW)
+)
+SIGNED = sign_envelope(UNSIGNED, CONNECTOR.key, CONNECTOR.cert)
+
+
+@pytest.mark.parametrize("pair", [CONNECTOR, RSA], ids=["ecdsa", "rsa"])
+def test_signed_envelope_verifies_and_parses(pair: Pair) -> None:
+    signed = sign_envelope(UNSIGNED, pair.key, pair.cert)
+    verify_envelope(signed, pair.cert)
+    parsed = parse(signed, cert_pem=pair.cert, now=NOW)
+    assert parsed.signed
+    assert parsed.message == MESSAGE
+
+
+def test_signature_sits_in_the_header_sgntr() -> None:
+    hdr = SIGNED[SIGNED.index(b"<AppHdr") : SIGNED.index(b"</AppHdr>")]
+    assert b"<Sgntr><ds:Signature" in hdr
+    assert b"xml-exc-c14n" in hdr
+    assert b"enveloped-signature" in hdr
+
+
+def test_wrong_key_fails() -> None:
+    with pytest.raises(SignatureInvalid) as err:
+        verify_envelope(SIGNED, OTHER.cert)
+    assert err.value.code == "DS0B"
+
+
+def test_unsigned_envelope_fails_when_a_certificate_is_pinned() -> None:
+    with pytest.raises(SignatureInvalid):
+        parse(UNSIGNED, cert_pem=CONNECTOR.cert, now=NOW)
+
+
+def test_bare_document_fails_when_a_certificate_is_pinned() -> None:
+    with pytest.raises(SignatureInvalid):
+        parse(build(MESSAGE), cert_pem=CONNECTOR.cert, now=NOW)
+
+
+def test_resigning_replaces_the_signature() -> None:
+    twice = sign_envelope(SIGNED, OTHER.key, OTHER.cert)
+    verify_envelope(twice, OTHER.cert)
+    assert len(re.findall(rb"<ds:Signature[ >]", twice)) == 1
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (b"<BizMsgIdr>MSG-009-1<", b"<BizMsgIdr>MSG-009-2<"),
+        (b"<CreDt>2025-03-14T09:30:00+00:00<", b"<CreDt>2025-03-14T09:31:00+00:00<"),
+        (b'KZT">10000.00<', b'KZT">10001.00<'),
+        (b"<Id>wallet-hsbk-7<", b"<Id>wallet-hsbk-8<"),
+        (b"<Leg>DT<", b"<Leg>FX<"),
+    ],
+    ids=["header-id", "header-date", "amount", "creditor-wallet", "pvp-leg"],
+)
+def test_changed_content_fails(old: bytes, new: bytes) -> None:
+    assert old in SIGNED
+    with pytest.raises(SignatureInvalid):
+        verify_envelope(SIGNED.replace(old, new), CONNECTOR.cert)
+
+
+def _signed_region() -> tuple[int, int]:
+    return SIGNED.index(b"<BizMsg"), len(SIGNED)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_any_changed_byte_in_header_or_document_fails(data: st.DataObject) -> None:
+    start, end = _signed_region()
+    # Bytes outside the signature element (which is excluded by the enveloped transform).
+    sig_start, sig_end = SIGNED.index(b"<Sgntr>"), SIGNED.index(b"</Sgntr>") + 8
+    pos = data.draw(
+        st.integers(start, end - 1).filter(lambda i: not sig_start <= i < sig_end), label="pos"
+    )
+    byte = data.draw(st.integers(0, 255).filter(lambda b: b != SIGNED[pos]), label="byte")
+    tampered = SIGNED[:pos] + bytes([byte]) + SIGNED[pos + 1 :]
+    with pytest.raises(MessageRejected):
+        parse(tampered, cert_pem=CONNECTOR.cert, now=NOW)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.data())
+def test_any_changed_byte_in_the_signature_fails(data: st.DataObject) -> None:
+    lo = SIGNED.index(b"<ds:SignatureValue>") + len(b"<ds:SignatureValue>")
+    hi = SIGNED.index(b"</ds:SignatureValue>")
+    pos = data.draw(st.integers(lo, hi - 1))
+    alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    byte = data.draw(st.sampled_from(alphabet).filter(lambda b: b != SIGNED[pos]))
+    tampered = SIGNED[:pos] + bytes([byte]) + SIGNED[pos + 1 :]
+    with pytest.raises(MessageRejected):
+        verify_envelope(tampered, CONNECTOR.cert)
