@@ -3,7 +3,7 @@
 Only the migration environment and schema tests import this.
 """
 
-from gateway import auth, outbox
+from gateway import auth, leases, outbox
 from gateway.ledger import store as ledger_store
 
-__all__ = ["auth", "ledger_store", "outbox"]
+__all__ = ["auth", "leases", "ledger_store", "outbox"]

@@ -68,6 +68,11 @@ class LockNotFound(NotFound):
     title = "Unknown lock"
 
 
+class TransferNotFound(NotFound):
+    code = "TRANSFER_NOT_FOUND"
+    title = "Unknown transfer"
+
+
 class WalletExists(IdempotencyConflict):
     title = "Wallet id already used with different attributes"
 
@@ -579,6 +584,7 @@ __all__ = [
     "SetWalletStatus",
     "Transfer",
     "TransferKind",
+    "TransferNotFound",
     "Wallet",
     "WalletClosed",
     "WalletExists",

@@ -25,6 +25,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
@@ -50,6 +51,7 @@ from gateway.ledger.model import (
     SetWalletStatus,
     Transfer,
     TransferKind,
+    TransferNotFound,
     Wallet,
     WalletExists,
     WalletKind,
@@ -84,10 +86,10 @@ class LedgerRepository(Protocol):
 
 
 class UnitOfWork(Protocol):
-    ledger: LedgerRepository
-
+    @property
+    def ledger(self) -> LedgerRepository: ...
     def __enter__(self) -> Any: ...
-    def __exit__(self, *exc: object) -> Any: ...
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Any: ...
     def commit(self) -> None: ...
 
 
@@ -188,7 +190,8 @@ class _Batch:
         if existing is not None:
             if existing.fingerprint != fp:
                 raise WalletExists(f"wallet {op.id} exists with different attributes")
-            return existing
+            # A replay answers what the original call answered; GET shows the present.
+            return replace(existing, status=WalletStatus.OPEN, posted=0, reserved=0)
         w = Wallet(
             id=op.id,
             kind=op.kind,
@@ -266,7 +269,7 @@ class _Batch:
         existing = self.locks.get(op.id)
         if existing is not None:
             self._replay(existing.fingerprint, fp, "lock", op.id)
-            return existing
+            return replace(existing, state=LockState.PENDING, resolved_at=None, fulfilment=None)
         debit = self._wallet(op.debit_wallet_id)
         credit = self._wallet(op.credit_wallet_id)
         if WalletKind.ISSUANCE in (debit.kind, credit.kind):
@@ -447,9 +450,12 @@ def get_lock(uow: UnitOfWork, lock_id: str) -> Lock:
     return lk
 
 
-def get_transfer(uow: UnitOfWork, transfer_id: str) -> Transfer | None:
+def get_transfer(uow: UnitOfWork, transfer_id: str) -> Transfer:
     with uow:
-        return uow.ledger.transfer(transfer_id)
+        t = uow.ledger.transfer(transfer_id)
+    if t is None:
+        raise TransferNotFound(f"no transfer {transfer_id}", transfer_id=transfer_id)
+    return t
 
 
 def history(uow: UnitOfWork, wallet_id: str, cursor: int | None, limit: int) -> HistoryPage:

@@ -34,6 +34,13 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_table(
+        "job_lease",
+        sa.Column("name", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("holder", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("expires_at", gateway.db.UtcDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("name"),
+    )
+    op.create_table(
         "ledger_wallet",
         sa.Column("id", sqlmodel.sql.sqltypes.AutoString(length=128), nullable=False),
         sa.Column("kind", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
@@ -194,4 +201,5 @@ def downgrade() -> None:
     op.drop_table("outbox")
     op.drop_table("ledger_wallet")
     op.drop_table("api_key")
+    op.drop_table("job_lease")
     # ### end Alembic commands ###

@@ -1,0 +1,67 @@
+"""The gateway's litestar application, assembled from the audience modules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+from sqlalchemy.engine import Engine
+
+from gateway import __version__
+from gateway.api import operator, public
+from gateway.api.deps import KeyCache
+from gateway.api.problems import EXCEPTION_HANDLERS
+from gateway.api.strict import strict_json_body
+from gateway.config import Settings
+from gateway.db import make_engine
+
+OPENAPI = OpenAPIConfig(
+    title="DT Gateway",
+    version=__version__,
+    description=(
+        "Digital Tenge gateway: the DT ledger (operator), cross-border PvP (partners), "
+        "the stablecoin (exchange) and proof of collateral (public). Errors are RFC 9457 "
+        "problem documents with a stable `code`."
+    ),
+    path="/schema",
+    components=Components(
+        security_schemes={
+            "BearerKey": SecurityScheme(
+                type="http",
+                scheme="bearer",
+                description="dtg_... key from `dt-gateway keys create`",
+            )
+        }
+    ),
+    security=[{"BearerKey": []}],
+)
+
+
+def create_app(
+    settings: Settings,
+    engine: Engine | None = None,
+    *,
+    extra_routes: list[Any] | None = None,
+    on_startup: list[Any] | None = None,
+    on_shutdown: list[Any] | None = None,
+) -> Litestar:
+    """Build the app. The engine's schema must already be checked (``dt-gateway serve`` does)."""
+    engine = engine or make_engine(settings.database)
+    state = State({"settings": settings, "engine": engine, "api_keys": KeyCache(engine)})
+    return Litestar(
+        route_handlers=[*public.ROUTES, *operator.ROUTES, *(extra_routes or [])],
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        openapi_config=OPENAPI,
+        state=state,
+        on_startup=on_startup or [],
+        on_shutdown=on_shutdown or [],
+        request_max_body_size=settings.iso20022.max_message_bytes * 2,
+        before_request=strict_json_body,
+        debug=False,
+    )
+
+
+__all__ = ["create_app"]

@@ -1,0 +1,160 @@
+"""``dt-gateway``: serve, db, keys, ledger, demo.
+
+Run ``dt-gateway --help`` or ``dt-gateway COMMAND --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from gateway.config import Settings, load_settings
+from gateway.db import SchemaOutOfDate, check_schema, make_engine, schema_revisions, upgrade
+from gateway.errors import GatewayError
+
+log = logging.getLogger("gateway")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(args.config)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway.api.app import create_app
+    from gateway.jobs import Jobs
+
+    settings = _settings(args)
+    engine = make_engine(settings.database)
+    if settings.database.check_schema:
+        check_schema(engine)
+    jobs = Jobs(settings, engine)
+    app = create_app(settings, engine, on_startup=[jobs.start], on_shutdown=[jobs.stop])
+    host = args.host or settings.http.host
+    port = args.port or settings.http.port
+    uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower(), access_log=False)
+    return 0
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    engine = make_engine(_settings(args).database)
+    if args.db_command == "upgrade":
+        upgrade(engine, args.revision)
+    current, head = schema_revisions(engine)
+    print(json.dumps({"current": current, "head": head, "up_to_date": current == head}))
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from gateway import auth
+
+    engine = make_engine(_settings(args).database)
+    check_schema(engine)
+    if args.keys_command == "create":
+        created = auth.create_key(engine, args.role, label=args.label, subject=args.subject)
+        print(
+            json.dumps(
+                {
+                    "key_id": created.principal.key_id,
+                    "role": created.principal.role.value,
+                    "subject": created.principal.subject,
+                    "token": created.token,
+                }
+            )
+        )
+        print("store the token now: it is not shown again", file=sys.stderr)
+    else:
+        auth.revoke_key(engine, args.key_id)
+        print(json.dumps({"revoked": args.key_id}))
+    return 0
+
+
+def cmd_ledger(args: argparse.Namespace) -> int:
+    from gateway.ledger import service
+    from gateway.ledger.store import LedgerUnitOfWork
+
+    engine = make_engine(_settings(args).database)
+    check_schema(engine)
+    report = service.check_invariants(LedgerUnitOfWork(engine, readonly=True))
+    print(
+        json.dumps(
+            {
+                "ok": report.ok,
+                "total_posted": report.total_posted,
+                "issued_minus_redeemed": report.issued_minus_redeemed,
+                "violations": list(report.violations),
+            }
+        )
+    )
+    return 0 if report.ok else 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from gateway.demo import run_demo
+
+    return run_demo(workdir=args.workdir, keep=args.keep)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dt-gateway", description=__doc__)
+    parser.add_argument("--config", help="TOML settings file (default: $DT_GATEWAY_CONFIG)")
+    parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING, ...")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the gateway's HTTP API and scheduled jobs")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("db", help="database schema")
+    dbs = p.add_subparsers(dest="db_command", required=True)
+    up = dbs.add_parser("upgrade", help="apply migrations up to REVISION (default: head)")
+    up.add_argument("revision", nargs="?", default="head")
+    dbs.add_parser("current", help="show the schema revision")
+    p.set_defaults(func=cmd_db)
+
+    p = sub.add_parser("keys", help="API keys")
+    ks = p.add_subparsers(dest="keys_command", required=True)
+    kc = ks.add_parser("create", help="create a key and print it once")
+    kc.add_argument("--role", required=True, choices=["operator", "participant", "exchange"])
+    kc.add_argument("--label", default="")
+    kc.add_argument("--subject", default="", help="BIC, wallet or exchange the key acts for")
+    kr = ks.add_parser("revoke", help="revoke a key by its id")
+    kr.add_argument("key_id")
+    p.set_defaults(func=cmd_keys)
+
+    p = sub.add_parser("ledger", help="ledger maintenance")
+    ls = p.add_subparsers(dest="ledger_command", required=True)
+    ls.add_parser("check", help="recompute conservation and balance invariants")
+    p.set_defaults(func=cmd_ledger)
+
+    p = sub.add_parser("demo", help="run the gateway end to end with embedded defaults")
+    p.add_argument("--workdir", default="var/demo", help="where the demo keeps its databases")
+    p.add_argument("--keep", action="store_true", help="keep the previous demo's data")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=(args.log_level or "WARNING").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except SchemaOutOfDate as exc:
+        print(f"dt-gateway: {exc.detail}", file=sys.stderr)
+        return 2
+    except GatewayError as exc:
+        print(f"dt-gateway: {exc.code}: {exc.detail}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
