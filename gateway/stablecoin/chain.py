@@ -53,6 +53,7 @@ from web3.exceptions import (
 from web3.providers.rpc import HTTPProvider
 from web3.types import BlockIdentifier, TxParams
 
+from gateway.config import StablecoinSettings
 from gateway.errors import InvalidInput, Unavailable, Unprocessable
 from gateway.stablecoin.contract import (
     EIP712_VERSION,
@@ -387,6 +388,19 @@ class StablecoinChain:
         """A client over an HTTP JSON-RPC endpoint."""
         w3 = Web3(HTTPProvider(rpc_url, request_kwargs={"timeout": 30}))
         return cls(w3, address, **kwargs)
+
+    @classmethod
+    def from_settings(
+        cls, settings: StablecoinSettings, w3: Web3 | None = None, **kwargs: Any
+    ) -> StablecoinChain:
+        """A client per ``settings`` (rpc_url, contract_address, confirmations). Pass ``w3`` for
+        the embedded dev chain (empty ``rpc_url``), e.g. ``start_devchain().w3``."""
+        if w3 is None:
+            if not settings.rpc_url:
+                raise InvalidChainInput("no rpc_url: start a dev chain and pass its w3")
+            w3 = Web3(HTTPProvider(settings.rpc_url, request_kwargs={"timeout": 30}))
+        kwargs.setdefault("confirmations", settings.confirmations)
+        return cls(w3, settings.contract_address, **kwargs)
 
     # ------------------------------------------------------------------ identity
 

@@ -134,3 +134,15 @@ def test_devchain_prefers_anvil_when_installed() -> None:
         assert chain.rpc_url is not None and chain.rpc_url.startswith("http://127.0.0.1:")
         assert chain.w3.eth.chain_id == devchain_module.ANVIL_CHAIN_ID
     assert chain._process is not None and chain._process.poll() is not None
+
+
+def test_client_from_settings_reaches_the_configured_node(anvil_token: Token) -> None:
+    from gateway.config import StablecoinSettings
+
+    settings = StablecoinSettings(
+        rpc_url=anvil_token.chain.rpc_url or "", contract_address=anvil_token.client.address
+    )
+    client = StablecoinChain.from_settings(settings)
+    anvil_token.client.mint(anvil_token.minter, anvil_token.alice.address, 9, rid())
+    assert client.total_supply() == 9
+    assert client.confirmations == settings.confirmations
