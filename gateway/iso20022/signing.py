@@ -83,7 +83,8 @@ def verify_tree(root: etree._Element, cert_pem: str | bytes, *, msg_id: str | No
             expect_references=1,
             ignore_ambiguous_key_info=True,
         )
-    except (SignXMLException, SignxmlInvalidInput, ValueError) as exc:
+    # signxml also schema-checks the Signature element itself (lxml DocumentInvalid).
+    except (SignXMLException, SignxmlInvalidInput, ValueError, etree.LxmlError) as exc:
         raise SignatureInvalid(f"signature does not verify: {exc}"[:300], msg_id=msg_id) from None
     signed = result[0].signed_xml if isinstance(result, list) else result.signed_xml
     if signed is None or signed.tag != ENVELOPE_TAG:
