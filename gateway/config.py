@@ -84,7 +84,17 @@ class StablecoinSettings(_Section):
     """Private key (hex) that sends mint transactions (holds the minter role)."""
     attestor_key: SecretStr | None = None
     confirmations: int = 1
+    """Blocks a transaction or event needs before it counts (1 = mined)."""
     poll_seconds: float = 0.5
+    """How often the redemption watcher and reconciliation look at the chain."""
+    receipt_poll_seconds: float = 0.01
+    receipt_timeout_seconds: float = 60.0
+    gas_margin: float = 1.2
+    max_attestation_age_seconds: int = 86_400
+    token_name: str = "Digital Tenge KZT"
+    token_symbol: str = "KZTD"
+    pauser_address: str | None = None
+    blocklister_address: str | None = None
     webhook_secret: SecretStr | None = None
     webhook_url: str | None = None
 
