@@ -99,6 +99,15 @@ class StablecoinSettings(_Section):
     webhook_url: str | None = None
 
 
+class FaultSettings(_Section):
+    """Crash points for recovery tests: the process kills itself (SIGKILL) when it reaches one.
+
+    Never set in production. Example: ``DT_GATEWAY_FAULTS__CRASH_POINTS='["mint.after_ledger"]'``.
+    """
+
+    crash_points: frozenset[str] = frozenset()
+
+
 class Settings(BaseSettings):
     """The whole configuration. Construct with :func:`load_settings`."""
 
@@ -117,6 +126,7 @@ class Settings(BaseSettings):
     iso20022: Iso20022Settings = Field(default_factory=Iso20022Settings)
     connector: ConnectorSettings = Field(default_factory=ConnectorSettings)
     stablecoin: StablecoinSettings = Field(default_factory=StablecoinSettings)
+    faults: FaultSettings = Field(default_factory=FaultSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -176,6 +186,7 @@ def load_settings(
 __all__ = [
     "ConnectorSettings",
     "DatabaseSettings",
+    "FaultSettings",
     "HttpSettings",
     "Iso20022Settings",
     "LedgerSettings",
