@@ -1,0 +1,158 @@
+"""Ledger benchmark: lock+commit pairs per second, durable settings, SQLite and PostgreSQL.
+
+- single: every operation is its own transaction (a lock, then its commit), through the
+  service layer, as the HTTP API runs it; measured with 1 client and with several concurrent
+  clients (a server has several), each client on its own pair of wallets;
+- batched: 100 locks in one batch transaction, then their 100 commits in another.
+
+SQLite runs WAL + synchronous=FULL; PostgreSQL runs with its defaults (fsync on,
+synchronous_commit on). Usage:
+
+    .venv/bin/python ops/bench/ledger.py [--pairs N] [--workers W] [--pg-url URL] [--no-pg]
+
+The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import secrets
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from gateway.config import DatabaseSettings
+from gateway.db import make_engine, upgrade
+from gateway.ledger import service
+from gateway.ledger.model import CommitLock, CreateLock, Issue, OpenWallet, WalletKind
+from gateway.ledger.store import LedgerUnitOfWork
+
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+def setup(engine: sa.Engine, clients: int) -> None:
+    ops = []
+    for c in range(clients):
+        ops += [
+            OpenWallet(f"src-{c}", WalletKind.PARTICIPANT, "bench"),
+            OpenWallet(f"dst-{c}", WalletKind.PARTICIPANT, "bench"),
+            Issue(f"fund-{c}", f"src-{c}", 10**15),
+        ]
+    service.apply(LedgerUnitOfWork(engine), ops)
+
+
+def _pair_ops(client: int, i: int, prefix: str) -> tuple[CreateLock, CommitLock]:
+    secret = hashlib.sha256(f"{prefix}{client}-{i}".encode()).digest()
+    lock = CreateLock(
+        id=f"{prefix}-{client}-{i}",
+        debit_wallet_id=f"src-{client}",
+        credit_wallet_id=f"dst-{client}",
+        amount=100,
+        condition=hashlib.sha256(secret).hexdigest(),
+    )
+    return lock, CommitLock(id=lock.id, fulfilment=secret.hex())
+
+
+def run_single(engine: sa.Engine, pairs: int, clients: int, prefix: str) -> float:
+    per_client = pairs // clients
+    work = [[_pair_ops(c, i, prefix) for i in range(per_client)] for c in range(clients)]
+
+    def client(c: int) -> None:
+        uow = LedgerUnitOfWork(engine)
+        for lock, commit in work[c]:
+            service.apply_one(uow, lock)
+            service.apply_one(uow, commit)
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return per_client * clients / (time.perf_counter() - start)
+
+
+def run_batched(engine: sa.Engine, pairs: int, clients: int, prefix: str, size: int = 100) -> float:
+    per_client = pairs // clients // size * size
+    work = [[_pair_ops(c, i, prefix) for i in range(per_client)] for c in range(clients)]
+
+    def client(c: int) -> None:
+        uow = LedgerUnitOfWork(engine)
+        for start in range(0, per_client, size):
+            chunk = work[c][start : start + size]
+            service.apply(uow, [lock for lock, _ in chunk])
+            service.apply(uow, [commit for _, commit in chunk])
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return per_client * clients / (time.perf_counter() - start)
+
+
+def bench(url: str, pairs: int, workers: int) -> dict[str, float]:
+    engine = make_engine(DatabaseSettings(url=url, pool_size=max(workers, 2)))
+    upgrade(engine)
+    setup(engine, workers)
+    run_single(engine, min(pairs, 200), 1, "warm")
+    out = {
+        "single_1_client": run_single(engine, pairs, 1, "s1"),
+        f"single_{workers}_clients": run_single(engine, pairs, workers, "sn"),
+        "batched_1_client": run_batched(engine, pairs * 10, 1, "b1"),
+        f"batched_{workers}_clients": run_batched(engine, pairs * 10, workers, "bn"),
+    }
+    report = service.check_invariants(LedgerUnitOfWork(engine))
+    assert report.ok, report.violations
+    engine.dispose()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--pairs", type=int, default=2000)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--pg-admin-url", default=PG_ADMIN)
+    parser.add_argument("--no-pg", action="store_true")
+    args = parser.parse_args()
+
+    results: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        results["sqlite"] = bench(f"sqlite:///{Path(tmp) / 'bench.db'}", args.pairs, args.workers)
+    if not args.no_pg:
+        admin = sa.create_engine(args.pg_admin_url, isolation_level="AUTOCOMMIT")
+        name = f"dtg_bench_{secrets.token_hex(4)}"
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        try:
+            url = args.pg_admin_url.rsplit("/", 1)[0] + "/" + name
+            results["postgresql"] = bench(url, args.pairs, args.workers)
+        finally:
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    for db, figures in results.items():
+        for name, value in figures.items():
+            print(f"{db:<11} {name:<20} {value:>10,.0f} lock+commit pairs/s")
+    summary = {
+        "sqlite_single_pairs_per_s": round(
+            max(results["sqlite"][k] for k in results["sqlite"] if k.startswith("single"))
+        ),
+        "sqlite_batched_pairs_per_s": round(
+            max(results["sqlite"][k] for k in results["sqlite"] if k.startswith("batched"))
+        ),
+    }
+    if "postgresql" in results:
+        pg = results["postgresql"]
+        summary["pg_single_pairs_per_s"] = round(max(pg[k] for k in pg if k.startswith("single")))
+        summary["pg_batched_pairs_per_s"] = round(max(pg[k] for k in pg if k.startswith("batched")))
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
