@@ -5,8 +5,6 @@ it expires, and another replica takes over."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import cast
-
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
@@ -37,7 +35,7 @@ def acquire(engine: Engine, name: str, holder: str, ttl: timedelta) -> bool:
             )
             .values(holder=holder, expires_at=now + ttl)
         )
-        if cast(int, renewed.rowcount) == 1:
+        if renewed.rowcount == 1:
             return True
     try:
         with engine.begin() as conn:
