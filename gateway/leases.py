@@ -5,6 +5,7 @@ it expires, and another replica takes over."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
