@@ -5,5 +5,6 @@ Only the migration environment and schema tests import this.
 
 from gateway import auth, leases, outbox
 from gateway.ledger import store as ledger_store
+from gateway.stablecoin import store as stablecoin_store
 
-__all__ = ["auth", "leases", "ledger_store", "outbox"]
+__all__ = ["auth", "leases", "ledger_store", "outbox", "stablecoin_store"]
