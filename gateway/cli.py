@@ -1,4 +1,4 @@
-"""``dt-gateway``: serve, db, keys, ledger, demo.
+"""``dt-gateway``: serve, db, keys, ledger, stablecoin, demo.
 
 Run ``dt-gateway --help`` or ``dt-gateway COMMAND --help``.
 """
@@ -32,8 +32,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     engine = make_engine(settings.database)
     if settings.database.check_schema:
         check_schema(engine)
-    jobs = Jobs(settings, engine)
-    app = create_app(settings, engine, on_startup=[jobs.start], on_shutdown=[jobs.stop])
+    stablecoin = None
+    if settings.stablecoin.contract_address:
+        from gateway.stablecoin.runtime import Stablecoin
+
+        stablecoin = Stablecoin.from_settings(settings)
+    jobs = Jobs(settings, engine, stablecoin=stablecoin)
+    app = create_app(
+        settings,
+        engine,
+        on_startup=[jobs.start],
+        on_shutdown=[jobs.stop],
+        stablecoin=stablecoin,
+    )
     host = args.host or settings.http.host
     port = args.port or settings.http.port
     uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower(), access_log=False)
@@ -93,6 +104,43 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_stablecoin(args: argparse.Namespace) -> int:
+    from gateway.stablecoin.chain import StablecoinChain, account_from_key
+
+    sc = _settings(args).stablecoin
+    if not sc.rpc_url or sc.operator_key is None:
+        print("dt-gateway: set stablecoin.rpc_url and stablecoin.operator_key", file=sys.stderr)
+        return 2
+    operator = account_from_key(sc.operator_key.get_secret_value())
+    deployer = account_from_key(args.deployer_key) if args.deployer_key else operator
+    attestor = account_from_key(sc.attestor_key.get_secret_value()) if sc.attestor_key else None
+    chain = StablecoinChain.connect(sc.rpc_url)
+    start_block = chain.block_number()
+    address = chain.deploy(
+        deployer,
+        name=sc.token_name,
+        symbol=sc.token_symbol,
+        max_attestation_age=sc.max_attestation_age_seconds,
+        minter=operator.address,
+        pauser=sc.pauser_address or operator.address,
+        blocklister=sc.blocklister_address or operator.address,
+        attestor=attestor.address if attestor else None,
+    )
+    print(
+        json.dumps(
+            {
+                "DT_GATEWAY_STABLECOIN__CONTRACT_ADDRESS": address,
+                "DT_GATEWAY_STABLECOIN__CHAIN_ID": str(chain.chain_id),
+                "DT_GATEWAY_STABLECOIN__START_BLOCK": str(start_block),
+                "admin": deployer.address,
+                "minter": operator.address,
+                "attestor": attestor.address if attestor else None,
+            }
+        )
+    )
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from gateway.demo import run_demo
 
@@ -131,6 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
     ls = p.add_subparsers(dest="ledger_command", required=True)
     ls.add_parser("check", help="recompute conservation and balance invariants")
     p.set_defaults(func=cmd_ledger)
+
+    p = sub.add_parser("stablecoin", help="the stablecoin contract")
+    ss = p.add_subparsers(dest="stablecoin_command", required=True)
+    sd = ss.add_parser("deploy", help="deploy with the configured keys; print the settings")
+    sd.add_argument("--deployer-key", help="admin key (hex; default: the operator key)")
+    p.set_defaults(func=cmd_stablecoin)
 
     p = sub.add_parser("demo", help="run the gateway end to end with embedded defaults")
     p.add_argument("--workdir", default="var/demo", help="where the demo keeps its databases")

@@ -91,12 +91,25 @@ class StablecoinSettings(_Section):
     receipt_timeout_seconds: float = 60.0
     gas_margin: float = 1.2
     max_attestation_age_seconds: int = 86_400
-    token_name: str = "Digital Tenge KZT"
-    token_symbol: str = "KZTD"
+    token_name: str = "Digital Tenge KZT"  # noqa: S105 (a token name, not a secret)
+    token_symbol: str = "KZTD"  # noqa: S105
     pauser_address: str | None = None
     blocklister_address: str | None = None
     webhook_secret: SecretStr | None = None
     webhook_url: str | None = None
+    webhook_timeout_seconds: float = 5.0
+    segregated_wallet_id: str | None = None
+    """The DT wallet holding the collateral (kind segregated_collateral); default derived from
+    the chain id and contract address, opened on first use."""
+    start_block: int = 0
+    """Where the redemption watcher starts on a new database (the contract's deployment block)."""
+    max_block_range: int = 2000
+    """Largest block range per ``eth_getLogs`` (public nodes cap it)."""
+    reorg_rewind_blocks: int = 64
+    """How far back the watcher rescans when its last block's hash changed (a reorganisation)."""
+    mint_retry_after_seconds: float = 5.0
+    """A mint left accepted or submitted this long (a crash, a node outage) is driven again."""
+    reconcile_seconds: float = 5.0
 
 
 class FaultSettings(_Section):

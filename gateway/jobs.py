@@ -16,6 +16,10 @@ from gateway.config import Settings
 from gateway.ledger import service as ledger
 from gateway.ledger.store import LedgerUnitOfWork
 from gateway.outbox import OutboxDispatcher, Sender
+from gateway.stablecoin import service as stablecoin
+from gateway.stablecoin import watcher, webhooks
+from gateway.stablecoin.runtime import Stablecoin
+from gateway.stablecoin.store import StablecoinUnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -26,11 +30,19 @@ class Jobs:
         settings: Settings,
         engine: Engine,
         senders: Mapping[str, Sender] | None = None,
+        stablecoin: Stablecoin | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
         self.holder = secrets.token_hex(8)
-        self.dispatcher = OutboxDispatcher(engine, senders or {})
+        self.stablecoin = stablecoin
+        senders = dict(senders or {})
+        if stablecoin is not None and settings.stablecoin.webhook_url:
+            senders.setdefault(
+                webhooks.TOPIC, webhooks.WebhookSender.from_settings(stablecoin.settings)
+            )
+        self.dispatcher = OutboxDispatcher(engine, senders)
+        self._names = ["ledger.expire_locks", "outbox.dispatch"]
         self.scheduler = BackgroundScheduler(daemon=True)
 
     def _leased(self, name: str, ttl: timedelta, fn: Callable[[], object]) -> Callable[[], None]:
@@ -49,6 +61,34 @@ class Jobs:
     def dispatch_outbox(self) -> int:
         return self.dispatcher.run_once()
 
+    def _stablecoin_uow(
+        self, *, readonly: bool = False, snapshot: bool = False
+    ) -> StablecoinUnitOfWork:
+        return StablecoinUnitOfWork(self.engine, readonly=readonly, snapshot=snapshot)
+
+    def watch_redemptions(self) -> int:
+        assert self.stablecoin is not None
+        return len(watcher.poll(self._stablecoin_uow, self.stablecoin).redemptions)
+
+    def resume_mints(self) -> int:
+        assert self.stablecoin is not None
+        return len(stablecoin.resume_mints(self._stablecoin_uow, self.stablecoin))
+
+    def reconcile(self) -> bool:
+        assert self.stablecoin is not None
+        result = stablecoin.reconcile(self._stablecoin_uow, self.stablecoin)
+        return result is None or result.ok
+
+    def _every(self, name: str, seconds: float, fn: Callable[[], object]) -> None:
+        self._names.append(name)
+        self.scheduler.add_job(
+            self._leased(name, timedelta(seconds=max(30.0, seconds * 5)), fn),
+            "interval",
+            seconds=seconds,
+            max_instances=1,
+            coalesce=True,
+        )
+
     def start(self) -> None:
         sweep = self.settings.ledger.expiry_sweep_seconds
         self.scheduler.add_job(
@@ -66,12 +106,21 @@ class Jobs:
                 max_instances=1,
                 coalesce=True,
             )
+        if self.stablecoin is not None:
+            sc = self.settings.stablecoin
+            self._every("stablecoin.watch_redemptions", sc.poll_seconds, self.watch_redemptions)
+            self._every(
+                "stablecoin.resume_mints",
+                max(sc.mint_retry_after_seconds / 2, 0.1),
+                self.resume_mints,
+            )
+            self._every("stablecoin.reconcile", sc.reconcile_seconds, self.reconcile)
         self.scheduler.start()
 
     def stop(self) -> None:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
-        for name in ("ledger.expire_locks", "outbox.dispatch"):
+        for name in self._names:
             leases.release(self.engine, name, self.holder)
 
 

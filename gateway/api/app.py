@@ -11,12 +11,13 @@ from litestar.openapi.spec import Components, SecurityScheme
 from sqlalchemy.engine import Engine
 
 from gateway import __version__
-from gateway.api import operator, public
+from gateway.api import exchange, operator, public
 from gateway.api.deps import KeyCache
 from gateway.api.problems import EXCEPTION_HANDLERS
 from gateway.api.strict import strict_json_body
 from gateway.config import Settings
 from gateway.db import make_engine
+from gateway.stablecoin.runtime import Stablecoin
 
 OPENAPI = OpenAPIConfig(
     title="DT Gateway",
@@ -47,12 +48,26 @@ def create_app(
     extra_routes: list[Any] | None = None,
     on_startup: list[Any] | None = None,
     on_shutdown: list[Any] | None = None,
+    stablecoin: Stablecoin | None = None,
 ) -> Litestar:
-    """Build the app. The engine's schema must already be checked (``dt-gateway serve`` does)."""
+    """Build the app. The engine's schema must already be checked (``dt-gateway serve`` does).
+    ``stablecoin``: the exchange routes' chain runtime (without it they answer 503)."""
     engine = engine or make_engine(settings.database)
-    state = State({"settings": settings, "engine": engine, "api_keys": KeyCache(engine)})
+    state = State(
+        {
+            "settings": settings,
+            "engine": engine,
+            "api_keys": KeyCache(engine),
+            "stablecoin": stablecoin,
+        }
+    )
     return Litestar(
-        route_handlers=[*public.ROUTES, *operator.ROUTES, *(extra_routes or [])],
+        route_handlers=[
+            *public.ROUTES,
+            *operator.ROUTES,
+            *exchange.ROUTES,
+            *(extra_routes or []),
+        ],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         openapi_config=OPENAPI,
         state=state,

@@ -44,6 +44,7 @@ from eth_utils.crypto import keccak
 from hexbytes import HexBytes
 from web3 import Web3
 from web3.exceptions import (
+    BlockNotFound,
     ContractLogicError,
     TimeExhausted,
     TransactionNotFound,
@@ -176,6 +177,15 @@ class TxResult:
 
 
 @dataclass(frozen=True)
+class SubmittedTx:
+    """A sent transaction whose receipt has not been awaited yet."""
+
+    tx_hash: str
+    function: str
+    tx: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Attestation:
     """The values an attestor signs (EIP-712 ``ReserveAttestation``); amounts in tiyn."""
 
@@ -201,6 +211,17 @@ class RedeemedEvent:
     redeemer: ChecksumAddress
     amount: int
     dt_wallet_ref: str
+
+
+@dataclass(frozen=True)
+class MintedEvent:
+    """One ``Minted(to, amount, requestId)`` log."""
+
+    tx_hash: str
+    block_number: int
+    block_hash: str
+    to: ChecksumAddress
+    amount: int
 
 
 @dataclass(frozen=True)
@@ -519,6 +540,37 @@ class StablecoinChain:
             for log in logs
         ]
 
+    def minted_by_request(self, request_id: bytes, from_block: int = 0) -> MintedEvent | None:
+        """The ``Minted`` log of ``request_id`` (indexed: one ``eth_getLogs``), if any."""
+        with self._translate("eth_getLogs"):
+            logs = self._contract.events.Minted().get_logs(
+                from_block=from_block,
+                to_block="latest",
+                argument_filters={"requestId": _request_id(request_id)},
+            )
+        for log in logs:
+            return MintedEvent(
+                tx_hash=HexBytes(log["transactionHash"]).to_0x_hex(),
+                block_number=int(log["blockNumber"]),
+                block_hash=HexBytes(log["blockHash"]).to_0x_hex(),
+                to=to_checksum_address(log["args"]["to"]),
+                amount=int(log["args"]["amount"]),
+            )
+        return None
+
+    def block_hash(self, number: int) -> str | None:
+        """The hash of block ``number`` on the node's current chain (None beyond its head)."""
+        with self._translate("eth_getBlockByNumber"):
+            try:
+                block = self.w3.eth.get_block(number)
+            except BlockNotFound:
+                return None
+        return HexBytes(block["hash"]).to_0x_hex()
+
+    def block_timestamp(self, block: BlockIdentifier = "latest") -> int:
+        with self._translate("eth_getBlockByNumber"):
+            return int(self.w3.eth.get_block(block)["timestamp"])
+
     # ------------------------------------------------------------------ writes
 
     def deploy(
@@ -650,9 +702,24 @@ class StablecoinChain:
             "maxPriorityFeePerGas": self._priority_fee,
         }
 
+    def submit(self, sender: LocalAccount, function: str, *args: Any) -> SubmittedTx:
+        """Sign and send ``function(*args)`` without waiting: pass the result to :meth:`wait`.
+        Lets a caller record the transaction hash before the receipt arrives."""
+        data = self._encode(function, args)
+        return self._submit(sender, self.address, data, function)
+
+    def wait(self, submitted: SubmittedTx) -> TxResult:
+        """Wait for a submitted transaction's receipt and confirmations."""
+        return self._await(bytes(HexBytes(submitted.tx_hash)), submitted.function, submitted.tx)
+
     def _send(
         self, sender: LocalAccount, to: ChecksumAddress | None, data: bytes, function: str
     ) -> TxResult:
+        return self.wait(self._submit(sender, to, data, function))
+
+    def _submit(
+        self, sender: LocalAccount, to: ChecksumAddress | None, data: bytes, function: str
+    ) -> SubmittedTx:
         tx: dict[str, Any] = {"from": sender.address, "data": HexBytes(data), "value": 0}
         if to is not None:
             tx["to"] = to
@@ -683,7 +750,7 @@ class StablecoinChain:
                 self.nonces.forget(sender.address)
                 raise
             break
-        return self._await(signed.hash, function, tx)
+        return SubmittedTx(HexBytes(signed.hash).to_0x_hex(), function, tx)
 
     def _await(self, tx_hash: bytes, function: str, tx: dict[str, Any]) -> TxResult:
         deadline = time.monotonic() + self.receipt_timeout
@@ -796,11 +863,13 @@ __all__ = [
     "InvalidChainInput",
     "LatestAttestation",
     "MintRequestAlreadyUsed",
+    "MintedEvent",
     "MissingRole",
     "NonceAllocator",
     "RedeemedEvent",
     "ReserveGuardRefused",
     "StablecoinChain",
+    "SubmittedTx",
     "TransactionNotConfirmed",
     "TxResult",
     "account_from_key",

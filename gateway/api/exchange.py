@@ -1,0 +1,236 @@
+"""Exchange API: mint stablecoins against DT, follow mints and redemptions, see reconciliation.
+Parse, call the stablecoin service, map to a schema; no logic.
+
+An exchange key (role ``exchange``) acts for the exchange named by its ``subject``: the DT
+wallets it may mint from are the ``exchange`` wallets whose owner is that subject.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from functools import partial
+from typing import Annotated
+
+from litestar import Controller, Response, get, post
+from litestar.datastructures import State
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, HeaderParameter, JSONBody, Parameter
+from msgspec import Meta, Struct
+
+from gateway.api.deps import role_guard
+from gateway.auth import Principal, Role
+from gateway.stablecoin import service
+from gateway.stablecoin.model import (
+    Mint,
+    MintRequest,
+    MintState,
+    Reconciliation,
+    Redemption,
+    RedemptionState,
+    StablecoinNotConfigured,
+)
+from gateway.stablecoin.runtime import Stablecoin
+from gateway.stablecoin.store import StablecoinUnitOfWork
+
+exchange_only = {"principal": Provide(role_guard(Role.EXCHANGE), sync_to_thread=False)}
+exchange_or_operator = {
+    "principal": Provide(role_guard(Role.EXCHANGE, Role.OPERATOR), sync_to_thread=False)
+}
+
+
+class MintCreate(Struct, forbid_unknown_fields=True):
+    amount: Annotated[int, Meta(description="Tiyn to mint (1 KZT = 100 tiyn = 100 tokens)")]
+    source_wallet_id: Annotated[str, Meta(description="The exchange's DT wallet to debit")]
+    evm_address: Annotated[str, Meta(description="Recipient, 0x + 40 hex (EIP-55 if mixed case)")]
+
+
+class MintOut(Struct, frozen=True, tag_field="object", tag="stablecoin_mint"):
+    id: str
+    state: MintState
+    amount: int
+    source_wallet_id: str
+    evm_address: str
+    contract_address: str
+    request_id: str
+    tx_hash: str | None
+    block_number: int | None
+    error_code: str | None
+    error_detail: str | None
+    idempotency_key: str
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, m: Mint) -> MintOut:
+        return cls(
+            id=m.id,
+            state=m.state,
+            amount=m.amount,
+            source_wallet_id=m.source_wallet_id,
+            evm_address=m.evm_address,
+            contract_address=m.contract_address,
+            request_id="0x" + m.request_id,
+            tx_hash=m.tx_hash,
+            block_number=m.block_number,
+            error_code=m.error_code,
+            error_detail=m.error_detail,
+            idempotency_key=m.idempotency_key,
+            created_at=m.created_at,
+            updated_at=m.updated_at,
+        )
+
+
+class RedemptionOut(Struct, frozen=True, tag_field="object", tag="stablecoin_redemption"):
+    seq: int | None
+    tx_hash: str
+    log_index: int
+    block_number: int
+    redeemer: str
+    amount: int
+    dt_wallet_ref: str
+    state: RedemptionState
+    transfer_id: str | None
+    reason: str | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, r: Redemption) -> RedemptionOut:
+        return cls(
+            seq=r.seq,
+            tx_hash=r.tx_hash,
+            log_index=r.log_index,
+            block_number=r.block_number,
+            redeemer=r.redeemer,
+            amount=r.amount,
+            dt_wallet_ref=r.dt_wallet_ref,
+            state=r.state,
+            transfer_id=r.transfer_id,
+            reason=r.reason,
+            created_at=r.created_at,
+        )
+
+
+class RedemptionPage(Struct, frozen=True):
+    redemptions: list[RedemptionOut]
+    next_cursor: int | None
+
+
+class ReconciliationOut(Struct, frozen=True, tag_field="object", tag="reconciliation"):
+    ok: bool
+    minting_halted: bool
+    seq: int | None = None
+    block_number: int | None = None
+    checked_at: datetime | None = None
+    segregated_balance: int | None = None
+    pending_mints: int | None = None
+    unpaid_redemptions: int | None = None
+    total_supply: int | None = None
+    gap: int | None = None
+
+    @classmethod
+    def of(cls, r: Reconciliation | None) -> ReconciliationOut:
+        if r is None:
+            return cls(ok=True, minting_halted=False)
+        return cls(
+            ok=r.ok,
+            minting_halted=not r.ok,
+            seq=r.seq,
+            block_number=r.block_number,
+            checked_at=r.checked_at,
+            segregated_balance=r.segregated_balance,
+            pending_mints=r.pending_mints,
+            unpaid_redemptions=r.unpaid_redemptions,
+            total_supply=r.total_supply,
+            gap=r.gap,
+        )
+
+
+def _stablecoin(state: State) -> Stablecoin:
+    sc: Stablecoin | None = state.get("stablecoin")
+    if sc is None:
+        raise StablecoinNotConfigured("the stablecoin is not configured on this gateway")
+    return sc
+
+
+def _uow(state: State) -> service.UowFactory:
+    return partial(StablecoinUnitOfWork, state.engine)
+
+
+class MintController(Controller):
+    path = "/v1/stablecoin/mints"
+    tags = ["stablecoin"]
+    dependencies = exchange_only
+
+    @post(
+        "/",
+        sync_to_thread=True,
+        summary="Mint stablecoins against DT (Idempotency-Key required)",
+        description=(
+            "Moves the DT from the exchange's wallet into the segregated collateral wallet, "
+            "then mints on-chain. 201: new mint (state minted, or accepted/submitted while the "
+            "chain is slow; follow GET). 200: replay of the same Idempotency-Key and body. "
+            "A failed mint is refunded (state refunded)."
+        ),
+        status_code=201,
+    )
+    def create(
+        self,
+        state: State,
+        data: JSONBody[MintCreate],
+        principal: NamedDependency[Principal],
+        idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key")] = None,
+    ) -> Response[MintOut]:
+        req = MintRequest(
+            exchange=principal.subject,
+            idempotency_key=idempotency_key or "",
+            amount=data.amount,
+            source_wallet_id=data.source_wallet_id,
+            evm_address=data.evm_address,
+        )
+        mint, created = service.request_mint(_uow(state), _stablecoin(state), req)
+        return Response(MintOut.of(mint), status_code=201 if created else 200)
+
+    @get("/{mint_id:str}", sync_to_thread=True, summary="One mint of this exchange")
+    def get_mint(
+        self, state: State, mint_id: FromPath[str], principal: NamedDependency[Principal]
+    ) -> MintOut:
+        return MintOut.of(service.get_mint(_uow(state), mint_id, exchange=principal.subject))
+
+
+class RedemptionController(Controller):
+    path = "/v1/stablecoin"
+    tags = ["stablecoin"]
+    dependencies = exchange_or_operator
+
+    @get(
+        "/redemptions",
+        sync_to_thread=True,
+        summary="Redemptions paid (or held) to this exchange's wallets, oldest first",
+    )
+    def redemptions(
+        self,
+        state: State,
+        principal: NamedDependency[Principal],
+        cursor: Annotated[int | None, Parameter(ge=0)] = None,
+        limit: Annotated[int, Parameter(ge=1, le=500)] = 100,
+    ) -> RedemptionPage:
+        exchange = None if principal.role is Role.OPERATOR else principal.subject
+        page, next_cursor = service.list_redemptions(
+            _uow(state), _stablecoin(state), exchange, cursor, limit
+        )
+        return RedemptionPage([RedemptionOut.of(r) for r in page], next_cursor)
+
+    @get(
+        "/reconciliation",
+        sync_to_thread=True,
+        summary="The latest reconciliation of segregated DT against totalSupply",
+    )
+    def reconciliation(
+        self, state: State, principal: NamedDependency[Principal]
+    ) -> ReconciliationOut:
+        return ReconciliationOut.of(service.latest_reconciliation(_uow(state), _stablecoin(state)))
+
+
+ROUTES = [MintController, RedemptionController]
+
+__all__ = ["ROUTES", "MintCreate", "MintOut", "ReconciliationOut", "RedemptionOut"]

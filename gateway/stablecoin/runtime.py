@@ -1,0 +1,69 @@
+"""What the stablecoin services need at run time, built once from the settings: the chain
+client, the operator (minter) and attestor keys, the segregated wallet's id, the crash points.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+
+from gateway.config import FaultSettings, Settings, StablecoinSettings
+from gateway.stablecoin.chain import StablecoinChain, account_from_key
+from gateway.stablecoin.model import StablecoinNotConfigured
+
+
+def default_segregated_wallet_id(contract_address: str) -> str:
+    """One segregated collateral wallet per contract."""
+    return f"segregated-{contract_address.removeprefix('0x').lower()}"
+
+
+@dataclass
+class Stablecoin:
+    settings: StablecoinSettings
+    faults: FaultSettings
+    chain: StablecoinChain
+    operator: LocalAccount
+    attestor: LocalAccount | None
+    segregated_wallet_id: str
+    currency: str = "KZT"
+    attest_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    wallet_ready: bool = False
+    """Set once the segregated wallet is known to exist (saves a lookup per mint)."""
+
+    @property
+    def contract(self) -> str:
+        return str(self.chain.address)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, w3: Web3 | None = None) -> Stablecoin:
+        """Needs ``contract_address`` and ``operator_key``; ``w3`` for the in-process chain."""
+        sc = settings.stablecoin
+        if not sc.contract_address or sc.operator_key is None:
+            raise StablecoinNotConfigured(
+                "set stablecoin.contract_address and stablecoin.operator_key "
+                "(`dt-gateway stablecoin deploy` prints them)"
+            )
+        chain = StablecoinChain.from_settings(
+            sc,
+            w3,
+            poll_latency=sc.receipt_poll_seconds,
+            receipt_timeout=sc.receipt_timeout_seconds,
+            gas_margin=sc.gas_margin,
+        )
+        attestor = account_from_key(sc.attestor_key.get_secret_value()) if sc.attestor_key else None
+        return cls(
+            settings=sc,
+            faults=settings.faults,
+            chain=chain,
+            operator=account_from_key(sc.operator_key.get_secret_value()),
+            attestor=attestor,
+            segregated_wallet_id=sc.segregated_wallet_id
+            or default_segregated_wallet_id(sc.contract_address),
+            currency=settings.ledger.currency,
+        )
+
+
+__all__ = ["Stablecoin", "default_segregated_wallet_id"]

@@ -1,0 +1,546 @@
+"""Stablecoin use cases: request and drive mints, refunds, reserve attestations, reconciliation.
+The only place that commits stablecoin state (the watcher's pass lives in ``watcher.py``).
+
+Exactly-once, the short version:
+
+- a mint's DT moves into the segregated wallet in the transaction that creates the mint row
+  (``uq_stablecoin_mint_idem`` makes a retried request find it instead);
+- the chain mints each request id at most once, and the id is derived from the mint id, so
+  resubmitting after a crash either mints or answers ``MintRequestAlreadyUsed`` (= done);
+- a refund is the ledger transfer ``refund-<mint id>``, in the transaction that moves the mint
+  to *refunded*; it happens only after the contract refused definitively.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from eth_utils.address import is_checksum_address, to_checksum_address
+
+from gateway.errors import GatewayError, TransientError
+from gateway.faults import crash_point
+from gateway.ledger import service as ledger
+from gateway.ledger.model import (
+    MakeTransfer,
+    OpenWallet,
+    WalletKind,
+    WalletNotFound,
+)
+from gateway.stablecoin import webhooks
+from gateway.stablecoin.chain import (
+    Attestation,
+    ChainUnavailable,
+    ContractReverted,
+    InvalidChainInput,
+    MintRequestAlreadyUsed,
+    ReserveGuardRefused,
+    TransactionNotConfirmed,
+)
+from gateway.stablecoin.model import (
+    UNSETTLED,
+    AddressBlocklisted,
+    ForeignWallet,
+    IdempotencyKeyReused,
+    InvalidEvmAddress,
+    Mint,
+    MintingPaused,
+    MintNotFound,
+    MintRequest,
+    MintsHalted,
+    MintState,
+    NotAnExchangeWallet,
+    Reconciliation,
+    Redemption,
+    event_id_of,
+    request_id_of,
+)
+from gateway.stablecoin.runtime import Stablecoin
+from gateway.stablecoin.store import StablecoinUnitOfWork
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+UowFactory = Callable[..., StablecoinUnitOfWork]
+"""``uow()`` for a write transaction, ``uow(readonly=True)`` for reads."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def run_unit(uow: StablecoinUnitOfWork, work: Callable[[], T], attempts: int = 20) -> T:
+    """Run ``work`` inside ``with uow``, commit, and retry the whole unit on transient errors."""
+    for attempt in range(1, attempts + 1):
+        try:
+            with uow:
+                result = work()
+                uow.commit()
+                return result
+        except TransientError:
+            if attempt == attempts:
+                raise
+            time.sleep(min(0.1, 0.001 * 2**attempt) * random.random())
+    raise AssertionError("unreachable")
+
+
+def mint_payload(m: Mint) -> dict[str, Any]:
+    return {
+        "mint_id": m.id,
+        "state": m.state.value,
+        "amount": m.amount,
+        "source_wallet_id": m.source_wallet_id,
+        "evm_address": m.evm_address,
+        "contract_address": m.contract_address,
+        "request_id": "0x" + m.request_id,
+        "tx_hash": m.tx_hash,
+        "block_number": m.block_number,
+        "error_code": m.error_code,
+        "idempotency_key": m.idempotency_key,
+    }
+
+
+def redemption_payload(r: Redemption) -> dict[str, Any]:
+    return {
+        "tx_hash": r.tx_hash,
+        "log_index": r.log_index,
+        "block_number": r.block_number,
+        "redeemer": r.redeemer,
+        "amount": r.amount,
+        "dt_wallet_ref": r.dt_wallet_ref,
+        "state": r.state.value,
+        "transfer_id": r.transfer_id,
+        "reason": r.reason,
+    }
+
+
+def _mint_event(uow: StablecoinUnitOfWork, sc: Stablecoin, m: Mint, now: datetime) -> None:
+    webhooks.enqueue(
+        uow.outbox,
+        sc.settings,
+        event_id=event_id_of("mint", m.id, m.state.value, m.tx_hash or ""),
+        event_type=f"mint.{m.state.value}",
+        data=mint_payload(m),
+        now=now,
+    )
+
+
+# ------------------------------------------------------------------ set-up
+
+
+def ensure_segregated_wallet(uow: StablecoinUnitOfWork, sc: Stablecoin) -> None:
+    """Open the contract's segregated collateral wallet (idempotent)."""
+    if sc.wallet_ready:
+        return
+    op = OpenWallet(
+        id=sc.segregated_wallet_id,
+        kind=WalletKind.SEGREGATED_COLLATERAL,
+        owner=f"stablecoin {sc.contract.lower()}",
+        currency=sc.currency,
+    )
+    ledger.retrying(uow, lambda: ledger.execute(uow, [op]))
+    sc.wallet_ready = True
+
+
+def checksum_address(address: str) -> str:
+    """Accept all-lowercase (or all-uppercase) hex, or mixed case with a valid EIP-55 checksum."""
+    body = address[2:]
+    if body != body.lower() and body != body.upper() and not is_checksum_address(address):
+        raise InvalidEvmAddress(f"{address} fails its EIP-55 checksum")
+    return str(to_checksum_address(address))
+
+
+# ------------------------------------------------------------------ mint
+
+
+def _check_halted(uow: StablecoinUnitOfWork, sc: Stablecoin) -> None:
+    latest = uow.stablecoin.latest_reconciliation(sc.contract)
+    if latest is not None and not latest.ok:
+        raise MintsHalted(
+            f"reconciliation #{latest.seq} at block {latest.block_number} found a gap of "
+            f"{latest.gap} tiyn; minting resumes when a reconciliation finds none",
+            gap=latest.gap,
+        )
+
+
+def _replay(existing: Mint, req: MintRequest) -> Mint:
+    if existing.fingerprint != req.fingerprint():
+        raise IdempotencyKeyReused(
+            f"Idempotency-Key {req.idempotency_key!r} was used for another mint"
+        )
+    return existing
+
+
+def _check_wallet(uow: StablecoinUnitOfWork, req: MintRequest) -> None:
+    wallet = uow.ledger.wallet(req.source_wallet_id)
+    if wallet is None:
+        raise WalletNotFound(f"no wallet {req.source_wallet_id}", wallet_id=req.source_wallet_id)
+    if wallet.kind is not WalletKind.EXCHANGE:
+        raise NotAnExchangeWallet(f"wallet {wallet.id} is not an exchange wallet")
+    if not req.exchange or wallet.owner != req.exchange:
+        raise ForeignWallet(f"wallet {wallet.id} does not belong to this exchange")
+
+
+def request_mint(
+    uow: UowFactory, sc: Stablecoin, req: MintRequest, now: datetime | None = None
+) -> tuple[Mint, bool]:
+    """Accept a mint (DT into the segregated wallet + mint row + webhook, one transaction), then
+    drive it on-chain. Returns the mint and whether this call created it (False: a replay).
+
+    Every refusal (bad input, foreign wallet, insufficient DT, blocklisted address, paused
+    contract, halted minting, reused key) happens before any DT moves or anything is sent.
+    """
+    req.validate()
+    evm_address = checksum_address(req.evm_address)
+    ensure_segregated_wallet(uow(), sc)
+
+    read = uow(readonly=True)
+    with read:
+        existing = read.stablecoin.mint_by_key(req.exchange, req.idempotency_key)
+        if existing is None:
+            _check_wallet(read, req)
+            _check_halted(read, sc)
+    if existing is not None:
+        return _replay(existing, req), False
+    if sc.chain.call("paused"):
+        raise MintingPaused("the contract is paused")
+    if sc.chain.call("isBlocklisted", evm_address):
+        raise AddressBlocklisted(f"{evm_address} is blocklisted", evm_address=evm_address)
+
+    mint_id = uuid.uuid4().hex
+    write = uow()
+
+    def accept() -> tuple[Mint, bool]:
+        at = now or utcnow()
+        found = write.stablecoin.mint_by_key(req.exchange, req.idempotency_key)
+        if found is not None:  # a concurrent request with the same key won the race
+            return _replay(found, req), False
+        _check_halted(write, sc)
+        m = Mint(
+            id=mint_id,
+            exchange=req.exchange,
+            idempotency_key=req.idempotency_key,
+            fingerprint=req.fingerprint(),
+            source_wallet_id=req.source_wallet_id,
+            segregated_wallet_id=sc.segregated_wallet_id,
+            contract_address=sc.contract,
+            evm_address=evm_address,
+            amount=req.amount,
+            request_id=request_id_of(mint_id).hex(),
+            state=MintState.ACCEPTED,
+            created_at=at,
+            updated_at=at,
+        )
+        ledger.execute(
+            write,
+            [
+                MakeTransfer(
+                    id=m.transfer_id,
+                    debit_wallet_id=req.source_wallet_id,
+                    credit_wallet_id=sc.segregated_wallet_id,
+                    amount=req.amount,
+                    currency=sc.currency,
+                    reference=f"stablecoin mint {m.id}",
+                )
+            ],
+            at,
+        )
+        write.stablecoin.add_mint(m)
+        _mint_event(write, sc, m, at)
+        return m, True
+
+    mint, created = run_unit(write, accept)
+    if not created:
+        return mint, False
+    crash_point("mint.after_ledger", sc.faults)
+    return drive_mint(uow, sc, mint.id), True
+
+
+def _transition(
+    uow: UowFactory, sc: Stablecoin, mint_id: str, move: Callable[[Mint, datetime], Mint | None]
+) -> Mint:
+    """Apply ``move`` to the mint's current state under a row lock; write it and its webhook.
+    ``move`` returns None when there is nothing to do (another worker got there first)."""
+    write = uow()
+
+    def work() -> Mint:
+        at = utcnow()
+        current = write.stablecoin.mint(mint_id, for_update=True)
+        if current is None:
+            raise MintNotFound(f"no mint {mint_id}")
+        moved = move(current, at)
+        if moved is None:
+            return current
+        write.stablecoin.update_mint(moved)
+        _mint_event(write, sc, moved, at)
+        return moved
+
+    return run_unit(write, work)
+
+
+def _fail_and_refund(uow: UowFactory, sc: Stablecoin, mint_id: str, exc: GatewayError) -> Mint:
+    def fail(m: Mint, at: datetime) -> Mint | None:
+        return m.fail(exc.code, exc.detail, at) if m.state in UNSETTLED else None
+
+    failed = _transition(uow, sc, mint_id, fail)
+    log.warning("mint %s failed (%s): %s", mint_id, exc.code, exc.detail)
+    return refund_mint(uow, sc, failed.id) if failed.state is MintState.FAILED else failed
+
+
+def refund_mint(uow: UowFactory, sc: Stablecoin, mint_id: str) -> Mint:
+    """Return a failed mint's DT to the exchange wallet it came from, exactly once."""
+    write = uow()
+
+    def work() -> Mint:
+        at = utcnow()
+        m = write.stablecoin.mint(mint_id, for_update=True)
+        if m is None:
+            raise MintNotFound(f"no mint {mint_id}")
+        if m.state is not MintState.FAILED:
+            return m
+        refunded = m.refund(at)
+        ledger.execute(
+            write,
+            [
+                MakeTransfer(
+                    id=m.refund_transfer_id,
+                    debit_wallet_id=m.segregated_wallet_id,
+                    credit_wallet_id=m.source_wallet_id,
+                    amount=m.amount,
+                    currency=sc.currency,
+                    reference=f"stablecoin mint {m.id} refund",
+                )
+            ],
+            at,
+        )
+        write.stablecoin.update_mint(refunded)
+        _mint_event(write, sc, refunded, at)
+        return refunded
+
+    try:
+        return run_unit(write, work)
+    except GatewayError as exc:  # e.g. the source wallet was closed: stays failed, retried later
+        if isinstance(exc, TransientError):
+            raise
+        log.error("refund of mint %s refused: %s: %s", mint_id, exc.code, exc.detail)
+        return get_mint(uow, mint_id)
+
+
+def _already_minted(uow: UowFactory, sc: Stablecoin, m: Mint) -> Mint:
+    found = sc.chain.minted_by_request(bytes.fromhex(m.request_id), sc.settings.start_block)
+    if found is None:  # used, but the log is not visible yet (node lag): try again later
+        return m
+
+    def confirm(current: Mint, at: datetime) -> Mint | None:
+        if current.state not in UNSETTLED:
+            return None
+        return current.confirm(found.tx_hash, found.block_number, at)
+
+    return _transition(uow, sc, m.id, confirm)
+
+
+def drive_mint(uow: UowFactory, sc: Stablecoin, mint_id: str) -> Mint:
+    """Take an unsettled mint as far as it goes now: submit, confirm, or fail and refund.
+
+    Chain outages leave it accepted or submitted (:func:`resume_mints` tries again); a request
+    id already used on-chain means an earlier submission got through: it is then minted.
+    """
+    m = get_mint(uow, mint_id)
+    if m.state is MintState.FAILED:
+        return refund_mint(uow, sc, m.id)
+    if m.settled:
+        return m
+    rid = bytes.fromhex(m.request_id)
+    try:
+        try:
+            submitted = sc.chain.submit(sc.operator, "mint", m.evm_address, m.amount, rid)
+        except ReserveGuardRefused:
+            ensure_reserve(uow, sc, m.amount)
+            submitted = sc.chain.submit(sc.operator, "mint", m.evm_address, m.amount, rid)
+    except MintRequestAlreadyUsed:
+        return _already_minted(uow, sc, m)
+    except (ContractReverted, InvalidChainInput) as exc:
+        return _fail_and_refund(uow, sc, m.id, exc)
+    except (ChainUnavailable, TransactionNotConfirmed) as exc:
+        log.warning("mint %s not submitted, will retry: %s", m.id, exc.detail)
+        return m
+
+    def submit(current: Mint, at: datetime) -> Mint | None:
+        if current.state not in UNSETTLED:
+            return None
+        return current.submit(submitted.tx_hash, at)
+
+    m = _transition(uow, sc, m.id, submit)
+    crash_point("mint.after_submit", sc.faults)
+    try:
+        result = sc.chain.wait(submitted)
+    except MintRequestAlreadyUsed:
+        return _already_minted(uow, sc, m)
+    except ContractReverted as exc:
+        return _fail_and_refund(uow, sc, m.id, exc)
+    except (ChainUnavailable, TransactionNotConfirmed) as exc:
+        log.warning("mint %s submitted, not confirmed yet: %s", m.id, exc.detail)
+        return get_mint(uow, m.id)
+
+    def confirm(current: Mint, at: datetime) -> Mint | None:
+        if current.state not in UNSETTLED:
+            return None
+        return current.confirm(result.tx_hash, result.block_number, at)
+
+    return _transition(uow, sc, m.id, confirm)
+
+
+def resume_mints(
+    uow: UowFactory, sc: Stablecoin, now: datetime | None = None, limit: int = 100
+) -> list[Mint]:
+    """Drive every mint left unsettled (or failed but not refunded) for a while: after a crash,
+    a node outage, or a refund the ledger refused."""
+    now = now or utcnow()
+    before = now - timedelta(seconds=sc.settings.mint_retry_after_seconds)
+    read = uow(readonly=True)
+    with read:
+        stale = read.stablecoin.mints_in([*UNSETTLED, MintState.FAILED], sc.contract, before, limit)
+    return [drive_mint(uow, sc, m.id) for m in stale]
+
+
+def get_mint(uow: UowFactory, mint_id: str, exchange: str | None = None) -> Mint:
+    """One mint; with ``exchange``, only if it is that exchange's (others look unknown)."""
+    read = uow(readonly=True)
+    with read:
+        m = read.stablecoin.mint(mint_id)
+    if m is None or (exchange is not None and m.exchange != exchange):
+        raise MintNotFound(f"no mint {mint_id}")
+    return m
+
+
+# ------------------------------------------------------------------ reserve
+
+
+def ensure_reserve(uow: UowFactory, sc: Stablecoin, amount: int) -> None:
+    """Post an attestation of the segregated wallet's balance when the on-chain reserve does not
+    cover ``totalSupply + amount`` (or is stale). One poster per process at a time; a rival
+    poster elsewhere shows up as a replayed sequence, and the loop re-reads."""
+    if sc.attestor is None:
+        return  # nobody can attest: the mint fails on the reserve guard and is refunded
+    with sc.attest_lock:
+        for _ in range(3):
+            latest = sc.chain.latest_attestation()
+            chain_now = sc.chain.block_timestamp()
+            fresh = chain_now < latest.timestamp + max(latest.max_age - 60, 0)
+            if fresh and latest.reserve >= sc.chain.total_supply() + amount:
+                return
+            read = uow(readonly=True)
+            with read:
+                wallet = read.ledger.wallet(sc.segregated_wallet_id)
+            balance = wallet.posted if wallet else 0
+            attestation = Attestation(
+                reserve=balance,
+                sequence=latest.sequence + 1,
+                timestamp=chain_now,
+                wallet_ref_hash=Attestation.wallet_ref_hash_of(sc.segregated_wallet_id),
+            )
+            try:
+                sc.chain.post_attestation(sc.operator, attestation, attestor=sc.attestor)
+                log.info("attested reserve %d (sequence %d)", balance, attestation.sequence)
+                return
+            except ContractReverted as exc:
+                if exc.error_name != "AttestationReplayed":
+                    raise
+                continue
+
+
+# ------------------------------------------------------------------ reconciliation
+
+
+def reconcile(
+    uow: UowFactory, sc: Stablecoin, now: datetime | None = None
+) -> Reconciliation | None:
+    """Compare the segregated DT with totalSupply at the watcher's cursor block and record it.
+
+    At that block every redemption is paid or held (the cursor moves in the transaction that
+    pays them), so ``gap = balance - mints not on-chain by then - held redemptions - supply``.
+    Returns None before the watcher has a cursor.
+    """
+    now = now or utcnow()
+    read = uow(readonly=True, snapshot=True)
+    with read:
+        cursor = read.stablecoin.cursor(sc.contract)
+        if cursor is None:
+            return None
+        block = cursor.block_number
+        wallet = read.ledger.wallet(sc.segregated_wallet_id)
+        unsettled = read.stablecoin.unsettled_mints(sc.contract)
+        minted_later = read.stablecoin.minted_after(sc.contract, block)
+        held = read.stablecoin.held_redemptions(sc.contract)
+    pending = minted_later
+    for m in unsettled:
+        if m.state is MintState.FAILED or not sc.chain.is_request_used(
+            bytes.fromhex(m.request_id), block
+        ):
+            pending += m.amount
+    result = Reconciliation.compute(
+        contract_address=sc.contract,
+        checked_at=now,
+        block_number=block,
+        segregated_balance=wallet.posted if wallet else 0,
+        pending_mints=pending,
+        unpaid_redemptions=held,
+        total_supply=sc.chain.total_supply(block),
+    )
+    write = uow()
+    with write:
+        stored = write.stablecoin.add_reconciliation(result)
+        write.commit()
+    if not stored.ok:
+        log.error(
+            "reconciliation gap of %d tiyn at block %d (segregated %d, pending mints %d, "
+            "held redemptions %d, totalSupply %d): new mints halted",
+            stored.gap,
+            block,
+            stored.segregated_balance,
+            stored.pending_mints,
+            stored.unpaid_redemptions,
+            stored.total_supply,
+        )
+    return stored
+
+
+def latest_reconciliation(uow: UowFactory, sc: Stablecoin) -> Reconciliation | None:
+    read = uow(readonly=True)
+    with read:
+        return read.stablecoin.latest_reconciliation(sc.contract)
+
+
+def list_redemptions(
+    uow: UowFactory, sc: Stablecoin, exchange: str | None, cursor: int | None, limit: int
+) -> tuple[list[Redemption], int | None]:
+    read = uow(readonly=True)
+    with read:
+        rows = read.stablecoin.redemptions(sc.contract, exchange, cursor or 0, limit + 1)
+    page = rows[:limit]
+    return page, (page[-1].seq if len(rows) > limit else None)
+
+
+__all__ = [
+    "UowFactory",
+    "checksum_address",
+    "drive_mint",
+    "ensure_reserve",
+    "ensure_segregated_wallet",
+    "get_mint",
+    "latest_reconciliation",
+    "list_redemptions",
+    "mint_payload",
+    "reconcile",
+    "redemption_payload",
+    "refund_mint",
+    "request_mint",
+    "resume_mints",
+    "run_unit",
+    "utcnow",
+]

@@ -1,0 +1,176 @@
+"""The redemption watcher: pays the DT of every ``Redeemed`` log once it has N confirmations.
+
+One pass (:func:`poll`):
+
+1. load the cursor (the last block finished, with its hash); if the chain now has another
+   block at that height, a reorganisation happened: rewind ``reorg_rewind_blocks`` and rescan
+   (a redemption already paid is recognised by ``(tx_hash, log_index)`` and skipped);
+2. read the ``Redeemed`` logs from the cursor to the newest block with N confirmations;
+3. in ONE transaction: record each redemption, move its DT from the segregated wallet to the
+   exchange wallet it names (ledger transfer ``redeem-<tx hash>-<log index>``), queue its
+   webhook, and move the cursor. A crash before the commit leaves the cursor where it was, so
+   the next pass (after a restart too) reads the same logs again; one after leaves nothing to
+   redo.
+
+A redemption younger than N confirmations is never paid, so a reorganisation shallower than N
+cannot make the gateway pay for a burn that no longer exists.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+from gateway.errors import GatewayError
+from gateway.faults import crash_point
+from gateway.ledger import service as ledger
+from gateway.ledger.model import MakeTransfer, WalletKind, WalletStatus
+from gateway.stablecoin import webhooks
+from gateway.stablecoin.chain import RedeemedEvent
+from gateway.stablecoin.model import (
+    Cursor,
+    Redemption,
+    RedemptionState,
+    event_id_of,
+    redemption_transfer_id,
+)
+from gateway.stablecoin.runtime import Stablecoin
+from gateway.stablecoin.service import (
+    UowFactory,
+    redemption_payload,
+    run_unit,
+    utcnow,
+)
+from gateway.stablecoin.store import StablecoinUnitOfWork
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class PollResult:
+    cursor: Cursor
+    redemptions: tuple[Redemption, ...] = ()
+    rewound_from: int | None = None
+    """Set when the pass found a reorganisation and rewound from this block."""
+
+
+def _start(sc: Stablecoin) -> Cursor:
+    return Cursor(sc.contract, sc.settings.start_block - 1, None)
+
+
+def load_cursor(uow: UowFactory, sc: Stablecoin) -> Cursor | None:
+    read = uow(readonly=True)
+    with read:
+        return read.stablecoin.cursor(sc.contract)
+
+
+def poll(uow: UowFactory, sc: Stablecoin) -> PollResult:
+    """One pass of the watcher (see the module docstring)."""
+    cursor = load_cursor(uow, sc)
+    stored = cursor is not None
+    cursor = cursor or _start(sc)
+    rewound_from = None
+    if cursor.block_hash is not None and sc.chain.block_hash(cursor.block_number) != (
+        cursor.block_hash
+    ):
+        rewound_from = cursor.block_number
+        back = max(
+            sc.settings.start_block - 1, cursor.block_number - sc.settings.reorg_rewind_blocks
+        )
+        rewound = Cursor(sc.contract, back, sc.chain.block_hash(back) if back >= 0 else None)
+        log.warning(
+            "block %d changed hash (reorganisation): watcher rewinds to %d", rewound_from, back
+        )
+        with_row = uow()
+        with with_row:
+            with_row.stablecoin.save_cursor(rewound, utcnow())
+            with_row.commit()
+        cursor, stored = rewound, True
+
+    safe = sc.chain.block_number() - sc.settings.confirmations + 1
+    if safe <= cursor.block_number:
+        return PollResult(cursor, rewound_from=rewound_from)
+    to = min(safe, cursor.block_number + sc.settings.max_block_range)
+    events = sc.chain.redeemed_events(cursor.block_number + 1, to)
+    new_cursor = Cursor(sc.contract, to, sc.chain.block_hash(to))
+    if events:
+        crash_point("redeem.after_event", sc.faults)
+
+    write = uow()
+    start_block = cursor.block_number
+
+    def work() -> tuple[Redemption, ...]:
+        now = utcnow()
+        current = write.stablecoin.cursor(sc.contract)
+        if (current.block_number if current else None) != (start_block if stored else None):
+            return ()  # another pass moved the cursor meanwhile: it did this work
+        paid = tuple(r for ev in events if (r := _record(write, sc, ev, now)) is not None)
+        write.stablecoin.save_cursor(new_cursor, now)
+        return paid
+
+    recorded = run_unit(write, work)
+    return PollResult(new_cursor, recorded, rewound_from)
+
+
+def _record(
+    uow: StablecoinUnitOfWork, sc: Stablecoin, ev: RedeemedEvent, now: datetime
+) -> Redemption | None:
+    if uow.stablecoin.redemption(ev.tx_hash, ev.log_index) is not None:
+        return None  # paid (or held) by an earlier pass: a rescan after a rewind
+    wallet = uow.ledger.wallet(ev.dt_wallet_ref)
+    transfer_id = redemption_transfer_id(ev.tx_hash, ev.log_index)
+    state, reason, exchange = RedemptionState.PAID, None, ""
+    if wallet is None or wallet.kind is not WalletKind.EXCHANGE:
+        state, reason = RedemptionState.HELD, f"{ev.dt_wallet_ref!r} is not an exchange wallet"
+    elif wallet.status is WalletStatus.CLOSED:
+        state, reason = RedemptionState.HELD, f"wallet {wallet.id} is closed"
+    else:
+        exchange = wallet.owner
+        try:
+            ledger.execute(
+                uow,
+                [
+                    MakeTransfer(
+                        id=transfer_id,
+                        debit_wallet_id=sc.segregated_wallet_id,
+                        credit_wallet_id=wallet.id,
+                        amount=ev.amount,
+                        currency=sc.currency,
+                        reference=f"stablecoin redemption {ev.tx_hash}:{ev.log_index}",
+                    )
+                ],
+                now,
+            )
+        except GatewayError as exc:  # refused before any write: hold it for an operator
+            state, reason = RedemptionState.HELD, f"{exc.code}: {exc.detail}"[:200]
+    if state is RedemptionState.HELD:
+        log.error("redemption %s:%d held: %s", ev.tx_hash, ev.log_index, reason)
+    r = Redemption(
+        tx_hash=ev.tx_hash,
+        log_index=ev.log_index,
+        contract_address=sc.contract,
+        block_number=ev.block_number,
+        block_hash=ev.block_hash,
+        redeemer=ev.redeemer,
+        amount=ev.amount,
+        dt_wallet_ref=ev.dt_wallet_ref,
+        exchange=exchange,
+        state=state,
+        created_at=now,
+        transfer_id=transfer_id if state is RedemptionState.PAID else None,
+        reason=reason,
+    )
+    uow.stablecoin.add_redemption(r)
+    webhooks.enqueue(
+        uow.outbox,
+        sc.settings,
+        event_id=event_id_of("redemption", ev.tx_hash, ev.log_index, state.value),
+        event_type=f"redemption.{state.value}",
+        data=redemption_payload(r),
+        now=now,
+    )
+    return r
+
+
+__all__ = ["PollResult", "load_cursor", "poll"]
