@@ -7,9 +7,9 @@ CHECK constraints repeat the domain's invariants so that a bug cannot store a ne
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
-from datetime import datetime
-from typing import Any
+from collections.abc import Callable, Collection, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any, NoReturn, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -135,70 +135,6 @@ def _wallet(row: Any) -> Wallet:
     )
 
 
-def _wallet_values(w: Wallet) -> dict[str, Any]:
-    return {
-        "id": w.id,
-        "kind": w.kind.value,
-        "owner": w.owner,
-        "currency": w.currency,
-        "status": w.status.value,
-        "posted": w.posted,
-        "reserved": w.reserved,
-        "created_at": w.created_at,
-        "fingerprint": w.fingerprint,
-    }
-
-
-def _transfer(row: Any) -> Transfer:
-    return Transfer(
-        id=row.id,
-        kind=TransferKind(row.kind),
-        debit_wallet_id=row.debit_wallet_id,
-        credit_wallet_id=row.credit_wallet_id,
-        amount=row.amount,
-        currency=row.currency,
-        created_at=row.created_at,
-        reference=row.reference,
-        fingerprint=row.fingerprint,
-    )
-
-
-def _lock(row: Any) -> Lock:
-    return Lock(
-        id=row.id,
-        debit_wallet_id=row.debit_wallet_id,
-        credit_wallet_id=row.credit_wallet_id,
-        amount=row.amount,
-        currency=row.currency,
-        created_at=row.created_at,
-        expires_at=row.expires_at,
-        condition=row.condition,
-        state=LockState(row.state),
-        resolved_at=row.resolved_at,
-        fulfilment=row.fulfilment,
-        reference=row.reference,
-        fingerprint=row.fingerprint,
-    )
-
-
-def _lock_values(lk: Lock) -> dict[str, Any]:
-    return {
-        "id": lk.id,
-        "debit_wallet_id": lk.debit_wallet_id,
-        "credit_wallet_id": lk.credit_wallet_id,
-        "amount": lk.amount,
-        "currency": lk.currency,
-        "state": lk.state.value,
-        "condition": lk.condition,
-        "fulfilment": lk.fulfilment,
-        "reference": lk.reference,
-        "expires_at": lk.expires_at,
-        "created_at": lk.created_at,
-        "resolved_at": lk.resolved_at,
-        "fingerprint": lk.fingerprint,
-    }
-
-
 def _entry(row: Any) -> Entry:
     return Entry(
         seq=row.seq,
@@ -213,24 +149,105 @@ def _entry(row: Any) -> Entry:
     )
 
 
-_UPDATE_WALLET = (
-    wallet_t.update()
-    .where(wallet_t.c.id == sa.bindparam("b_id"))
-    .values(
-        status=sa.bindparam("status"),
-        posted=sa.bindparam("posted"),
-        reserved=sa.bindparam("reserved"),
-    )
+# ------------------------------------------------------------------ hot-path SQL
+#
+# The statements that every command runs go straight to the DBAPI cursor of the transaction's
+# connection, as precomputed strings per dialect: SQLAlchemy's per-statement work (compile cache
+# lookup, IN-list expansion, bind and result processors) cost more than the statement itself.
+# Driver errors are wrapped back into SQLAlchemy's exception classes (:meth:`_Raw.fail`), so
+# ``gateway.db`` still sees an ``IntegrityError`` for a unique-key race and retries it.
+
+_WALLET_COLS = "id, kind, owner, currency, status, posted, reserved, created_at, fingerprint"
+_TRANSFER_COLS = (
+    "id, kind, debit_wallet_id, credit_wallet_id, amount, currency, reference, created_at,"
+    " fingerprint"
 )
-_UPDATE_LOCK = (
-    lock_t.update()
-    .where(lock_t.c.id == sa.bindparam("b_id"))
-    .values(
-        state=sa.bindparam("state"),
-        fulfilment=sa.bindparam("fulfilment"),
-        resolved_at=sa.bindparam("resolved_at"),
-    )
+_LOCK_COLS = (
+    "id, debit_wallet_id, credit_wallet_id, amount, currency, state, condition, fulfilment,"
+    " reference, expires_at, created_at, resolved_at, fingerprint"
 )
+_ENTRY_COLS = (
+    "wallet_id, op, ref_id, posted_delta, reserved_delta, posted_after, reserved_after, created_at"
+)
+
+
+def _sqlite_ts(value: datetime | None) -> str | None:
+    """Bind a UTC datetime exactly as ``UtcDateTime`` does on SQLite (naive UTC, 6 digits)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to a UTC column")
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _sqlite_read_ts(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+def _pg_ts(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise ValueError("naive datetime given to a UTC column")
+    return value
+
+
+def _pg_read_ts(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _unnest(table: str, cols: str, types: Sequence[str], ordered: bool = False) -> str:
+    """``INSERT ... SELECT FROM unnest(arrays)``: many rows in one PostgreSQL statement."""
+    arrays = ", ".join(f"%s::{t}[]" for t in types)
+    if ordered:  # keep the arrays' order for serial columns (entries' seq)
+        names = ", ".join(f"c{i}" for i in range(len(types)))
+        return (
+            f"INSERT INTO {table} ({cols}) SELECT {names} FROM unnest({arrays})"
+            f" WITH ORDINALITY AS v({names}, ord) ORDER BY ord"
+        )
+    return f"INSERT INTO {table} ({cols}) SELECT * FROM unnest({arrays})"
+
+
+_PG_INSERT_WALLETS = _unnest(
+    "ledger_wallet",
+    _WALLET_COLS,
+    ("text", "text", "text", "text", "text", "bigint", "bigint", "timestamptz", "text"),
+)
+_PG_INSERT_TRANSFERS = _unnest(
+    "ledger_transfer",
+    _TRANSFER_COLS,
+    ("text", "text", "text", "text", "bigint", "text", "text", "timestamptz", "text"),
+)
+_LOCK_TYPES = "text text text bigint text text text text text timestamptz timestamptz timestamptz"
+_PG_INSERT_LOCKS = _unnest("ledger_lock", _LOCK_COLS, (*_LOCK_TYPES.split(), "text"))
+_PG_INSERT_ENTRIES = _unnest(
+    "ledger_entry",
+    _ENTRY_COLS,
+    ("text", "text", "text", "bigint", "bigint", "bigint", "bigint", "timestamptz"),
+    ordered=True,
+)
+_PG_UPDATE_WALLETS = (
+    "UPDATE ledger_wallet AS w SET status = v.status, posted = v.posted, reserved = v.reserved"
+    " FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[])"
+    " AS v(id, status, posted, reserved) WHERE w.id = v.id"
+)
+_PG_UPDATE_LOCKS = (
+    "UPDATE ledger_lock AS l SET state = v.state, fulfilment = v.fulfilment,"
+    " resolved_at = v.resolved_at"
+    " FROM unnest(%s::text[], %s::text[], %s::text[], %s::timestamptz[])"
+    " AS v(id, state, fulfilment, resolved_at) WHERE l.id = v.id"
+)
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows to per-column lists, the shape ``unnest`` takes."""
+    return [list(col) for col in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
 
 
 class SqlLedgerRepository:
@@ -238,7 +255,112 @@ class SqlLedgerRepository:
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
-        self._for_update = conn.dialect.name != "sqlite"
+        self._pg = conn.dialect.name != "sqlite"
+        self._for_update = self._pg
+        self._ts: Callable[[datetime | None], Any] = _pg_ts if self._pg else _sqlite_ts
+        self._read_ts: Callable[[Any], datetime | None] = (
+            _pg_read_ts if self._pg else _sqlite_read_ts
+        )
+        self._cursor: Any = None
+
+    # raw driver access ----------------------------------------------------
+
+    def _cur(self) -> Any:
+        if self._cursor is None:
+            self._cursor = self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        return self._cursor
+
+    def _fail(self, exc: Exception, sql: str, params: Any) -> NoReturn:
+        """Re-raise a driver error as SQLAlchemy would have (``IntegrityError``, ...)."""
+        dialect = self.conn.dialect
+        dbapi = dialect.loaded_dbapi
+        if not isinstance(exc, dbapi.Error):
+            raise exc
+        disconnect = dialect.is_disconnect(exc, self.conn.connection.dbapi_connection, None)
+        if disconnect:
+            self.conn.invalidate(exc)
+        raise sa.exc.DBAPIError.instance(
+            sql,
+            params,
+            exc,
+            dbapi.Error,
+            connection_invalidated=disconnect,
+            dialect=dialect,
+        ) from exc
+
+    def _fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        cur = self._cur()
+        try:
+            cur.execute(sql, params)
+            return cast(list[tuple[Any, ...]], cur.fetchall())
+        except Exception as exc:
+            self._fail(exc, sql, params)
+
+    def _write(self, sql: str, params: Sequence[Any]) -> None:
+        try:
+            self._cur().execute(sql, params)
+        except Exception as exc:
+            self._fail(exc, sql, params)
+
+    def _write_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        try:
+            self._cur().executemany(sql, rows)
+        except Exception as exc:
+            self._fail(exc, sql, rows)
+
+    def _select_by_ids(
+        self, table: str, cols: str, ids: Collection[str], *, lock: bool
+    ) -> list[tuple[Any, ...]]:
+        ordered = sorted(ids)
+        if self._pg:
+            sql = f"SELECT {cols} FROM {table} WHERE id = ANY(%s) ORDER BY id"
+            return self._fetch(sql + " FOR UPDATE" if lock else sql, (ordered,))
+        sql = f"SELECT {cols} FROM {table} WHERE id IN ({_marks(len(ordered))}) ORDER BY id"
+        return self._fetch(sql, ordered)
+
+    def _wallet_of(self, r: tuple[Any, ...]) -> Wallet:
+        return Wallet(
+            id=r[0],
+            kind=WalletKind(r[1]),
+            owner=r[2],
+            currency=r[3],
+            status=WalletStatus(r[4]),
+            posted=r[5],
+            reserved=r[6],
+            created_at=cast(datetime, self._read_ts(r[7])),
+            fingerprint=r[8],
+        )
+
+    def _transfer_of(self, r: tuple[Any, ...]) -> Transfer:
+        return Transfer(
+            id=r[0],
+            kind=TransferKind(r[1]),
+            debit_wallet_id=r[2],
+            credit_wallet_id=r[3],
+            amount=r[4],
+            currency=r[5],
+            reference=r[6],
+            created_at=cast(datetime, self._read_ts(r[7])),
+            fingerprint=r[8],
+        )
+
+    def _lock_of(self, r: tuple[Any, ...]) -> Lock:
+        read_ts = self._read_ts
+        return Lock(
+            id=r[0],
+            debit_wallet_id=r[1],
+            credit_wallet_id=r[2],
+            amount=r[3],
+            currency=r[4],
+            state=LockState(r[5]),
+            condition=r[6],
+            fulfilment=r[7],
+            reference=r[8],
+            expires_at=read_ts(r[9]),
+            created_at=cast(datetime, read_ts(r[10])),
+            resolved_at=read_ts(r[11]),
+            fingerprint=r[12],
+        )
 
     # reads ----------------------------------------------------------------
 
@@ -246,33 +368,35 @@ class SqlLedgerRepository:
         """Load and row-lock wallets, always in id order, so concurrent batches cannot deadlock."""
         if not ids:
             return {}
-        q = wallet_t.select().where(wallet_t.c.id.in_(sorted(ids))).order_by(wallet_t.c.id)
-        if self._for_update:
-            q = q.with_for_update()
-        return {r.id: _wallet(r) for r in self.conn.execute(q)}
+        rows = self._select_by_ids("ledger_wallet", _WALLET_COLS, ids, lock=self._for_update)
+        return {r[0]: self._wallet_of(r) for r in rows}
 
     def locks_for_update(self, ids: Collection[str]) -> dict[str, Lock]:
         """Locks are row-locked before wallets, in id order (the global lock order)."""
         if not ids:
             return {}
-        q = lock_t.select().where(lock_t.c.id.in_(sorted(ids))).order_by(lock_t.c.id)
-        if self._for_update:
-            q = q.with_for_update()
-        return {r.id: _lock(r) for r in self.conn.execute(q)}
+        rows = self._select_by_ids("ledger_lock", _LOCK_COLS, ids, lock=self._for_update)
+        return {r[0]: self._lock_of(r) for r in rows}
 
     def transfers(self, ids: Collection[str]) -> dict[str, Transfer]:
         if not ids:
             return {}
-        q = transfer_t.select().where(transfer_t.c.id.in_(list(ids)))
-        return {r.id: _transfer(r) for r in self.conn.execute(q)}
+        rows = self._select_by_ids("ledger_transfer", _TRANSFER_COLS, ids, lock=False)
+        return {r[0]: self._transfer_of(r) for r in rows}
 
     def wallet(self, wallet_id: str) -> Wallet | None:
-        row = self.conn.execute(wallet_t.select().where(wallet_t.c.id == wallet_id)).first()
-        return _wallet(row) if row else None
+        return self.wallets_by_id([wallet_id]).get(wallet_id)
+
+    def wallets_by_id(self, ids: Collection[str]) -> dict[str, Wallet]:
+        """Wallets without a row lock (reads)."""
+        if not ids:
+            return {}
+        rows = self._select_by_ids("ledger_wallet", _WALLET_COLS, ids, lock=False)
+        return {r[0]: self._wallet_of(r) for r in rows}
 
     def lock(self, lock_id: str) -> Lock | None:
-        row = self.conn.execute(lock_t.select().where(lock_t.c.id == lock_id)).first()
-        return _lock(row) if row else None
+        rows = self._select_by_ids("ledger_lock", _LOCK_COLS, [lock_id], lock=False)
+        return self._lock_of(rows[0]) if rows else None
 
     def transfer(self, transfer_id: str) -> Transfer | None:
         return self.transfers([transfer_id]).get(transfer_id)
@@ -333,57 +457,129 @@ class SqlLedgerRepository:
     # writes ---------------------------------------------------------------
 
     def insert_wallets(self, wallets: Sequence[Wallet]) -> None:
-        if wallets:
-            self.conn.execute(wallet_t.insert(), [_wallet_values(w) for w in wallets])
-
-    def update_wallets(self, wallets: Iterable[Wallet]) -> None:
-        params = [
-            {"b_id": w.id, "status": w.status.value, "posted": w.posted, "reserved": w.reserved}
+        if not wallets:
+            return
+        ts = self._ts
+        rows = [
+            (
+                w.id,
+                w.kind.value,
+                w.owner,
+                w.currency,
+                w.status.value,
+                w.posted,
+                w.reserved,
+                ts(w.created_at),
+                w.fingerprint,
+            )
             for w in wallets
         ]
-        if params:
-            self.conn.execute(_UPDATE_WALLET, params)
+        if self._pg:
+            self._write(_PG_INSERT_WALLETS, _columns(rows, 9))
+        else:
+            self._write_many(
+                f"INSERT INTO ledger_wallet ({_WALLET_COLS}) VALUES ({_marks(9)})", rows
+            )
+
+    def update_wallets(self, wallets: Iterable[Wallet]) -> None:
+        rows = [(w.id, w.status.value, w.posted, w.reserved) for w in wallets]
+        if not rows:
+            return
+        if self._pg:
+            self._write(_PG_UPDATE_WALLETS, _columns(rows, 4))
+        else:
+            self._write_many(
+                "UPDATE ledger_wallet SET status = ?2, posted = ?3, reserved = ?4 WHERE id = ?1",
+                rows,
+            )
 
     def insert_transfers(self, transfers: Sequence[Transfer]) -> None:
-        if transfers:
-            self.conn.execute(
-                transfer_t.insert(),
-                [
-                    {
-                        "id": t.id,
-                        "kind": t.kind.value,
-                        "debit_wallet_id": t.debit_wallet_id,
-                        "credit_wallet_id": t.credit_wallet_id,
-                        "amount": t.amount,
-                        "currency": t.currency,
-                        "reference": t.reference,
-                        "created_at": t.created_at,
-                        "fingerprint": t.fingerprint,
-                    }
-                    for t in transfers
-                ],
+        if not transfers:
+            return
+        ts = self._ts
+        rows = [
+            (
+                t.id,
+                t.kind.value,
+                t.debit_wallet_id,
+                t.credit_wallet_id,
+                t.amount,
+                t.currency,
+                t.reference,
+                ts(t.created_at),
+                t.fingerprint,
+            )
+            for t in transfers
+        ]
+        if self._pg:
+            self._write(_PG_INSERT_TRANSFERS, _columns(rows, 9))
+        else:
+            self._write_many(
+                f"INSERT INTO ledger_transfer ({_TRANSFER_COLS}) VALUES ({_marks(9)})", rows
             )
 
     def insert_locks(self, locks: Sequence[Lock]) -> None:
-        if locks:
-            self.conn.execute(lock_t.insert(), [_lock_values(lk) for lk in locks])
-
-    def update_locks(self, locks: Iterable[Lock]) -> None:
-        params = [
-            {
-                "b_id": lk.id,
-                "state": lk.state.value,
-                "fulfilment": lk.fulfilment,
-                "resolved_at": lk.resolved_at,
-            }
+        if not locks:
+            return
+        ts = self._ts
+        rows = [
+            (
+                lk.id,
+                lk.debit_wallet_id,
+                lk.credit_wallet_id,
+                lk.amount,
+                lk.currency,
+                lk.state.value,
+                lk.condition,
+                lk.fulfilment,
+                lk.reference,
+                ts(lk.expires_at),
+                ts(lk.created_at),
+                ts(lk.resolved_at),
+                lk.fingerprint,
+            )
             for lk in locks
         ]
-        if params:
-            self.conn.execute(_UPDATE_LOCK, params)
+        if self._pg:
+            self._write(_PG_INSERT_LOCKS, _columns(rows, 13))
+        else:
+            self._write_many(f"INSERT INTO ledger_lock ({_LOCK_COLS}) VALUES ({_marks(13)})", rows)
+
+    def update_locks(self, locks: Iterable[Lock]) -> None:
+        ts = self._ts
+        rows = [(lk.id, lk.state.value, lk.fulfilment, ts(lk.resolved_at)) for lk in locks]
+        if not rows:
+            return
+        if self._pg:
+            self._write(_PG_UPDATE_LOCKS, _columns(rows, 4))
+        else:
+            self._write_many(
+                "UPDATE ledger_lock SET state = ?2, fulfilment = ?3, resolved_at = ?4"
+                " WHERE id = ?1",
+                rows,
+            )
 
     def insert_entries(self, entries: Sequence[dict[str, Any]]) -> None:
-        if entries:
-            self.conn.execute(entry_t.insert(), list(entries))
+        if not entries:
+            return
+        ts = self._ts
+        rows = [
+            (
+                e["wallet_id"],
+                e["op"],
+                e["ref_id"],
+                e["posted_delta"],
+                e["reserved_delta"],
+                e["posted_after"],
+                e["reserved_after"],
+                ts(e["created_at"]),
+            )
+            for e in entries
+        ]
+        if self._pg:
+            self._write(_PG_INSERT_ENTRIES, _columns(rows, 8))
+        else:
+            self._write_many(f"INSERT INTO ledger_entry ({_ENTRY_COLS}) VALUES ({_marks(8)})", rows)
 
 
 class LedgerUnitOfWork(SqlUnitOfWork):
