@@ -1,0 +1,125 @@
+"""The redemption watcher against reorganisations (anvil snapshot/revert) and restarts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy.engine import Engine
+
+from gateway.ledger import service as ledger
+from gateway.ledger.model import MakeTransfer
+from gateway.ledger.store import LedgerUnitOfWork
+from gateway.stablecoin import watcher
+from gateway.stablecoin.chain import Attestation
+from gateway.stablecoin.contract import MINTER_ROLE
+from gateway.stablecoin.runtime import Stablecoin
+from gateway.stablecoin.service import ensure_segregated_wallet
+from tests.integration.stablecoin_flows.support import (
+    EXCHANGE_WALLET,
+    FUNDED,
+    OTHER_WALLET,
+    Deployment,
+    Flow,
+    balance,
+    running_flow,
+)
+
+pytestmark = pytest.mark.chain
+
+CONFIRMATIONS = 3
+
+
+def _seed(flow: Flow, amount: int) -> None:
+    """Tokens for the first holder and their DT in the segregated wallet, without the API (the
+    flow runs with 3 confirmations, which anvil's automine only gives when blocks are mined)."""
+    dep = flow.dep
+    ensure_segregated_wallet(flow.uow(), flow.sc)
+    seed = MakeTransfer(
+        id="seed",
+        debit_wallet_id=OTHER_WALLET,
+        credit_wallet_id=flow.sc.segregated_wallet_id,
+        amount=amount,
+    )
+    ledger.apply_one(LedgerUnitOfWork(flow.engine), seed)
+    dep.client.transact(dep.admin, "grantRole", MINTER_ROLE, dep.admin.address)
+    now = int(dep.chain.w3.eth.get_block("latest")["timestamp"])
+    ref = Attestation.wallet_ref_hash_of(flow.sc.segregated_wallet_id)
+    dep.client.post_attestation(dep.admin, Attestation(amount, 1, now, ref), attestor=dep.attestor)
+    dep.client.mint(dep.admin, dep.holders[0].address, amount, b"\x01" * 32)
+
+
+def _flow(engine: Engine, dep: Deployment) -> Any:
+    return running_flow(engine, dep, confirmations=CONFIRMATIONS)
+
+
+def test_redemption_reorganised_away_before_confirmations_moves_no_dt(
+    sqlite_engine: Engine, dep: Deployment
+) -> None:
+    chain = dep.chain
+    with _flow(sqlite_engine, dep) as flow:
+        _seed(flow, 500_00)
+        watcher.poll(flow.uow, flow.sc)
+        snap = chain.snapshot()
+        dep.client.redeem(dep.holders[0], 100_00, EXCHANGE_WALLET)
+        chain.mine(1)  # 2 confirmations of 3
+        assert watcher.poll(flow.uow, flow.sc).redemptions == ()
+        chain.revert(snap)
+        chain.mine(CONFIRMATIONS + 2)
+        assert watcher.poll(flow.uow, flow.sc).redemptions == ()
+        assert balance(sqlite_engine, EXCHANGE_WALLET) == FUNDED
+        assert flow.segregated() == 500_00
+        assert flow.client().get("/v1/stablecoin/redemptions").json()["redemptions"] == []
+
+
+def test_cursor_rewinds_when_its_block_hash_changed_and_pays_the_new_branch_once(
+    sqlite_engine: Engine, dep: Deployment
+) -> None:
+    chain = dep.chain
+    with _flow(sqlite_engine, dep) as flow:
+        _seed(flow, 500_00)
+        snap = chain.snapshot()
+        chain.mine(6)
+        before = watcher.poll(flow.uow, flow.sc).cursor
+        assert before.block_hash == dep.client.block_hash(before.block_number)
+
+        chain.revert(snap)
+        dep.client.redeem(dep.holders[0], 40_00, EXCHANGE_WALLET)  # the new branch differs
+        chain.mine(8)
+        assert dep.client.block_hash(before.block_number) != before.block_hash
+        result = watcher.poll(flow.uow, flow.sc)
+        assert result.rewound_from == before.block_number
+        assert [r.amount for r in result.redemptions] == [40_00]
+        assert result.cursor.block_hash == dep.client.block_hash(result.cursor.block_number)
+        assert watcher.poll(flow.uow, flow.sc).redemptions == ()
+        assert balance(sqlite_engine, EXCHANGE_WALLET) == FUNDED + 40_00
+
+
+def test_restarted_watcher_resumes_from_its_stored_cursor(
+    sqlite_engine: Engine, dep: Deployment
+) -> None:
+    chain = dep.chain
+    with _flow(sqlite_engine, dep) as flow:
+        _seed(flow, 500_00)
+        dep.client.redeem(dep.holders[0], 10_00, EXCHANGE_WALLET)
+        chain.mine(CONFIRMATIONS)
+        first = watcher.poll(flow.uow, flow.sc)
+        assert len(first.redemptions) == 1
+
+        restarted = Stablecoin.from_settings(flow.settings)  # a new process: nothing in memory
+        assert watcher.load_cursor(flow.uow, restarted) == first.cursor
+        scanned: list[int] = []
+        real = restarted.chain.redeemed_events
+
+        def spy(from_block: int, to_block: int | str = "latest") -> Any:
+            scanned.append(from_block)
+            return real(from_block, to_block)
+
+        restarted.chain.redeemed_events = spy  # type: ignore[method-assign]
+        dep.client.redeem(dep.holders[0], 20_00, EXCHANGE_WALLET)
+        chain.mine(CONFIRMATIONS)
+        second = watcher.poll(flow.uow, restarted)
+        assert scanned == [first.cursor.block_number + 1]
+        assert [r.amount for r in second.redemptions] == [20_00]
+        assert balance(sqlite_engine, EXCHANGE_WALLET) == FUNDED + 30_00
+        assert flow.segregated() == 470_00
