@@ -16,6 +16,7 @@ from gateway.config import Settings
 from gateway.ledger import service as ledger
 from gateway.ledger.store import LedgerUnitOfWork
 from gateway.outbox import OutboxDispatcher, Sender
+from gateway.pvp.runtime import PvPRuntime
 from gateway.stablecoin import service as stablecoin
 from gateway.stablecoin import watcher, webhooks
 from gateway.stablecoin.runtime import Stablecoin
@@ -31,11 +32,13 @@ class Jobs:
         engine: Engine,
         senders: Mapping[str, Sender] | None = None,
         stablecoin: Stablecoin | None = None,
+        pvp: PvPRuntime | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
         self.holder = secrets.token_hex(8)
         self.stablecoin = stablecoin
+        self.pvp = pvp
         senders = dict(senders or {})
         if stablecoin is not None and settings.stablecoin.webhook_url:
             senders.setdefault(
@@ -82,7 +85,9 @@ class Jobs:
     def _every(self, name: str, seconds: float, fn: Callable[[], object]) -> None:
         self._names.append(name)
         self.scheduler.add_job(
-            self._leased(name, timedelta(seconds=max(30.0, seconds * 5)), fn),
+            # Short leases: a replica killed mid-run blocks the job only briefly, and every
+            # stablecoin job is idempotent, so a rare overlap is harmless.
+            self._leased(name, timedelta(seconds=max(2.0, seconds * 10)), fn),
             "interval",
             seconds=seconds,
             max_instances=1,
@@ -100,7 +105,7 @@ class Jobs:
         )
         if self.dispatcher.senders:
             self.scheduler.add_job(
-                self._leased("outbox.dispatch", timedelta(seconds=30), self.dispatch_outbox),
+                self._leased("outbox.dispatch", timedelta(seconds=5), self.dispatch_outbox),
                 "interval",
                 seconds=0.2,
                 max_instances=1,
@@ -115,6 +120,10 @@ class Jobs:
                 self.resume_mints,
             )
             self._every("stablecoin.reconcile", sc.reconcile_seconds, self.reconcile)
+        if self.pvp is not None:
+            pvp, every = self.pvp, self.settings.pvp.sweep_seconds
+            self._every("pvp.recover_inbox", every, pvp.recover_inbox)
+            self._every("pvp.check_deadlines", every, pvp.check_deadlines)
         self.scheduler.start()
 
     def stop(self) -> None:

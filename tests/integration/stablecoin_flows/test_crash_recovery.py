@@ -1,0 +1,228 @@
+"""kill -9 at the worst moments, then restart: every mint and redemption completes exactly once.
+
+The gateway runs as a real process (``dt-gateway serve``) configured through ``DT_GATEWAY_*``
+variables; ``DT_GATEWAY_FAULTS__CRASH_POINTS`` makes it SIGKILL itself at a named step. The
+restarted process (without the crash point) finishes the work from the database and the chain.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy.engine import Engine
+
+from gateway.serving import free_port
+from gateway.stablecoin import watcher
+from gateway.stablecoin.runtime import default_segregated_wallet_id
+from tests.integration.stablecoin_flows.support import (
+    EXCHANGE,
+    EXCHANGE_WALLET,
+    FUNDED,
+    Deployment,
+    Receiver,
+    balance,
+    setup_exchanges,
+    uow_factory,
+    webhook_receiver,
+)
+
+pytestmark = pytest.mark.chain
+
+BIN = Path(sys.executable).parent / "dt-gateway"
+
+
+class Gateway:
+    def __init__(self, process: subprocess.Popen[bytes], url: str, token: str) -> None:
+        self.process = process
+        self.url = url
+        self.client = httpx.Client(
+            base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
+
+
+@contextmanager
+def serve(
+    engine: Engine, dep: Deployment, receiver: Receiver, token: str, tmp: Path, crash: list[str]
+) -> Iterator[Gateway]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DT_GATEWAY_")}
+    env.update(dep.env())
+    env.update(
+        {
+            "DT_GATEWAY_DATABASE__URL": engine.url.render_as_string(hide_password=False),
+            "DT_GATEWAY_DATA_DIR": str(tmp),
+            "DT_GATEWAY_LOG_LEVEL": "WARNING",
+            "DT_GATEWAY_STABLECOIN__WEBHOOK_URL": receiver.url,
+            "DT_GATEWAY_FAULTS__CRASH_POINTS": json.dumps(crash),
+        }
+    )
+    log = open(tmp / f"gateway-{port}.log", "wb")  # noqa: SIM115 (closed below)
+    process = subprocess.Popen(
+        [str(BIN), "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    gateway = Gateway(process, f"http://127.0.0.1:{port}", token)
+    try:
+        _wait(lambda: _healthy(gateway), 30, f"gateway on {port} did not start", process)
+        yield gateway
+    finally:
+        gateway.client.close()
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+        log.close()
+
+
+def _healthy(gateway: Gateway) -> bool:
+    try:
+        return httpx.get(gateway.url + "/health", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _wait(
+    cond: Callable[[], Any],
+    timeout: float,
+    what: str,
+    process: subprocess.Popen[bytes] | None = None,
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"{what}: the process exited with {process.returncode}")
+        time.sleep(0.05)
+    raise AssertionError(what)
+
+
+def _mint(gw: Gateway, key: str, amount: int, to: str) -> httpx.Response:
+    return gw.client.post(
+        "/v1/stablecoin/mints",
+        json={"amount": amount, "source_wallet_id": EXCHANGE_WALLET, "evm_address": to},
+        headers={"Idempotency-Key": key},
+    )
+
+
+def _killed(gw: Gateway) -> None:
+    assert gw.process.wait(15) == -signal.SIGKILL
+
+
+def _events_by_type(receiver: Receiver) -> dict[str, set[str]]:
+    """Event type -> the distinct event ids delivered for it (duplicates share an id)."""
+    by_type: dict[str, set[str]] = defaultdict(set)
+    for headers, body in receiver.deliveries:
+        event = json.loads(body)
+        assert {k.lower(): v for k, v in headers.items()}["x-dt-event-id"] == event["id"]
+        by_type[event["type"]].add(event["id"])
+    return by_type
+
+
+@pytest.fixture
+def setup(sqlite_engine: Engine) -> dict[str, str]:
+    return setup_exchanges(sqlite_engine)
+
+
+@pytest.mark.parametrize("crash_point", ["mint.after_ledger", "mint.after_submit"])
+def test_mint_killed_mid_flight_completes_exactly_once_after_restart(
+    sqlite_engine: Engine,
+    dep: Deployment,
+    setup: dict[str, str],
+    tmp_path: Path,
+    crash_point: str,
+) -> None:
+    holder = dep.holders[0].address
+    segregated = default_segregated_wallet_id(dep.client.address)
+    token = setup[EXCHANGE]
+    with webhook_receiver() as receiver:
+        with serve(sqlite_engine, dep, receiver, token, tmp_path, [crash_point]) as gw:
+            with pytest.raises(httpx.TransportError):
+                _mint(gw, "crash-1", 123_00, holder)
+            _killed(gw)
+        # The DT moved with the mint row; whether the chain minted depends on the crash point.
+        assert balance(sqlite_engine, EXCHANGE_WALLET) == FUNDED - 123_00
+        assert balance(sqlite_engine, segregated) == 123_00
+        on_chain_before = dep.client.balance_of(holder)
+        assert on_chain_before == (123_00 if crash_point == "mint.after_submit" else 0)
+
+        with serve(sqlite_engine, dep, receiver, token, tmp_path, []) as gw:
+            replay = _mint(gw, "crash-1", 123_00, holder)
+            assert replay.status_code == 200, replay.text
+            mint_id = replay.json()["id"]
+            done = _wait(
+                lambda: (
+                    (m := gw.client.get(f"/v1/stablecoin/mints/{mint_id}").json())["state"]
+                    == "minted"
+                    and m
+                ),
+                20,
+                "the mint was not resumed",
+            )
+            assert done["tx_hash"]
+            _wait(lambda: "mint.minted" in _events_by_type(receiver), 15, "no minted webhook")
+
+        assert dep.client.balance_of(holder) == 123_00
+        assert dep.client.total_supply() == 123_00
+        assert balance(sqlite_engine, EXCHANGE_WALLET) == FUNDED - 123_00
+        assert balance(sqlite_engine, segregated) == 123_00
+        by_type = _events_by_type(receiver)
+        assert {t: len(ids) for t, ids in by_type.items() if t.startswith("mint.")} == {
+            "mint.accepted": 1,
+            **({"mint.submitted": 1} if "mint.submitted" in by_type else {}),
+            "mint.minted": 1,
+        }
+        assert "mint.refunded" not in by_type
+
+
+def test_redemption_killed_before_its_dt_transfer_is_paid_exactly_once_after_restart(
+    sqlite_engine: Engine, dep: Deployment, setup: dict[str, str], tmp_path: Path
+) -> None:
+    holder = dep.holders[0]
+    token = setup[EXCHANGE]
+    with webhook_receiver() as receiver:
+        with serve(sqlite_engine, dep, receiver, token, tmp_path, ["redeem.after_event"]) as gw:
+            minted = _mint(gw, "r-1", 300_00, holder.address)
+            assert minted.status_code == 201 and minted.json()["state"] == "minted"
+            dep.client.redeem(holder, 120_00, EXCHANGE_WALLET)
+            _killed(gw)  # the watcher saw the Redeemed log and died before paying
+        assert balance(sqlite_engine, EXCHANGE_WALLET) == FUNDED - 300_00
+
+        with serve(sqlite_engine, dep, receiver, token, tmp_path, []) as gw:
+            _wait(
+                lambda: gw.client.get("/v1/stablecoin/redemptions").json()["redemptions"],
+                20,
+                "the redemption was not paid after the restart",
+            )
+            _wait(lambda: "redemption.paid" in _events_by_type(receiver), 15, "no webhook")
+            time.sleep(0.5)  # a few more watcher passes: still paid once
+            page = gw.client.get("/v1/stablecoin/redemptions").json()["redemptions"]
+            assert [(r["amount"], r["state"]) for r in page] == [(120_00, "paid")]
+
+        assert balance(sqlite_engine, EXCHANGE_WALLET) == FUNDED - 300_00 + 120_00
+        assert dep.client.total_supply() == 180_00
+        assert len(_events_by_type(receiver)["redemption.paid"]) == 1
+        cursor = watcher.load_cursor(uow_factory(sqlite_engine), _runtime_stub(dep))
+        assert cursor is not None and cursor.block_number >= page[0]["block_number"]
+
+
+def _runtime_stub(dep: Deployment) -> Any:
+    class Stub:
+        contract = dep.client.address
+
+    return Stub()
