@@ -141,6 +141,12 @@ def cmd_stablecoin(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_connector(args: argparse.Namespace) -> int:
+    from gateway.connector import serve
+
+    return serve(_settings(args), host=args.host, port=args.port)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from gateway.demo import run_demo
 
@@ -185,6 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
     sd = ss.add_parser("deploy", help="deploy with the configured keys; print the settings")
     sd.add_argument("--deployer-key", help="admin key (hex; default: the operator key)")
     p.set_defaults(func=cmd_stablecoin)
+
+    p = sub.add_parser("connector", help="run the SWIFT CBDC-connector mock")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.set_defaults(func=cmd_connector)
 
     p = sub.add_parser("demo", help="run the gateway end to end with embedded defaults")
     p.add_argument("--workdir", default="var/demo", help="where the demo keeps its databases")

@@ -73,6 +73,37 @@ class ConnectorSettings(_Section):
     port: int = 8090
     database_url: str = "sqlite:///var/connector.db"
     gateway_bic: str = "NBKZKZKAXXX"
+    bic: str = "SWHQBEBBXXX"
+    """The connector's own BIC (AppHdr/Fr of everything it sends)."""
+    signing_key_pem: SecretStr | None = None
+    """PEM key the connector signs with. None: a dev key + self-signed certificate are made
+    under ``<data_dir>/connector/`` on first start (``GET /v1/certificate`` shows the cert)."""
+    signing_cert_pem: str | None = None
+    gateway_endpoint: str | None = None
+    """Pre-registers the DT network (``gateway_bic``, KZT) at this URL, if set."""
+    gateway_cert_pem: str | None = None
+    safety_margin_ms: int = 500
+    """COMMIT only if both legs are locked before deadline - margin."""
+    match_window_seconds: float = 60.0
+    """Two instructions match when their value times are at most this far apart."""
+    simulated_currencies: dict[str, str] = Field(
+        default_factory=lambda: {"AED": "CBAUAEAA", "CNY": "PBOCCNBJ", "TRY": "TCMBTR2A"}
+    )
+    """Currency -> BIC of the simulated foreign central bank run inside the connector."""
+    sim_accounts: dict[str, dict[str, int]] = Field(default_factory=dict)
+    """Currency -> account -> opening balance (minor units), seeded on first start."""
+    auto_counter_instruct: dict[str, dict[str, str]] = Field(default_factory=dict)
+    """Simulated counterparty BIC -> {currency: account}: the connector files the mirror
+    instruction for it, so a DT participant's instruction alone makes a matched PvP."""
+    sweep_interval_ms: int = 100
+    redeliver_after_ms: int = 3000
+    """A decision not acknowledged (ACSC / camt.029) after this long is sent again."""
+    retry_base_ms: int = 50
+    retry_cap_ms: int = 5000
+    http_timeout_seconds: float = 5.0
+    batch_max: int = 1
+    """>1: pacs.009 to the same network are grouped into one multi-transaction message."""
+    batch_linger_ms: int = 2
 
 
 class StablecoinSettings(_Section):

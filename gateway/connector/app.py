@@ -1,0 +1,192 @@
+"""The connector's HTTP API (litestar). Handlers parse, call :class:`Connector`, map back."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import Litestar, Request, Response, delete, get, post
+from litestar.exceptions import HTTPException
+from litestar.params import FromPath
+
+from gateway.connector.faults import FaultRule
+from gateway.connector.service import Connector
+from gateway.errors import ErrorKind, GatewayError, InvalidInput
+
+log = logging.getLogger(__name__)
+
+STATUS_BY_KIND: dict[ErrorKind, int] = {
+    "invalid": 400,
+    "unauthorized": 401,
+    "forbidden": 403,
+    "not_found": 404,
+    "conflict": 409,
+    "unprocessable": 422,
+    "unavailable": 503,
+}
+
+
+def _problem(status: int, code: str, title: str, detail: str) -> Response[Any]:
+    return Response(
+        {"type": "about:blank", "title": title, "status": status, "detail": detail, "code": code},
+        status_code=status,
+        media_type="application/problem+json",
+    )
+
+
+def _gateway_error(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    assert isinstance(exc, GatewayError)
+    return _problem(STATUS_BY_KIND[exc.kind], exc.code, exc.title, exc.detail)
+
+
+def _http_error(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    assert isinstance(exc, HTTPException)
+    return _problem(exc.status_code, "HTTP_" + str(exc.status_code), "Request refused", exc.detail)
+
+
+def _json(value: Any, status: int = 200) -> Response[Any]:
+    return Response(value, status_code=status, media_type="application/json")
+
+
+async def _body(request: Request[Any, Any, Any]) -> Any:
+    try:
+        return await request.json()
+    except Exception:
+        raise InvalidInput("the body must be JSON") from None
+
+
+def create_app(connector: Connector, *, manage_lifecycle: bool = True) -> Litestar:
+    """The app; with ``manage_lifecycle`` the app starts and stops the connector."""
+    c = connector
+
+    @get("/health", sync_to_thread=False)
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "bic": c.bic}
+
+    @get("/v1/certificate", sync_to_thread=False)
+    def certificate() -> dict[str, Any]:
+        return {"bic": c.bic, "certificate_pem": c.cert_pem}
+
+    @post("/v1/participants")
+    async def register(request: Request[Any, Any, Any]) -> Response[Any]:
+        return _json(c.register_participant(await _body(request)), 201)
+
+    @get("/v1/participants", sync_to_thread=True)
+    def list_participants() -> list[dict[str, Any]]:
+        return c.list_participants()
+
+    @post("/v1/instructions")
+    async def instruct(request: Request[Any, Any, Any]) -> Response[Any]:
+        principal = c.authenticate(request.headers.get("authorization"))
+        data = await _body(request)
+        status, view = await _run(c.submit_instruction, principal, data)
+        return _json(view, status)
+
+    @post("/v1/trades")
+    async def trade(request: Request[Any, Any, Any]) -> Response[Any]:
+        data = await _body(request)
+        status, view = await _run(c.create_trade, data)
+        return _json(view, status)
+
+    @get("/v1/pvp/{pvp_id:str}", sync_to_thread=True)
+    def pvp(pvp_id: FromPath[str]) -> dict[str, Any]:
+        return c.pvp_view(pvp_id)
+
+    @get("/v1/pvp/{pvp_id:str}/messages", sync_to_thread=True)
+    def pvp_messages(pvp_id: FromPath[str]) -> list[dict[str, Any]]:
+        return c.pvp_messages(pvp_id)
+
+    @post("/iso20022/messages")
+    async def iso_messages(request: Request[Any, Any, Any]) -> Response[Any]:
+        raw = await request.body()
+        result = await _run(c.receive_http, raw)
+        if result.xml:
+            return Response(result.body, status_code=result.status, media_type="application/xml")
+        return _json(result.body, result.status)
+
+    @post("/v1/sim/{currency:str}/accounts")
+    async def sim_open(currency: FromPath[str], request: Request[Any, Any, Any]) -> Response[Any]:
+        data = await _body(request)
+        if not isinstance(data, dict) or not isinstance(data.get("account"), str):
+            raise InvalidInput("body: {account, amount}")
+        amount = data.get("amount", 0)
+        if isinstance(amount, bool) or not isinstance(amount, int):
+            raise InvalidInput("amount: an integer of minor units")
+        await _run(c.sim.issue, currency, data["account"], amount)
+        return _json(c.sim.balance(currency, data["account"]), 201)
+
+    @get("/v1/sim/{currency:str}/accounts/{account:str}", sync_to_thread=True)
+    def sim_balance(currency: FromPath[str], account: FromPath[str]) -> dict[str, Any]:
+        return c.sim.balance(currency, account)
+
+    @get("/v1/sim/{currency:str}/check", sync_to_thread=True)
+    def sim_check(currency: FromPath[str]) -> dict[str, Any]:
+        return c.sim.check(currency)
+
+    @post("/v1/faults")
+    async def add_fault(request: Request[Any, Any, Any]) -> Response[Any]:
+        data = await _body(request)
+        if not isinstance(data, dict):
+            raise InvalidInput("a JSON object is required")
+        allowed = {
+            "kind",
+            "probability",
+            "pvp_id",
+            "message_type",
+            "destination_bic",
+            "count",
+            "delay_ms",
+            "reason",
+            "step",
+        }
+        unknown = set(data) - allowed
+        if unknown:
+            raise InvalidInput(f"unknown fields: {sorted(unknown)}")
+        try:
+            rule = FaultRule(**data)
+        except TypeError as exc:
+            raise InvalidInput(str(exc)) from None
+        return _json(c.faults.add(rule).to_json(), 201)
+
+    @get("/v1/faults", sync_to_thread=False)
+    def list_faults() -> list[dict[str, Any]]:
+        return [r.to_json() for r in c.faults.rules()]
+
+    @delete("/v1/faults", status_code=204, sync_to_thread=False)
+    def clear_faults() -> None:
+        c.faults.clear()
+
+    return Litestar(
+        route_handlers=[
+            health,
+            certificate,
+            register,
+            list_participants,
+            instruct,
+            trade,
+            pvp,
+            pvp_messages,
+            iso_messages,
+            sim_open,
+            sim_balance,
+            sim_check,
+            add_fault,
+            list_faults,
+            clear_faults,
+        ],
+        exception_handlers={GatewayError: _gateway_error, HTTPException: _http_error},
+        on_startup=[lambda: c.start()] if manage_lifecycle else [],
+        on_shutdown=[lambda: c.stop()] if manage_lifecycle else [],
+        request_max_body_size=c.settings.iso20022.max_message_bytes * 2,
+        debug=False,
+    )
+
+
+async def _run(func: Any, *args: Any) -> Any:
+    """Blocking database work off the event loop."""
+    import anyio.to_thread
+
+    return await anyio.to_thread.run_sync(func, *args)
+
+
+__all__ = ["create_app"]

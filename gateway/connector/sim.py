@@ -1,0 +1,365 @@
+"""Simulated foreign central banks: one small ledger per configured currency, behaving like a
+correct partner network, so that a PvP runs end to end with nobody else.
+
+Each network receives the same ISO 20022 envelopes a real partner would (parsed and validated
+with :func:`gateway.iso20022.parse`) and answers with built, validated messages:
+
+- ``pacs.009``: per leg, lock the debtor's funds under the condition -> pacs.002 ACSP, or RJCT
+  AC01 (unknown debtor account), AM04 (insufficient funds), AM11 (wrong currency), or the
+  reason of an injected ``reject`` fault;
+- ``pacs.002`` ACSP with the fulfilment -> commit the lock to the creditor -> pacs.002 ACSC;
+- ``camt.056`` -> release -> camt.029 CNCL; already committed -> camt.029 RJCR (ARDT); unknown
+  leg -> a tombstone (a later pacs.009 is rejected) and CNCL;
+- ``pacs.028`` -> pacs.002 with the leg's status.
+
+Every message is handled idempotently by UETR: a duplicate is answered again from the stored
+state, never applied twice. Money: ``available + held`` summed over a currency's accounts
+always equals what was issued into it (``check``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from gateway.connector.faults import Faults
+from gateway.connector.store import now_ms, sim_accounts, sim_issuance, sim_locks
+from gateway.errors import InvalidInput, NotFound
+from gateway.iso20022 import (
+    Camt029,
+    Camt056,
+    CancellationResolution,
+    Message,
+    MessageRejected,
+    OriginalRef,
+    Pacs002,
+    Pacs009,
+    Pacs028,
+    TransactionStatus,
+    build,
+    header_for,
+    parse,
+)
+
+log = logging.getLogger(__name__)
+
+PACS009 = "pacs.009.001.08"
+
+
+def new_id(prefix: str = "S") -> str:
+    return prefix + uuid.uuid4().hex[:30]
+
+
+class SimulatedNetworks:
+    """All simulated central banks (currency -> BIC), sharing the connector's database."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        banks: dict[str, str],
+        *,
+        connector_bic: str,
+        faults: Faults,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        self.engine = engine
+        self.banks = dict(banks)
+        self.by_bic = {bic: ccy for ccy, bic in self.banks.items()}
+        self.connector_bic = connector_bic
+        self.faults = faults
+        self.clock = clock
+
+    # --- accounts ---------------------------------------------------------------------------
+
+    def _currency(self, currency: str) -> str:
+        if currency not in self.banks:
+            raise NotFound(f"no simulated network for {currency}")
+        return currency
+
+    def issue(
+        self, currency: str, account: str, amount: int, conn: Connection | None = None
+    ) -> None:
+        """Open ``account`` if needed and credit it ``amount`` new money (issuance)."""
+        self._currency(currency)
+        if not 1 <= len(account) <= 34 or amount < 0:
+            raise InvalidInput("account must be 1-34 characters and amount >= 0")
+        if conn is None:
+            with self.engine.begin() as c:
+                self.issue(currency, account, amount, c)
+            return
+        key = (sim_accounts.c.currency == currency) & (sim_accounts.c.account == account)
+        if conn.execute(sa.select(sim_accounts.c.account).where(key)).first() is None:
+            conn.execute(
+                sim_accounts.insert().values(
+                    currency=currency, account=account, available=0, held=0
+                )
+            )
+        if amount:
+            conn.execute(
+                sim_accounts.update().where(key).values(available=sim_accounts.c.available + amount)
+            )
+            conn.execute(
+                sim_issuance.insert().values(
+                    currency=currency, account=account, amount=amount, at=self.clock()
+                )
+            )
+
+    def seed(self, accounts: dict[str, dict[str, int]]) -> None:
+        """Configured opening balances, applied once (an account that exists is left alone)."""
+        with self.engine.begin() as conn:
+            for currency, balances in accounts.items():
+                if currency not in self.banks:
+                    continue
+                for account, amount in balances.items():
+                    key = (sim_accounts.c.currency == currency) & (
+                        sim_accounts.c.account == account
+                    )
+                    if conn.execute(sa.select(sim_accounts.c.account).where(key)).first() is None:
+                        self.issue(currency, account, amount, conn)
+
+    def balance(self, currency: str, account: str) -> dict[str, Any]:
+        self._currency(currency)
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(sim_accounts).where(
+                    (sim_accounts.c.currency == currency) & (sim_accounts.c.account == account)
+                )
+            ).first()
+        if row is None:
+            raise NotFound(f"no {currency} account {account!r}")
+        return {
+            "currency": currency,
+            "account": account,
+            "available": row.available,
+            "held": row.held,
+            "total": row.available + row.held,
+        }
+
+    def check(self, currency: str) -> dict[str, Any]:
+        """Conservation: balances sum to issuance; held funds equal the open locks."""
+        self._currency(currency)
+        with self.engine.connect() as conn:
+            avail, held = conn.execute(
+                sa.select(
+                    sa.func.coalesce(sa.func.sum(sim_accounts.c.available), 0),
+                    sa.func.coalesce(sa.func.sum(sim_accounts.c.held), 0),
+                ).where(sim_accounts.c.currency == currency)
+            ).one()
+            issued = conn.execute(
+                sa.select(sa.func.coalesce(sa.func.sum(sim_issuance.c.amount), 0)).where(
+                    sim_issuance.c.currency == currency
+                )
+            ).scalar_one()
+            locked = conn.execute(
+                sa.select(sa.func.coalesce(sa.func.sum(sim_locks.c.amount), 0)).where(
+                    (sim_locks.c.currency == currency) & (sim_locks.c.state == "locked")
+                )
+            ).scalar_one()
+            negative = conn.execute(
+                sa.select(sa.func.count()).where(
+                    (sim_accounts.c.currency == currency)
+                    & ((sim_accounts.c.available < 0) | (sim_accounts.c.held < 0))
+                )
+            ).scalar_one()
+        avail, held, issued, locked = int(avail), int(held), int(issued), int(locked)
+        return {
+            "currency": currency,
+            "ok": avail + held == issued and held == locked and negative == 0,
+            "issued": issued,
+            "available": avail,
+            "held": held,
+            "open_locks": locked,
+        }
+
+    # --- messages ---------------------------------------------------------------------------
+
+    def handle(self, raw: bytes, bic: str) -> list[bytes]:
+        """One envelope addressed to the simulated bank ``bic`` -> its answers (envelopes)."""
+        currency = self.by_bic[bic]
+        try:
+            parsed = parse(raw)
+        except MessageRejected as exc:
+            # A correct partner would answer admi.002; the connector only logs those anyway.
+            log.error("simulated %s refused a message: %s", currency, exc)
+            return []
+        msg = parsed.message
+        answers: list[Message] = []
+        with self.engine.begin() as conn:
+            if isinstance(msg, Pacs009):
+                answers.append(self._on_pacs009(conn, currency, msg))
+            elif isinstance(msg, Pacs002):
+                answers.append(self._on_pacs002(conn, currency, msg))
+            elif isinstance(msg, Camt056):
+                answers.extend(self._on_camt056(conn, currency, bic, msg))
+            elif isinstance(msg, Pacs028):
+                answers.append(self._on_pacs028(conn, msg))
+            else:
+                log.info("simulated %s ignores %s", currency, msg.MESSAGE_ID)
+        return [build(a, header_for(a, from_bic=bic, to_bic=self.connector_bic)) for a in answers]
+
+    def _lock_row(self, conn: Connection, uetr: str) -> Any:
+        return conn.execute(sa.select(sim_locks).where(sim_locks.c.uetr == uetr)).first()
+
+    def _move(self, conn: Connection, currency: str, account: str, **deltas: int) -> None:
+        key = (sim_accounts.c.currency == currency) & (sim_accounts.c.account == account)
+        values = {name: getattr(sim_accounts.c, name) + d for name, d in deltas.items()}
+        conn.execute(sim_accounts.update().where(key).values(**values))
+
+    def _status_of(self, row: Any) -> tuple[str, str | None]:
+        if row is None:
+            return "RJCT", "NARR"
+        return {
+            "locked": ("ACSP", None),
+            "committed": ("ACSC", None),
+            "rejected": ("RJCT", row.reason or "NARR"),
+        }.get(row.state, ("RJCT", "DS02"))
+
+    def _status(self, row: Any, ref: OriginalRef | None = None) -> TransactionStatus:
+        status, reason = self._status_of(row)
+        original = ref or OriginalRef(
+            msg_id=row.msg_id, msg_name_id=PACS009, end_to_end_id=row.end_to_end_id, uetr=row.uetr
+        )
+        return TransactionStatus(
+            original=original,
+            status=status,  # type: ignore[arg-type]
+            reason=reason,
+            accepted=datetime.now(UTC) if status in ("ACSP", "ACSC") else None,
+        )
+
+    def _pacs002(self, statuses: list[TransactionStatus]) -> Pacs002:
+        return Pacs002(msg_id=new_id(), created=datetime.now(UTC), transactions=tuple(statuses))
+
+    def _on_pacs009(self, conn: Connection, currency: str, msg: Pacs009) -> Pacs002:
+        out: list[TransactionStatus] = []
+        for tx in msg.transactions:
+            row = self._lock_row(conn, tx.uetr)
+            if row is None:
+                reason = self._lock(conn, currency, msg.msg_id, tx)
+                row = self._lock_row(conn, tx.uetr)
+                if reason is not None:
+                    log.info("simulated %s rejects %s: %s", currency, tx.uetr, reason)
+            out.append(self._status(row))
+        return self._pacs002(out)
+
+    def _lock(self, conn: Connection, currency: str, msg_id: str, tx: Any) -> str | None:
+        pvp_id = tx.pvp.pvp_id if tx.pvp is not None else None
+        reason: str | None = None
+        fault = self.faults.fire(
+            "reject", pvp_id=pvp_id, message_type=PACS009, destination_bic=self.banks[currency]
+        )
+        debtor = conn.execute(
+            sa.select(sim_accounts).where(
+                (sim_accounts.c.currency == currency)
+                & (sim_accounts.c.account == tx.debtor_account)
+            )
+        ).first()
+        if fault is not None:
+            reason = fault.reason
+        elif tx.amount.currency != currency:
+            reason = "AM11"
+        elif debtor is None:
+            reason = "AC01"
+        elif debtor.available < tx.amount.minor:
+            reason = "AM04"
+        conn.execute(
+            sim_locks.insert().values(
+                uetr=tx.uetr,
+                currency=currency,
+                pvp_id=pvp_id,
+                msg_id=msg_id,
+                end_to_end_id=tx.end_to_end_id,
+                debtor_account=tx.debtor_account,
+                creditor_account=tx.creditor_account,
+                amount=tx.amount.minor,
+                condition=tx.pvp.condition if tx.pvp is not None else None,
+                state="rejected" if reason else "locked",
+                reason=reason,
+            )
+        )
+        if reason is None:
+            self._move(
+                conn, currency, tx.debtor_account, available=-tx.amount.minor, held=tx.amount.minor
+            )
+        return reason
+
+    def _on_pacs002(self, conn: Connection, currency: str, msg: Pacs002) -> Pacs002:
+        out: list[TransactionStatus] = []
+        for tx in msg.transactions:
+            row = self._lock_row(conn, tx.original.uetr)
+            flfmt = tx.pvp.fulfilment if tx.pvp is not None else None
+            if row is not None and row.state == "locked" and flfmt is not None:
+                if hashlib.sha256(bytes.fromhex(flfmt)).hexdigest() != row.condition:
+                    out.append(
+                        TransactionStatus(original=tx.original, status="RJCT", reason="CH16")
+                    )
+                    continue
+                self._move(conn, currency, row.debtor_account, held=-row.amount)
+                self.issue(currency, row.creditor_account, 0, conn)
+                self._move(conn, currency, row.creditor_account, available=row.amount)
+                conn.execute(
+                    sim_locks.update().where(sim_locks.c.uetr == row.uetr).values(state="committed")
+                )
+                row = self._lock_row(conn, row.uetr)
+            out.append(self._status(row, None if row is not None else tx.original))
+        return self._pacs002(out)
+
+    def _on_camt056(self, conn: Connection, currency: str, bic: str, msg: Camt056) -> list[Camt029]:
+        answers: list[Camt029] = []
+        for tx in msg.transactions:
+            row = self._lock_row(conn, tx.original.uetr)
+            if row is None:
+                conn.execute(
+                    sim_locks.insert().values(
+                        uetr=tx.original.uetr,
+                        currency=currency,
+                        pvp_id=None,
+                        msg_id=tx.original.msg_id,
+                        end_to_end_id=tx.original.end_to_end_id,
+                        debtor_account="-",
+                        creditor_account="-",
+                        amount=0,
+                        state="cancelled",
+                    )
+                )
+            elif row.state == "locked":
+                self._move(
+                    conn, currency, row.debtor_account, held=-row.amount, available=row.amount
+                )
+                conn.execute(
+                    sim_locks.update().where(sim_locks.c.uetr == row.uetr).values(state="released")
+                )
+            refused = row is not None and row.state == "committed"
+            answers.append(
+                Camt029(
+                    assignment_id=new_id(),
+                    assigner_bic=bic,
+                    assignee_bic=self.connector_bic,
+                    created=datetime.now(UTC),
+                    confirmation="RJCR" if refused else "CNCL",
+                    transactions=(
+                        CancellationResolution(
+                            original=tx.original,
+                            status="RJCR" if refused else "ACCR",
+                            reason="ARDT" if refused else None,
+                        ),
+                    ),
+                )
+            )
+        return answers
+
+    def _on_pacs028(self, conn: Connection, msg: Pacs028) -> Pacs002:
+        out = []
+        for tx in msg.transactions:
+            row = self._lock_row(conn, tx.original.uetr)
+            out.append(self._status(row, None if row is not None else tx.original))
+        return self._pacs002(out)
+
+
+__all__ = ["SimulatedNetworks", "new_id"]

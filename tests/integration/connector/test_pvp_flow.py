@@ -1,0 +1,135 @@
+"""Worked PvP scenarios: the connector with a fake DT network and a simulated AED bank."""
+
+from __future__ import annotations
+
+import time
+
+from tests.integration.connector.conftest import Env
+
+
+def _settled(v: dict) -> bool:  # type: ignore[type-arg]
+    return bool(v["state"] == "settled")
+
+
+def test_happy_path_commits_and_settles_both_legs(env: Env) -> None:
+    pvp_id = env.trade(kzt=100_000, aed=800)
+    view = env.wait(pvp_id, _settled)
+    assert view["decision"]["decision"] == "COMMIT"
+    assert {leg["leg"]: leg["status"] for leg in view["legs"]} == {"DT": "settled", "FX": "settled"}
+    assert env.balance("EBIL-AED") == {
+        "currency": "AED",
+        "account": "EBIL-AED",
+        "available": 999_200,
+        "held": 0,
+        "total": 999_200,
+    }
+    assert env.balance("HSBK-AED")["available"] == 800
+    check = env.http.get("/v1/sim/AED/check").json()
+    assert check["ok"] and check["issued"] == 1_000_000
+    # The DT network got a pacs.009 and the fulfilment; the fulfilment matches the condition.
+    [pacs009] = env.dt.of_type("pacs.009")
+    assert pacs009.transactions[0].pvp.condition == view["condition"]
+    fulfilments = [s for m in env.dt.of_type("pacs.002") for s in m.transactions]
+    assert fulfilments and fulfilments[0].pvp.fulfilment
+    # Every message, in order, raw.
+    msgs = env.http.get(f"/v1/pvp/{pvp_id}/messages").json()
+    names = [(m["direction"], m["message"][:8]) for m in msgs]
+    assert names[:2] == [("out", "pacs.009"), ("out", "pacs.009")]
+    assert ("in", "pacs.002") in names
+    assert all(m["xml"].startswith("<?xml") for m in msgs)
+    # The decision never changes, and the store refuses to change it.
+    time.sleep(0.3)
+    assert env.pvp(pvp_id)["decision"] == view["decision"]
+    import pytest
+    import sqlalchemy as sa
+
+    with pytest.raises(sa.exc.DBAPIError), env.connector.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE decisions SET decision='ABORT'")
+
+
+def test_dt_leg_rejected_aborts_and_releases_the_simulated_lock(env: Env) -> None:
+    env.dt.reject_reason = "AM04"
+    pvp_id = env.trade()
+    view = env.wait(pvp_id, lambda v: v["state"] == "cancelled")
+    assert view["decision"]["decision"] == "ABORT"
+    assert view["decision"]["reason"] == "AM04"
+    legs = {leg["leg"]: leg for leg in view["legs"]}
+    assert legs["DT"]["status"] == "rejected"
+    assert legs["FX"]["status"] == "released"
+    assert len(env.dt.of_type("camt.056")) == 1  # both networks got one: the DT one here
+    assert env.balance("EBIL-AED") == {
+        "currency": "AED",
+        "account": "EBIL-AED",
+        "available": 1_000_000,
+        "held": 0,
+        "total": 1_000_000,
+    }
+    assert env.http.get("/v1/sim/AED/check").json()["ok"]
+    msgs = env.http.get(f"/v1/pvp/{pvp_id}/messages").json()
+    camt056 = [m for m in msgs if m["message"].startswith("camt.056")]
+    assert {m["peer_bic"] for m in camt056} == {"NBKZKZKAXXX", "CBAUAEAA"}
+
+
+def test_deadline_passing_before_the_second_acsp_aborts(env: Env) -> None:
+    env.dt.silent = True
+    pvp_id = env.trade(seconds=1.0)
+    view = env.wait(pvp_id, lambda v: v["decision"] is not None, timeout=5)
+    assert view["decision"]["decision"] == "ABORT"
+    assert view["decision"]["reason"] == "TMOT"
+    # A late ACSP after the abort: the connector cancels that leg again.
+    [pacs009] = env.dt.of_type("pacs.009")
+    before = len(env.dt.of_type("camt.056"))
+    env.dt.answer_pacs009(pacs009)
+    env.wait(pvp_id, lambda v: v["state"] == "cancelled")
+    deadline = time.monotonic() + 5
+    while len(env.dt.of_type("camt.056")) <= before and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(env.dt.of_type("camt.056")) > before
+    assert env.pvp(pvp_id)["decision"]["decision"] == "ABORT"
+    assert env.balance("EBIL-AED")["held"] == 0
+
+
+def _wait(pred, timeout: float = 5) -> None:  # type: ignore[no-untyped-def]
+    end = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.01)
+
+
+def _ask(env: Env, uetr: str):  # type: ignore[no-untyped-def]
+    """Send a pacs.028 for ``uetr``; the next pacs.002 the fake receives is the answer."""
+    before = len(env.dt.of_type("pacs.002"))
+    assert env.dt.status_request(uetr).status_code == 202
+    _wait(lambda: len(env.dt.of_type("pacs.002")) > before)
+    [answer] = env.dt.of_type("pacs.002")[before].transactions
+    assert answer.original.uetr == uetr
+    return answer
+
+
+def test_status_requests_at_every_stage(env: Env) -> None:
+    env.dt.silent = True
+    pvp_id = env.trade(seconds=1.5)
+    _wait(lambda: bool(env.dt.legs))
+    [uetr] = list(env.dt.legs)
+    # Undecided and in time: PDNG.
+    assert _ask(env, uetr).status == "PDNG"
+    # Undecided past the deadline (here: inside the margin): the connector decides ABORT right
+    # then, answers RJCT and cancels the leg. A huge margin keeps the sweeper from racing it.
+    env.connector.sweep = lambda: None  # type: ignore[method-assign]
+    env.connector.margin = 10_000
+    answer = _ask(env, uetr)
+    assert (answer.status, answer.reason) == ("RJCT", "TMOT")
+    view = env.pvp(pvp_id)
+    assert view["decision"]["detail"].endswith("(asked by pacs.028)")
+    _wait(lambda: len(env.dt.of_type("camt.056")) >= 1)
+    # Decided ABORT: RJCT again, and the leg is cancelled again.
+    assert _ask(env, uetr).status == "RJCT"
+    # After a COMMIT: ACSP with the fulfilment.
+    env.connector.margin = 300
+    env.dt.silent = False
+    pvp2 = env.trade()
+    env.wait(pvp2, _settled)
+    uetr2 = next(leg["uetr"] for leg in env.pvp(pvp2)["legs"] if leg["leg"] == "DT")
+    answer = _ask(env, uetr2)
+    assert answer.status == "ACSP"
+    assert answer.pvp.fulfilment
