@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -111,7 +112,17 @@ def make_engine(settings: DatabaseSettings) -> Engine:
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Connection) -> None:
             readonly = conn.get_execution_options().get("dt_readonly", False)
-            conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+            sql = "BEGIN" if readonly else "BEGIN IMMEDIATE"
+            # Straight on the driver: exec_driver_sql's bookkeeping cost more than the BEGIN.
+            # A busy database still surfaces as SQLAlchemy's OperationalError (retryable).
+            dbapi_conn = conn.connection.dbapi_connection
+            assert dbapi_conn is not None
+            try:
+                dbapi_conn.execute(sql)
+            except sqlite3.Error as exc:
+                raise sa.exc.DBAPIError.instance(
+                    sql, (), exc, sqlite3.Error, dialect=conn.dialect
+                ) from exc
 
         return engine
     if url.startswith("postgresql://"):

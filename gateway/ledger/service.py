@@ -25,6 +25,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
@@ -343,12 +344,18 @@ class _Batch:
         return expired
 
     def flush(self, repo: LedgerRepository) -> None:
-        repo.insert_wallets(list(self.new_wallets.values()))
-        repo.update_wallets([self.wallets[i] for i in sorted(self.dirty_wallets)])
-        repo.insert_transfers(self.new_transfers)
-        repo.insert_locks([self.locks[i] for i in self.new_locks])
-        repo.update_locks([self.locks[i] for i in sorted(self.dirty_locks)])
-        repo.insert_entries(self.entries)
+        # A repository may send its writes together (one network round trip on PostgreSQL);
+        # ``pipelined`` is optional so that in-memory fakes need not implement it.
+        pipelined: Callable[[], AbstractContextManager[None]] | None = getattr(
+            repo, "pipelined", None
+        )
+        with pipelined() if pipelined is not None else nullcontext():
+            repo.insert_wallets(list(self.new_wallets.values()))
+            repo.update_wallets([self.wallets[i] for i in sorted(self.dirty_wallets)])
+            repo.insert_transfers(self.new_transfers)
+            repo.insert_locks([self.locks[i] for i in self.new_locks])
+            repo.update_locks([self.locks[i] for i in sorted(self.dirty_locks)])
+            repo.insert_entries(self.entries)
 
 
 def _wallet_ids(op: Operation, locks: dict[str, Lock]) -> tuple[str, ...]:

@@ -7,7 +7,8 @@ CHECK constraints repeat the domain's invariants so that a bug cannot store a ne
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, NoReturn, cast
 
@@ -308,11 +309,60 @@ class SqlLedgerRepository:
         except Exception as exc:
             self._fail(exc, sql, rows)
 
+    def _insert(self, table: str, cols: str, pg_many: str, rows: list[tuple[Any, ...]]) -> None:
+        """One row: a plain INSERT (cheapest to bind); many: unnest on PostgreSQL, executemany
+        on SQLite (a C loop over one prepared statement)."""
+        width = len(rows[0])
+        if not self._pg:
+            self._write_many(f"INSERT INTO {table} ({cols}) VALUES ({_marks(width)})", rows)
+        elif len(rows) == 1:
+            self._write(
+                f"INSERT INTO {table} ({cols}) VALUES ({', '.join(['%s'] * width)})", rows[0]
+            )
+        else:
+            self._write(pg_many, _columns(rows, width))
+
+    def _update(
+        self, table: str, sets: Sequence[str], pg_many: str, rows: list[tuple[Any, ...]]
+    ) -> None:
+        """Rows are (id, *values for ``sets``)."""
+        if not self._pg:
+            assignments = ", ".join(f"{c} = ?{i}" for i, c in enumerate(sets, start=2))
+            self._write_many(f"UPDATE {table} SET {assignments} WHERE id = ?1", rows)
+        elif len(rows) == 1:
+            assignments = ", ".join(f"{c} = %s" for c in sets)
+            row = rows[0]
+            self._write(f"UPDATE {table} SET {assignments} WHERE id = %s", (*row[1:], row[0]))
+        else:
+            self._write(pg_many, _columns(rows, len(rows[0])))
+
+    @contextmanager
+    def pipelined(self) -> Iterator[None]:
+        """Send the writes inside the block in one network round trip (psycopg pipeline mode).
+
+        Errors surface when the block ends, still as SQLAlchemy exceptions; on SQLite (no
+        network) this does nothing.
+        """
+        if not self._pg:
+            yield
+            return
+        driver = self.conn.connection.driver_connection
+        try:
+            with driver.pipeline():  # type: ignore[union-attr]
+                yield
+        except sa.exc.DBAPIError:
+            raise
+        except Exception as exc:
+            self._fail(exc, "pipeline", None)
+
     def _select_by_ids(
         self, table: str, cols: str, ids: Collection[str], *, lock: bool
     ) -> list[tuple[Any, ...]]:
         ordered = sorted(ids)
         if self._pg:
+            if len(ordered) == 1:
+                sql = f"SELECT {cols} FROM {table} WHERE id = %s"
+                return self._fetch(sql + " FOR UPDATE" if lock else sql, ordered)
             sql = f"SELECT {cols} FROM {table} WHERE id = ANY(%s) ORDER BY id"
             return self._fetch(sql + " FOR UPDATE" if lock else sql, (ordered,))
         sql = f"SELECT {cols} FROM {table} WHERE id IN ({_marks(len(ordered))}) ORDER BY id"
@@ -474,24 +524,13 @@ class SqlLedgerRepository:
             )
             for w in wallets
         ]
-        if self._pg:
-            self._write(_PG_INSERT_WALLETS, _columns(rows, 9))
-        else:
-            self._write_many(
-                f"INSERT INTO ledger_wallet ({_WALLET_COLS}) VALUES ({_marks(9)})", rows
-            )
+        self._insert("ledger_wallet", _WALLET_COLS, _PG_INSERT_WALLETS, rows)
 
     def update_wallets(self, wallets: Iterable[Wallet]) -> None:
         rows = [(w.id, w.status.value, w.posted, w.reserved) for w in wallets]
         if not rows:
             return
-        if self._pg:
-            self._write(_PG_UPDATE_WALLETS, _columns(rows, 4))
-        else:
-            self._write_many(
-                "UPDATE ledger_wallet SET status = ?2, posted = ?3, reserved = ?4 WHERE id = ?1",
-                rows,
-            )
+        self._update("ledger_wallet", ("status", "posted", "reserved"), _PG_UPDATE_WALLETS, rows)
 
     def insert_transfers(self, transfers: Sequence[Transfer]) -> None:
         if not transfers:
@@ -511,12 +550,7 @@ class SqlLedgerRepository:
             )
             for t in transfers
         ]
-        if self._pg:
-            self._write(_PG_INSERT_TRANSFERS, _columns(rows, 9))
-        else:
-            self._write_many(
-                f"INSERT INTO ledger_transfer ({_TRANSFER_COLS}) VALUES ({_marks(9)})", rows
-            )
+        self._insert("ledger_transfer", _TRANSFER_COLS, _PG_INSERT_TRANSFERS, rows)
 
     def insert_locks(self, locks: Sequence[Lock]) -> None:
         if not locks:
@@ -540,24 +574,14 @@ class SqlLedgerRepository:
             )
             for lk in locks
         ]
-        if self._pg:
-            self._write(_PG_INSERT_LOCKS, _columns(rows, 13))
-        else:
-            self._write_many(f"INSERT INTO ledger_lock ({_LOCK_COLS}) VALUES ({_marks(13)})", rows)
+        self._insert("ledger_lock", _LOCK_COLS, _PG_INSERT_LOCKS, rows)
 
     def update_locks(self, locks: Iterable[Lock]) -> None:
         ts = self._ts
         rows = [(lk.id, lk.state.value, lk.fulfilment, ts(lk.resolved_at)) for lk in locks]
         if not rows:
             return
-        if self._pg:
-            self._write(_PG_UPDATE_LOCKS, _columns(rows, 4))
-        else:
-            self._write_many(
-                "UPDATE ledger_lock SET state = ?2, fulfilment = ?3, resolved_at = ?4"
-                " WHERE id = ?1",
-                rows,
-            )
+        self._update("ledger_lock", ("state", "fulfilment", "resolved_at"), _PG_UPDATE_LOCKS, rows)
 
     def insert_entries(self, entries: Sequence[dict[str, Any]]) -> None:
         if not entries:
@@ -576,10 +600,7 @@ class SqlLedgerRepository:
             )
             for e in entries
         ]
-        if self._pg:
-            self._write(_PG_INSERT_ENTRIES, _columns(rows, 8))
-        else:
-            self._write_many(f"INSERT INTO ledger_entry ({_ENTRY_COLS}) VALUES ({_marks(8)})", rows)
+        self._insert("ledger_entry", _ENTRY_COLS, _PG_INSERT_ENTRIES, rows)
 
 
 class LedgerUnitOfWork(SqlUnitOfWork):
