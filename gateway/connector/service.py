@@ -369,9 +369,10 @@ class Connector:
         if principal.bic != party and principal.currency != sell.currency:
             raise Unauthorized(f"{principal.bic} may not instruct for {party}")
         value_time = parse_time(str(data.get("value_time")), "value_time")
-        body_hash = hashlib.sha256(
-            repr((iid, party, counterparty, sell, buy, value_time)).encode()
-        ).hexdigest()
+        terms: tuple[object, ...] = (iid, party, counterparty, value_time)
+        for side in (sell, buy):
+            terms += (side.currency, side.amount, side.account)
+        body_hash = hashlib.sha256(repr(terms).encode()).hexdigest()
         row = {
             "instruction_id": iid,
             "party_bic": party,

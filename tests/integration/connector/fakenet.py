@@ -124,6 +124,11 @@ class FakeNetwork:
             Pacs028(_id(), datetime.now(UTC), (StatusRequest(original=ref, request_id=_id()),))
         )
 
+    def status_request_raw(self, uetr: str) -> httpx.Response:
+        """A pacs.028 for a UETR this fake never saw."""
+        ref = OriginalRef("F0", "pacs.009.001.08", "e2e", uetr)
+        return self.send(Pacs028(_id(), datetime.now(UTC), (StatusRequest(original=ref),)))
+
     def answer_pacs009(self, msg: Pacs009, reason: str | None = None) -> None:
         statuses = []
         for tx in msg.transactions:

@@ -1,0 +1,171 @@
+"""Instructions and matching; fault injection; message authentication."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+
+from gateway.connector.keys import generate_identity
+from gateway.iso20022 import parse
+from tests.integration.connector.conftest import DT_BANK, FX_BANK, Env
+from tests.integration.connector.fakenet import FakeNetwork
+
+
+def _instruction(
+    iid: str,
+    party: str,
+    counterparty: str,
+    sell: tuple[str, int, str],
+    buy: tuple[str, int, str],
+    value_time: datetime,
+) -> dict[str, Any]:
+    return {
+        "instruction_id": iid,
+        "party_bic": party,
+        "counterparty_bic": counterparty,
+        "sell": {"currency": sell[0], "amount": sell[1], "account": sell[2]},
+        "buy": {"currency": buy[0], "amount": buy[1], "account": buy[2]},
+        "value_time": value_time.isoformat(),
+    }
+
+
+def _token(env: Env, bic: str, currency: str) -> httpx.Client:
+    r = env.http.post("/v1/participants", json={"bic": bic, "currency": currency})
+    assert r.status_code == 201, r.text
+    return httpx.Client(
+        base_url=env.url, headers={"Authorization": f"Bearer {r.json()['token']}"}, timeout=10
+    )
+
+
+def test_agreeing_instructions_match_and_settle(env: Env) -> None:
+    t = datetime.now(UTC) + timedelta(seconds=5)
+    dt, fx = _token(env, DT_BANK, "KZT"), _token(env, FX_BANK, "AED")
+    assert dt.post("/v1/instructions", json={}).status_code == 400
+    assert httpx.post(env.url + "/v1/instructions", json={}).status_code == 401
+    mine = _instruction(
+        "hsbk-1", DT_BANK, FX_BANK, ("KZT", 5000, "hsbk-dt"), ("AED", 40, "HSBK-AED"), t
+    )
+    r = dt.post("/v1/instructions", json=mine)
+    assert r.status_code == 201 and r.json()["status"] == "open"
+    # Same id, same body: the same answer; another body: refused.
+    assert dt.post("/v1/instructions", json=mine).status_code == 200
+    assert (
+        dt.post(
+            "/v1/instructions", json={**mine, "value_time": t.replace(year=t.year + 1).isoformat()}
+        ).status_code
+        == 409
+    )
+    # Disagreeing amount: no match. Value time outside the window: no match.
+    wrong = _instruction(
+        "ebil-0", FX_BANK, DT_BANK, ("AED", 41, "EBIL-AED"), ("KZT", 5000, "ebil-dt"), t
+    )
+    assert fx.post("/v1/instructions", json=wrong).json()["status"] == "open"
+    late = _instruction(
+        "ebil-1",
+        FX_BANK,
+        DT_BANK,
+        ("AED", 40, "EBIL-AED"),
+        ("KZT", 5000, "ebil-dt"),
+        t + timedelta(seconds=61),
+    )
+    assert fx.post("/v1/instructions", json=late).json()["status"] == "open"
+    # The mirror within the window matches.
+    good = _instruction(
+        "ebil-2",
+        FX_BANK,
+        DT_BANK,
+        ("AED", 40, "EBIL-AED"),
+        ("KZT", 5000, "ebil-dt"),
+        t + timedelta(seconds=2),
+    )
+    r = fx.post("/v1/instructions", json=good)
+    assert r.status_code == 201 and r.json()["status"] == "matched"
+    pvp_id = r.json()["pvp_id"]
+    view = env.wait(pvp_id, lambda v: v["state"] == "settled")
+    legs = {leg["leg"]: leg for leg in view["legs"]}
+    assert legs["DT"]["end_to_end_id"] == "hsbk-1"
+    assert legs["DT"]["creditor_account"] == "ebil-dt"
+    assert legs["FX"]["creditor_account"] == "HSBK-AED"
+    assert env.balance("HSBK-AED")["available"] == 40
+    names = [p["bic"] for p in env.http.get("/v1/participants").json()]
+    assert {DT_BANK, FX_BANK, "NBKZKZKAXXX"} <= set(names)
+
+
+def test_a_simulated_counterparty_instructs_by_itself(make_env: Callable[..., Env]) -> None:
+    env = make_env(auto_counter_instruct={FX_BANK: {"AED": "EBIL-AED", "KZT": "ebil-dt"}})
+    dt = _token(env, DT_BANK, "KZT")
+    t = datetime.now(UTC) + timedelta(seconds=5)
+    r = dt.post(
+        "/v1/instructions",
+        json=_instruction(
+            "hsbk-9", DT_BANK, FX_BANK, ("KZT", 700, "hsbk-dt"), ("AED", 7, "HSBK-AED"), t
+        ),
+    )
+    assert r.json()["status"] == "matched"
+    env.wait(r.json()["pvp_id"], lambda v: v["state"] == "settled")
+    assert env.balance("HSBK-AED")["available"] == 7
+
+
+def test_dropped_messages_are_retried_and_duplicates_processed_once(env: Env) -> None:
+    r = env.http.post("/v1/faults", json={"kind": "drop", "message_type": "pacs.009", "count": 2})
+    assert r.status_code == 201
+    env.http.post("/v1/faults", json={"kind": "duplicate", "destination_bic": "NBKZKZKAXXX"})
+    env.http.post("/v1/faults", json={"kind": "duplicate", "destination_bic": "CBAUAEAA"})
+    assert env.http.post("/v1/faults", json={"kind": "nonsense"}).status_code == 400
+    pvp_id = env.trade()
+    view = env.wait(pvp_id, lambda v: v["state"] == "settled")
+    assert view["decision"]["decision"] == "COMMIT"
+    assert env.http.get("/v1/faults").json()[0]["fired"] == 2
+    assert env.dt.duplicates >= 2  # the pacs.009 and the fulfilment came twice
+    assert len(env.dt.of_type("pacs.009")) == 1
+    assert env.balance("HSBK-AED")["available"] == 800  # the simulated bank settled once
+    assert env.http.get("/v1/sim/AED/check").json()["ok"]
+    assert env.http.delete("/v1/faults").status_code == 204
+    assert env.http.get("/v1/faults").json() == []
+
+
+def test_reordered_and_delayed_messages_still_settle_once(env: Env) -> None:
+    env.http.post("/v1/faults", json={"kind": "reorder", "count": 3})
+    env.http.post("/v1/faults", json={"kind": "delay", "delay_ms": 100, "count": 2})
+    ids = [env.trade(kzt=1000 + i, aed=10 + i) for i in range(3)]
+    for pvp_id in ids:
+        assert env.wait(pvp_id, lambda v: v["state"] == "settled")["decision"]["decision"] == (
+            "COMMIT"
+        )
+    assert env.balance("HSBK-AED")["available"] == 10 + 11 + 12
+    # A network re-sending the same bytes gets the same acknowledgement, marked duplicate.
+    inbound = [
+        m
+        for m in env.connector.pvp_messages(ids[0])
+        if m["direction"] == "in" and m["peer_bic"] == "NBKZKZKAXXX"
+    ]
+    raw = inbound[0]["xml"].encode()
+    r = httpx.post(
+        env.url + "/iso20022/messages", content=raw, headers={"Content-Type": "application/xml"}
+    )
+    assert r.status_code == 202 and r.json()["duplicate"] is True
+
+
+def test_a_rejected_simulated_leg_aborts(env: Env) -> None:
+    env.http.post("/v1/faults", json={"kind": "reject", "reason": "AC01", "count": 1})
+    pvp_id = env.trade()
+    view = env.wait(pvp_id, lambda v: v["state"] == "cancelled")
+    assert view["decision"]["reason"] == "AC01"
+    assert env.balance("EBIL-AED")["held"] == 0
+
+
+def test_unsigned_or_foreign_signed_messages_are_refused(env: Env) -> None:
+    impostor = FakeNetwork(connector_url=env.url, connector_cert="")
+    impostor.key_pem, impostor.cert_pem = generate_identity("impostor")
+    try:
+        r = impostor.status_request_raw("0f7c6b1e-1d2c-4b8a-9f3e-2a1b3c4d5e6f")
+    finally:
+        impostor.close()
+    assert r.status_code == 400
+    admi = parse(r.content, cert_pem=env.http.get("/v1/certificate").json()["certificate_pem"])
+    assert admi.message.reason == "DS0B"  # type: ignore[union-attr]
+    r = httpx.post(env.url + "/iso20022/messages", content=b"<nope/>")
+    assert r.status_code == 400
