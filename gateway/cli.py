@@ -37,13 +37,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from gateway.stablecoin.runtime import Stablecoin
 
         stablecoin = Stablecoin.from_settings(settings)
-    jobs = Jobs(settings, engine, stablecoin=stablecoin)
+    from gateway.pvp.runtime import PvPRuntime
+
+    pvp = PvPRuntime(settings, engine)
+    jobs = Jobs(settings, engine, stablecoin=stablecoin, pvp=pvp)
     app = create_app(
         settings,
         engine,
         on_startup=[jobs.start],
         on_shutdown=[jobs.stop],
         stablecoin=stablecoin,
+        pvp=pvp,
     )
     host = args.host or settings.http.host
     port = args.port or settings.http.port

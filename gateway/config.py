@@ -143,6 +143,37 @@ class StablecoinSettings(_Section):
     reconcile_seconds: float = 5.0
 
 
+class PvPSettings(_Section):
+    """The gateway side of PvP (docs/pvp-protocol.md, "Gateway side").
+
+    The gateway's own BIC is ``connector.gateway_bic`` and the connector's endpoint
+    ``connector.url``; the connector's certificate is pinned in ``iso20022.connector_cert_pem``.
+    """
+
+    connector_bic: str = "SWHQBEBBXXX"
+    """AppHdr/To of what the gateway sends (keep equal to the connector's own BIC)."""
+    connector_token: SecretStr | None = None
+    """Bearer token for the connector's JSON API (``POST /v1/instructions``)."""
+    grace_seconds: float = 2.0
+    """A locked leg this long past its deadline without a decision: ask the connector."""
+    status_retry_seconds: float = 5.0
+    """Interval between status requests (pacs.028) for the same undecided leg."""
+    last_resort_seconds: float = 300.0
+    """A locked leg this long past its deadline: alert and wait for an operator decision."""
+    default_deadline_seconds: float = 60.0
+    """Deadline of a pacs.009 without SttlmTmReq/TillTm, from its creation time."""
+    workers: int = 4
+    """Threads processing inbound messages right after they are acknowledged."""
+    dispatchers: int = 2
+    """Threads sending outbox rows to the connector as soon as they are committed."""
+    http_timeout_seconds: float = 5.0
+    http_max_connections: int = 32
+    inbox_retry_after_seconds: float = 5.0
+    """The recovery job leaves an inbox item this long to the worker woken for it."""
+    sweep_seconds: float = 1.0
+    """Period of the inbox recovery and deadline jobs."""
+
+
 class FaultSettings(_Section):
     """Crash points for recovery tests: the process kills itself (SIGKILL) when it reaches one.
 
@@ -170,6 +201,7 @@ class Settings(BaseSettings):
     iso20022: Iso20022Settings = Field(default_factory=Iso20022Settings)
     connector: ConnectorSettings = Field(default_factory=ConnectorSettings)
     stablecoin: StablecoinSettings = Field(default_factory=StablecoinSettings)
+    pvp: PvPSettings = Field(default_factory=PvPSettings)
     faults: FaultSettings = Field(default_factory=FaultSettings)
 
     @classmethod
@@ -234,6 +266,7 @@ __all__ = [
     "HttpSettings",
     "Iso20022Settings",
     "LedgerSettings",
+    "PvPSettings",
     "Settings",
     "StablecoinSettings",
     "load_settings",

@@ -5,6 +5,7 @@ Only the migration environment and schema tests import this.
 
 from gateway import auth, leases, outbox
 from gateway.ledger import store as ledger_store
+from gateway.pvp import store as pvp_store
 from gateway.stablecoin import store as stablecoin_store
 
-__all__ = ["auth", "leases", "ledger_store", "outbox", "stablecoin_store"]
+__all__ = ["auth", "leases", "ledger_store", "outbox", "pvp_store", "stablecoin_store"]

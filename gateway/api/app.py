@@ -11,12 +11,13 @@ from litestar.openapi.spec import Components, SecurityScheme
 from sqlalchemy.engine import Engine
 
 from gateway import __version__
-from gateway.api import exchange, operator, public
+from gateway.api import exchange, operator, partner, public
 from gateway.api.deps import KeyCache
 from gateway.api.problems import EXCEPTION_HANDLERS
 from gateway.api.strict import strict_json_body
 from gateway.config import Settings
 from gateway.db import make_engine
+from gateway.pvp.runtime import PvPRuntime
 from gateway.stablecoin.runtime import Stablecoin
 
 OPENAPI = OpenAPIConfig(
@@ -49,16 +50,20 @@ def create_app(
     on_startup: list[Any] | None = None,
     on_shutdown: list[Any] | None = None,
     stablecoin: Stablecoin | None = None,
+    pvp: PvPRuntime | None = None,
 ) -> Litestar:
     """Build the app. The engine's schema must already be checked (``dt-gateway serve`` does).
     ``stablecoin``: the exchange routes' chain runtime (without it they answer 503)."""
     engine = engine or make_engine(settings.database)
+    # The PvP engine (inbox workers, outbox dispatchers) lives and dies with the app.
+    pvp = pvp or PvPRuntime(settings, engine)
     state = State(
         {
             "settings": settings,
             "engine": engine,
             "api_keys": KeyCache(engine),
             "stablecoin": stablecoin,
+            "pvp": pvp,
         }
     )
     return Litestar(
@@ -66,13 +71,14 @@ def create_app(
             *public.ROUTES,
             *operator.ROUTES,
             *exchange.ROUTES,
+            *partner.ROUTES,
             *(extra_routes or []),
         ],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         openapi_config=OPENAPI,
         state=state,
-        on_startup=on_startup or [],
-        on_shutdown=on_shutdown or [],
+        on_startup=[pvp.start, *(on_startup or [])],
+        on_shutdown=[*(on_shutdown or []), pvp.stop],
         request_max_body_size=settings.iso20022.max_message_bytes * 2,
         before_request=strict_json_body,
         debug=False,

@@ -1,0 +1,359 @@
+"""Partner API: PvP. The connector's ISO 20022 door, participants' instructions, the operator's
+last-resort decisions. Parse, call the PvP service, map to a schema; no logic."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from functools import partial
+from typing import Annotated, Any, Literal
+
+import anyio.to_thread
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import State
+from litestar.di import NamedDependency, Provide
+from litestar.exceptions import HTTPException
+from litestar.params import FromPath, JSONBody
+from msgspec import Meta, Struct
+
+from gateway.auth import Principal, Role
+from gateway.iso20022 import MessageRejected
+from gateway.pvp import service
+from gateway.pvp.model import Instruction, InstructionState, Leg, Side
+from gateway.pvp.runtime import PvPRuntime
+
+IsoId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9.:\-]{0,34}$")]
+Bic = Annotated[str, Meta(pattern=r"^[A-Z]{6}[A-Z2-9][A-Z0-9]([A-Z0-9]{3})?$")]
+Minor = Annotated[int, Meta(gt=0, le=2**63 - 1, description="Integer minor units")]
+
+
+def _guard(*roles: Role) -> dict[str, Provide]:
+    from gateway.api.deps import role_guard
+
+    return {"principal": Provide(role_guard(*roles), sync_to_thread=False)}
+
+
+def _runtime(state: State) -> PvPRuntime:
+    runtime: PvPRuntime = state.pvp
+    return runtime
+
+
+# ------------------------------------------------------------------ schemas
+
+
+class _In(Struct, forbid_unknown_fields=True):
+    pass
+
+
+class SideIn(_In):
+    currency: Annotated[str, Meta(pattern="^[A-Z]{3}$")]
+    amount: Minor
+    account: Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,33}$")]
+
+
+class InstructionCreate(_In):
+    instruction_id: IsoId
+    party_bic: Bic
+    counterparty_bic: Bic
+    sell: SideIn
+    buy: SideIn
+    value_time: datetime
+
+
+class ResolveCreate(_In):
+    action: Literal["commit", "release"]
+    reason: Annotated[str, Meta(min_length=1, max_length=1000)]
+    fulfilment: Annotated[str, Meta(pattern="^[0-9a-fA-F]{64}$")] | None = None
+
+
+class SideOut(Struct):
+    currency: str
+    amount: int
+    account: str
+
+
+class InstructionOut(Struct):
+    instruction_id: str
+    state: InstructionState
+    party_bic: str
+    counterparty_bic: str
+    sell: SideOut
+    buy: SideOut
+    value_time: datetime
+    created_at: datetime
+    updated_at: datetime
+    reason: str | None
+    pvp_id: str | None
+    uetr: str | None
+
+    @classmethod
+    def of(cls, i: Instruction) -> InstructionOut:
+        return cls(
+            instruction_id=i.instruction_id,
+            state=i.state,
+            party_bic=i.party_bic,
+            counterparty_bic=i.counterparty_bic,
+            sell=SideOut(i.sell.currency, i.sell.amount, i.sell.account),
+            buy=SideOut(i.buy.currency, i.buy.amount, i.buy.account),
+            value_time=i.value_time,
+            created_at=i.created_at,
+            updated_at=i.updated_at,
+            reason=i.reason,
+            pvp_id=i.pvp_id,
+            uetr=i.uetr,
+        )
+
+
+class LegOut(Struct):
+    uetr: str
+    state: str
+    status: str
+    """The pacs.002 status the gateway would report: PDNG, ACSP, ACSC or RJCT."""
+    reason: str | None
+    pvp_id: str | None
+    leg: str | None
+    end_to_end_id: str | None
+    amount: int | None
+    currency: str | None
+    debtor_account: str | None
+    creditor_account: str | None
+    condition: str | None
+    deadline: datetime | None
+    lock_id: str
+    status_requests: int
+    status_requested_at: datetime | None
+    alert: bool
+    alert_at: datetime | None
+    resolved_by: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, leg: Leg) -> LegOut:
+        t = leg.terms
+        status, _ = leg.status()
+        return cls(
+            uetr=leg.uetr,
+            state=leg.state.value,
+            status=status,
+            reason=leg.reason,
+            pvp_id=t.pvp_id if t else None,
+            leg=t.leg if t else None,
+            end_to_end_id=t.end_to_end_id if t else None,
+            amount=t.amount if t else None,
+            currency=t.currency if t else None,
+            debtor_account=t.debtor_account if t else None,
+            creditor_account=t.creditor_account if t else None,
+            condition=t.condition if t else None,
+            deadline=t.deadline if t else None,
+            lock_id=leg.lock_id,
+            status_requests=leg.status_requests,
+            status_requested_at=leg.status_requested_at,
+            alert=leg.alert_at is not None,
+            alert_at=leg.alert_at,
+            resolved_by=leg.resolved_by,
+            created_at=leg.created_at,
+            updated_at=leg.updated_at,
+        )
+
+
+class MessageOut(Struct):
+    direction: str
+    msg_def_id: str | None
+    msg_id: str | None
+    sha256: str
+    at: datetime
+    reason: str | None
+
+
+class AuditOut(Struct):
+    uetr: str
+    action: str
+    actor_key_id: str
+    actor_label: str
+    reason: str
+    at: datetime
+
+
+class PvPOut(Struct):
+    ref: str
+    pvp_id: str | None
+    decision: Literal["commit", "abort"] | None
+    """As far as the gateway knows: a settled DT leg means the connector committed; a
+    released or cancelled one that it aborted."""
+    instruction: InstructionOut | None
+    legs: list[LegOut]
+    messages: list[MessageOut]
+    audit: list[AuditOut]
+
+    @classmethod
+    def of(cls, v: service.PvPView) -> PvPOut:
+        states = {leg.state.value for leg in v.legs}
+        decision: Literal["commit", "abort"] | None = None
+        if "settled" in states:
+            decision = "commit"
+        elif states & {"released", "cancelled"}:
+            decision = "abort"
+        return cls(
+            ref=v.ref,
+            pvp_id=v.pvp_id,
+            decision=decision,
+            instruction=InstructionOut.of(v.instruction) if v.instruction else None,
+            legs=[LegOut.of(leg) for leg in v.legs],
+            messages=[
+                MessageOut(m.direction, m.msg_def_id, m.msg_id, m.sha256, m.created_at, m.reason)
+                for m in v.messages
+            ],
+            audit=[
+                AuditOut(
+                    str(a["uetr"]),
+                    str(a["action"]),
+                    str(a["actor_key_id"]),
+                    str(a["actor_label"]),
+                    str(a["reason"]),
+                    a["at"],  # type: ignore[arg-type]
+                )
+                for a in v.audit
+            ],
+        )
+
+
+class AckOut(Struct):
+    msg_id: str
+    sha256: str
+    duplicate: bool
+
+
+# ------------------------------------------------------------------ controllers
+
+
+class Iso20022Controller(Controller):
+    path = "/iso20022"
+    tags = ["partner"]
+    security = []
+
+    @post(
+        "/messages",
+        status_code=202,
+        summary="Receive a signed ISO 20022 envelope from the connector",
+        description=(
+            "Raw `application/xml` body. 202 with a technical acknowledgement once the message "
+            "is stored; 400 with a signed admi.002 when it is refused. Business answers follow "
+            "asynchronously as new messages to the connector."
+        ),
+    )
+    async def receive(self, request: Request[Any, Any, Any], state: State) -> Response[Any]:
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype and ctype not in ("application/xml", "text/xml"):
+            raise HTTPException(status_code=415, detail="Content-Type must be application/xml")
+        raw = await request.body()
+        rt = _runtime(state)
+        try:
+            ack = await anyio.to_thread.run_sync(
+                partial(service.receive_message, rt.uow(), raw, rt.ctx)
+            )
+        except MessageRejected as exc:
+            body = await anyio.to_thread.run_sync(
+                partial(service.record_rejection, rt.uow(), raw, exc, rt.ctx)
+            )
+            return Response(body, status_code=400, media_type="application/xml")
+        return Response(AckOut(ack.msg_id, ack.sha256, ack.duplicate), status_code=202)
+
+    @get(
+        "/certificate",
+        sync_to_thread=True,
+        summary="The gateway's signing certificate (PEM), for the connector to pin",
+        media_type="application/x-pem-file",
+    )
+    def certificate(self, state: State) -> bytes:
+        return _runtime(state).keyring.identity().cert_pem
+
+
+class PvPController(Controller):
+    path = "/v1/pvp"
+    tags = ["partner"]
+
+    @post(
+        "/",
+        status_code=201,
+        sync_to_thread=True,
+        dependencies=_guard(Role.PARTICIPANT),
+        summary="Instruct a PvP (sent to the connector for matching)",
+    )
+    def instruct(
+        self,
+        state: State,
+        data: JSONBody[InstructionCreate],
+        principal: NamedDependency[Principal],
+    ) -> Response[InstructionOut]:
+        rt = _runtime(state)
+        inst = Instruction(
+            instruction_id=data.instruction_id,
+            subject=principal.subject,
+            party_bic=data.party_bic,
+            counterparty_bic=data.counterparty_bic,
+            sell=Side(data.sell.currency, data.sell.amount, data.sell.account),
+            buy=Side(data.buy.currency, data.buy.amount, data.buy.account),
+            value_time=data.value_time,
+            state=InstructionState.ACCEPTED,
+            created_at=data.value_time,
+            updated_at=data.value_time,
+        )
+        stored, created = service.instruct(rt.uow(), inst, rt.ctx)
+        return Response(InstructionOut.of(stored), status_code=201 if created else 200)
+
+    @get(
+        "/",
+        sync_to_thread=True,
+        dependencies=_guard(Role.OPERATOR),
+        summary="Legs awaiting an operator decision (past the last-resort deadline)",
+    )
+    def alerts(self, state: State, principal: NamedDependency[Principal]) -> list[LegOut]:
+        return [LegOut.of(leg) for leg in service.alerts(_runtime(state).uow())]
+
+    @get(
+        "/{ref:str}",
+        sync_to_thread=True,
+        dependencies=_guard(Role.OPERATOR, Role.PARTICIPANT),
+        summary="A PvP by instruction id, PvP id or UETR: legs, instruction, message trail",
+    )
+    def get_pvp(
+        self, state: State, ref: FromPath[str], principal: NamedDependency[Principal]
+    ) -> PvPOut:
+        v = service.view(
+            _runtime(state).uow(),
+            ref,
+            subject=principal.subject,
+            is_operator=principal.role is Role.OPERATOR,
+        )
+        return PvPOut.of(v)
+
+    @post(
+        "/{ref:str}/resolve",
+        status_code=200,
+        sync_to_thread=True,
+        dependencies=_guard(Role.OPERATOR),
+        summary="Operator decision on a leg past its last-resort deadline (audited)",
+    )
+    def resolve(
+        self,
+        state: State,
+        ref: FromPath[str],
+        data: JSONBody[ResolveCreate],
+        principal: NamedDependency[Principal],
+    ) -> PvPOut:
+        rt = _runtime(state)
+        service.resolve(
+            rt.uow(),
+            ref,
+            data.action,
+            data.reason,
+            service.Actor(principal.key_id, principal.label),
+            rt.ctx,
+            fulfilment=data.fulfilment,
+        )
+        return PvPOut.of(service.view(rt.uow(), ref, subject=None, is_operator=True))
+
+
+ROUTES = [Iso20022Controller, PvPController]
+
+__all__ = ["ROUTES"]

@@ -1,0 +1,217 @@
+"""The PvP engine of one gateway process: inbox workers, outbox dispatchers, the connector
+transport. Threads only call services; everything they do is recoverable from the database.
+
+- Inbox workers block on a queue fed by :meth:`PvPRuntime.notify_inbox` (called once a
+  reception commits), so a message is processed right after its 202, not at the next poll.
+  :meth:`recover_inbox` (at start, then periodically from ``gateway.jobs``) feeds what a crash
+  or a failure left behind; a row lock on the inbox item makes double processing harmless.
+- Outbox dispatchers wait on an Event set when a transaction that queued a message commits,
+  then drain what is due; a slow poll (``idle``) covers retries with backoff.
+- One pooled ``httpx.Client`` talks to the connector.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+from datetime import timedelta
+
+import httpx
+from sqlalchemy.engine import Engine
+
+from gateway.config import Settings
+from gateway.outbox import OutboxDispatcher, OutboxMessage
+from gateway.pvp import service
+from gateway.pvp.keys import Keyring
+from gateway.pvp.store import PvPUnitOfWork
+
+log = logging.getLogger(__name__)
+
+
+class ConnectorRefused(Exception):
+    """The connector answered an error; the outbox retries with backoff."""
+
+
+class PvPRuntime:
+    def __init__(self, settings: Settings, engine: Engine, *, idle: float = 0.2) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.idle = idle
+        self.keyring = Keyring(settings)
+        cfg = settings.pvp
+        self.ctx = service.PvPContext(
+            gateway_bic=settings.connector.gateway_bic,
+            connector_bic=cfg.connector_bic,
+            connector_url=settings.connector.url,
+            connector_cert_pem=settings.iso20022.connector_cert_pem,
+            sign=self.keyring.sign,
+            iso=settings.iso20022,
+            faults=settings.faults,
+            grace_seconds=cfg.grace_seconds,
+            status_retry_seconds=cfg.status_retry_seconds,
+            last_resort_seconds=cfg.last_resort_seconds,
+            default_deadline_seconds=cfg.default_deadline_seconds,
+            inbox_retry_after_seconds=cfg.inbox_retry_after_seconds,
+            notify_inbox=self.notify_inbox,
+            notify_outbox=self.notify_outbox,
+        )
+        self._inbox: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._started = False
+        self._lock = threading.Lock()
+        self.client = httpx.Client(
+            timeout=cfg.http_timeout_seconds,
+            limits=httpx.Limits(
+                max_connections=cfg.http_max_connections,
+                max_keepalive_connections=cfg.http_max_connections,
+            ),
+        )
+        self.dispatcher = OutboxDispatcher(
+            engine,
+            {
+                service.ISO_TOPIC: self.send_iso,
+                service.INSTRUCTION_TOPIC: self.send_instruction,
+            },
+            lease=timedelta(seconds=max(30.0, cfg.http_timeout_seconds * 4)),
+            batch=8,
+        )
+
+    def uow(self) -> PvPUnitOfWork:
+        return PvPUnitOfWork(self.engine)
+
+    # notifications (after commit) ------------------------------------------
+
+    def notify_inbox(self, message_id: int) -> None:
+        self._inbox.put(message_id)
+
+    def notify_outbox(self) -> None:
+        self._wake.set()
+
+    # lifecycle -------------------------------------------------------------
+
+    def start(self) -> None:
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+            self._stop.clear()
+            for i in range(max(1, self.settings.pvp.workers)):
+                self._spawn(self._work, f"pvp-inbox-{i}")
+            for i in range(max(1, self.settings.pvp.dispatchers)):
+                self._spawn(self._dispatch, f"pvp-outbox-{i}")
+        self.recover_inbox(everything=True)
+        self.notify_outbox()
+
+    def _spawn(self, target: object, name: str) -> None:
+        t = threading.Thread(target=target, name=name, daemon=True)  # type: ignore[arg-type]
+        t.start()
+        self._threads.append(t)
+
+    def stop(self) -> None:
+        with self._lock:
+            if not self._started:
+                return
+            self._started = False
+            self._stop.set()
+            self._wake.set()
+            for _ in self._threads:
+                self._inbox.put(None)
+            for t in self._threads:
+                t.join(timeout=10)
+            self._threads.clear()
+        self.client.close()
+
+    # inbox -----------------------------------------------------------------
+
+    def recover_inbox(self, *, everything: bool = False) -> int:
+        """Queue inbox items the workers have not processed (all of them at start)."""
+        ids = service.pending_inbox(self.uow(), everything=everything)
+        for message_id in ids:
+            self._inbox.put(message_id)
+        if ids:
+            log.info("pvp: %d inbox item(s) queued for processing", len(ids))
+        return len(ids)
+
+    def process(self, message_id: int) -> None:
+        try:
+            service.process_inbox_item(self.uow(), message_id, self.ctx)
+        except Exception as exc:  # any failure: recorded, retried by recover_inbox
+            log.exception("pvp: processing inbox item %s failed", message_id)
+            try:
+                service.inbox_failed(self.uow(), message_id, f"{type(exc).__name__}: {exc}")
+            except Exception:
+                log.exception("pvp: could not record the failure of inbox item %s", message_id)
+
+    def _work(self) -> None:
+        while True:
+            message_id = self._inbox.get()
+            if message_id is None or self._stop.is_set():
+                return
+            self.process(message_id)
+
+    # outbox ----------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.idle)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                while self.dispatcher.run_once() and not self._stop.is_set():
+                    pass
+            except Exception:
+                log.exception("pvp: outbox dispatch failed")
+
+    def send_iso(self, msg: OutboxMessage) -> None:
+        try:
+            resp = self.client.post(
+                msg.destination,
+                content=msg.payload,
+                headers={"content-type": "application/xml"},
+            )
+        except httpx.HTTPError as exc:
+            raise ConnectorRefused(f"{type(exc).__name__}: {exc}") from exc
+        if resp.status_code >= 300:
+            if 400 <= resp.status_code < 500:
+                log.error(
+                    "connector refused %s with %s: %s",
+                    msg.event_id,
+                    resp.status_code,
+                    resp.text[:500],
+                )
+            raise ConnectorRefused(f"HTTP {resp.status_code}: {resp.text[:300]}")
+
+    def send_instruction(self, msg: OutboxMessage) -> None:
+        headers = {"content-type": "application/json"}
+        token = self.settings.pvp.connector_token
+        if token is not None:
+            headers["authorization"] = f"Bearer {token.get_secret_value()}"
+        try:
+            resp = self.client.post(msg.destination, content=msg.payload, headers=headers)
+        except httpx.HTTPError as exc:
+            raise ConnectorRefused(f"{type(exc).__name__}: {exc}") from exc
+        instruction_id = str(json.loads(msg.headers).get("instruction_id", ""))
+        if resp.status_code < 300 or resp.status_code == 409:
+            service.instruction_delivered(self.uow(), instruction_id)
+            return
+        if 400 <= resp.status_code < 500 and resp.status_code not in (401, 403, 408, 429):
+            # The connector will never accept these bytes: record the refusal, stop retrying.
+            log.error("connector refused instruction %s: %s", instruction_id, resp.text[:500])
+            service.instruction_delivered(
+                self.uow(), instruction_id, refused_reason=f"{resp.status_code}: {resp.text[:180]}"
+            )
+            return
+        raise ConnectorRefused(f"HTTP {resp.status_code}: {resp.text[:300]}")
+
+    # scheduled (gateway.jobs) ----------------------------------------------
+
+    def check_deadlines(self) -> service.DeadlineReport:
+        return service.check_deadlines(self.uow(), self.ctx)
+
+
+__all__ = ["ConnectorRefused", "PvPRuntime"]

@@ -1,0 +1,598 @@
+"""PvP tables and the SQL repository. Tables never leave this module.
+
+Deduplication lives in the database: ``pvp_leg.uetr`` is the primary key (one leg per UETR) and
+``uq_pvp_message_id`` makes a sender's message id unique per message type, so two concurrent
+receptions of the same message cannot both be stored (the loser retries and finds the winner).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any, Literal, cast
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlmodel import Field, SQLModel
+
+from gateway.db import SqlUnitOfWork, UtcDateTime, table_of
+from gateway.ledger.store import SqlLedgerRepository
+from gateway.outbox import OutboxRepository
+from gateway.pvp.model import (
+    Instruction,
+    InstructionState,
+    Leg,
+    LegState,
+    LegTerms,
+    MessageRecord,
+    Side,
+)
+
+
+def _ts(nullable: bool = False) -> Any:
+    return Field(default=None, sa_column=sa.Column(UtcDateTime, nullable=nullable))
+
+
+def _autoid() -> Any:
+    return Field(
+        default=None,
+        sa_column=sa.Column(
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            primary_key=True,
+            autoincrement=True,
+        ),
+    )
+
+
+class LegRow(SQLModel, table=True):
+    __tablename__ = "pvp_leg"
+    __table_args__ = (
+        sa.Index("ix_pvp_leg_state_deadline", "state", "deadline"),
+        sa.CheckConstraint("amount IS NULL OR amount > 0", name="ck_pvp_leg_amount_pos"),
+    )
+    uetr: str = Field(primary_key=True, max_length=36)
+    state: str = Field(max_length=16)
+    pvp_id: str | None = Field(default=None, max_length=35, index=True)
+    leg: str | None = Field(default=None, max_length=8)
+    msg_id: str | None = Field(default=None, max_length=35)
+    end_to_end_id: str | None = Field(default=None, max_length=35, index=True)
+    instr_id: str | None = Field(default=None, max_length=35)
+    tx_id: str | None = Field(default=None, max_length=35)
+    amount: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, nullable=True))
+    currency: str | None = Field(default=None, max_length=3)
+    debtor_bic: str | None = Field(default=None, max_length=11)
+    debtor_account: str | None = Field(default=None, max_length=34)
+    creditor_bic: str | None = Field(default=None, max_length=11)
+    creditor_account: str | None = Field(default=None, max_length=34)
+    condition: str | None = Field(default=None, max_length=64)
+    deadline: datetime | None = _ts(nullable=True)
+    reason: str | None = Field(default=None, max_length=4)
+    fulfilment: str | None = Field(default=None, max_length=64)
+    status_requested_at: datetime | None = _ts(nullable=True)
+    status_requests: int = 0
+    alert_at: datetime | None = _ts(nullable=True)
+    resolved_by: str | None = Field(default=None, max_length=64)
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class MessageRow(SQLModel, table=True):
+    __tablename__ = "pvp_message"
+    __table_args__ = (
+        sa.UniqueConstraint(
+            "direction", "sender_bic", "msg_def_id", "msg_id", name="uq_pvp_message_id"
+        ),
+        sa.Index("ix_pvp_message_sha256", "sha256"),
+    )
+    id: int | None = _autoid()
+    direction: str = Field(max_length=8)
+    """``in``, ``out``, or ``rejected`` (refused inbound: its sender is unknown, so NULL)."""
+    sender_bic: str | None = Field(default=None, max_length=11)
+    receiver_bic: str | None = Field(default=None, max_length=11)
+    msg_def_id: str | None = Field(default=None, max_length=32)
+    msg_id: str | None = Field(default=None, max_length=35)
+    sha256: str = Field(max_length=64)
+    reason: str | None = Field(default=None, max_length=4)
+    raw: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))
+    created_at: datetime = _ts()
+
+
+class MessageLegRow(SQLModel, table=True):
+    __tablename__ = "pvp_message_leg"
+    message_id: int = Field(
+        sa_column=sa.Column(
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            sa.ForeignKey("pvp_message.id"),
+            primary_key=True,
+        )
+    )
+    uetr: str = Field(primary_key=True, max_length=36, index=True)
+
+
+class InboxRow(SQLModel, table=True):
+    __tablename__ = "pvp_inbox"
+    __table_args__ = (sa.Index("ix_pvp_inbox_due", "processed_at", "available_at"),)
+    message_id: int = Field(
+        sa_column=sa.Column(
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            sa.ForeignKey("pvp_message.id"),
+            primary_key=True,
+        )
+    )
+    received_at: datetime = _ts()
+    available_at: datetime = _ts()
+    processed_at: datetime | None = _ts(nullable=True)
+    attempts: int = 0
+    last_error: str | None = Field(default=None, max_length=1000)
+
+
+class InstructionRow(SQLModel, table=True):
+    __tablename__ = "pvp_instruction"
+    __table_args__ = (
+        sa.CheckConstraint("sell_amount > 0 AND buy_amount > 0", name="ck_pvp_instr_amounts"),
+    )
+    instruction_id: str = Field(primary_key=True, max_length=35)
+    subject: str = Field(max_length=128, index=True)
+    party_bic: str = Field(max_length=11)
+    counterparty_bic: str = Field(max_length=11)
+    sell_currency: str = Field(max_length=3)
+    sell_amount: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    sell_account: str = Field(max_length=34)
+    buy_currency: str = Field(max_length=3)
+    buy_amount: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    buy_account: str = Field(max_length=34)
+    value_time: datetime = _ts()
+    state: str = Field(max_length=16)
+    reason: str | None = Field(default=None, max_length=200)
+    pvp_id: str | None = Field(default=None, max_length=35, index=True)
+    uetr: str | None = Field(default=None, max_length=36)
+    fingerprint: str = Field(max_length=64)
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class AuditRow(SQLModel, table=True):
+    __tablename__ = "pvp_audit"
+    id: int | None = _autoid()
+    ref: str = Field(max_length=64)
+    uetr: str = Field(max_length=36, index=True)
+    action: str = Field(max_length=16)
+    actor_key_id: str = Field(max_length=32)
+    actor_label: str = Field(default="", max_length=200)
+    reason: str = Field(max_length=1000)
+    created_at: datetime = _ts()
+
+
+leg_t = table_of(LegRow)
+message_t = table_of(MessageRow)
+message_leg_t = table_of(MessageLegRow)
+inbox_t = table_of(InboxRow)
+instruction_t = table_of(InstructionRow)
+audit_t = table_of(AuditRow)
+
+
+# ------------------------------------------------------------------ row <-> domain
+
+
+def _leg(row: Any) -> Leg:
+    terms = None
+    if row.msg_id is not None:
+        terms = LegTerms(
+            msg_id=row.msg_id,
+            end_to_end_id=row.end_to_end_id,
+            pvp_id=row.pvp_id,
+            leg=row.leg,
+            amount=row.amount,
+            currency=row.currency,
+            debtor_bic=row.debtor_bic,
+            debtor_account=row.debtor_account,
+            creditor_bic=row.creditor_bic,
+            creditor_account=row.creditor_account,
+            condition=row.condition,
+            deadline=row.deadline,
+            instr_id=row.instr_id,
+            tx_id=row.tx_id,
+        )
+    return Leg(
+        uetr=row.uetr,
+        state=LegState(row.state),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        terms=terms,
+        reason=row.reason,
+        fulfilment=row.fulfilment,
+        status_requested_at=row.status_requested_at,
+        status_requests=row.status_requests,
+        alert_at=row.alert_at,
+        resolved_by=row.resolved_by,
+    )
+
+
+def _leg_values(leg: Leg) -> dict[str, Any]:
+    t = leg.terms
+    return {
+        "uetr": leg.uetr,
+        "state": leg.state.value,
+        "pvp_id": t.pvp_id if t else None,
+        "leg": t.leg if t else None,
+        "msg_id": t.msg_id if t else None,
+        "end_to_end_id": t.end_to_end_id if t else None,
+        "instr_id": t.instr_id if t else None,
+        "tx_id": t.tx_id if t else None,
+        "amount": t.amount if t else None,
+        "currency": t.currency if t else None,
+        "debtor_bic": t.debtor_bic if t else None,
+        "debtor_account": t.debtor_account if t else None,
+        "creditor_bic": t.creditor_bic if t else None,
+        "creditor_account": t.creditor_account if t else None,
+        "condition": t.condition if t else None,
+        "deadline": t.deadline if t else None,
+        "reason": leg.reason,
+        "fulfilment": leg.fulfilment,
+        "status_requested_at": leg.status_requested_at,
+        "status_requests": leg.status_requests,
+        "alert_at": leg.alert_at,
+        "resolved_by": leg.resolved_by,
+        "created_at": leg.created_at,
+        "updated_at": leg.updated_at,
+    }
+
+
+def _instruction(row: Any) -> Instruction:
+    return Instruction(
+        instruction_id=row.instruction_id,
+        subject=row.subject,
+        party_bic=row.party_bic,
+        counterparty_bic=row.counterparty_bic,
+        sell=Side(row.sell_currency, row.sell_amount, row.sell_account),
+        buy=Side(row.buy_currency, row.buy_amount, row.buy_account),
+        value_time=row.value_time,
+        state=InstructionState(row.state),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        reason=row.reason,
+        pvp_id=row.pvp_id,
+        uetr=row.uetr,
+    )
+
+
+def _instruction_values(i: Instruction) -> dict[str, Any]:
+    return {
+        "instruction_id": i.instruction_id,
+        "subject": i.subject,
+        "party_bic": i.party_bic,
+        "counterparty_bic": i.counterparty_bic,
+        "sell_currency": i.sell.currency,
+        "sell_amount": i.sell.amount,
+        "sell_account": i.sell.account,
+        "buy_currency": i.buy.currency,
+        "buy_amount": i.buy.amount,
+        "buy_account": i.buy.account,
+        "value_time": i.value_time,
+        "state": i.state.value,
+        "reason": i.reason,
+        "pvp_id": i.pvp_id,
+        "uetr": i.uetr,
+        "fingerprint": i.fingerprint(),
+        "created_at": i.created_at,
+        "updated_at": i.updated_at,
+    }
+
+
+Direction = Literal["in", "out", "rejected"]
+
+
+class SqlPvPRepository:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._pg = conn.dialect.name == "postgresql"
+
+    def _for_update(self, q: Any) -> Any:
+        return q.with_for_update() if self._pg else q
+
+    # legs ------------------------------------------------------------------
+
+    def legs_for_update(self, uetrs: Iterable[str]) -> dict[str, Leg]:
+        ids = sorted(set(uetrs))
+        if not ids:
+            return {}
+        q = self._for_update(leg_t.select().where(leg_t.c.uetr.in_(ids)).order_by(leg_t.c.uetr))
+        return {r.uetr: _leg(r) for r in self.conn.execute(q)}
+
+    def legs(self, uetrs: Iterable[str]) -> dict[str, Leg]:
+        ids = sorted(set(uetrs))
+        if not ids:
+            return {}
+        return {
+            r.uetr: _leg(r) for r in self.conn.execute(leg_t.select().where(leg_t.c.uetr.in_(ids)))
+        }
+
+    def legs_by_ref(self, ref: str) -> list[Leg]:
+        """Legs whose PvP id, UETR or EndToEndId (the DT instruction id) is ``ref``."""
+        q = leg_t.select().where(
+            sa.or_(leg_t.c.pvp_id == ref, leg_t.c.uetr == ref, leg_t.c.end_to_end_id == ref)
+        )
+        return [_leg(r) for r in self.conn.execute(q.order_by(leg_t.c.created_at))]
+
+    def insert_legs(self, legs: Sequence[Leg]) -> None:
+        if legs:
+            self.conn.execute(leg_t.insert(), [_leg_values(leg) for leg in legs])
+
+    def update_legs(self, legs: Sequence[Leg]) -> None:
+        for leg in legs:
+            values = _leg_values(leg)
+            self.conn.execute(leg_t.update().where(leg_t.c.uetr == leg.uetr).values(**values))
+
+    def locked_legs_past(self, cutoff: datetime, limit: int) -> list[Leg]:
+        q = (
+            leg_t.select()
+            .where(leg_t.c.state == LegState.LOCKED.value, leg_t.c.deadline <= cutoff)
+            .order_by(leg_t.c.deadline)
+            .limit(limit)
+        )
+        return [_leg(r) for r in self.conn.execute(q)]
+
+    def alerted_legs(self, limit: int) -> list[Leg]:
+        q = leg_t.select().where(
+            leg_t.c.state == LegState.LOCKED.value, leg_t.c.alert_at.is_not(None)
+        )
+        return [_leg(r) for r in self.conn.execute(q.order_by(leg_t.c.alert_at).limit(limit))]
+
+    # messages --------------------------------------------------------------
+
+    def inbound_by_sha(self, sha256: str) -> str | None:
+        q = sa.select(message_t.c.msg_id).where(
+            message_t.c.sha256 == sha256, message_t.c.direction == "in"
+        )
+        row = self.conn.execute(q.limit(1)).first()
+        return None if row is None else cast(str, row.msg_id)
+
+    def message_exists(self, sender: str | None, msg_def_id: str, msg_id: str) -> bool:
+        q = sa.select(message_t.c.id).where(
+            message_t.c.direction == "in",
+            message_t.c.sender_bic == sender,
+            message_t.c.msg_def_id == msg_def_id,
+            message_t.c.msg_id == msg_id,
+        )
+        return self.conn.execute(q.limit(1)).first() is not None
+
+    def add_message(
+        self,
+        direction: Direction,
+        raw: bytes,
+        sha256: str,
+        now: datetime,
+        *,
+        sender: str | None = None,
+        receiver: str | None = None,
+        msg_def_id: str | None = None,
+        msg_id: str | None = None,
+        reason: str | None = None,
+        uetrs: Iterable[str] = (),
+    ) -> int:
+        result = self.conn.execute(
+            message_t.insert().returning(message_t.c.id),
+            {
+                "direction": direction,
+                "sender_bic": sender,
+                "receiver_bic": receiver,
+                "msg_def_id": msg_def_id,
+                "msg_id": msg_id,
+                "sha256": sha256,
+                "reason": reason,
+                "raw": raw,
+                "created_at": now,
+            },
+        )
+        message_id = int(result.scalar_one())
+        links = [{"message_id": message_id, "uetr": u} for u in dict.fromkeys(uetrs)]
+        if links:
+            self.conn.execute(message_leg_t.insert(), links)
+        return message_id
+
+    def message_raw(self, message_id: int) -> tuple[bytes, str | None] | None:
+        q = sa.select(message_t.c.raw, message_t.c.sender_bic).where(message_t.c.id == message_id)
+        row = self.conn.execute(q).first()
+        return None if row is None else (bytes(row.raw), row.sender_bic)
+
+    def trail(self, uetrs: Sequence[str], extra_ids: Sequence[int] = ()) -> list[MessageRecord]:
+        linked = sa.select(message_leg_t.c.message_id).where(message_leg_t.c.uetr.in_(uetrs))
+        cond: sa.ColumnElement[bool] = message_t.c.id.in_(linked)
+        if extra_ids:
+            cond = sa.or_(cond, message_t.c.id.in_(list(extra_ids)))
+        q = sa.select(
+            message_t.c.id,
+            message_t.c.direction,
+            message_t.c.msg_def_id,
+            message_t.c.msg_id,
+            message_t.c.sha256,
+            message_t.c.created_at,
+            message_t.c.reason,
+        ).where(cond)
+        return [
+            MessageRecord(
+                id=r.id,
+                direction=r.direction,
+                msg_def_id=r.msg_def_id,
+                msg_id=r.msg_id,
+                sha256=r.sha256,
+                created_at=r.created_at,
+                reason=r.reason,
+            )
+            for r in self.conn.execute(q.order_by(message_t.c.id))
+        ]
+
+    # inbox -----------------------------------------------------------------
+
+    def add_inbox(self, message_id: int, now: datetime, available_at: datetime) -> None:
+        self.conn.execute(
+            inbox_t.insert(),
+            {
+                "message_id": message_id,
+                "received_at": now,
+                "available_at": available_at,
+                "attempts": 0,
+            },
+        )
+
+    def inbox_claim(self, message_id: int) -> bool:
+        """Row-lock the inbox item; True when it still awaits processing."""
+        q = self._for_update(
+            sa.select(inbox_t.c.processed_at).where(inbox_t.c.message_id == message_id)
+        )
+        row = self.conn.execute(q).first()
+        return row is not None and row.processed_at is None
+
+    def inbox_done(self, message_id: int, now: datetime) -> None:
+        self.conn.execute(
+            inbox_t.update()
+            .where(inbox_t.c.message_id == message_id)
+            .values(processed_at=now, attempts=inbox_t.c.attempts + 1, last_error=None)
+        )
+
+    def inbox_attempts(self, message_id: int) -> int:
+        q = sa.select(inbox_t.c.attempts).where(inbox_t.c.message_id == message_id)
+        return int(self.conn.execute(q).scalar_one_or_none() or 0)
+
+    def inbox_failed(self, message_id: int, error: str, available_at: datetime) -> None:
+        self.conn.execute(
+            inbox_t.update()
+            .where(inbox_t.c.message_id == message_id)
+            .values(
+                attempts=inbox_t.c.attempts + 1, last_error=error[:1000], available_at=available_at
+            )
+        )
+
+    def inbox_due(self, now: datetime | None, limit: int) -> list[int]:
+        """Unprocessed items, oldest first; only those available by ``now`` unless None."""
+        q = sa.select(inbox_t.c.message_id).where(inbox_t.c.processed_at.is_(None))
+        if now is not None:
+            q = q.where(inbox_t.c.available_at <= now)
+        return [int(r[0]) for r in self.conn.execute(q.order_by(inbox_t.c.message_id).limit(limit))]
+
+    # instructions ----------------------------------------------------------
+
+    def instruction(self, instruction_id: str, *, for_update: bool = False) -> Instruction | None:
+        q = instruction_t.select().where(instruction_t.c.instruction_id == instruction_id)
+        row = self.conn.execute(self._for_update(q) if for_update else q).first()
+        return None if row is None else _instruction(row)
+
+    def instruction_fingerprint(self, instruction_id: str) -> str | None:
+        q = sa.select(instruction_t.c.fingerprint).where(
+            instruction_t.c.instruction_id == instruction_id
+        )
+        row = self.conn.execute(q).first()
+        return None if row is None else cast(str, row.fingerprint)
+
+    def instructions_for_update(self, ids: Iterable[str]) -> dict[str, Instruction]:
+        keys = sorted(set(ids))
+        if not keys:
+            return {}
+        q = self._for_update(
+            instruction_t.select()
+            .where(instruction_t.c.instruction_id.in_(keys))
+            .order_by(instruction_t.c.instruction_id)
+        )
+        return {r.instruction_id: _instruction(r) for r in self.conn.execute(q)}
+
+    def instructions_by_pvp(self, pvp_id: str) -> list[Instruction]:
+        q = instruction_t.select().where(instruction_t.c.pvp_id == pvp_id)
+        return [_instruction(r) for r in self.conn.execute(q)]
+
+    def insert_instruction(self, inst: Instruction) -> None:
+        self.conn.execute(instruction_t.insert(), _instruction_values(inst))
+
+    def update_instruction(self, inst: Instruction) -> None:
+        values = _instruction_values(inst)
+        self.conn.execute(
+            instruction_t.update()
+            .where(instruction_t.c.instruction_id == inst.instruction_id)
+            .values(**values)
+        )
+
+    # audit -----------------------------------------------------------------
+
+    def add_audit(
+        self,
+        *,
+        ref: str,
+        uetr: str,
+        action: str,
+        key_id: str,
+        label: str,
+        reason: str,
+        now: datetime,
+    ) -> None:
+        self.conn.execute(
+            audit_t.insert(),
+            {
+                "ref": ref[:64],
+                "uetr": uetr,
+                "action": action,
+                "actor_key_id": key_id,
+                "actor_label": label[:200],
+                "reason": reason[:1000],
+                "created_at": now,
+            },
+        )
+
+    def audit(self, uetrs: Sequence[str]) -> list[dict[str, Any]]:
+        q = audit_t.select().where(audit_t.c.uetr.in_(uetrs)).order_by(audit_t.c.id)
+        return [
+            {
+                "uetr": r.uetr,
+                "action": r.action,
+                "actor_key_id": r.actor_key_id,
+                "actor_label": r.actor_label,
+                "reason": r.reason,
+                "at": r.created_at,
+            }
+            for r in self.conn.execute(q)
+        ]
+
+
+class PvPUnitOfWork(SqlUnitOfWork):
+    """One transaction over the ledger, the outbox and the PvP tables.
+
+    ``after_commit`` hooks run once the transaction is durable (they wake the outbox dispatcher
+    and the inbox workers); a rolled-back unit runs none.
+    """
+
+    ledger: SqlLedgerRepository
+    outbox: OutboxRepository
+    pvp: SqlPvPRepository
+
+    def __init__(self, engine: Any, *, readonly: bool = False) -> None:
+        super().__init__(engine, readonly=readonly)
+        self._hooks: list[Any] = []
+
+    def _bind(self, conn: Connection) -> None:
+        self.ledger = SqlLedgerRepository(conn)
+        self.outbox = OutboxRepository(conn)
+        self.pvp = SqlPvPRepository(conn)
+        self._hooks = []
+
+    def savepoint(self) -> Any:
+        """A nested transaction: leaving it by an exception undoes only what it did."""
+        return self.conn.begin_nested()
+
+    def after_commit(self, hook: Any) -> None:
+        self._hooks.append(hook)
+
+    def commit(self) -> None:
+        super().commit()
+        hooks, self._hooks = self._hooks, []
+        for hook in hooks:
+            hook()
+
+
+__all__ = [
+    "AuditRow",
+    "InboxRow",
+    "InstructionRow",
+    "LegRow",
+    "MessageLegRow",
+    "MessageRow",
+    "PvPUnitOfWork",
+    "SqlPvPRepository",
+]

@@ -1,0 +1,319 @@
+"""The gateway side of PvP over real HTTP, against a fake connector, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from gateway.iso20022 import Admi002, Camt029, Pacs002, Pacs028, parse
+from tests.integration.pvp.conftest import CONDITION, SECRET, Leg, PvPWorld, uetr
+
+
+def _funded(w: PvPWorld, amount: int = 1_000_000) -> None:
+    w.wallet("hsbk-dt", fund=amount)
+    w.wallet("cbuae-dt")
+
+
+def test_pacs009_locks_the_dt_leg_and_answers_acsp(world: PvPWorld) -> None:
+    _funded(world)
+    leg = Leg(uetr(), 250_000)
+    r = world.post(world.pacs009(leg))
+    assert r.status_code == 202, r.text
+    ack = r.json()
+    assert ack["duplicate"] is False and len(ack["sha256"]) == 64
+    st = world.connector.wait_status(leg.uetr, "ACSP")
+    assert st.original.msg_id == leg.msg_id
+    assert world.balance("hsbk-dt") == (1_000_000, 250_000)
+    view = world.pvp(leg.uetr)
+    assert view["legs"][0]["state"] == "locked"
+    assert view["legs"][0]["condition"] == CONDITION
+    dirs = [(m["direction"], m["msg_def_id"]) for m in view["messages"]]
+    assert ("in", "pacs.009.001.08") in dirs and ("out", "pacs.002.001.10") in dirs
+
+
+def test_insufficient_funds_is_rejected_am04_and_nothing_moves(world: PvPWorld) -> None:
+    _funded(world, 100)
+    leg = Leg(uetr(), 250_000)
+    assert world.post(world.pacs009(leg)).status_code == 202
+    st = world.connector.wait_status(leg.uetr, "RJCT")
+    assert st.reason == "AM04"
+    assert world.balance("hsbk-dt") == (100, 0)
+    assert world.balance("cbuae-dt") == (0, 0)
+    assert world.leg_state(leg.uetr) == "rejected"
+
+
+def test_fulfilment_settles_and_answers_acsc(world: PvPWorld) -> None:
+    _funded(world)
+    leg = Leg(uetr(), 250_000)
+    world.post(world.pacs009(leg))
+    world.connector.wait_status(leg.uetr, "ACSP")
+    assert world.post(world.fulfil(leg)).status_code == 202
+    world.connector.wait_status(leg.uetr, "ACSC")
+    assert world.balance("hsbk-dt") == (750_000, 0)
+    assert world.balance("cbuae-dt") == (250_000, 0)
+    view = world.pvp(leg.uetr)
+    assert view["legs"][0]["state"] == "settled" and view["decision"] == "commit"
+
+
+def test_wrong_fulfilment_is_rejected_ch16_and_the_leg_stays_locked(world: PvPWorld) -> None:
+    _funded(world)
+    leg = Leg(uetr(), 250_000)
+    world.post(world.pacs009(leg))
+    world.connector.wait_status(leg.uetr, "ACSP")
+    world.post(world.fulfil(leg, secret=b"\x01" * 32))
+    st = world.connector.wait_status(leg.uetr, "RJCT")
+    assert st.reason == "CH16"
+    assert world.leg_state(leg.uetr) == "locked"
+    assert world.balance("hsbk-dt") == (1_000_000, 250_000)
+    # the right one still settles
+    world.post(world.fulfil(leg))
+    world.connector.wait_status(leg.uetr, "ACSC")
+
+
+def test_camt056_releases_a_locked_leg_cncl(world: PvPWorld) -> None:
+    _funded(world)
+    leg = Leg(uetr(), 250_000)
+    world.post(world.pacs009(leg))
+    world.connector.wait_status(leg.uetr, "ACSP")
+    assert world.post(world.camt056(leg)).status_code == 202
+    reply = world.connector.wait(lambda: world.connector.messages(Camt029))[0]
+    assert isinstance(reply, Camt029)
+    assert reply.confirmation == "CNCL" and reply.transactions[0].original.uetr == leg.uetr
+    assert world.balance("hsbk-dt") == (1_000_000, 0)
+    view = world.wait_state(leg.uetr, "released")
+    assert view["decision"] == "abort"
+
+
+def test_camt056_after_settlement_is_refused_rjcr(world: PvPWorld) -> None:
+    _funded(world)
+    leg = Leg(uetr(), 250_000)
+    world.post(world.pacs009(leg))
+    world.connector.wait_status(leg.uetr, "ACSP")
+    world.post(world.fulfil(leg))
+    world.connector.wait_status(leg.uetr, "ACSC")
+    world.post(world.camt056(leg))
+    reply = world.connector.wait(lambda: world.connector.messages(Camt029))[0]
+    assert reply.confirmation == "RJCR"
+    assert reply.transactions[0].reason == "ARDT"
+    assert world.balance("cbuae-dt") == (250_000, 0)
+
+
+def test_camt056_before_pacs009_leaves_a_tombstone_and_the_late_pacs009_is_rejected(
+    world: PvPWorld,
+) -> None:
+    _funded(world)
+    leg = Leg(uetr(), 250_000, msg_id="P9-never-seen")
+    world.post(world.camt056(leg))
+    reply = world.connector.wait(lambda: world.connector.messages(Camt029))[0]
+    assert reply.confirmation == "CNCL"
+    assert world.leg_state(leg.uetr) == "cancelled"
+    assert world.post(world.pacs009(leg)).status_code == 202
+    st = world.connector.wait_status(leg.uetr, "RJCT")
+    assert st.reason == "DS02"
+    assert world.balance("hsbk-dt") == (1_000_000, 0)
+    assert world.leg_state(leg.uetr) == "cancelled"
+
+
+def test_duplicate_message_is_acknowledged_again_and_processed_once(world: PvPWorld) -> None:
+    _funded(world)
+    leg = Leg(uetr(), 250_000)
+    raw = world.pacs009(leg)
+    first = world.post(raw)
+    second = world.post(raw)
+    assert first.status_code == second.status_code == 202
+    assert second.json()["duplicate"] is True
+    assert first.json()["sha256"] == second.json()["sha256"]
+    world.connector.wait_status(leg.uetr, "ACSP")
+    third = world.post(raw)
+    assert third.json()["duplicate"] is True
+    assert world.balance("hsbk-dt") == (1_000_000, 250_000)
+    world.runtime.recover_inbox(everything=True)
+    assert len(world.connector.statuses(leg.uetr)) == 1
+
+
+def _admi(r: object) -> Admi002:
+    import httpx
+
+    assert isinstance(r, httpx.Response)
+    assert r.status_code == 400, r.text
+    assert r.headers["content-type"].startswith("application/xml")
+    # the reject is signed by the gateway
+    from tests.integration.pvp.conftest import PvPWorld as _W  # noqa: F401
+
+    msg = parse(r.content).message
+    assert isinstance(msg, Admi002)
+    return msg
+
+
+def test_same_msgid_other_bytes_is_refused_du01(world: PvPWorld) -> None:
+    _funded(world)
+    leg = Leg(uetr(), 250_000)
+    world.post(world.pacs009(leg, mid="P9-SAME"))
+    other = Leg(uetr(), 1_000)
+    admi = _admi(world.post(world.pacs009(other, mid="P9-SAME")))
+    assert admi.reason == "DU01" and admi.related_ref == "P9-SAME"
+
+
+def test_second_pacs009_for_a_known_uetr_is_refused_am05(world: PvPWorld) -> None:
+    _funded(world)
+    leg = Leg(uetr(), 250_000)
+    world.post(world.pacs009(leg))
+    admi = _admi(world.post(world.pacs009(leg)))
+    assert admi.reason == "AM05"
+
+
+def test_bad_signature_is_refused_ds0b(world: PvPWorld) -> None:
+    from gateway.pvp.keys import generate
+
+    _funded(world)
+    leg = Leg(uetr(), 250_000)
+    forged = world.envelope(
+        parse(world.pacs009(leg), cert_pem=None).message, identity=generate("EVILXXXXXXX")
+    )
+    admi = _admi(world.post(forged))
+    assert admi.reason == "DS0B"
+    raw = world.pacs009(leg).replace(b">2500.00<", b">2600.00<")
+    assert b">2600.00<" in raw
+    assert _admi(world.post(raw)).reason in ("DS0B", "AM10")
+    assert world.balance("hsbk-dt") == (1_000_000, 0)
+
+
+def test_hostile_xml_is_refused_ff01_and_no_balance_moves(world: PvPWorld) -> None:
+    _funded(world)
+    bomb = (
+        b'<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaaaaaa">'
+        b'<!ENTITY b "&a;&a;&a;&a;&a;&a;">]><BizMsg>&b;</BizMsg>'
+    )
+    for junk in (bomb, b"not xml at all", b"<a>" * 100 + b"</a>" * 100):
+        admi = _admi(world.post(junk))
+        assert admi.reason == "FF01"
+        assert admi.related_ref == "NONREF"
+    assert world.balance("hsbk-dt") == (1_000_000, 0)
+
+
+def test_pacs028_is_answered_with_the_status_at_every_stage(world: PvPWorld) -> None:
+    _funded(world)
+    unknown = Leg(uetr(), 1, msg_id="P9-unknown")
+    world.post(world.pacs028(unknown))
+    st = world.connector.wait_status(unknown.uetr, "RJCT")
+    assert st.reason == "NARR"
+
+    leg = Leg(uetr(), 250_000)
+    world.post(world.pacs009(leg))
+    world.connector.wait_status(leg.uetr, "ACSP")
+    world.post(world.pacs028(leg))
+    world.connector.wait(lambda: len(world.connector.statuses(leg.uetr)) == 2)
+    assert [s.status for s in world.connector.statuses(leg.uetr)] == ["ACSP", "ACSP"]
+    world.post(world.fulfil(leg))
+    world.connector.wait_status(leg.uetr, "ACSC")
+    world.post(world.pacs028(leg))
+    world.connector.wait(
+        lambda: (
+            [s.status for s in world.connector.statuses(leg.uetr)][-1:] == ["ACSC"]
+            and len(world.connector.statuses(leg.uetr)) == 4
+        )
+    )
+
+    poor = Leg(uetr(), 10**9, e2e="E2E-poor")
+    world.post(world.pacs009(poor))
+    world.connector.wait_status(poor.uetr, "RJCT")
+    world.post(world.pacs028(poor))
+    world.connector.wait(lambda: len(world.connector.statuses(poor.uetr)) == 2)
+    assert {s.reason for s in world.connector.statuses(poor.uetr)} == {"AM04"}
+
+    gone = Leg(uetr(), 1_000, e2e="E2E-gone")
+    world.post(world.pacs009(gone))
+    world.connector.wait_status(gone.uetr, "ACSP")
+    world.post(world.camt056(gone))
+    world.wait_state(gone.uetr, "released")
+    world.post(world.pacs028(gone))
+    st = world.connector.wait_status(gone.uetr, "RJCT")
+    assert st.reason == "DS02"
+
+
+def test_a_lock_past_its_deadline_makes_the_gateway_ask_then_act_on_abort(
+    world: PvPWorld,
+) -> None:
+    _funded(world)
+    leg = Leg(uetr(), 250_000)
+    world.post(world.pacs009(leg, deadline_in=0.5))
+    world.connector.wait_status(leg.uetr, "ACSP")
+    assert world.runtime.check_deadlines().asked == ()  # not yet due
+    world.connector.wait(lambda: world.runtime.check_deadlines().asked, timeout=5)
+    req = world.connector.wait(lambda: world.connector.messages(Pacs028))[0]
+    assert isinstance(req, Pacs028) and req.transactions[0].original.uetr == leg.uetr
+    # still locked: the gateway never releases on its own authority
+    assert world.leg_state(leg.uetr) == "locked"
+    assert world.balance("hsbk-dt") == (1_000_000, 250_000)
+    world.post(world.answer(leg, "RJCT", "TMOT"))
+    world.wait_state(leg.uetr, "released")
+    assert world.balance("hsbk-dt") == (1_000_000, 0)
+
+
+def test_last_resort_alerts_and_waits_for_an_audited_operator_decision(
+    world: PvPWorld,
+) -> None:
+    _funded(world)
+    leg = Leg(uetr(), 250_000, pvp_id="PVP-STUCK")
+    world.post(world.pacs009(leg, deadline_in=0.2))
+    world.connector.wait_status(leg.uetr, "ACSP")
+    r = world.operator.post(
+        "/v1/pvp/PVP-STUCK/resolve", json={"action": "release", "reason": "too early"}
+    )
+    assert r.status_code == 409, r.text  # not past the last-resort deadline yet
+    world.connector.wait(lambda: world.runtime.check_deadlines().alerted, timeout=5)
+    view = world.pvp("PVP-STUCK")
+    assert view["legs"][0]["alert"] is True and view["legs"][0]["state"] == "locked"
+    assert [leg_["uetr"] for leg_ in world.operator.get("/v1/pvp").json()] == [leg.uetr]
+    bad = world.operator.post(
+        "/v1/pvp/PVP-STUCK/resolve",
+        json={"action": "commit", "reason": "connector ops said commit", "fulfilment": "00" * 32},
+    )
+    assert bad.status_code == 422 and bad.json()["code"] == "CH16"
+    r = world.operator.post(
+        "/v1/pvp/PVP-STUCK/resolve",
+        json={
+            "action": "commit",
+            "reason": "connector ops confirmed COMMIT",
+            "fulfilment": SECRET.hex(),
+        },
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["legs"][0]["state"] == "settled" and body["legs"][0]["alert"] is False
+    assert body["legs"][0]["resolved_by"].startswith("operator:")
+    assert body["audit"][0]["action"] == "commit"
+    assert body["audit"][0]["reason"] == "connector ops confirmed COMMIT"
+    assert body["audit"][0]["actor_label"] == "pvp-tests"
+    assert world.balance("cbuae-dt") == (250_000, 0)
+    world.connector.wait_status(leg.uetr, "ACSC")
+
+
+def test_multi_transaction_pacs009_locks_in_one_batch_and_a_failing_leg_spares_the_others(
+    world: PvPWorld,
+) -> None:
+    _funded(world, 300_000)
+    good1, poor, good2 = (
+        Leg(uetr(), 100_000, e2e="E2E-a"),
+        Leg(uetr(), 10**9, e2e="E2E-b"),
+        Leg(uetr(), 100_000, e2e="E2E-c"),
+    )
+    world.post(world.pacs009(good1, poor, good2))
+    reply = world.connector.wait(lambda: world.connector.messages(Pacs002))[0]
+    assert isinstance(reply, Pacs002)
+    assert [(t.original.uetr, t.status, t.reason) for t in reply.transactions] == [
+        (good1.uetr, "ACSP", None),
+        (poor.uetr, "RJCT", "AM04"),
+        (good2.uetr, "ACSP", None),
+    ]
+    assert world.balance("hsbk-dt") == (300_000, 200_000)
+    world.post(world.fulfil(good1, good2))
+    reply2 = world.connector.wait(lambda: world.connector.messages(Pacs002)[1:])[0]
+    assert [t.status for t in reply2.transactions] == ["ACSC", "ACSC"]
+    assert world.balance("cbuae-dt") == (200_000, 0)
+
+
+def test_replies_are_retried_when_the_connector_fails(world: PvPWorld) -> None:
+    _funded(world)
+    world.connector.failures = 3
+    leg = Leg(uetr(), 250_000)
+    world.post(world.pacs009(leg))
+    world.connector.wait_status(leg.uetr, "ACSP", timeout=15)
+    assert world.connector.attempts >= 4
