@@ -147,6 +147,13 @@ class Network:
 
 
 @dataclass(frozen=True, slots=True)
+class _PvPRef:
+    id: str
+    deadline: int
+    condition: str
+
+
+@dataclass(frozen=True, slots=True)
 class Inbound:
     status: int
     body: Any
@@ -538,14 +545,13 @@ class Connector:
             )
         )
         names = self._leg_names(a, b)
+        batched = self.cfg.batch_max > 1
         for side, other, net, leg in ((a, b, nets[0], names[0]), (b, a, nets[1], names[1])):
-            uetr = str(uuid.uuid4())
-            msg_id = new_id()
             conn.execute(
                 legs.insert().values(
                     pvp_id=pvp_id,
                     leg=leg,
-                    uetr=uetr,
+                    uetr=str(uuid.uuid4()),
                     network_bic=net.bic,
                     currency=side.currency,
                     amount=side.amount,
@@ -554,28 +560,77 @@ class Connector:
                     creditor_bic=other.bic,
                     creditor_account=other.receive_account,
                     end_to_end_id=side.reference,
-                    pacs009_msg_id=msg_id,
-                    status="instructed",
+                    pacs009_msg_id=new_id(),
+                    status="queued" if batched else "instructed",
                     acknowledged=False,
                 )
             )
-            deadline_dt = ms_to_dt(deadline)
-            tx = CreditTransfer(
-                end_to_end_id=side.reference,
-                uetr=uetr,
-                amount=Money(side.amount, side.currency),
-                settlement_date=deadline_dt.date(),
-                deadline=deadline_dt.timetz().replace(microsecond=0),
-                debtor_bic=side.bic,
-                debtor_account=side.account,
-                debtor_agent_bic=side.bic,
-                creditor_agent_bic=other.bic,
-                creditor_bic=other.bic,
-                creditor_account=other.receive_account,
-                pvp=PvPTerms(pvp_id=pvp_id, leg=leg, condition=condition),
+        if not batched:
+            for leg_row in conn.execute(sa.select(legs).where(legs.c.pvp_id == pvp_id)):
+                pvp_row = conn.execute(sa.select(pvps).where(pvps.c.id == pvp_id)).one()
+                msg = Pacs009(
+                    msg_id=leg_row.pacs009_msg_id,
+                    created=datetime.now(UTC),
+                    transactions=(self._credit_transfer(pvp_row, leg_row),),
+                )
+                self._enqueue(conn, [pvp_id], leg_row.network_bic, msg)
+
+    def _credit_transfer(self, pvp: Any, leg: Any) -> CreditTransfer:
+        deadline_dt = ms_to_dt(pvp.deadline)
+        return CreditTransfer(
+            end_to_end_id=leg.end_to_end_id,
+            uetr=leg.uetr,
+            amount=Money(leg.amount, leg.currency),
+            settlement_date=deadline_dt.date(),
+            deadline=deadline_dt.timetz().replace(microsecond=0),
+            debtor_bic=leg.debtor_bic,
+            debtor_account=leg.debtor_account,
+            debtor_agent_bic=leg.debtor_bic,
+            creditor_agent_bic=leg.creditor_bic,
+            creditor_bic=leg.creditor_bic,
+            creditor_account=leg.creditor_account,
+            pvp=PvPTerms(pvp_id=pvp.id, leg=leg.leg, condition=pvp.condition),
+        )
+
+    def flush_batches(self, *, force: bool = False) -> int:
+        """Batched mode: queued legs -> one multi-transaction pacs.009 per network, once
+        ``batch_max`` legs wait or the oldest waited ``batch_linger_ms``. Returns rows made."""
+        if self.cfg.batch_max <= 1:
+            return 0
+        made = 0
+        cutoff = now_ms() - self.cfg.batch_linger_ms
+        with self._tx() as conn:
+            rows = list(
+                conn.execute(
+                    sa.select(legs, pvps.c.created_at, pvps.c.deadline, pvps.c.condition)
+                    .join(pvps, pvps.c.id == legs.c.pvp_id)
+                    .where((legs.c.status == "queued") & (pvps.c.state == "pending"))
+                    .order_by(pvps.c.created_at, legs.c.pvp_id, legs.c.leg)
+                    .limit(self.cfg.batch_max * 20)
+                )
             )
-            msg = Pacs009(msg_id=msg_id, created=datetime.now(UTC), transactions=(tx,))
-            self._enqueue(conn, [pvp_id], net.bic, msg)
+            groups: dict[str, list[Any]] = {}
+            for r in rows:
+                groups.setdefault(r.network_bic, []).append(r)
+            for dest, group in groups.items():
+                for i in range(0, len(group), self.cfg.batch_max):
+                    chunk = group[i : i + self.cfg.batch_max]
+                    full = len(chunk) == self.cfg.batch_max
+                    if not (force or full or chunk[0].created_at <= cutoff):
+                        continue
+                    msg = Pacs009(
+                        msg_id=new_id(),
+                        created=datetime.now(UTC),
+                        transactions=tuple(
+                            self._credit_transfer(_PvPRef(r.pvp_id, r.deadline, r.condition), r)
+                            for r in chunk
+                        ),
+                    )
+                    self._enqueue(conn, [r.pvp_id for r in chunk], dest, msg)
+                    for r in chunk:
+                        self._update_leg(conn, r, status="instructed", pacs009_msg_id=msg.msg_id)
+                    made += 1
+        return made
 
     def _after_matched(self, pvp_id: str) -> None:
         crash_point("connector.matched", self.settings.faults)
@@ -635,6 +690,9 @@ class Connector:
             self._wake.wait(timeout=0.2)
             self._wake.clear()
             try:
+                if self.cfg.batch_max > 1:
+                    self._stop.wait(self.cfg.batch_linger_ms / 1000)
+                    self.flush_batches()
                 while self._send_due() and not self._stop.is_set():
                     pass
             except Exception:

@@ -169,3 +169,15 @@ def test_unsigned_or_foreign_signed_messages_are_refused(env: Env) -> None:
     assert admi.message.reason == "DS0B"  # type: ignore[union-attr]
     r = httpx.post(env.url + "/iso20022/messages", content=b"<nope/>")
     assert r.status_code == 400
+
+
+def test_batched_mode_groups_legs_into_multi_transaction_messages(
+    make_env: Callable[..., Env],
+) -> None:
+    env = make_env(batch_max=4, batch_linger_ms=50)
+    ids = [env.trade(kzt=100 + i, aed=1 + i) for i in range(6)]
+    for pvp_id in ids:
+        env.wait(pvp_id, lambda v: v["state"] == "settled")
+    sizes = [len(m.transactions) for m in env.dt.of_type("pacs.009")]
+    assert sum(sizes) == 6 and max(sizes) > 1
+    assert env.balance("HSBK-AED")["available"] == sum(1 + i for i in range(6))
