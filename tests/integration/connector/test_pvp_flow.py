@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+
+import pytest
+import sqlalchemy as sa
 
 from tests.integration.connector.conftest import Env
 
@@ -40,9 +44,6 @@ def test_happy_path_commits_and_settles_both_legs(env: Env) -> None:
     # The decision never changes, and the store refuses to change it.
     time.sleep(0.3)
     assert env.pvp(pvp_id)["decision"] == view["decision"]
-    import pytest
-    import sqlalchemy as sa
-
     with pytest.raises(sa.exc.DBAPIError), env.connector.engine.begin() as conn:
         conn.exec_driver_sql("UPDATE decisions SET decision='ABORT'")
 
@@ -133,3 +134,15 @@ def test_status_requests_at_every_stage(env: Env) -> None:
     answer = _ask(env, uetr2)
     assert answer.status == "ACSP"
     assert answer.pvp.fulfilment
+
+
+@pytest.mark.postgres
+def test_happy_path_on_postgresql(
+    make_env: Callable[..., Env], pg_database_factory: Callable[[], str]
+) -> None:
+    env = make_env(database_url=pg_database_factory())
+    pvp_id = env.trade()
+    assert env.wait(pvp_id, _settled)["decision"]["decision"] == "COMMIT"
+    assert env.http.get("/v1/sim/AED/check").json()["ok"]
+    with pytest.raises(sa.exc.DBAPIError), env.connector.engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM decisions")
