@@ -103,9 +103,8 @@ class FakeConnector:
         raise AssertionError(f"timed out; connector received {self.messages()}")
 
     def statuses(self, uetr: str) -> list[TransactionStatus]:
-        return [
-            t for m in self.messages(Pacs002) for t in m.transactions if t.original.uetr == uetr
-        ]
+        reports = [m for m in self.messages(Pacs002) if isinstance(m, Pacs002)]
+        return [t for m in reports for t in m.transactions if t.original.uetr == uetr]
 
     def wait_status(self, uetr: str, status: str, timeout: float = 10.0) -> TransactionStatus:
         def found() -> TransactionStatus | None:

@@ -317,3 +317,82 @@ def test_replies_are_retried_when_the_connector_fails(world: PvPWorld) -> None:
     world.post(world.pacs009(leg))
     world.connector.wait_status(leg.uetr, "ACSP", timeout=15)
     assert world.connector.attempts >= 4
+
+
+def _instruction(instruction_id: str = "hsbk-2026-0001", account: str = "hsbk-dt") -> dict[str, object]:
+    return {
+        "instruction_id": instruction_id,
+        "party_bic": "HSBKKZKX",
+        "counterparty_bic": "EBILAEAD",
+        "sell": {"currency": "KZT", "amount": 100_000, "account": account},
+        "buy": {"currency": "AED", "amount": 800, "account": "HSBKKZKX"},
+        "value_time": "2026-11-24T12:00:30Z",
+    }
+
+
+def test_a_participant_instruction_reaches_the_connector_and_follows_its_dt_leg(
+    world: PvPWorld,
+) -> None:
+    from gateway import auth
+
+    _funded(world)
+    token = auth.create_key(world.engine, "participant", subject="hsbk-dt").token
+    bank = world.client(token)
+    r = bank.post("/v1/pvp", json=_instruction())
+    assert r.status_code == 201, r.text
+    assert r.json()["state"] == "accepted"
+    assert bank.post("/v1/pvp", json=_instruction()).status_code == 200  # idempotent replay
+    changed = {**_instruction(), "sell": {"currency": "KZT", "amount": 1, "account": "hsbk-dt"}}
+    assert bank.post("/v1/pvp", json=changed).json()["code"] == "DU01"
+    got = world.connector.wait(lambda: [r for r in world.connector.received if r.json])
+    assert got[0].path == "/v1/instructions"
+    assert got[0].json == {**_instruction(), "value_time": "2026-11-24T12:00:30Z"}
+    body = world.connector.wait(
+        lambda: (
+            (b := bank.get("/v1/pvp/hsbk-2026-0001").json())["instruction"]["state"] == "sent" and b
+        )
+    )
+    assert body["legs"] == []
+    # the connector matched it: the DT leg carries the instruction id as EndToEndId
+    leg = Leg(uetr(), 100_000, e2e="hsbk-2026-0001", pvp_id="PVP-M1")
+    world.post(world.pacs009(leg))
+    world.connector.wait_status(leg.uetr, "ACSP")
+    world.post(world.fulfil(leg))
+    world.connector.wait_status(leg.uetr, "ACSC")
+    view = bank.get("/v1/pvp/hsbk-2026-0001").json()
+    assert view["instruction"]["state"] == "settled" and view["pvp_id"] == "PVP-M1"
+    assert view["legs"][0]["state"] == "settled"
+    assert bank.get("/v1/pvp/PVP-M1").json()["instruction"]["instruction_id"] == "hsbk-2026-0001"
+
+
+def test_a_participant_cannot_sell_from_a_wallet_it_does_not_own(world: PvPWorld) -> None:
+    from gateway import auth
+
+    _funded(world)
+    world.wallet("other-dt", fund=10)
+    token = auth.create_key(world.engine, "participant", subject="hsbk-dt").token
+    bank = world.client(token)
+    r = bank.post("/v1/pvp", json=_instruction("steal-1", account="other-dt"))
+    assert r.status_code == 403 and r.json()["code"] == "NOT_YOUR_WALLET"
+    assert bank.post("/v1/pvp", json=_instruction("x-1", account="nowhere")).status_code == 403
+    operator_try = world.operator.post("/v1/pvp", json=_instruction("op-1"))
+    assert operator_try.status_code == 403
+    # nor see someone else's PvP
+    leg = Leg(uetr(), 1, debtor="other-dt", e2e="E2E-other", pvp_id="PVP-OTHER")
+    world.post(world.pacs009(leg))
+    world.connector.wait_status(leg.uetr, "ACSP")
+    assert bank.get("/v1/pvp/PVP-OTHER").status_code == 404
+    assert (
+        world.client(auth.create_key(world.engine, "participant", subject="other-dt").token)
+        .get("/v1/pvp/PVP-OTHER")
+        .status_code
+        == 200
+    )
+
+
+def test_the_gateway_publishes_the_certificate_it_signs_with(world: PvPWorld) -> None:
+    r = world.anonymous.get("/iso20022/certificate")
+    assert r.status_code == 200
+    assert r.content.startswith(b"-----BEGIN CERTIFICATE-----")
+    assert r.content == world.runtime.keyring.identity().cert_pem
+    assert (world.tmp / "data" / "iso20022" / "gateway-cert.pem").read_bytes() == r.content
