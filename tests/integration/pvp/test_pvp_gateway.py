@@ -319,7 +319,9 @@ def test_replies_are_retried_when_the_connector_fails(world: PvPWorld) -> None:
     assert world.connector.attempts >= 4
 
 
-def _instruction(instruction_id: str = "hsbk-2026-0001", account: str = "hsbk-dt") -> dict[str, object]:
+def _instruction(
+    instruction_id: str = "hsbk-2026-0001", account: str = "hsbk-dt"
+) -> dict[str, object]:
     return {
         "instruction_id": instruction_id,
         "party_bic": "HSBKKZKX",
@@ -396,3 +398,23 @@ def test_the_gateway_publishes_the_certificate_it_signs_with(world: PvPWorld) ->
     assert r.content.startswith(b"-----BEGIN CERTIFICATE-----")
     assert r.content == world.runtime.keyring.identity().cert_pem
     assert (world.tmp / "data" / "iso20022" / "gateway-cert.pem").read_bytes() == r.content
+
+
+def test_a_message_stored_but_not_processed_is_processed_on_recovery(world: PvPWorld) -> None:
+    """What a kill -9 between the 202 and the processing leaves: an inbox row, a received leg."""
+    from dataclasses import replace
+
+    from gateway.pvp import service
+
+    _funded(world)
+    leg = Leg(uetr(), 250_000)
+    asleep = replace(world.runtime.ctx, notify_inbox=lambda _id: None)
+    ack = service.receive_message(world.runtime.uow(), world.pacs009(leg), asleep)
+    assert ack.duplicate is False
+    assert world.leg_state(leg.uetr) == "received"
+    assert world.pvp(leg.uetr)["legs"][0]["status"] == "PDNG"
+    assert world.balance("hsbk-dt") == (1_000_000, 0)
+    assert world.runtime.recover_inbox(everything=True) == 1
+    world.connector.wait_status(leg.uetr, "ACSP")
+    assert world.balance("hsbk-dt") == (1_000_000, 250_000)
+    assert world.runtime.recover_inbox(everything=True) == 0
