@@ -82,6 +82,8 @@ def create_app(
         request_max_body_size=settings.iso20022.max_message_bytes * 2,
         before_request=strict_json_body,
         debug=False,
+        # Logging is the process's business (the CLI configures it), not the app's.
+        logging_config=None,
     )
 
 
