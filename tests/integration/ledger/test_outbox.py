@@ -1,0 +1,223 @@
+"""The transactional outbox with the ledger: written and rolled back with the ledger change,
+delivered at least once with backoff, never twice, retried when a dispatcher's lease expires."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from gateway.ledger import service
+from gateway.ledger.model import InsufficientFunds, Issue, MakeTransfer, OpenWallet, WalletKind
+from gateway.ledger.store import LedgerUnitOfWork
+from gateway.outbox import OutboxDispatcher, OutboxMessage, backoff, outbox_t
+
+T0 = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
+TOPIC = "ledger.transfer"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class Recorder:
+    """A sender that fails its first ``failures`` calls, then records what it delivers."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.failures = failures
+        self.calls = 0
+        self.delivered: list[str] = []
+        self.mutex = threading.Lock()
+
+    def __call__(self, msg: OutboxMessage) -> None:
+        with self.mutex:
+            self.calls += 1
+            if self.failures:
+                self.failures -= 1
+                raise ConnectionError("receiver down")
+            self.delivered.append(msg.event_id)
+
+
+class Crash(BaseException):
+    """Not an Exception: the dispatcher does not catch it, like a process dying mid-delivery."""
+
+
+def rows(engine: Engine) -> list[sa.Row]:
+    with engine.connect() as conn:
+        return list(conn.execute(outbox_t.select().order_by(outbox_t.c.id)))
+
+
+def queue(engine: Engine, *event_ids: str) -> None:
+    uow = LedgerUnitOfWork(engine)
+    with uow:
+        for e in event_ids:
+            uow.outbox.add(TOPIC, e.encode(), event_id=e, now=T0)
+        uow.commit()
+
+
+@pytest.fixture
+def funded(engine: Engine) -> Engine:
+    service.apply(
+        LedgerUnitOfWork(engine),
+        [
+            OpenWallet(id="alice", kind=WalletKind.PARTICIPANT, owner="Alice"),
+            OpenWallet(id="bob", kind=WalletKind.PARTICIPANT, owner="Bob"),
+            Issue(id="i1", wallet_id="alice", amount=100),
+        ],
+        now=T0,
+    )
+    return engine
+
+
+def test_outbox_row_commits_with_the_ledger_change(funded: Engine) -> None:
+    uow = LedgerUnitOfWork(funded)
+    with uow:
+        service.execute(
+            uow,
+            [MakeTransfer(id="t1", debit_wallet_id="alice", credit_wallet_id="bob", amount=10)],
+            T0,
+        )
+        uow.outbox.add(TOPIC, b"t1", event_id="evt-t1", now=T0)
+        uow.commit()
+    assert [r.event_id for r in rows(funded)] == ["evt-t1"]
+    assert service.get_wallet(LedgerUnitOfWork(funded), "bob").posted == 10
+
+
+def test_outbox_row_disappears_when_the_ledger_change_fails(funded: Engine) -> None:
+    uow = LedgerUnitOfWork(funded)
+
+    def attempt() -> None:
+        with uow:
+            uow.outbox.add(TOPIC, b"t1", event_id="evt-t1", now=T0)
+            service.execute(
+                uow,
+                [
+                    MakeTransfer(
+                        id="t1", debit_wallet_id="alice", credit_wallet_id="bob", amount=101
+                    )
+                ],
+                T0,
+            )
+            uow.commit()
+
+    with pytest.raises(InsufficientFunds):
+        attempt()
+    assert rows(funded) == []
+
+
+def test_outbox_row_and_ledger_change_roll_back_together(funded: Engine) -> None:
+    uow = LedgerUnitOfWork(funded)
+    with uow:
+        service.execute(
+            uow,
+            [MakeTransfer(id="t1", debit_wallet_id="alice", credit_wallet_id="bob", amount=10)],
+            T0,
+        )
+        uow.outbox.add(TOPIC, b"t1", event_id="evt-t1", now=T0)
+        # leaving without commit() rolls back
+    assert rows(funded) == []
+    assert service.get_wallet(LedgerUnitOfWork(funded), "bob").posted == 0
+    assert service.check_invariants(LedgerUnitOfWork(funded)).ok
+
+
+def test_dispatcher_delivers_once(engine: Engine) -> None:
+    queue(engine, "e1", "e2")
+    sender = Recorder()
+    dispatcher = OutboxDispatcher(engine, {TOPIC: sender}, clock=Clock())
+    assert dispatcher.run_once() == 2
+    assert dispatcher.run_once() == 0
+    assert sender.delivered == ["e1", "e2"]
+    assert all(r.sent_at == T0 and r.attempts == 1 and r.locked_until is None for r in rows(engine))
+
+
+def test_dispatcher_ignores_topics_it_has_no_sender_for(engine: Engine) -> None:
+    queue(engine, "e1")
+    assert OutboxDispatcher(engine, {"other": Recorder()}, clock=Clock()).run_once() == 0
+    assert rows(engine)[0].sent_at is None
+
+
+def test_failing_sender_is_retried_with_backoff(engine: Engine) -> None:
+    queue(engine, "e1")
+    clock = Clock()
+    sender = Recorder(failures=2)
+    dispatcher = OutboxDispatcher(engine, {TOPIC: sender}, clock=clock)
+
+    assert dispatcher.run_once() == 0
+    row = rows(engine)[0]
+    assert (row.attempts, row.sent_at, row.locked_until) == (1, None, None)
+    assert row.available_at == T0 + backoff(1)
+    assert "receiver down" in row.last_error
+
+    assert dispatcher.run_once() == 0  # not due yet: the sender is not called
+    assert sender.calls == 1
+
+    clock.now = T0 + backoff(1)
+    assert dispatcher.run_once() == 0
+    assert rows(engine)[0].available_at == clock.now + backoff(2)
+    assert backoff(2) > backoff(1)
+
+    clock.now += backoff(2)
+    assert dispatcher.run_once() == 1
+    assert sender.calls == 3
+    assert sender.delivered == ["e1"]
+    assert rows(engine)[0].attempts == 3
+    clock.now += timedelta(hours=1)
+    assert dispatcher.run_once() == 0
+
+
+def test_lease_expiry_lets_another_dispatcher_retry(engine: Engine) -> None:
+    queue(engine, "e1")
+    clock = Clock()
+    lease = timedelta(seconds=30)
+
+    def dies(msg: OutboxMessage) -> None:
+        raise Crash
+
+    first = OutboxDispatcher(engine, {TOPIC: dies}, lease=lease, clock=clock)
+    with pytest.raises(Crash):
+        first.run_once()
+    assert rows(engine)[0].locked_until == T0 + lease
+
+    sender = Recorder()
+    second = OutboxDispatcher(engine, {TOPIC: sender}, lease=lease, clock=clock)
+    clock.now = T0 + lease - timedelta(seconds=1)
+    assert second.run_once() == 0  # the lease still holds
+    clock.now = T0 + lease
+    assert second.run_once() == 1
+    assert sender.delivered == ["e1"]
+
+
+def test_concurrent_dispatchers_deliver_each_message_once(engine: Engine) -> None:
+    event_ids = [f"e{i}" for i in range(40)]
+    queue(engine, *event_ids)
+    sender = Recorder()
+    clock = Clock()
+    barrier = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        dispatcher = OutboxDispatcher(engine, {TOPIC: sender}, batch=5, clock=clock)
+        barrier.wait()
+        try:
+            while dispatcher.run_once():
+                pass
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+    # A dispatcher may stop early when others hold the rest; one more pass finishes the queue.
+    OutboxDispatcher(engine, {TOPIC: sender}, clock=clock).run_once()
+    assert sorted(sender.delivered) == sorted(event_ids)
+    assert all(r.sent_at is not None for r in rows(engine))
