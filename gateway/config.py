@@ -141,6 +141,11 @@ class StablecoinSettings(_Section):
     mint_retry_after_seconds: float = 5.0
     """A mint left accepted or submitted this long (a crash, a node outage) is driven again."""
     reconcile_seconds: float = 5.0
+    submitted_after_seconds: float = 0.5
+    """A mint not confirmed this long after sending is recorded as submitted (with its hash)
+    before the gateway waits on; a quicker one goes from accepted straight to minted."""
+    fee_cache_seconds: float = 1.0
+    """How long the base fee read for one transaction is reused for the next ones."""
 
 
 class PvPSettings(_Section):

@@ -105,7 +105,9 @@ class Jobs:
         )
         if self.dispatcher.senders:
             self.scheduler.add_job(
-                self._leased("outbox.dispatch", timedelta(seconds=5), self.dispatch_outbox),
+                # Rows are claimed with their own lease, so a short job lease is safe, and a
+                # killed replica holds up delivery for two seconds at most.
+                self._leased("outbox.dispatch", timedelta(seconds=2), self.dispatch_outbox),
                 "interval",
                 seconds=0.2,
                 max_instances=1,

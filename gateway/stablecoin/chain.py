@@ -52,7 +52,7 @@ from web3.exceptions import (
     Web3RPCError,
 )
 from web3.providers.rpc import HTTPProvider
-from web3.types import BlockIdentifier, TxParams
+from web3.types import BlockIdentifier, RPCEndpoint, TxParams
 
 from gateway.config import StablecoinSettings
 from gateway.errors import InvalidInput, Unavailable, Unprocessable
@@ -139,6 +139,9 @@ class MissingRole(ContractReverted):
     title = "The sender lacks the role this call needs"
     error_names = frozenset({"AccessControlUnauthorizedAccount"})
 
+
+_PAUSED = keccak(text="paused()")[:4]
+_IS_BLOCKLISTED = keccak(text="isBlocklisted(address)")[:4]
 
 _REVERT_CLASSES: tuple[type[ContractReverted], ...] = (
     MintRequestAlreadyUsed,
@@ -384,6 +387,7 @@ class StablecoinChain:
         poll_latency: float = 0.01,
         receipt_timeout: float = 60.0,
         gas_margin: float = 1.2,
+        fee_cache_seconds: float = 0.0,
     ) -> None:
         if confirmations < 1:
             raise InvalidChainInput("confirmations must be at least 1 (1 = mined)")
@@ -393,6 +397,10 @@ class StablecoinChain:
         self.poll_latency = poll_latency
         self.receipt_timeout = receipt_timeout
         self.gas_margin = gas_margin
+        self.fee_cache_seconds = fee_cache_seconds
+        """Reuse the pending block's base fee this long (0: read it for every transaction).
+        The max fee is twice the base fee, so a second of staleness is safe."""
+        self._fee_cache: tuple[float, dict[str, int]] | None = None
         self.nonces = NonceAllocator(
             lambda addr: int(self.w3.eth.get_transaction_count(addr, "pending"))
         )
@@ -407,8 +415,7 @@ class StablecoinChain:
     @classmethod
     def connect(cls, rpc_url: str, address: str | None = None, **kwargs: Any) -> StablecoinChain:
         """A client over an HTTP JSON-RPC endpoint."""
-        w3 = Web3(HTTPProvider(rpc_url, request_kwargs={"timeout": 30}))
-        return cls(w3, address, **kwargs)
+        return cls(http_web3(rpc_url), address, **kwargs)
 
     @classmethod
     def from_settings(
@@ -419,7 +426,7 @@ class StablecoinChain:
         if w3 is None:
             if not settings.rpc_url:
                 raise InvalidChainInput("no rpc_url: start a dev chain and pass its w3")
-            w3 = Web3(HTTPProvider(settings.rpc_url, request_kwargs={"timeout": 30}))
+            w3 = http_web3(settings.rpc_url)
         kwargs.setdefault("confirmations", settings.confirmations)
         return cls(w3, settings.contract_address, **kwargs)
 
@@ -571,6 +578,17 @@ class StablecoinChain:
         with self._translate("eth_getBlockByNumber"):
             return int(self.w3.eth.get_block(block)["timestamp"])
 
+    def paused_or_blocklisted(self, account: str) -> tuple[bool, bool]:
+        """``(paused(), isBlocklisted(account))`` with two raw ``eth_call``s (no ABI lookups:
+        this runs before every mint)."""
+        word = bytes(12) + bytes.fromhex(_checksum(account)[2:])
+        with self._translate("eth_call"):
+            paused = self.w3.eth.call({"to": self.address, "data": HexBytes(_PAUSED)})
+            blocked = self.w3.eth.call(
+                {"to": self.address, "data": HexBytes(_IS_BLOCKLISTED + word)}
+            )
+        return int.from_bytes(paused, "big") != 0, int.from_bytes(blocked, "big") != 0
+
     # ------------------------------------------------------------------ writes
 
     def deploy(
@@ -654,6 +672,18 @@ class StablecoinChain:
         attestor: LocalAccount | None = None,
         signature: bytes | None = None,
     ) -> TxResult:
+        return self.wait(
+            self.submit_attestation(sender, attestation, attestor=attestor, signature=signature)
+        )
+
+    def submit_attestation(
+        self,
+        sender: LocalAccount,
+        attestation: Attestation,
+        *,
+        attestor: LocalAccount | None = None,
+        signature: bytes | None = None,
+    ) -> SubmittedTx:
         """Post ``attestation`` with ``signature``, or signed here by ``attestor``. Anyone may
         send it; the contract checks the signer holds ATTESTOR_ROLE."""
         if signature is None:
@@ -662,7 +692,7 @@ class StablecoinChain:
             signature = self.sign_attestation(attestor, attestation)
         if len(attestation.wallet_ref_hash) != 32:
             raise InvalidChainInput("wallet_ref_hash must be 32 bytes")
-        return self.transact(
+        return self.submit(
             sender,
             "postAttestation",
             attestation.reserve,
@@ -688,6 +718,15 @@ class StablecoinChain:
         return bytes(HexBytes(encoded))
 
     def _fees(self) -> dict[str, int]:
+        cached = self._fee_cache
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        fees = self._read_fees()
+        if self.fee_cache_seconds > 0:
+            self._fee_cache = (time.monotonic() + self.fee_cache_seconds, fees)
+        return fees
+
+    def _read_fees(self) -> dict[str, int]:
         with self._translate("fees"):
             base_fee = self.w3.eth.get_block("pending").get("baseFeePerGas")
             if base_fee is None:
@@ -708,9 +747,12 @@ class StablecoinChain:
         data = self._encode(function, args)
         return self._submit(sender, self.address, data, function)
 
-    def wait(self, submitted: SubmittedTx) -> TxResult:
-        """Wait for a submitted transaction's receipt and confirmations."""
-        return self._await(bytes(HexBytes(submitted.tx_hash)), submitted.function, submitted.tx)
+    def wait(self, submitted: SubmittedTx, timeout: float | None = None) -> TxResult:
+        """Wait for a submitted transaction's receipt and confirmations (at most ``timeout``
+        seconds, default ``receipt_timeout``: then :class:`TransactionNotConfirmed`)."""
+        return self._await(
+            bytes(HexBytes(submitted.tx_hash)), submitted.function, submitted.tx, timeout
+        )
 
     def _send(
         self, sender: LocalAccount, to: ChecksumAddress | None, data: bytes, function: str
@@ -750,10 +792,15 @@ class StablecoinChain:
                 self.nonces.forget(sender.address)
                 raise
             break
-        return SubmittedTx(HexBytes(signed.hash).to_0x_hex(), function, tx)
+        # The sender goes back in: explaining a failure replays the call as it was sent.
+        return SubmittedTx(
+            HexBytes(signed.hash).to_0x_hex(), function, {**tx, "from": sender.address}
+        )
 
-    def _await(self, tx_hash: bytes, function: str, tx: dict[str, Any]) -> TxResult:
-        deadline = time.monotonic() + self.receipt_timeout
+    def _await(
+        self, tx_hash: bytes, function: str, tx: dict[str, Any], timeout: float | None = None
+    ) -> TxResult:
+        deadline = time.monotonic() + (self.receipt_timeout if timeout is None else timeout)
         while True:
             try:
                 receipt = self.w3.eth.wait_for_transaction_receipt(
@@ -806,7 +853,7 @@ class StablecoinChain:
         self, tx: dict[str, Any], block_number: int, function: str
     ) -> ContractReverted:
         """A mined transaction failed: replay it as a call on its parent block for the reason."""
-        call: dict[str, Any] = {k: tx[k] for k in ("to", "data", "value") if k in tx}
+        call: dict[str, Any] = {k: tx[k] for k in ("from", "to", "data", "value") if k in tx}
         try:
             with self._translate(function):
                 self.w3.eth.call(call, block_identifier=max(block_number - 1, 0))  # type: ignore[arg-type]
@@ -842,6 +889,23 @@ def _positive(amount: int) -> None:
         raise InvalidChainInput(f"amount must be a positive integer of tiyn, got {amount!r}")
 
 
+def http_web3(rpc_url: str, timeout: float = 30.0) -> Web3:
+    """A ``Web3`` over HTTP tuned for many small calls: the chain id (which web3's validation
+    asks for before every transaction call) is cached, and proxy settings are read from the
+    environment once instead of on every request."""
+    session = requests.Session()
+    session.proxies = dict(requests.utils.get_environ_proxies(rpc_url))
+    session.trust_env = False
+    provider = HTTPProvider(
+        rpc_url,
+        request_kwargs={"timeout": timeout},
+        session=session,
+        cache_allowed_requests=True,
+        cacheable_requests={RPCEndpoint("eth_chainId")},
+    )
+    return Web3(provider)
+
+
 def account_from_key(private_key: str | bytes) -> LocalAccount:
     """A local signing account from a hex (or raw) private key."""
     try:
@@ -874,5 +938,6 @@ __all__ = [
     "TxResult",
     "account_from_key",
     "attestation_typed_data",
+    "http_web3",
     "sign_attestation",
 ]

@@ -98,6 +98,11 @@ class MintsHalted(Unavailable):
     title = "Reconciliation found a gap between the DT collateral and the token supply"
 
 
+class CollateralShortfall(Unprocessable):
+    code = "COLLATERAL_SHORTFALL"
+    title = "The segregated DT cannot back the token supply after this mint"
+
+
 class StablecoinNotConfigured(Unavailable):
     code = "STABLECOIN_NOT_CONFIGURED"
     title = "The stablecoin is not configured (no contract address)"
@@ -329,6 +334,7 @@ __all__ = [
     "MINT_TRANSITIONS",
     "UNSETTLED",
     "AddressBlocklisted",
+    "CollateralShortfall",
     "Cursor",
     "ForeignWallet",
     "IdempotencyKeyMissing",

@@ -5,6 +5,7 @@ client, the operator (minter) and attestor keys, the segregated wallet's id, the
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 
 from eth_account.signers.local import LocalAccount
@@ -30,6 +31,33 @@ class Stablecoin:
     segregated_wallet_id: str
     currency: str = "KZT"
     attest_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    attest_generation: int = 0
+    """Attestations this process posted: a mint refused before the latest one just retries."""
+    attest_sequence: int | None = None
+    """The latest attestation sequence known on-chain (None: read it)."""
+    last_ticket: int = 0
+    """Mints accepted by this process, numbered after their DT committed."""
+    covered_ticket: int = 0
+    """Every mint with a ticket up to this one had its DT in a posted attestation's reserve."""
+    ticket_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    _clock: tuple[float, int] | None = field(default=None, repr=False)
+
+    def chain_time(self) -> int:
+        """The chain's clock, from its latest block's timestamp read at most every 10 s and
+        advanced with the local clock since (an attestation's timestamp must not be ahead of
+        the chain's, nor older than the maximum age)."""
+        now = time.monotonic()
+        if self._clock is None or now - self._clock[0] > 10:
+            self._clock = (now, self.chain.block_timestamp())
+        read_at, chain_ts = self._clock
+        return chain_ts + int(now - read_at)
+
+    def take_ticket(self) -> int:
+        with self.ticket_lock:
+            self.last_ticket += 1
+            return self.last_ticket
+
     wallet_ready: bool = False
     """Set once the segregated wallet is known to exist (saves a lookup per mint)."""
 
@@ -52,6 +80,7 @@ class Stablecoin:
             poll_latency=sc.receipt_poll_seconds,
             receipt_timeout=sc.receipt_timeout_seconds,
             gas_margin=sc.gas_margin,
+            fee_cache_seconds=sc.fee_cache_seconds,
         )
         attestor = account_from_key(sc.attestor_key.get_secret_value()) if sc.attestor_key else None
         return cls(

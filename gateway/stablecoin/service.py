@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, TypeVar
 
 from eth_utils.address import is_checksum_address, to_checksum_address
@@ -40,11 +41,14 @@ from gateway.stablecoin.chain import (
     InvalidChainInput,
     MintRequestAlreadyUsed,
     ReserveGuardRefused,
+    SubmittedTx,
     TransactionNotConfirmed,
+    TxResult,
 )
 from gateway.stablecoin.model import (
     UNSETTLED,
     AddressBlocklisted,
+    CollateralShortfall,
     ForeignWallet,
     IdempotencyKeyReused,
     InvalidEvmAddress,
@@ -207,9 +211,10 @@ def request_mint(
             _check_halted(read, sc)
     if existing is not None:
         return _replay(existing, req), False
-    if sc.chain.call("paused"):
+    paused, blocklisted = sc.chain.paused_or_blocklisted(evm_address)
+    if paused:
         raise MintingPaused("the contract is paused")
-    if sc.chain.call("isBlocklisted", evm_address):
+    if blocklisted:
         raise AddressBlocklisted(f"{evm_address} is blocklisted", evm_address=evm_address)
 
     mint_id = uuid.uuid4().hex
@@ -257,8 +262,9 @@ def request_mint(
     mint, created = run_unit(write, accept)
     if not created:
         return mint, False
+    ticket = sc.take_ticket()
     crash_point("mint.after_ledger", sc.faults)
-    return drive_mint(uow, sc, mint.id), True
+    return drive_mint(uow, sc, mint.id, ticket=ticket, known=mint), True
 
 
 def _transition(
@@ -344,55 +350,95 @@ def _already_minted(uow: UowFactory, sc: Stablecoin, m: Mint) -> Mint:
     return _transition(uow, sc, m.id, confirm)
 
 
-def drive_mint(uow: UowFactory, sc: Stablecoin, mint_id: str) -> Mint:
+def _submit(uow: UowFactory, sc: Stablecoin, m: Mint, ticket: int | None) -> SubmittedTx:
+    """Send the mint, attesting the reserve first when no attestation covers it yet (its
+    ``ticket`` is newer than the last attested one) or when the guard refuses. Attestations and
+    mints share the operator's nonce sequence, so an attestation sent before a mint is mined
+    before it, and it covers every mint accepted before its balance was read."""
+    if ticket is not None and ticket > sc.covered_ticket:
+        ensure_reserve(uow, sc, m.amount, ticket=ticket)
+    rid = bytes.fromhex(m.request_id)
+    for _ in range(5):
+        generation = sc.attest_generation
+        try:
+            return sc.chain.submit(sc.operator, "mint", m.evm_address, m.amount, rid)
+        except ReserveGuardRefused as exc:
+            ensure_reserve(uow, sc, m.amount, refusal=exc, seen_generation=generation)
+    return sc.chain.submit(sc.operator, "mint", m.evm_address, m.amount, rid)
+
+
+def drive_mint(
+    uow: UowFactory,
+    sc: Stablecoin,
+    mint_id: str,
+    *,
+    ticket: int | None = None,
+    known: Mint | None = None,
+) -> Mint:
     """Take an unsettled mint as far as it goes now: submit, confirm, or fail and refund.
 
-    Chain outages leave it accepted or submitted (:func:`resume_mints` tries again); a request
-    id already used on-chain means an earlier submission got through: it is then minted.
+    Chain outages (and reserve contention) leave it accepted or submitted; :func:`resume_mints`
+    tries again. A request id already used on-chain means an earlier submission got through:
+    the mint is then minted. A quick confirmation goes straight from accepted to minted; one
+    slower than ``submitted_after_seconds`` is recorded as submitted (with its hash) first.
     """
-    m = get_mint(uow, mint_id)
+    m = known if known is not None and known.id == mint_id else get_mint(uow, mint_id)
     if m.state is MintState.FAILED:
         return refund_mint(uow, sc, m.id)
     if m.settled:
         return m
-    rid = bytes.fromhex(m.request_id)
-    try:
+    for _ in range(5):
         try:
-            submitted = sc.chain.submit(sc.operator, "mint", m.evm_address, m.amount, rid)
-        except ReserveGuardRefused:
-            ensure_reserve(uow, sc, m.amount)
-            submitted = sc.chain.submit(sc.operator, "mint", m.evm_address, m.amount, rid)
-    except MintRequestAlreadyUsed:
-        return _already_minted(uow, sc, m)
-    except (ContractReverted, InvalidChainInput) as exc:
-        return _fail_and_refund(uow, sc, m.id, exc)
-    except (ChainUnavailable, TransactionNotConfirmed) as exc:
-        log.warning("mint %s not submitted, will retry: %s", m.id, exc.detail)
-        return m
+            submitted = _submit(uow, sc, m, ticket)
+            ticket = None  # a retry relies on the guard's verdict
+        except MintRequestAlreadyUsed:
+            return _already_minted(uow, sc, m)
+        except ReserveGuardRefused as exc:
+            log.info("mint %s waits for reserve headroom: %s", m.id, exc.detail)
+            continue
+        except (ContractReverted, InvalidChainInput, CollateralShortfall) as exc:
+            return _fail_and_refund(uow, sc, m.id, exc)  # refused before anything was sent
+        except (ChainUnavailable, TransactionNotConfirmed) as exc:
+            log.warning("mint %s not submitted, will retry: %s", m.id, exc.detail)
+            return m
+        crash_point("mint.after_submit", sc.faults)
+        try:
+            result = _confirm(uow, sc, m, submitted)
+        except MintRequestAlreadyUsed:
+            return _already_minted(uow, sc, m)
+        except ContractReverted as exc:
+            # Mined, but reverted: typically another mint took the reserve headroom earlier in
+            # the same block (the replayed reason then misses it). Submitting again finds out
+            # where the mint stands: minted, retried, or refused before sending.
+            log.info("mint %s reverted on-chain (%s), submitting again", m.id, exc.detail)
+            continue
+        except (ChainUnavailable, TransactionNotConfirmed) as exc:
+            log.warning("mint %s submitted, not confirmed yet: %s", m.id, exc.detail)
+            return get_mint(uow, m.id)
+        return _transition(uow, sc, m.id, partial(_confirmed, result))
+    log.warning("mint %s still short of reserve headroom: the recovery job retries it", m.id)
+    return get_mint(uow, m.id)
 
-    def submit(current: Mint, at: datetime) -> Mint | None:
+
+def _confirmed(result: TxResult, current: Mint, at: datetime) -> Mint | None:
+    if current.state not in UNSETTLED:
+        return None
+    return current.confirm(result.tx_hash, result.block_number, at)
+
+
+def _confirm(uow: UowFactory, sc: Stablecoin, m: Mint, submitted: SubmittedTx) -> TxResult:
+    try:
+        return sc.chain.wait(submitted, timeout=sc.settings.submitted_after_seconds)
+    except TransactionNotConfirmed:
+        pass
+
+    def record(current: Mint, at: datetime) -> Mint | None:
         if current.state not in UNSETTLED:
             return None
         return current.submit(submitted.tx_hash, at)
 
-    m = _transition(uow, sc, m.id, submit)
-    crash_point("mint.after_submit", sc.faults)
-    try:
-        result = sc.chain.wait(submitted)
-    except MintRequestAlreadyUsed:
-        return _already_minted(uow, sc, m)
-    except ContractReverted as exc:
-        return _fail_and_refund(uow, sc, m.id, exc)
-    except (ChainUnavailable, TransactionNotConfirmed) as exc:
-        log.warning("mint %s submitted, not confirmed yet: %s", m.id, exc.detail)
-        return get_mint(uow, m.id)
-
-    def confirm(current: Mint, at: datetime) -> Mint | None:
-        if current.state not in UNSETTLED:
-            return None
-        return current.confirm(result.tx_hash, result.block_number, at)
-
-    return _transition(uow, sc, m.id, confirm)
+    _transition(uow, sc, m.id, record)
+    return sc.chain.wait(submitted)
 
 
 def resume_mints(
@@ -421,37 +467,66 @@ def get_mint(uow: UowFactory, mint_id: str, exchange: str | None = None) -> Mint
 # ------------------------------------------------------------------ reserve
 
 
-def ensure_reserve(uow: UowFactory, sc: Stablecoin, amount: int) -> None:
-    """Post an attestation of the segregated wallet's balance when the on-chain reserve does not
-    cover ``totalSupply + amount`` (or is stale). One poster per process at a time; a rival
-    poster elsewhere shows up as a replayed sequence, and the loop re-reads."""
+def ensure_reserve(
+    uow: UowFactory,
+    sc: Stablecoin,
+    amount: int,
+    *,
+    refusal: ReserveGuardRefused | None = None,
+    seen_generation: int | None = None,
+    ticket: int | None = None,
+) -> None:
+    """Post an attestation of the segregated wallet's DT balance (the reserve guard refused a
+    mint of ``amount``: the reserve is short or stale).
+
+    One poster per process at a time; a caller that saw the guard refuse before another
+    thread's attestation (``seen_generation`` moved on) just retries its mint. Raises
+    :class:`CollateralShortfall` when even the whole balance cannot cover the mint (a gap:
+    reconciliation will halt minting).
+    """
     if sc.attestor is None:
-        return  # nobody can attest: the mint fails on the reserve guard and is refunded
+        if refusal is not None:
+            raise refusal
+        return
     with sc.attest_lock:
+        if seen_generation is not None and seen_generation != sc.attest_generation:
+            return
+        if ticket is not None and ticket <= sc.covered_ticket:
+            return
+        covering = sc.last_ticket  # read before the balance: these mints' DT is in it
+        read = uow(readonly=True)
+        with read:
+            wallet = read.ledger.wallet(sc.segregated_wallet_id)
+        balance = wallet.posted if wallet else 0
+        supply_after = refusal.error_args.get("supplyAfter") if refusal else None
+        if supply_after is not None and balance < int(supply_after):
+            raise CollateralShortfall(
+                f"segregated DT {balance} cannot back a supply of {supply_after}",
+                segregated_balance=balance,
+            )
         for _ in range(3):
-            latest = sc.chain.latest_attestation()
-            chain_now = sc.chain.block_timestamp()
-            fresh = chain_now < latest.timestamp + max(latest.max_age - 60, 0)
-            if fresh and latest.reserve >= sc.chain.total_supply() + amount:
-                return
-            read = uow(readonly=True)
-            with read:
-                wallet = read.ledger.wallet(sc.segregated_wallet_id)
-            balance = wallet.posted if wallet else 0
+            if sc.attest_sequence is None:
+                sc.attest_sequence = sc.chain.latest_attestation().sequence
             attestation = Attestation(
                 reserve=balance,
-                sequence=latest.sequence + 1,
-                timestamp=chain_now,
+                sequence=sc.attest_sequence + 1,
+                timestamp=sc.chain_time(),
                 wallet_ref_hash=Attestation.wallet_ref_hash_of(sc.segregated_wallet_id),
             )
             try:
-                sc.chain.post_attestation(sc.operator, attestation, attestor=sc.attestor)
-                log.info("attested reserve %d (sequence %d)", balance, attestation.sequence)
-                return
+                # Not awaited: the attestation and the mints after it come from one sender,
+                # so the chain includes them in nonce order.
+                sc.chain.submit_attestation(sc.operator, attestation, attestor=sc.attestor)
             except ContractReverted as exc:
+                sc.attest_sequence = None  # another poster got there first: re-read it
                 if exc.error_name != "AttestationReplayed":
                     raise
                 continue
+            sc.attest_sequence = attestation.sequence
+            sc.attest_generation += 1
+            sc.covered_ticket = max(sc.covered_ticket, covering)
+            log.info("attested reserve %d (sequence %d)", balance, attestation.sequence)
+            return
 
 
 # ------------------------------------------------------------------ reconciliation

@@ -93,16 +93,16 @@ def test_webhooks_are_signed_retried_and_deduplicable(
         sender = webhooks.WebhookSender(WEBHOOK_SECRET.encode())
         dispatcher = OutboxDispatcher(sqlite_engine, {webhooks.TOPIC: sender})
         deadline = time.monotonic() + 15
-        while len(receiver.deliveries) < 4 and time.monotonic() < deadline:
+        while len(receiver.deliveries) < 3 and time.monotonic() < deadline:
             dispatcher.run_once()
             time.sleep(0.05)
 
         events = receiver.events()
         # Retries reorder deliveries: receivers order by the data, not by arrival.
+        # Confirmed at once: straight from accepted to minted (no "submitted" in between).
         assert sorted(e["type"] for e in events) == [
             "mint.accepted",
             "mint.minted",
-            "mint.submitted",
             "redemption.paid",
         ]
         assert {e["data"]["mint_id"] for e in events if e["type"].startswith("mint.")} == {
@@ -116,10 +116,10 @@ def test_webhooks_are_signed_retried_and_deduplicable(
                 WEBHOOK_SECRET.encode(), lower["x-dt-signature"], body + b" "
             )
             assert lower["x-dt-event-id"] == json.loads(body)["id"]
-        assert len({e["id"] for e in events}) == 4
+        assert len({e["id"] for e in events}) == 3
         with sqlite_engine.connect() as conn:
             attempts = [r.attempts for r in conn.execute(outbox_t.select())]
-        assert sum(attempts) == 4 + 3  # three refusals, each retried with backoff
+        assert sum(attempts) == 3 + 3  # three refusals, each retried with backoff
 
 
 def test_signature_is_hmac_sha256_over_timestamp_and_body() -> None:
