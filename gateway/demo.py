@@ -9,16 +9,25 @@ from __future__ import annotations
 import hashlib
 import secrets
 import shutil
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx
+from pydantic import SecretStr
+from sqlalchemy.engine import Engine
 
 from gateway import auth
 from gateway.api.app import create_app
-from gateway.config import load_settings
+from gateway.config import Settings, load_settings
 from gateway.db import make_engine, upgrade
 from gateway.serving import serve_in_thread
+from gateway.stablecoin import service as stablecoin_service
+from gateway.stablecoin import watcher
+from gateway.stablecoin.chain import StablecoinChain
+from gateway.stablecoin.devchain import DevChain, start_devchain
+from gateway.stablecoin.runtime import Stablecoin
+from gateway.stablecoin.store import StablecoinUnitOfWork
 
 
 class DemoFailed(Exception):
@@ -105,6 +114,82 @@ def ledger_demo(client: httpx.Client) -> None:
     )
 
 
+def start_stablecoin(settings: Settings) -> tuple[DevChain, Stablecoin]:
+    """The embedded chain (anvil if installed, else in-process) with a fresh deployment."""
+    dev = start_devchain()
+    admin, operator, attestor = dev.accounts[:3]
+    chain = StablecoinChain(dev.w3, poll_latency=0.005)
+    start_block = chain.block_number()
+    chain.deploy(admin, minter=operator.address, attestor=attestor.address)
+    configured = settings.model_copy(
+        update={
+            "stablecoin": settings.stablecoin.model_copy(
+                update={
+                    "rpc_url": dev.rpc_url or "",
+                    "contract_address": chain.address,
+                    "operator_key": SecretStr(operator.key.hex()),
+                    "attestor_key": SecretStr(attestor.key.hex()),
+                    "start_block": start_block,
+                }
+            )
+        }
+    )
+    return dev, Stablecoin.from_settings(configured, w3=dev.w3)
+
+
+def stablecoin_demo(
+    operator: httpx.Client, exchange: httpx.Client, engine: Engine, dev: DevChain, sc: Stablecoin
+) -> None:
+    print(f"Stablecoin ({dev.kind})")
+    _say("deployed DTStablecoin", sc.contract)
+    _call(
+        operator,
+        "POST",
+        "/v1/wallets",
+        json={"id": "demo-exchange-dt", "kind": "exchange", "owner": "demo-exchange"},
+    )
+    _call(
+        operator,
+        "POST",
+        "/v1/issuances",
+        json={"id": "demo-issue-exch", "wallet_id": "demo-exchange-dt", "amount": 5_000_00},
+    )
+    _say("exchange wallet funded", "5,000.00 KZT in demo-exchange-dt")
+    holder = dev.accounts[5]
+    body = {
+        "amount": 1_000_00,
+        "source_wallet_id": "demo-exchange-dt",
+        "evm_address": holder.address,
+    }
+    mint = _call(
+        exchange, "POST", "/v1/stablecoin/mints", json=body, headers={"Idempotency-Key": "demo-1"}
+    )
+    _expect(mint["state"] == "minted", f"mint not confirmed: {mint}")
+    _expect(sc.chain.balance_of(holder.address) == 1_000_00, "tokens not minted")
+    _say("minted through the exchange API", f"1,000.00 KZTD, tx {mint['tx_hash'][:18]}...")
+    replay = _call(
+        exchange, "POST", "/v1/stablecoin/mints", json=body, headers={"Idempotency-Key": "demo-1"}
+    )
+    _expect(replay["id"] == mint["id"], "idempotent replay minted again")
+    _say("replayed with the same Idempotency-Key", "same mint, nothing moved")
+    sc.chain.redeem(holder, 400_00, "demo-exchange-dt")
+    _say("holder redeemed on-chain", "400.00 KZTD burnt, reference demo-exchange-dt")
+    uow = partial(StablecoinUnitOfWork, engine)
+    paid = watcher.poll(uow, sc).redemptions
+    _expect([r.amount for r in paid] == [400_00], f"watcher paid {paid}")
+    wallet = _call(operator, "GET", "/v1/wallets/demo-exchange-dt")
+    _expect(wallet["posted"] == 4_400_00, f"exchange wallet holds {wallet['posted']}")
+    _say("watcher paid the DT back", f"demo-exchange-dt holds {wallet['posted'] / 100:,.2f} KZT")
+    result = stablecoin_service.reconcile(uow, sc)
+    _expect(result is not None and result.ok, f"reconciliation gap: {result}")
+    assert result is not None
+    _say(
+        "reconciliation",
+        f"segregated {result.segregated_balance / 100:,.2f} KZT = "
+        f"totalSupply {result.total_supply / 100:,.2f} KZTD, gap 0",
+    )
+
+
 def run_demo(workdir: str = "var/demo", keep: bool = False) -> int:
     root = Path(workdir)
     if root.exists() and not keep:
@@ -114,17 +199,26 @@ def run_demo(workdir: str = "var/demo", keep: bool = False) -> int:
     engine = make_engine(settings.database)
     upgrade(engine)
     token = auth.create_key(engine, "operator", label="demo").token
-    app = create_app(settings, engine)
+    exchange_token = auth.create_key(engine, "exchange", subject="demo-exchange").token
+    dev, sc = start_stablecoin(settings)
+    app = create_app(settings, engine, stablecoin=sc)
     print(f"DT Gateway demo (data in {root})")
     try:
         with serve_in_thread(app) as url:
             print(f"gateway listening on {url}")
             headers = {"Authorization": f"Bearer {token}"}
-            with httpx.Client(base_url=url, headers=headers, timeout=10) as client:
+            exchange_headers = {"Authorization": f"Bearer {exchange_token}"}
+            with (
+                httpx.Client(base_url=url, headers=headers, timeout=10) as client,
+                httpx.Client(base_url=url, headers=exchange_headers, timeout=30) as exchange,
+            ):
                 ledger_demo(client)
+                stablecoin_demo(client, exchange, engine, dev, sc)
     except DemoFailed as exc:
         print(f"DEMO FAILED: {exc}")
         return 1
+    finally:
+        dev.stop()
     print("demo complete: every step behaved as promised")
     return 0
 
