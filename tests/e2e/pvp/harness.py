@@ -1,0 +1,545 @@
+"""Both parties of a PvP as real processes: ``dt-gateway serve`` and ``dt-gateway connector``.
+
+:class:`PvPWorld` gives each process its own database (a SQLite file under the test's tmp
+directory; the gateway's may be a PostgreSQL URL), migrates the gateway with ``dt-gateway db
+upgrade``, creates API keys with ``dt-gateway keys create``, wires the two parties (the
+connector's certificate pinned in the gateway's settings; the gateway registered at the connector
+as the KZT network with its endpoint, its certificate and the token it instructs with), opens the
+DT wallets, issues DT, funds the simulated AED accounts, and can ``kill -9`` and restart either
+process while keeping its database. Everything goes over HTTP on 127.0.0.1; settings go through
+``DT_GATEWAY_*`` variables exactly as an operator would set them.
+
+Waiting is polling with a timeout: nothing is timed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from gateway.iso20022 import Message, OriginalRef, build, header_for, parse, sign_envelope
+from gateway.pvp.keys import generate
+from gateway.serving import free_port
+
+ROOT = Path(__file__).resolve().parents[3]
+BIN = ROOT / ".venv" / "bin" / "dt-gateway"
+
+GATEWAY_BIC = "NBKZKZKAXXX"
+CONNECTOR_BIC = "SWHQBEBBXXX"
+DT_BANK = "HSBKKZKX"  # the DT participant bank (sells KZT)
+FX_BANK = "EBILAEAD"  # the foreign bank (sells AED)
+DT_WALLET = "hsbk-dt"  # participant wallet that pays the DT leg
+CB_WALLET = "cbuae-dt"  # the foreign central bank's DT wallet that receives it
+AED_PAYER = "EBIL-AED"  # simulated AED account that pays the FX leg
+AED_RECEIVER = "HSBK-AED"  # simulated AED account that receives it
+
+FINAL = {"settled", "cancelled"}
+PACS009 = "pacs.009.001.08"
+
+
+class Timeout(AssertionError):
+    pass
+
+
+def wait_for(
+    what: str, probe: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05
+) -> Any:
+    """Poll ``probe`` until it returns something truthy; fail with the last value seen."""
+    end = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            last = probe()
+        except httpx.HTTPError as exc:  # a process restarting
+            last = exc
+        if last and not isinstance(last, Exception):
+            return last
+        if time.monotonic() > end:
+            raise Timeout(f"timed out waiting for {what}; last seen: {last!r}")
+        time.sleep(interval)
+
+
+def _clean_env() -> dict[str, str]:
+    """The parent's environment without any DT_GATEWAY_* setting (each process gets its own)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("DT_GATEWAY_")}
+
+
+@dataclass
+class Process:
+    """One ``dt-gateway`` subprocess that can be killed with SIGKILL and started again."""
+
+    name: str
+    args: list[str]
+    env: dict[str, str]
+    port: int
+    log_path: Path
+    health_path: str
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, extra_env: Mapping[str, str] | None = None, wait: bool = True) -> None:
+        assert not self.alive, f"{self.name} is already running"
+        env = {**self.env, **(extra_env or {})}
+        self.starts += 1
+        with self.log_path.open("ab") as log:
+            log.write(f"\n===== start #{self.starts} {sorted(extra_env or {})}\n".encode())
+            self.proc = subprocess.Popen(
+                [str(BIN), *self.args, "--host", "127.0.0.1", "--port", str(self.port)],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        def ready() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}"
+                )
+            try:
+                return httpx.get(self.url + self.health_path, timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(f"{self.name} to start", ready, timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """``kill -9``: no cleanup, no flush."""
+        if self.alive:
+            assert self.proc is not None
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def wait_exit(self, timeout: float = 30.0) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        if self.alive:
+            assert self.proc is not None
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def restart(self, extra_env: Mapping[str, str] | None = None) -> None:
+        self.kill()
+        self.start(extra_env)
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def run_cli(env: Mapping[str, str], *args: str) -> str:
+    """Run one ``dt-gateway`` command to completion; its stdout."""
+    done = subprocess.run(
+        [str(BIN), *args], cwd=ROOT, env=dict(env), capture_output=True, timeout=120, check=False
+    )
+    if done.returncode != 0:
+        raise AssertionError(
+            f"dt-gateway {' '.join(args)} -> {done.returncode}\n{done.stdout!r}\n{done.stderr!r}"
+        )
+    return done.stdout.decode()
+
+
+@dataclass
+class PvPWorld:
+    """A gateway and a connector, wired to each other, with funded accounts on both sides."""
+
+    tmp: Path
+    gateway_db_url: str | None = None
+    connector_settings: dict[str, str] = field(default_factory=dict)
+    gateway_settings: dict[str, str] = field(default_factory=dict)
+    log_level: str = "WARNING"
+
+    def __post_init__(self) -> None:
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        (self.tmp / "gateway").mkdir(exist_ok=True)
+        (self.tmp / "connector").mkdir(exist_ok=True)
+        self.gateway_db_url = self.gateway_db_url or f"sqlite:///{self.tmp / 'gateway' / 'gw.db'}"
+        self._clients: list[httpx.Client] = []
+        base = _clean_env()
+        self.identity = generate(GATEWAY_BIC)
+        # The connector's key is generated here and passed to it, so that a test can also sign
+        # messages "from the connector" (a wrong fulfilment, a late camt.056, a pacs.028).
+        self.connector_identity = generate(CONNECTOR_BIC)
+        connector_port, gateway_port = free_port(), free_port()
+        while gateway_port == connector_port:
+            gateway_port = free_port()
+        connector_db = f"sqlite:///{self.tmp / 'connector' / 'c.db'}"
+        self.connector = Process(
+            "connector",
+            ["connector"],
+            {
+                **base,
+                "DT_GATEWAY_LOG_LEVEL": self.log_level,
+                "DT_GATEWAY_DATA_DIR": str(self.tmp / "connector"),
+                "DT_GATEWAY_CONNECTOR__DATABASE_URL": connector_db,
+                "DT_GATEWAY_CONNECTOR__SIGNING_KEY_PEM": self.connector_identity.key_pem.decode(),
+                "DT_GATEWAY_CONNECTOR__SIGNING_CERT_PEM": self.connector_identity.cert_pem.decode(),
+                "DT_GATEWAY_CONNECTOR__SAFETY_MARGIN_MS": "300",
+                "DT_GATEWAY_CONNECTOR__REDELIVER_AFTER_MS": "1000",
+                "DT_GATEWAY_CONNECTOR__RETRY_BASE_MS": "20",
+                "DT_GATEWAY_CONNECTOR__RETRY_CAP_MS": "500",
+                "DT_GATEWAY_CONNECTOR__SWEEP_INTERVAL_MS": "100",
+                "DT_GATEWAY_CONNECTOR__AUTO_COUNTER_INSTRUCT": json.dumps(
+                    {FX_BANK: {"AED": AED_PAYER, "KZT": CB_WALLET}}
+                ),
+                **self.connector_settings,
+            },
+            connector_port,
+            self.tmp / "connector.log",
+            "/health",
+        )
+        self.gateway_env: dict[str, str] = {
+            **base,
+            "DT_GATEWAY_LOG_LEVEL": self.log_level,
+            "DT_GATEWAY_DATA_DIR": str(self.tmp / "gateway"),
+            "DT_GATEWAY_DATABASE__URL": self.gateway_db_url,
+            "DT_GATEWAY_HTTP__PUBLIC_URL": f"http://127.0.0.1:{gateway_port}",
+            "DT_GATEWAY_CONNECTOR__URL": self.connector.url,
+            "DT_GATEWAY_CONNECTOR__GATEWAY_BIC": GATEWAY_BIC,
+            "DT_GATEWAY_PVP__CONNECTOR_BIC": CONNECTOR_BIC,
+            "DT_GATEWAY_ISO20022__SIGNING_KEY_PEM": self.identity.key_pem.decode(),
+            "DT_GATEWAY_ISO20022__SIGNING_CERT_PEM": self.identity.cert_pem.decode(),
+            "DT_GATEWAY_PVP__GRACE_SECONDS": "0.5",
+            "DT_GATEWAY_PVP__STATUS_RETRY_SECONDS": "1",
+            "DT_GATEWAY_PVP__SWEEP_SECONDS": "0.5",
+            "DT_GATEWAY_PVP__INBOX_RETRY_AFTER_SECONDS": "2",
+            **self.gateway_settings,
+        }
+        self.gateway = Process(
+            "gateway",
+            ["serve"],
+            self.gateway_env,
+            gateway_port,
+            self.tmp / "gateway.log",
+            "/health",
+        )
+
+    # --- set-up -------------------------------------------------------------------------------
+
+    def setup(self, *, dt: int = 10_000_000_00, aed: int = 100_000_000) -> PvPWorld:
+        """Migrate, create keys, start both processes, wire them, fund both sides."""
+        run_cli(self.gateway_env, "db", "upgrade")
+        self.operator_token = json.loads(
+            run_cli(self.gateway_env, "keys", "create", "--role", "operator", "--label", "e2e")
+        )["token"]
+        self.participant_token = json.loads(
+            run_cli(
+                self.gateway_env,
+                "keys",
+                "create",
+                "--role",
+                "participant",
+                "--label",
+                "hsbk",
+                "--subject",
+                DT_WALLET,
+            )
+        )["token"]
+        self.connector.start()
+        self.conn = self._client(self.connector.url)
+        cert = self.conn.get("/v1/certificate").json()["certificate_pem"]
+        assert cert.encode() == self.connector_identity.cert_pem
+        registered = self.conn.post(
+            "/v1/participants",
+            json={
+                "bic": GATEWAY_BIC,
+                "currency": "KZT",
+                "endpoint": self.gateway.url,
+                "certificate_pem": self.identity.cert_pem.decode(),
+            },
+        )
+        assert registered.status_code == 201, registered.text
+        self.gateway_env["DT_GATEWAY_ISO20022__CONNECTOR_CERT_PEM"] = cert
+        self.gateway_env["DT_GATEWAY_PVP__CONNECTOR_TOKEN"] = registered.json()["token"]
+        self.gateway.start()
+        self.op = self._client(self.gateway.url, self.operator_token)
+        self.gateway_http = self._client(self.gateway.url)
+        self.participant = self._client(self.gateway.url, self.participant_token)
+        pinned = self._client(self.gateway.url).get("/iso20022/certificate")
+        assert pinned.status_code == 200 and pinned.content == self.identity.cert_pem
+        for wallet, kind in ((DT_WALLET, "participant"), (CB_WALLET, "foreign_central_bank")):
+            self.call(
+                self.op, "POST", "/v1/wallets", json={"id": wallet, "kind": kind, "owner": wallet}
+            )
+        self.issue(DT_WALLET, dt)
+        self.fund_aed(AED_PAYER, aed)
+        self.fund_aed(AED_RECEIVER, 0)
+        return self
+
+    def _client(self, url: str, token: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        client = httpx.Client(base_url=url, headers=headers, timeout=15)
+        self._clients.append(client)
+        return client
+
+    @staticmethod
+    def call(client: httpx.Client, method: str, path: str, **kw: Any) -> Any:
+        resp = client.request(method, path, **kw)
+        assert resp.status_code < 300, f"{method} {path} -> {resp.status_code} {resp.text}"
+        return resp.json() if resp.content else None
+
+    def issue(self, wallet: str, amount: int) -> None:
+        body = {"id": "iss-" + uuid.uuid4().hex[:12], "wallet_id": wallet, "amount": amount}
+        self.call(self.op, "POST", "/v1/issuances", json=body)
+
+    def redeem(self, wallet: str, amount: int) -> None:
+        body = {"id": "red-" + uuid.uuid4().hex[:12], "wallet_id": wallet, "amount": amount}
+        self.call(self.op, "POST", "/v1/redemptions", json=body)
+
+    def fund_aed(self, account: str, amount: int) -> None:
+        self.call(
+            self.conn, "POST", "/v1/sim/AED/accounts", json={"account": account, "amount": amount}
+        )
+
+    def close(self) -> None:
+        for client in self._clients:
+            client.close()
+        self.gateway.stop()
+        self.connector.stop()
+
+    # --- trading ------------------------------------------------------------------------------
+
+    def trade(
+        self,
+        *,
+        kzt: int = 1_000_00,
+        aed: int = 800,
+        seconds: float = 8.0,
+        pvp_id: str | None = None,
+        dt_wallet: str = DT_WALLET,
+        cb_wallet: str = CB_WALLET,
+        aed_payer: str = AED_PAYER,
+        reference: str | None = None,
+    ) -> str:
+        """A matched DT/AED trade via the connector's ``POST /v1/trades``; its PvP id."""
+        value_time = datetime.now(UTC) + timedelta(seconds=seconds)
+        a: dict[str, Any] = {
+            "bic": DT_BANK,
+            "currency": "KZT",
+            "amount": kzt,
+            "account": dt_wallet,
+            "receive_account": AED_RECEIVER,
+        }
+        if reference:
+            a["reference"] = reference
+        body: dict[str, Any] = {
+            "value_time": value_time.isoformat(),
+            "a": a,
+            "b": {
+                "bic": FX_BANK,
+                "currency": "AED",
+                "amount": aed,
+                "account": aed_payer,
+                "receive_account": cb_wallet,
+            },
+        }
+        if pvp_id:
+            body["pvp_id"] = pvp_id
+        resp = self.conn.post("/v1/trades", json=body)
+        assert resp.status_code == 201, resp.text
+        return str(resp.json()["pvp_id"])
+
+    # --- speaking as the connector ------------------------------------------------------------
+
+    def dt_original(self, pvp_id: str) -> OriginalRef:
+        """The reference of the DT leg's pacs.009, as the connector sent it."""
+        leg = self.dt_leg(pvp_id)
+        sent = [
+            m
+            for m in self.connector_messages(pvp_id)
+            if m["direction"] == "out"
+            and m["message"].startswith("pacs.009")
+            and m["peer_bic"] == GATEWAY_BIC
+        ]
+        assert sent, f"no pacs.009 was sent to the gateway for {pvp_id}"
+        return OriginalRef(sent[0]["msg_id"], PACS009, leg["end_to_end_id"], leg["uetr"])
+
+    def send_as_connector(self, message: Message) -> httpx.Response:
+        """Sign ``message`` with the connector's key and post it to the gateway."""
+        header = header_for(message, from_bic=CONNECTOR_BIC, to_bic=GATEWAY_BIC)
+        raw = sign_envelope(
+            build(message, header),
+            self.connector_identity.key_pem,
+            self.connector_identity.cert_pem,
+        )
+        return self.post_to_gateway(raw)
+
+    def post_to_gateway(self, raw: bytes) -> httpx.Response:
+        return self.gateway_http.post(
+            "/iso20022/messages", content=raw, headers={"content-type": "application/xml"}
+        )
+
+    def from_gateway(self, pvp_id: str, prefix: str) -> list[Message]:
+        """The messages of type ``prefix`` the connector received from the gateway, parsed."""
+        return [
+            parse(m["xml"].encode(), cert_pem=self.identity.cert_pem).message
+            for m in self.connector_messages(pvp_id)
+            if m["direction"] == "in"
+            and m["peer_bic"] == GATEWAY_BIC
+            and m["message"].startswith(prefix)
+        ]
+
+    # --- observing ----------------------------------------------------------------------------
+
+    def connector_pvp(self, pvp_id: str) -> dict[str, Any]:
+        return dict(self.call(self.conn, "GET", f"/v1/pvp/{pvp_id}"))
+
+    def connector_messages(self, pvp_id: str) -> list[dict[str, Any]]:
+        return list(self.call(self.conn, "GET", f"/v1/pvp/{pvp_id}/messages"))
+
+    def gateway_pvp(self, ref: str) -> dict[str, Any]:
+        return dict(self.call(self.op, "GET", f"/v1/pvp/{ref}"))
+
+    def wallet(self, wallet: str) -> dict[str, Any]:
+        return dict(self.call(self.op, "GET", f"/v1/wallets/{wallet}"))
+
+    def aed(self, account: str) -> dict[str, Any]:
+        return dict(self.call(self.conn, "GET", f"/v1/sim/AED/accounts/{account}"))
+
+    def invariants(self) -> dict[str, Any]:
+        return dict(self.call(self.op, "GET", "/v1/ledger/invariants"))
+
+    def ledger_check(self) -> dict[str, Any]:
+        """``dt-gateway ledger check`` against the gateway's database (exit 0 = conserved)."""
+        return dict(json.loads(run_cli(self.gateway_env, "ledger", "check")))
+
+    def sim_check(self) -> dict[str, Any]:
+        return dict(self.call(self.conn, "GET", "/v1/sim/AED/check"))
+
+    def dt_leg(self, pvp_id: str) -> dict[str, Any]:
+        view = self.connector_pvp(pvp_id)
+        return next(leg for leg in view["legs"] if leg["leg"] == "DT")
+
+    def wait_connector(
+        self, pvp_id: str, pred: Callable[[dict[str, Any]], bool], what: str, timeout: float = 20.0
+    ) -> dict[str, Any]:
+        def probe() -> dict[str, Any] | None:
+            view = self.connector_pvp(pvp_id)
+            return view if pred(view) else None
+
+        return dict(wait_for(f"{what} ({pvp_id})", probe, timeout))
+
+    def wait_final(self, pvp_id: str, timeout: float = 30.0) -> dict[str, Any]:
+        """Both networks acknowledged THE decision (connector state settled or cancelled)."""
+        return self.wait_connector(pvp_id, lambda v: v["state"] in FINAL, "a final state", timeout)
+
+    def wait_all_final(
+        self, pvp_ids: Iterable[str], timeout: float = 60.0
+    ) -> dict[str, dict[str, Any]]:
+        pending = list(pvp_ids)
+        views: dict[str, dict[str, Any]] = {}
+        end = time.monotonic() + timeout
+        while pending:
+            still: list[str] = []
+            for pvp_id in pending:
+                try:
+                    view = self.connector_pvp(pvp_id)
+                except (httpx.HTTPError, AssertionError):
+                    still.append(pvp_id)
+                    continue
+                if view["state"] in FINAL:
+                    views[pvp_id] = view
+                else:
+                    still.append(pvp_id)
+            pending = still
+            if pending:
+                if time.monotonic() > end:
+                    sample = self.connector_pvp(pending[0])
+                    raise Timeout(f"{len(pending)} PvPs not final, e.g. {sample}")
+                time.sleep(0.2)
+        return views
+
+    def wait_gateway_leg(self, pvp_id: str, state: str, timeout: float = 20.0) -> dict[str, Any]:
+        uetr = self.dt_leg(pvp_id)["uetr"]
+
+        def probe() -> dict[str, Any] | None:
+            resp = self.op.get(f"/v1/pvp/{uetr}")
+            if resp.status_code != 200:
+                return None
+            view = resp.json()
+            return view if view["legs"] and view["legs"][0]["state"] == state else None
+
+        return dict(wait_for(f"the gateway's DT leg {state} ({pvp_id})", probe, timeout))
+
+    def assert_atomic(self, pvp_id: str) -> str:
+        """Both legs settled (COMMIT) or both not moved (ABORT), on both sides; the outcome."""
+        view = self.connector_pvp(pvp_id)
+        decision = view["decision"]["decision"]
+        legs = {leg["leg"]: leg for leg in view["legs"]}
+        # By UETR: a leg cancelled before its pacs.009 arrived does not know its PvP id.
+        resp = self.op.get(f"/v1/pvp/{legs['DT']['uetr']}")
+        if resp.status_code == 404:  # the gateway never heard of this PvP
+            assert decision == "ABORT", view
+            return str(decision)
+        assert resp.status_code == 200, resp.text
+        gw = resp.json()
+        gw_states = {leg["state"] for leg in gw["legs"]}
+        if decision == "COMMIT":
+            assert view["state"] == "settled", view
+            assert {leg["status"] for leg in legs.values()} == {"settled"}, view
+            assert gw_states == {"settled"}, gw
+            assert gw["decision"] == "commit", gw
+        else:
+            assert decision == "ABORT", view
+            assert view["state"] == "cancelled", view
+            assert all(leg["status"] != "settled" for leg in legs.values()), view
+            # The gateway's leg never settles on an abort: released, rejected, or cancelled (or
+            # never received, when the connector aborted before delivering the pacs.009).
+            assert gw_states <= {"released", "rejected", "cancelled"}, gw
+            assert "settled" not in gw_states
+        return str(decision)
+
+    def assert_conserved(self) -> None:
+        inv = self.invariants()
+        assert inv["ok"], inv
+        check = self.ledger_check()
+        assert check["ok"] and check["violations"] == [], check
+        sim = self.sim_check()
+        assert sim["ok"] and sim["held"] == 0 and sim["open_locks"] == 0, sim
+
+
+__all__ = [
+    "AED_PAYER",
+    "AED_RECEIVER",
+    "CB_WALLET",
+    "DT_BANK",
+    "DT_WALLET",
+    "FX_BANK",
+    "GATEWAY_BIC",
+    "Process",
+    "PvPWorld",
+    "Timeout",
+    "run_cli",
+    "wait_for",
+]
