@@ -582,12 +582,22 @@ class StablecoinChain:
         """``(paused(), isBlocklisted(account))`` with two raw ``eth_call``s (no ABI lookups:
         this runs before every mint)."""
         word = bytes(12) + bytes.fromhex(_checksum(account)[2:])
+        calls = [
+            {"to": self.address, "data": "0x" + _PAUSED.hex()},
+            {"to": self.address, "data": "0x" + (_IS_BLOCKLISTED + word).hex()},
+        ]
+        provider = self.w3.provider
+        if isinstance(provider, HTTPProvider):  # one HTTP round trip for both
+            with self._translate("eth_call"):
+                answers = provider.make_batch_request(
+                    [(RPCEndpoint("eth_call"), [c, "latest"]) for c in calls]
+                )
+            if isinstance(answers, list) and all("result" in a for a in answers):
+                paused, blocked = (int(str(a["result"]), 16) for a in answers)
+                return paused != 0, blocked != 0
         with self._translate("eth_call"):
-            paused = self.w3.eth.call({"to": self.address, "data": HexBytes(_PAUSED)})
-            blocked = self.w3.eth.call(
-                {"to": self.address, "data": HexBytes(_IS_BLOCKLISTED + word)}
-            )
-        return int.from_bytes(paused, "big") != 0, int.from_bytes(blocked, "big") != 0
+            results = [self.w3.eth.call(c) for c in calls]  # type: ignore[arg-type]
+        return tuple(int.from_bytes(r, "big") != 0 for r in results)  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ writes
 
@@ -683,6 +693,7 @@ class StablecoinChain:
         *,
         attestor: LocalAccount | None = None,
         signature: bytes | None = None,
+        gas: int | None = None,
     ) -> SubmittedTx:
         """Post ``attestation`` with ``signature``, or signed here by ``attestor``. Anyone may
         send it; the contract checks the signer holds ATTESTOR_ROLE."""
@@ -700,6 +711,7 @@ class StablecoinChain:
             attestation.timestamp,
             attestation.wallet_ref_hash,
             signature,
+            gas=gas,
         )
 
     # ------------------------------------------------------------------ sending
@@ -741,11 +753,15 @@ class StablecoinChain:
             "maxPriorityFeePerGas": self._priority_fee,
         }
 
-    def submit(self, sender: LocalAccount, function: str, *args: Any) -> SubmittedTx:
+    def submit(
+        self, sender: LocalAccount, function: str, *args: Any, gas: int | None = None
+    ) -> SubmittedTx:
         """Sign and send ``function(*args)`` without waiting: pass the result to :meth:`wait`.
-        Lets a caller record the transaction hash before the receipt arrives."""
+        Lets a caller record the transaction hash before the receipt arrives. With ``gas``,
+        no estimate first: a call that reverts is then mined as failed (and :meth:`wait`
+        raises), so pass it only where a revert is unlikely and harmless."""
         data = self._encode(function, args)
-        return self._submit(sender, self.address, data, function)
+        return self._submit(sender, self.address, data, function, gas)
 
     def wait(self, submitted: SubmittedTx, timeout: float | None = None) -> TxResult:
         """Wait for a submitted transaction's receipt and confirmations (at most ``timeout``
@@ -760,16 +776,23 @@ class StablecoinChain:
         return self.wait(self._submit(sender, to, data, function))
 
     def _submit(
-        self, sender: LocalAccount, to: ChecksumAddress | None, data: bytes, function: str
+        self,
+        sender: LocalAccount,
+        to: ChecksumAddress | None,
+        data: bytes,
+        function: str,
+        gas_limit: int | None = None,
     ) -> SubmittedTx:
         tx: dict[str, Any] = {"from": sender.address, "data": HexBytes(data), "value": 0}
         if to is not None:
             tx["to"] = to
-        with self._translate(function):
-            gas = int(self.w3.eth.estimate_gas(tx))  # type: ignore[arg-type]
+        if gas_limit is None:
+            with self._translate(function):
+                gas = int(self.w3.eth.estimate_gas(tx))  # type: ignore[arg-type]
+            gas_limit = int(gas * self.gas_margin)
         tx.pop("from")
         tx.update(self._fees())
-        tx["gas"] = int(gas * self.gas_margin)
+        tx["gas"] = gas_limit
         tx["chainId"] = self.chain_id
 
         attempts = 3

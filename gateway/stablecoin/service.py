@@ -70,6 +70,11 @@ from gateway.stablecoin.store import StablecoinUnitOfWork
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+MINT_GAS_LIMIT = 150_000
+"""Gas limit of a mint sent without an estimate (the worst case measured is ~100,500)."""
+ATTESTATION_GAS_LIMIT = 80_000
+"""Gas limit of an attestation sent without an estimate (measured: ~39,500)."""
 UowFactory = Callable[..., StablecoinUnitOfWork]
 """``uow()`` for a write transaction, ``uow(readonly=True)`` for reads."""
 
@@ -355,9 +360,16 @@ def _submit(uow: UowFactory, sc: Stablecoin, m: Mint, ticket: int | None) -> Sub
     ``ticket`` is newer than the last attested one) or when the guard refuses. Attestations and
     mints share the operator's nonce sequence, so an attestation sent before a mint is mined
     before it, and it covers every mint accepted before its balance was read."""
-    if ticket is not None and ticket > sc.covered_ticket:
-        ensure_reserve(uow, sc, m.amount, ticket=ticket)
     rid = bytes.fromhex(m.request_id)
+    if ticket is not None:
+        if ticket > sc.covered_ticket:
+            ensure_reserve(uow, sc, m.amount, ticket=ticket)
+        if ticket <= sc.covered_ticket:
+            # Covered by an attestation sent before it: no estimate needed. Should it revert
+            # anyway (paused meanwhile, a rival process), the retry estimates and says why.
+            return sc.chain.submit(
+                sc.operator, "mint", m.evm_address, m.amount, rid, gas=MINT_GAS_LIMIT
+            )
     for _ in range(5):
         generation = sc.attest_generation
         try:
@@ -493,6 +505,8 @@ def ensure_reserve(
             return
         if ticket is not None and ticket <= sc.covered_ticket:
             return
+        if refusal is not None:
+            sc.attest_sequence = None  # the chain disagrees with us: re-read its state
         covering = sc.last_ticket  # read before the balance: these mints' DT is in it
         read = uow(readonly=True)
         with read:
@@ -516,7 +530,12 @@ def ensure_reserve(
             try:
                 # Not awaited: the attestation and the mints after it come from one sender,
                 # so the chain includes them in nonce order.
-                sc.chain.submit_attestation(sc.operator, attestation, attestor=sc.attestor)
+                sc.chain.submit_attestation(
+                    sc.operator,
+                    attestation,
+                    attestor=sc.attestor,
+                    gas=ATTESTATION_GAS_LIMIT if refusal is None else None,
+                )
             except ContractReverted as exc:
                 sc.attest_sequence = None  # another poster got there first: re-read it
                 if exc.error_name != "AttestationReplayed":

@@ -1,6 +1,6 @@
 """Stablecoin throughput through the HTTP API on anvil, and the gas of the hot paths.
 
-Run: .venv/bin/python ops/bench/stablecoin.py [--mints 600] [--concurrency 8] [--redemptions 200]
+Run: .venv/bin/python ops/bench/stablecoin.py [--mints 600] [--concurrency 3] [--redemptions 200]
      [--database-url postgresql+psycopg://postgres@127.0.0.1:5432/dtg_bench]
 
 What it does: starts anvil, deploys the contract, migrates a fresh database (SQLite by default),
@@ -118,7 +118,7 @@ def run_mints(url: str, token: str, holders: list[str], total: int, concurrency:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mints", type=int, default=600)
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--concurrency", type=int, default=3)
     parser.add_argument("--redemptions", type=int, default=200)
     parser.add_argument("--database-url", default=None)
     args = parser.parse_args()
