@@ -17,6 +17,8 @@ from gateway.api.problems import EXCEPTION_HANDLERS
 from gateway.api.strict import strict_json_body
 from gateway.config import Settings
 from gateway.db import make_engine
+from gateway.ledger.group import GroupCommitter
+from gateway.ledger.store import LedgerUnitOfWork
 from gateway.pvp.runtime import PvPRuntime
 from gateway.stablecoin.runtime import Stablecoin
 
@@ -57,11 +59,14 @@ def create_app(
     engine = engine or make_engine(settings.database)
     # The PvP engine (inbox workers, outbox dispatchers) lives and dies with the app.
     pvp = pvp or PvPRuntime(settings, engine)
+    # Single ledger operations from concurrent requests share transactions (group commit).
+    committer = GroupCommitter(lambda: LedgerUnitOfWork(engine))
     state = State(
         {
             "settings": settings,
             "engine": engine,
             "api_keys": KeyCache(engine),
+            "ledger_committer": committer,
             "stablecoin": stablecoin,
             "pvp": pvp,
         }
@@ -78,7 +83,7 @@ def create_app(
         openapi_config=OPENAPI,
         state=state,
         on_startup=[pvp.start, *(on_startup or [])],
-        on_shutdown=[*(on_shutdown or []), pvp.stop],
+        on_shutdown=[*(on_shutdown or []), pvp.stop, committer.stop],
         request_max_body_size=settings.iso20022.max_message_bytes * 2,
         before_request=strict_json_body,
         debug=False,

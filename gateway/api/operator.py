@@ -14,6 +14,7 @@ from gateway.api.deps import role_guard
 from gateway.auth import Principal, Role
 from gateway.ledger import model as m
 from gateway.ledger import service
+from gateway.ledger.group import GroupCommitter
 from gateway.ledger.store import LedgerUnitOfWork
 
 operator_only = {"principal": Provide(role_guard(Role.OPERATOR), sync_to_thread=False)}
@@ -27,7 +28,8 @@ def _uow(state: State, *, readonly: bool = False) -> LedgerUnitOfWork:
 
 
 def _apply(state: State, op: m.Operation, expected: type[R]) -> R:
-    result = service.apply_one(_uow(state), op)
+    committer: GroupCommitter = state.ledger_committer
+    result = committer.submit(op)
     assert isinstance(result, expected)
     return result
 

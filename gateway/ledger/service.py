@@ -377,7 +377,7 @@ def execute(uow: UnitOfWork, ops: Sequence[Operation], now: datetime | None = No
     """
     now = now or utcnow()
     for i, op in enumerate(ops):
-        _validate(op, i)
+        _validate(op, i if len(ops) > 1 else None)
     repo = uow.ledger
     lock_ids = {op.id for op in ops if isinstance(op, CreateLock | CommitLock | ReleaseLock)}
     locks = repo.locks_for_update(lock_ids)
@@ -404,11 +404,12 @@ def execute(uow: UnitOfWork, ops: Sequence[Operation], now: datetime | None = No
     return results
 
 
-def _validate(op: Operation, index: int) -> None:
+def _validate(op: Operation, index: int | None) -> None:
     try:
         op.validate()
     except GatewayError as exc:
-        exc.extra.setdefault("operation_index", index)
+        if index is not None:
+            exc.extra.setdefault("operation_index", index)
         raise
 
 

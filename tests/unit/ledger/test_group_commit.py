@@ -1,0 +1,112 @@
+"""Group commit on the fake unit of work: one transaction for many callers, each caller its own
+outcome."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from gateway.errors import IdempotencyConflict
+from gateway.ledger.group import GroupCommitter, _Pending
+from gateway.ledger.model import (
+    InsufficientFunds,
+    Issue,
+    MakeTransfer,
+    OpenWallet,
+    Transfer,
+    WalletKind,
+)
+from gateway.ledger.service import apply
+from tests.unit.ledger.fakes import FakeUnitOfWork
+
+
+def _funded() -> FakeUnitOfWork:
+    uow = FakeUnitOfWork()
+    apply(
+        uow,
+        [
+            OpenWallet("a", WalletKind.PARTICIPANT, "A"),
+            OpenWallet("b", WalletKind.PARTICIPANT, "B"),
+            Issue("fund", "a", 100),
+        ],
+    )
+    return uow
+
+
+def _group(*ops: Any) -> list[_Pending]:
+    return [_Pending(op, None) for op in ops]
+
+
+def test_a_group_commits_once_and_a_refused_operation_writes_nothing() -> None:
+    uow = _funded()
+    commits_before = uow.commits
+    committer = GroupCommitter(lambda: uow)
+    group = _group(
+        MakeTransfer("t1", "a", "b", 60),
+        MakeTransfer("t2", "a", "b", 60),  # only 40 left after t1
+        MakeTransfer("t3", "a", "b", 40),
+        MakeTransfer("t1", "a", "b", 60),  # replay of t1 in the same group
+        MakeTransfer("t1", "a", "b", 1),  # same id, other body
+    )
+    committer._commit(group)
+    assert uow.commits == commits_before + 1
+    assert all(item.done.is_set() for item in group)
+    assert isinstance(group[0].result, Transfer)
+    assert isinstance(group[1].error, InsufficientFunds)
+    assert isinstance(group[2].result, Transfer)
+    assert group[3].result == group[0].result
+    assert isinstance(group[4].error, IdempotencyConflict)
+    assert uow.wallets["a"].posted == 0
+    assert uow.wallets["b"].posted == 100
+
+
+def test_a_transient_failure_retries_the_whole_group() -> None:
+    uow = _funded()
+    uow.fail_commits = 2
+    group = _group(MakeTransfer("t1", "a", "b", 10), MakeTransfer("t2", "a", "b", 10))
+    GroupCommitter(lambda: uow)._commit(group)
+    assert [type(i.result) for i in group] == [Transfer, Transfer]
+    assert uow.wallets["b"].posted == 20
+
+
+class _CommitBreaksOnce(FakeUnitOfWork):
+    def __init__(self) -> None:
+        super().__init__()
+        self.break_next = False
+
+    def commit(self) -> None:
+        if self.break_next:
+            self.break_next = False
+            raise RuntimeError("the database refused the write")
+        super().commit()
+
+
+def test_a_group_the_database_refuses_is_applied_one_by_one() -> None:
+    uow = _CommitBreaksOnce()
+    apply(
+        uow,
+        [
+            OpenWallet("a", WalletKind.PARTICIPANT, "A"),
+            OpenWallet("b", WalletKind.PARTICIPANT, "B"),
+            Issue("fund", "a", 100),
+        ],
+    )
+    uow.break_next = True
+    group = _group(MakeTransfer("t1", "a", "b", 10), MakeTransfer("t2", "a", "b", 500))
+    GroupCommitter(lambda: uow)._commit(group)
+    assert isinstance(group[0].result, Transfer)
+    assert isinstance(group[1].error, InsufficientFunds)
+    assert uow.wallets["b"].posted == 10
+
+
+def test_submit_returns_the_result_or_raises_the_error() -> None:
+    uow = _funded()
+    committer = GroupCommitter(lambda: uow)
+    try:
+        assert isinstance(committer.submit(MakeTransfer("t1", "a", "b", 10)), Transfer)
+        with pytest.raises(InsufficientFunds):
+            committer.submit(MakeTransfer("t2", "a", "b", 1000))
+    finally:
+        committer.stop()
+    assert uow.wallets["b"].posted == 10
