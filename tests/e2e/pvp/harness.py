@@ -87,6 +87,8 @@ class Process:
     health_path: str
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    extra: dict[str, str] = field(default_factory=dict)
+    """The extra settings of the current run (crash points, ...)."""
 
     @property
     def url(self) -> str:
@@ -94,7 +96,8 @@ class Process:
 
     def start(self, extra_env: Mapping[str, str] | None = None, wait: bool = True) -> None:
         assert not self.alive, f"{self.name} is already running"
-        env = {**self.env, **(extra_env or {})}
+        self.extra = dict(extra_env or {})
+        env = {**self.env, **self.extra}
         self.starts += 1
         with self.log_path.open("ab") as log:
             log.write(f"\n===== start #{self.starts} {sorted(extra_env or {})}\n".encode())
