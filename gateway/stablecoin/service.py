@@ -557,7 +557,8 @@ def reconcile(
     """Compare the segregated DT with totalSupply at the watcher's cursor block and record it.
 
     At that block every redemption is paid or held (the cursor moves in the transaction that
-    pays them), so ``gap = balance - mints not on-chain by then - held redemptions - supply``.
+    pays them), so ``gap = balance - mints not on-chain by then - held redemptions - supply``;
+    after a rewind, redemptions already paid for later blocks count back in.
     Returns None before the watcher has a cursor.
     """
     now = now or utcnow()
@@ -571,6 +572,7 @@ def reconcile(
         unsettled = read.stablecoin.unsettled_mints(sc.contract)
         minted_later = read.stablecoin.minted_after(sc.contract, block)
         held = read.stablecoin.held_redemptions(sc.contract)
+        paid_later = read.stablecoin.paid_after(sc.contract, block)
     pending = minted_later
     for m in unsettled:
         if m.state is MintState.FAILED or not sc.chain.is_request_used(
@@ -583,7 +585,7 @@ def reconcile(
         block_number=block,
         segregated_balance=wallet.posted if wallet else 0,
         pending_mints=pending,
-        unpaid_redemptions=held,
+        unpaid_redemptions=held - paid_later,
         total_supply=sc.chain.total_supply(block),
     )
     write = uow()

@@ -320,6 +320,15 @@ class SqlStablecoinRepository:
         )
         return int(self.conn.execute(q).scalar_one())
 
+    def paid_after(self, contract: str, block_number: int) -> int:
+        """DT paid for burns in blocks after ``block_number`` (a rewound cursor lags them)."""
+        q = sa.select(sa.func.coalesce(sa.func.sum(redemption_t.c.amount), 0)).where(
+            redemption_t.c.contract_address == contract,
+            redemption_t.c.state == RedemptionState.PAID.value,
+            redemption_t.c.block_number > block_number,
+        )
+        return int(self.conn.execute(q).scalar_one())
+
     # cursor -----------------------------------------------------------------
 
     def cursor(self, contract: str) -> Cursor | None:

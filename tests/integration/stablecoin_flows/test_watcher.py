@@ -10,7 +10,7 @@ from sqlalchemy.engine import Engine
 from gateway.ledger import service as ledger
 from gateway.ledger.model import MakeTransfer
 from gateway.ledger.store import LedgerUnitOfWork
-from gateway.stablecoin import watcher
+from gateway.stablecoin import service, watcher
 from gateway.stablecoin.chain import Attestation
 from gateway.stablecoin.contract import MINTER_ROLE
 from gateway.stablecoin.runtime import Stablecoin
@@ -69,6 +69,8 @@ def test_redemption_reorganised_away_before_confirmations_moves_no_dt(
         assert watcher.poll(flow.uow, flow.sc).redemptions == ()
         assert balance(sqlite_engine, EXCHANGE_WALLET) == FUNDED
         assert flow.segregated() == 500_00
+        reconciled = service.reconcile(flow.uow, flow.sc)
+        assert reconciled is not None and reconciled.ok
         assert flow.client().get("/v1/stablecoin/redemptions").json()["redemptions"] == []
 
 
@@ -93,6 +95,8 @@ def test_cursor_rewinds_when_its_block_hash_changed_and_pays_the_new_branch_once
         assert result.cursor.block_hash == dep.client.block_hash(result.cursor.block_number)
         assert watcher.poll(flow.uow, flow.sc).redemptions == ()
         assert balance(sqlite_engine, EXCHANGE_WALLET) == FUNDED + 40_00
+        reconciled = service.reconcile(flow.uow, flow.sc)
+        assert reconciled is not None and reconciled.ok
 
 
 def test_restarted_watcher_resumes_from_its_stored_cursor(
