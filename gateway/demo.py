@@ -7,8 +7,11 @@ observation differs from what the product promises.
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 import shutil
+import time
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -20,8 +23,10 @@ from sqlalchemy.engine import Engine
 from gateway import auth
 from gateway.api.app import create_app
 from gateway.config import Settings, load_settings
+from gateway.connector import Connector
+from gateway.connector import create_app as create_connector_app
 from gateway.db import make_engine, upgrade
-from gateway.serving import serve_in_thread
+from gateway.serving import free_port, serve_in_thread
 from gateway.stablecoin import service as stablecoin_service
 from gateway.stablecoin import watcher
 from gateway.stablecoin.chain import StablecoinChain
@@ -190,12 +195,165 @@ def stablecoin_demo(
     )
 
 
+DEMO_GATEWAY_BIC = "NBKZKZKAXXX"
+
+
+def start_connector(root: Path) -> Connector:
+    """The SWIFT CBDC-connector mock with its simulated UAE central bank (AED)."""
+    settings = load_settings(
+        environ={},
+        data_dir=str(root),
+        connector={
+            "database_url": f"sqlite:///{root / 'connector.db'}",
+            "sim_accounts": {"AED": {"EBIL-AED": 1_000_000_00}},
+        },
+    )
+    return Connector(settings)
+
+
+def _wait_pvp(connector: httpx.Client, pvp_id: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 30
+    while True:
+        view: dict[str, Any] = _call(connector, "GET", f"/v1/pvp/{pvp_id}")
+        if view["state"] in ("settled", "cancelled"):
+            return view
+        if time.monotonic() > deadline:
+            raise DemoFailed(f"PvP {pvp_id} did not finish: {view}")
+        time.sleep(0.05)
+
+
+def pvp_demo(client: httpx.Client, connector: httpx.Client, gateway_url: str) -> None:
+    print("PvP DT/AED through the SWIFT CBDC-connector mock (simulated UAE central bank)")
+    cert = httpx.get(gateway_url + "/iso20022/certificate", timeout=10).text
+    _call(
+        connector,
+        "POST",
+        "/v1/participants",
+        json={
+            "bic": DEMO_GATEWAY_BIC,
+            "currency": "KZT",
+            "endpoint": gateway_url,
+            "certificate_pem": cert,
+        },
+    )
+    _say("certificates pinned both ways", f"gateway registered as the KZT network ({gateway_url})")
+    _call(
+        client,
+        "POST",
+        "/v1/wallets",
+        json={"id": "demo-hsbk", "kind": "participant", "owner": "Halyk Bank"},
+    )
+    _call(
+        client,
+        "POST",
+        "/v1/wallets",
+        json={"id": "demo-cbuae", "kind": "foreign_central_bank", "owner": "CB of the UAE"},
+    )
+    _call(
+        client,
+        "POST",
+        "/v1/issuances",
+        json={"id": "demo-issue-pvp", "wallet_id": "demo-hsbk", "amount": 500_000_00},
+    )
+    _say(
+        "opened DT wallets, issued", "500,000.00 KZT to demo-hsbk; EBIL-AED holds 1,000,000.00 AED"
+    )
+
+    def balances() -> tuple[int, int, int, int]:
+        hsbk = _call(client, "GET", "/v1/wallets/demo-hsbk")
+        cbuae = _call(client, "GET", "/v1/wallets/demo-cbuae")
+        ebil = _call(connector, "GET", "/v1/sim/AED/accounts/EBIL-AED")
+        _call(connector, "POST", "/v1/sim/AED/accounts", json={"account": "HSBK-AED", "amount": 0})
+        hsbk_aed = _call(connector, "GET", "/v1/sim/AED/accounts/HSBK-AED")
+        _expect(hsbk["reserved"] == 0 and ebil["held"] == 0, "funds left locked")
+        return hsbk["posted"], cbuae["posted"], ebil["total"], hsbk_aed["total"]
+
+    def trade(kzt: int, aed: int) -> str:
+        value_time = datetime.now(UTC) + timedelta(seconds=10)
+        body = {
+            "value_time": value_time.isoformat(),
+            "a": {
+                "bic": "HSBKKZKX",
+                "currency": "KZT",
+                "amount": kzt,
+                "account": "demo-hsbk",
+                "receive_account": "HSBK-AED",
+            },
+            "b": {
+                "bic": "EBILAEAD",
+                "currency": "AED",
+                "amount": aed,
+                "account": "EBIL-AED",
+                "receive_account": "demo-cbuae",
+            },
+        }
+        return str(_call(connector, "POST", "/v1/trades", json=body)["pvp_id"])
+
+    def show(label: str, b: tuple[int, int, int, int]) -> None:
+        _say(
+            label,
+            f"demo-hsbk {b[0] / 100:,.2f} KZT, demo-cbuae {b[1] / 100:,.2f} KZT, "
+            f"EBIL-AED {b[2] / 100:,.2f} AED, HSBK-AED {b[3] / 100:,.2f} AED",
+        )
+
+    before = balances()
+    show("balances", before)
+    pvp_id = trade(100_000_00, 730_00)
+    view = _wait_pvp(connector, pvp_id)
+    legs = {leg["leg"]: leg["status"] for leg in view["legs"]}
+    gw = _call(client, "GET", f"/v1/pvp/{pvp_id}")
+    _expect(
+        view["state"] == "settled" and legs == {"DT": "settled", "FX": "settled"},
+        f"PvP not settled: {view}",
+    )
+    _expect(gw["decision"] == "commit" and gw["legs"][0]["state"] == "settled", f"gateway: {gw}")
+    _say(
+        "100,000.00 KZT against 730.00 AED",
+        f"COMMIT; DT leg {legs['DT']}, AED leg {legs['FX']} ({len(gw['messages'])} messages)",
+    )
+    after = balances()
+    _expect(
+        after
+        == (before[0] - 100_000_00, before[1] + 100_000_00, before[2] - 730_00, before[3] + 730_00),
+        f"balances did not move as traded: {after}",
+    )
+    show("balances", after)
+    pvp_id = trade(1_000_000_00, 7_300_00)
+    view = _wait_pvp(connector, pvp_id)
+    legs = {leg["leg"]: leg["status"] for leg in view["legs"]}
+    decision = view["decision"] or {}
+    _expect(
+        view["state"] == "cancelled" and decision.get("reason") == "AM04",
+        f"PvP not aborted for insufficient funds: {view}",
+    )
+    _expect(legs["DT"] == "rejected" and legs["FX"] in ("released", "rejected"), f"legs: {legs}")
+    _say(
+        "1,000,000.00 KZT (more than demo-hsbk holds)",
+        f"ABORT {decision.get('reason')}: DT leg {legs['DT']}, AED leg {legs['FX']}",
+    )
+    _expect(balances() == after, "an aborted PvP moved money")
+    show("balances unchanged", after)
+    inv = _call(client, "GET", "/v1/ledger/invariants")
+    sim = _call(connector, "GET", "/v1/sim/AED/check")
+    _expect(inv["ok"] and sim["ok"], f"conservation violated: {inv} {sim}")
+    _say("conservation", "DT ledger and simulated AED ledger both conserve money")
+
+
 def run_demo(workdir: str = "var/demo", keep: bool = False) -> int:
     root = Path(workdir)
     if root.exists() and not keep:
         shutil.rmtree(root)
     root.mkdir(parents=True, exist_ok=True)
-    settings = load_settings(environ={}, database={"url": f"sqlite:///{root / 'gateway.db'}"})
+    root_level = logging.getLogger().level
+    connector = start_connector(root)
+    connector_port = free_port()
+    settings = load_settings(
+        environ={},
+        data_dir=str(root),
+        database={"url": f"sqlite:///{root / 'gateway.db'}"},
+        connector={"url": f"http://127.0.0.1:{connector_port}"},
+        iso20022={"connector_cert_pem": connector.cert_pem},
+    )
     engine = make_engine(settings.database)
     upgrade(engine)
     token = auth.create_key(engine, "operator", label="demo").token
@@ -204,16 +362,25 @@ def run_demo(workdir: str = "var/demo", keep: bool = False) -> int:
     app = create_app(settings, engine, stablecoin=sc)
     print(f"DT Gateway demo (data in {root})")
     try:
-        with serve_in_thread(app) as url:
-            print(f"gateway listening on {url}")
+        with (
+            serve_in_thread(create_connector_app(connector), port=connector_port) as curl,
+            serve_in_thread(app) as url,
+        ):
+            print(f"gateway listening on {url}, connector mock on {curl}")
+            # The connector's app keeps litestar's default logging config, which lowers the
+            # root level to INFO (every httpx request logged); the demo prints its own
+            # observations, at the level the command was given.
+            logging.getLogger().setLevel(root_level)
             headers = {"Authorization": f"Bearer {token}"}
             exchange_headers = {"Authorization": f"Bearer {exchange_token}"}
             with (
                 httpx.Client(base_url=url, headers=headers, timeout=10) as client,
                 httpx.Client(base_url=url, headers=exchange_headers, timeout=30) as exchange,
+                httpx.Client(base_url=curl, timeout=10) as connector_client,
             ):
                 ledger_demo(client)
                 stablecoin_demo(client, exchange, engine, dev, sc)
+                pvp_demo(client, connector_client, url)
     except DemoFailed as exc:
         print(f"DEMO FAILED: {exc}")
         return 1
