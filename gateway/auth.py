@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, SQLModel
 
-from gateway.db import UtcDateTime, table_of, utcnow
+from gateway.db import table_of, utc_field, utcnow
 from gateway.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 
 PREFIX = "dtg"
@@ -38,10 +37,8 @@ class ApiKeyRow(SQLModel, table=True):
     label: str = Field(default="", max_length=200)
     subject: str = Field(default="", max_length=128)
     """What the key acts for: a participant's BIC or wallet, the exchange's id."""
-    created_at: datetime = Field(sa_column=sa.Column(UtcDateTime, nullable=False))
-    revoked_at: datetime | None = Field(
-        default=None, sa_column=sa.Column(UtcDateTime, nullable=True)
-    )
+    created_at: datetime = utc_field()
+    revoked_at: datetime | None = utc_field(nullable=True)
 
 
 api_key_t = table_of(ApiKeyRow)

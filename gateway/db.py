@@ -3,7 +3,7 @@
 SQLite (the embedded default) runs in WAL mode with ``synchronous=FULL``, a busy timeout and
 foreign keys on; every write transaction starts with ``BEGIN IMMEDIATE`` so that SQLite's single
 writer is taken up front instead of failing on lock upgrade. PostgreSQL runs through psycopg 3
-at READ COMMITTED; stores take row locks in a fixed order and :func:`run_transaction` retries
+at READ COMMITTED; stores take row locks in a fixed order and :func:`retrying` retries
 the rare deadlock or serialization failure, so neither reaches a caller.
 """
 
@@ -17,13 +17,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Self, TypeVar, cast
+from typing import Any, Protocol, Self, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field
 
 from gateway.config import DatabaseSettings
 from gateway.errors import GatewayError, TransientError
@@ -65,6 +66,28 @@ class UtcDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def big_int_field(*, nullable: bool = False) -> Any:
+    """A SQLModel field on a 64-bit integer column (amounts, balances)."""
+    return Field(default=None, sa_column=sa.Column(sa.BigInteger, nullable=nullable))
+
+
+def utc_field(*, nullable: bool = False) -> Any:
+    """A SQLModel field on a :class:`UtcDateTime` column."""
+    return Field(default=None, sa_column=sa.Column(UtcDateTime, nullable=nullable))
+
+
+def autoincrement_field() -> Any:
+    """A 64-bit auto-incrementing primary key (INTEGER on SQLite: only that autoincrements)."""
+    return Field(
+        default=None,
+        sa_column=sa.Column(
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            primary_key=True,
+            autoincrement=True,
+        ),
+    )
 
 
 def table_of(model: type[Any]) -> sa.Table:
@@ -217,24 +240,27 @@ def translate_db_errors() -> Iterator[None]:
         raise
 
 
-def run_transaction(
-    engine: Engine,
-    work: Callable[[Connection], T],
-    *,
-    attempts: int = 12,
-) -> T:
-    """Run ``work`` in one transaction, committing on success, retrying transient failures.
+class _Transactional(Protocol):
+    def __enter__(self) -> Any: ...
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Any: ...
+    def commit(self) -> None: ...
 
-    ``work`` must be safe to run again from scratch: everything it did is rolled back first.
+
+def retrying(uow: _Transactional, work: Callable[[], T], *, attempts: int = 20) -> T:
+    """Run ``work`` inside ``with uow`` and commit; retry the whole unit on transient conflicts.
+
+    ``work`` must be safe to run again from scratch: the failed attempt was rolled back.
     """
     for attempt in range(1, attempts + 1):
         try:
-            with translate_db_errors(), engine.begin() as conn:
-                return work(conn)
-        except TransientDatabaseError:
+            with uow:
+                result = work()
+                uow.commit()
+                return result
+        except TransientError:
             if attempt == attempts:
                 raise
-            time.sleep(min(0.2, 0.002 * 2**attempt) * random.random())
+            time.sleep(min(0.1, 0.001 * 2**attempt) * random.random())
     raise AssertionError("unreachable")
 
 
@@ -296,13 +322,16 @@ __all__ = [
     "TransientDatabaseError",
     "UtcDateTime",
     "as_transient",
+    "autoincrement_field",
+    "big_int_field",
     "check_schema",
     "is_sqlite",
     "make_engine",
-    "run_transaction",
+    "retrying",
     "schema_revisions",
     "table_of",
     "translate_db_errors",
     "upgrade",
+    "utc_field",
     "utcnow",
 ]

@@ -29,6 +29,18 @@ ErrorKind = Literal[
 ]
 
 
+HTTP_STATUS_BY_KIND: dict[ErrorKind, int] = {
+    "invalid": 400,
+    "unauthorized": 401,
+    "forbidden": 403,
+    "not_found": 404,
+    "conflict": 409,
+    "unprocessable": 422,
+    "unavailable": 503,
+}
+"""The HTTP status each kind maps to, for every HTTP adapter (the gateway's and the connector's)."""
+
+
 class GatewayError(Exception):
     """Base of all deliberate errors. ``detail`` is safe to show to the caller."""
 
@@ -105,6 +117,7 @@ class TransientError(Unavailable):
 
 
 __all__ = [
+    "HTTP_STATUS_BY_KIND",
     "Conflict",
     "ErrorKind",
     "Forbidden",

@@ -11,14 +11,14 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, SQLModel
 
-from gateway.db import UtcDateTime, table_of, utcnow
+from gateway.db import table_of, utc_field, utcnow
 
 
 class LeaseRow(SQLModel, table=True):
     __tablename__ = "job_lease"
     name: str = Field(primary_key=True, max_length=64)
     holder: str = Field(max_length=64)
-    expires_at: datetime = Field(sa_column=sa.Column(UtcDateTime, nullable=False))
+    expires_at: datetime = utc_field()
 
 
 lease_t = table_of(LeaseRow)

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Field, SQLModel
 
-from gateway.db import SqlUnitOfWork, UtcDateTime, table_of, utcnow
+from gateway.db import SqlUnitOfWork, autoincrement_field, table_of, utc_field, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -27,26 +27,17 @@ log = logging.getLogger(__name__)
 class OutboxRow(SQLModel, table=True):
     __tablename__ = "outbox"
     __table_args__ = (sa.Index("ix_outbox_due", "sent_at", "available_at"),)
-    id: int | None = Field(
-        default=None,
-        sa_column=sa.Column(
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            primary_key=True,
-            autoincrement=True,
-        ),
-    )
+    id: int | None = autoincrement_field()
     event_id: str = Field(max_length=64, unique=True)
     topic: str = Field(max_length=64)
     destination: str = Field(default="", max_length=500)
     payload: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))
     headers: str = Field(default="{}")
-    created_at: datetime = Field(sa_column=sa.Column(UtcDateTime, nullable=False))
-    available_at: datetime = Field(sa_column=sa.Column(UtcDateTime, nullable=False))
-    locked_until: datetime | None = Field(
-        default=None, sa_column=sa.Column(UtcDateTime, nullable=True)
-    )
+    created_at: datetime = utc_field()
+    available_at: datetime = utc_field()
+    locked_until: datetime | None = utc_field(nullable=True)
     attempts: int = 0
-    sent_at: datetime | None = Field(default=None, sa_column=sa.Column(UtcDateTime, nullable=True))
+    sent_at: datetime | None = utc_field(nullable=True)
     last_error: str | None = Field(default=None, max_length=1000)
 
 

@@ -12,22 +12,13 @@ from typing import Any
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
-from gateway.errors import ErrorKind, GatewayError
+from gateway.errors import HTTP_STATUS_BY_KIND, GatewayError
 
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://dt-gateway.example/problems/"
 
-STATUS_BY_KIND: dict[ErrorKind, int] = {
-    "invalid": 400,
-    "unauthorized": 401,
-    "forbidden": 403,
-    "not_found": 404,
-    "conflict": 409,
-    "unprocessable": 422,
-    "unavailable": 503,
-}
 
 _CODE_BY_STATUS = {
     400: "INVALID_INPUT",
@@ -56,7 +47,7 @@ def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> Re
 
 def gateway_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     assert isinstance(exc, GatewayError)
-    status = STATUS_BY_KIND[exc.kind]
+    status = HTTP_STATUS_BY_KIND[exc.kind]
     if status >= 500:
         log.warning("%s: %s", exc.code, exc.detail)
     return problem(status, exc.code, exc.title, exc.detail, **exc.extra)
@@ -83,4 +74,4 @@ EXCEPTION_HANDLERS = {
     Exception: internal_error_handler,
 }
 
-__all__ = ["EXCEPTION_HANDLERS", "PROBLEM_JSON", "STATUS_BY_KIND", "problem"]
+__all__ = ["EXCEPTION_HANDLERS", "PROBLEM_JSON", "problem"]

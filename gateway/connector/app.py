@@ -11,19 +11,9 @@ from litestar.params import FromPath
 
 from gateway.connector.faults import FaultRule
 from gateway.connector.service import Connector
-from gateway.errors import ErrorKind, GatewayError, InvalidInput
+from gateway.errors import HTTP_STATUS_BY_KIND, GatewayError, InvalidInput
 
 log = logging.getLogger(__name__)
-
-STATUS_BY_KIND: dict[ErrorKind, int] = {
-    "invalid": 400,
-    "unauthorized": 401,
-    "forbidden": 403,
-    "not_found": 404,
-    "conflict": 409,
-    "unprocessable": 422,
-    "unavailable": 503,
-}
 
 
 def _problem(status: int, code: str, title: str, detail: str) -> Response[Any]:
@@ -36,7 +26,7 @@ def _problem(status: int, code: str, title: str, detail: str) -> Response[Any]:
 
 def _gateway_error(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     assert isinstance(exc, GatewayError)
-    return _problem(STATUS_BY_KIND[exc.kind], exc.code, exc.title, exc.detail)
+    return _problem(HTTP_STATUS_BY_KIND[exc.kind], exc.code, exc.title, exc.detail)
 
 
 def _http_error(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:

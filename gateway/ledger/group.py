@@ -29,9 +29,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from gateway.db import retrying, utcnow
 from gateway.errors import GatewayError, TransientError, Unavailable
 from gateway.ledger.model import Operation, Result
-from gateway.ledger.service import UnitOfWork, apply_one, execute, retrying, utcnow
+from gateway.ledger.service import UnitOfWork, apply_one, execute
 
 log = logging.getLogger(__name__)
 

@@ -22,15 +22,14 @@ the same transaction.
 
 from __future__ import annotations
 
-import random
-import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from gateway.errors import GatewayError, IdempotencyConflict, InvalidInput, TransientError
+from gateway.db import retrying, utcnow
+from gateway.errors import GatewayError, IdempotencyConflict, InvalidInput
 from gateway.ledger.model import (
     MAX_AMOUNT,
     CommitLock,
@@ -92,10 +91,6 @@ class UnitOfWork(Protocol):
     def __enter__(self) -> Any: ...
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Any: ...
     def commit(self) -> None: ...
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 # ------------------------------------------------------------------ batch application
@@ -413,21 +408,6 @@ def _validate(op: Operation, index: int | None) -> None:
         raise
 
 
-def retrying(uow: UnitOfWork, work: Callable[[], T], *, attempts: int = 20) -> T:
-    """Run ``work`` inside ``with uow`` and commit; retry the whole unit on transient conflicts."""
-    for attempt in range(1, attempts + 1):
-        try:
-            with uow:
-                result = work()
-                uow.commit()
-                return result
-        except TransientError:
-            if attempt == attempts:
-                raise
-            time.sleep(min(0.1, 0.001 * 2**attempt) * random.random())
-    raise AssertionError("unreachable")
-
-
 def apply(uow: UnitOfWork, ops: Sequence[Operation], now: datetime | None = None) -> list[Result]:
     """Apply a batch in its own transaction (all or nothing), retrying transient conflicts."""
     if not ops:
@@ -550,5 +530,4 @@ __all__ = [
     "get_transfer",
     "get_wallet",
     "history",
-    "retrying",
 ]

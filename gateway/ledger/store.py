@@ -16,7 +16,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlmodel import Field, SQLModel
 
-from gateway.db import SqlUnitOfWork, UtcDateTime, table_of
+from gateway.db import (
+    SqlUnitOfWork,
+    autoincrement_field,
+    big_int_field,
+    table_of,
+    utc_field,
+)
 from gateway.ledger.model import (
     Entry,
     Lock,
@@ -28,14 +34,6 @@ from gateway.ledger.model import (
     WalletStatus,
 )
 from gateway.outbox import OutboxRepository
-
-
-def _big(**kw: Any) -> Any:
-    return Field(sa_column=sa.Column(sa.BigInteger, nullable=False, **kw))
-
-
-def _ts(nullable: bool = False) -> Any:
-    return Field(default=None, sa_column=sa.Column(UtcDateTime, nullable=nullable))
 
 
 class WalletRow(SQLModel, table=True):
@@ -51,9 +49,9 @@ class WalletRow(SQLModel, table=True):
     owner: str = Field(max_length=200)
     currency: str = Field(max_length=3)
     status: str = Field(max_length=16)
-    posted: int = _big()
-    reserved: int = _big()
-    created_at: datetime = _ts()
+    posted: int = big_int_field()
+    reserved: int = big_int_field()
+    created_at: datetime = utc_field()
     fingerprint: str = Field(max_length=64)
 
 
@@ -64,10 +62,10 @@ class TransferRow(SQLModel, table=True):
     kind: str = Field(max_length=16)
     debit_wallet_id: str = Field(foreign_key="ledger_wallet.id", max_length=128)
     credit_wallet_id: str = Field(foreign_key="ledger_wallet.id", max_length=128)
-    amount: int = _big()
+    amount: int = big_int_field()
     currency: str = Field(max_length=3)
     reference: str | None = Field(default=None, max_length=200)
-    created_at: datetime = _ts()
+    created_at: datetime = utc_field()
     fingerprint: str = Field(max_length=64)
 
 
@@ -80,37 +78,30 @@ class LockRow(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=128)
     debit_wallet_id: str = Field(foreign_key="ledger_wallet.id", max_length=128)
     credit_wallet_id: str = Field(foreign_key="ledger_wallet.id", max_length=128)
-    amount: int = _big()
+    amount: int = big_int_field()
     currency: str = Field(max_length=3)
     state: str = Field(max_length=16)
     condition: str | None = Field(default=None, max_length=64)
     fulfilment: str | None = Field(default=None, max_length=64)
     reference: str | None = Field(default=None, max_length=200)
-    expires_at: datetime | None = _ts(nullable=True)
-    created_at: datetime = _ts()
-    resolved_at: datetime | None = _ts(nullable=True)
+    expires_at: datetime | None = utc_field(nullable=True)
+    created_at: datetime = utc_field()
+    resolved_at: datetime | None = utc_field(nullable=True)
     fingerprint: str = Field(max_length=64)
 
 
 class EntryRow(SQLModel, table=True):
     __tablename__ = "ledger_entry"
     __table_args__ = (sa.Index("ix_ledger_entry_wallet_seq", "wallet_id", "seq"),)
-    seq: int | None = Field(
-        default=None,
-        sa_column=sa.Column(
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            primary_key=True,
-            autoincrement=True,
-        ),
-    )
+    seq: int | None = autoincrement_field()
     wallet_id: str = Field(foreign_key="ledger_wallet.id", max_length=128)
     op: str = Field(max_length=32)
     ref_id: str = Field(max_length=128)
-    posted_delta: int = _big()
-    reserved_delta: int = _big()
-    posted_after: int = _big()
-    reserved_after: int = _big()
-    created_at: datetime = _ts()
+    posted_delta: int = big_int_field()
+    reserved_delta: int = big_int_field()
+    posted_after: int = big_int_field()
+    reserved_after: int = big_int_field()
+    created_at: datetime = utc_field()
 
 
 wallet_t = table_of(WalletRow)

@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from gateway.config import FaultSettings, Iso20022Settings
+from gateway.db import retrying, utcnow
 from gateway.errors import GatewayError, IdempotencyConflict, InvalidInput
 from gateway.faults import crash_point
 from gateway.iso20022 import (
@@ -83,10 +84,6 @@ DT_CURRENCY = "KZT"
 ISO_TOPIC = "pvp.iso20022"
 INSTRUCTION_TOPIC = "pvp.instruction"
 _BIC = re.compile(r"^[A-Z]{6}[A-Z2-9][A-Z0-9]([A-Z0-9]{3})?$")
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def _bic11(bic: str) -> str:
@@ -228,7 +225,7 @@ def receive_message(
         uow.after_commit(lambda: ctx.notify_inbox(message_id))
         return Ack(message.id, sha, duplicate=False, inbox_id=message_id)
 
-    ack = ledger.retrying(uow, work)
+    ack = retrying(uow, work)
     if not ack.duplicate:
         crash_point("pvp.after_inbox", ctx.faults)
     return ack
@@ -396,7 +393,7 @@ def process_inbox_item(
         uow.pvp.inbox_done(message_id, at)
         return message.MESSAGE_ID
 
-    done = ledger.retrying(uow, work)
+    done = retrying(uow, work)
     if done is not None:
         crash_point(_AFTER.get(done, "pvp.after_process"), ctx.faults)
     return done is not None
@@ -420,7 +417,7 @@ def inbox_failed(
         delay = min(60.0, 0.5 * 2 ** min(attempts, 10))
         uow.pvp.inbox_failed(message_id, error, at + timedelta(seconds=delay))
 
-    ledger.retrying(uow, work)
+    retrying(uow, work)
 
 
 def pending_inbox(uow: PvPUnitOfWork, *, everything: bool, limit: int = 500) -> list[int]:
@@ -662,7 +659,7 @@ def check_deadlines(
             _queue(uow, ctx, request, (leg.uetr for leg in asked), at)
         return DeadlineReport(tuple(leg.uetr for leg in asked), tuple(leg.uetr for leg in alerted))
 
-    return ledger.retrying(uow, work)
+    return retrying(uow, work)
 
 
 # ------------------------------------------------------------------ operator
@@ -729,7 +726,7 @@ def resolve(
         _follow_instructions(uow, done, at)
         return done
 
-    return ledger.retrying(uow, work)
+    return retrying(uow, work)
 
 
 # ------------------------------------------------------------------ instructions
@@ -797,7 +794,7 @@ def instruct(
         uow.after_commit(ctx.notify_outbox)
         return inst, True
 
-    return ledger.retrying(uow, work)
+    return retrying(uow, work)
 
 
 def instruction_delivered(
@@ -813,7 +810,7 @@ def instruction_delivered(
         moved = inst.refused(refused_reason, at) if refused_reason else inst.sent(at)
         uow.pvp.update_instruction(moved)
 
-    ledger.retrying(uow, work)
+    retrying(uow, work)
 
 
 # ------------------------------------------------------------------ queries

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlmodel import Field, SQLModel
 
-from gateway.db import SqlUnitOfWork, UtcDateTime, table_of
+from gateway.db import SqlUnitOfWork, autoincrement_field, table_of, utc_field
 from gateway.ledger.store import SqlLedgerRepository
 from gateway.outbox import OutboxRepository
 from gateway.pvp.model import (
@@ -27,21 +27,6 @@ from gateway.pvp.model import (
     MessageRecord,
     Side,
 )
-
-
-def _ts(nullable: bool = False) -> Any:
-    return Field(default=None, sa_column=sa.Column(UtcDateTime, nullable=nullable))
-
-
-def _autoid() -> Any:
-    return Field(
-        default=None,
-        sa_column=sa.Column(
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            primary_key=True,
-            autoincrement=True,
-        ),
-    )
 
 
 class LegRow(SQLModel, table=True):
@@ -65,15 +50,15 @@ class LegRow(SQLModel, table=True):
     creditor_bic: str | None = Field(default=None, max_length=11)
     creditor_account: str | None = Field(default=None, max_length=34)
     condition: str | None = Field(default=None, max_length=64)
-    deadline: datetime | None = _ts(nullable=True)
+    deadline: datetime | None = utc_field(nullable=True)
     reason: str | None = Field(default=None, max_length=4)
     fulfilment: str | None = Field(default=None, max_length=64)
-    status_requested_at: datetime | None = _ts(nullable=True)
+    status_requested_at: datetime | None = utc_field(nullable=True)
     status_requests: int = 0
-    alert_at: datetime | None = _ts(nullable=True)
+    alert_at: datetime | None = utc_field(nullable=True)
     resolved_by: str | None = Field(default=None, max_length=64)
-    created_at: datetime = _ts()
-    updated_at: datetime = _ts()
+    created_at: datetime = utc_field()
+    updated_at: datetime = utc_field()
 
 
 class MessageRow(SQLModel, table=True):
@@ -84,7 +69,7 @@ class MessageRow(SQLModel, table=True):
         ),
         sa.Index("ix_pvp_message_sha256", "sha256"),
     )
-    id: int | None = _autoid()
+    id: int | None = autoincrement_field()
     direction: str = Field(max_length=8)
     """``in``, ``out``, or ``rejected`` (refused inbound: its sender is unknown, so NULL)."""
     sender_bic: str | None = Field(default=None, max_length=11)
@@ -94,7 +79,7 @@ class MessageRow(SQLModel, table=True):
     sha256: str = Field(max_length=64)
     reason: str | None = Field(default=None, max_length=4)
     raw: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))
-    created_at: datetime = _ts()
+    created_at: datetime = utc_field()
 
 
 class MessageLegRow(SQLModel, table=True):
@@ -119,9 +104,9 @@ class InboxRow(SQLModel, table=True):
             primary_key=True,
         )
     )
-    received_at: datetime = _ts()
-    available_at: datetime = _ts()
-    processed_at: datetime | None = _ts(nullable=True)
+    received_at: datetime = utc_field()
+    available_at: datetime = utc_field()
+    processed_at: datetime | None = utc_field(nullable=True)
     attempts: int = 0
     last_error: str | None = Field(default=None, max_length=1000)
 
@@ -141,26 +126,26 @@ class InstructionRow(SQLModel, table=True):
     buy_currency: str = Field(max_length=3)
     buy_amount: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
     buy_account: str = Field(max_length=34)
-    value_time: datetime = _ts()
+    value_time: datetime = utc_field()
     state: str = Field(max_length=16)
     reason: str | None = Field(default=None, max_length=200)
     pvp_id: str | None = Field(default=None, max_length=35, index=True)
     uetr: str | None = Field(default=None, max_length=36)
     fingerprint: str = Field(max_length=64)
-    created_at: datetime = _ts()
-    updated_at: datetime = _ts()
+    created_at: datetime = utc_field()
+    updated_at: datetime = utc_field()
 
 
 class AuditRow(SQLModel, table=True):
     __tablename__ = "pvp_audit"
-    id: int | None = _autoid()
+    id: int | None = autoincrement_field()
     ref: str = Field(max_length=64)
     uetr: str = Field(max_length=36, index=True)
     action: str = Field(max_length=16)
     actor_key_id: str = Field(max_length=32)
     actor_label: str = Field(default="", max_length=200)
     reason: str = Field(max_length=1000)
-    created_at: datetime = _ts()
+    created_at: datetime = utc_field()
 
 
 leg_t = table_of(LegRow)

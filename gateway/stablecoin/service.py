@@ -14,16 +14,15 @@ Exactly-once, the short version:
 from __future__ import annotations
 
 import logging
-import random
-import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
 from eth_utils.address import is_checksum_address, to_checksum_address
 
+from gateway.db import retrying, utcnow
 from gateway.errors import GatewayError, TransientError
 from gateway.faults import crash_point
 from gateway.ledger import service as ledger
@@ -77,25 +76,6 @@ ATTESTATION_GAS_LIMIT = 80_000
 """Gas limit of an attestation sent without an estimate (measured: ~39,500)."""
 UowFactory = Callable[..., StablecoinUnitOfWork]
 """``uow()`` for a write transaction, ``uow(readonly=True)`` for reads."""
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def run_unit(uow: StablecoinUnitOfWork, work: Callable[[], T], attempts: int = 20) -> T:
-    """Run ``work`` inside ``with uow``, commit, and retry the whole unit on transient errors."""
-    for attempt in range(1, attempts + 1):
-        try:
-            with uow:
-                result = work()
-                uow.commit()
-                return result
-        except TransientError:
-            if attempt == attempts:
-                raise
-            time.sleep(min(0.1, 0.001 * 2**attempt) * random.random())
-    raise AssertionError("unreachable")
 
 
 def mint_payload(m: Mint) -> dict[str, Any]:
@@ -152,7 +132,7 @@ def ensure_segregated_wallet(uow: StablecoinUnitOfWork, sc: Stablecoin) -> None:
         owner=f"stablecoin {sc.contract.lower()}",
         currency=sc.currency,
     )
-    ledger.retrying(uow, lambda: ledger.execute(uow, [op]))
+    retrying(uow, lambda: ledger.execute(uow, [op]))
     sc.wallet_ready = True
 
 
@@ -264,7 +244,7 @@ def request_mint(
         _mint_event(write, sc, m, at)
         return m, True
 
-    mint, created = run_unit(write, accept)
+    mint, created = retrying(write, accept)
     if not created:
         return mint, False
     ticket = sc.take_ticket()
@@ -291,7 +271,7 @@ def _transition(
         _mint_event(write, sc, moved, at)
         return moved
 
-    return run_unit(write, work)
+    return retrying(write, work)
 
 
 def _fail_and_refund(uow: UowFactory, sc: Stablecoin, mint_id: str, exc: GatewayError) -> Mint:
@@ -334,7 +314,7 @@ def refund_mint(uow: UowFactory, sc: Stablecoin, mint_id: str) -> Mint:
         return refunded
 
     try:
-        return run_unit(write, work)
+        return retrying(write, work)
     except GatewayError as exc:  # e.g. the source wallet was closed: stays failed, retried later
         if isinstance(exc, TransientError):
             raise
@@ -637,6 +617,4 @@ __all__ = [
     "refund_mint",
     "request_mint",
     "resume_mints",
-    "run_unit",
-    "utcnow",
 ]

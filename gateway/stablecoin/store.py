@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Field, SQLModel
 
-from gateway.db import SqlUnitOfWork, UtcDateTime, table_of
+from gateway.db import SqlUnitOfWork, autoincrement_field, big_int_field, table_of, utc_field
 from gateway.ledger.store import SqlLedgerRepository
 from gateway.outbox import OutboxRepository
 from gateway.stablecoin.model import (
@@ -30,25 +30,6 @@ from gateway.stablecoin.model import (
     Redemption,
     RedemptionState,
 )
-
-
-def _big(nullable: bool = False) -> Any:
-    return Field(default=None, sa_column=sa.Column(sa.BigInteger, nullable=nullable))
-
-
-def _ts(nullable: bool = False) -> Any:
-    return Field(default=None, sa_column=sa.Column(UtcDateTime, nullable=nullable))
-
-
-def _autoinc() -> Any:
-    return Field(
-        default=None,
-        sa_column=sa.Column(
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            primary_key=True,
-            autoincrement=True,
-        ),
-    )
 
 
 class MintRow(SQLModel, table=True):
@@ -66,15 +47,15 @@ class MintRow(SQLModel, table=True):
     segregated_wallet_id: str = Field(max_length=128)
     contract_address: str = Field(max_length=42)
     evm_address: str = Field(max_length=42)
-    amount: int = _big()
+    amount: int = big_int_field()
     request_id: str = Field(max_length=64)
     state: str = Field(max_length=16)
     tx_hash: str | None = Field(default=None, max_length=66)
-    block_number: int | None = _big(nullable=True)
+    block_number: int | None = big_int_field(nullable=True)
     error_code: str | None = Field(default=None, max_length=64)
     error_detail: str | None = Field(default=None, max_length=500)
-    created_at: datetime = _ts()
-    updated_at: datetime = _ts()
+    created_at: datetime = utc_field()
+    updated_at: datetime = utc_field()
 
 
 class RedemptionRow(SQLModel, table=True):
@@ -84,42 +65,42 @@ class RedemptionRow(SQLModel, table=True):
         sa.CheckConstraint("amount > 0", name="ck_stablecoin_redemption_amount_pos"),
         sa.Index("ix_stablecoin_redemption_exchange", "exchange", "seq"),
     )
-    seq: int | None = _autoinc()
+    seq: int | None = autoincrement_field()
     tx_hash: str = Field(max_length=66)
     log_index: int
     contract_address: str = Field(max_length=42)
-    block_number: int = _big()
+    block_number: int = big_int_field()
     block_hash: str = Field(max_length=66)
     redeemer: str = Field(max_length=42)
-    amount: int = _big()
+    amount: int = big_int_field()
     dt_wallet_ref: str = Field(max_length=200)
     exchange: str = Field(default="", max_length=128)
     state: str = Field(max_length=16)
     transfer_id: str | None = Field(default=None, max_length=128)
     reason: str | None = Field(default=None, max_length=200)
-    created_at: datetime = _ts()
+    created_at: datetime = utc_field()
 
 
 class CursorRow(SQLModel, table=True):
     __tablename__ = "stablecoin_cursor"
     contract_address: str = Field(primary_key=True, max_length=42)
-    block_number: int = _big()
+    block_number: int = big_int_field()
     block_hash: str | None = Field(default=None, max_length=66)
-    updated_at: datetime = _ts()
+    updated_at: datetime = utc_field()
 
 
 class ReconciliationRow(SQLModel, table=True):
     __tablename__ = "stablecoin_reconciliation"
     __table_args__ = (sa.Index("ix_stablecoin_reconciliation_contract", "contract_address", "seq"),)
-    seq: int | None = _autoinc()
+    seq: int | None = autoincrement_field()
     contract_address: str = Field(max_length=42)
-    checked_at: datetime = _ts()
-    block_number: int = _big()
-    segregated_balance: int = _big()
-    pending_mints: int = _big()
-    unpaid_redemptions: int = _big()
-    total_supply: int = _big()
-    gap: int = _big()
+    checked_at: datetime = utc_field()
+    block_number: int = big_int_field()
+    segregated_balance: int = big_int_field()
+    pending_mints: int = big_int_field()
+    unpaid_redemptions: int = big_int_field()
+    total_supply: int = big_int_field()
+    gap: int = big_int_field()
     ok: bool
 
 

@@ -22,6 +22,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
+from gateway.db import retrying, utcnow
 from gateway.errors import GatewayError
 from gateway.faults import crash_point
 from gateway.ledger import service as ledger
@@ -39,8 +40,6 @@ from gateway.stablecoin.runtime import Stablecoin
 from gateway.stablecoin.service import (
     UowFactory,
     redemption_payload,
-    run_unit,
-    utcnow,
 )
 from gateway.stablecoin.store import StablecoinUnitOfWork
 
@@ -109,7 +108,7 @@ def poll(uow: UowFactory, sc: Stablecoin) -> PollResult:
         write.stablecoin.save_cursor(new_cursor, now)
         return paid
 
-    recorded = run_unit(write, work)
+    recorded = retrying(write, work)
     return PollResult(new_cursor, recorded, rewound_from)
 
 
