@@ -1,0 +1,247 @@
+"""PvP benchmark: DT/AED PvPs per second end to end, and latency, between the real processes.
+
+Starts ``dt-gateway connector`` (with its simulated AED bank) and ``dt-gateway serve`` as
+subprocesses on SQLite files (durable settings: WAL + synchronous=FULL), wired as in
+``tests/e2e/pvp`` (whose harness this reuses), then:
+
+- unbatched capacity: a burst of trades (``POST /v1/trades``, several submitters); PvPs/s =
+  PvPs / (last leg settled - first trade submitted);
+- latency at half that rate: trades submitted open loop at a steady rate; per PvP, from the
+  trade request to both legs settled (the later of the two networks' ACSC as the connector
+  recorded it); p50 / p99;
+- batched capacity: the connector restarted with ``batch_max`` > 1, so the pacs.009 to each
+  network carry many transactions (and the gateway locks them in one ledger batch).
+
+Completion is detected from balances (the receivers' totals), so polling adds no per-PvP
+load while the clock runs. Usage:
+
+    .venv/bin/python ops/bench/pvp.py [--burst N] [--batched-burst N] [--seconds S]
+
+The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from gateway.config import ConnectorSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from tests.e2e.pvp.harness import (  # noqa: E402
+    AED_PAYER,
+    AED_RECEIVER,
+    CB_WALLET,
+    DT_BANK,
+    DT_WALLET,
+    FX_BANK,
+    PvPWorld,
+)
+
+KZT, AED = 1_00, 1
+
+
+def _trade_body(pvp_id: str, deadline_s: float) -> dict[str, Any]:
+    return {
+        "pvp_id": pvp_id,
+        "value_time": (datetime.now(UTC) + timedelta(seconds=deadline_s)).isoformat(),
+        "a": {
+            "bic": DT_BANK,
+            "currency": "KZT",
+            "amount": KZT,
+            "account": DT_WALLET,
+            "receive_account": AED_RECEIVER,
+        },
+        "b": {
+            "bic": FX_BANK,
+            "currency": "AED",
+            "amount": AED,
+            "account": AED_PAYER,
+            "receive_account": CB_WALLET,
+        },
+    }
+
+
+class Submitter:
+    """Posts trades from a few threads, each with its own keep-alive connection."""
+
+    def __init__(self, url: str, threads: int = 4) -> None:
+        self.url = url
+        self.local = threading.local()
+        self.pool = ThreadPoolExecutor(threads)
+        self.sent: dict[str, float] = {}
+        self.failed = 0
+
+    def _client(self) -> httpx.Client:
+        client = getattr(self.local, "client", None)
+        if client is None:
+            client = self.local.client = httpx.Client(base_url=self.url, timeout=60)
+        return client
+
+    def _post(self, pvp_id: str, deadline_s: float) -> None:
+        t0 = time.time()
+        resp = self._client().post("/v1/trades", json=_trade_body(pvp_id, deadline_s))
+        if resp.status_code != 201:
+            self.failed += 1
+            print(f"trade refused: {resp.status_code} {resp.text[:200]}", file=sys.stderr)
+            return
+        self.sent[pvp_id] = t0
+
+    def burst(self, n: int, deadline_s: float) -> list[str]:
+        ids = [f"PVPB{uuid.uuid4().hex[:24]}" for _ in range(n)]
+        list(self.pool.map(lambda i: self._post(i, deadline_s), ids))
+        return ids
+
+    def steady(self, rate: float, seconds: float, deadline_s: float) -> list[str]:
+        """Open loop: one trade every 1/rate seconds, whatever the answers' speed."""
+        n = int(rate * seconds)
+        ids = [f"PVPS{uuid.uuid4().hex[:24]}" for _ in range(n)]
+        start = time.monotonic()
+        futures = []
+        for k, pvp_id in enumerate(ids):
+            due = start + k / rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            futures.append(self.pool.submit(self._post, pvp_id, deadline_s))
+        for f in futures:
+            f.result()
+        return ids
+
+
+def _wait_settled(world: PvPWorld, expect_aed: int, expect_kzt: int, timeout: float) -> None:
+    end = time.monotonic() + timeout
+    while True:
+        aed = world.aed(AED_RECEIVER)["available"]
+        kzt = world.wallet(CB_WALLET)["posted"]
+        if aed >= expect_aed and kzt >= expect_kzt:
+            return
+        if time.monotonic() > end:
+            raise SystemExit(f"not settled in {timeout}s: AED {aed}/{expect_aed}, DT {kzt}")
+        time.sleep(0.05)
+
+
+def _at(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def _settled_at(world: PvPWorld, pvp_id: str) -> float:
+    """When the connector recorded the last ACSC of the PvP (both legs settled)."""
+    view = world.connector_pvp(pvp_id)
+    if view["state"] != "settled":
+        raise SystemExit(f"PvP {pvp_id} ended {view['state']}: {view['decision']}")
+    ats = [
+        _at(m["at"])
+        for m in world.connector_messages(pvp_id)
+        if m["direction"] == "in" and m["message"].startswith("pacs.002")
+    ]
+    return max(ats)
+
+
+def run_burst(world: PvPWorld, sub: Submitter, n: int, label: str) -> float:
+    aed0, kzt0 = world.aed(AED_RECEIVER)["available"], world.wallet(CB_WALLET)["posted"]
+    t0 = time.time()
+    ids = sub.burst(n, deadline_s=300)
+    t_sub = time.time() - t0
+    _wait_settled(world, aed0 + n * AED, kzt0 + n * KZT, timeout=600)
+    t_end = max(_settled_at(world, i) for i in ids[-50:])  # the last ones settle last
+    rate = n / (t_end - t0)
+    print(f"{label}: {n} PvPs in {t_end - t0:.2f} s (submitted in {t_sub:.2f} s): {rate:.0f}/s")
+    return rate
+
+
+def run_latency(
+    world: PvPWorld, sub: Submitter, rate: float, seconds: float
+) -> tuple[float, float]:
+    aed0, kzt0 = world.aed(AED_RECEIVER)["available"], world.wallet(CB_WALLET)["posted"]
+    ids = sub.steady(rate, seconds, deadline_s=60)
+    _wait_settled(world, aed0 + len(ids) * AED, kzt0 + len(ids) * KZT, timeout=300)
+    lat = sorted((_settled_at(world, i) - sub.sent[i]) * 1000 for i in ids)
+    p50 = statistics.median(lat)
+    p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+    print(
+        f"latency at {rate:.0f} PvP/s offered ({len(ids)} PvPs): p50 {p50:.1f} ms, "
+        f"p99 {p99:.1f} ms, max {lat[-1]:.1f} ms"
+    )
+    return p50, p99
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--burst", type=int, default=1500)
+    parser.add_argument("--batched-burst", type=int, default=3000)
+    parser.add_argument("--seconds", type=float, default=10.0, help="latency run length")
+    parser.add_argument("--batch-max", type=int, default=100)
+    parser.add_argument(
+        "--connector-db", help="the connector's database URL (default: a SQLite file)"
+    )
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="dtgw-bench-pvp-"))
+    # The connector with its product defaults, not the tests' quick redelivery (a decision
+    # re-sent after 1 s of backlog makes more backlog).
+    defaults = ConnectorSettings()
+    world = PvPWorld(
+        tmp,
+        log_level="WARNING",
+        connector_settings={
+            "DT_GATEWAY_CONNECTOR__REDELIVER_AFTER_MS": str(defaults.redeliver_after_ms),
+            "DT_GATEWAY_CONNECTOR__RETRY_BASE_MS": str(defaults.retry_base_ms),
+            "DT_GATEWAY_CONNECTOR__RETRY_CAP_MS": str(defaults.retry_cap_ms),
+            "DT_GATEWAY_CONNECTOR__SWEEP_INTERVAL_MS": str(defaults.sweep_interval_ms),
+            **(
+                {"DT_GATEWAY_CONNECTOR__DATABASE_URL": args.connector_db}
+                if args.connector_db
+                else {}
+            ),
+        },
+    )
+    total = args.burst * 2 + args.batched_burst + 100_000
+    world.setup(dt=total * KZT * 2, aed=total * AED * 2)
+    try:
+        sub = Submitter(world.connector.url)
+        run_burst(world, sub, 100, "warm-up")
+        unbatched = run_burst(world, sub, args.burst, "unbatched")
+        p50, p99 = run_latency(world, sub, unbatched / 2, args.seconds)
+        world.connector.kill()
+        world.connector.start(
+            {
+                "DT_GATEWAY_CONNECTOR__BATCH_MAX": str(args.batch_max),
+                "DT_GATEWAY_CONNECTOR__BATCH_LINGER_MS": "5",
+            }
+        )
+        batched = run_burst(world, sub, args.batched_burst, f"batched (batch_max {args.batch_max})")
+        inv, sim = world.invariants(), world.sim_check()
+        if not (inv["ok"] and sim["ok"]):
+            raise SystemExit(f"conservation failed: {inv} {sim}")
+        print(f"conservation: gateway ok, connector AED ok ({world.tmp})")
+    finally:
+        world.close()
+    print(
+        json.dumps(
+            {
+                "unbatched_pvp_per_s": round(unbatched, 1),
+                "p50_ms": round(p50, 1),
+                "p99_ms": round(p99, 1),
+                "batched_pvp_per_s": round(batched, 1),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
