@@ -7,7 +7,6 @@ observation differs from what the product promises.
 from __future__ import annotations
 
 import hashlib
-import logging
 import secrets
 import shutil
 import time
@@ -344,7 +343,6 @@ def run_demo(workdir: str = "var/demo", keep: bool = False) -> int:
     if root.exists() and not keep:
         shutil.rmtree(root)
     root.mkdir(parents=True, exist_ok=True)
-    root_level = logging.getLogger().level
     connector = start_connector(root)
     connector_port = free_port()
     settings = load_settings(
@@ -367,10 +365,6 @@ def run_demo(workdir: str = "var/demo", keep: bool = False) -> int:
             serve_in_thread(app) as url,
         ):
             print(f"gateway listening on {url}, connector mock on {curl}")
-            # The connector's app keeps litestar's default logging config, which lowers the
-            # root level to INFO (every httpx request logged); the demo prints its own
-            # observations, at the level the command was given.
-            logging.getLogger().setLevel(root_level)
             headers = {"Authorization": f"Bearer {token}"}
             exchange_headers = {"Authorization": f"Bearer {exchange_token}"}
             with (

@@ -169,6 +169,9 @@ def create_app(connector: Connector, *, manage_lifecycle: bool = True) -> Litest
         on_shutdown=[lambda: c.stop()] if manage_lifecycle else [],
         request_max_body_size=c.settings.iso20022.max_message_bytes * 2,
         debug=False,
+        # Logging is the process's business, not the app's (litestar's default logs every
+        # httpx request at INFO).
+        logging_config=None,
     )
 
 
