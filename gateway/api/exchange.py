@@ -92,6 +92,8 @@ class RedemptionOut(Struct, frozen=True, tag_field="object", tag="stablecoin_red
     transfer_id: str | None
     reason: str | None
     created_at: datetime
+    resolved_by: str | None = None
+    resolved_at: datetime | None = None
 
     @classmethod
     def of(cls, r: Redemption) -> RedemptionOut:
@@ -107,7 +109,14 @@ class RedemptionOut(Struct, frozen=True, tag_field="object", tag="stablecoin_red
             transfer_id=r.transfer_id,
             reason=r.reason,
             created_at=r.created_at,
+            resolved_by=r.resolved_by,
+            resolved_at=r.resolved_at,
         )
+
+
+class HeldRedemptionPay(Struct, forbid_unknown_fields=True):
+    wallet_id: Annotated[str, Meta(description="The exchange DT wallet to pay into")]
+    reason: Annotated[str, Meta(min_length=1, max_length=150, description="Why (audited)")]
 
 
 class RedemptionPage(Struct, frozen=True):
@@ -231,6 +240,37 @@ class RedemptionController(Controller):
         return ReconciliationOut.of(service.latest_reconciliation(_uow(state), _stablecoin(state)))
 
 
-ROUTES = [MintController, RedemptionController]
+class HeldRedemptionController(Controller):
+    path = "/v1/stablecoin/redemptions"
+    tags = ["stablecoin"]
+    dependencies = {"principal": Provide(role_guard(Role.OPERATOR), sync_to_thread=False)}
+
+    @post(
+        "/{tx_hash:str}/{log_index:int}/pay",
+        status_code=200,
+        sync_to_thread=True,
+        summary="Operator: pay a held redemption into an exchange wallet (audited, once)",
+    )
+    def pay(
+        self,
+        state: State,
+        tx_hash: FromPath[str],
+        log_index: FromPath[int],
+        data: JSONBody[HeldRedemptionPay],
+        principal: NamedDependency[Principal],
+    ) -> RedemptionOut:
+        paid = service.pay_held_redemption(
+            _uow(state),
+            _stablecoin(state),
+            tx_hash,
+            log_index,
+            data.wallet_id,
+            by=principal.key_id,
+            reason=data.reason,
+        )
+        return RedemptionOut.of(paid)
+
+
+ROUTES = [MintController, RedemptionController, HeldRedemptionController]
 
 __all__ = ["ROUTES", "MintCreate", "MintOut", "ReconciliationOut", "RedemptionOut"]

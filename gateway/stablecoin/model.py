@@ -141,6 +141,24 @@ class RedemptionState(StrEnum):
     HELD = "held"
 
 
+REDEMPTION_TRANSITIONS: dict[RedemptionState, frozenset[RedemptionState]] = {
+    RedemptionState.HELD: frozenset({RedemptionState.PAID}),
+    RedemptionState.PAID: frozenset(),
+}
+"""A held redemption (its reference named no open exchange wallet) is paid once an operator
+names the wallet; a paid one never changes."""
+
+
+class RedemptionNotFound(NotFound):
+    code = "REDEMPTION_NOT_FOUND"
+    title = "Unknown redemption"
+
+
+class RedemptionNotHeld(Conflict):
+    code = "REDEMPTION_NOT_HELD"
+    title = "Only a held redemption can be paid by an operator"
+
+
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _KEY = re.compile(r"^[\x21-\x7e]{1,128}$")
 
@@ -271,6 +289,25 @@ class Redemption:
     transfer_id: str | None = None
     reason: str | None = None
     seq: int | None = None
+    resolved_by: str | None = None
+    """The operator key that paid a held redemption."""
+    resolved_at: datetime | None = None
+
+    def pay_to(
+        self, wallet_id: str, exchange: str, transfer_id: str, by: str, reason: str, at: datetime
+    ) -> Redemption:
+        """An operator's decision on a held redemption: pay it into ``wallet_id``."""
+        if RedemptionState.PAID not in REDEMPTION_TRANSITIONS[self.state]:
+            raise RedemptionNotHeld(f"redemption {self.tx_hash}:{self.log_index} is {self.state}")
+        return replace(
+            self,
+            state=RedemptionState.PAID,
+            exchange=exchange,
+            transfer_id=transfer_id,
+            reason=f"paid by an operator into {wallet_id}: {reason}"[:200],
+            resolved_by=by,
+            resolved_at=at,
+        )
 
 
 def redemption_transfer_id(tx_hash: str, log_index: int) -> str:
@@ -332,6 +369,7 @@ class Reconciliation:
 
 __all__ = [
     "MINT_TRANSITIONS",
+    "REDEMPTION_TRANSITIONS",
     "UNSETTLED",
     "AddressBlocklisted",
     "CollateralShortfall",
@@ -350,6 +388,8 @@ __all__ = [
     "NotAnExchangeWallet",
     "Reconciliation",
     "Redemption",
+    "RedemptionNotFound",
+    "RedemptionNotHeld",
     "RedemptionState",
     "StablecoinNotConfigured",
     "check_address_format",

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from eth_utils.address import is_checksum_address, to_checksum_address
 
 from gateway.db import retrying, utcnow
-from gateway.errors import GatewayError, TransientError
+from gateway.errors import GatewayError, InvalidInput, TransientError
 from gateway.faults import crash_point
 from gateway.ledger import service as ledger
 from gateway.ledger.model import (
@@ -60,7 +60,9 @@ from gateway.stablecoin.model import (
     NotAnExchangeWallet,
     Reconciliation,
     Redemption,
+    RedemptionNotFound,
     event_id_of,
+    redemption_transfer_id,
     request_id_of,
 )
 from gateway.stablecoin.runtime import Stablecoin
@@ -602,6 +604,73 @@ def list_redemptions(
     return page, (page[-1].seq if len(rows) > limit else None)
 
 
+def pay_held_redemption(
+    uow: UowFactory,
+    sc: Stablecoin,
+    tx_hash: str,
+    log_index: int,
+    wallet_id: str,
+    *,
+    by: str,
+    reason: str,
+    now: datetime | None = None,
+) -> Redemption:
+    """An operator pays a held redemption into an exchange wallet, exactly once.
+
+    The DT leaves the segregated wallet by the same deterministic transfer id the watcher
+    would have used, so the payment cannot happen twice, whoever makes it.
+    """
+    if not reason.strip():
+        raise InvalidInput("say why (reason): the decision is audited")
+    write = uow()
+
+    def work() -> Redemption:
+        at = now or utcnow()
+        held = write.stablecoin.redemption(tx_hash, log_index, for_update=True)
+        if held is None or held.contract_address != sc.contract:
+            raise RedemptionNotFound(f"no redemption {tx_hash}:{log_index}")
+        wallet = write.ledger.wallet(wallet_id)
+        if wallet is None or wallet.kind is not WalletKind.EXCHANGE:
+            raise NotAnExchangeWallet(f"{wallet_id!r} is not an exchange wallet")
+        transfer_id = redemption_transfer_id(held.tx_hash, held.log_index)
+        paid = held.pay_to(wallet.id, wallet.owner, transfer_id, by, reason, at)
+        ledger.execute(
+            write,
+            [
+                MakeTransfer(
+                    id=transfer_id,
+                    debit_wallet_id=sc.segregated_wallet_id,
+                    credit_wallet_id=wallet.id,
+                    amount=held.amount,
+                    currency=sc.currency,
+                    reference=f"stablecoin redemption {held.tx_hash}:{held.log_index}",
+                )
+            ],
+            at,
+        )
+        write.stablecoin.update_redemption(paid)
+        webhooks.enqueue(
+            write.outbox,
+            sc.settings,
+            event_id=event_id_of("redemption", paid.tx_hash, paid.log_index, paid.state.value),
+            event_type=f"redemption.{paid.state.value}",
+            data=redemption_payload(paid),
+            now=at,
+        )
+        return paid
+
+    paid = retrying(write, work)
+    log.warning(
+        "held redemption %s:%d paid into %s by key %s: %s",
+        tx_hash,
+        log_index,
+        wallet_id,
+        by,
+        reason,
+    )
+    return paid
+
+
 __all__ = [
     "UowFactory",
     "checksum_address",
@@ -612,6 +681,7 @@ __all__ = [
     "latest_reconciliation",
     "list_redemptions",
     "mint_payload",
+    "pay_held_redemption",
     "reconcile",
     "redemption_payload",
     "refund_mint",

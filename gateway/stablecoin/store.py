@@ -79,6 +79,8 @@ class RedemptionRow(SQLModel, table=True):
     transfer_id: str | None = Field(default=None, max_length=128)
     reason: str | None = Field(default=None, max_length=200)
     created_at: datetime = utc_field()
+    resolved_by: str | None = Field(default=None, max_length=32)
+    resolved_at: datetime | None = utc_field(nullable=True)
 
 
 class CursorRow(SQLModel, table=True):
@@ -173,6 +175,8 @@ def _redemption(row: Any) -> Redemption:
         transfer_id=row.transfer_id,
         reason=row.reason,
         created_at=row.created_at,
+        resolved_by=row.resolved_by,
+        resolved_at=row.resolved_at,
     )
 
 
@@ -256,10 +260,14 @@ class SqlStablecoinRepository:
 
     # redemptions ------------------------------------------------------------
 
-    def redemption(self, tx_hash: str, log_index: int) -> Redemption | None:
+    def redemption(
+        self, tx_hash: str, log_index: int, *, for_update: bool = False
+    ) -> Redemption | None:
         q = redemption_t.select().where(
             redemption_t.c.tx_hash == tx_hash, redemption_t.c.log_index == log_index
         )
+        if for_update and self.conn.dialect.name != "sqlite":
+            q = q.with_for_update()
         row = self.conn.execute(q).first()
         return _redemption(row) if row else None
 
@@ -280,7 +288,23 @@ class SqlStablecoinRepository:
                 "transfer_id": r.transfer_id,
                 "reason": r.reason,
                 "created_at": r.created_at,
+                "resolved_by": r.resolved_by,
+                "resolved_at": r.resolved_at,
             },
+        )
+
+    def update_redemption(self, r: Redemption) -> None:
+        self.conn.execute(
+            redemption_t.update()
+            .where(redemption_t.c.tx_hash == r.tx_hash, redemption_t.c.log_index == r.log_index)
+            .values(
+                state=r.state.value,
+                exchange=r.exchange,
+                transfer_id=r.transfer_id,
+                reason=r.reason,
+                resolved_by=r.resolved_by,
+                resolved_at=r.resolved_at,
+            )
         )
 
     def redemptions(
