@@ -49,8 +49,11 @@ from gateway.iso20022.xmlsafe import (
     ENVELOPE_SCHEMA,
     ENVELOPE_TAG,
     SCHEMA_DIR,
+    check_depth,
     parse_bytes,
+    parse_shallow,
     schema,
+    schema_depth,
 )
 
 _DEFAULT_SETTINGS = Iso20022Settings()
@@ -90,30 +93,49 @@ def parse(
     valid signature by it. ``seen``: the duplicate hook. Raises :class:`MessageRejected`.
     """
     cfg = settings or _DEFAULT_SETTINGS
-    root = parse_bytes(data, max_bytes=cfg.max_message_bytes, max_depth=cfg.max_depth)
+    max_depth = cfg.max_depth
+    # The depth walk runs on every refusal below (so a too-deep document is refused as such,
+    # first), and on an accepted one only when the schema does not bound its depth.
+    root = parse_shallow(data, max_bytes=cfg.max_message_bytes)
+    root_tag = root.tag
     header_el: etree._Element | None
-    if root.tag == ENVELOPE_TAG:
+    if root_tag == ENVELOPE_TAG:
         if len(root) != 2 or root[0].tag != APPHDR_TAG:
+            check_depth(root, max_depth)
             raise MessageRejected(
                 FF01, "the envelope holds one AppHdr then one Document", xpath="/BizMsg"
             )
         header_el, doc = root[0], root[1]
-        spec = _spec_of(doc.tag, "/BizMsg/Document")
-        validator = schema(ENVELOPE_SCHEMA)
+        spec = _spec_of(doc.tag, "/BizMsg/Document", root, max_depth)
+        schema_file = ENVELOPE_SCHEMA
     else:
         header_el, doc = None, root
-        spec = _spec_of(root.tag, "/Document")
-        validator = schema(spec.schema_file)
+        spec = _spec_of(root_tag, "/Document", root, max_depth)
+        schema_file = spec.schema_file
+    validator = schema(schema_file)
     if not validator(root):
+        check_depth(root, max_depth)
         raise schema_rejection(validator.error_log, root, header_el, doc)
+    shape = schema_depth(schema_file, root_tag)
+    if (
+        shape.bound is None
+        or shape.bound > max_depth
+        or (shape.open_tags and next(root.iter(*shape.open_tags), None) is not None)
+    ):
+        check_depth(root, max_depth)
     enveloped = header_el is not None
     if cert_pem is not None:
         from gateway.iso20022.signing import verify_tree
 
         verify_tree(root, cert_pem, msg_id=_peek_id(header_el, doc))
+    counted = readers.COUNTED.get(spec.message_id)
+    counts: tuple[str | None, str | None] | None = None
     try:
         header = readers.app_header(header_el) if header_el is not None else None
-        message = spec.reader(doc)
+        if counted is not None:
+            message, counts = counted(doc)
+        else:
+            message = spec.reader(doc)
     except AmountError as exc:
         raise MessageRejected(AM12, exc.detail, msg_id=_peek_id(header_el, doc)) from None
     except ValueError as exc:
@@ -128,13 +150,18 @@ def parse(
         limits=_rule_limits(cfg),
         now=now or datetime.now(UTC),
         seen=seen,
+        counts=counts,
     )
-    return ParsedMessage(header=header, message=message, signed=cert_pem is not None)
+    return ParsedMessage(header, message, cert_pem is not None)
 
 
-def _spec_of(tag: Any, xpath: str) -> MessageSpec:
+def _spec_of(
+    tag: Any, xpath: str, root: etree._Element | None = None, max_depth: int = 0
+) -> MessageSpec:
     spec = BY_DOCUMENT_TAG.get(tag) if isinstance(tag, str) else None
     if spec is None:
+        if root is not None:
+            check_depth(root, max_depth)
         raise MessageRejected(
             FF01, f"unknown message type, version or namespace: {tag}"[:300], xpath=xpath
         )

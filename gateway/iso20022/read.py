@@ -37,7 +37,7 @@ from gateway.iso20022.models import (
     StatusRequest,
     TransactionStatus,
 )
-from gateway.iso20022.xmlsafe import HEAD_NS, ISO_NS_PREFIX, PVP_NS
+from gateway.iso20022.xmlsafe import HEAD_NS, ISO_NS_PREFIX
 
 
 def _kids(el: _E) -> dict[Any, _E]:
@@ -84,16 +84,13 @@ def _wallet(el: _E) -> str:
     return _t(el[0][0][0])  # Acct/Id/Othr/Id
 
 
-_P = _Ns(PVP_NS)
-_PVP_ID, _PVP_LEG, _PVP_COND, _PVP_FLFMT = _P("PvPId"), _P("Leg"), _P("Cond"), _P("Flfmt")
-
-
 def _pvp(splmtry: _E | None) -> PvPTerms | None:
     if splmtry is None:
         return None
-    lock = splmtry[-1][0]  # SplmtryData/Envlp/PvPLock
-    k = _kids(lock)
-    return PvPTerms(_t(k[_PVP_ID]), _t(k[_PVP_LEG]), _t(k[_PVP_COND]), _opt(k, _PVP_FLFMT))
+    # SplmtryData/Envlp/PvPLock = PvPId Leg Cond Flfmt? (order fixed by the schema)
+    lock = list(splmtry[-1][0])
+    flfmt = (lock[3].text or "") if len(lock) == 4 else None
+    return PvPTerms(lock[0].text or "", lock[1].text or "", lock[2].text or "", flfmt)
 
 
 def _original(q: _Ns, k: dict[Any, _E]) -> OriginalRef:
@@ -116,43 +113,73 @@ def _reason(q: _Ns, el: _E | None) -> tuple[str | None, str | None]:
 
 
 Q009 = _Ns(ISO_NS_PREFIX + Pacs009.MESSAGE_ID)
+_T009_INSTR, _T009_REQ = Q009("InstrId"), Q009("SttlmTmReq")
 
 
 def pacs009(doc: _E) -> Pacs009:
-    q = Q009
-    root = doc[0]
-    grp = _kids(root[0])
+    return pacs009_counted(doc)[0]
+
+
+def pacs009_counted(doc: _E) -> tuple[Pacs009, tuple[str | None, str | None]]:
+    """pacs.009 -> (model, (NbOfTxs, CtrlSum)), by position.
+
+    The schema fixes the order of every child, so only optional elements need a look at a
+    tag: GrpHdr = MsgId CreDtTm NbOfTxs CtrlSum? SttlmInf; CdtTrfTxInf = PmtId
+    IntrBkSttlmAmt IntrBkSttlmDt SttlmTmReq? Dbtr DbtrAcct DbtrAgt CdtrAgt Cdtr CdtrAcct
+    SplmtryData?; PmtId = InstrId? EndToEndId TxId? UETR.
+    """
+    parts = list(doc[0])
+    grp = list(parts[0])
     txs: list[CreditTransfer] = []
-    t_pmt, t_amt, t_dt, t_req = q("PmtId"), q("IntrBkSttlmAmt"), q("IntrBkSttlmDt"), q("SttlmTmReq")
-    t_e2e, t_uetr, t_instr, t_txid = q("EndToEndId"), q("UETR"), q("InstrId"), q("TxId")
-    for tx in root.iterchildren(q("CdtTrfTxInf")):
-        k = _kids(tx)
-        pmt = _kids(k[t_pmt])
-        req = k.get(t_req)
-        txs.append(
+    append = txs.append
+    for tx in parts[1:]:
+        k = list(tx)
+        n = len(k)
+        pmt = list(k[0])
+        instr_id: str | None = None
+        tx_id: str | None = None
+        if len(pmt) == 4:
+            instr_id, e2e, tx_id = pmt[0].text or "", pmt[1].text or "", pmt[2].text or ""
+        elif len(pmt) == 2:
+            e2e = pmt[0].text or ""
+        elif pmt[0].tag == _T009_INSTR:
+            instr_id, e2e = pmt[0].text or "", pmt[1].text or ""
+        else:
+            e2e, tx_id = pmt[0].text or "", pmt[1].text or ""
+        amt = k[1]
+        ccy = amt.get("Ccy") or ""
+        if n == 11 or (n == 10 and k[3].tag == _T009_REQ):
+            till = parse_time(k[3][0].text or "")
+            i = 4
+        else:
+            till = None
+            i = 3
+        append(
             CreditTransfer(
-                end_to_end_id=_t(pmt[t_e2e]),
-                uetr=_t(pmt[t_uetr]),
-                amount=_money(k[t_amt]),
-                settlement_date=parse_date(_t(k[t_dt])),
-                debtor_bic=_bic(q, k[q("Dbtr")]),
-                debtor_account=_wallet(k[q("DbtrAcct")]),
-                debtor_agent_bic=_bic(q, k[q("DbtrAgt")]),
-                creditor_agent_bic=_bic(q, k[q("CdtrAgt")]),
-                creditor_bic=_bic(q, k[q("Cdtr")]),
-                creditor_account=_wallet(k[q("CdtrAcct")]),
-                deadline=None if req is None else parse_time(_t(req[0])),
-                pvp=_pvp(k.get(q("SplmtryData"))),
-                instr_id=_opt(pmt, t_instr),
-                tx_id=_opt(pmt, t_txid),
+                e2e,
+                pmt[-1].text or "",
+                Money(from_iso_amount(amt.text or "", ccy), ccy),
+                parse_date(k[2].text or ""),
+                k[i][0][0].text or "",
+                k[i + 1][0][0][0].text or "",
+                k[i + 2][0][0].text or "",
+                k[i + 3][0][0].text or "",
+                k[i + 4][0][0].text or "",
+                k[i + 5][0][0][0].text or "",
+                till,
+                _pvp(k[i + 6]) if n > i + 6 else None,
+                instr_id,
+                tx_id,
             )
         )
-    return Pacs009(
-        msg_id=_t(grp[q("MsgId")]),
-        created=parse_datetime(_t(grp[q("CreDtTm")])),
-        transactions=tuple(txs),
-        settlement_method=cast(Any, _t(grp[q("SttlmInf")][0])),
+    has_ctrl = len(grp) == 5
+    message = Pacs009(
+        grp[0].text or "",
+        parse_datetime(grp[1].text or ""),
+        tuple(txs),
+        cast(Any, grp[-1][0].text or ""),
     )
+    return message, (grp[2].text or "", (grp[3].text or "") if has_ctrl else None)
 
 
 def group_counts(doc: _E) -> tuple[str | None, str | None]:
@@ -327,20 +354,37 @@ def admi002(doc: _E) -> Admi002:
 _H = _Ns(HEAD_NS)
 
 
+_T_BIZSVC, _T_DUP = _H("BizSvc"), _H("PssblDplct")
+
+
 def app_header(el: _E) -> AppHeader:
-    q = _H
-    k = _kids(el)
-    dup = _opt(k, q("PssblDplct"))
+    # Fr To BizMsgIdr MsgDefIdr BizSvc? CreDt PssblDplct? Sgntr? (order fixed by the schema)
+    k = list(el)
+    n = len(k)
+    biz_svc: str | None = None
+    i = 4
+    if k[4].tag == _T_BIZSVC:
+        biz_svc = k[4].text or ""
+        i = 5
+    created = parse_datetime(k[i].text or "")
+    dup: bool | None = None
+    if n > i + 1 and k[i + 1].tag == _T_DUP:
+        dup = (k[i + 1].text or "").strip() in ("true", "1")
     return AppHeader(
-        from_bic=_t(k[q("Fr")][0][0][0]),
-        to_bic=_t(k[q("To")][0][0][0]),
-        biz_msg_id=_t(k[q("BizMsgIdr")]),
-        msg_def_id=_t(k[q("MsgDefIdr")]),
-        created=parse_datetime(_t(k[q("CreDt")])),
-        biz_svc=_opt(k, q("BizSvc")),
-        possible_duplicate=None if dup is None else dup.strip() in ("true", "1"),
+        k[0][0][0][0].text or "",
+        k[1][0][0][0].text or "",
+        k[2].text or "",
+        k[3].text or "",
+        created,
+        biz_svc,
+        dup,
     )
 
+
+COUNTED: dict[str, Callable[[_E], tuple[Message, tuple[str | None, str | None]]]] = {
+    Pacs009.MESSAGE_ID: pacs009_counted,
+}
+"""Readers that also return (NbOfTxs, CtrlSum) as written, saving the rules a second walk."""
 
 READERS: dict[str, Callable[[_E], Message]] = {
     Pacs009.MESSAGE_ID: pacs009,

@@ -120,6 +120,7 @@ def check(
     limits: RuleLimits,
     now: datetime,
     seen: DuplicateCheck | None,
+    counts: tuple[str | None, str | None] | None = None,
 ) -> None:
     msg_id = message.id
     base = "/BizMsg" if enveloped else ""
@@ -134,7 +135,7 @@ def check(
     txs = message.transactions if not isinstance(message, Admi002) else ()
     if len(txs) > limits.max_transactions:
         raise reject(AM18, f"{len(txs)} transactions, at most {limits.max_transactions}", p.doc)
-    nb, ctrl = group_counts(document)
+    nb, ctrl = group_counts(document) if counts is None else counts
     if nb is not None and int(nb) != len(txs):
         raise reject(AM18, f"NbOfTxs is {nb} but the message has {len(txs)}", p.grp("NbOfTxs"))
     amounts = _amounts(message)

@@ -9,6 +9,7 @@ parsing, a document deeper than the configured limit is refused.
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Final
@@ -55,6 +56,157 @@ def _parser() -> etree.XMLParser:
     return parser
 
 
+XS_NS: Final[str] = "http://www.w3.org/2001/XMLSchema"
+_XS = f"{{{XS_NS}}}"
+
+
+_XSD_MODELLED: Final = frozenset(
+    (
+        "schema",
+        "import",
+        "annotation",
+        "documentation",
+        "element",
+        "complexType",
+        "simpleType",
+        "sequence",
+        "choice",
+        "any",
+        "attribute",
+        "simpleContent",
+        "extension",
+        "restriction",
+        "enumeration",
+        "pattern",
+        "length",
+        "minLength",
+        "maxLength",
+        "fractionDigits",
+        "totalDigits",
+        "minInclusive",
+        "maxInclusive",
+        "minExclusive",
+        "maxExclusive",
+        "whiteSpace",
+    )
+)
+
+
+class _Unbounded(Exception):
+    """A construct the depth walk does not model (or a recursive type): no static bound."""
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaDepth:
+    """How deep a document valid against a schema can nest.
+
+    ``bound``: the deepest element level (the root is level 1) reachable through declared
+    elements, or None when there is no static bound (recursion, constructs not modelled).
+    ``open_tags``: elements whose content is a wildcard (``xs:any``): below them a valid
+    document may nest freely, so a document that holds one still needs the full depth check.
+    """
+
+    bound: int | None
+    open_tags: tuple[str, ...]
+
+
+class _Xsd:
+    """Global declarations of every XSD in SCHEMA_DIR, by (namespace, name)."""
+
+    def __init__(self) -> None:
+        self.open: set[str] = set()
+        self.elements: dict[tuple[str, str], tuple[etree._Element, str]] = {}
+        self.complex: dict[tuple[str, str], tuple[etree._Element, str]] = {}
+        self.simple: set[tuple[str, str]] = set()
+        for path in sorted(SCHEMA_DIR.glob("*.xsd")):
+            top = etree.parse(str(path), _new_parser()).getroot()
+            tns = top.get("targetNamespace") or ""
+            if top.get("elementFormDefault") != "qualified":
+                raise _Unbounded(f"{path.name}: local elements not qualified")
+            for node in top.iter():
+                # Every construct that could add content the walk does not see (derived
+                # complex types usable through xsi:type, substitution groups, groups,
+                # includes) makes the bound unknown.
+                if isinstance(node.tag, str) and node.tag[len(_XS) :] not in _XSD_MODELLED:
+                    raise _Unbounded(f"{path.name}: {node.tag} is not modelled")
+                if node.get("substitutionGroup") is not None:
+                    raise _Unbounded(f"{path.name}: substitution group")
+            for decl in top:
+                name = decl.get("name")
+                if decl.tag == _XS + "element" and name:
+                    self.elements[(tns, name)] = (decl, tns)
+                elif decl.tag == _XS + "complexType" and name:
+                    self.complex[(tns, name)] = (decl, tns)
+                elif decl.tag == _XS + "simpleType" and name:
+                    self.simple.add((tns, name))
+
+    @staticmethod
+    def qname(ref: str, at: etree._Element) -> tuple[str, str]:
+        prefix, _, local = ref.rpartition(":")
+        ns = at.nsmap.get(prefix or None)
+        if ns is None:
+            raise _Unbounded(f"unresolved prefix in {ref!r}")
+        return ns, local
+
+    def element_depth(self, decl: etree._Element, tns: str, seen: frozenset[str]) -> int:
+        ref = decl.get("ref")
+        if ref is not None:
+            decl, tns = self.elements[self.qname(ref, decl)]
+        tag = f"{{{tns}}}{decl.get('name')}"
+        type_ref = decl.get("type")
+        if type_ref is not None:
+            key = self.qname(type_ref, decl)
+            if key[0] == XS_NS or key in self.simple:
+                return 1
+            type_decl, type_ns = self.complex[key]
+            type_id = f"{{{key[0]}}}{key[1]}"
+            if type_id in seen:
+                raise _Unbounded(f"recursive type {type_id}")
+            return 1 + self.content_depth(type_decl, type_ns, tag, seen | {type_id})
+        inline = [c for c in decl if c.tag in (_XS + "complexType", _XS + "simpleType")]
+        if not inline or inline[0].tag == _XS + "simpleType":
+            return 1
+        return 1 + self.content_depth(inline[0], tns, tag, seen)
+
+    def content_depth(
+        self, node: etree._Element, tns: str, owner: str, seen: frozenset[str]
+    ) -> int:
+        deepest = 0
+        for part in node:
+            if not isinstance(part.tag, str):
+                continue
+            local = part.tag[len(_XS) :] if part.tag.startswith(_XS) else part.tag
+            if local in ("sequence", "choice", "all"):
+                deepest = max(deepest, self.content_depth(part, tns, owner, seen))
+            elif local == "element":
+                deepest = max(deepest, self.element_depth(part, tns, seen))
+            elif local == "any":
+                self.open.add(owner)
+                deepest = max(deepest, 1)
+            elif local in ("simpleContent", "attribute", "annotation"):
+                continue  # text and attributes only
+            else:
+                raise _Unbounded(f"xs:{local} is not modelled")
+        return deepest
+
+
+@cache
+def schema_depth(filename: str, root_tag: str) -> SchemaDepth:
+    """The static nesting bound of documents rooted at ``root_tag`` that are valid against
+    schema ``filename`` (computed from the XSD files, once). Lets the parser skip the depth
+    walk for a valid document when ``bound`` is within the limit and no wildcard is used."""
+    try:
+        xsd = _Xsd()
+        ns, _, name = root_tag[1:].partition("}")
+        decl, tns = xsd.elements[(ns, name)]
+        if not (SCHEMA_DIR / filename).is_file():
+            raise _Unbounded(f"unknown schema {filename}")
+        bound: int | None = xsd.element_depth(decl, tns, frozenset())
+    except (_Unbounded, KeyError):
+        return SchemaDepth(None, ())
+    return SchemaDepth(bound, tuple(sorted(xsd.open)))
+
+
 @cache
 def _depth_probe(max_depth: int) -> etree.XPath:
     # True when an element exists below max_depth levels: one compiled walk, no Python loop.
@@ -63,12 +215,21 @@ def _depth_probe(max_depth: int) -> etree.XPath:
 
 def parse_bytes(data: bytes, *, max_bytes: int, max_depth: int) -> etree._Element:
     """Untrusted bytes -> root element, or :class:`MessageRejected` (FF01)."""
+    root = parse_shallow(data, max_bytes=max_bytes)
+    check_depth(root, max_depth)
+    return root
+
+
+def parse_shallow(data: bytes, *, max_bytes: int) -> etree._Element:
+    """:func:`parse_bytes` without the depth check: the caller must run :func:`check_depth`
+    (or prove the depth bounded, see :func:`schema_depth`) before trusting the tree's shape.
+    libxml2's own nesting limit (256 levels without ``huge_tree``) still applies."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise MessageRejected(FF01, "message body must be bytes")
     if len(data) > max_bytes:
         raise MessageRejected(FF01, f"message is {len(data)} bytes, the limit is {max_bytes}")
-    raw = bytes(data)
-    if not raw.strip():
+    raw = data if type(data) is bytes else bytes(data)
+    if not raw or raw.isspace():
         raise MessageRejected(FF01, "empty message")
     if b"\x00" in raw:
         raise MessageRejected(FF01, "message must be UTF-8 (NUL byte found)")
@@ -76,18 +237,34 @@ def parse_bytes(data: bytes, *, max_bytes: int, max_depth: int) -> etree._Elemen
     if b"<!" in raw and any(marker in raw for marker in _FORBIDDEN_MARKUP):
         raise MessageRejected(FF01, "DTDs and entity declarations are not accepted")
     try:
-        root = etree.fromstring(raw, _parser())
+        return etree.fromstring(raw, _parser())
     except (etree.XMLSyntaxError, ValueError) as exc:
         raise MessageRejected(FF01, f"not well-formed XML: {exc}"[:300]) from None
-    tree = root.getroottree()
-    if _depth_probe(max_depth)(tree):
+
+
+def check_depth(root: etree._Element, max_depth: int) -> None:
+    """Refuse (FF01) a document nested deeper than ``max_depth`` levels."""
+    if _depth_probe(max_depth)(root.getroottree()):
         raise MessageRejected(FF01, f"document nesting exceeds {max_depth} levels")
-    return root
 
 
-@cache
 def schema(filename: str) -> etree.XMLSchema:
-    """The compiled usage-guideline schema ``filename``; compiled once per process."""
+    """The compiled usage-guideline schema ``filename``, for the calling thread.
+
+    An ``XMLSchema`` keeps the error log of its last run on the object, so one shared between
+    threads can report another thread's errors (or none). Each thread compiles its own copy,
+    once, on first use.
+    """
+    compiled: dict[str, etree.XMLSchema] | None = getattr(_local, "schemas", None)
+    if compiled is None:
+        compiled = _local.schemas = {}
+    validator = compiled.get(filename)
+    if validator is None:
+        validator = compiled[filename] = _compile(filename)
+    return validator
+
+
+def _compile(filename: str) -> etree.XMLSchema:
     path = SCHEMA_DIR / filename
     # Our own files, read from disk; imports resolve to sibling files, never the network.
     doc = etree.parse(str(path), _new_parser())
@@ -104,6 +281,10 @@ __all__ = [
     "ISO_NS_PREFIX",
     "PVP_NS",
     "SCHEMA_DIR",
+    "SchemaDepth",
+    "check_depth",
     "parse_bytes",
+    "parse_shallow",
     "schema",
+    "schema_depth",
 ]
