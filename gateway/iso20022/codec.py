@@ -42,6 +42,7 @@ from gateway.iso20022.models import (
     Pacs009,
     Pacs028,
     ParsedMessage,
+    trusted_constructor,
 )
 from gateway.iso20022.rules import DuplicateCheck, RuleLimits, check
 from gateway.iso20022.xmlsafe import (
@@ -57,6 +58,7 @@ from gateway.iso20022.xmlsafe import (
 )
 
 _DEFAULT_SETTINGS = Iso20022Settings()
+_new_parsed = trusted_constructor(ParsedMessage)
 
 
 def _limits(settings: Iso20022Settings) -> RuleLimits:
@@ -106,11 +108,13 @@ def parse(
                 FF01, "the envelope holds one AppHdr then one Document", xpath="/BizMsg"
             )
         header_el, doc = root[0], root[1]
-        spec = _spec_of(doc.tag, "/BizMsg/Document", root, max_depth)
+        spec = BY_DOCUMENT_TAG.get(doc.tag) or _spec_of(
+            doc.tag, "/BizMsg/Document", root, max_depth
+        )
         schema_file = ENVELOPE_SCHEMA
     else:
         header_el, doc = None, root
-        spec = _spec_of(root_tag, "/Document", root, max_depth)
+        spec = BY_DOCUMENT_TAG.get(root_tag) or _spec_of(root_tag, "/Document", root, max_depth)
         schema_file = spec.schema_file
     validator = schema(schema_file)
     if not validator(root):
@@ -152,7 +156,7 @@ def parse(
         seen=seen,
         counts=counts,
     )
-    return ParsedMessage(header, message, cert_pem is not None)
+    return _new_parsed(header, message, cert_pem is not None)
 
 
 def _spec_of(

@@ -36,6 +36,7 @@ from gateway.iso20022.models import (
     PvPTerms,
     StatusRequest,
     TransactionStatus,
+    trusted_constructor,
 )
 from gateway.iso20022.xmlsafe import HEAD_NS, ISO_NS_PREFIX
 
@@ -71,6 +72,15 @@ def parse_date(text: str) -> date:
     return date.fromisoformat(text.strip())
 
 
+# Positional constructors for checked values (see trusted_constructor). Money skips its
+# currency check: from_iso_amount has just refused any currency the gateway does not settle.
+_new_money = trusted_constructor(Money)
+_new_terms = trusted_constructor(PvPTerms)
+_new_transfer = trusted_constructor(CreditTransfer)
+_new_pacs009 = trusted_constructor(Pacs009)
+_new_header = trusted_constructor(AppHeader)
+
+
 def _money(el: _E) -> Money:
     ccy = el.get("Ccy") or ""
     return Money(from_iso_amount(_t(el), ccy), ccy)
@@ -90,7 +100,7 @@ def _pvp(splmtry: _E | None) -> PvPTerms | None:
     # SplmtryData/Envlp/PvPLock = PvPId Leg Cond Flfmt? (order fixed by the schema)
     lock = list(splmtry[-1][0])
     flfmt = (lock[3].text or "") if len(lock) == 4 else None
-    return PvPTerms(lock[0].text or "", lock[1].text or "", lock[2].text or "", flfmt)
+    return _new_terms(lock[0].text or "", lock[1].text or "", lock[2].text or "", flfmt)
 
 
 def _original(q: _Ns, k: dict[Any, _E]) -> OriginalRef:
@@ -155,10 +165,10 @@ def pacs009_counted(doc: _E) -> tuple[Pacs009, tuple[str | None, str | None]]:
             till = None
             i = 3
         append(
-            CreditTransfer(
+            _new_transfer(
                 e2e,
                 pmt[-1].text or "",
-                Money(from_iso_amount(amt.text or "", ccy), ccy),
+                _new_money(from_iso_amount(amt.text or "", ccy), ccy),
                 parse_date(k[2].text or ""),
                 k[i][0][0].text or "",
                 k[i + 1][0][0][0].text or "",
@@ -173,7 +183,7 @@ def pacs009_counted(doc: _E) -> tuple[Pacs009, tuple[str | None, str | None]]:
             )
         )
     has_ctrl = len(grp) == 5
-    message = Pacs009(
+    message = _new_pacs009(
         grp[0].text or "",
         parse_datetime(grp[1].text or ""),
         tuple(txs),
@@ -370,7 +380,7 @@ def app_header(el: _E) -> AppHeader:
     dup: bool | None = None
     if n > i + 1 and k[i + 1].tag == _T_DUP:
         dup = (k[i + 1].text or "").strip() in ("true", "1")
-    return AppHeader(
+    return _new_header(
         k[0][0][0][0].text or "",
         k[1][0][0][0].text or "",
         k[2].text or "",

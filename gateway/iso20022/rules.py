@@ -111,6 +111,15 @@ class _Paths:
         return f"{self.doc}/{self.tx_name}[{index + 1}]/{leaf}"
 
 
+# Built once: (enveloped, message id) -> paths.
+_PATHS: dict[tuple[bool, str], _Paths] = {
+    (enveloped, mid): _Paths("/BizMsg" if enveloped else "", mid)
+    for enveloped in (True, False)
+    for mid in _ROOT
+}
+_ONE_DAY = timedelta(days=1)
+
+
 def check(
     header: AppHeader | None,
     message: Message,
@@ -124,7 +133,7 @@ def check(
 ) -> None:
     msg_id = message.id
     base = "/BizMsg" if enveloped else ""
-    p = _Paths(base, message.MESSAGE_ID)
+    p = _PATHS[(bool(enveloped), message.MESSAGE_ID)]
 
     def reject(code: str, detail: str, xpath: str) -> MessageRejected:
         return MessageRejected(code, detail, xpath=xpath, msg_id=msg_id)
@@ -144,7 +153,7 @@ def check(
             declared = iso_to_minor_any(ctrl)
         except AmountError as exc:
             raise reject(AM10, exc.detail, p.grp("CtrlSum")) from None
-        if declared != sum(m.minor for m in amounts):
+        if declared != sum([m.minor for m in amounts]):
             raise reject(AM10, f"CtrlSum {ctrl} is not the sum of the amounts", p.grp("CtrlSum"))
     for i, money in enumerate(amounts):
         if money.minor <= 0:
@@ -174,19 +183,22 @@ def check(
 
 
 def _check_header(header: AppHeader, message: Message, base: str, reject: _Reject) -> None:
-    hdr = f"{base}/AppHdr"
     if header.msg_def_id != message.MESSAGE_ID:
         raise reject(
             CH16,
             f"MsgDefIdr {header.msg_def_id} but the document is {message.MESSAGE_ID}",
-            f"{hdr}/MsgDefIdr",
+            f"{base}/AppHdr/MsgDefIdr",
         )
     if not isinstance(message, Admi002) and header.biz_msg_id != message.id:
-        raise reject(CH16, "BizMsgIdr differs from the document's message id", f"{hdr}/BizMsgIdr")
+        raise reject(
+            CH16, "BizMsgIdr differs from the document's message id", f"{base}/AppHdr/BizMsgIdr"
+        )
     if isinstance(message, Camt056 | Camt029) and (
         header.from_bic != message.assigner_bic or header.to_bic != message.assignee_bic
     ):
-        raise reject(CH16, "header Fr/To differ from the assignment's Assgnr/Assgne", f"{hdr}/Fr")
+        raise reject(
+            CH16, "header Fr/To differ from the assignment's Assgnr/Assgne", f"{base}/AppHdr/Fr"
+        )
 
 
 class _Reject(Protocol):
@@ -223,11 +235,12 @@ def _check_dates(
     if header is not None and header.created > latest:
         raise reject(DT01, "header CreDt is in the future", f"{base}/AppHdr/CreDt")
     if isinstance(message, Pacs009 | Pacs004):
-        first = created.date() - timedelta(days=1)
-        last = created.date() + timedelta(days=limits.max_settlement_days)
+        day0 = created.date()
+        first = day0 - _ONE_DAY
+        last = day0 + timedelta(days=limits.max_settlement_days)
         txs: tuple[CreditTransfer | PaymentReturn, ...] = message.transactions
-        dates: list[date] = [t.settlement_date for t in txs]
-        for i, day in enumerate(dates):
+        for i, t in enumerate(txs):
+            day: date = t.settlement_date
             if not first <= day <= last:
                 raise reject(
                     DT01,

@@ -234,7 +234,8 @@ def parse_shallow(data: bytes, *, max_bytes: int) -> etree._Element:
     if b"\x00" in raw:
         raise MessageRejected(FF01, "message must be UTF-8 (NUL byte found)")
     # The parser decodes as UTF-8 whatever the declaration says, so markup is visible as bytes.
-    if b"<!" in raw and any(marker in raw for marker in _FORBIDDEN_MARKUP):
+    # ("!" first: a one-byte search is a memchr, "<!" is slow on markup full of "<".)
+    if b"!" in raw and b"<!" in raw and any(marker in raw for marker in _FORBIDDEN_MARKUP):
         raise MessageRejected(FF01, "DTDs and entity declarations are not accepted")
     try:
         return etree.fromstring(raw, _parser())
