@@ -97,7 +97,12 @@ class ConnectorSettings(_Section):
     instruction for it, so a DT participant's instruction alone makes a matched PvP."""
     sweep_interval_ms: int = 100
     redeliver_after_ms: int = 3000
-    """A decision not acknowledged (ACSC / camt.029) after this long is sent again."""
+    """A decision not acknowledged (ACSC / camt.029) after this long is sent again; each
+    further attempt waits twice as long, up to ``redeliver_cap_ms``."""
+    redeliver_cap_ms: int = 60_000
+    senders_per_network: int = 4
+    """Threads delivering outbox rows to each network (each network with its own pooled HTTP
+    client; a simulated bank's handling runs on its own threads)."""
     retry_base_ms: int = 50
     retry_cap_ms: int = 5000
     http_timeout_seconds: float = 5.0

@@ -18,8 +18,13 @@ from gateway.connector.service import Connector
 
 def serve(settings: Settings, host: str | None = None, port: int | None = None) -> int:
     """Run the connector until interrupted (``dt-gateway connector``)."""
+    import sys
+
     import uvicorn
 
+    # Many threads share the GIL; a thread holding the database's writer lock must get it
+    # back quickly, or every other writer queues behind it (5 ms default slices).
+    sys.setswitchinterval(0.0005)
     connector = Connector(settings)
     app = create_app(connector)
     print(connector.cert_pem, flush=True)  # the certificate the gateway pins

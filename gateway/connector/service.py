@@ -19,12 +19,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import queue
 import re
 import secrets
 import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -154,6 +155,24 @@ class _PvPRef:
 
 
 @dataclass(frozen=True, slots=True)
+class _PvPSecret:
+    id: str
+    deadline: int
+    condition: str
+    secret: str
+
+
+@dataclass(slots=True)
+class _Lane:
+    """Delivery to one network: a queue of outbox rows, its threads, its HTTP client."""
+
+    dest: str
+    queue: queue.SimpleQueue[Any]
+    http: httpx.Client
+    threads: list[threading.Thread] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
 class Inbound:
     status: int
     body: Any
@@ -214,11 +233,13 @@ class Connector:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._http = httpx.Client(
-            timeout=self.cfg.http_timeout_seconds,
-            limits=httpx.Limits(max_connections=20, max_keepalive_connections=20),
-        )
+        self._lanes: dict[str, _Lane] = {}
+        self._done: queue.SimpleQueue[tuple[Any, str]] = queue.SimpleQueue()
+        self._inflight: set[int] = set()  # outbox row ids handed to a lane (dispatcher only)
+        self._max_in_flight = 1024
+        self._queued_left = False  # batched mode: legs or decisions wait for a batch
         self._delayed: set[int] = set()
+        self._held_lock = threading.Lock()
         self._held: tuple[Any, int] | None = None  # a reordered row and when it was held
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -237,7 +258,10 @@ class Connector:
         self._load_networks()
         self.process_pending_inbox(older_than_ms=0)
         if threads:
-            for target, name in ((self._sender_loop, "sender"), (self._sweeper_loop, "sweeper")):
+            for target, name in (
+                (self._dispatch_loop, "dispatcher"),
+                (self._sweeper_loop, "sweeper"),
+            ):
                 t = threading.Thread(target=target, name=f"connector-{name}", daemon=True)
                 t.start()
                 self._threads.append(t)
@@ -249,7 +273,14 @@ class Connector:
         for t in self._threads:
             t.join(timeout=10)
         self._threads.clear()
-        self._http.close()
+        lanes, self._lanes = list(self._lanes.values()), {}
+        for lane in lanes:
+            for _ in lane.threads:
+                lane.queue.put(None)
+        for lane in lanes:
+            for t in lane.threads:
+                t.join(timeout=10)
+            lane.http.close()
 
     def _tx(self) -> Any:
         return self.engine.begin()
@@ -594,10 +625,12 @@ class Connector:
 
     def flush_batches(self, *, force: bool = False) -> int:
         """Batched mode: queued legs -> one multi-transaction pacs.009 per network, once
-        ``batch_max`` legs wait or the oldest waited ``batch_linger_ms``. Returns rows made."""
+        ``batch_max`` legs wait or the oldest waited ``batch_linger_ms``; queued decisions ->
+        one pacs.002 (COMMIT) or camt.056 (ABORT) per network. Returns rows made."""
         if self.cfg.batch_max <= 1:
             return 0
         made = 0
+        left = False
         cutoff = now_ms() - self.cfg.batch_linger_ms
         with self._tx() as conn:
             rows = list(
@@ -617,6 +650,7 @@ class Connector:
                     chunk = group[i : i + self.cfg.batch_max]
                     full = len(chunk) == self.cfg.batch_max
                     if not (force or full or chunk[0].created_at <= cutoff):
+                        left = True
                         continue
                     msg = Pacs009(
                         msg_id=new_id(),
@@ -630,6 +664,51 @@ class Connector:
                     for r in chunk:
                         self._update_leg(conn, r, status="instructed", pacs009_msg_id=msg.msg_id)
                     made += 1
+            made += self._flush_decisions(conn)
+        self._queued_left = left or len(rows) == self.cfg.batch_max * 20
+        return made
+
+    def _flush_decisions(self, conn: Connection) -> int:
+        rows = list(
+            conn.execute(
+                sa.select(
+                    legs,
+                    pvps.c.deadline,
+                    pvps.c.condition,
+                    pvps.c.secret,
+                    decisions.c.decision,
+                    decisions.c.reason.label("decision_reason"),
+                )
+                .join(pvps, pvps.c.id == legs.c.pvp_id)
+                .join(decisions, decisions.c.pvp_id == legs.c.pvp_id)
+                .where(legs.c.decision_queued.is_(True))
+                .order_by(decisions.c.decided_at, legs.c.pvp_id, legs.c.leg)
+                .limit(self.cfg.batch_max * 20)
+            )
+        )
+        groups: dict[tuple[str, str], list[Any]] = {}
+        for r in rows:
+            groups.setdefault((r.network_bic, r.decision), []).append(r)
+        made = 0
+        for (dest, decision), group in groups.items():
+            for i in range(0, len(group), self.cfg.batch_max):
+                chunk = group[i : i + self.cfg.batch_max]
+                items = [
+                    (_PvPSecret(r.pvp_id, r.deadline, r.condition, r.secret), r, r.decision_reason)
+                    for r in chunk
+                ]
+                msg = self._decision_message(dest, decision, items)
+                self._enqueue(conn, [r.pvp_id for r in chunk], dest, msg)
+                made += 1
+        if rows:
+            conn.execute(
+                legs.update()
+                .where(
+                    (legs.c.pvp_id == sa.bindparam("k_pvp")) & (legs.c.leg == sa.bindparam("k_leg"))
+                )
+                .values(decision_queued=False),
+                [{"k_pvp": r.pvp_id, "k_leg": r.leg} for r in rows],
+            )
         return made
 
     def _after_matched(self, pvp_id: str) -> None:
@@ -685,46 +764,134 @@ class Connector:
                 )
             )
 
-    def _sender_loop(self) -> None:
+    # --- delivery ---------------------------------------------------------------------------
+    #
+    # The *dispatcher* thread picks due outbox rows and hands each to the lane of its
+    # destination network. A lane has ``senders_per_network`` threads and its own pooled HTTP
+    # client; a simulated bank's lane runs the bank's handling and the connector's processing
+    # of its answers. Lanes report back to the dispatcher, which marks every row delivered
+    # since its last round sent in one transaction (then fires the crash points of delivery).
+
+    def _lane(self, dest: str) -> _Lane:
+        lane = self._lanes.get(dest)
+        if lane is None:
+            n = max(1, self.cfg.senders_per_network)
+            lane = _Lane(
+                dest,
+                queue.SimpleQueue(),
+                httpx.Client(
+                    timeout=self.cfg.http_timeout_seconds,
+                    limits=httpx.Limits(max_connections=n, max_keepalive_connections=n),
+                ),
+            )
+            self._lanes[dest] = lane
+            for i in range(n):
+                t = threading.Thread(
+                    target=self._lane_loop, args=(lane,), name=f"connector-send-{dest}-{i}"
+                )
+                t.daemon = True
+                t.start()
+                lane.threads.append(t)
+        return lane
+
+    def _dispatch_loop(self) -> None:
+        linger = self.cfg.batch_linger_ms / 1000
         while not self._stop.is_set():
-            self._wake.wait(timeout=0.2)
+            self._wake.wait(timeout=linger if self._queued_left else 0.2)
             self._wake.clear()
             try:
+                self._finish_delivered()
                 if self.cfg.batch_max > 1:
-                    self._stop.wait(self.cfg.batch_linger_ms / 1000)
+                    self._stop.wait(linger)
+                    self._finish_delivered()
                     self.flush_batches()
-                while self._send_due() and not self._stop.is_set():
-                    pass
+                self._dispatch_due()
             except Exception:
-                log.exception("connector sender failed; retrying")
+                log.exception("connector dispatcher failed; retrying")
                 self._stop.wait(0.2)
 
-    def _send_due(self) -> int:
+    def _dispatch_due(self) -> int:
+        """Hand the due rows not in flight to their lanes; returns how many."""
+        room = self._max_in_flight - len(self._inflight)
+        if room <= 0:
+            return 0
         now = now_ms()
         with self.engine.connect() as conn:
-            rows = list(
-                conn.execute(
-                    sa.select(outbox)
+            ids = [
+                r.id
+                for r in conn.execute(
+                    sa.select(outbox.c.id)
                     .where(outbox.c.sent_at.is_(None) & (outbox.c.available_at <= now))
                     .order_by(outbox.c.id)
-                    .limit(200)
+                    .limit(len(self._inflight) + room)
                 )
+                if r.id not in self._inflight
+            ][:room]
+            rows = (
+                list(
+                    conn.execute(
+                        sa.select(outbox).where(outbox.c.id.in_(ids)).order_by(outbox.c.id)
+                    )
+                )
+                if ids
+                else []
             )
-        held_id = self._held[0].id if self._held is not None else None
-        sent = 0
         for row in rows:
-            if self._stop.is_set():
-                break
-            if row.id == held_id:
-                if self._held is not None and now_ms() - self._held[1] > 1000:
-                    self._held = None  # nothing came after it: send it anyway
-                    sent += self._deliver(row)
+            if row.sent_at is not None:
                 continue
-            sent += self._deliver(row)
-        return sent
+            self._inflight.add(row.id)
+            self._lane(row.destination_bic).queue.put(row)
+        return len(rows)
 
-    def _deliver(self, row: Any) -> int:
-        """Deliver one row, faults applied. Returns 1 when something was delivered."""
+    def _lane_loop(self, lane: _Lane) -> None:
+        while True:
+            row = lane.queue.get()
+            if row is None:
+                return
+            try:
+                outcome = self._deliver(row, lane)
+            except Exception:
+                log.exception("delivery of outbox row %s failed", row.id)
+                outcome = "retry"
+            self._done.put((row, outcome))
+            self._wake.set()
+
+    def _finish_delivered(self) -> None:
+        done: list[tuple[Any, str]] = []
+        while True:
+            try:
+                done.append(self._done.get_nowait())
+            except queue.Empty:
+                break
+        sent = [row for row, outcome in done if outcome == "sent"]
+        if sent:
+            at = now_ms()
+            with self._tx() as conn:
+                conn.execute(
+                    outbox.update()
+                    .where(outbox.c.id == sa.bindparam("row_id"))
+                    .values(sent_at=at, attempts=sa.bindparam("new_attempts")),
+                    [{"row_id": r.id, "new_attempts": r.attempts + 1} for r in sent],
+                )
+        for row, outcome in done:
+            if outcome != "held":
+                self._inflight.discard(row.id)
+        for row in sent:
+            step = "sent_pacs009" if row.msg_def_id == PACS009 else "sent_decision"
+            if row.msg_def_id in (PACS009, "pacs.002.001.10", "camt.056.001.08"):
+                crash_point(f"connector.{step}", self.settings.faults)
+                self.faults.crash_after(step, row.pvp_id)
+        with self._held_lock:
+            held = self._held
+            if held is not None and (
+                any(r.id != held[0].id for r in sent) or now_ms() - held[1] > 1000
+            ):
+                # Something was delivered after it (or nothing came for a second): send it now.
+                self._held = None
+                self._inflight.discard(held[0].id)
+
+    def _deliver(self, row: Any, lane: _Lane) -> str:
+        """Deliver one row, faults applied: ``sent``, ``retry`` (rescheduled) or ``held``."""
         f = self.faults
         kw = {
             "pvp_id": row.pvp_id,
@@ -734,36 +901,24 @@ class Connector:
         if row.id not in self._delayed and (rule := f.fire("delay", **kw)) is not None:
             self._delayed.add(row.id)
             self._reschedule(row, rule.delay_ms, attempts=row.attempts, error="fault: delay")
-            return 0
-        if self._held is None and f.fire("reorder", **kw) is not None:
-            self._held = (row, now_ms())
-            return 0
+            return "retry"
+        with self._held_lock:
+            if self._held is None and f.fire("reorder", **kw) is not None:
+                self._held = (row, now_ms())
+                return "held"
         if f.fire("drop", **kw) is not None:
             self._reschedule(row, self._backoff(row.attempts + 1), row.attempts + 1, "fault: drop")
-            return 0
+            return "retry"
         copies = 2 if f.fire("duplicate", **kw) is not None else 1
         try:
             for _ in range(copies):
-                self._transmit(row)
+                self._transmit(row, lane)
         except Exception as exc:
             log.warning("delivery of %s %s failed: %s", row.msg_def_id, row.msg_id, exc)
             self._reschedule(row, self._backoff(row.attempts + 1), row.attempts + 1, str(exc))
-            return 0
-        with self._tx() as conn:
-            conn.execute(
-                outbox.update()
-                .where(outbox.c.id == row.id)
-                .values(sent_at=now_ms(), attempts=row.attempts + 1)
-            )
+            return "retry"
         self._delayed.discard(row.id)
-        step = "sent_pacs009" if row.msg_def_id == PACS009 else "sent_decision"
-        if row.msg_def_id in (PACS009, "pacs.002.001.10", "camt.056.001.08"):
-            crash_point(f"connector.{step}", self.settings.faults)
-            f.crash_after(step, row.pvp_id)
-        if self._held is not None and self._held[0].id != row.id:
-            held, self._held = self._held[0], None
-            self._deliver(held)
-        return 1
+        return "sent"
 
     def _backoff(self, attempts: int) -> int:
         return int(min(self.cfg.retry_cap_ms, self.cfg.retry_base_ms * 2 ** max(0, attempts - 1)))
@@ -776,15 +931,14 @@ class Connector:
                 .values(available_at=now_ms() + delay_ms, attempts=attempts, last_error=error[:500])
             )
 
-    def _transmit(self, row: Any) -> None:
+    def _transmit(self, row: Any, lane: _Lane) -> None:
         net = self._network(row.destination_bic)
         if net is None:
             raise RuntimeError(f"no network registered for {row.destination_bic}")
         if net.endpoint is None:
-            for answer in self.sim.handle(row.payload, net.bic):
-                self.receive_trusted(answer, net.bic)
+            self._deliver_simulated(row.payload, net.bic)
             return
-        resp = self._http.post(
+        resp = lane.http.post(
             net.endpoint.rstrip("/") + "/iso20022/messages",
             content=row.payload,
             headers={"Content-Type": "application/xml"},
@@ -824,6 +978,29 @@ class Connector:
             log.warning("refused a message from %s: %r", sender, exc)
             return self._reject(exc, sender)
 
+    def _deliver_simulated(self, raw: bytes, bic: str) -> None:
+        """The simulated bank handles the message and the connector processes its answers in
+        one transaction: all of it happens, or none (and the row is delivered again)."""
+        after: list[Callable[[], None]] = []
+        with self._tx() as conn:
+            for answer in self.sim.handle(raw, bic, conn=conn):
+                try:
+                    parsed = parse(answer, settings=self.settings.iso20022)
+                except MessageRejected as exc:
+                    log.error("simulated %s sent an invalid message: %r", bic, exc)
+                    continue
+                msg = parsed.message
+                sha = hashlib.sha256(answer).hexdigest()
+                inbox_id = self._store_inbound(conn, msg, bic, sha, answer)
+                if inbox_id is not None:
+                    self._process(conn, msg, bic, answer, after)
+                    conn.execute(
+                        inbox.update().where(inbox.c.id == inbox_id).values(processed=True)
+                    )
+        for action in after:
+            action()
+        self._wake.set()
+
     def receive_trusted(self, raw: bytes, sender: str) -> None:
         """An answer of a simulated network (in process: validated, not signed)."""
         try:
@@ -833,36 +1010,62 @@ class Connector:
             log.error("simulated %s sent an invalid message: %r", sender, exc)
 
     def _accept(self, parsed: ParsedMessage, sender: str, raw: bytes) -> Inbound:
+        """Store the message and process it in one transaction (one commit before the 202);
+        if processing fails, store it alone: the sweeper processes it later."""
         msg = parsed.message
         sha = hashlib.sha256(raw).hexdigest()
         ack = {"msg_id": msg.id, "sha256": sha, "duplicate": False}
-        with self._tx() as conn:
-            old = conn.execute(
-                sa.select(inbox.c.sha256).where(
-                    (inbox.c.sender_bic == sender)
-                    & (inbox.c.msg_def_id == msg.MESSAGE_ID)
-                    & (inbox.c.msg_id == msg.id)
-                )
-            ).first()
-            if old is not None:
-                if old.sha256 != sha:
-                    raise MessageRejected(
-                        "DU01", "message id already received with other content", msg_id=msg.id
-                    )
-                return Inbound(202, {**ack, "duplicate": True})
-            inbox_id = conn.execute(
-                inbox.insert().values(
-                    sender_bic=sender,
-                    msg_def_id=msg.MESSAGE_ID,
-                    msg_id=msg.id,
-                    sha256=sha,
-                    raw=raw,
-                    received_at=now_ms(),
-                    processed=False,
-                )
-            ).inserted_primary_key[0]
-        self._process_inbox_row(int(inbox_id), parsed, sender, raw)
+        after: list[Callable[[], None]] = []
+        try:
+            with self._tx() as conn:
+                inbox_id = self._store_inbound(conn, msg, sender, sha, raw)
+                if inbox_id is None:
+                    return Inbound(202, {**ack, "duplicate": True})
+                self._process(conn, msg, sender, raw, after)
+                conn.execute(inbox.update().where(inbox.c.id == inbox_id).values(processed=True))
+        except MessageRejected:
+            raise
+        except Exception:
+            log.exception("processing inbound %s %s failed; stored for a retry", msg.id, sender)
+            with self._tx() as conn:
+                if self._store_inbound(conn, msg, sender, sha, raw) is None:
+                    return Inbound(202, {**ack, "duplicate": True})
+            return Inbound(202, ack)
+        for action in after:
+            action()
+        self._wake.set()
         return Inbound(202, ack)
+
+    def _store_inbound(
+        self, conn: Connection, msg: Message, sender: str, sha: str, raw: bytes
+    ) -> int | None:
+        """The new inbox row's id; None for the same bytes again; DU01 for other bytes."""
+        old = conn.execute(
+            sa.select(inbox.c.sha256).where(
+                (inbox.c.sender_bic == sender)
+                & (inbox.c.msg_def_id == msg.MESSAGE_ID)
+                & (inbox.c.msg_id == msg.id)
+            )
+        ).first()
+        if old is not None:
+            if old.sha256 != sha:
+                raise MessageRejected(
+                    "DU01", "message id already received with other content", msg_id=msg.id
+                )
+            return None
+        inbox_id = conn.execute(
+            inbox.insert().values(
+                sender_bic=sender,
+                msg_def_id=msg.MESSAGE_ID,
+                msg_id=msg.id,
+                sha256=sha,
+                raw=raw,
+                received_at=now_ms(),
+                processed=False,
+            )
+        ).inserted_primary_key
+        assert inbox_id is not None
+        return int(inbox_id[0])
 
     def process_pending_inbox(self, older_than_ms: int) -> None:
         cutoff = now_ms() - older_than_ms
@@ -1086,34 +1289,52 @@ class Connector:
             original=self._original(leg), status="RJCT", reason=reason or "NARR"
         )
 
+    def _redeliver_at(self, leg: Any) -> int:
+        """Exponential backoff of re-sending a decision: it does not pile up under backlog."""
+        wait = self.cfg.redeliver_after_ms * 2 ** min(int(leg.redeliveries or 0), 16)
+        return now_ms() + int(min(self.cfg.redeliver_cap_ms, wait))
+
+    def _cancellation(self, pvp: Any, leg: Any, reason: str | None) -> CancellationRequest:
+        return CancellationRequest(
+            cancellation_id=new_id("X"),
+            original=self._original(leg),
+            amount=Money(leg.amount, leg.currency),
+            settlement_date=ms_to_dt(pvp.deadline).date(),
+            reason=reason if reason and re.fullmatch(r"[A-Z0-9]{4}", reason) else None,
+        )
+
+    def _decision_message(
+        self, dest: str, decision: str, items: list[tuple[Any, Any, str | None]]
+    ) -> Message:
+        """One pacs.002 (COMMIT: ACSP + fulfilment) or camt.056 (ABORT) for (pvp, leg, reason)
+        items, all to the network ``dest``."""
+        if decision == "COMMIT":
+            return Pacs002(
+                msg_id=new_id(),
+                created=datetime.now(UTC),
+                transactions=tuple(
+                    self._decision_status(p, leg, decision, r) for p, leg, r in items
+                ),
+            )
+        return Camt056(
+            assignment_id=new_id(),
+            assigner_bic=self.bic,
+            assignee_bic=dest,
+            created=datetime.now(UTC),
+            transactions=tuple(self._cancellation(p, leg, r) for p, leg, r in items),
+        )
+
     def _send_decision(
         self, conn: Connection, pvp: Any, leg: Any, decision: str, reason: str | None
     ) -> None:
-        msg: Message
-        if decision == "COMMIT":
-            msg = Pacs002(
-                msg_id=new_id(),
-                created=datetime.now(UTC),
-                transactions=(self._decision_status(pvp, leg, decision, reason),),
-            )
-        else:
-            msg = Camt056(
-                assignment_id=new_id(),
-                assigner_bic=self.bic,
-                assignee_bic=leg.network_bic,
-                created=datetime.now(UTC),
-                transactions=(
-                    CancellationRequest(
-                        cancellation_id=new_id("X"),
-                        original=self._original(leg),
-                        amount=Money(leg.amount, leg.currency),
-                        settlement_date=ms_to_dt(pvp.deadline).date(),
-                        reason=reason if reason and re.fullmatch(r"[A-Z0-9]{4}", reason) else None,
-                    ),
-                ),
-            )
+        at = {"decision_sent_at": now_ms(), "redeliver_at": self._redeliver_at(leg)}
+        if self.cfg.batch_max > 1:
+            # Grouped with other decisions to the same network by flush_batches.
+            self._update_leg(conn, leg, decision_queued=True, **at)
+            return
+        msg = self._decision_message(leg.network_bic, decision, [(pvp, leg, reason)])
         self._enqueue(conn, [pvp.id], leg.network_bic, msg)
-        self._update_leg(conn, leg, decision_sent_at=now_ms())
+        self._update_leg(conn, leg, **at)
 
     def _maybe_complete(self, conn: Connection, pvp_id: str) -> None:
         pending = conn.execute(
@@ -1197,17 +1418,27 @@ class Connector:
                     .where(
                         pvps.c.state.in_(("committed", "aborted"))
                         & legs.c.acknowledged.is_(False)
-                        & (legs.c.decision_sent_at <= now - self.cfg.redeliver_after_ms)
+                        & (
+                            (legs.c.redeliver_at <= now)
+                            | (
+                                legs.c.redeliver_at.is_(None)
+                                & (legs.c.decision_sent_at <= now - self.cfg.redeliver_after_ms)
+                            )
+                        )
                     )
                     .limit(500)
                 )
             )
         for pvp_id in overdue:
             self.abort_if_overdue(pvp_id)
-        for pvp_id, leg_name in stale:
-            self._redeliver(pvp_id, leg_name)
+        if stale:
+            with self._tx() as conn:  # one transaction for the lot
+                for pvp_id, leg_name in stale:
+                    self._redeliver_in(conn, pvp_id, leg_name)
+            self._wake.set()
         self.process_pending_inbox(older_than_ms=2000)
-        if self._held is not None and now_ms() - self._held[1] > 1000:
+        held = self._held
+        if held is not None and now_ms() - held[1] > 1000:
             self._wake.set()
 
     def abort_if_overdue(self, pvp_id: str) -> None:
@@ -1226,26 +1457,36 @@ class Connector:
 
     def _redeliver(self, pvp_id: str, leg_name: str) -> None:
         with self._tx() as conn:
-            pvp = conn.execute(sa.select(pvps).where(pvps.c.id == pvp_id)).one()
-            leg = conn.execute(
-                sa.select(legs).where((legs.c.pvp_id == pvp_id) & (legs.c.leg == leg_name))
-            ).one()
-            unsent = conn.execute(
-                sa.select(sa.func.count()).where(
-                    (outbox.c.pvp_id == pvp_id)
-                    & (outbox.c.destination_bic == leg.network_bic)
-                    & outbox.c.sent_at.is_(None)
-                )
-            ).scalar_one()
-            decision = self._decision(conn, pvp_id)
-            if leg.acknowledged or decision is None:
-                return
-            if unsent:
-                self._update_leg(conn, leg, decision_sent_at=now_ms())
-                return
-            log.info("PvP %s: re-sending %s to %s", pvp_id, decision.decision, leg.network_bic)
-            self._send_decision(conn, pvp, leg, decision.decision, decision.reason)
+            self._redeliver_in(conn, pvp_id, leg_name)
         self._wake.set()
+
+    def _redeliver_in(self, conn: Connection, pvp_id: str, leg_name: str) -> None:
+        pvp = conn.execute(sa.select(pvps).where(pvps.c.id == pvp_id)).one()
+        leg = conn.execute(
+            sa.select(legs).where((legs.c.pvp_id == pvp_id) & (legs.c.leg == leg_name))
+        ).one()
+        unsent = conn.execute(
+            sa.select(sa.func.count()).where(
+                (outbox.c.pvp_id == pvp_id)
+                & (outbox.c.destination_bic == leg.network_bic)
+                & outbox.c.sent_at.is_(None)
+            )
+        ).scalar_one()
+        decision = self._decision(conn, pvp_id)
+        if leg.acknowledged or decision is None:
+            return
+        if unsent or leg.decision_queued:
+            # Not even sent yet (a backlog): wait another period, no new message.
+            self._update_leg(
+                conn, leg, decision_sent_at=now_ms(), redeliver_at=self._redeliver_at(leg)
+            )
+            return
+        log.info("PvP %s: re-sending %s to %s", pvp_id, decision.decision, leg.network_bic)
+        self._update_leg(conn, leg, redeliveries=leg.redeliveries + 1)
+        leg = conn.execute(
+            sa.select(legs).where((legs.c.pvp_id == pvp_id) & (legs.c.leg == leg_name))
+        ).one()
+        self._send_decision(conn, pvp, leg, decision.decision, decision.reason)
 
     # --- queries ----------------------------------------------------------------------------
 

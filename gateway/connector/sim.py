@@ -180,8 +180,9 @@ class SimulatedNetworks:
 
     # --- messages ---------------------------------------------------------------------------
 
-    def handle(self, raw: bytes, bic: str) -> list[bytes]:
-        """One envelope addressed to the simulated bank ``bic`` -> its answers (envelopes)."""
+    def handle(self, raw: bytes, bic: str, conn: Connection | None = None) -> list[bytes]:
+        """One envelope addressed to the simulated bank ``bic`` -> its answers (envelopes),
+        in the caller's transaction ``conn`` if given, else in its own."""
         currency = self.by_bic[bic]
         try:
             parsed = parse(raw)
@@ -190,18 +191,20 @@ class SimulatedNetworks:
             log.error("simulated %s refused a message: %s", currency, exc)
             return []
         msg = parsed.message
+        if conn is None:
+            with self.engine.begin() as own:
+                return self.handle(raw, bic, own)
         answers: list[Message] = []
-        with self.engine.begin() as conn:
-            if isinstance(msg, Pacs009):
-                answers.append(self._on_pacs009(conn, currency, msg))
-            elif isinstance(msg, Pacs002):
-                answers.append(self._on_pacs002(conn, currency, msg))
-            elif isinstance(msg, Camt056):
-                answers.extend(self._on_camt056(conn, currency, bic, msg))
-            elif isinstance(msg, Pacs028):
-                answers.append(self._on_pacs028(conn, msg))
-            else:
-                log.info("simulated %s ignores %s", currency, msg.MESSAGE_ID)
+        if isinstance(msg, Pacs009):
+            answers.append(self._on_pacs009(conn, currency, msg))
+        elif isinstance(msg, Pacs002):
+            answers.append(self._on_pacs002(conn, currency, msg))
+        elif isinstance(msg, Camt056):
+            answers.extend(self._on_camt056(conn, currency, bic, msg))
+        elif isinstance(msg, Pacs028):
+            answers.append(self._on_pacs028(conn, msg))
+        else:
+            log.info("simulated %s ignores %s", currency, msg.MESSAGE_ID)
         return [build(a, header_for(a, from_bic=bic, to_bic=self.connector_bic)) for a in answers]
 
     def _lock_row(self, conn: Connection, uetr: str) -> Any:
@@ -312,6 +315,7 @@ class SimulatedNetworks:
 
     def _on_camt056(self, conn: Connection, currency: str, bic: str, msg: Camt056) -> list[Camt029]:
         answers: list[Camt029] = []
+        resolutions: list[CancellationResolution] = []
         for tx in msg.transactions:
             row = self._lock_row(conn, tx.original.uetr)
             if row is None:
@@ -336,22 +340,27 @@ class SimulatedNetworks:
                     sim_locks.update().where(sim_locks.c.uetr == row.uetr).values(state="released")
                 )
             refused = row is not None and row.state == "committed"
-            answers.append(
-                Camt029(
-                    assignment_id=new_id(),
-                    assigner_bic=bic,
-                    assignee_bic=self.connector_bic,
-                    created=datetime.now(UTC),
-                    confirmation="RJCR" if refused else "CNCL",
-                    transactions=(
-                        CancellationResolution(
-                            original=tx.original,
-                            status="RJCR" if refused else "ACCR",
-                            reason="ARDT" if refused else None,
-                        ),
-                    ),
+            resolutions.append(
+                CancellationResolution(
+                    original=tx.original,
+                    status="RJCR" if refused else "ACCR",
+                    reason="ARDT" if refused else None,
                 )
             )
+        # One camt.029 per confirmation (CNCL / RJCR), each answering all its transactions.
+        for confirmation, status in (("CNCL", "ACCR"), ("RJCR", "RJCR")):
+            group = tuple(r for r in resolutions if r.status == status)
+            if group:
+                answers.append(
+                    Camt029(
+                        assignment_id=new_id(),
+                        assigner_bic=bic,
+                        assignee_bic=self.connector_bic,
+                        created=datetime.now(UTC),
+                        confirmation=confirmation,  # type: ignore[arg-type]
+                        transactions=group,
+                    )
+                )
         return answers
 
     def _on_pacs028(self, conn: Connection, msg: Pacs028) -> Pacs002:

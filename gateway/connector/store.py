@@ -13,6 +13,8 @@ Invariants the store enforces itself:
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
+
+log = logging.getLogger(__name__)
 
 metadata = sa.MetaData()
 
@@ -104,6 +108,14 @@ legs = sa.Table(
     sa.Column("acknowledged", sa.Boolean, nullable=False, default=False),
     # The network acknowledged the decision (ACSC or camt.029).
     sa.Column("decision_sent_at", sa.BigInteger, nullable=True),
+    # Batched mode: the decision waits to be grouped into one message per network.
+    sa.Column("decision_queued", sa.Boolean, nullable=False, default=False),
+    # When an unacknowledged decision is sent again (exponential backoff), and how often it was.
+    sa.Column("redeliver_at", sa.BigInteger, nullable=True),
+    sa.Column("redeliveries", sa.Integer, nullable=False, default=0),
+    sa.Index("ix_legs_status", "status"),
+    sa.Index("ix_legs_decision_queued", "decision_queued"),
+    sa.Index("ix_legs_redeliver", "acknowledged", "redeliver_at"),
 )
 
 inbox = sa.Table(
@@ -150,6 +162,7 @@ outbox = sa.Table(
     sa.Column("sent_at", sa.BigInteger, nullable=True),
     sa.Column("last_error", sa.String(500), nullable=True),
     sa.Index("ix_outbox_due", "sent_at", "available_at"),
+    sa.Index("ix_outbox_pvp", "pvp_id"),
 )
 
 # --- the simulated foreign central banks' ledgers ----------------------------------------
@@ -243,9 +256,26 @@ def make_engine(url: str, *, busy_timeout_ms: int = 10_000) -> Engine:
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
 
+        # One writer at a time in this process, queued on a lock instead of SQLite's busy
+        # handler (which sleeps 1, 2, 5, 10 ... ms between attempts: with a dozen threads
+        # contending, most of their time went there). Held from BEGIN until the connection
+        # goes back to the pool, i.e. after its COMMIT or ROLLBACK; reentrant for a thread
+        # that opens a second connection while holding one.
+        writer = threading.RLock()
+
         @event.listens_for(engine, "begin")
         def _begin(conn: Connection) -> None:
+            writer.acquire()
+            conn.info["writer_holds"] = conn.info.get("writer_holds", 0) + 1
             conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        @event.listens_for(engine, "checkin")
+        def _checkin(_dbapi_conn: Any, record: Any) -> None:
+            for _ in range(record.info.pop("writer_holds", 0)):
+                try:
+                    writer.release()
+                except RuntimeError:  # checked in by another thread (garbage collected)
+                    log.error("connector store: a connection was returned by another thread")
 
         return engine
     if url.startswith("postgresql://"):
@@ -253,8 +283,24 @@ def make_engine(url: str, *, busy_timeout_ms: int = 10_000) -> Engine:
     return sa.create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
 
 
+# Columns added after the first release: (table, column, DDL type and default).
+_ADDED_COLUMNS = (
+    ("legs", "decision_queued", "BOOLEAN NOT NULL DEFAULT FALSE"),
+    ("legs", "redeliver_at", "BIGINT"),
+    ("legs", "redeliveries", "INTEGER NOT NULL DEFAULT 0"),
+)
+
+
 def create_schema(engine: Engine) -> None:
     metadata.create_all(engine)
+    with engine.begin() as conn:
+        inspector = sa.inspect(conn)
+        for table, column, ddl in _ADDED_COLUMNS:
+            if column not in {c["name"] for c in inspector.get_columns(table)}:
+                conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}")
+        for tbl in metadata.sorted_tables:
+            for index in tbl.indexes:
+                index.create(conn, checkfirst=True)
     with engine.begin() as conn:
         for ddl in _SQLITE_TRIGGERS if engine.dialect.name == "sqlite" else _PG_TRIGGERS:
             conn.exec_driver_sql(ddl)

@@ -141,7 +141,12 @@ def _at(value: str) -> float:
 
 def _settled_at(world: PvPWorld, pvp_id: str) -> float:
     """When the connector recorded the last ACSC of the PvP (both legs settled)."""
+    end = time.monotonic() + 30
     view = world.connector_pvp(pvp_id)
+    while view["state"] == "committed" and time.monotonic() < end:
+        # Both ledgers moved; the connector may not have recorded the last ACSC yet.
+        time.sleep(0.05)
+        view = world.connector_pvp(pvp_id)
     if view["state"] != "settled":
         raise SystemExit(f"PvP {pvp_id} ended {view['state']}: {view['decision']}")
     ats = [
