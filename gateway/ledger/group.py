@@ -16,8 +16,8 @@ it in the group:
 - any other failure (the database refusing a write, the commit failing) rolls the group back
   and runs each of its operations alone, so one bad operation cannot take others down.
 
-With a single caller the group is one operation, so latency stays that of a plain commit plus a
-thread hand-off.
+With a single caller the group is one operation, committed in the caller's own thread, so latency
+stays that of a plain commit.
 """
 
 from __future__ import annotations
@@ -51,70 +51,66 @@ class _Pending:
 
 
 class GroupCommitter:
-    """Thread-safe: call :meth:`submit` from any number of threads."""
+    """Thread-safe: call :meth:`submit` from any number of threads.
+
+    There is no committer thread: the caller that finds no group in flight becomes the leader,
+    takes everything queued (its own operation included), commits it and hands over. A lone
+    caller therefore commits in its own thread, with no hand-off; callers that arrive while a
+    group commits queue up and form the next group.
+    """
 
     def __init__(self, uow_factory: Callable[[], UnitOfWork], *, max_group: int = 256) -> None:
         self._uow_factory = uow_factory
         self._max_group = max_group
         self._queue: deque[_Pending] = deque()
-        self._wake = threading.Condition()
-        self._thread: threading.Thread | None = None
+        self._cond = threading.Condition()
+        self._leading = False
         self._stopping = False
         self.groups = 0
         self.operations = 0
 
-    def submit(self, op: Operation, now: datetime | None = None, timeout: float = 60.0) -> Result:
+    def submit(self, op: Operation, now: datetime | None = None) -> Result:
         """Apply ``op`` durably and return its result, or raise its error."""
         item = _Pending(op, now)
-        with self._wake:
+        with self._cond:
             if self._stopping:
                 raise Unavailable("the ledger committer is stopping")
-            self._ensure_thread()
             self._queue.append(item)
-            self._wake.notify()
-        if not item.done.wait(timeout):
-            raise Unavailable("the ledger did not answer in time; retry with the same id")
+        while True:
+            with self._cond:
+                while self._leading and not item.done.is_set():
+                    self._cond.wait()
+                if item.done.is_set():
+                    break
+                self._leading = True
+                group: list[_Pending] = []
+                while self._queue and len(group) < self._max_group:
+                    group.append(self._queue.popleft())
+            try:
+                self._commit_or_fail(group)
+            finally:
+                with self._cond:
+                    self._leading = False
+                    self._cond.notify_all()
         if item.error is not None:
             raise item.error
         assert item.result is not None
         return item.result
 
     def stop(self) -> None:
-        with self._wake:
+        """Refuse new operations; those already queued are still committed by their callers."""
+        with self._cond:
             self._stopping = True
-            self._wake.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
 
-    # committer thread -----------------------------------------------------------------
-
-    def _ensure_thread(self) -> None:
-        if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(target=self._run, name="ledger-commit", daemon=True)
-            self._thread.start()
-
-    def _take(self) -> list[_Pending]:
-        with self._wake:
-            while not self._queue and not self._stopping:
-                self._wake.wait()
-            group: list[_Pending] = []
-            while self._queue and len(group) < self._max_group:
-                group.append(self._queue.popleft())
-            return group
-
-    def _run(self) -> None:
-        while True:
-            group = self._take()
-            if not group:
-                return  # stopping and drained
-            try:
-                self._commit(group)
-            except BaseException as exc:  # never leave a caller waiting
-                log.exception("ledger group commit failed")
-                for item in group:
-                    if not item.done.is_set():
-                        item.error = exc
-                        item.done.set()
+    def _commit_or_fail(self, group: list[_Pending]) -> None:
+        try:
+            self._commit(group)
+        except BaseException as exc:  # never leave a caller waiting
+            log.exception("ledger group commit failed")
+            for item in group:
+                if not item.done.is_set():
+                    item.error = exc
+                    item.done.set()
 
     def _commit(self, group: list[_Pending]) -> None:
         uow = self._uow_factory()
