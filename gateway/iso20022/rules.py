@@ -131,6 +131,9 @@ def check(
     seen: DuplicateCheck | None,
     counts: tuple[str | None, str | None] | None = None,
 ) -> None:
+    if type(message) is Pacs009:
+        _check_pacs009(header, message, document, enveloped, limits, now, seen, counts)
+        return
     msg_id = message.id
     base = "/BizMsg" if enveloped else ""
     p = _PATHS[(bool(enveloped), message.MESSAGE_ID)]
@@ -169,6 +172,18 @@ def check(
 
     if seen is None or isinstance(message, Admi002):
         return
+    _check_seen(seen, header, message, msg_id, uetrs, base, p)
+
+
+def _check_seen(
+    seen: DuplicateCheck,
+    header: AppHeader | None,
+    message: Message,
+    msg_id: str,
+    uetrs: list[str],
+    base: str,
+    p: _Paths,
+) -> None:
     sender = header.from_bic if header is not None else None
     if seen.message_seen(sender, message.MESSAGE_ID, msg_id):
         xpath = f"{base}/AppHdr/BizMsgIdr" if header is not None else p.grp("MsgId")
@@ -180,6 +195,121 @@ def check(
             raise DuplicateMessage(
                 AM05, f"UETR {uetr} already instructed", xpath=p.tx(i, "PmtId/UETR"), msg_id=msg_id
             )
+
+
+_PACS009 = Pacs009.MESSAGE_ID
+
+
+def _check_pacs009(
+    header: AppHeader | None,
+    message: Pacs009,
+    document: etree._Element,
+    enveloped: bool,
+    limits: RuleLimits,
+    now: datetime,
+    seen: DuplicateCheck | None,
+    counts: tuple[str | None, str | None] | None,
+) -> None:
+    """:func:`check` for pacs.009 (the hot message): the same rules, in the same order, with
+    the same codes and XPaths; one pass over the transactions collects what the amount, PvP
+    and UETR rules need (the pass itself cannot fail, so only the order of raising matters).
+    """
+    msg_id = message.msg_id
+    base = "/BizMsg" if enveloped else ""
+    p = _PATHS[(bool(enveloped), _PACS009)]
+    if header is not None:
+        if header.msg_def_id != _PACS009:
+            raise MessageRejected(
+                CH16,
+                f"MsgDefIdr {header.msg_def_id} but the document is {_PACS009}",
+                xpath=f"{base}/AppHdr/MsgDefIdr",
+                msg_id=msg_id,
+            )
+        if header.biz_msg_id != msg_id:
+            raise MessageRejected(
+                CH16,
+                "BizMsgIdr differs from the document's message id",
+                xpath=f"{base}/AppHdr/BizMsgIdr",
+                msg_id=msg_id,
+            )
+    txs = message.transactions
+    n = len(txs)
+    if n > limits.max_transactions:
+        raise MessageRejected(
+            AM18, f"{n} transactions, at most {limits.max_transactions}", xpath=p.doc, msg_id=msg_id
+        )
+    nb, ctrl = group_counts(document) if counts is None else counts
+    if nb is not None and int(nb) != n:
+        raise MessageRejected(
+            AM18,
+            f"NbOfTxs is {nb} but the message has {n}",
+            xpath=p.grp("NbOfTxs"),
+            msg_id=msg_id,
+        )
+    total = 0
+    not_positive = fulfilled = -1
+    uetrs: list[str] = []
+    for i, t in enumerate(txs):
+        minor = t.amount.minor
+        total += minor
+        if minor <= 0 and not_positive < 0:
+            not_positive = i
+        terms = t.pvp
+        if terms is not None and terms.fulfilment is not None and fulfilled < 0:
+            fulfilled = i
+        uetrs.append(t.uetr)
+    if ctrl is not None:
+        try:
+            declared = iso_to_minor_any(ctrl)
+        except AmountError as exc:
+            raise MessageRejected(AM10, exc.detail, xpath=p.grp("CtrlSum"), msg_id=msg_id) from None
+        if declared != total:
+            raise MessageRejected(
+                AM10,
+                f"CtrlSum {ctrl} is not the sum of the amounts",
+                xpath=p.grp("CtrlSum"),
+                msg_id=msg_id,
+            )
+    if not_positive >= 0:
+        raise MessageRejected(
+            AM12, "amounts must be positive", xpath=p.tx(not_positive, "Amt"), msg_id=msg_id
+        )
+    latest = now + limits.max_clock_skew
+    created = message.created
+    if created > latest:
+        raise MessageRejected(
+            DT01, "creation date-time is in the future", xpath=p.grp("CreDtTm"), msg_id=msg_id
+        )
+    if header is not None and header.created > latest:
+        raise MessageRejected(
+            DT01, "header CreDt is in the future", xpath=f"{base}/AppHdr/CreDt", msg_id=msg_id
+        )
+    day0 = created.date()
+    first = day0 - _ONE_DAY
+    last = day0 + timedelta(days=limits.max_settlement_days)
+    for i, t in enumerate(txs):
+        day = t.settlement_date
+        if not first <= day <= last:
+            raise MessageRejected(
+                DT01,
+                f"settlement date {day} is outside [{first}, {last}]",
+                xpath=p.tx(i, "IntrBkSttlmDt"),
+                msg_id=msg_id,
+            )
+    if fulfilled >= 0:
+        raise MessageRejected(
+            CH16,
+            "an instruction never carries the fulfilment",
+            xpath=p.tx(fulfilled, "SplmtryData/Envlp/PvPLock/Flfmt"),
+            msg_id=msg_id,
+        )
+    if len(set(uetrs)) != n:
+        dup = next(i for i, u in enumerate(uetrs) if uetrs.index(u) != i)
+        raise MessageRejected(
+            AM05, f"UETR {uetrs[dup]} appears twice", xpath=p.tx(dup, "PmtId/UETR"), msg_id=msg_id
+        )
+    if seen is not None:
+        _check_seen(seen, header, message, msg_id, uetrs, base, p)
 
 
 def _check_header(header: AppHeader, message: Message, base: str, reject: _Reject) -> None:
