@@ -192,6 +192,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="latency run length")
     parser.add_argument("--batch-max", type=int, default=100)
     parser.add_argument(
+        "--senders", type=int, help="the connector's senders_per_network (default: its own)"
+    )
+    parser.add_argument(
         "--connector-db", help="the connector's database URL (default: a SQLite file)"
     )
     args = parser.parse_args()
@@ -208,6 +211,11 @@ def main() -> None:
             "DT_GATEWAY_CONNECTOR__RETRY_BASE_MS": str(defaults.retry_base_ms),
             "DT_GATEWAY_CONNECTOR__RETRY_CAP_MS": str(defaults.retry_cap_ms),
             "DT_GATEWAY_CONNECTOR__SWEEP_INTERVAL_MS": str(defaults.sweep_interval_ms),
+            **(
+                {"DT_GATEWAY_CONNECTOR__SENDERS_PER_NETWORK": str(args.senders)}
+                if args.senders
+                else {}
+            ),
             **(
                 {"DT_GATEWAY_CONNECTOR__DATABASE_URL": args.connector_db}
                 if args.connector_db
