@@ -9,6 +9,7 @@ pinned) -> typed model -> business rules -> duplicate hook. Each layer refuses w
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
@@ -44,7 +45,7 @@ from gateway.iso20022.models import (
     ParsedMessage,
     trusted_constructor,
 )
-from gateway.iso20022.rules import DuplicateCheck, RuleLimits, check
+from gateway.iso20022.rules import DuplicateCheck, RuleLimits, check, check_pacs009
 from gateway.iso20022.xmlsafe import (
     APPHDR_TAG,
     ENVELOPE_SCHEMA,
@@ -54,11 +55,17 @@ from gateway.iso20022.xmlsafe import (
     parse_bytes,
     parse_shallow,
     schema,
-    schema_depth,
+    validation_plan,
 )
 
 _DEFAULT_SETTINGS = Iso20022Settings()
 _new_parsed = trusted_constructor(ParsedMessage)
+
+# Hot messages: a reader that also returns (NbOfTxs, CtrlSum), and that message's rules
+# (same checks, order, codes and XPaths as rules.check), called positionally.
+_FAST: dict[str, tuple[Callable[[etree._Element], tuple[Any, Any]], Callable[..., None]]] = {
+    Pacs009.MESSAGE_ID: (readers.pacs009_counted, check_pacs009),
+}
 
 
 def _limits(settings: Iso20022Settings) -> RuleLimits:
@@ -116,28 +123,23 @@ def parse(
         header_el, doc = None, root
         spec = BY_DOCUMENT_TAG.get(root_tag) or _spec_of(root_tag, "/Document", root, max_depth)
         schema_file = spec.schema_file
-    validator = schema(schema_file)
+    validator, walk = validation_plan(schema_file, root_tag, max_depth)
     if not validator(root):
         check_depth(root, max_depth)
         raise schema_rejection(validator.error_log, root, header_el, doc)
-    shape = schema_depth(schema_file, root_tag)
-    if (
-        shape.bound is None
-        or shape.bound > max_depth
-        or (shape.open_tags and next(root.iter(*shape.open_tags), None) is not None)
-    ):
+    if walk is None or (walk and next(root.iter(*walk), None) is not None):
         check_depth(root, max_depth)
     enveloped = header_el is not None
     if cert_pem is not None:
         from gateway.iso20022.signing import verify_tree
 
         verify_tree(root, cert_pem, msg_id=_peek_id(header_el, doc))
-    counted = readers.COUNTED.get(spec.message_id)
+    fast = _FAST.get(spec.message_id)
     counts: tuple[str | None, str | None] | None = None
     try:
         header = readers.app_header(header_el) if header_el is not None else None
-        if counted is not None:
-            message, counts = counted(doc)
+        if fast is not None:
+            message, counts = fast[0](doc)
         else:
             message = spec.reader(doc)
     except AmountError as exc:
@@ -146,16 +148,27 @@ def parse(
         raise MessageRejected(
             DT01, f"invalid date or time: {exc}"[:300], msg_id=_peek_id(header_el, doc)
         ) from None
-    check(
-        header,
-        message,
-        doc,
-        enveloped=enveloped,
-        limits=_rule_limits(cfg),
-        now=now or datetime.now(UTC),
-        seen=seen,
-        counts=counts,
-    )
+    if fast is not None:
+        fast[1](
+            header,
+            message,
+            doc,
+            enveloped,
+            _rule_limits(cfg),
+            now or datetime.now(UTC),
+            seen,
+            counts,
+        )
+    else:
+        check(
+            header,
+            message,
+            doc,
+            enveloped=enveloped,
+            limits=_rule_limits(cfg),
+            now=now or datetime.now(UTC),
+            seen=seen,
+        )
     return _new_parsed(header, message, cert_pem is not None)
 
 

@@ -158,18 +158,19 @@ def pacs009_counted(doc: _E) -> tuple[Pacs009, tuple[str | None, str | None]]:
             e2e, tx_id = pmt[0].text or "", pmt[1].text or ""
         amt = k[1]
         ccy = amt.get("Ccy") or ""
+        minor = from_iso_amount(amt.text or "", ccy)
+        settlement_date = date.fromisoformat((k[2].text or "").strip())
+        till: time | None = None
+        i = 3
         if n == 11 or (n == 10 and k[3].tag == _T009_REQ):
             till = parse_time(k[3][0].text or "")
             i = 4
-        else:
-            till = None
-            i = 3
         append(
             _new_transfer(
                 e2e,
                 pmt[-1].text or "",
-                _new_money(from_iso_amount(amt.text or "", ccy), ccy),
-                parse_date(k[2].text or ""),
+                _new_money(minor, ccy),
+                settlement_date,
                 k[i][0][0].text or "",
                 k[i + 1][0][0][0].text or "",
                 k[i + 2][0][0].text or "",
@@ -182,14 +183,10 @@ def pacs009_counted(doc: _E) -> tuple[Pacs009, tuple[str | None, str | None]]:
                 tx_id,
             )
         )
-    has_ctrl = len(grp) == 5
-    message = _new_pacs009(
-        grp[0].text or "",
-        parse_datetime(grp[1].text or ""),
-        tuple(txs),
-        cast(Any, grp[-1][0].text or ""),
-    )
-    return message, (grp[2].text or "", (grp[3].text or "") if has_ctrl else None)
+    # The schema admits only INDA, INGA or CLRG in SttlmMtd (SettlementMethod).
+    method: Any = grp[-1][0].text or ""
+    message = _new_pacs009(grp[0].text or "", parse_datetime(grp[1].text or ""), tuple(txs), method)
+    return message, (grp[2].text or "", (grp[3].text or "") if len(grp) == 5 else None)
 
 
 def group_counts(doc: _E) -> tuple[str | None, str | None]:

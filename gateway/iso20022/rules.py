@@ -118,6 +118,14 @@ _PATHS: dict[tuple[bool, str], _Paths] = {
     for mid in _ROOT
 }
 _ONE_DAY = timedelta(days=1)
+_DAYS: dict[int, timedelta] = {}
+
+
+def _days(n: int) -> timedelta:
+    span = _DAYS.get(n)
+    if span is None:
+        span = _DAYS[n] = timedelta(days=n)
+    return span
 
 
 def check(
@@ -132,7 +140,7 @@ def check(
     counts: tuple[str | None, str | None] | None = None,
 ) -> None:
     if type(message) is Pacs009:
-        _check_pacs009(header, message, document, enveloped, limits, now, seen, counts)
+        check_pacs009(header, message, document, enveloped, limits, now, seen, counts)
         return
     msg_id = message.id
     base = "/BizMsg" if enveloped else ""
@@ -200,7 +208,7 @@ def _check_seen(
 _PACS009 = Pacs009.MESSAGE_ID
 
 
-def _check_pacs009(
+def check_pacs009(
     header: AppHeader | None,
     message: Pacs009,
     document: etree._Element,
@@ -216,7 +224,7 @@ def _check_pacs009(
     """
     msg_id = message.msg_id
     base = "/BizMsg" if enveloped else ""
-    p = _PATHS[(bool(enveloped), _PACS009)]
+    p = _PATHS[(enveloped, _PACS009)]
     if header is not None:
         if header.msg_def_id != _PACS009:
             raise MessageRejected(
@@ -286,7 +294,7 @@ def _check_pacs009(
         )
     day0 = created.date()
     first = day0 - _ONE_DAY
-    last = day0 + timedelta(days=limits.max_settlement_days)
+    last = day0 + _days(limits.max_settlement_days)
     for i, t in enumerate(txs):
         day = t.settlement_date
         if not first <= day <= last:
@@ -403,4 +411,4 @@ def _check_fulfilment(terms: PvPTerms | None, xpath: str, reject: _Reject) -> No
         raise reject(CH16, "SHA-256 of the fulfilment does not match the condition", xpath)
 
 
-__all__ = ["DuplicateCheck", "InMemoryDuplicateCheck", "RuleLimits", "check"]
+__all__ = ["DuplicateCheck", "InMemoryDuplicateCheck", "RuleLimits", "check", "check_pacs009"]

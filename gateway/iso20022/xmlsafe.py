@@ -265,6 +265,28 @@ def schema(filename: str) -> etree.XMLSchema:
     return validator
 
 
+def validation_plan(
+    filename: str, root_tag: str, max_depth: int
+) -> tuple[etree.XMLSchema, tuple[str, ...] | None]:
+    """(this thread's compiled schema, depth-walk plan) for documents rooted at ``root_tag``.
+
+    Plan: ``None`` -> after successful validation, always walk the depth; ``()`` -> never
+    (the schema bounds the depth within ``max_depth``); tags -> walk only when the document
+    holds one of these wildcard elements. One dictionary look-up on the hot path.
+    """
+    plans: dict[tuple[str, str, int], tuple[etree.XMLSchema, tuple[str, ...] | None]] | None
+    plans = getattr(_local, "plans", None)
+    if plans is None:
+        plans = _local.plans = {}
+    key = (filename, root_tag, max_depth)
+    plan = plans.get(key)
+    if plan is None:
+        shape = schema_depth(filename, root_tag)
+        walk = None if shape.bound is None or shape.bound > max_depth else shape.open_tags
+        plan = plans[key] = (schema(filename), walk)
+    return plan
+
+
 def _compile(filename: str) -> etree.XMLSchema:
     path = SCHEMA_DIR / filename
     # Our own files, read from disk; imports resolve to sibling files, never the network.
@@ -288,4 +310,5 @@ __all__ = [
     "parse_shallow",
     "schema",
     "schema_depth",
+    "validation_plan",
 ]
