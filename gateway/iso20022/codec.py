@@ -77,9 +77,12 @@ def _limits(settings: Iso20022Settings) -> RuleLimits:
 
 
 _RULES_CACHE: dict[int, tuple[Iso20022Settings, RuleLimits]] = {}
+_DEFAULT_LIMITS = _limits(_DEFAULT_SETTINGS)
 
 
 def _rule_limits(settings: Iso20022Settings) -> RuleLimits:
+    if settings is _DEFAULT_SETTINGS:
+        return _DEFAULT_LIMITS
     hit = _RULES_CACHE.get(id(settings))
     if hit is not None and hit[0] is settings:
         return hit[1]

@@ -311,7 +311,7 @@ def check_pacs009(
             xpath=p.tx(fulfilled, "SplmtryData/Envlp/PvPLock/Flfmt"),
             msg_id=msg_id,
         )
-    if len(set(uetrs)) != n:
+    if n > 1 and len(set(uetrs)) != n:
         dup = next(i for i, u in enumerate(uetrs) if uetrs.index(u) != i)
         raise MessageRejected(
             AM05, f"UETR {uetrs[dup]} appears twice", xpath=p.tx(dup, "PmtId/UETR"), msg_id=msg_id
