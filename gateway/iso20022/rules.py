@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Protocol, runtime_checkable
 
 from lxml import etree
@@ -119,6 +119,18 @@ _PATHS: dict[tuple[bool, str], _Paths] = {
 }
 _ONE_DAY = timedelta(days=1)
 _DAYS: dict[int, timedelta] = {}
+
+
+def _settlement_window(created: datetime, days: int) -> tuple[date, date] | None:
+    """Settlement dates a message created at ``created`` may carry: from the day before its UTC
+    creation date to ``days`` after. UTC, so that the answer does not depend on the offset the
+    sender wrote (a re-serialised message must get the same verdict). None when the calendar
+    runs out (a creation date at the edge of year 1 or 9999)."""
+    try:
+        day0 = created.astimezone(UTC).date()
+        return day0 - _ONE_DAY, day0 + _days(days)
+    except OverflowError:
+        return None
 
 
 def _days(n: int) -> timedelta:
@@ -292,9 +304,12 @@ def check_pacs009(
         raise MessageRejected(
             DT01, "header CreDt is in the future", xpath=f"{base}/AppHdr/CreDt", msg_id=msg_id
         )
-    day0 = created.date()
-    first = day0 - _ONE_DAY
-    last = day0 + _days(limits.max_settlement_days)
+    window = _settlement_window(created, limits.max_settlement_days)
+    if window is None:
+        raise MessageRejected(
+            DT01, "creation date-time is out of range", xpath=p.grp("CreDtTm"), msg_id=msg_id
+        )
+    first, last = window
     for i, t in enumerate(txs):
         day = t.settlement_date
         if not first <= day <= last:
@@ -373,9 +388,10 @@ def _check_dates(
     if header is not None and header.created > latest:
         raise reject(DT01, "header CreDt is in the future", f"{base}/AppHdr/CreDt")
     if isinstance(message, Pacs009 | Pacs004):
-        day0 = created.date()
-        first = day0 - _ONE_DAY
-        last = day0 + timedelta(days=limits.max_settlement_days)
+        window = _settlement_window(created, limits.max_settlement_days)
+        if window is None:
+            raise reject(DT01, "creation date-time is out of range", _created_path(message, p))
+        first, last = window
         txs: tuple[CreditTransfer | PaymentReturn, ...] = message.transactions
         for i, t in enumerate(txs):
             day: date = t.settlement_date

@@ -191,7 +191,8 @@ def pacs009s(draw: st.DrawFn, max_tx: int = 5) -> Pacs009:
         CreditTransfer(
             **{
                 **_fields(t),
-                "settlement_date": c.date() + timedelta(days=draw(st.integers(-1, 30))),
+                "settlement_date": c.astimezone(UTC).date()
+                + timedelta(days=draw(st.integers(-1, 30))),
             }
         )
         for t in txs

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -126,6 +126,23 @@ def test_settlement_date_far_from_creation_is_refused() -> None:
     tx = replace(credit_transfer(), settlement_date=NOW.date() + timedelta(days=90))
     err = _refused(build(replace(pacs009(), transactions=(tx,))))
     assert (err.code, err.xpath) == ("DT01", "/Document/FICdtTrf/CdtTrfTxInf[1]/IntrBkSttlmDt")
+
+
+def test_creation_at_the_edge_of_the_calendar_is_refused_not_a_crash() -> None:
+    first_day = datetime(1, 1, 1, tzinfo=UTC)
+    tx = replace(credit_transfer(), settlement_date=first_day.date())
+    msg = replace(pacs009(), created=first_day, transactions=(tx,))
+    err = _refused(build(msg, validate=False))
+    assert (err.code, err.xpath) == ("DT01", "/Document/FICdtTrf/GrpHdr/CreDtTm")
+
+
+def test_settlement_window_does_not_depend_on_the_senders_offset() -> None:
+    # 23:30 at -05:00 is already the next day in UTC: the window is taken in UTC either way.
+    created = datetime(2025, 3, 13, 23, 30, tzinfo=timezone(timedelta(hours=-5)))
+    tx = replace(credit_transfer(), settlement_date=created.astimezone(UTC).date())
+    for when in (created, created.astimezone(UTC)):
+        parsed = parse(build(replace(pacs009(), created=when, transactions=(tx,))), now=NOW)
+        assert parsed.message.transactions[0].settlement_date == tx.settlement_date
 
 
 def test_same_uetr_twice_in_one_message_is_refused() -> None:
