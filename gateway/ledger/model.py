@@ -456,14 +456,13 @@ class MakeTransfer(Command):
 
 
 @dataclass(frozen=True, slots=True)
-class Issue(Command):
-    """Central bank issuance: new DT from the issuance wallet into ``wallet_id``."""
+class CentralBankMovement(Command):
+    """DT entering or leaving circulation through the central bank's issuance wallet."""
 
     wallet_id: str
     amount: int
     currency: str = "KZT"
     reference: str | None = None
-    name: ClassVar[str] = "issue"
 
     def validate(self) -> None:
         Command.validate(self)
@@ -473,20 +472,17 @@ class Issue(Command):
 
 
 @dataclass(frozen=True, slots=True)
-class Redeem(Command):
+class Issue(CentralBankMovement):
+    """Central bank issuance: new DT from the issuance wallet into ``wallet_id``."""
+
+    name: ClassVar[str] = "issue"
+
+
+@dataclass(frozen=True, slots=True)
+class Redeem(CentralBankMovement):
     """Central bank redemption: DT leaves circulation from ``wallet_id``."""
 
-    wallet_id: str
-    amount: int
-    currency: str = "KZT"
-    reference: str | None = None
     name: ClassVar[str] = "redeem"
-
-    def validate(self) -> None:
-        Command.validate(self)
-        _check_id(self.wallet_id, "wallet_id")
-        _check_amount(self.amount)
-        _check_currency_code(self.currency)
 
 
 @dataclass(frozen=True, slots=True)
@@ -589,6 +585,7 @@ __all__ = [
     "LOCK_TRANSITIONS",
     "MAX_AMOUNT",
     "WALLET_TRANSITIONS",
+    "CentralBankMovement",
     "Command",
     "CommitLock",
     "ConditionMismatch",
