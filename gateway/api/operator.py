@@ -21,6 +21,7 @@ operator_only = {"principal": Provide(role_guard(Role.OPERATOR), sync_to_thread=
 
 
 R = TypeVar("R", m.Wallet, m.Transfer, m.Lock)
+M = TypeVar("M", m.Issue, m.Redeem)
 
 
 def _uow(state: State, *, readonly: bool = False) -> LedgerUnitOfWork:
@@ -34,39 +35,52 @@ def _apply(state: State, op: m.Operation, expected: type[R]) -> R:
     return result
 
 
+def open_wallet_of(d: s.WalletCreate) -> m.OpenWallet:
+    return m.OpenWallet(id=d.id, kind=d.kind, owner=d.owner, currency=d.currency)
+
+
+def transfer_of(d: s.TransferCreate) -> m.MakeTransfer:
+    return m.MakeTransfer(
+        id=d.id,
+        debit_wallet_id=d.debit_wallet_id,
+        credit_wallet_id=d.credit_wallet_id,
+        amount=d.amount,
+        currency=d.currency,
+        reference=d.reference,
+    )
+
+
+def movement_of(cls: type[M], d: s.IssuanceCreate) -> M:
+    return cls(
+        id=d.id, wallet_id=d.wallet_id, amount=d.amount, currency=d.currency, reference=d.reference
+    )
+
+
+def lock_of(d: s.LockCreate) -> m.CreateLock:
+    return m.CreateLock(
+        id=d.id,
+        debit_wallet_id=d.debit_wallet_id,
+        credit_wallet_id=d.credit_wallet_id,
+        amount=d.amount,
+        currency=d.currency,
+        expires_at=d.expires_at,
+        condition=d.condition,
+        reference=d.reference,
+    )
+
+
 def to_operation(op: s.BatchOperation) -> m.Operation:
-    """Map one batch item (or single-call body with its tag) to a ledger command."""
+    """Map one batch item to a ledger command (single calls use the same mappers)."""
     if isinstance(op, s.OpenWalletOp):
-        return m.OpenWallet(id=op.id, kind=op.kind, owner=op.owner, currency=op.currency)
+        return open_wallet_of(op)
     if isinstance(op, s.TransferOp):
-        return m.MakeTransfer(
-            id=op.id,
-            debit_wallet_id=op.debit_wallet_id,
-            credit_wallet_id=op.credit_wallet_id,
-            amount=op.amount,
-            currency=op.currency,
-            reference=op.reference,
-        )
-    if isinstance(op, s.IssueOp | s.RedeemOp):
-        cls = m.Issue if isinstance(op, s.IssueOp) else m.Redeem
-        return cls(
-            id=op.id,
-            wallet_id=op.wallet_id,
-            amount=op.amount,
-            currency=op.currency,
-            reference=op.reference,
-        )
+        return transfer_of(op)
+    if isinstance(op, s.IssueOp):
+        return movement_of(m.Issue, op)
+    if isinstance(op, s.RedeemOp):
+        return movement_of(m.Redeem, op)
     if isinstance(op, s.LockOp):
-        return m.CreateLock(
-            id=op.id,
-            debit_wallet_id=op.debit_wallet_id,
-            credit_wallet_id=op.credit_wallet_id,
-            amount=op.amount,
-            currency=op.currency,
-            expires_at=op.expires_at,
-            condition=op.condition,
-            reference=op.reference,
-        )
+        return lock_of(op)
     if isinstance(op, s.CommitOp):
         return m.CommitLock(id=op.id, fulfilment=op.fulfilment)
     if isinstance(op, s.ReleaseOp):
@@ -83,8 +97,7 @@ class WalletController(Controller):
     def open_wallet(
         self, state: State, data: JSONBody[s.WalletCreate], principal: NamedDependency[Principal]
     ) -> s.WalletOut:
-        op = m.OpenWallet(id=data.id, kind=data.kind, owner=data.owner, currency=data.currency)
-        return s.WalletOut.of(_apply(state, op, m.Wallet))
+        return s.WalletOut.of(_apply(state, open_wallet_of(data), m.Wallet))
 
     @get("/{wallet_id:str}", sync_to_thread=True, summary="A wallet's balances")
     def get_wallet(
@@ -132,15 +145,7 @@ class TransferController(Controller):
     def transfer(
         self, state: State, data: JSONBody[s.TransferCreate], principal: NamedDependency[Principal]
     ) -> s.TransferOut:
-        op = m.MakeTransfer(
-            id=data.id,
-            debit_wallet_id=data.debit_wallet_id,
-            credit_wallet_id=data.credit_wallet_id,
-            amount=data.amount,
-            currency=data.currency,
-            reference=data.reference,
-        )
-        return s.TransferOut.of(_apply(state, op, m.Transfer))
+        return s.TransferOut.of(_apply(state, transfer_of(data), m.Transfer))
 
     @get("/transfers/{transfer_id:str}", sync_to_thread=True, summary="One transfer")
     def get_transfer(
@@ -152,27 +157,13 @@ class TransferController(Controller):
     def issue(
         self, state: State, data: JSONBody[s.IssuanceCreate], principal: NamedDependency[Principal]
     ) -> s.TransferOut:
-        op = m.Issue(
-            id=data.id,
-            wallet_id=data.wallet_id,
-            amount=data.amount,
-            currency=data.currency,
-            reference=data.reference,
-        )
-        return s.TransferOut.of(_apply(state, op, m.Transfer))
+        return s.TransferOut.of(_apply(state, movement_of(m.Issue, data), m.Transfer))
 
     @post("/redemptions", status_code=201, sync_to_thread=True, summary="Central bank redeems DT")
     def redeem(
         self, state: State, data: JSONBody[s.IssuanceCreate], principal: NamedDependency[Principal]
     ) -> s.TransferOut:
-        op = m.Redeem(
-            id=data.id,
-            wallet_id=data.wallet_id,
-            amount=data.amount,
-            currency=data.currency,
-            reference=data.reference,
-        )
-        return s.TransferOut.of(_apply(state, op, m.Transfer))
+        return s.TransferOut.of(_apply(state, movement_of(m.Redeem, data), m.Transfer))
 
     @post(
         "/batches", status_code=200, sync_to_thread=True, summary="Many operations, all or nothing"
@@ -198,17 +189,7 @@ class LockController(Controller):
     def create(
         self, state: State, data: JSONBody[s.LockCreate], principal: NamedDependency[Principal]
     ) -> s.LockOut:
-        op = m.CreateLock(
-            id=data.id,
-            debit_wallet_id=data.debit_wallet_id,
-            credit_wallet_id=data.credit_wallet_id,
-            amount=data.amount,
-            currency=data.currency,
-            expires_at=data.expires_at,
-            condition=data.condition,
-            reference=data.reference,
-        )
-        return s.LockOut.of(_apply(state, op, m.Lock))
+        return s.LockOut.of(_apply(state, lock_of(data), m.Lock))
 
     @get("/{lock_id:str}", sync_to_thread=True, summary="One lock")
     def get_lock(
