@@ -122,6 +122,9 @@ def _serve_connector(fake: FakeConnector) -> Iterator[str]:
         def do_POST(self) -> None:
             n = int(self.headers.get("content-length", "0"))
             body = self.rfile.read(n)
+            if len(body) < n:  # the sender died mid-request: no message arrived
+                self.close_connection = True
+                return
             status = fake.handle(self.path, body)
             out = b"{}"
             self.send_response(status)
