@@ -3,8 +3,9 @@
 Transactions are signed locally (eth-account, with coincurve) and sent raw, so the node never
 holds a key. Nonces come from a thread-safe :class:`NonceAllocator` seeded from the node's
 ``pending`` count: it survives restarts (the chain is the source of truth) and concurrent senders
-in other processes (a nonce error resyncs and retries). Gas is estimated before a nonce is taken,
-so a call that would revert fails early with the contract's error and burns no nonce.
+in other processes (a nonce error resyncs and retries); each sender's transactions reach the node
+in nonce order. Gas is estimated before a nonce is taken, so a call that would revert fails early
+with the contract's error and burns no nonce.
 
 Errors are translated here, at the boundary; nothing from web3 escapes::
 
@@ -291,34 +292,41 @@ def sign_attestation(
 
 
 class NonceAllocator:
-    """Hands out consecutive nonces per sender, thread-safely.
+    """Hands out consecutive nonces per sender and keeps each sender's sends in nonce order.
+
+    :meth:`sending` holds the sender's lock from taking a nonce until the node has the
+    transaction, so the node receives a sender's transactions in nonce order and never sees a
+    gap. Out-of-order arrival is legal but fragile: a send that fails after later nonces went out
+    strands them, and anvil's instant mining can leave out-of-order transactions unmined
+    (foundry-rs/foundry#10122). The lock costs one local RPC per transaction per sender.
 
     Seeded lazily from ``eth_getTransactionCount(addr, "pending")``, so a restarted process
-    continues where the chain is. :meth:`resync` re-reads it after a nonce error (another process
-    sent with the same key) and :meth:`forget` makes the next allocation re-read it after a send
-    whose fate is unknown.
+    continues where the chain is. A send that fails (a nonce error because another process sent
+    with the same key, or a send whose fate is unknown) makes the next one re-read it.
     """
 
     def __init__(self, fetch_pending: Callable[[ChecksumAddress], int]) -> None:
         self._fetch = fetch_pending
         self._next: dict[ChecksumAddress, int] = {}
-        self._lock = threading.Lock()
+        self._locks: dict[ChecksumAddress, threading.Lock] = {}
+        self._guard = threading.Lock()
 
-    def allocate(self, address: ChecksumAddress) -> int:
-        with self._lock:
+    @contextlib.contextmanager
+    def sending(self, address: ChecksumAddress) -> Iterator[int]:
+        """The sender's next nonce, held until the block ends: it is used up if the block
+        succeeds, and forgotten (re-read from the node next time) if it raises."""
+        with self._guard:
+            lock = self._locks.setdefault(address, threading.Lock())
+        with lock:
             nonce = self._next.get(address)
             if nonce is None:
                 nonce = self._fetch(address)
+            try:
+                yield nonce
+            except BaseException:
+                self._next.pop(address, None)
+                raise
             self._next[address] = nonce + 1
-            return nonce
-
-    def resync(self, address: ChecksumAddress) -> None:
-        with self._lock:
-            self._next[address] = self._fetch(address)
-
-    def forget(self, address: ChecksumAddress) -> None:
-        with self._lock:
-            self._next.pop(address, None)
 
 
 def _is_nonce_error(message: str) -> bool:
@@ -797,22 +805,18 @@ class StablecoinChain:
 
         attempts = 3
         for attempt in range(attempts):
-            tx["nonce"] = self.nonces.allocate(sender.address)
-            signed = sender.sign_transaction(tx)
             try:
-                with self._translate(function):
-                    self.w3.eth.send_raw_transaction(signed.raw_transaction)
+                with self.nonces.sending(sender.address) as nonce:
+                    tx["nonce"] = nonce
+                    signed = sender.sign_transaction(tx)
+                    with self._translate(function):
+                        self.w3.eth.send_raw_transaction(signed.raw_transaction)
             except ChainUnavailable as exc:
                 message = str(exc)
                 if _is_already_known(message):
                     break  # an earlier attempt with these bytes got through: wait for it
                 if _is_nonce_error(message) and attempt + 1 < attempts:
-                    self.nonces.resync(sender.address)
-                    continue
-                self.nonces.forget(sender.address)
-                raise
-            except BaseException:
-                self.nonces.forget(sender.address)
+                    continue  # another sender used the nonce: the next attempt re-reads it
                 raise
             break
         # The sender goes back in: explaining a failure replays the call as it was sent.
