@@ -49,7 +49,7 @@ from gateway.errors import (
     Unavailable,
     Unprocessable,
 )
-from gateway.ledger.model import MAX_AMOUNT, InvalidAmount
+from gateway.ledger.model import MAX_AMOUNT, InvalidAmount, MakeTransfer
 
 # --------------------------------------------------------------------------- errors
 
@@ -315,6 +315,21 @@ def redemption_transfer_id(tx_hash: str, log_index: int) -> str:
     return f"redeem-{tx_hash.removeprefix('0x').lower()}-{log_index}"
 
 
+def redemption_payout(
+    *, tx_hash: str, log_index: int, amount: int, currency: str, segregated: str, wallet_id: str
+) -> MakeTransfer:
+    """The DT payment of one redemption, from the segregated wallet into ``wallet_id``: by the
+    watcher on the event, or by an operator for a held one; same id, so at most once."""
+    return MakeTransfer(
+        id=redemption_transfer_id(tx_hash, log_index),
+        debit_wallet_id=segregated,
+        credit_wallet_id=wallet_id,
+        amount=amount,
+        currency=currency,
+        reference=f"stablecoin redemption {tx_hash}:{log_index}",
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Cursor:
     """The last block the watcher finished (all its redemptions recorded), and its hash."""
@@ -397,6 +412,7 @@ __all__ = [
     "check_idempotency_key",
     "event_id_of",
     "fingerprint_of",
+    "redemption_payout",
     "redemption_transfer_id",
     "request_id_of",
 ]

@@ -62,6 +62,7 @@ from gateway.stablecoin.model import (
     Redemption,
     RedemptionNotFound,
     event_id_of,
+    redemption_payout,
     redemption_transfer_id,
     request_id_of,
 )
@@ -637,13 +638,13 @@ def pay_held_redemption(
         ledger.execute(
             write,
             [
-                MakeTransfer(
-                    id=transfer_id,
-                    debit_wallet_id=sc.segregated_wallet_id,
-                    credit_wallet_id=wallet.id,
+                redemption_payout(
+                    tx_hash=held.tx_hash,
+                    log_index=held.log_index,
                     amount=held.amount,
                     currency=sc.currency,
-                    reference=f"stablecoin redemption {held.tx_hash}:{held.log_index}",
+                    segregated=sc.segregated_wallet_id,
+                    wallet_id=wallet.id,
                 )
             ],
             at,

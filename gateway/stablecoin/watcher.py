@@ -26,7 +26,7 @@ from gateway.db import retrying, utcnow
 from gateway.errors import GatewayError
 from gateway.faults import crash_point
 from gateway.ledger import service as ledger
-from gateway.ledger.model import MakeTransfer, WalletKind, WalletStatus
+from gateway.ledger.model import WalletKind, WalletStatus
 from gateway.stablecoin import webhooks
 from gateway.stablecoin.chain import RedeemedEvent
 from gateway.stablecoin.model import (
@@ -34,6 +34,7 @@ from gateway.stablecoin.model import (
     Redemption,
     RedemptionState,
     event_id_of,
+    redemption_payout,
     redemption_transfer_id,
 )
 from gateway.stablecoin.runtime import Stablecoin
@@ -130,13 +131,13 @@ def _record(
             ledger.execute(
                 uow,
                 [
-                    MakeTransfer(
-                        id=transfer_id,
-                        debit_wallet_id=sc.segregated_wallet_id,
-                        credit_wallet_id=wallet.id,
+                    redemption_payout(
+                        tx_hash=ev.tx_hash,
+                        log_index=ev.log_index,
                         amount=ev.amount,
                         currency=sc.currency,
-                        reference=f"stablecoin redemption {ev.tx_hash}:{ev.log_index}",
+                        segregated=sc.segregated_wallet_id,
+                        wallet_id=wallet.id,
                     )
                 ],
                 now,
