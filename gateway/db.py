@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import random
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -103,6 +104,58 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
+class _WriterQueue:
+    """One SQLite writer at a time *within this process*, queued on a lock.
+
+    SQLite's busy handler sleeps 1, 2, 5, 10 ... 100 ms between attempts, so under concurrent
+    writers (HTTP reception, inbox workers, outbox dispatchers, jobs) a writer slept far longer
+    than the transaction it waited for. Here it waits on a lock and starts the moment the
+    previous writer commits. The lock is taken before ``BEGIN IMMEDIATE`` and released once the
+    driver's COMMIT or ROLLBACK has returned (or the connection closes); other processes (the
+    CLI, a second server) still meet SQLite's own lock and busy timeout.
+    """
+
+    def __init__(self, timeout_s: float) -> None:
+        self.lock = threading.Lock()
+        self.timeout_s = timeout_s
+
+    def connection_class(self) -> type[sqlite3.Connection]:
+        queue = self
+
+        class WriterConnection(sqlite3.Connection):
+            holds_writer = False
+
+            def take_writer(self) -> None:
+                if not queue.lock.acquire(timeout=queue.timeout_s):
+                    raise sqlite3.OperationalError("database is locked (in-process writer queue)")
+                self.holds_writer = True
+
+            def give_writer(self) -> None:
+                if self.holds_writer:
+                    self.holds_writer = False
+                    queue.lock.release()
+
+            def commit(self) -> None:
+                try:
+                    super().commit()
+                finally:
+                    self.give_writer()
+
+            def rollback(self) -> None:
+                try:
+                    super().rollback()
+                finally:
+                    self.give_writer()
+
+            def close(self) -> None:
+                try:
+                    super().close()
+                finally:
+                    self.give_writer()
+
+        return WriterConnection
+
+
 def make_engine(settings: DatabaseSettings) -> Engine:
     """Create the engine for ``settings.url`` with the durability settings described above."""
     url = settings.url
@@ -110,11 +163,13 @@ def make_engine(settings: DatabaseSettings) -> Engine:
         db_path = sa.engine.make_url(url).database
         if db_path and db_path != ":memory:":
             Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+        writers = _WriterQueue(settings.sqlite_busy_timeout_ms / 1000)
         engine = sa.create_engine(
             url,
             connect_args={
                 "check_same_thread": False,
                 "timeout": settings.sqlite_busy_timeout_ms / 1000,
+                "factory": writers.connection_class(),
             },
             pool_size=settings.pool_size,
             max_overflow=settings.pool_size,
@@ -141,7 +196,13 @@ def make_engine(settings: DatabaseSettings) -> Engine:
             dbapi_conn = conn.connection.dbapi_connection
             assert dbapi_conn is not None
             try:
-                dbapi_conn.execute(sql)
+                if not readonly:
+                    dbapi_conn.take_writer()
+                try:
+                    dbapi_conn.execute(sql)
+                except BaseException:
+                    dbapi_conn.give_writer()
+                    raise
             except sqlite3.Error as exc:
                 raise sa.exc.DBAPIError.instance(
                     sql, (), exc, sqlite3.Error, dialect=conn.dialect
