@@ -23,6 +23,7 @@ from gateway.db import (
     table_of,
     utc_field,
 )
+from gateway.fastsql import raise_driver_error
 from gateway.ledger.model import (
     Entry,
     Lock,
@@ -263,22 +264,7 @@ class SqlLedgerRepository:
         return self._cursor
 
     def _fail(self, exc: Exception, sql: str, params: Any) -> NoReturn:
-        """Re-raise a driver error as SQLAlchemy would have (``IntegrityError``, ...)."""
-        dialect = self.conn.dialect
-        dbapi = dialect.loaded_dbapi
-        if not isinstance(exc, dbapi.Error):
-            raise exc
-        disconnect = dialect.is_disconnect(exc, self.conn.connection.dbapi_connection, None)
-        if disconnect:
-            self.conn.invalidate(exc)
-        raise sa.exc.DBAPIError.instance(
-            sql,
-            params,
-            exc,
-            dbapi.Error,
-            connection_invalidated=disconnect,
-            dialect=dialect,
-        ) from exc
+        raise_driver_error(self.conn, exc, sql, params)
 
     def _fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         cur = self._cur()
