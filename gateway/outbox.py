@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Field, SQLModel
 
 from gateway.db import SqlUnitOfWork, autoincrement_field, table_of, utc_field, utcnow
+from gateway.fastsql import run
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class OutboxRow(SQLModel, table=True):
 
 
 outbox_t = table_of(OutboxRow)
+_INSERT_OUTBOX = outbox_t.insert()
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +75,9 @@ class OutboxRepository:
         """Queue a message in the caller's transaction; returns its event id."""
         now = now or utcnow()
         event_id = event_id or uuid.uuid4().hex
-        self.conn.execute(
-            outbox_t.insert(),
+        run(
+            self.conn,
+            _INSERT_OUTBOX,
             {
                 "event_id": event_id,
                 "topic": topic,
@@ -125,30 +128,54 @@ class OutboxDispatcher:
         self.lease = lease
         self.batch = batch
         self.clock = clock
+        # Built once: a statement reused with bind parameters skips SQLAlchemy's per-call
+        # construction and cache-key work (several times the cost of executing it).
+        now: sa.BindParameter[datetime] = sa.bindparam("now")
+        due = (
+            outbox_t.select()
+            .where(
+                outbox_t.c.sent_at.is_(None),
+                outbox_t.c.available_at <= now,
+                outbox_t.c.topic.in_(list(self.senders)),
+                sa.or_(outbox_t.c.locked_until.is_(None), outbox_t.c.locked_until <= now),
+            )
+            .order_by(outbox_t.c.id)
+            .limit(self.batch)
+        )
+        self._due = {"sqlite": due, "other": due.with_for_update(skip_locked=True)}
+        self._lock = (
+            outbox_t.update()
+            .where(outbox_t.c.id.in_(sa.bindparam("ids", expanding=True)))
+            .values(locked_until=sa.bindparam("until"))
+        )
+        self._record = outbox_t.update().where(outbox_t.c.id == sa.bindparam("k_id"))
+
+    def release_leases(self) -> int:
+        """Free the claims left on this dispatcher's topics by a process that died between
+        claiming rows and recording their delivery (otherwise they wait out the lease).
+
+        Only for a process that is the sole dispatcher of these topics, before it starts
+        dispatching: the embedded SQLite deployment (one server per database file). With
+        PostgreSQL replicas a claim may belong to a live peer, so leases just expire."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                outbox_t.update()
+                .where(
+                    outbox_t.c.sent_at.is_(None),
+                    outbox_t.c.locked_until.is_not(None),
+                    outbox_t.c.topic.in_(list(self.senders)),
+                )
+                .values(locked_until=None)
+            )
+        return int(result.rowcount or 0)
 
     def _claim(self) -> list[OutboxMessage]:
         now = self.clock()
         with self.engine.begin() as conn:
-            q = (
-                outbox_t.select()
-                .where(
-                    outbox_t.c.sent_at.is_(None),
-                    outbox_t.c.available_at <= now,
-                    outbox_t.c.topic.in_(list(self.senders)),
-                    sa.or_(outbox_t.c.locked_until.is_(None), outbox_t.c.locked_until <= now),
-                )
-                .order_by(outbox_t.c.id)
-                .limit(self.batch)
-            )
-            if conn.dialect.name != "sqlite":
-                q = q.with_for_update(skip_locked=True)
-            rows = list(conn.execute(q))
+            q = self._due["sqlite" if conn.dialect.name == "sqlite" else "other"]
+            rows = list(run(conn, q, {"now": now}))
             if rows:
-                conn.execute(
-                    outbox_t.update()
-                    .where(outbox_t.c.id.in_([r.id for r in rows]))
-                    .values(locked_until=now + self.lease)
-                )
+                run(conn, self._lock, {"ids": [r.id for r in rows], "until": now + self.lease})
         return [
             OutboxMessage(
                 id=r.id,
@@ -164,10 +191,16 @@ class OutboxDispatcher:
         ]
 
     def run_once(self) -> int:
-        """Deliver what is due; returns how many were delivered."""
+        """Deliver what is due; returns how many were delivered.
+
+        The outcomes of a claimed batch are recorded together, in one transaction after the
+        last delivery (one commit instead of one per message). A crash in between only means
+        delivered messages are sent again once their lease expires: delivery is at least
+        once, and receivers deduplicate by ``event_id``."""
         delivered = 0
+        sent: list[dict[str, Any]] = []
+        failed: list[dict[str, Any]] = []
         for msg in self._claim():
-            values: dict[str, Any]
             try:
                 self.senders[msg.topic](msg)
             except Exception as exc:  # any failure of the far side: retry with backoff
@@ -175,21 +208,30 @@ class OutboxDispatcher:
                 log.warning(
                     "outbox %s %s attempt %d failed: %s", msg.topic, msg.event_id, attempts, exc
                 )
-                values = {
-                    "attempts": attempts,
-                    "available_at": self.clock() + backoff(attempts),
-                    "locked_until": None,
-                    "last_error": str(exc)[:1000],
-                }
+                failed.append(
+                    {
+                        "k_id": msg.id,
+                        "attempts": attempts,
+                        "available_at": self.clock() + backoff(attempts),
+                        "locked_until": None,
+                        "last_error": str(exc)[:1000],
+                    }
+                )
             else:
                 delivered += 1
-                values = {
-                    "attempts": msg.attempts + 1,
-                    "sent_at": self.clock(),
-                    "locked_until": None,
-                }
+                sent.append(
+                    {
+                        "k_id": msg.id,
+                        "attempts": msg.attempts + 1,
+                        "sent_at": self.clock(),
+                        "locked_until": None,
+                    }
+                )
+        if sent or failed:
             with self.engine.begin() as conn:
-                conn.execute(outbox_t.update().where(outbox_t.c.id == msg.id).values(**values))
+                for rows in (sent, failed):
+                    if rows:
+                        run(conn, self._record, rows)
         return delivered
 
 

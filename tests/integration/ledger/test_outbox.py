@@ -194,6 +194,30 @@ def test_lease_expiry_lets_another_dispatcher_retry(engine: Engine) -> None:
     assert sender.delivered == ["e1"]
 
 
+def test_a_sole_dispatcher_restarting_releases_the_claims_of_the_run_that_died(
+    engine: Engine,
+) -> None:
+    queue(engine, "e1", "e2")
+    with LedgerUnitOfWork(engine) as uow:
+        uow.outbox.add("other.topic", b"x", event_id="o1", now=T0)
+        uow.commit()
+    clock = Clock()
+
+    def dies(msg: OutboxMessage) -> None:
+        raise Crash
+
+    with pytest.raises(Crash):
+        OutboxDispatcher(engine, {TOPIC: dies, "other.topic": dies}, clock=clock).run_once()
+    assert all(r.locked_until is not None for r in rows(engine) if r.event_id in ("e1", "e2"))
+
+    sender = Recorder()
+    restarted = OutboxDispatcher(engine, {TOPIC: sender}, clock=clock)
+    assert restarted.release_leases() == 2  # its own topic only
+    assert restarted.run_once() == 2  # at once, not after the lease
+    assert sorted(sender.delivered) == ["e1", "e2"]
+    assert {r.event_id: r.locked_until is None for r in rows(engine)}["o1"] is False
+
+
 def test_concurrent_dispatchers_deliver_each_message_once(engine: Engine) -> None:
     event_ids = [f"e{i}" for i in range(40)]
     queue(engine, *event_ids)
