@@ -107,7 +107,9 @@ class PvPContext:
     default_deadline_seconds: float = 60.0
     inbox_retry_after_seconds: float = 5.0
     """How long the recovery job leaves a fresh inbox item to the worker that was woken for it."""
-    notify_inbox: Callable[[int], None] = lambda _id: None
+    notify_inbox: Callable[[int, Message | None], None] = lambda _id, _msg: None
+    """Called after a reception commits, with the stored message id and the message as parsed
+    on receipt (the worker then neither reads it back nor parses it again)."""
     notify_outbox: Callable[[], None] = lambda: None
 
 
@@ -182,9 +184,10 @@ def receive_message(
 
     def work() -> Ack:
         repo = uow.pvp
-        if repo.inbound_by_sha(sha) is not None:
+        seen = repo.inbound_sha(sender, message.MESSAGE_ID, message.id)
+        if seen == sha:
             return Ack(message.id, sha, duplicate=True)
-        if repo.message_exists(sender, message.MESSAGE_ID, message.id):
+        if seen is not None:
             raise DuplicateMessage(
                 "DU01",
                 f"message id {message.id} already received with other content",
@@ -222,7 +225,7 @@ def receive_message(
         repo.insert_legs(new_legs)
         repo.update_legs(late)
         repo.add_inbox(message_id, now, now + timedelta(seconds=ctx.inbox_retry_after_seconds))
-        uow.after_commit(lambda: ctx.notify_inbox(message_id))
+        uow.after_commit(lambda: ctx.notify_inbox(message_id, message))
         return Ack(message.id, sha, duplicate=False, inbox_id=message_id)
 
     ack = retrying(uow, work)
@@ -375,20 +378,30 @@ def _batch(
 
 
 def process_inbox_item(
-    uow: PvPUnitOfWork, message_id: int, ctx: PvPContext, now: datetime | None = None
+    uow: PvPUnitOfWork,
+    message_id: int,
+    ctx: PvPContext,
+    now: datetime | None = None,
+    *,
+    parsed: Message | None = None,
 ) -> bool:
-    """Apply one stored inbound message; False when it was already processed."""
+    """Apply one stored inbound message; False when it was already processed.
+
+    ``parsed`` is the message as :func:`receive_message` parsed it (the fast path, in
+    memory); without it (recovery) the stored bytes are read back and parsed again."""
 
     def work() -> str | None:
         at = now or utcnow()
         if not uow.pvp.inbox_claim(message_id):
             return None
-        stored = uow.pvp.message_raw(message_id)
-        assert stored is not None
-        raw, _sender = stored
-        # Verified on receipt (the signature is not checked twice). Later clocks only make
-        # the "not in the future" rule easier, so a message that waited here still parses.
-        message = parse(raw, settings=ctx.iso, now=at).message
+        message = parsed
+        if message is None:
+            stored = uow.pvp.message_raw(message_id)
+            assert stored is not None
+            raw, _sender = stored
+            # Verified on receipt (the signature is not checked twice). Later clocks only
+            # make the "not in the future" rule easier, so a message that waited still parses.
+            message = parse(raw, settings=ctx.iso, now=at).message
         _apply(uow, message, ctx, at)
         uow.pvp.inbox_done(message_id, at)
         return message.MESSAGE_ID
@@ -522,8 +535,10 @@ def _on_pacs002(uow: PvPUnitOfWork, msg: Pacs002, ctx: PvPContext, now: datetime
                 (leg.terms.condition if leg.terms else None) or "", fulfilment
             ):
                 replies[uetr] = _status(tx.original, "RJCT", CH16, "fulfilment mismatch")
-            else:
+            elif not uow.pvp.reply_pending(uetr):
                 replies[uetr] = _status_of(leg, tx.original)  # a re-sent decision: same answer
+            # else: the answer to the first copy still waits in the outbox and answers this one
+            # too (a copy per re-sent decision would only lengthen that queue).
         elif tx.status == "RJCT" and leg.state is LegState.LOCKED:
             releases.append((uetr, lm.ReleaseLock(id=leg.lock_id)))  # the connector's ABORT
         # PDNG / ACSP without fulfilment: no decision yet; the deadline check asks again.

@@ -16,8 +16,9 @@ from sqlalchemy.engine import Connection
 from sqlmodel import Field, SQLModel
 
 from gateway.db import SqlUnitOfWork, autoincrement_field, table_of, utc_field
+from gateway.fastsql import run
 from gateway.ledger.store import SqlLedgerRepository
-from gateway.outbox import OutboxRepository
+from gateway.outbox import OutboxRepository, outbox_t
 from gateway.pvp.model import (
     Instruction,
     InstructionState,
@@ -264,6 +265,57 @@ def _instruction_values(i: Instruction) -> dict[str, Any]:
     }
 
 
+# Statements of the per-message path, built once. Building a Core statement and its cache
+# key on every call cost 3-5x the execution itself (70-100 µs against ~20 µs on SQLite);
+# a statement object reused with bind parameters keeps its memoized cache key.
+_LEGS_BY_UETR = leg_t.select().where(leg_t.c.uetr.in_(sa.bindparam("uetrs", expanding=True)))
+_LEGS_FOR_UPDATE = (
+    _LEGS_BY_UETR.order_by(leg_t.c.uetr),
+    _LEGS_BY_UETR.order_by(leg_t.c.uetr).with_for_update(),
+)
+_UPDATE_LEG = leg_t.update().where(leg_t.c.uetr == sa.bindparam("k_uetr"))
+_INBOUND_SHA = sa.select(message_t.c.sha256).where(
+    message_t.c.direction == "in",
+    message_t.c.sender_bic == sa.bindparam("sender"),
+    message_t.c.msg_def_id == sa.bindparam("def_id"),
+    message_t.c.msg_id == sa.bindparam("msg_id"),
+)
+_INSERT_MESSAGE = message_t.insert().returning(message_t.c.id)
+_INSERT_MESSAGE_LEG = message_leg_t.insert()
+_INSERT_LEG = leg_t.insert()
+_MESSAGE_RAW = sa.select(message_t.c.raw, message_t.c.sender_bic).where(
+    message_t.c.id == sa.bindparam("id")
+)
+_INSERT_INBOX = inbox_t.insert()
+_INBOX_STATE = sa.select(inbox_t.c.processed_at).where(inbox_t.c.message_id == sa.bindparam("id"))
+_INBOX_CLAIM = (_INBOX_STATE, _INBOX_STATE.with_for_update())
+_INBOX_DONE = (
+    inbox_t.update()
+    .where(inbox_t.c.message_id == sa.bindparam("id"))
+    .values(processed_at=sa.bindparam("at"), attempts=inbox_t.c.attempts + 1, last_error=None)
+)
+_REPLY_PENDING = (
+    sa.select(outbox_t.c.id)
+    .select_from(
+        message_leg_t.join(message_t, message_t.c.id == message_leg_t.c.message_id).join(
+            outbox_t, outbox_t.c.event_id == message_t.c.msg_id
+        )
+    )
+    .where(
+        message_leg_t.c.uetr == sa.bindparam("uetr"),
+        message_t.c.direction == "out",
+        outbox_t.c.sent_at.is_(None),
+    )
+    .limit(1)
+)
+_INSTRUCTIONS_BY_ID = (
+    instruction_t.select()
+    .where(instruction_t.c.instruction_id.in_(sa.bindparam("ids", expanding=True)))
+    .order_by(instruction_t.c.instruction_id)
+)
+_INSTRUCTIONS_FOR_UPDATE = (_INSTRUCTIONS_BY_ID, _INSTRUCTIONS_BY_ID.with_for_update())
+
+
 Direction = Literal["in", "out", "rejected"]
 
 
@@ -281,16 +333,14 @@ class SqlPvPRepository:
         ids = sorted(set(uetrs))
         if not ids:
             return {}
-        q = self._for_update(leg_t.select().where(leg_t.c.uetr.in_(ids)).order_by(leg_t.c.uetr))
-        return {r.uetr: _leg(r) for r in self.conn.execute(q)}
+        q = _LEGS_FOR_UPDATE[self._pg]
+        return {r.uetr: _leg(r) for r in run(self.conn, q, {"uetrs": ids})}
 
     def legs(self, uetrs: Iterable[str]) -> dict[str, Leg]:
         ids = sorted(set(uetrs))
         if not ids:
             return {}
-        return {
-            r.uetr: _leg(r) for r in self.conn.execute(leg_t.select().where(leg_t.c.uetr.in_(ids)))
-        }
+        return {r.uetr: _leg(r) for r in run(self.conn, _LEGS_BY_UETR, {"uetrs": ids})}
 
     def legs_by_ref(self, ref: str) -> list[Leg]:
         """Legs whose PvP id, UETR or EndToEndId (the DT instruction id) is ``ref``."""
@@ -301,12 +351,16 @@ class SqlPvPRepository:
 
     def insert_legs(self, legs: Sequence[Leg]) -> None:
         if legs:
-            self.conn.execute(leg_t.insert(), [_leg_values(leg) for leg in legs])
+            run(self.conn, _INSERT_LEG, [_leg_values(leg) for leg in legs])
 
     def update_legs(self, legs: Sequence[Leg]) -> None:
+        rows = []
         for leg in legs:
             values = _leg_values(leg)
-            self.conn.execute(leg_t.update().where(leg_t.c.uetr == leg.uetr).values(**values))
+            values["k_uetr"] = values.pop("uetr")  # the key, not a column to set
+            rows.append(values)
+        if rows:
+            run(self.conn, _UPDATE_LEG, rows)
 
     def locked_legs_past(self, cutoff: datetime, limit: int) -> list[Leg]:
         q = (
@@ -325,21 +379,12 @@ class SqlPvPRepository:
 
     # messages --------------------------------------------------------------
 
-    def inbound_by_sha(self, sha256: str) -> str | None:
-        q = sa.select(message_t.c.msg_id).where(
-            message_t.c.sha256 == sha256, message_t.c.direction == "in"
-        )
-        row = self.conn.execute(q.limit(1)).first()
-        return None if row is None else cast(str, row.msg_id)
-
-    def message_exists(self, sender: str | None, msg_def_id: str, msg_id: str) -> bool:
-        q = sa.select(message_t.c.id).where(
-            message_t.c.direction == "in",
-            message_t.c.sender_bic == sender,
-            message_t.c.msg_def_id == msg_def_id,
-            message_t.c.msg_id == msg_id,
-        )
-        return self.conn.execute(q.limit(1)).first() is not None
+    def inbound_sha(self, sender: str | None, msg_def_id: str, msg_id: str) -> str | None:
+        """The SHA-256 of the inbound message with this id from ``sender``, if received (the
+        same bytes again are a duplicate; other bytes under the same id are refused)."""
+        params = {"sender": sender, "def_id": msg_def_id, "msg_id": msg_id}
+        row = run(self.conn, _INBOUND_SHA, params).first()
+        return None if row is None else cast(str, row.sha256)
 
     def add_message(
         self,
@@ -355,8 +400,9 @@ class SqlPvPRepository:
         reason: str | None = None,
         uetrs: Iterable[str] = (),
     ) -> int:
-        result = self.conn.execute(
-            message_t.insert().returning(message_t.c.id),
+        result = run(
+            self.conn,
+            _INSERT_MESSAGE,
             {
                 "direction": direction,
                 "sender_bic": sender,
@@ -372,12 +418,15 @@ class SqlPvPRepository:
         message_id = int(result.scalar_one())
         links = [{"message_id": message_id, "uetr": u} for u in dict.fromkeys(uetrs)]
         if links:
-            self.conn.execute(message_leg_t.insert(), links)
+            run(self.conn, _INSERT_MESSAGE_LEG, links)
         return message_id
 
+    def reply_pending(self, uetr: str) -> bool:
+        """Whether a message about this leg still waits in the outbox to be sent."""
+        return run(self.conn, _REPLY_PENDING, {"uetr": uetr}).first() is not None
+
     def message_raw(self, message_id: int) -> tuple[bytes, str | None] | None:
-        q = sa.select(message_t.c.raw, message_t.c.sender_bic).where(message_t.c.id == message_id)
-        row = self.conn.execute(q).first()
+        row = run(self.conn, _MESSAGE_RAW, {"id": message_id}).first()
         return None if row is None else (bytes(row.raw), row.sender_bic)
 
     def trail(self, uetrs: Sequence[str], extra_ids: Sequence[int] = ()) -> list[MessageRecord]:
@@ -410,8 +459,9 @@ class SqlPvPRepository:
     # inbox -----------------------------------------------------------------
 
     def add_inbox(self, message_id: int, now: datetime, available_at: datetime) -> None:
-        self.conn.execute(
-            inbox_t.insert(),
+        run(
+            self.conn,
+            _INSERT_INBOX,
             {
                 "message_id": message_id,
                 "received_at": now,
@@ -422,18 +472,11 @@ class SqlPvPRepository:
 
     def inbox_claim(self, message_id: int) -> bool:
         """Row-lock the inbox item; True when it still awaits processing."""
-        q = self._for_update(
-            sa.select(inbox_t.c.processed_at).where(inbox_t.c.message_id == message_id)
-        )
-        row = self.conn.execute(q).first()
+        row = run(self.conn, _INBOX_CLAIM[self._pg], {"id": message_id}).first()
         return row is not None and row.processed_at is None
 
     def inbox_done(self, message_id: int, now: datetime) -> None:
-        self.conn.execute(
-            inbox_t.update()
-            .where(inbox_t.c.message_id == message_id)
-            .values(processed_at=now, attempts=inbox_t.c.attempts + 1, last_error=None)
-        )
+        run(self.conn, _INBOX_DONE, {"id": message_id, "at": now})
 
     def inbox_attempts(self, message_id: int) -> int:
         q = sa.select(inbox_t.c.attempts).where(inbox_t.c.message_id == message_id)
@@ -473,12 +516,8 @@ class SqlPvPRepository:
         keys = sorted(set(ids))
         if not keys:
             return {}
-        q = self._for_update(
-            instruction_t.select()
-            .where(instruction_t.c.instruction_id.in_(keys))
-            .order_by(instruction_t.c.instruction_id)
-        )
-        return {r.instruction_id: _instruction(r) for r in self.conn.execute(q)}
+        q = _INSTRUCTIONS_FOR_UPDATE[self._pg]
+        return {r.instruction_id: _instruction(r) for r in self.conn.execute(q, {"ids": keys})}
 
     def instructions_by_pvp(self, pvp_id: str) -> list[Instruction]:
         q = instruction_t.select().where(instruction_t.c.pvp_id == pvp_id)

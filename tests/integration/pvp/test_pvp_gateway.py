@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import sqlalchemy as sa
+
 from gateway.iso20022 import Admi002, Camt029, Pacs002, Pacs028, parse
+from gateway.outbox import outbox_t
+from gateway.pvp.store import inbox_t
 from tests.integration.pvp.conftest import CONDITION, SECRET, Leg, PvPWorld, uetr
 
 
 def _funded(w: PvPWorld, amount: int = 1_000_000) -> None:
     w.wallet("hsbk-dt", fund=amount)
     w.wallet("cbuae-dt")
+
+
+def _settled(w: PvPWorld) -> Leg:
+    """A funded DT leg of 250,000, locked and then settled (ACSP, then ACSC sent)."""
+    _funded(w)
+    leg = Leg(uetr(), 250_000)
+    w.post(w.pacs009(leg))
+    w.connector.wait_status(leg.uetr, "ACSP")
+    w.post(w.fulfil(leg))
+    w.connector.wait_status(leg.uetr, "ACSC")
+    return leg
 
 
 def test_pacs009_locks_the_dt_leg_and_answers_acsp(world: PvPWorld) -> None:
@@ -52,6 +67,39 @@ def test_fulfilment_settles_and_answers_acsc(world: PvPWorld) -> None:
     assert view["legs"][0]["state"] == "settled" and view["decision"] == "commit"
 
 
+def test_re_sent_decisions_share_the_answer_still_waiting_in_the_outbox(world: PvPWorld) -> None:
+    leg = _settled(world)
+    unsent = sa.select(sa.func.count()).where(outbox_t.c.sent_at.is_(None))
+
+    def drained() -> bool:
+        with world.engine.connect() as conn:
+            return conn.execute(unsent).scalar_one() == 0
+
+    world.connector.wait(drained)  # the ACSC's delivery is recorded
+    world.connector.failures = 1_000_000  # the connector is down: answers stay queued
+    for _ in range(3):  # the connector re-sends its decision, three times
+        assert world.post(world.fulfil(leg)).status_code == 202
+
+    def out_pacs002() -> list[dict[str, object]]:
+        view = world.pvp(leg.uetr)
+        processed = sa.select(sa.func.count()).where(inbox_t.c.processed_at.is_(None))
+        with world.engine.connect() as conn:
+            if conn.execute(processed).scalar_one():
+                return []
+        return [
+            m
+            for m in view["messages"]
+            if m["direction"] == "out" and m["msg_def_id"] == "pacs.002.001.10"
+        ]
+
+    answers = world.connector.wait(out_pacs002)
+    assert len(answers) == 3  # ACSP, ACSC, and one ACSC for the three copies
+    world.connector.failures = 0
+    world.connector.wait(lambda: len(world.connector.statuses(leg.uetr)) == 3, timeout=15)
+    assert [s.status for s in world.connector.statuses(leg.uetr)] == ["ACSP", "ACSC", "ACSC"]
+    assert world.balance("cbuae-dt") == (250_000, 0)
+
+
 def test_wrong_fulfilment_is_rejected_ch16_and_the_leg_stays_locked(world: PvPWorld) -> None:
     _funded(world)
     leg = Leg(uetr(), 250_000)
@@ -82,12 +130,7 @@ def test_camt056_releases_a_locked_leg_cncl(world: PvPWorld) -> None:
 
 
 def test_camt056_after_settlement_is_refused_rjcr(world: PvPWorld) -> None:
-    _funded(world)
-    leg = Leg(uetr(), 250_000)
-    world.post(world.pacs009(leg))
-    world.connector.wait_status(leg.uetr, "ACSP")
-    world.post(world.fulfil(leg))
-    world.connector.wait_status(leg.uetr, "ACSC")
+    leg = _settled(world)
     world.post(world.camt056(leg))
     reply = world.connector.wait(lambda: world.connector.messages(Camt029))[0]
     assert reply.confirmation == "RJCR"
@@ -408,7 +451,7 @@ def test_a_message_stored_but_not_processed_is_processed_on_recovery(world: PvPW
 
     _funded(world)
     leg = Leg(uetr(), 250_000)
-    asleep = replace(world.runtime.ctx, notify_inbox=lambda _id: None)
+    asleep = replace(world.runtime.ctx, notify_inbox=lambda _id, _msg: None)
     ack = service.receive_message(world.runtime.uow(), world.pacs009(leg), asleep)
     assert ack.duplicate is False
     assert world.leg_state(leg.uetr) == "received"
