@@ -96,9 +96,13 @@ class ConnectorSettings(_Section):
     """Simulated counterparty BIC -> {currency: account}: the connector files the mirror
     instruction for it, so a DT participant's instruction alone makes a matched PvP."""
     sweep_interval_ms: int = 100
-    redeliver_after_ms: int = 3000
-    """A decision not acknowledged (ACSC / camt.029) after this long is sent again; each
-    further attempt waits twice as long, up to ``redeliver_cap_ms``."""
+    redeliver_after_ms: int = 30_000
+    """A decision delivered (HTTP 202: the network stored it) but not acknowledged (ACSC /
+    camt.029) this long after its delivery is sent again; each further attempt waits twice as
+    long, up to ``redeliver_cap_ms``. A safety net, not the normal path: a network that
+    accepted a decision answers it, if need be after a backlog, and each copy re-sent into
+    that backlog is stored, processed and answered again (3 s made bursts re-send most
+    decisions several times)."""
     redeliver_cap_ms: int = 60_000
     senders_per_network: int = 4
     """Threads delivering outbox rows to each network (each network with its own pooled HTTP
@@ -174,7 +178,7 @@ class PvPSettings(_Section):
     """Deadline of a pacs.009 without SttlmTmReq/TillTm, from its creation time."""
     workers: int = 4
     """Threads processing inbound messages right after they are acknowledged."""
-    dispatchers: int = 2
+    dispatchers: int = 4
     """Threads sending outbox rows to the connector as soon as they are committed."""
     http_timeout_seconds: float = 5.0
     http_max_connections: int = 32

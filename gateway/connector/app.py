@@ -78,6 +78,12 @@ def create_app(connector: Connector, *, manage_lifecycle: bool = True) -> Litest
         status, view = await _run(c.create_trade, data)
         return _json(view, status)
 
+    @post("/v1/trades/bulk")
+    async def trades_bulk(request: Request[Any, Any, Any]) -> Response[Any]:
+        data = await _body(request)
+        status, created = await _run(c.create_trades, data)
+        return _json(created, status)
+
     @get("/v1/pvp/{pvp_id:str}", sync_to_thread=True)
     def pvp(pvp_id: FromPath[str]) -> dict[str, Any]:
         return c.pvp_view(pvp_id)
@@ -154,6 +160,7 @@ def create_app(connector: Connector, *, manage_lifecycle: bool = True) -> Litest
             list_participants,
             instruct,
             trade,
+            trades_bulk,
             pvp,
             pvp_messages,
             iso_messages,

@@ -24,14 +24,17 @@ import logging
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from gateway.connector import store
 from gateway.connector.faults import Faults
 from gateway.connector.store import now_ms, sim_accounts, sim_issuance, sim_locks
 from gateway.errors import InvalidInput, NotFound
+from gateway.fastsql import run
 from gateway.iso20022 import (
     Camt029,
     Camt056,
@@ -94,22 +97,12 @@ class SimulatedNetworks:
             with self.engine.begin() as c:
                 self.issue(currency, account, amount, c)
             return
-        key = (sim_accounts.c.currency == currency) & (sim_accounts.c.account == account)
-        if conn.execute(sa.select(sim_accounts.c.account).where(key)).first() is None:
-            conn.execute(
-                sim_accounts.insert().values(
-                    currency=currency, account=account, available=0, held=0
-                )
-            )
+        key = {"currency": currency, "account": account}
+        if run(conn, store.SELECT_SIM_ACCOUNT, key).first() is None:
+            run(conn, store.INSERT_SIM_ACCOUNT, {**key, "available": 0, "held": 0})
         if amount:
-            conn.execute(
-                sim_accounts.update().where(key).values(available=sim_accounts.c.available + amount)
-            )
-            conn.execute(
-                sim_issuance.insert().values(
-                    currency=currency, account=account, amount=amount, at=self.clock()
-                )
-            )
+            self._move(conn, currency, account, available=amount)
+            run(conn, store.INSERT_SIM_ISSUANCE, {**key, "amount": amount, "at": self.clock()})
 
     def seed(self, accounts: dict[str, dict[str, int]]) -> None:
         """Configured opening balances, applied once (an account that exists is left alone)."""
@@ -118,19 +111,15 @@ class SimulatedNetworks:
                 if currency not in self.banks:
                     continue
                 for account, amount in balances.items():
-                    key = (sim_accounts.c.currency == currency) & (
-                        sim_accounts.c.account == account
-                    )
-                    if conn.execute(sa.select(sim_accounts.c.account).where(key)).first() is None:
+                    key = {"currency": currency, "account": account}
+                    if run(conn, store.SELECT_SIM_ACCOUNT, key).first() is None:
                         self.issue(currency, account, amount, conn)
 
     def balance(self, currency: str, account: str) -> dict[str, Any]:
         self._currency(currency)
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(sim_accounts).where(
-                    (sim_accounts.c.currency == currency) & (sim_accounts.c.account == account)
-                )
+        with store.reader(self.engine) as conn:
+            row = run(
+                conn, store.SELECT_SIM_ACCOUNT, {"currency": currency, "account": account}
             ).first()
         if row is None:
             raise NotFound(f"no {currency} account {account!r}")
@@ -145,7 +134,7 @@ class SimulatedNetworks:
     def check(self, currency: str) -> dict[str, Any]:
         """Conservation: balances sum to issuance; held funds equal the open locks."""
         self._currency(currency)
-        with self.engine.connect() as conn:
+        with store.reader(self.engine) as conn:
             avail, held = conn.execute(
                 sa.select(
                     sa.func.coalesce(sa.func.sum(sim_accounts.c.available), 0),
@@ -208,12 +197,24 @@ class SimulatedNetworks:
         return [build(a, header_for(a, from_bic=bic, to_bic=self.connector_bic)) for a in answers]
 
     def _lock_row(self, conn: Connection, uetr: str) -> Any:
-        return conn.execute(sa.select(sim_locks).where(sim_locks.c.uetr == uetr)).first()
+        return run(conn, store.SELECT_SIM_LOCK, {"uetr": uetr}).first()
 
-    def _move(self, conn: Connection, currency: str, account: str, **deltas: int) -> None:
-        key = (sim_accounts.c.currency == currency) & (sim_accounts.c.account == account)
-        values = {name: getattr(sim_accounts.c, name) + d for name, d in deltas.items()}
-        conn.execute(sim_accounts.update().where(key).values(**values))
+    def _move(
+        self, conn: Connection, currency: str, account: str, *, available: int = 0, held: int = 0
+    ) -> int:
+        """Add to an account's funds; returns 1, or 0 if there is no such account."""
+        params = {"k_currency": currency, "k_account": account, "d_available": available}
+        result = run(conn, store.MOVE_SIM_FUNDS, {**params, "d_held": held})
+        return int(result.rowcount)
+
+    def _credit(self, conn: Connection, currency: str, account: str, amount: int) -> None:
+        """Credit ``account``, opening it if needed (one statement when it exists)."""
+        if not self._move(conn, currency, account, available=amount):
+            run(
+                conn,
+                store.INSERT_SIM_ACCOUNT,
+                {"currency": currency, "account": account, "available": amount, "held": 0},
+            )
 
     def _status_of(self, row: Any) -> tuple[str, str | None]:
         if row is None:
@@ -244,24 +245,21 @@ class SimulatedNetworks:
         for tx in msg.transactions:
             row = self._lock_row(conn, tx.uetr)
             if row is None:
-                reason = self._lock(conn, currency, msg.msg_id, tx)
-                row = self._lock_row(conn, tx.uetr)
-                if reason is not None:
-                    log.info("simulated %s rejects %s: %s", currency, tx.uetr, reason)
+                row = self._lock(conn, currency, msg.msg_id, tx)
+                if row.reason is not None:
+                    log.info("simulated %s rejects %s: %s", currency, tx.uetr, row.reason)
             out.append(self._status(row))
         return self._pacs002(out)
 
-    def _lock(self, conn: Connection, currency: str, msg_id: str, tx: Any) -> str | None:
+    def _lock(self, conn: Connection, currency: str, msg_id: str, tx: Any) -> SimpleNamespace:
+        """Lock (or reject) a leg; returns the ``sim_locks`` row written."""
         pvp_id = tx.pvp.pvp_id if tx.pvp is not None else None
         reason: str | None = None
         fault = self.faults.fire(
             "reject", pvp_id=pvp_id, message_type=PACS009, destination_bic=self.banks[currency]
         )
-        debtor = conn.execute(
-            sa.select(sim_accounts).where(
-                (sim_accounts.c.currency == currency)
-                & (sim_accounts.c.account == tx.debtor_account)
-            )
+        debtor = run(
+            conn, store.SELECT_SIM_ACCOUNT, {"currency": currency, "account": tx.debtor_account}
         ).first()
         if fault is not None:
             reason = fault.reason
@@ -271,26 +269,25 @@ class SimulatedNetworks:
             reason = "AC01"
         elif debtor.available < tx.amount.minor:
             reason = "AM04"
-        conn.execute(
-            sim_locks.insert().values(
-                uetr=tx.uetr,
-                currency=currency,
-                pvp_id=pvp_id,
-                msg_id=msg_id,
-                end_to_end_id=tx.end_to_end_id,
-                debtor_account=tx.debtor_account,
-                creditor_account=tx.creditor_account,
-                amount=tx.amount.minor,
-                condition=tx.pvp.condition if tx.pvp is not None else None,
-                state="rejected" if reason else "locked",
-                reason=reason,
-            )
-        )
+        row = {
+            "uetr": tx.uetr,
+            "currency": currency,
+            "pvp_id": pvp_id,
+            "msg_id": msg_id,
+            "end_to_end_id": tx.end_to_end_id,
+            "debtor_account": tx.debtor_account,
+            "creditor_account": tx.creditor_account,
+            "amount": tx.amount.minor,
+            "condition": tx.pvp.condition if tx.pvp is not None else None,
+            "state": "rejected" if reason else "locked",
+            "reason": reason,
+        }
+        run(conn, store.INSERT_SIM_LOCK, row)
         if reason is None:
             self._move(
                 conn, currency, tx.debtor_account, available=-tx.amount.minor, held=tx.amount.minor
             )
-        return reason
+        return SimpleNamespace(**row)
 
     def _on_pacs002(self, conn: Connection, currency: str, msg: Pacs002) -> Pacs002:
         out: list[TransactionStatus] = []
@@ -304,12 +301,9 @@ class SimulatedNetworks:
                     )
                     continue
                 self._move(conn, currency, row.debtor_account, held=-row.amount)
-                self.issue(currency, row.creditor_account, 0, conn)
-                self._move(conn, currency, row.creditor_account, available=row.amount)
-                conn.execute(
-                    sim_locks.update().where(sim_locks.c.uetr == row.uetr).values(state="committed")
-                )
-                row = self._lock_row(conn, row.uetr)
+                self._credit(conn, currency, row.creditor_account, row.amount)
+                run(conn, store.SET_SIM_LOCK_STATE, {"k_uetr": row.uetr, "state": "committed"})
+                row = SimpleNamespace(**{**row._mapping, "state": "committed"})
             out.append(self._status(row, None if row is not None else tx.original))
         return self._pacs002(out)
 
@@ -319,26 +313,26 @@ class SimulatedNetworks:
         for tx in msg.transactions:
             row = self._lock_row(conn, tx.original.uetr)
             if row is None:
-                conn.execute(
-                    sim_locks.insert().values(
-                        uetr=tx.original.uetr,
-                        currency=currency,
-                        pvp_id=None,
-                        msg_id=tx.original.msg_id,
-                        end_to_end_id=tx.original.end_to_end_id,
-                        debtor_account="-",
-                        creditor_account="-",
-                        amount=0,
-                        state="cancelled",
-                    )
+                run(
+                    conn,
+                    store.INSERT_SIM_LOCK,
+                    {
+                        "uetr": tx.original.uetr,
+                        "currency": currency,
+                        "pvp_id": None,
+                        "msg_id": tx.original.msg_id,
+                        "end_to_end_id": tx.original.end_to_end_id,
+                        "debtor_account": "-",
+                        "creditor_account": "-",
+                        "amount": 0,
+                        "state": "cancelled",
+                    },
                 )
             elif row.state == "locked":
                 self._move(
                     conn, currency, row.debtor_account, held=-row.amount, available=row.amount
                 )
-                conn.execute(
-                    sim_locks.update().where(sim_locks.c.uetr == row.uetr).values(state="released")
-                )
+                run(conn, store.SET_SIM_LOCK_STATE, {"k_uetr": row.uetr, "state": "released"})
             refused = row is not None and row.state == "committed"
             resolutions.append(
                 CancellationResolution(

@@ -2,7 +2,8 @@
 
 No migrations: ``create_all`` at start (the mock's schema is its own business). Times are
 integer milliseconds since the epoch (UTC). Durability as in the gateway: SQLite in WAL with
-``synchronous=FULL`` and ``BEGIN IMMEDIATE``; PostgreSQL by URL.
+``synchronous=FULL`` and ``BEGIN IMMEDIATE`` (a plain ``BEGIN`` for pure reads, see
+``reader``); PostgreSQL by URL. The statements of the per-PvP path are built once, at the end.
 
 Invariants the store enforces itself:
 
@@ -14,6 +15,7 @@ Invariants the store enforces itself:
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -133,6 +135,16 @@ inbox = sa.Table(
     sa.Index("ix_inbox_unprocessed", "processed"),
 )
 
+# The bytes of a message that concerns several PvPs (batched mode: one pacs.009 carries up to
+# ``batch_max`` of them), stored once; each PvP's ``pvp_messages`` row points to them.
+message_bodies = sa.Table(
+    "message_bodies",
+    metadata,
+    sa.Column("id", _BigInt, primary_key=True, autoincrement=True),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("raw", sa.LargeBinary, nullable=False),
+)
+
 pvp_messages = sa.Table(
     "pvp_messages",
     metadata,
@@ -144,6 +156,8 @@ pvp_messages = sa.Table(
     sa.Column("msg_id", sa.String(35), nullable=False),
     sa.Column("sha256", sa.String(64), nullable=False),
     sa.Column("raw", sa.LargeBinary, nullable=False),
+    # Set when the bytes are in ``message_bodies`` (``raw`` is then empty).
+    sa.Column("body_id", _BigInt, nullable=True),
     sa.Column("at", sa.BigInteger, nullable=False),
 )
 
@@ -233,6 +247,17 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+# Execution option of a connection that only reads (see ``reader``).
+READONLY = "dt_readonly"
+
+
+def reader(engine: Engine) -> Connection:
+    """A connection for reads alone (``with reader(engine) as conn``). On SQLite it neither
+    queues on the process's writer lock nor takes SQLite's: it must not write, since a
+    deferred transaction that tries to would fail against a concurrent writer."""
+    return engine.connect().execution_options(**{READONLY: True})
+
+
 def make_engine(url: str, *, busy_timeout_ms: int = 10_000) -> Engine:
     """An engine with the gateway's durability settings (see the module docstring)."""
     if url.startswith("sqlite"):
@@ -265,9 +290,22 @@ def make_engine(url: str, *, busy_timeout_ms: int = 10_000) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _begin(conn: Connection) -> None:
-            writer.acquire()
-            conn.info["writer_holds"] = conn.info.get("writer_holds", 0) + 1
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # A read-only connection (see ``reader``) takes neither the lock nor SQLite's
+            # write lock: in WAL mode it reads a snapshot while a writer goes on.
+            readonly = conn.get_execution_options().get(READONLY, False)
+            if not readonly:
+                writer.acquire()
+                conn.info["writer_holds"] = conn.info.get("writer_holds", 0) + 1
+            sql = "BEGIN" if readonly else "BEGIN IMMEDIATE"
+            # Straight on the driver: exec_driver_sql's bookkeeping cost more than the BEGIN.
+            dbapi_conn = conn.connection.dbapi_connection
+            assert dbapi_conn is not None
+            try:
+                dbapi_conn.execute(sql)
+            except sqlite3.Error as exc:
+                raise sa.exc.DBAPIError.instance(
+                    sql, (), exc, sqlite3.Error, dialect=conn.dialect
+                ) from exc
 
         @event.listens_for(engine, "checkin")
         def _checkin(_dbapi_conn: Any, record: Any) -> None:
@@ -288,6 +326,7 @@ _ADDED_COLUMNS = (
     ("legs", "decision_queued", "BOOLEAN NOT NULL DEFAULT FALSE"),
     ("legs", "redeliver_at", "BIGINT"),
     ("legs", "redeliveries", "INTEGER NOT NULL DEFAULT 0"),
+    ("pvp_messages", "body_id", "BIGINT"),
 )
 
 
@@ -306,6 +345,251 @@ def create_schema(engine: Engine) -> None:
             conn.exec_driver_sql(ddl)
 
 
+# --- statements built once ------------------------------------------------------------------
+#
+# Building a Core statement and generating its cache key cost several times more than running
+# it on SQLite; a statement object built once keeps its cache key. So every statement of the
+# per-PvP path is built here, with ``bindparam``s named after the keys of the parameter dict
+# it runs with. Parameters of a WHERE clause start with ``k_`` where an UPDATE may also set
+# the column of that name. An INSERT or UPDATE without ``values()`` inserts or sets the
+# columns named by the parameters' keys (compiled once per set of keys).
+
+_b = sa.bindparam
+
+# participants
+SELECT_PARTICIPANT_BY_TOKEN = sa.select(participants).where(
+    participants.c.token_sha256 == _b("digest")
+)
+
+# instructions
+SELECT_INSTRUCTION = sa.select(instructions).where(
+    (instructions.c.party_bic == _b("party_bic"))
+    & (instructions.c.instruction_id == _b("instruction_id"))
+)
+INSERT_INSTRUCTION = instructions.insert()
+SELECT_MATCH = (
+    sa.select(instructions)
+    .where(
+        (instructions.c.party_bic == _b("party_bic"))
+        & (instructions.c.counterparty_bic == _b("counterparty_bic"))
+        & instructions.c.pvp_id.is_(None)
+        & (instructions.c.sell_currency == _b("sell_currency"))
+        & (instructions.c.sell_amount == _b("sell_amount"))
+        & (instructions.c.buy_currency == _b("buy_currency"))
+        & (instructions.c.buy_amount == _b("buy_amount"))
+        & (instructions.c.value_time >= _b("value_from"))
+        & (instructions.c.value_time <= _b("value_to"))
+    )
+    .order_by(instructions.c.id)
+    .limit(1)
+)
+SET_INSTRUCTIONS_MATCHED = (
+    instructions.update()
+    .where(
+        (
+            (instructions.c.party_bic == _b("k_party_bic"))
+            & (instructions.c.instruction_id == _b("k_instruction_id"))
+        )
+        | (instructions.c.id == _b("k_other_id"))
+    )
+    .values(pvp_id=_b("k_pvp_id"))
+)
+
+# pvps and decisions
+SELECT_PVP = sa.select(pvps).where(pvps.c.id == _b("pvp_id"))
+# PostgreSQL: the row lock that serialises the work on one PvP (SQLite has the writer lock).
+SELECT_PVP_FOR_UPDATE = SELECT_PVP.with_for_update()
+SELECT_PVP_ID = sa.select(pvps.c.id).where(pvps.c.id == _b("pvp_id"))
+SELECT_PVP_IDS_IN = sa.select(pvps.c.id).where(pvps.c.id.in_(_b("pvp_ids", expanding=True)))
+INSERT_PVP = pvps.insert()
+UPDATE_PVP = pvps.update().where(pvps.c.id == _b("k_id"))
+# Every network acknowledged: committed -> settled, aborted -> cancelled.
+COMPLETE_PVP = (
+    pvps.update()
+    .where(
+        (pvps.c.id == _b("k_id"))
+        & ~sa.exists().where((legs.c.pvp_id == pvps.c.id) & legs.c.acknowledged.is_(False))
+    )
+    .values(
+        state=sa.case(
+            (pvps.c.state == "committed", "settled"),
+            (pvps.c.state == "aborted", "cancelled"),
+            else_=pvps.c.state,
+        )
+    )
+)
+SELECT_DECISION = sa.select(decisions).where(decisions.c.pvp_id == _b("pvp_id"))
+INSERT_DECISION = decisions.insert()
+# A PvP with its decision and legs, one row per leg (decision columns prefixed).
+SELECT_PVP_VIEW = (
+    sa.select(
+        pvps,
+        decisions.c.decision,
+        decisions.c.reason.label("decision_reason"),
+        decisions.c.detail.label("decision_detail"),
+        decisions.c.decided_at,
+        *(c.label("leg_" + c.key) for c in legs.c),
+    )
+    .select_from(
+        pvps.outerjoin(decisions, decisions.c.pvp_id == pvps.c.id).outerjoin(
+            legs, legs.c.pvp_id == pvps.c.id
+        )
+    )
+    .where(pvps.c.id == _b("pvp_id"))
+    .order_by(legs.c.leg)
+)
+
+# legs
+SELECT_LEGS_OF = sa.select(legs).where(legs.c.pvp_id == _b("pvp_id")).order_by(legs.c.leg)
+SELECT_LEG = sa.select(legs).where((legs.c.pvp_id == _b("pvp_id")) & (legs.c.leg == _b("leg")))
+INSERT_LEG = legs.insert()
+UPDATE_LEG = legs.update().where((legs.c.pvp_id == _b("k_pvp")) & (legs.c.leg == _b("k_leg")))
+# A leg with its PvP and decision in one row: the tables have no column name in common but
+# ``reason`` (the decision's is ``decision_reason``).
+SELECT_LEG_BY_UETR = (
+    sa.select(
+        legs,
+        pvps.c.id,
+        pvps.c.deadline,
+        pvps.c.condition,
+        pvps.c.secret,
+        pvps.c.state,
+        decisions.c.decision,
+        decisions.c.reason.label("decision_reason"),
+    )
+    .select_from(
+        legs.join(pvps, pvps.c.id == legs.c.pvp_id).outerjoin(
+            decisions, decisions.c.pvp_id == legs.c.pvp_id
+        )
+    )
+    .where(legs.c.uetr == _b("uetr"))
+)
+# PostgreSQL: lock the leg's PvP before reading it (as ``SELECT_PVP_FOR_UPDATE``).
+LOCK_PVP_OF_UETR = (
+    sa.select(pvps.c.id)
+    .join(legs, legs.c.pvp_id == pvps.c.id)
+    .where(legs.c.uetr == _b("uetr"))
+    .with_for_update(of=pvps)
+)
+SELECT_QUEUED_LEGS = (
+    sa.select(legs, pvps.c.created_at, pvps.c.deadline, pvps.c.condition)
+    .join(pvps, pvps.c.id == legs.c.pvp_id)
+    .where((legs.c.status == "queued") & (pvps.c.state == "pending"))
+    .order_by(pvps.c.created_at, legs.c.pvp_id, legs.c.leg)
+    .limit(_b("limit"))
+)
+SELECT_QUEUED_DECISIONS = (
+    sa.select(
+        legs,
+        pvps.c.deadline,
+        pvps.c.condition,
+        pvps.c.secret,
+        decisions.c.decision,
+        decisions.c.reason.label("decision_reason"),
+    )
+    .join(pvps, pvps.c.id == legs.c.pvp_id)
+    .join(decisions, decisions.c.pvp_id == legs.c.pvp_id)
+    .where(legs.c.decision_queued.is_(True))
+    .order_by(decisions.c.decided_at, legs.c.pvp_id, legs.c.leg)
+    .limit(_b("limit"))
+)
+
+# inbox, messages and outbox
+SELECT_INBOX_SHA = sa.select(inbox.c.sha256).where(
+    (inbox.c.sender_bic == _b("sender_bic"))
+    & (inbox.c.msg_def_id == _b("msg_def_id"))
+    & (inbox.c.msg_id == _b("msg_id"))
+)
+INSERT_INBOX = inbox.insert()
+SELECT_INBOX_PROCESSED = sa.select(inbox.c.processed).where(inbox.c.id == _b("id"))
+MARK_INBOX_PROCESSED = inbox.update().where(inbox.c.id == _b("k_id")).values(processed=True)
+INSERT_MESSAGE = pvp_messages.insert()
+INSERT_MESSAGE_BODY = message_bodies.insert().returning(message_bodies.c.id)
+SELECT_MESSAGES_OF = (
+    sa.select(
+        *(c for c in pvp_messages.c if c.key != "raw"),
+        sa.func.coalesce(message_bodies.c.raw, pvp_messages.c.raw).label("raw"),
+    )
+    .select_from(
+        pvp_messages.outerjoin(message_bodies, message_bodies.c.id == pvp_messages.c.body_id)
+    )
+    .where(pvp_messages.c.pvp_id == _b("pvp_id"))
+    .order_by(pvp_messages.c.id)
+)
+INSERT_OUTBOX = outbox.insert()
+UPDATE_OUTBOX = outbox.update().where(outbox.c.id == _b("k_id"))
+# Due rows, but those already handed to a sender (``busy``): their payloads stay unread.
+SELECT_DUE_OUTBOX = (
+    sa.select(outbox)
+    .where(
+        outbox.c.sent_at.is_(None)
+        & (outbox.c.available_at <= _b("now"))
+        & outbox.c.id.not_in(_b("busy", expanding=True))
+    )
+    .order_by(outbox.c.id)
+    .limit(_b("limit"))
+)
+# Of a PvP's single-PvP outbox rows to one network: how many still wait to be sent, and
+# when the last one was delivered (redelivery counts from delivery, not from the decision).
+DELIVERY_STATE = sa.select(
+    sa.func.coalesce(sa.func.sum(sa.case((outbox.c.sent_at.is_(None), 1), else_=0)), 0).label(
+        "unsent"
+    ),
+    sa.func.max(outbox.c.sent_at).label("last_sent_at"),
+).where((outbox.c.pvp_id == _b("pvp_id")) & (outbox.c.destination_bic == _b("destination_bic")))
+SELECT_OUTBOX_PVP_BY_MSG_ID = sa.select(outbox.c.pvp_id).where(outbox.c.msg_id == _b("msg_id"))
+
+# the sweeper: undecided PvPs past deadline - margin (``due``), decisions to send again,
+# inbound messages to process again
+_OVERDUE = (pvps.c.state == "pending") & (pvps.c.deadline <= _b("due"))
+_STALE = (
+    pvps.c.state.in_(("committed", "aborted"))
+    & legs.c.acknowledged.is_(False)
+    & (
+        (legs.c.redeliver_at <= _b("now"))
+        | (legs.c.redeliver_at.is_(None) & (legs.c.decision_sent_at <= _b("sent_before")))
+    )
+)
+_PENDING_INBOX = inbox.c.processed.is_(False) & (inbox.c.received_at <= _b("cutoff"))
+SELECT_OVERDUE = sa.select(pvps.c.id).where(_OVERDUE).limit(_b("limit"))
+SELECT_STALE_LEGS = (
+    sa.select(legs.c.pvp_id, legs.c.leg)
+    .join(pvps, pvps.c.id == legs.c.pvp_id)
+    .where(_STALE)
+    .limit(_b("limit"))
+)
+SELECT_PENDING_INBOX = sa.select(inbox).where(_PENDING_INBOX).order_by(inbox.c.id)
+# Which of the three has anything, in one statement: mostly none has.
+SWEEP_PROBE = sa.select(
+    sa.exists(sa.select(pvps.c.id).where(_OVERDUE)).label("overdue"),
+    sa.exists(sa.select(legs.c.pvp_id).join(pvps, pvps.c.id == legs.c.pvp_id).where(_STALE)).label(
+        "stale"
+    ),
+    sa.exists(sa.select(inbox.c.id).where(_PENDING_INBOX)).label("inbox"),
+)
+
+# the simulated banks
+SELECT_SIM_ACCOUNT = sa.select(sim_accounts).where(
+    (sim_accounts.c.currency == _b("currency")) & (sim_accounts.c.account == _b("account"))
+)
+INSERT_SIM_ACCOUNT = sim_accounts.insert()
+# Adds (signed) amounts to an account's available and held funds.
+MOVE_SIM_FUNDS = (
+    sim_accounts.update()
+    .where(
+        (sim_accounts.c.currency == _b("k_currency")) & (sim_accounts.c.account == _b("k_account"))
+    )
+    .values(
+        available=sim_accounts.c.available + _b("d_available"),
+        held=sim_accounts.c.held + _b("d_held"),
+    )
+)
+INSERT_SIM_ISSUANCE = sim_issuance.insert()
+SELECT_SIM_LOCK = sa.select(sim_locks).where(sim_locks.c.uetr == _b("uetr"))
+INSERT_SIM_LOCK = sim_locks.insert()
+SET_SIM_LOCK_STATE = sim_locks.update().where(sim_locks.c.uetr == _b("k_uetr"))
+
+
 __all__ = [
     "create_schema",
     "decisions",
@@ -313,12 +597,14 @@ __all__ = [
     "instructions",
     "legs",
     "make_engine",
+    "message_bodies",
     "metadata",
     "now_ms",
     "outbox",
     "participants",
     "pvp_messages",
     "pvps",
+    "reader",
     "sim_accounts",
     "sim_issuance",
     "sim_locks",

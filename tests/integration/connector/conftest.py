@@ -33,6 +33,16 @@ class Env:
     def trade(
         self, *, kzt: int = 100_000, aed: int = 800, seconds: float = 5.0, pvp_id: str | None = None
     ) -> str:
+        body = self.trade_body(kzt=kzt, aed=aed, seconds=seconds, pvp_id=pvp_id)
+        r = self.http.post("/v1/trades", json=body)
+        assert r.status_code == 201, r.text
+        return str(r.json()["pvp_id"])
+
+    @staticmethod
+    def trade_body(
+        *, kzt: int = 100_000, aed: int = 800, seconds: float = 5.0, pvp_id: str | None = None
+    ) -> dict[str, Any]:
+        """A ``POST /v1/trades`` body: HSBK pays KZT, EBIL pays AED (simulated)."""
         value_time = datetime.now(UTC) + timedelta(seconds=seconds)
         body: dict[str, Any] = {
             "value_time": value_time.isoformat(),
@@ -53,9 +63,7 @@ class Env:
         }
         if pvp_id:
             body["pvp_id"] = pvp_id
-        r = self.http.post("/v1/trades", json=body)
-        assert r.status_code == 201, r.text
-        return str(r.json()["pvp_id"])
+        return body
 
     def pvp(self, pvp_id: str) -> dict[str, Any]:
         r = self.http.get(f"/v1/pvp/{pvp_id}")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import sqlalchemy as sa
 
 from gateway.connector.keys import generate_identity
 from gateway.iso20022 import parse
@@ -181,3 +183,23 @@ def test_batched_mode_groups_legs_into_multi_transaction_messages(
     sizes = [len(m.transactions) for m in env.dt.of_type("pacs.009")]
     assert sum(sizes) == 6 and max(sizes) > 1
     assert env.balance("HSBK-AED")["available"] == sum(1 + i for i in range(6))
+    # Each PvP's trail shows the whole batch messages, whose bytes are stored once.
+    trails = {pvp_id: env.http.get(f"/v1/pvp/{pvp_id}/messages").json() for pvp_id in ids}
+    for pvp_id, trail in trails.items():
+        pacs009 = [m for m in trail if m["message"].startswith("pacs.009")]
+        assert len(pacs009) == 2  # one per network, each possibly carrying other PvPs
+        for m in trail:
+            assert hashlib.sha256(m["xml"].encode()).hexdigest() == m["sha256"]
+        assert any(pvp_id in m["xml"] for m in pacs009)
+    shared = {m["sha256"] for t in trails.values() for m in t}
+    logged = sum(len(t) for t in trails.values())
+    with env.connector.engine.connect() as conn:
+        bodies = conn.execute(
+            sa.text("SELECT count(*), count(DISTINCT sha256) FROM message_bodies")
+        )
+        n_bodies, n_distinct = bodies.one()
+        inline = conn.execute(
+            sa.text("SELECT count(*) FROM pvp_messages WHERE body_id IS NULL AND raw != x''")
+        ).scalar_one()
+    assert n_bodies == n_distinct > 0  # a batch's bytes once, whatever the number of PvPs
+    assert n_bodies + inline >= len(shared) and n_bodies + inline < logged

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
@@ -146,3 +147,15 @@ def test_happy_path_on_postgresql(
     assert env.http.get("/v1/sim/AED/check").json()["ok"]
     with pytest.raises(sa.exc.DBAPIError), env.connector.engine.begin() as conn:
         conn.exec_driver_sql("DELETE FROM decisions")
+
+
+def test_reads_do_not_wait_for_a_writer(env: Env) -> None:
+    pvp_id = env.trade()
+    views: list[dict] = []  # type: ignore[type-arg]
+    with env.connector.engine.begin() as conn:  # a writer that holds its lock a while
+        conn.exec_driver_sql("UPDATE pvps SET state = state")
+        reader = threading.Thread(target=lambda: views.append(env.connector.pvp_view(pvp_id)))
+        reader.start()
+        reader.join(timeout=5)
+        assert not reader.is_alive(), "a read waited for the writer"
+    assert views[0]["pvp_id"] == pvp_id

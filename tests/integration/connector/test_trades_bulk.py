@@ -1,0 +1,79 @@
+"""``POST /v1/trades/bulk``: many matched trades in one request and one transaction."""
+
+from __future__ import annotations
+
+import uuid
+
+from tests.integration.connector.conftest import Env
+
+
+def _new_id() -> str:
+    return "PVPB" + uuid.uuid4().hex[:24]
+
+
+def _missing(env: Env, pvp_id: str) -> bool:
+    return env.http.get(f"/v1/pvp/{pvp_id}").status_code == 404
+
+
+def test_a_bulk_of_trades_settles_every_one(env: Env) -> None:
+    ids = [_new_id(), None, _new_id()]
+    body = {
+        "trades": [env.trade_body(kzt=1000 + i, aed=10 + i, pvp_id=p) for i, p in enumerate(ids)]
+    }
+    r = env.http.post("/v1/trades/bulk", json=body)
+    assert r.status_code == 201, r.text
+    created = r.json()["pvp_ids"]
+    assert len(created) == 3 and len(set(created)) == 3
+    assert created[0] == ids[0] and created[2] == ids[2]
+    for pvp_id in created:
+        view = env.wait(pvp_id, lambda v: v["state"] == "settled")
+        assert view["decision"]["decision"] == "COMMIT"
+        assert {leg["leg"] for leg in view["legs"]} == {"DT", "FX"}
+    assert env.balance("HSBK-AED")["available"] == 10 + 11 + 12
+    assert env.http.get("/v1/sim/AED/check").json()["ok"]
+    # Each PvP got its own pacs.009 to each network.
+    assert len(env.dt.of_type("pacs.009")) == 3
+
+
+def test_an_invalid_trade_in_the_middle_creates_nothing(env: Env) -> None:
+    first, last = _new_id(), _new_id()
+    bad = env.trade_body(pvp_id=_new_id())
+    bad["a"]["amount"] = -5
+    body = {"trades": [env.trade_body(pvp_id=first), bad, env.trade_body(pvp_id=last)]}
+    r = env.http.post("/v1/trades/bulk", json=body)
+    assert r.status_code == 400, r.text
+    assert r.json()["detail"].startswith("trades[1]: a.amount")
+    assert _missing(env, first) and _missing(env, last)
+    assert env.dt.of_type("pacs.009") == []
+
+
+def test_a_pvp_id_that_exists_refuses_the_lot_as_the_single_endpoint_does(env: Env) -> None:
+    existing = env.trade(pvp_id=_new_id())
+    fresh = _new_id()
+    body = {"trades": [env.trade_body(pvp_id=fresh), env.trade_body(pvp_id=existing)]}
+    r = env.http.post("/v1/trades/bulk", json=body)
+    assert r.status_code == 409, r.text
+    assert r.json()["detail"] == f"trades[1]: PvP {existing} exists"
+    assert _missing(env, fresh)
+    # A retried request whose trades were created: 409 again, nothing created twice.
+    body = {"trades": [env.trade_body(pvp_id=fresh)]}
+    assert env.http.post("/v1/trades/bulk", json=body).status_code == 201
+    r = env.http.post("/v1/trades/bulk", json=body)
+    assert r.status_code == 409, r.text
+    assert r.json()["detail"] == f"trades[0]: PvP {fresh} exists"
+    # The same id twice in one request is refused as invalid.
+    twice = _new_id()
+    body = {"trades": [env.trade_body(pvp_id=twice), env.trade_body(pvp_id=twice)]}
+    r = env.http.post("/v1/trades/bulk", json=body)
+    assert r.status_code == 400, r.text
+    assert "trades[1]" in r.json()["detail"]
+    assert _missing(env, twice)
+
+
+def test_the_bulk_body_is_checked(env: Env) -> None:
+    for body in ({}, {"trades": []}, {"trades": {}}, [env.trade_body()]):
+        r = env.http.post("/v1/trades/bulk", json=body)
+        assert r.status_code == 400, (body, r.text)
+    r = env.http.post("/v1/trades/bulk", json={"trades": [env.trade_body()] * 1001})
+    assert r.status_code == 400
+    assert "1000" in r.json()["detail"]
