@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -101,9 +103,26 @@ class Submitter:
             return
         self.sent[pvp_id] = t0
 
-    def burst(self, n: int, deadline_s: float) -> list[str]:
+    def _post_bulk(self, pvp_ids: list[str], deadline_s: float) -> None:
+        t0 = time.time()
+        body = {"trades": [_trade_body(i, deadline_s) for i in pvp_ids]}
+        resp = self._client().post("/v1/trades/bulk", json=body)
+        if resp.status_code != 201:
+            self.failed += len(pvp_ids)
+            print(f"trades refused: {resp.status_code} {resp.text[:200]}", file=sys.stderr)
+            return
+        for pvp_id in pvp_ids:
+            self.sent[pvp_id] = t0
+
+    def burst(self, n: int, deadline_s: float, chunk: int = 1) -> list[str]:
+        """``n`` trades as fast as the connector takes them: one per ``POST /v1/trades``, or
+        ``chunk`` per ``POST /v1/trades/bulk``."""
         ids = [f"PVPB{uuid.uuid4().hex[:24]}" for _ in range(n)]
-        list(self.pool.map(lambda i: self._post(i, deadline_s), ids))
+        if chunk <= 1:
+            list(self.pool.map(lambda i: self._post(i, deadline_s), ids))
+        else:
+            parts = [ids[k : k + chunk] for k in range(0, n, chunk)]
+            list(self.pool.map(lambda part: self._post_bulk(part, deadline_s), parts))
         return ids
 
     def steady(self, rate: float, seconds: float, deadline_s: float) -> list[str]:
@@ -157,15 +176,69 @@ def _settled_at(world: PvPWorld, pvp_id: str) -> float:
     return max(ats)
 
 
-def run_burst(world: PvPWorld, sub: Submitter, n: int, label: str) -> float:
+def machine_reference(rounds: int = 300) -> float:
+    """CPU µs to sign one single-transaction pacs.009 envelope, the way the product does.
+
+    Printed first so that runs can be compared: this VM's speed drifts by 30-40 % over an
+    hour (neighbours, frequency), which no change in the code explains."""
+    from gateway.iso20022.codec import build, header_for
+    from gateway.iso20022.models import CreditTransfer, Money, Pacs009, PvPTerms
+    from gateway.iso20022.signing import sign_envelope
+    from gateway.pvp.keys import generate
+
+    identity = generate("bench")
+    until = datetime.now(UTC) + timedelta(minutes=5)
+    tx = CreditTransfer(
+        end_to_end_id="E1",
+        uetr=str(uuid.uuid4()),
+        amount=Money(5000, "AED"),
+        settlement_date=until.date(),
+        deadline=until.timetz().replace(microsecond=0),
+        debtor_bic="EBILAEAD",
+        debtor_account="EBIL-AED",
+        debtor_agent_bic="EBILAEAD",
+        creditor_agent_bic="HSBKKZKX",
+        creditor_bic="HSBKKZKX",
+        creditor_account="HSBK-AED",
+        pvp=PvPTerms(pvp_id="PVP1", leg="FX", condition="ab" * 32),
+    )
+    msg = Pacs009(msg_id="M1", created=datetime.now(UTC), transactions=(tx,))
+    raw = build(msg, header_for(msg, from_bic="SWHQBEBB", to_bic="CBAUAEAA"))
+    for _ in range(30):
+        sign_envelope(raw, identity.key_pem, identity.cert_pem)
+    start = time.process_time()
+    for _ in range(rounds):
+        sign_envelope(raw, identity.key_pem, identity.cert_pem)
+    return (time.process_time() - start) / rounds * 1e6
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_all(world: PvPWorld) -> dict[str, float]:
+    assert world.gateway.proc is not None and world.connector.proc is not None
+    return {
+        "gateway": _cpu_s(world.gateway.proc.pid),
+        "connector": _cpu_s(world.connector.proc.pid),
+        "bench": sum(os.times()[:2]),
+    }
+
+
+def run_burst(world: PvPWorld, sub: Submitter, n: int, label: str, chunk: int = 1) -> float:
     aed0, kzt0 = world.aed(AED_RECEIVER)["available"], world.wallet(CB_WALLET)["posted"]
+    cpu0 = _cpu_all(world)
     t0 = time.time()
-    ids = sub.burst(n, deadline_s=300)
+    ids = sub.burst(n, deadline_s=300, chunk=chunk)
     t_sub = time.time() - t0
     _wait_settled(world, aed0 + n * AED, kzt0 + n * KZT, timeout=600)
     t_end = max(_settled_at(world, i) for i in ids[-50:])  # the last ones settle last
     rate = n / (t_end - t0)
+    cpu = {k: (v - cpu0[k]) * 1000 / n for k, v in _cpu_all(world).items()}
     print(f"{label}: {n} PvPs in {t_end - t0:.2f} s (submitted in {t_sub:.2f} s): {rate:.0f}/s")
+    print("  CPU ms per PvP: " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()))
     return rate
 
 
@@ -192,13 +265,24 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="latency run length")
     parser.add_argument("--batch-max", type=int, default=100)
     parser.add_argument(
+        "--trades-per-request",
+        type=int,
+        default=50,
+        help="capacity runs submit trades through POST /v1/trades/bulk in chunks of this size "
+        "(1: one POST /v1/trades each); the latency run always posts one trade at a time",
+    )
+    parser.add_argument(
         "--senders", type=int, help="the connector's senders_per_network (default: its own)"
     )
     parser.add_argument(
         "--connector-db", help="the connector's database URL (default: a SQLite file)"
     )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the databases and logs (deleted on success)"
+    )
     args = parser.parse_args()
 
+    print(f"machine reference: {machine_reference():.0f} µs of CPU per pacs.009 signature")
     tmp = Path(tempfile.mkdtemp(prefix="dtgw-bench-pvp-"))
     # The connector with its product defaults, not the tests' quick redelivery (a decision
     # re-sent after 1 s of backlog makes more backlog).
@@ -228,7 +312,9 @@ def main() -> None:
     try:
         sub = Submitter(world.connector.url)
         run_burst(world, sub, 100, "warm-up")
-        unbatched = run_burst(world, sub, args.burst, "unbatched")
+        chunk = args.trades_per_request
+        unbatched = run_burst(world, sub, args.burst, "unbatched", chunk)
+        time.sleep(3)  # the latency run starts from a quiet system, not the burst's tail
         p50, p99 = run_latency(world, sub, unbatched / 2, args.seconds)
         world.connector.kill()
         world.connector.start(
@@ -237,13 +323,22 @@ def main() -> None:
                 "DT_GATEWAY_CONNECTOR__BATCH_LINGER_MS": "5",
             }
         )
-        batched = run_burst(world, sub, args.batched_burst, f"batched (batch_max {args.batch_max})")
+        batched = run_burst(
+            world, sub, args.batched_burst, f"batched (batch_max {args.batch_max})", chunk
+        )
         inv, sim = world.invariants(), world.sim_check()
         if not (inv["ok"] and sim["ok"]):
             raise SystemExit(f"conservation failed: {inv} {sim}")
-        print(f"conservation: gateway ok, connector AED ok ({world.tmp})")
+        print("conservation: gateway ok, connector AED ok")
+    except BaseException:
+        print(f"databases and logs kept in {world.tmp}", file=sys.stderr)
+        raise
     finally:
         world.close()
+    if args.keep:
+        print(f"databases and logs kept in {world.tmp}")
+    else:
+        shutil.rmtree(world.tmp, ignore_errors=True)
     print(
         json.dumps(
             {
