@@ -1519,7 +1519,7 @@ class Connector:
     def sweep(self) -> None:
         now = now_ms()
         due = {"due": now + self.margin, "limit": 500}
-        stale_at = {"now": now, "sent_before": now - self.cfg.redeliver_after_ms, "limit": 500}
+        stale_at = {"now": now, "limit": 500}
         cutoff = {"cutoff": now - 2000}
         overdue: list[str] = []
         stale: Sequence[Any] = ()

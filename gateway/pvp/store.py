@@ -294,19 +294,18 @@ _INBOX_DONE = (
     .where(inbox_t.c.message_id == sa.bindparam("id"))
     .values(processed_at=sa.bindparam("at"), attempts=inbox_t.c.attempts + 1, last_error=None)
 )
-_REPLY_PENDING = (
-    sa.select(outbox_t.c.id)
+# The messages linked to a leg, with the outbox state of each. Direction and sent_at are
+# tested in Python: as WHERE terms, SQLite (without statistics) searched through the index on
+# ``direction`` (every outbound message ever) or ``ix_outbox_due`` (every unsent row) instead
+# of the leg's few messages by ``uetr``.
+_LEG_MESSAGES_OUTBOX = (
+    sa.select(message_t.c.direction, outbox_t.c.sent_at)
     .select_from(
         message_leg_t.join(message_t, message_t.c.id == message_leg_t.c.message_id).join(
             outbox_t, outbox_t.c.event_id == message_t.c.msg_id
         )
     )
-    .where(
-        message_leg_t.c.uetr == sa.bindparam("uetr"),
-        message_t.c.direction == "out",
-        outbox_t.c.sent_at.is_(None),
-    )
-    .limit(1)
+    .where(message_leg_t.c.uetr == sa.bindparam("uetr"))
 )
 _INSTRUCTIONS_BY_ID = (
     instruction_t.select()
@@ -423,7 +422,8 @@ class SqlPvPRepository:
 
     def reply_pending(self, uetr: str) -> bool:
         """Whether a message about this leg still waits in the outbox to be sent."""
-        return run(self.conn, _REPLY_PENDING, {"uetr": uetr}).first() is not None
+        rows = run(self.conn, _LEG_MESSAGES_OUTBOX, {"uetr": uetr})
+        return any(r.direction == "out" and r.sent_at is None for r in rows)
 
     def message_raw(self, message_id: int) -> tuple[bytes, str | None] | None:
         row = run(self.conn, _MESSAGE_RAW, {"id": message_id}).first()
@@ -517,7 +517,7 @@ class SqlPvPRepository:
         if not keys:
             return {}
         q = _INSTRUCTIONS_FOR_UPDATE[self._pg]
-        return {r.instruction_id: _instruction(r) for r in self.conn.execute(q, {"ids": keys})}
+        return {r.instruction_id: _instruction(r) for r in run(self.conn, q, {"ids": keys})}
 
     def instructions_by_pvp(self, pvp_id: str) -> list[Instruction]:
         q = instruction_t.select().where(instruction_t.c.pvp_id == pvp_id)
