@@ -17,20 +17,25 @@ lists (SQLAlchemy renders the empty set), executemany with RETURNING, IN lists o
 keys differ, callable defaults, duplicate result column names.
 
 Statements must be long-lived (module constants): plans are keyed by the statement object.
+
+:func:`savepoint` is ``Connection.begin_nested`` on the same terms: SQLAlchemy's nested
+transaction cost ~0.3 ms of Python per use, its SAVEPOINT and RELEASE a few microseconds.
 """
 
 from __future__ import annotations
 
 import collections
+import itertools
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from typing import Any, Literal, NoReturn
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.sql.base import Executable
 
-__all__ = ["Rows", "raise_driver_error", "run"]
+__all__ = ["Rows", "raise_driver_error", "run", "savepoint"]
 
 _MAX_PLANS = 2000
 
@@ -307,3 +312,40 @@ def run(conn: Connection, statement: Executable, params: Any = None) -> Any:
         raise_driver_error(conn, exc, plan.sql, bound)
     finally:
         cursor.close()
+
+
+_savepoint_names = itertools.count()
+
+
+@contextmanager
+def savepoint(conn: Connection) -> Iterator[None]:
+    """A nested transaction in the caller's: leaving the block by an exception undoes only
+    what the block did (the exception propagates); leaving it normally keeps it, committed or
+    rolled back with the enclosing transaction. ``Connection.begin_nested`` but on SQLite."""
+    if conn.dialect.name != "sqlite":
+        with conn.begin_nested():
+            yield
+        return
+    if not conn.in_transaction():
+        conn.begin()
+    dbapi_conn = conn.connection.dbapi_connection
+    assert dbapi_conn is not None
+    name = f"fastsql_{next(_savepoint_names)}"
+    try:
+        dbapi_conn.execute(f"SAVEPOINT {name}")
+    except Exception as exc:
+        raise_driver_error(conn, exc, f"SAVEPOINT {name}", ())
+    try:
+        yield
+    except BaseException:
+        # Undo the block, then forget the savepoint. If SQLite already ended the whole
+        # transaction (it does on some errors), there is nothing left to undo here: the
+        # caller's rollback ends it, and the block's own exception is the one to see.
+        with suppress(Exception):
+            dbapi_conn.execute(f"ROLLBACK TO {name}")
+            dbapi_conn.execute(f"RELEASE {name}")
+        raise
+    try:
+        dbapi_conn.execute(f"RELEASE {name}")
+    except Exception as exc:
+        raise_driver_error(conn, exc, f"RELEASE {name}", ())

@@ -8,6 +8,7 @@ receptions of the same message cannot both be stored (the loser retries and find
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, Literal, cast
 
@@ -15,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlmodel import Field, SQLModel
 
+from gateway import fastsql
 from gateway.db import SqlUnitOfWork, autoincrement_field, table_of, utc_field
 from gateway.fastsql import run
 from gateway.ledger.store import SqlLedgerRepository
@@ -596,9 +598,9 @@ class PvPUnitOfWork(SqlUnitOfWork):
         self.pvp = SqlPvPRepository(conn)
         self._hooks = []
 
-    def savepoint(self) -> Any:
+    def savepoint(self) -> AbstractContextManager[None]:
         """A nested transaction: leaving it by an exception undoes only what it did."""
-        return self.conn.begin_nested()
+        return fastsql.savepoint(self.conn)
 
     def after_commit(self, hook: Any) -> None:
         self._hooks.append(hook)

@@ -13,7 +13,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from gateway import fastsql
-from gateway.db import UtcDateTime
+from gateway.config import DatabaseSettings
+from gateway.db import UtcDateTime, make_engine
 from gateway.fastsql import Rows, run
 
 md = sa.MetaData()
@@ -162,3 +163,62 @@ def test_what_it_does_not_cover_goes_through_sqlalchemy(engine: Engine) -> None:
             run(conn, INSERT, [{"name": "p", "n": 1}, {"name": "q"}])
     key = (id(CALLABLE_DEFAULT), frozenset({"id"}))
     assert fastsql._plans[key] is None
+
+
+@pytest.fixture
+def gateway_engine(tmp_path: Path) -> Iterator[Engine]:
+    """The gateway's own engine (BEGIN IMMEDIATE, the in-process writer queue)."""
+    eng = make_engine(DatabaseSettings(url=f"sqlite:///{tmp_path / 'gw.db'}"))
+    md.create_all(eng)
+    yield eng
+    eng.dispose()
+
+
+def _names(conn: Connection) -> list[str]:
+    return [r.name for r in run(conn, sa.select(items.c.name).order_by(items.c.name))]
+
+
+class Refused(Exception):
+    pass
+
+
+def _refused_block(conn: Connection) -> None:
+    with fastsql.savepoint(conn):
+        run(conn, INSERT, {"name": "undone"})
+        with fastsql.savepoint(conn):  # nested: undone with its parent
+            run(conn, INSERT, {"name": "undone-inner"})
+        raise Refused
+
+
+def _duplicate_block(conn: Connection) -> None:
+    with fastsql.savepoint(conn):
+        run(conn, INSERT, {"name": "kept"})  # a driver error inside
+
+
+def test_a_savepoint_undoes_only_its_own_writes(gateway_engine: Engine) -> None:
+    with gateway_engine.begin() as conn:
+        run(conn, INSERT, {"name": "before"})
+        with fastsql.savepoint(conn):
+            run(conn, INSERT, {"name": "kept"})
+        with pytest.raises(Refused):
+            _refused_block(conn)
+        with pytest.raises(sa.exc.IntegrityError):
+            _duplicate_block(conn)
+        run(conn, INSERT, {"name": "after"})
+        assert _names(conn) == ["after", "before", "kept"]
+    with gateway_engine.connect() as conn:
+        assert _names(conn) == ["after", "before", "kept"]  # committed as a whole
+
+
+def _released_then_refused(engine: Engine) -> None:
+    with engine.begin() as conn:
+        with fastsql.savepoint(conn):
+            run(conn, INSERT, {"name": "released"})
+        raise Refused
+
+
+def test_a_savepoint_is_undone_with_its_transaction(gateway_engine: Engine) -> None:
+    with pytest.raises(Refused):
+        _released_then_refused(gateway_engine)
+    with gateway_engine.connect() as conn:
+        assert _names(conn) == []
