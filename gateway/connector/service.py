@@ -1115,11 +1115,8 @@ class Connector:
                 except MessageRejected as exc:
                     log.error("simulated %s sent an invalid message: %r", bic, exc)
                     continue
-                msg = parsed.message
                 sha = hashlib.sha256(answer).hexdigest()
-                if not self._seen_inbound(conn, msg, bic, sha):
-                    self._process(conn, msg, bic, answer, after)
-                    self._store_inbound(conn, msg, bic, sha, answer, processed=True)
+                self._take_inbound(conn, parsed.message, bic, sha, answer, after)
         for action in after:
             action()
         self._wake.set()
@@ -1141,11 +1138,8 @@ class Connector:
         after: list[Callable[[], None]] = []
         try:
             with self._tx() as conn:
-                if self._seen_inbound(conn, msg, sender, sha):
+                if not self._take_inbound(conn, msg, sender, sha, raw, after):
                     return Inbound(202, {**ack, "duplicate": True})
-                self._process(conn, msg, sender, raw, after)
-                # Stored after processing, in the same transaction: stored processed.
-                self._store_inbound(conn, msg, sender, sha, raw, processed=True)
         except MessageRejected:
             raise
         except Exception:
@@ -1159,6 +1153,23 @@ class Connector:
             action()
         self._wake.set()
         return Inbound(202, ack)
+
+    def _take_inbound(
+        self,
+        conn: Connection,
+        msg: Message,
+        sender: str,
+        sha: str,
+        raw: bytes,
+        after: list[Callable[[], None]],
+    ) -> bool:
+        """Process a message and store it, processed, in the caller's transaction; False
+        (nothing done) for the same bytes again, DU01 for other bytes under its id."""
+        if self._seen_inbound(conn, msg, sender, sha):
+            return False
+        self._process(conn, msg, sender, raw, after)
+        self._store_inbound(conn, msg, sender, sha, raw, processed=True)
+        return True
 
     def _seen_inbound(self, conn: Connection, msg: Message, sender: str, sha: str) -> bool:
         """Whether the message was received before (same bytes); DU01 for other bytes."""
