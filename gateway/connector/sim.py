@@ -97,12 +97,13 @@ class SimulatedNetworks:
             with self.engine.begin() as c:
                 self.issue(currency, account, amount, c)
             return
-        key = {"currency": currency, "account": account}
-        if run(conn, store.SELECT_SIM_ACCOUNT, key).first() is None:
-            run(conn, store.INSERT_SIM_ACCOUNT, {**key, "available": 0, "held": 0})
+        self._credit(conn, currency, account, amount)
         if amount:
-            self._move(conn, currency, account, available=amount)
-            run(conn, store.INSERT_SIM_ISSUANCE, {**key, "amount": amount, "at": self.clock()})
+            run(
+                conn,
+                store.INSERT_SIM_ISSUANCE,
+                {"currency": currency, "account": account, "amount": amount, "at": self.clock()},
+            )
 
     def seed(self, accounts: dict[str, dict[str, int]]) -> None:
         """Configured opening balances, applied once (an account that exists is left alone)."""
