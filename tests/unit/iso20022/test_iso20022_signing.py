@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import re
 from dataclasses import dataclass
@@ -154,3 +155,139 @@ def test_any_changed_byte_in_the_signature_fails(data: st.DataObject) -> None:
     tampered = SIGNED[:pos] + bytes([byte]) + SIGNED[pos + 1 :]
     with pytest.raises(MessageRejected):
         verify_envelope(tampered, CONNECTOR.cert)
+
+
+def test_a_signature_in_non_canonical_base64_fails() -> None:
+    # 64 signature bytes end in "x==": x carries 2 bits, and a decoder ignores the other 4.
+    # Changing only those 4 decodes to the same bytes; the text must still be refused.
+    hi = SIGNED.index(b"==</ds:SignatureValue>")
+    last = SIGNED[hi - 1 : hi]
+    alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    index = alphabet.index(last)
+    same_bits = alphabet[index ^ 1 : (index ^ 1) + 1]
+    tampered = SIGNED[: hi - 1] + same_bits + SIGNED[hi:]
+    assert base64.b64decode(tampered[hi - 87 : hi + 2]) == base64.b64decode(SIGNED[hi - 87 : hi + 2])
+    with pytest.raises(MessageRejected):
+        verify_envelope(tampered, CONNECTOR.cert)
+
+
+# --- The fixed-shape signer/verifier against signxml, the complete implementation ---------
+
+
+def _signxml_sign(unsigned: bytes, pair: Pair, *, indent: bool = False, **options: object) -> bytes:
+    """Sign the envelope with signxml, as another producer would (placeholder in Sgntr);
+    ``indent``: with whitespace around the signature, as a pretty-printing producer writes."""
+    from lxml import etree
+    from signxml import XMLSigner  # type: ignore[attr-defined]
+
+    root = etree.fromstring(unsigned)
+    ns = root[0].nsmap[None]
+    sgntr = etree.SubElement(root[0], f"{{{ns}}}Sgntr")
+    placeholder = etree.SubElement(
+        sgntr,
+        "{http://www.w3.org/2000/09/xmldsig#}Signature",
+        Id="placeholder",
+        nsmap={"ds": "http://www.w3.org/2000/09/xmldsig#"},
+    )
+    if indent:
+        sgntr.text, placeholder.tail = "\n      ", "\n    "
+    signed = XMLSigner(**options).sign(  # type: ignore[arg-type]
+        root, key=pair.key, cert=pair.cert.decode("ascii")
+    )
+    return bytes(etree.tostring(signed, xml_declaration=True, encoding="UTF-8"))
+
+
+@pytest.mark.parametrize("pair", [CONNECTOR, RSA], ids=["ecdsa", "rsa"])
+def test_our_signature_verifies_with_signxml_and_is_its_shape(pair: Pair) -> None:
+    from signxml import XMLVerifier  # type: ignore[attr-defined]
+
+    ours = sign_envelope(UNSIGNED, pair.key, pair.cert)
+    XMLVerifier().verify(ours, x509_cert=pair.cert.decode("ascii"), expect_references=1)
+    theirs = _signxml_sign(
+        UNSIGNED,
+        pair,
+        signature_algorithm="ecdsa-sha256" if pair is CONNECTOR else "rsa-sha256",
+        digest_algorithm="sha256",
+        c14n_algorithm="http://www.w3.org/2001/10/xml-exc-c14n#",
+    )
+    value = re.compile(rb"<ds:SignatureValue>.*?</ds:SignatureValue>", re.S)
+    assert value.sub(b"", ours) == value.sub(b"", theirs)
+    verify_envelope(theirs, pair.cert)
+
+
+@pytest.mark.parametrize(
+    "c14n",
+    [
+        "http://www.w3.org/TR/2001/REC-xml-c14n-20010315",
+        "http://www.w3.org/2006/12/xml-c14n11",
+        "http://www.w3.org/2001/10/xml-exc-c14n#WithComments",
+    ],
+    ids=["c14n-1.0", "c14n-1.1", "exc-with-comments"],
+)
+def test_another_producers_shape_verifies_through_signxml(c14n: str) -> None:
+    theirs = _signxml_sign(
+        UNSIGNED,
+        CONNECTOR,
+        signature_algorithm="ecdsa-sha256",
+        digest_algorithm="sha256",
+        c14n_algorithm=c14n,
+    )
+    assert c14n.encode() in theirs
+    verify_envelope(theirs, CONNECTOR.cert)
+    with pytest.raises(SignatureInvalid):
+        verify_envelope(theirs, OTHER.cert)
+    with pytest.raises(SignatureInvalid):
+        verify_envelope(theirs.replace(b'KZT">10000.00<', b'KZT">10001.00<'), CONNECTOR.cert)
+
+
+def test_a_key_of_the_wrong_type_for_the_signature_method_fails() -> None:
+    with pytest.raises(SignatureInvalid, match="not an RSA key"):
+        verify_envelope(sign_envelope(UNSIGNED, RSA.key, RSA.cert), CONNECTOR.cert)
+    with pytest.raises(SignatureInvalid, match="not an EC key"):
+        verify_envelope(SIGNED, RSA.cert)
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        # Without the enveloped transform the digest cannot match the signed envelope.
+        (
+            b'<ds:Transform Algorithm="http://www.w3.org/2000/09/xmldsig#enveloped-signature"/>',
+            b"",
+        ),
+        # A reference to something other than the whole envelope.
+        (b'<ds:Reference URI="">', b'<ds:Reference URI="#MSG-009-1">'),
+        # A weaker digest algorithm named in SignedInfo.
+        (b"http://www.w3.org/2001/04/xmlenc#sha256", b"http://www.w3.org/2000/09/xmldsig#sha1"),
+        # A second reference.
+        (b"</ds:Reference>", b'</ds:Reference><ds:Reference URI=""/>'),
+    ],
+    ids=["no-enveloped-transform", "partial-reference", "sha1-digest", "two-references"],
+)
+def test_a_changed_signature_shape_fails(old: bytes, new: bytes) -> None:
+    assert old in SIGNED
+    with pytest.raises(MessageRejected):
+        verify_envelope(SIGNED.replace(old, new, 1), CONNECTOR.cert)
+
+
+def test_a_comment_in_the_envelope_is_outside_the_signature_as_the_standard_says() -> None:
+    # URI="" selects the document without comments: adding one changes nothing signed.
+    commented = SIGNED.replace(b"<Document", b"<!-- note --><Document", 1)
+    verify_envelope(commented, CONNECTOR.cert)
+
+
+@pytest.mark.parametrize("pair", [CONNECTOR, RSA], ids=["ecdsa", "rsa"])
+def test_whitespace_around_the_signature_stays_in_the_digest(pair: Pair) -> None:
+    # The enveloped transform removes the Signature element, not the text around it.
+    theirs = _signxml_sign(
+        UNSIGNED,
+        pair,
+        indent=True,
+        signature_algorithm="ecdsa-sha256" if pair is CONNECTOR else "rsa-sha256",
+        digest_algorithm="sha256",
+        c14n_algorithm="http://www.w3.org/2001/10/xml-exc-c14n#",
+    )
+    assert b"</ds:Signature>\n    </Sgntr>" in theirs
+    verify_envelope(theirs, pair.cert)
+    with pytest.raises(SignatureInvalid, match="digest"):
+        verify_envelope(theirs.replace(b"\n    </Sgntr>", b"\n  </Sgntr>"), pair.cert)
