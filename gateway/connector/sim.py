@@ -170,9 +170,12 @@ class SimulatedNetworks:
 
     # --- messages ---------------------------------------------------------------------------
 
-    def handle(self, raw: bytes, bic: str, conn: Connection | None = None) -> list[bytes]:
-        """One envelope addressed to the simulated bank ``bic`` -> its answers (envelopes),
-        in the caller's transaction ``conn`` if given, else in its own."""
+    def handle(
+        self, raw: bytes, bic: str, conn: Connection | None = None
+    ) -> list[tuple[Message, bytes]]:
+        """One envelope addressed to the simulated bank ``bic`` -> its answers, each as the
+        typed message and its envelope (built, so schema-valid), in the caller's transaction
+        ``conn`` if given, else in its own."""
         currency = self.by_bic[bic]
         try:
             parsed = parse(raw)
@@ -195,7 +198,8 @@ class SimulatedNetworks:
             answers.append(self._on_pacs028(conn, msg))
         else:
             log.info("simulated %s ignores %s", currency, msg.MESSAGE_ID)
-        return [build(a, header_for(a, from_bic=bic, to_bic=self.connector_bic)) for a in answers]
+        to = self.connector_bic
+        return [(a, build(a, header_for(a, from_bic=bic, to_bic=to))) for a in answers]
 
     def _lock_row(self, conn: Connection, uetr: str) -> Any:
         return run(conn, store.SELECT_SIM_LOCK, {"uetr": uetr}).first()
