@@ -78,7 +78,9 @@ def test_deadline_passing_before_the_second_acsp_aborts(env: Env) -> None:
     view = env.wait(pvp_id, lambda v: v["decision"] is not None, timeout=5)
     assert view["decision"]["decision"] == "ABORT"
     assert view["decision"]["reason"] == "TMOT"
-    # A late ACSP after the abort: the connector cancels that leg again.
+    # A late ACSP after the abort: the connector cancels that leg again. The decision may
+    # come before the pacs.009 reached the silent network (its delivery is not held for it).
+    _wait(lambda: len(env.dt.of_type("pacs.009")) == 1)
     [pacs009] = env.dt.of_type("pacs.009")
     before = len(env.dt.of_type("camt.056"))
     env.dt.answer_pacs009(pacs009)
