@@ -1,10 +1,11 @@
 """Database engine, schema migrations and the unit-of-work plumbing shared by every store.
 
-SQLite (the embedded default) runs in WAL mode with ``synchronous=FULL``, a busy timeout and
-foreign keys on; every write transaction starts with ``BEGIN IMMEDIATE`` so that SQLite's single
-writer is taken up front instead of failing on lock upgrade. PostgreSQL runs through psycopg 3
-at READ COMMITTED; stores take row locks in a fixed order and :func:`retrying` retries
-the rare deadlock or serialization failure, so neither reaches a caller.
+SQLite (the embedded default) runs in WAL mode with FULL durability (by group commit: see
+:mod:`gateway.walsync`), a busy timeout and foreign keys on; every write transaction starts
+with ``BEGIN IMMEDIATE`` so that SQLite's single writer is taken up front instead of failing
+on lock upgrade. PostgreSQL runs through psycopg 3 at READ COMMITTED; stores take row locks
+in a fixed order and :func:`retrying` retries the rare deadlock or serialization failure, so
+neither reaches a caller.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from sqlmodel import Field
 
 from gateway.config import DatabaseSettings
 from gateway.errors import GatewayError, TransientError
+from gateway.walsync import WalGroupSync
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +107,7 @@ def is_sqlite(url: str) -> bool:
 
 
 class _WriterQueue:
-    """One SQLite writer at a time *within this process*, queued on a lock.
+    """One SQLite writer at a time *within this process*, queued on a lock, and group commit.
 
     SQLite's busy handler sleeps 1, 2, 5, 10 ... 100 ms between attempts, so under concurrent
     writers (HTTP reception, inbox workers, outbox dispatchers, jobs) a writer slept far longer
@@ -113,16 +115,22 @@ class _WriterQueue:
     previous writer commits. The lock is taken before ``BEGIN IMMEDIATE`` and released once the
     driver's COMMIT or ROLLBACK has returned (or the connection closes); other processes (the
     CLI, a second server) still meet SQLite's own lock and busy timeout.
+
+    With ``sync`` (a file database), a writer's commit then waits, outside the lock, until the
+    log is on disk, and a reader's transaction ends only once nothing it could have read is
+    still waiting for that (see :mod:`gateway.walsync`).
     """
 
-    def __init__(self, timeout_s: float) -> None:
+    def __init__(self, timeout_s: float, sync: WalGroupSync | None) -> None:
         self.lock = threading.Lock()
         self.timeout_s = timeout_s
+        self.sync = sync
 
     def connection_class(self) -> type[sqlite3.Connection]:
         queue = self
 
         class WriterConnection(sqlite3.Connection):
+            writer_queue = queue
             holds_writer = False
 
             def take_writer(self) -> None:
@@ -136,16 +144,32 @@ class _WriterQueue:
                     queue.lock.release()
 
             def commit(self) -> None:
+                sync = queue.sync
+                if sync is None:
+                    try:
+                        super().commit()
+                    finally:
+                        self.give_writer()
+                    return
+                if not self.holds_writer:  # a reader's transaction
+                    super().commit()
+                    sync.barrier()
+                    return
+                sync.before_commit()
                 try:
                     super().commit()
                 finally:
                     self.give_writer()
+                    sync.committed()
 
             def rollback(self) -> None:
+                reader = not self.holds_writer
                 try:
                     super().rollback()
                 finally:
                     self.give_writer()
+                if reader and queue.sync is not None:
+                    queue.sync.barrier()
 
             def close(self) -> None:
                 try:
@@ -163,7 +187,9 @@ def make_engine(settings: DatabaseSettings) -> Engine:
         db_path = sa.engine.make_url(url).database
         if db_path and db_path != ":memory:":
             Path(db_path).parent.mkdir(parents=True, exist_ok=True)
-        writers = _WriterQueue(settings.sqlite_busy_timeout_ms / 1000)
+        file_db = bool(db_path) and db_path != ":memory:" and "mode=memory" not in url
+        sync = WalGroupSync(str(Path(db_path).resolve())) if file_db and db_path else None
+        writers = _WriterQueue(settings.sqlite_busy_timeout_ms / 1000, sync)
         engine = sa.create_engine(
             url,
             connect_args={
@@ -182,7 +208,11 @@ def make_engine(settings: DatabaseSettings) -> Engine:
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=FULL")
+            # NORMAL leaves the log's fsync out of COMMIT; WalGroupSync does it after, for
+            # many commits at once, before any of them returns (durability stays FULL's).
+            cur.execute(
+                "PRAGMA synchronous=NORMAL" if sync is not None else "PRAGMA synchronous=FULL"
+            )
             cur.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()

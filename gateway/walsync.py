@@ -1,0 +1,113 @@
+"""Group commit for SQLite in WAL mode: every commit durable, one fsync for many commits.
+
+With ``synchronous=FULL`` SQLite fsyncs the write-ahead log inside COMMIT, while the
+database's single write lock is still held: writers queue behind each other's fsyncs, one
+fsync per transaction. Here SQLite runs with ``synchronous=NORMAL`` (it writes the log at
+COMMIT but leaves the fsync out) and :meth:`WalGroupSync.committed`, called after COMMIT
+has returned and the write lock has been released, fsyncs the log before the committing
+thread goes on. Threads that commit while an fsync is in flight wait for the next one,
+which covers them all.
+
+The guarantee is FULL's: a transaction whose commit has returned to its caller is on disk
+and survives a power loss, and nothing outside the process (an HTTP answer, an outbound
+message, a webhook) learns of a transaction before that. Writers are blocked in their commit
+until then; readers, which in WAL mode can see a transaction the moment its COMMIT returns,
+end their transaction with :meth:`WalGroupSync.barrier`, which waits for the fsync when a
+commit is still on its way to disk (and costs nothing when none is).
+
+Checkpoints are unchanged: in NORMAL mode SQLite fsyncs the log before a checkpoint copies it
+into the database, fsyncs the database after, and fsyncs the log's header when it starts
+reusing the file.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from collections.abc import Callable
+
+
+def fsync_path(path: str) -> None:
+    """fsync a file by name; a log that does not exist (yet, or any more) has nothing to sync.
+
+    The file is opened anew each time: SQLite deletes the log when its last connection
+    closes (after checkpointing it into the synced database) and may create it again, and a
+    descriptor kept from before would sync the old, unlinked file."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        if sys.platform == "darwin":  # fsync alone does not reach the platter on macOS
+            import fcntl
+
+            fcntl.fcntl(fd, fcntl.F_FULLFSYNC)
+        else:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class WalGroupSync:
+    """Make commits durable by fsyncing ``<database>-wal``, many commits per fsync.
+
+    A writer calls :meth:`before_commit` just before COMMIT and :meth:`committed` once COMMIT
+    has returned (or failed) and it has let go of the write lock. A reader calls
+    :meth:`barrier` when its transaction ends, before acting on what it read.
+    """
+
+    def __init__(self, db_path: str, *, fsync: Callable[[str], None] | None = None) -> None:
+        self.wal_path = f"{db_path}-wal"
+        self._fsync = fsync
+        self._cv = threading.Condition(threading.Lock())
+        self._requested = 0  # sync requests so far: commits, and barriers that need one
+        self._synced = 0  # requests covered by a finished fsync
+        self._syncing = False
+        self._in_commit = 0  # writers between before_commit and the end of committed
+        self.fsyncs = 0  # finished fsyncs (for tests and metrics)
+
+    def before_commit(self) -> None:
+        with self._cv:
+            self._in_commit += 1
+
+    def committed(self) -> None:
+        """Return once this writer's commit is on disk.
+
+        Raises the fsync's ``OSError`` if the log could not be synced: the transaction is then
+        committed but not known to be durable, and the caller must treat it as failed (every
+        unit of work is idempotent on retry)."""
+        with self._cv:
+            try:
+                self._sync_locked()
+            finally:
+                self._in_commit -= 1
+
+    def barrier(self) -> None:
+        """Return once every commit this thread could have read is on disk. Free when no
+        writer is between its COMMIT and the fsync that covers it."""
+        with self._cv:
+            if self._in_commit == 0:
+                return
+            self._sync_locked()
+
+    def _sync_locked(self) -> None:
+        # Wait for an fsync that *starts* after this call: whatever the caller wrote or read
+        # is in the log file by now, so such an fsync covers it.
+        self._requested += 1
+        mine = self._requested
+        while self._synced < mine:
+            if self._syncing:
+                self._cv.wait()
+                continue
+            target = self._requested
+            self._syncing = True
+            self._cv.release()
+            try:
+                (self._fsync or fsync_path)(self.wal_path)
+            finally:
+                self._cv.acquire()
+                self._syncing = False
+                self._cv.notify_all()
+            self.fsyncs += 1
+            self._synced = max(self._synced, target)

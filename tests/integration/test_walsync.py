@@ -1,0 +1,229 @@
+"""Group commit on SQLite: every commit returns only after an fsync of the log that started
+after it, readers never act on a commit that is not on disk yet, and concurrent commits
+share fsyncs. Power loss cannot be staged in a test; what is checked is the ordering that
+makes a commit durable before anyone can learn of it."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from gateway import walsync
+from gateway.config import DatabaseSettings
+from gateway.connector import store as connector_store
+from gateway.db import SqlUnitOfWork, make_engine
+from gateway.walsync import WalGroupSync
+
+
+class RecordingFsync:
+    """An fsync that takes ``seconds`` and records when each one started and ended."""
+
+    def __init__(self, seconds: float = 0.0) -> None:
+        self.seconds = seconds
+        self.calls: list[tuple[str, float, float]] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, path: str) -> None:
+        start = time.monotonic()
+        time.sleep(self.seconds)
+        with self.lock:
+            self.calls.append((path, start, time.monotonic()))
+
+    def started_after(self, moment: float) -> bool:
+        return any(start >= moment for _, start, _ in self.calls)
+
+
+def test_each_commit_waits_for_an_fsync_that_started_after_it_and_they_share_fsyncs() -> None:
+    fsync = RecordingFsync(seconds=0.02)
+    sync = WalGroupSync("/db", fsync=fsync)
+    announced: dict[int, float] = {}
+    returned: dict[int, float] = {}
+    go = threading.Barrier(16)
+
+    def writer(i: int) -> None:
+        go.wait()
+        sync.before_commit()
+        announced[i] = time.monotonic()
+        sync.committed()
+        returned[i] = time.monotonic()
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert len(returned) == 16
+    for i in range(16):
+        # Some fsync started after this commit was announced and ended before it returned.
+        assert any(start >= announced[i] and end <= returned[i] for _, start, end in fsync.calls), i
+    assert 1 <= sync.fsyncs < 16
+    assert {path for path, _, _ in fsync.calls} == {"/db-wal"}
+
+
+def test_a_reader_waits_only_while_a_commit_is_on_its_way_to_disk() -> None:
+    fsync = RecordingFsync()
+    sync = WalGroupSync("/db", fsync=fsync)
+    sync.barrier()
+    assert sync.fsyncs == 0  # nothing in flight: free
+    sync.before_commit()  # a writer's COMMIT returned; its fsync has not run yet
+    moment = time.monotonic()
+    sync.barrier()
+    assert fsync.started_after(moment)  # the reader did not go on before the log was synced
+    sync.committed()
+    assert sync.fsyncs == 2
+    sync.barrier()
+    assert sync.fsyncs == 2
+
+
+def test_a_failed_fsync_fails_the_commit_and_the_next_one_syncs_again() -> None:
+    attempts: list[str] = []
+
+    def flaky(path: str) -> None:
+        attempts.append(path)
+        if len(attempts) == 1:
+            raise OSError(5, "Input/output error")
+
+    sync = WalGroupSync("/db", fsync=flaky)
+    sync.before_commit()
+    with pytest.raises(OSError):
+        sync.committed()
+    sync.barrier()  # nothing in flight any more
+    sync.before_commit()
+    sync.committed()
+    assert len(attempts) == 2 and sync.fsyncs == 1
+
+
+@pytest.fixture
+def recorded(monkeypatch: pytest.MonkeyPatch) -> RecordingFsync:
+    fsync = RecordingFsync()
+    real = walsync.fsync_path
+
+    def record_and_sync(path: str) -> None:
+        fsync(path)
+        real(path)
+
+    monkeypatch.setattr(walsync, "fsync_path", record_and_sync)
+    return fsync
+
+
+def _synchronous(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.exec_driver_sql("PRAGMA synchronous").scalar_one())
+
+
+def test_gateway_engine_commits_through_the_group_sync(
+    tmp_path: Path, recorded: RecordingFsync
+) -> None:
+    db = tmp_path / "gateway.db"
+    engine = make_engine(DatabaseSettings(url=f"sqlite:///{db}"))
+    try:
+        assert _synchronous(engine) == 1  # NORMAL: the fsync is ours, after COMMIT
+        with SqlUnitOfWork(engine) as uow:
+            uow.conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+            uow.commit()
+        before = len(recorded.calls)
+        with SqlUnitOfWork(engine) as uow:
+            uow.conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+            uow.commit()
+        assert len(recorded.calls) == before + 1
+        assert recorded.calls[-1][0] == f"{db.resolve()}-wal"
+        assert Path(recorded.calls[-1][0]).exists()
+        with SqlUnitOfWork(engine, readonly=True) as uow:  # nothing in flight: no fsync
+            assert uow.conn.exec_driver_sql("SELECT x FROM t").scalar_one() == 1
+            uow.commit()
+        assert len(recorded.calls) == before + 1
+    finally:
+        engine.dispose()
+
+
+def test_gateway_writers_do_not_hold_the_writer_lock_during_the_fsync(tmp_path: Path) -> None:
+    """While one commit's fsync is in flight, another writer begins and commits."""
+    release = threading.Event()
+    entered = threading.Event()
+
+    engine = make_engine(DatabaseSettings(url=f"sqlite:///{tmp_path / 'gateway.db'}"))
+    with SqlUnitOfWork(engine) as uow:
+        uow.conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+        uow.commit()
+    slow_once = [True]
+    pool_sync = _gateway_sync(engine)
+    real = pool_sync._fsync
+
+    def slow(path: str) -> None:
+        if slow_once[0]:
+            slow_once[0] = False
+            entered.set()
+            assert release.wait(10)
+        (real or walsync.fsync_path)(path)
+
+    pool_sync._fsync = slow
+
+    def first() -> None:
+        with SqlUnitOfWork(engine) as uow:
+            uow.conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+            uow.commit()
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    try:
+        assert entered.wait(10)
+        # The first commit is waiting for its fsync: a second writer can still get in.
+        done = threading.Event()
+
+        def second() -> None:
+            with SqlUnitOfWork(engine) as uow:
+                uow.conn.exec_driver_sql("INSERT INTO t VALUES (2)")
+                uow.commit()
+            done.set()
+
+        other = threading.Thread(target=second)
+        other.start()
+        time.sleep(0.2)
+        # It committed (its BEGIN IMMEDIATE and COMMIT went through) but waits for the
+        # fsync in flight, which started before its commit, then for its own.
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM t").scalar_one() == 2
+        assert not done.is_set()
+        release.set()
+        other.join(10)
+        assert done.is_set()
+    finally:
+        release.set()
+        thread.join(10)
+        engine.dispose()
+
+
+def _gateway_sync(engine: Engine) -> WalGroupSync:
+    """The WalGroupSync behind a gateway engine (reached through its connection class)."""
+    with engine.connect() as conn:
+        dbapi = conn.connection.dbapi_connection
+        assert dbapi is not None
+        sync = type(dbapi).writer_queue.sync  # type: ignore[attr-defined]
+    assert isinstance(sync, WalGroupSync)
+    return sync
+
+
+def test_connector_engine_commits_through_the_group_sync(
+    tmp_path: Path, recorded: RecordingFsync
+) -> None:
+    db = tmp_path / "connector.db"
+    engine = connector_store.make_engine(f"sqlite:///{db}")
+    try:
+        assert _synchronous(engine) == 1
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+        before = len(recorded.calls)
+        with engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO t VALUES (1)"))
+        assert len(recorded.calls) == before + 1
+        assert recorded.calls[-1][0] == f"{db.resolve()}-wal"
+        with connector_store.reader(engine) as conn:
+            assert conn.execute(sa.text("SELECT x FROM t")).scalar_one() == 1
+        assert len(recorded.calls) == before + 1
+    finally:
+        engine.dispose()
