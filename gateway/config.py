@@ -178,6 +178,8 @@ class PvPSettings(_Section):
     """Deadline of a pacs.009 without SttlmTmReq/TillTm, from its creation time."""
     workers: int = 4
     """Threads processing inbound messages right after they are acknowledged."""
+    inbox_batch: int = 32
+    """Most inbound messages a worker applies in one transaction (it takes what is queued)."""
     dispatchers: int = 4
     """Threads sending outbox rows to the connector as soon as they are committed."""
     http_timeout_seconds: float = 5.0

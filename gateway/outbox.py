@@ -44,6 +44,7 @@ class OutboxRow(SQLModel, table=True):
 
 outbox_t = table_of(OutboxRow)
 _INSERT_OUTBOX = outbox_t.insert()
+_INSERT_CLAIMED = outbox_t.insert().returning(outbox_t.c.id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +60,18 @@ class OutboxMessage:
 
 
 class OutboxRepository:
-    def __init__(self, conn: Connection) -> None:
+    """Queues messages in the caller's transaction.
+
+    With ``claim_for``, every message is queued already claimed by the caller for that long
+    (a lease, as a dispatcher's claim) and listed in ``claimed``: once the transaction has
+    committed, the caller delivers them itself with :meth:`OutboxDispatcher.deliver`, saving
+    a dispatcher's claim transaction and thread hop. If it dies first, the lease runs out (or
+    :meth:`OutboxDispatcher.release_leases` frees it at start) and a dispatcher sends them."""
+
+    def __init__(self, conn: Connection, *, claim_for: timedelta | None = None) -> None:
         self.conn = conn
+        self.claim_for = claim_for
+        self.claimed: list[OutboxMessage] = []
 
     def add(
         self,
@@ -75,19 +86,23 @@ class OutboxRepository:
         """Queue a message in the caller's transaction; returns its event id."""
         now = now or utcnow()
         event_id = event_id or uuid.uuid4().hex
-        run(
-            self.conn,
-            _INSERT_OUTBOX,
-            {
-                "event_id": event_id,
-                "topic": topic,
-                "destination": destination,
-                "payload": payload,
-                "headers": headers,
-                "created_at": now,
-                "available_at": now,
-                "attempts": 0,
-            },
+        row = {
+            "event_id": event_id,
+            "topic": topic,
+            "destination": destination,
+            "payload": payload,
+            "headers": headers,
+            "created_at": now,
+            "available_at": now,
+            "attempts": 0,
+        }
+        if self.claim_for is None:
+            run(self.conn, _INSERT_OUTBOX, row)
+            return event_id
+        row["locked_until"] = now + self.claim_for
+        row_id = run(self.conn, _INSERT_CLAIMED, row).scalar_one()
+        self.claimed.append(
+            OutboxMessage(row_id, event_id, topic, destination, payload, headers, 0, now)
         )
         return event_id
 
@@ -193,16 +208,21 @@ class OutboxDispatcher:
         ]
 
     def run_once(self) -> int:
-        """Deliver what is due; returns how many were delivered.
+        """Deliver what is due; returns how many were delivered."""
+        return self.deliver(self._claim())
 
-        The outcomes of a claimed batch are recorded together, in one transaction after the
-        last delivery (one commit instead of one per message). A crash in between only means
-        delivered messages are sent again once their lease expires: delivery is at least
-        once, and receivers deduplicate by ``event_id``."""
+    def deliver(self, claimed: list[OutboxMessage]) -> int:
+        """Send messages claimed by the caller and record the outcomes; returns how many
+        were delivered.
+
+        The outcomes are recorded together, in one transaction after the last delivery (one
+        commit instead of one per message). A crash in between only means delivered messages
+        are sent again once their lease expires: delivery is at least once, and receivers
+        deduplicate by ``event_id``."""
         delivered = 0
         sent: list[dict[str, Any]] = []
         failed: list[dict[str, Any]] = []
-        for msg in self._claim():
+        for msg in claimed:
             try:
                 self.senders[msg.topic](msg)
             except Exception as exc:  # any failure of the far side: retry with backoff

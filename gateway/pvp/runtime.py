@@ -3,6 +3,8 @@ transport. Threads only call services; everything they do is recoverable from th
 
 - Inbox workers block on a queue fed by :meth:`PvPRuntime.notify_inbox` (called once a
   reception commits), so a message is processed right after its 202, not at the next poll.
+  A worker takes every item queued at that moment (up to ``pvp.inbox_batch``) into one
+  transaction.
   :meth:`recover_inbox` (at start, then periodically from ``gateway.jobs``) feeds what a crash
   or a failure left behind; a row lock on the inbox item makes double processing harmless.
 - Outbox dispatchers sleep until a transaction that queued a message commits; each such
@@ -147,9 +149,25 @@ class PvPRuntime:
             log.info("pvp: %d inbox item(s) queued for processing", len(ids))
         return len(ids)
 
+    def _sending_uow(self) -> PvPUnitOfWork:
+        """A unit of work whose outbound messages this thread sends right after the commit
+        (claimed in the transaction, so no dispatcher takes them meanwhile)."""
+        return PvPUnitOfWork(self.engine, claim_outbound_for=self.dispatcher.lease)
+
+    def _send_claimed(self, uow: PvPUnitOfWork) -> None:
+        claimed = uow.outbox.claimed
+        if claimed:
+            try:
+                self.dispatcher.deliver(claimed)
+            except Exception:  # recorded as due again once the lease runs out
+                log.exception("pvp: sending %d message(s) failed", len(claimed))
+                self.notify_outbox()
+
     def process(self, message_id: int, message: Message | None = None) -> None:
         try:
-            service.process_inbox_item(self.uow(), message_id, self.ctx, parsed=message)
+            uow = self._sending_uow()
+            service.process_inbox_item(uow, message_id, self.ctx, parsed=message)
+            self._send_claimed(uow)
         except Exception as exc:  # any failure: recorded, retried by recover_inbox
             log.exception("pvp: processing inbox item %s failed", message_id)
             try:
@@ -157,12 +175,44 @@ class PvPRuntime:
             except Exception:
                 log.exception("pvp: could not record the failure of inbox item %s", message_id)
 
+    def process_batch(self, items: list[tuple[int, Message | None]]) -> None:
+        """Process items in one transaction; if that fails, one at a time (each failure then
+        recorded against its own item)."""
+        if len(items) == 1:
+            self.process(*items[0])
+            return
+        try:
+            uow = self._sending_uow()
+            service.process_inbox_items(uow, items, self.ctx)
+        except Exception:
+            log.warning("pvp: a batch of %d inbox items failed; one at a time", len(items))
+            for item in items:
+                self.process(*item)
+            return
+        self._send_claimed(uow)
+
     def _work(self) -> None:
+        batch = max(1, self.settings.pvp.inbox_batch)
         while True:
             item = self._inbox.get()
             if item is None or self._stop.is_set():
                 return
-            self.process(*item)
+            # Whatever else is queued right now goes into the same transaction: one commit
+            # for many under load, no waiting at all when there is one.
+            items = [item]
+            stop = False
+            while len(items) < batch:
+                try:
+                    more = self._inbox.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                items.append(more)
+            self.process_batch(items)
+            if stop:
+                return
 
     # outbox ----------------------------------------------------------------
 

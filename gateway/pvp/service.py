@@ -6,9 +6,10 @@ Inbound ISO 20022 messages take two steps:
    then in one transaction store the raw bytes with their SHA-256, create the ``received``
    legs of a pacs.009 (the UETR is the leg's primary key: deduplication by constraint) and an
    inbox row. The caller answers 202 once this commits.
-2. :func:`process_inbox_item` (a worker woken right after the commit, or the recovery job):
+2. :func:`process_inbox_items` (a worker woken right after the commit, or the recovery job):
    under a row lock on the inbox item, apply the message to the legs and the DT ledger and
-   queue the signed replies in the outbox, all in one transaction. A crash before the commit
+   queue the signed replies in the outbox, all in one transaction (a worker takes every item
+   queued at that moment, up to a limit, into that one transaction). A crash before the commit
    leaves the item unprocessed, and it is processed again; after it, the replies are in the
    outbox and the dispatcher sends them.
 
@@ -313,7 +314,8 @@ def _queue(
         event_id=message.id,
         now=now,
     )
-    uow.after_commit(ctx.notify_outbox)
+    if uow.outbox.claim_for is None:  # else the caller sends it itself after the commit
+        uow.after_commit(ctx.notify_outbox)
     return message.id
 
 
@@ -389,27 +391,52 @@ def process_inbox_item(
 
     ``parsed`` is the message as :func:`receive_message` parsed it (the fast path, in
     memory); without it (recovery) the stored bytes are read back and parsed again."""
+    [applied] = process_inbox_items(uow, [(message_id, parsed)], ctx, now)
+    return applied
 
-    def work() -> str | None:
+
+def process_inbox_items(
+    uow: PvPUnitOfWork,
+    items: Sequence[tuple[int, Message | None]],
+    ctx: PvPContext,
+    now: datetime | None = None,
+) -> list[bool]:
+    """Apply several stored inbound messages in order, in one transaction (one commit for
+    all); per item, False when it was already processed.
+
+    The same as one transaction each, except that it is all or nothing: if one item fails,
+    none is applied and the exception propagates, and the caller processes them one at a
+    time, so that a failing item holds up no other. A transient database error (deadlock,
+    lock timeout) retries the whole batch."""
+
+    def work() -> list[str | None]:
         at = now or utcnow()
-        if not uow.pvp.inbox_claim(message_id):
-            return None
-        message = parsed
-        if message is None:
-            stored = uow.pvp.message_raw(message_id)
-            assert stored is not None
-            raw, _sender = stored
-            # Verified on receipt (the signature is not checked twice). Later clocks only
-            # make the "not in the future" rule easier, so a message that waited still parses.
-            message = parse(raw, settings=ctx.iso, now=at).message
-        _apply(uow, message, ctx, at)
-        uow.pvp.inbox_done(message_id, at)
-        return message.MESSAGE_ID
+        return [_process(uow, message_id, parsed, ctx, at) for message_id, parsed in items]
 
     done = retrying(uow, work)
-    if done is not None:
-        crash_point(_AFTER.get(done, "pvp.after_process"), ctx.faults)
-    return done is not None
+    for message_type in done:
+        if message_type is not None:
+            crash_point(_AFTER.get(message_type, "pvp.after_process"), ctx.faults)
+    return [message_type is not None for message_type in done]
+
+
+def _process(
+    uow: PvPUnitOfWork, message_id: int, parsed: Message | None, ctx: PvPContext, at: datetime
+) -> str | None:
+    """Claim and apply one inbox item; its message type, or None if it was processed."""
+    if not uow.pvp.inbox_claim(message_id):
+        return None
+    message = parsed
+    if message is None:
+        stored = uow.pvp.message_raw(message_id)
+        assert stored is not None
+        raw, _sender = stored
+        # Verified on receipt (the signature is not checked twice). Later clocks only make
+        # the "not in the future" rule easier, so a message that waited still parses.
+        message = parse(raw, settings=ctx.iso, now=at).message
+    _apply(uow, message, ctx, at)
+    uow.pvp.inbox_done(message_id, at)
+    return message.MESSAGE_ID
 
 
 _AFTER = {
@@ -907,6 +934,7 @@ __all__ = [
     "instruction_payload",
     "pending_inbox",
     "process_inbox_item",
+    "process_inbox_items",
     "receive_message",
     "record_rejection",
     "resolve",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal, cast
 
 import sqlalchemy as sa
@@ -588,13 +588,18 @@ class PvPUnitOfWork(SqlUnitOfWork):
     outbox: OutboxRepository
     pvp: SqlPvPRepository
 
-    def __init__(self, engine: Any, *, readonly: bool = False) -> None:
+    def __init__(
+        self, engine: Any, *, readonly: bool = False, claim_outbound_for: timedelta | None = None
+    ) -> None:
         super().__init__(engine, readonly=readonly)
         self._hooks: list[Any] = []
+        self.claim_outbound_for = claim_outbound_for
 
     def _bind(self, conn: Connection) -> None:
         self.ledger = SqlLedgerRepository(conn)
-        self.outbox = OutboxRepository(conn)
+        # With claim_outbound_for, queued messages are claimed for the caller, which sends
+        # them itself once this commits (see OutboxRepository).
+        self.outbox = OutboxRepository(conn, claim_for=self.claim_outbound_for)
         self.pvp = SqlPvPRepository(conn)
         self._hooks = []
 

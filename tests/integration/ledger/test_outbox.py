@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 from gateway.ledger import service
 from gateway.ledger.model import InsufficientFunds, Issue, MakeTransfer, OpenWallet, WalletKind
 from gateway.ledger.store import LedgerUnitOfWork
-from gateway.outbox import OutboxDispatcher, OutboxMessage, backoff, outbox_t
+from gateway.outbox import OutboxDispatcher, OutboxMessage, OutboxRepository, backoff, outbox_t
 
 T0 = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
 TOPIC = "ledger.transfer"
@@ -245,3 +245,62 @@ def test_concurrent_dispatchers_deliver_each_message_once(engine: Engine) -> Non
     OutboxDispatcher(engine, {TOPIC: sender}, clock=clock).run_once()
     assert sorted(sender.delivered) == sorted(event_ids)
     assert all(r.sent_at is not None for r in rows(engine))
+
+
+def _queue_claimed(engine: Engine, lease: timedelta, *event_ids: str) -> list[OutboxMessage]:
+    with engine.begin() as conn:
+        repo = OutboxRepository(conn, claim_for=lease)
+        for e in event_ids:
+            repo.add(TOPIC, e.encode(), event_id=e, now=T0)
+    return repo.claimed
+
+
+def test_a_message_queued_claimed_is_sent_by_its_writer_and_no_dispatcher_takes_it(
+    engine: Engine,
+) -> None:
+    clock = Clock()
+    lease = timedelta(seconds=30)
+    claimed = _queue_claimed(engine, lease, "e1", "e2")
+    assert [m.event_id for m in claimed] == ["e1", "e2"]
+    assert [m.payload for m in claimed] == [b"e1", b"e2"]
+    assert [r.locked_until for r in rows(engine)] == [T0 + lease] * 2
+    sender = Recorder()
+    dispatcher = OutboxDispatcher(engine, {TOPIC: sender}, lease=lease, clock=clock)
+    assert dispatcher.run_once() == 0  # the writer's claim holds
+    assert dispatcher.deliver(claimed) == 2
+    assert sender.delivered == ["e1", "e2"]
+    assert all(r.sent_at == T0 and r.locked_until is None for r in rows(engine))
+    clock.now = T0 + lease
+    assert dispatcher.run_once() == 0  # delivered: never again
+
+
+def test_a_claimed_message_whose_writer_died_goes_out_after_the_lease_or_a_restart(
+    engine: Engine,
+) -> None:
+    clock = Clock()
+    lease = timedelta(seconds=30)
+    _queue_claimed(engine, lease, "e1")  # committed, then the writer died before sending
+    sender = Recorder()
+    dispatcher = OutboxDispatcher(engine, {TOPIC: sender}, lease=lease, clock=clock)
+    clock.now = T0 + lease - timedelta(seconds=1)
+    assert dispatcher.run_once() == 0
+    clock.now = T0 + lease
+    assert dispatcher.run_once() == 1
+    _queue_claimed(engine, lease, "e2")
+    assert dispatcher.release_leases() == 1  # a sole dispatcher starting up
+    assert dispatcher.run_once() == 1
+    assert sender.delivered == ["e1", "e2"]
+
+
+def test_a_claimed_message_the_receiver_refuses_is_retried_with_backoff(engine: Engine) -> None:
+    clock = Clock()
+    claimed = _queue_claimed(engine, timedelta(seconds=30), "e1")
+    sender = Recorder(failures=1)
+    dispatcher = OutboxDispatcher(engine, {TOPIC: sender}, clock=clock)
+    assert dispatcher.deliver(claimed) == 0
+    [row] = rows(engine)
+    assert row.locked_until is None and row.attempts == 1
+    assert row.available_at == T0 + backoff(1)
+    clock.now = row.available_at
+    assert dispatcher.run_once() == 1
+    assert sender.delivered == ["e1"]

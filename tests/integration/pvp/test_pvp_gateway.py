@@ -461,3 +461,57 @@ def test_a_message_stored_but_not_processed_is_processed_on_recovery(world: PvPW
     world.connector.wait_status(leg.uetr, "ACSP")
     assert world.balance("hsbk-dt") == (1_000_000, 250_000)
     assert world.runtime.recover_inbox(everything=True) == 0
+
+
+def test_queued_messages_are_applied_in_one_transaction_and_a_failing_one_spares_the_rest(
+    world: PvPWorld,
+) -> None:
+    import threading
+    from dataclasses import replace
+
+    import sqlalchemy as sa
+
+    from gateway.iso20022 import Message
+    from gateway.pvp import service
+    from gateway.pvp.store import inbox_t, message_t
+
+    _funded(world)
+    legs = [Leg(uetr(), 100_000) for _ in range(4)]
+    queued: list[tuple[int, Message | None]] = []
+    quiet = replace(world.runtime.ctx, notify_inbox=lambda i, m: queued.append((i, m)))
+    for leg in legs:
+        service.receive_message(world.runtime.uow(), world.pacs009(leg), quiet)
+    assert len(queued) == 4
+
+    # Two items, one commit (the dispatchers' own commits, on their threads, are not counted).
+    me = threading.current_thread()
+    commits: list[int] = []
+
+    def count(_conn: object) -> None:
+        if threading.current_thread() is me:
+            commits.append(1)
+
+    sa.event.listen(world.engine, "commit", count)
+    try:
+        assert service.process_inbox_items(world.runtime.uow(), queued[:2], world.runtime.ctx) == [
+            True,
+            True,
+        ]
+    finally:
+        sa.event.remove(world.engine, "commit", count)
+    assert len(commits) == 1
+    for leg in legs[:2]:
+        world.connector.wait_status(leg.uetr, "ACSP")
+
+    # A stored message that no longer parses fails the batch; the worker then takes the
+    # items one at a time: the other one is applied and answered, the failure is recorded.
+    bad_id = queued[2][0]
+    with world.engine.begin() as conn:
+        conn.execute(message_t.update().where(message_t.c.id == bad_id).values(raw=b"<junk"))
+    world.runtime.process_batch([(bad_id, None), queued[3]])
+    world.connector.wait_status(legs[3].uetr, "ACSP")
+    assert world.leg_state(legs[2].uetr) == "received"
+    with world.engine.connect() as conn:
+        row = conn.execute(inbox_t.select().where(inbox_t.c.message_id == bad_id)).one()
+    assert row.processed_at is None and row.last_error
+    assert world.balance("hsbk-dt") == (1_000_000, 300_000)
