@@ -24,7 +24,8 @@ import re
 import secrets
 import threading
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -48,7 +49,7 @@ from gateway.errors import (
     Unauthorized,
     Unprocessable,
 )
-from gateway.fastsql import run
+from gateway.fastsql import run, savepoint
 from gateway.faults import crash_point
 from gateway.iso20022 import (
     CURRENCY_EXPONENTS,
@@ -212,6 +213,16 @@ class _Lane:
     threads: list[threading.Thread] = field(default_factory=list)
 
 
+_SIM_BATCH = 32
+"""Most deliveries to a simulated bank that one lane thread makes in one transaction."""
+
+
+@contextmanager
+def _savepoint_on(conn: Connection) -> Iterator[Connection]:
+    with savepoint(conn):
+        yield conn
+
+
 @dataclass(frozen=True, slots=True)
 class Inbound:
     status: int
@@ -322,6 +333,7 @@ class Connector:
         self._threads: list[threading.Thread] = []
         self._lanes: dict[str, _Lane] = {}
         self._done: queue.SimpleQueue[tuple[Any, str]] = queue.SimpleQueue()
+        self._local = threading.local()  # .conn, .after: the open batch of a simulated lane
         self._inflight: set[int] = set()  # outbox row ids handed to a lane (dispatcher only)
         self._max_in_flight = 1024
         self._queued_left = False  # batched mode: legs or decisions wait for a batch
@@ -370,6 +382,11 @@ class Connector:
             lane.http.close()
 
     def _tx(self) -> Any:
+        """A write transaction; inside a lane's batch (see ``_deliver_batch``), a savepoint
+        of the batch's transaction on this thread."""
+        batch = getattr(self._local, "conn", None)
+        if batch is not None:
+            return _savepoint_on(batch)
         return self.engine.begin()
 
     # --- participants -----------------------------------------------------------------------
@@ -966,17 +983,63 @@ class Connector:
         return len(rows)
 
     def _lane_loop(self, lane: _Lane) -> None:
+        simulated = lane.dest in self.sim.by_bic
         while True:
             row = lane.queue.get()
             if row is None:
                 return
-            try:
-                outcome = self._deliver(row, lane)
-            except Exception:
-                log.exception("delivery of outbox row %s failed", row.id)
-                outcome = "retry"
-            self._done.put((row, outcome))
+            rows = [row]
+            stop = False
+            # A simulated bank's lane takes every row already queued (never waiting for more)
+            # into one transaction: under load, one commit for many deliveries.
+            while simulated and len(rows) < _SIM_BATCH:
+                try:
+                    more = lane.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                rows.append(more)
+            if len(rows) == 1:
+                try:
+                    outcome = self._deliver(row, lane)
+                except Exception:
+                    log.exception("delivery of outbox row %s failed", row.id)
+                    outcome = "retry"
+                outcomes = [(row, outcome)]
+            else:
+                outcomes = self._deliver_batch(rows, lane)
+            for done in outcomes:
+                self._done.put(done)
             self._wake.set()
+            if stop:
+                return
+
+    def _deliver_batch(self, rows: list[Any], lane: _Lane) -> list[tuple[Any, str]]:
+        """Deliver rows to a simulated bank in one transaction, each exactly as ``_deliver``
+        would (faults included), each in a savepoint of it. If the transaction fails, none is
+        delivered: all are handed out again."""
+        after: list[Callable[[], None]] = []
+        outcomes: list[tuple[Any, str]] = []
+        try:
+            with self.engine.begin() as conn:
+                self._local.conn, self._local.after = conn, after
+                try:
+                    for row in rows:
+                        try:
+                            outcomes.append((row, self._deliver(row, lane)))
+                        except Exception:
+                            log.exception("delivery of outbox row %s failed", row.id)
+                            outcomes.append((row, "retry"))
+                finally:
+                    self._local.conn = self._local.after = None
+        except Exception:
+            log.exception("a batch of %d deliveries failed; they are handed out again", len(rows))
+            return [(row, "retry") for row in rows]
+        for action in after:
+            action()
+        return outcomes
 
     def _finish_delivered(self) -> None:
         done: list[tuple[Any, str]] = []
@@ -1109,11 +1172,15 @@ class Connector:
         one transaction: all of it happens, or none (and the row is delivered again). The
         answers come typed, with their envelopes: in process, unsigned, and already checked
         against the schema when the bank built them, so they are not parsed back."""
+        batch_after = getattr(self._local, "after", None)
         after: list[Callable[[], None]] = []
         with self._tx() as conn:
             for message, answer in self.sim.handle(raw, bic, conn=conn):
                 sha = hashlib.sha256(answer).hexdigest()
                 self._take_inbound(conn, message, bic, sha, answer, after)
+        if batch_after is not None:  # inside a batch: once the batch has committed
+            batch_after.extend(after)
+            return
         for action in after:
             action()
         self._wake.set()

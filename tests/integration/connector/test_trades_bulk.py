@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from tests.integration.connector.conftest import Env
 
@@ -77,3 +78,43 @@ def test_the_bulk_body_is_checked(env: Env) -> None:
     r = env.http.post("/v1/trades/bulk", json={"trades": [env.trade_body()] * 1001})
     assert r.status_code == 400
     assert "1000" in r.json()["detail"]
+
+
+def test_deliveries_to_a_simulated_bank_share_transactions_and_one_failure_spares_the_rest(
+    env: Env,
+) -> None:
+    """Rows queued together for the simulated bank go in one transaction, each in its own
+    savepoint: faults still apply per row, a row whose handling fails is undone alone and
+    delivered again, and everything settles exactly once."""
+    conn = env.connector
+    sizes: list[int] = []
+    deliver_batch = conn._deliver_batch
+
+    def recorded(rows: list[Any], lane: Any) -> list[tuple[Any, str]]:
+        sizes.append(len(rows))
+        return deliver_batch(rows, lane)
+
+    conn._deliver_batch = recorded  # type: ignore[method-assign]
+    handle = conn.sim.handle
+    failed: list[bool] = []
+
+    def fails_once(raw: bytes, bic: str, conn: Any = None) -> Any:
+        in_batch = getattr(env.connector._local, "conn", None) is not None
+        if not failed and in_batch and b"pacs.009" in raw:
+            failed.append(in_batch)
+            raise RuntimeError("simulated bank down for one message")
+        return handle(raw, bic, conn=conn)
+
+    conn.sim.handle = fails_once  # type: ignore[method-assign]
+    env.http.post("/v1/faults", json={"kind": "duplicate", "destination_bic": "CBAUAEAA"})
+    n = 40
+    body = {"trades": [env.trade_body(kzt=1000 + i, aed=10 + i) for i in range(n)]}
+    r = env.http.post("/v1/trades/bulk", json=body)
+    assert r.status_code == 201, r.text
+    for pvp_id in r.json()["pvp_ids"]:
+        view = env.wait(pvp_id, lambda v: v["state"] == "settled")
+        assert view["decision"]["decision"] == "COMMIT"
+    assert failed == [True]  # one delivery failed inside a batch, and was delivered again
+    assert sizes and max(sizes) > 1
+    assert env.balance("HSBK-AED")["available"] == sum(10 + i for i in range(n))
+    assert env.http.get("/v1/sim/AED/check").json()["ok"]
