@@ -1,7 +1,7 @@
 """PvP benchmark: DT/AED PvPs per second end to end, and latency, between the real processes.
 
 Starts ``dt-gateway connector`` (with its simulated AED bank) and ``dt-gateway serve`` as
-subprocesses on SQLite files (durable settings: WAL + synchronous=FULL), wired as in
+subprocesses on SQLite files (durable settings: WAL, FULL durability by group commit), wired as in
 ``tests/e2e/pvp`` (whose harness this reuses), then:
 
 - unbatched capacity: a burst of trades (``POST /v1/trades``, several submitters); PvPs/s =
@@ -16,6 +16,7 @@ Completion is detected from balances (the receivers' totals), so polling adds no
 load while the clock runs. Usage:
 
     .venv/bin/python ops/bench/pvp.py [--burst N] [--batched-burst N] [--seconds S]
+        [--latency-rate R]
 
 The last line is one JSON object.
 """
@@ -283,6 +284,12 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=1500)
     parser.add_argument("--batched-burst", type=int, default=3000)
     parser.add_argument("--seconds", type=float, default=10.0, help="latency run length")
+    parser.add_argument(
+        "--latency-rate",
+        type=float,
+        default=None,
+        help="PvPs/s offered in the latency run (default: half the unbatched rate measured)",
+    )
     parser.add_argument("--batch-max", type=int, default=100)
     parser.add_argument(
         "--trades-per-request",
@@ -335,7 +342,8 @@ def main() -> None:
         chunk = args.trades_per_request
         unbatched = run_burst(world, sub, args.burst, "unbatched", chunk)
         time.sleep(3)  # the latency run starts from a quiet system, not the burst's tail
-        p50, p99 = run_latency(world, sub, unbatched / 2, args.seconds)
+        rate = args.latency_rate or unbatched / 2
+        p50, p99 = run_latency(world, sub, rate, args.seconds)
         world.connector.kill()
         world.connector.start(
             {
