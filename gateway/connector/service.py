@@ -78,6 +78,7 @@ from gateway.iso20022 import (
     verify_envelope,
 )
 from gateway.posting import Poster
+from gateway.queues import take_queued
 
 log = logging.getLogger(__name__)
 
@@ -988,19 +989,8 @@ class Connector:
             row = lane.queue.get()
             if row is None:
                 return
-            rows = [row]
-            stop = False
-            # A simulated bank's lane takes every row already queued (never waiting for more)
-            # into one transaction: under load, one commit for many deliveries.
-            while simulated and len(rows) < _SIM_BATCH:
-                try:
-                    more = lane.queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stop = True
-                    break
-                rows.append(more)
+            # A simulated bank's lane takes every row already queued into one transaction.
+            rows, stop = take_queued(lane.queue, row, _SIM_BATCH if simulated else 1)
             if len(rows) == 1:
                 try:
                     outcome = self._deliver(row, lane)

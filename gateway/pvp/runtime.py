@@ -32,6 +32,7 @@ from gateway.posting import Poster, PostFailed
 from gateway.pvp import service
 from gateway.pvp.keys import Keyring
 from gateway.pvp.store import PvPUnitOfWork
+from gateway.queues import take_queued
 
 log = logging.getLogger(__name__)
 
@@ -197,19 +198,8 @@ class PvPRuntime:
             item = self._inbox.get()
             if item is None or self._stop.is_set():
                 return
-            # Whatever else is queued right now goes into the same transaction: one commit
-            # for many under load, no waiting at all when there is one.
-            items = [item]
-            stop = False
-            while len(items) < batch:
-                try:
-                    more = self._inbox.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stop = True
-                    break
-                items.append(more)
+            # Whatever else is queued right now goes into the same transaction.
+            items, stop = take_queued(self._inbox, item, batch)
             self.process_batch(items)
             if stop:
                 return
