@@ -23,6 +23,10 @@ class _Handler(BaseHTTPRequestHandler):
         _Handler.connections.add(id(self.connection))
         if self.path == "/slow":
             time.sleep(1.0)
+        if self.path == "/close":
+            # Closes the connection after answering without saying so (no Connection: close),
+            # as a server restarting or timing out an idle connection does.
+            self.close_connection = True
         status = 202 if self.path != "/refuse" else 400
         answer = b"echo:" + body + b":" + self.headers["Content-Type"].encode()
         self.send_response(status)
@@ -82,3 +86,31 @@ def test_no_answer_is_post_failed(server: str) -> None:
     with pytest.raises(PostFailed):
         poster.post("http://[not-a-host/x", b"", {})
     assert poster.post(server + "/ok", b"", {"Content-Type": "t"}).status_code == 202
+
+
+def test_body_bytes_arrive_exactly_whatever_their_size_or_content(server: str) -> None:
+    poster = Poster(timeout=5, max_connections=1)
+    try:
+        for body in (b"", b"\x00<a>\x00</a>\xff", bytes(range(256)) * 64):  # up to 16 KiB
+            answer = poster.post(server + "/ok", body, {"Content-Type": "application/xml"})
+            assert answer.status_code == 202
+            assert answer.content == b"echo:" + body + b":application/xml"
+    finally:
+        poster.close()
+
+
+def test_a_connection_the_server_closed_is_not_reused(server: str) -> None:
+    poster = Poster(timeout=5, max_connections=1)
+    try:
+        assert poster.post(server + "/close", b"1", {"Content-Type": "t"}).status_code == 202
+        time.sleep(0.05)  # the server's close reaches this side
+        assert poster.post(server + "/ok", b"2", {"Content-Type": "t"}).content == b"echo:2:t"
+    finally:
+        poster.close()
+
+
+def test_a_closed_poster_still_posts_but_keeps_no_connection(server: str) -> None:
+    poster = Poster(timeout=5, max_connections=1)
+    poster.close()
+    assert poster.post(server + "/ok", b"x", {"Content-Type": "t"}).status_code == 202
+    assert poster._idle == []
