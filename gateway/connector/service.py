@@ -74,7 +74,6 @@ from gateway.iso20022 import (
     build,
     header_for,
     parse,
-    sign_envelope,
     verify_envelope,
 )
 from gateway.posting import Poster
@@ -859,10 +858,9 @@ class Connector:
 
     def _outgoing(self, pvp_ids: list[str], dest: str, msg: Message) -> _Outgoing:
         """``msg`` to ``dest`` as an outbox row and its message log rows, not yet written."""
-        raw = build(msg, header_for(msg, from_bic=self.bic, to_bic=dest))
         net = self._network(dest)
-        if net is not None and net.endpoint:
-            raw = sign_envelope(raw, self.key_pem, self.cert_pem)
+        signer = self if net is not None and net.endpoint else None
+        raw = build(msg, header_for(msg, from_bic=self.bic, to_bic=dest), signer=signer)
         now = now_ms()
         row = {
             "destination_bic": dest,
@@ -1134,8 +1132,8 @@ class Connector:
 
     def _reject(self, exc: MessageRejected, to_bic: str | None) -> Inbound:
         admi = admi002_for(exc)
-        raw = build(admi, header_for(admi, from_bic=self.bic, to_bic=to_bic or self.bic))
-        return Inbound(400, sign_envelope(raw, self.key_pem, self.cert_pem), xml=True)
+        header = header_for(admi, from_bic=self.bic, to_bic=to_bic or self.bic)
+        return Inbound(400, build(admi, header, signer=self), xml=True)
 
     def receive_http(self, raw: bytes) -> Inbound:
         """``POST /iso20022/messages``: verify, store, acknowledge, process."""

@@ -3,8 +3,8 @@ signatures. The only door between the gateway and the SWIFT CBDC-connector's XML
 
 Usage::
 
-    raw = build(pacs009, header_for(pacs009, from_bic=..., to_bic=...))
-    raw = sign_envelope(raw, key_pem, cert_pem)
+    raw = build(pacs009, header_for(pacs009, from_bic=..., to_bic=...), signer=keys)
+    raw = sign_envelope(other_raw, key_pem, cert_pem)   # an envelope built elsewhere
     parsed = parse(raw, seen=dup_check, cert_pem=connector_cert)   # or MessageRejected
 
 Errors (all :class:`gateway.errors.GatewayError`)::
@@ -67,7 +67,7 @@ from gateway.iso20022.models import (
     TransactionStatus,
 )
 from gateway.iso20022.rules import DuplicateCheck, InMemoryDuplicateCheck
-from gateway.iso20022.signing import sign_envelope, verify_envelope
+from gateway.iso20022.signing import KeyPair, sign_envelope, verify_envelope
 from gateway.iso20022.xmlsafe import ENVELOPE_NS, PVP_NS, SCHEMA_DIR
 
 __all__ = [
@@ -88,6 +88,7 @@ __all__ = [
     "DuplicateCheck",
     "DuplicateMessage",
     "InMemoryDuplicateCheck",
+    "KeyPair",
     "Message",
     "MessageRejected",
     "MessageSpec",

@@ -29,7 +29,7 @@ class MessageSpec:
     document_tag: str
     schema_file: str
     model: type[Any]
-    writer: Callable[..., etree._Element]
+    writer: Callable[..., str]
     reader: Callable[[etree._Element], Message]
     purpose: str
 

@@ -8,7 +8,9 @@ pinned) -> typed model -> business rules -> duplicate hook. Each layer refuses w
 
 from __future__ import annotations
 
+import hashlib
 import re
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -46,6 +48,7 @@ from gateway.iso20022.models import (
     trusted_constructor,
 )
 from gateway.iso20022.rules import DuplicateCheck, RuleLimits, check, check_pacs009
+from gateway.iso20022.signing import KeyPair, signature_xml
 from gateway.iso20022.xmlsafe import (
     APPHDR_TAG,
     ENVELOPE_SCHEMA,
@@ -280,24 +283,67 @@ def _schema_code(type_name: str, text: str, local: str, attr: str | None) -> str
     return CH16
 
 
-def build(message: Message, header: AppHeader | None = None, *, validate: bool = True) -> bytes:
+_DECLARATION = b"<?xml version='1.0' encoding='UTF-8'?>\n"
+
+
+def build(
+    message: Message,
+    header: AppHeader | None = None,
+    *,
+    validate: bool = True,
+    signer: KeyPair | None = None,
+) -> bytes:
     """A typed message (and optionally its header) -> XML bytes: an envelope when ``header``
     is given, else a bare Document. ``validate`` checks the output against our guideline,
-    so the gateway never sends what it would itself refuse."""
+    so the gateway never sends what it would itself refuse. ``signer``: sign the envelope
+    (AppHdr/Sgntr), over the rendered text itself, which is canonical (see
+    :mod:`gateway.iso20022.build`): no second parse, no C14N pass."""
     spec = CATALOGUE[message.MESSAGE_ID]
     doc = spec.writer(message)
-    if header is not None:
+    if header is None:
+        if signer is not None:
+            raise ValueError("only an envelope (a header and a document) can be signed")
+        text = doc
+        schema_file = spec.schema_file
+    else:
         if header.msg_def_id != message.MESSAGE_ID:
             raise ValueError(f"header is for {header.msg_def_id}, message is {message.MESSAGE_ID}")
-        root = writers.envelope(writers.app_header(header), doc)
-        validator = schema(ENVELOPE_SCHEMA)
-    else:
-        root = doc
-        validator = schema(spec.schema_file)
-    if validate and not validator(root):
-        hdr = root[0] if header is not None else None
-        raise schema_rejection(validator.error_log, root, hdr, doc)
-    return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
+        head = writers.app_header_open(header)
+        text = f"{writers.ENVELOPE_OPEN}{head}{writers.APPHDR_CLOSE}{doc}{writers.ENVELOPE_CLOSE}"
+        schema_file = ENVELOPE_SCHEMA
+    data = text.encode("utf-8")
+    # Always parsed (our own text: a failure is a writer's bug), so that nothing malformed
+    # leaves even unvalidated.
+    root = etree.fromstring(data, _writer_parser())
+    if validate:
+        validator = schema(schema_file)
+        if not validator(root):
+            hdr = root[0] if header is not None else None
+            raise schema_rejection(validator.error_log, root, hdr, root if hdr is None else root[1])
+    if signer is None:
+        return _DECLARATION + data
+    # What the enveloped-signature transform leaves of the signed envelope: Sgntr, empty.
+    unsigned = f"{writers.ENVELOPE_OPEN}{head}<Sgntr></Sgntr>{writers.APPHDR_CLOSE}{doc}"
+    digest = hashlib.sha256(f"{unsigned}{writers.ENVELOPE_CLOSE}".encode()).digest()
+    signature = signature_xml(digest, signer.key_pem, signer.cert_pem)
+    signed = (
+        f"{writers.ENVELOPE_OPEN}{head}<Sgntr>{signature}</Sgntr>{writers.APPHDR_CLOSE}"
+        f"{doc}{writers.ENVELOPE_CLOSE}"
+    )
+    return _DECLARATION + signed.encode("utf-8")
+
+
+_writer_local = threading.local()
+
+
+def _writer_parser() -> etree.XMLParser:
+    """A plain parser for the writers' own text (one per thread, as lxml wants)."""
+    parser: etree.XMLParser | None = getattr(_writer_local, "parser", None)
+    if parser is None:
+        parser = _writer_local.parser = etree.XMLParser(
+            resolve_entities=False, load_dtd=False, no_network=True, collect_ids=False
+        )
+    return parser
 
 
 def header_for(
@@ -330,10 +376,14 @@ def wrap_envelope(header: AppHeader, document: bytes) -> bytes:
     spec = _spec_of(doc.tag, "/Document")
     if header.msg_def_id != spec.message_id:
         raise ValueError(f"header is for {header.msg_def_id}, document is {spec.message_id}")
-    root = writers.envelope(writers.app_header(header), doc)
+    text = (
+        f"{writers.ENVELOPE_OPEN}{writers.app_header_open(header)}{writers.APPHDR_CLOSE}"
+        f"{etree.tostring(doc, encoding=str)}{writers.ENVELOPE_CLOSE}"
+    )
+    root = etree.fromstring(text.encode("utf-8"), _writer_parser())
     validator = schema(ENVELOPE_SCHEMA)
     if not validator(root):
-        raise schema_rejection(validator.error_log, root, root[0], doc)
+        raise schema_rejection(validator.error_log, root, root[0], root[1])
     return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -65,6 +65,16 @@ ECDSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256"
 RSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
 
 
+class KeyPair(Protocol):
+    """A signing key and its certificate (PEM): what signs our envelopes."""
+
+    @property
+    def key_pem(self) -> str | bytes: ...
+
+    @property
+    def cert_pem(self) -> str | bytes: ...
+
+
 def _as_bytes(pem: str | bytes) -> bytes:
     return pem.encode("ascii") if isinstance(pem, str) else pem
 
@@ -105,12 +115,35 @@ def _ec_width(key: ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey) -> in
     return (key.curve.key_size + 7) // 8
 
 
-def sign_envelope(data: bytes, key_pem: str | bytes, cert_pem: str | bytes) -> bytes:
-    """Sign an envelope; any previous signature is replaced. RSA or EC keys (SHA-256)."""
-    root = _envelope(data)
-    header = root[0]
-    for old in header.findall(_SGNTR):
-        header.remove(old)
+def _signed_info(method: str, digest_b64: str, *, canonical: bool) -> str:
+    """SignedInfo as text: in its canonical form (exclusive C14N of SignedInfo alone, which
+    is what is signed), or as it is written inside the Signature element."""
+    if canonical:
+        open_ = f'<ds:SignedInfo xmlns:ds="{DSIG_NS}">'
+
+        def empty(tag: str, algorithm: str) -> str:
+            return f'<ds:{tag} Algorithm="{algorithm}"></ds:{tag}>'
+    else:
+        open_ = "<ds:SignedInfo>"
+
+        def empty(tag: str, algorithm: str) -> str:
+            return f'<ds:{tag} Algorithm="{algorithm}"/>'
+
+    return (
+        f"{open_}{empty('CanonicalizationMethod', EXC_C14N)}{empty('SignatureMethod', method)}"
+        f'<ds:Reference URI=""><ds:Transforms>{empty("Transform", ENVELOPED)}'
+        f"{empty('Transform', EXC_C14N)}</ds:Transforms>{empty('DigestMethod', SHA256)}"
+        f"<ds:DigestValue>{digest_b64}</ds:DigestValue></ds:Reference></ds:SignedInfo>"
+    )
+
+
+def signature_xml(digest: bytes, key_pem: str | bytes, cert_pem: str | bytes) -> str:
+    """The ``ds:Signature`` element, as text, over a SHA-256 ``digest`` of the canonical
+    envelope whose ``Sgntr`` is empty (what the enveloped-signature transform leaves).
+
+    The one shape this module signs: one reference ``URI=""``, transforms enveloped-signature
+    then exclusive C14N, SHA-256, ECDSA (P-256: r || s) or RSA PKCS#1 v1.5; the certificate in
+    KeyInfo for information only (receivers verify against their pinned copy)."""
     key: Any = _private_key(_as_bytes(key_pem))
     if isinstance(key, rsa.RSAPrivateKey):
         method = RSA_SHA256
@@ -118,32 +151,36 @@ def sign_envelope(data: bytes, key_pem: str | bytes, cert_pem: str | bytes) -> b
         method = ECDSA_SHA256
     else:
         raise ValueError("signing key must be RSA or EC")
-    sgntr = etree.SubElement(header, _SGNTR)
-    # The enveloped-signature transform removes the Signature, leaving Sgntr empty: digest
-    # the envelope in exactly that state, before the Signature exists.
-    digest = base64.b64encode(hashlib.sha256(_c14n(root.getroottree())).digest()).decode()
-    signature = etree.SubElement(sgntr, _DS_SIGNATURE, nsmap={"ds": DSIG_NS})
-    info = etree.SubElement(signature, _SIGNED_INFO)
-    etree.SubElement(info, _C14N_METHOD, Algorithm=EXC_C14N)
-    etree.SubElement(info, _SIGNATURE_METHOD, Algorithm=method)
-    reference = etree.SubElement(info, _REFERENCE, URI="")
-    transforms = etree.SubElement(reference, _TRANSFORMS)
-    etree.SubElement(transforms, _TRANSFORM, Algorithm=ENVELOPED)
-    etree.SubElement(transforms, _TRANSFORM, Algorithm=EXC_C14N)
-    etree.SubElement(reference, _DIGEST_METHOD, Algorithm=SHA256)
-    etree.SubElement(reference, _DIGEST_VALUE).text = digest
-    signed_info = _c14n(info)
+    digest_b64 = base64.b64encode(digest).decode("ascii")
+    signed_info = _signed_info(method, digest_b64, canonical=True).encode("ascii")
     if method == ECDSA_SHA256:
         r, s = decode_dss_signature(key.sign(signed_info, ec.ECDSA(hashes.SHA256())))
         width = _ec_width(key)
         value = r.to_bytes(width, "big") + s.to_bytes(width, "big")
     else:
         value = key.sign(signed_info, padding.PKCS1v15(), hashes.SHA256())
-    etree.SubElement(signature, _SIGNATURE_VALUE).text = base64.b64encode(value).decode()
-    x509_data = etree.SubElement(etree.SubElement(signature, _KEY_INFO), _ds("X509Data"))
-    etree.SubElement(x509_data, _ds("X509Certificate")).text = _certificate_text(
-        _as_bytes(cert_pem)
+    return (
+        f'<ds:Signature xmlns:ds="{DSIG_NS}">{_signed_info(method, digest_b64, canonical=False)}'
+        f"<ds:SignatureValue>{base64.b64encode(value).decode('ascii')}</ds:SignatureValue>"
+        f"<ds:KeyInfo><ds:X509Data><ds:X509Certificate>"
+        f"{_certificate_text(_as_bytes(cert_pem))}</ds:X509Certificate></ds:X509Data>"
+        f"</ds:KeyInfo></ds:Signature>"
     )
+
+
+def sign_envelope(data: bytes, key_pem: str | bytes, cert_pem: str | bytes) -> bytes:
+    """Sign an envelope given as bytes; any previous signature is replaced. RSA or EC keys
+    (SHA-256). The builder signs what it renders without this parse
+    (``build(..., signer=...)``); this is for envelopes from elsewhere."""
+    root = _envelope(data)
+    header = root[0]
+    for old in header.findall(_SGNTR):
+        header.remove(old)
+    sgntr = etree.SubElement(header, _SGNTR)
+    # The enveloped-signature transform removes the Signature, leaving Sgntr empty: digest
+    # the envelope in exactly that state, before the Signature exists.
+    digest = hashlib.sha256(_c14n(root.getroottree())).digest()
+    sgntr.append(etree.fromstring(signature_xml(digest, key_pem, cert_pem)))
     return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
 
 
@@ -292,4 +329,4 @@ def verify_envelope(data: bytes, cert_pem: str | bytes) -> None:
     verify_tree(_envelope(data), cert_pem)
 
 
-__all__ = ["sign_envelope", "verify_envelope", "verify_tree"]
+__all__ = ["KeyPair", "sign_envelope", "signature_xml", "verify_envelope", "verify_tree"]

@@ -21,18 +21,16 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from gateway.config import Settings
-from gateway.iso20022 import sign_envelope
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
 class SigningIdentity:
+    """The gateway's key and certificate (PEM): a :class:`gateway.iso20022.KeyPair`."""
+
     key_pem: bytes
     cert_pem: bytes
-
-    def sign(self, envelope: bytes) -> bytes:
-        return sign_envelope(envelope, self.key_pem, self.cert_pem)
 
 
 def generate(common_name: str) -> SigningIdentity:
@@ -78,9 +76,6 @@ class Keyring:
                 if self._identity is None:
                     self._identity = self._load()
         return self._identity
-
-    def sign(self, envelope: bytes) -> bytes:
-        return self.identity().sign(envelope)
 
     def _load(self) -> SigningIdentity:
         iso = self.settings.iso20022

@@ -53,7 +53,7 @@ class PvPRuntime:
             connector_bic=cfg.connector_bic,
             connector_url=settings.connector.url,
             connector_cert_pem=settings.iso20022.connector_cert_pem,
-            sign=self.keyring.sign,
+            signer=self.keyring.identity,
             iso=settings.iso20022,
             faults=settings.faults,
             grace_seconds=cfg.grace_seconds,

@@ -42,6 +42,7 @@ from gateway.iso20022 import (
     CancellationResolution,
     CreditTransfer,
     DuplicateMessage,
+    KeyPair,
     Message,
     MessageRejected,
     OriginalRef,
@@ -99,7 +100,8 @@ class PvPContext:
     connector_bic: str
     connector_url: str
     connector_cert_pem: str | None
-    sign: Callable[[bytes], bytes]
+    signer: Callable[[], KeyPair]
+    """The gateway's signing key (loaded on first use)."""
     iso: Iso20022Settings = field(default_factory=Iso20022Settings)
     faults: FaultSettings = field(default_factory=FaultSettings)
     grace_seconds: float = 5.0
@@ -254,7 +256,7 @@ def record_rejection(
         msg_def_id=admi.MESSAGE_ID,
         created=now,
     )
-    signed = ctx.sign(build(admi, header))
+    signed = build(admi, header, signer=ctx.signer())
     try:
         with uow:
             uow.pvp.add_message(
@@ -294,7 +296,7 @@ def _queue(
 ) -> str:
     """Sign, store and queue one outbound message in the caller's transaction."""
     header = header_for(message, from_bic=ctx.gateway_bic, to_bic=ctx.connector_bic, created=now)
-    signed = ctx.sign(build(message, header))
+    signed = build(message, header, signer=ctx.signer())
     uow.pvp.add_message(
         "out",
         signed,
