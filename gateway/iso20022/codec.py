@@ -33,6 +33,7 @@ from gateway.iso20022.errors import (
     RC01,
     AmountError,
     MessageRejected,
+    SignatureInvalid,
 )
 from gateway.iso20022.models import (
     Admi002,
@@ -53,6 +54,7 @@ from gateway.iso20022.xmlsafe import (
     APPHDR_TAG,
     ENVELOPE_SCHEMA,
     ENVELOPE_TAG,
+    HEAD_NS,
     SCHEMA_DIR,
     check_depth,
     parse_bytes,
@@ -99,11 +101,14 @@ def parse(
     *,
     seen: DuplicateCheck | None = None,
     cert_pem: str | bytes | None = None,
+    certificate_of: Callable[[str], str | bytes | None] | None = None,
     settings: Iso20022Settings | None = None,
     now: datetime | None = None,
 ) -> ParsedMessage:
     """Untrusted bytes (an envelope, or a bare Document) -> a typed, validated message.
 
+    ``certificate_of``: instead of ``cert_pem``, the pinned certificate of the sender the
+    header names (From BIC), or None when that sender has none (refused, DS0B).
     ``cert_pem``: the sender's pinned certificate; when given, the envelope must carry a
     valid signature by it. ``seen``: the duplicate hook. Raises :class:`MessageRejected`.
     """
@@ -136,6 +141,14 @@ def parse(
     if walk is None or (walk and next(root.iter(*walk), None) is not None):
         check_depth(root, max_depth)
     enveloped = header_el is not None
+    if certificate_of is not None and cert_pem is None and header_el is not None:
+        sender = header_el.findtext(_FROM_BIC) or ""
+        cert_pem = certificate_of(sender)
+        if cert_pem is None:
+            raise SignatureInvalid(
+                f"sender {sender[:11]} is not registered with a certificate",
+                msg_id=_peek_id(header_el, doc),
+            )
     if cert_pem is not None:
         from gateway.iso20022.signing import verify_tree
 
@@ -176,6 +189,9 @@ def parse(
             seen=seen,
         )
     return _new_parsed(header, message, cert_pem is not None)
+
+
+_FROM_BIC = "/".join(f"{{{HEAD_NS}}}{name}" for name in ("Fr", "FIId", "FinInstnId", "BICFI"))
 
 
 def _spec_of(

@@ -293,3 +293,20 @@ def test_whitespace_around_the_signature_stays_in_the_digest(pair: Pair) -> None
     verify_envelope(theirs, pair.cert)
     with pytest.raises(SignatureInvalid, match="digest"):
         verify_envelope(theirs.replace(b"\n    </Sgntr>", b"\n  </Sgntr>"), pair.cert)
+
+
+def test_parse_verifies_against_the_certificate_of_the_sender_the_header_names() -> None:
+    asked: list[str] = []
+
+    def pinned(bic: str) -> bytes | None:
+        asked.append(bic)
+        return {CONNECTOR_BIC: CONNECTOR.cert}.get(bic)
+
+    parsed = parse(SIGNED, certificate_of=pinned, now=NOW)
+    assert parsed.signed and parsed.message == MESSAGE and asked == [CONNECTOR_BIC]
+    with pytest.raises(SignatureInvalid, match="not registered"):
+        parse(SIGNED, certificate_of=lambda bic: None, now=NOW)
+    with pytest.raises(SignatureInvalid):
+        parse(SIGNED, certificate_of=lambda bic: OTHER.cert, now=NOW)
+    with pytest.raises(SignatureInvalid):
+        parse(UNSIGNED, certificate_of=pinned, now=NOW)
