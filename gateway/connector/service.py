@@ -24,6 +24,7 @@ import re
 import secrets
 import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -81,6 +82,7 @@ log = logging.getLogger(__name__)
 
 PACS009 = "pacs.009.001.08"
 MAX_BULK_TRADES = 1000
+_MAX_BUILT = 100_000
 BIC_RE = re.compile(r"[A-Z]{6}[A-Z2-9][A-Z0-9]([A-Z0-9]{3})?")
 ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.:\-]{0,34}")
 
@@ -338,6 +340,11 @@ class Connector:
         self._delayed: set[int] = set()
         self._held_lock = threading.Lock()
         self._held: tuple[Any, int] | None = None  # a reordered row and when it was held
+        # Messages to a simulated bank as built, by message id, until delivered: the bank
+        # takes them typed instead of parsing back bytes built (and validated) from them.
+        # Bounded; a message not found here (a restart, a redelivery) is parsed from its row.
+        self._built: OrderedDict[str, Message] = OrderedDict()
+        self._built_lock = threading.Lock()
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -859,6 +866,11 @@ class Connector:
         net = self._network(dest)
         signer = self if net is not None and net.endpoint else None
         raw = build(msg, header_for(msg, from_bic=self.bic, to_bic=dest), signer=signer)
+        if net is not None and net.endpoint is None and dest in self.sim.by_bic:
+            with self._built_lock:
+                self._built[msg.id] = msg
+                if len(self._built) > _MAX_BUILT:
+                    self._built.popitem(last=False)
         now = now_ms()
         row = {
             "destination_bic": dest,
@@ -1111,7 +1123,9 @@ class Connector:
         if net is None:
             raise RuntimeError(f"no network registered for {row.destination_bic}")
         if net.endpoint is None:
-            self._deliver_simulated(row.payload, net.bic)
+            with self._built_lock:
+                built = self._built.pop(row.msg_id, None)
+            self._deliver_simulated(row.payload, net.bic, built)
             return
         resp = lane.http.post(
             net.endpoint.rstrip("/") + "/iso20022/messages",
@@ -1153,15 +1167,16 @@ class Connector:
         net = self._network(bic)
         return net.cert_pem if net is not None and net.cert_pem else None
 
-    def _deliver_simulated(self, raw: bytes, bic: str) -> None:
+    def _deliver_simulated(self, raw: bytes, bic: str, built: Message | None = None) -> None:
         """The simulated bank handles the message and the connector processes its answers in
-        one transaction: all of it happens, or none (and the row is delivered again). The
-        answers come typed, with their envelopes: in process, unsigned, and already checked
-        against the schema when the bank built them, so they are not parsed back."""
+        one transaction: all of it happens, or none (and the row is delivered again). Both
+        ways messages go typed with their envelopes (``built``: the message ``raw`` was built
+        from): in process, and checked against the schema when they were built, so they are
+        not parsed back."""
         batch_after = getattr(self._local, "after", None)
         after: list[Callable[[], None]] = []
         with self._tx() as conn:
-            for message, answer in self.sim.handle(raw, bic, conn=conn):
+            for message, answer in self.sim.handle(raw, bic, conn=conn, message=built):
                 sha = hashlib.sha256(answer).hexdigest()
                 self._take_inbound(conn, message, bic, sha, answer, after)
         if batch_after is not None:  # inside a batch: once the batch has committed

@@ -171,22 +171,30 @@ class SimulatedNetworks:
     # --- messages ---------------------------------------------------------------------------
 
     def handle(
-        self, raw: bytes, bic: str, conn: Connection | None = None
+        self,
+        raw: bytes,
+        bic: str,
+        conn: Connection | None = None,
+        *,
+        message: Message | None = None,
     ) -> list[tuple[Message, bytes]]:
         """One envelope addressed to the simulated bank ``bic`` -> its answers, each as the
         typed message and its envelope (built, so schema-valid), in the caller's transaction
-        ``conn`` if given, else in its own."""
+        ``conn`` if given, else in its own. ``message``: what ``raw`` was built from, when the
+        caller has it (the connector, in process), taken instead of parsing ``raw``."""
         currency = self.by_bic[bic]
-        try:
-            parsed = parse(raw)
-        except MessageRejected as exc:
-            # A correct partner would answer admi.002; the connector only logs those anyway.
-            log.error("simulated %s refused a message: %s", currency, exc)
-            return []
-        msg = parsed.message
+        if message is not None:
+            msg = message
+        else:
+            try:
+                msg = parse(raw).message
+            except MessageRejected as exc:
+                # A correct partner would answer admi.002; the connector only logs those.
+                log.error("simulated %s refused a message: %s", currency, exc)
+                return []
         if conn is None:
             with self.engine.begin() as own:
-                return self.handle(raw, bic, own)
+                return self.handle(raw, bic, own, message=msg)
         answers: list[Message] = []
         if isinstance(msg, Pacs009):
             answers.append(self._on_pacs009(conn, currency, msg))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections import OrderedDict
 from typing import Any
 
 from tests.integration.connector.conftest import Env
@@ -98,12 +99,12 @@ def test_deliveries_to_a_simulated_bank_share_transactions_and_one_failure_spare
     handle = conn.sim.handle
     failed: list[bool] = []
 
-    def fails_once(raw: bytes, bic: str, conn: Any = None) -> Any:
+    def fails_once(raw: bytes, bic: str, conn: Any = None, **kw: Any) -> Any:
         in_batch = getattr(env.connector._local, "conn", None) is not None
         if not failed and in_batch and b"pacs.009" in raw:
             failed.append(in_batch)
             raise RuntimeError("simulated bank down for one message")
-        return handle(raw, bic, conn=conn)
+        return handle(raw, bic, conn=conn, **kw)
 
     conn.sim.handle = fails_once  # type: ignore[method-assign]
     env.http.post("/v1/faults", json={"kind": "duplicate", "destination_bic": "CBAUAEAA"})
@@ -118,3 +119,38 @@ def test_deliveries_to_a_simulated_bank_share_transactions_and_one_failure_spare
     assert sizes and max(sizes) > 1
     assert env.balance("HSBK-AED")["available"] == sum(10 + i for i in range(n))
     assert env.http.get("/v1/sim/AED/check").json()["ok"]
+
+
+def test_the_simulated_bank_takes_messages_as_built_and_parses_what_it_was_not_handed(
+    env: Env, monkeypatch: Any
+) -> None:
+    """In process, the bank is handed the message its envelope was built from; a row it was
+    not handed (as after a restart) is parsed from its bytes, with the same outcome."""
+    from gateway.connector import sim
+
+    parsed: list[bytes] = []
+    real_parse = sim.parse
+
+    def counting_parse(raw: bytes, *args: Any, **kw: Any) -> Any:
+        parsed.append(raw)
+        return real_parse(raw, *args, **kw)
+
+    monkeypatch.setattr(sim, "parse", counting_parse)
+    first = env.trade(kzt=1000, aed=10)
+    env.wait(first, lambda v: v["state"] == "settled")
+    assert parsed == []
+    # Nothing handed over: every message to the bank is parsed back, and settles the same.
+    monkeypatch.setattr(env.connector, "_built", _Forgets())
+    second = env.trade(kzt=1001, aed=11)
+    env.wait(second, lambda v: v["state"] == "settled")
+    names = [raw.split(b"<MsgDefIdr>")[1].split(b"<")[0] for raw in parsed]
+    assert names == [b"pacs.009.001.08", b"pacs.002.001.10"]
+    assert env.balance("HSBK-AED")["available"] == 10 + 11
+    assert env.http.get("/v1/sim/AED/check").json()["ok"]
+
+
+class _Forgets(OrderedDict[str, Any]):
+    """Keeps nothing: as after a restart, no built message is at hand at delivery."""
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        return None
