@@ -176,6 +176,9 @@ class PvPSettings(_Section):
     """A locked leg this long past its deadline: alert and wait for an operator decision."""
     default_deadline_seconds: float = 60.0
     """Deadline of a pacs.009 without SttlmTmReq/TillTm, from its creation time."""
+    reception_threads: int = 2
+    """Threads storing the envelopes the connector posts: each takes every envelope waiting
+    into one transaction, then answers them all."""
     workers: int = 4
     """Threads processing inbound messages right after they are acknowledged."""
     inbox_batch: int = 32

@@ -1,11 +1,19 @@
-"""Taking work off a thread's queue in batches."""
+"""Taking work off a thread's queue in batches, and handing it there from an event loop."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import queue
-from typing import TypeVar
+import threading
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
+R = TypeVar("R")
+
+log = logging.getLogger(__name__)
 
 
 def take_queued(source: queue.SimpleQueue[T | None], first: T, limit: int) -> tuple[list[T], bool]:
@@ -22,3 +30,106 @@ def take_queued(source: queue.SimpleQueue[T | None], first: T, limit: int) -> tu
             return items, True
         items.append(more)
     return items, False
+
+
+class _Job(Generic[T, R]):
+    __slots__ = ("future", "item", "loop")
+
+    def __init__(self, item: T, loop: asyncio.AbstractEventLoop) -> None:
+        self.item = item
+        self.loop = loop
+        self.future: asyncio.Future[R] = loop.create_future()
+
+
+def _settle(jobs: list[tuple[asyncio.Future[R], R | BaseException]]) -> None:
+    for future, outcome in jobs:
+        if future.done():  # the caller went away
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+
+
+class Batcher(Generic[T, R]):
+    """Blocking work for coroutines, done in batches on threads of its own.
+
+    ``await batcher.submit(item)`` queues the item; a worker thread takes every item queued at
+    that moment (up to ``limit``) and calls ``handle(items)`` once for all of them, which
+    returns one outcome per item (a value, or an exception to raise in that caller). The
+    callers are woken with one call into their event loop per batch.
+
+    What it saves over a thread hop per call (``anyio.to_thread.run_sync``): two wake-ups
+    per item (~75 µs of CPU each here) and, when ``handle`` commits, a transaction per item.
+    Under load the queue is rarely empty, so items share both; alone, an item waits for no
+    one.
+    """
+
+    def __init__(
+        self,
+        handle: Callable[[list[T]], Sequence[R | BaseException]],
+        *,
+        name: str,
+        threads: int = 1,
+        limit: int = 32,
+    ) -> None:
+        self._handle = handle
+        self._name = name
+        self._threads_wanted = max(1, threads)
+        self._limit = max(1, limit)
+        self._queue: queue.SimpleQueue[_Job[T, R] | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        with self._lock:
+            if self._threads:
+                return
+            for i in range(self._threads_wanted):
+                thread = threading.Thread(target=self._work, name=f"{self._name}-{i}", daemon=True)
+                thread.start()
+                self._threads.append(thread)
+
+    def stop(self) -> None:
+        with self._lock:
+            threads, self._threads = self._threads, []
+        for _ in threads:
+            self._queue.put(None)
+        for thread in threads:
+            thread.join(timeout=10)
+
+    async def submit(self, item: T) -> R:
+        if not self._threads:
+            self.start()
+        job: _Job[T, R] = _Job(item, asyncio.get_running_loop())
+        self._queue.put(job)
+        return await job.future
+
+    def _work(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            jobs, stop = take_queued(self._queue, first, self._limit)
+            self._run(jobs)
+            if stop:
+                return
+
+    def _run(self, jobs: list[_Job[T, R]]) -> None:
+        try:
+            outcomes = list(self._handle([job.item for job in jobs]))
+            if len(outcomes) != len(jobs):
+                raise RuntimeError(f"{self._name}: {len(outcomes)} outcomes for {len(jobs)} items")
+        except BaseException as exc:  # every caller learns of it; the thread carries on
+            log.exception("%s: a batch of %d failed", self._name, len(jobs))
+            outcomes = [exc] * len(jobs)
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[R], R | BaseException]]]
+        by_loop = {}
+        for job, outcome in zip(jobs, outcomes, strict=True):
+            by_loop.setdefault(job.loop, []).append((job.future, outcome))
+        for loop, settled in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # that loop closed: nobody waits any more
+                loop.call_soon_threadsafe(_settle, settled)
+
+
+__all__ = ["Batcher", "take_queued"]

@@ -71,7 +71,7 @@ def create_app(
             "pvp": pvp,
         }
     )
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             *public.ROUTES,
             *operator.ROUTES,
@@ -90,6 +90,13 @@ def create_app(
         # Logging is the process's business (the CLI configures it), not the app's.
         logging_config=None,
     )
+    # The ISO 20022 door is an ASGI handler, which litestar leaves out of the schema it
+    # builds (once, here; it is cached from now on).
+    app.openapi_schema.paths = {
+        **(app.openapi_schema.paths or {}),
+        "/iso20022/messages": partner.ISO20022_MESSAGES_DOC,
+    }
+    return app
 
 
 __all__ = ["create_app"]

@@ -32,7 +32,15 @@ _CODE_BY_STATUS = {
 }
 
 
-def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> Response[Any]:
+def problem(
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    *,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> Response[Any]:
     body = {
         "type": TYPE_BASE + code.lower(),
         "title": title,
@@ -41,7 +49,8 @@ def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> Re
         "code": code,
         **extra,
     }
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if status == 401:
+        headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
     return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
@@ -60,7 +69,8 @@ def http_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[An
         errors = exc.extra if isinstance(exc.extra, list) else []
         return problem(400, "INVALID_INPUT", "Invalid request", str(exc.detail), errors=errors)
     code = _CODE_BY_STATUS.get(status, "HTTP_ERROR" if status < 500 else "INTERNAL_ERROR")
-    return problem(status, code, str(exc.detail), str(exc.detail))
+    # Headers the exception carries stay (Allow on a 405, Retry-After on a 429 ...).
+    return problem(status, code, str(exc.detail), str(exc.detail), headers=exc.headers)
 
 
 def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:

@@ -21,24 +21,38 @@ import json
 import logging
 import queue
 import threading
+from dataclasses import dataclass
 from datetime import timedelta
 
+import msgspec
 from sqlalchemy.engine import Engine
 
 from gateway.config import Settings
-from gateway.iso20022 import Message
+from gateway.iso20022 import Message, MessageRejected
 from gateway.outbox import OutboxDispatcher, OutboxMessage
 from gateway.posting import Poster, PostFailed
 from gateway.pvp import service
 from gateway.pvp.keys import Keyring
 from gateway.pvp.store import PvPUnitOfWork
-from gateway.queues import take_queued
+from gateway.queues import Batcher, take_queued
 
 log = logging.getLogger(__name__)
 
 
 class ConnectorRefused(Exception):
     """The connector answered an error; the outbox retries with backoff."""
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """The HTTP answer to one envelope received."""
+
+    status: int
+    media_type: str
+    body: bytes
+
+
+_ACK = msgspec.json.Encoder()
 
 
 class PvPRuntime:
@@ -64,7 +78,15 @@ class PvPRuntime:
             notify_inbox=self.notify_inbox,
             notify_outbox=self.notify_outbox,
         )
-        self._inbox: queue.SimpleQueue[tuple[int, Message | None] | None] = queue.SimpleQueue()
+        # Inbox items arrive in lists: what one reception transaction stored, one wake-up.
+        self._inbox: queue.SimpleQueue[list[tuple[int, Message | None]] | None] = (
+            queue.SimpleQueue()
+        )
+        # HTTP receptions: every envelope that arrives while one batch is being stored waits
+        # for the next, and goes in its transaction (see gateway.queues.Batcher).
+        self.reception: Batcher[bytes, Received] = Batcher(
+            self.receive, name="pvp-reception", threads=cfg.reception_threads, limit=32
+        )
         self._outbox_cond = threading.Condition()
         self._outbox_pending = 0
         self._stop = threading.Event()
@@ -89,13 +111,35 @@ class PvPRuntime:
 
     # notifications (after commit) ------------------------------------------
 
-    def notify_inbox(self, message_id: int, message: Message | None = None) -> None:
-        self._inbox.put((message_id, message))
+    def notify_inbox(self, items: list[tuple[int, Message | None]]) -> None:
+        self._inbox.put(items)
 
     def notify_outbox(self) -> None:
         with self._outbox_cond:
             self._outbox_pending += 1
             self._outbox_cond.notify()
+
+    # reception -------------------------------------------------------------
+
+    def receive(self, raws: list[bytes]) -> list[Received]:
+        """Envelopes from the connector -> per envelope the HTTP answer: 202 with the
+        technical acknowledgement once stored (all in one transaction), or 400 with a signed
+        admi.002 when refused (that refusal is stored too)."""
+        answers: list[Received] = []
+        for raw, outcome in zip(
+            raws, service.receive_messages(self.uow(), raws, self.ctx), strict=True
+        ):
+            if isinstance(outcome, MessageRejected):
+                admi = service.record_rejection(self.uow(), raw, outcome, self.ctx)
+                answers.append(Received(400, "application/xml", admi))
+            else:
+                ack = {
+                    "msg_id": outcome.msg_id,
+                    "sha256": outcome.sha256,
+                    "duplicate": outcome.duplicate,
+                }
+                answers.append(Received(202, "application/json", _ACK.encode(ack)))
+        return answers
 
     # lifecycle -------------------------------------------------------------
 
@@ -116,6 +160,7 @@ class PvPRuntime:
             for i in range(max(1, self.settings.pvp.dispatchers)):
                 poll = self.idle if i == 0 else self.idle * 25
                 self._spawn(lambda poll=poll: self._dispatch(poll), f"pvp-outbox-{i}")
+        self.reception.start()
         self.recover_inbox(everything=True)
         self.notify_outbox()
 
@@ -137,6 +182,7 @@ class PvPRuntime:
             for t in self._threads:
                 t.join(timeout=10)
             self._threads.clear()
+        self.reception.stop()
         self.client.close()
 
     # inbox -----------------------------------------------------------------
@@ -144,8 +190,8 @@ class PvPRuntime:
     def recover_inbox(self, *, everything: bool = False) -> int:
         """Queue inbox items the workers have not processed (all of them at start)."""
         ids = service.pending_inbox(self.uow(), everything=everything)
-        for message_id in ids:
-            self._inbox.put((message_id, None))
+        if ids:
+            self._inbox.put([(message_id, None) for message_id in ids])
         if ids:
             log.info("pvp: %d inbox item(s) queued for processing", len(ids))
         return len(ids)
@@ -195,12 +241,14 @@ class PvPRuntime:
     def _work(self) -> None:
         batch = max(1, self.settings.pvp.inbox_batch)
         while True:
-            item = self._inbox.get()
-            if item is None or self._stop.is_set():
+            first = self._inbox.get()
+            if first is None or self._stop.is_set():
                 return
             # Whatever else is queued right now goes into the same transaction.
-            items, stop = take_queued(self._inbox, item, batch)
-            self.process_batch(items)
+            parts, stop = take_queued(self._inbox, first, batch)
+            items = [item for part in parts for item in part]
+            for i in range(0, len(items), batch):
+                self.process_batch(items[i : i + batch])
             if stop:
                 return
 

@@ -2,10 +2,11 @@
 
 Inbound ISO 20022 messages take two steps:
 
-1. :func:`receive_message` (on the HTTP request): parse and verify (outside any transaction),
-   then in one transaction store the raw bytes with their SHA-256, create the ``received``
-   legs of a pacs.009 (the UETR is the leg's primary key: deduplication by constraint) and an
-   inbox row. The caller answers 202 once this commits.
+1. :func:`receive_messages` (for the HTTP requests): parse and verify (outside any
+   transaction), then in one transaction store the raw bytes with their SHA-256, create the
+   ``received`` legs of a pacs.009 (the UETR is the leg's primary key: deduplication by
+   constraint) and an inbox row, for every envelope received at that moment. The callers are
+   answered 202 once this commits.
 2. :func:`process_inbox_items` (a worker woken right after the commit, or the recovery job):
    under a row lock on the inbox item, apply the message to the legs and the DT ledger and
    queue the signed replies in the outbox, all in one transaction (a worker takes every item
@@ -110,9 +111,9 @@ class PvPContext:
     default_deadline_seconds: float = 60.0
     inbox_retry_after_seconds: float = 5.0
     """How long the recovery job leaves a fresh inbox item to the worker that was woken for it."""
-    notify_inbox: Callable[[int, Message | None], None] = lambda _id, _msg: None
-    """Called after a reception commits, with the stored message id and the message as parsed
-    on receipt (the worker then neither reads it back nor parses it again)."""
+    notify_inbox: Callable[[list[tuple[int, Message | None]]], None] = lambda _items: None
+    """Called after a reception commits, with the stored messages' ids and the messages as
+    parsed on receipt (the worker then neither reads them back nor parses them again)."""
     notify_outbox: Callable[[], None] = lambda: None
 
 
@@ -161,11 +162,19 @@ def _terms(msg: Pacs009, tx: CreditTransfer, ctx: PvPContext) -> LegTerms:
     )
 
 
-def receive_message(
-    uow: PvPUnitOfWork, raw: bytes, ctx: PvPContext, now: datetime | None = None
-) -> Ack:
-    """Verify, deduplicate and store an inbound envelope; raises :class:`MessageRejected`."""
-    now = now or utcnow()
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    """An inbound envelope that passed every check done outside a transaction."""
+
+    raw: bytes
+    sha: str
+    header: AppHeader
+    message: Message
+    sender: str
+
+
+def _check(raw: bytes, ctx: PvPContext, now: datetime) -> _Checked:
+    """Parse, verify and address-check an envelope; raises :class:`MessageRejected`."""
     sha = hashlib.sha256(raw).hexdigest()
     if ctx.connector_cert_pem is None:
         # Unsigned input is never trusted: a gateway without a pinned connector refuses all.
@@ -182,59 +191,112 @@ def receive_message(
             xpath="/BizMsg/AppHdr/To/FIId/FinInstnId/BICFI",
             msg_id=message.id,
         )
-    sender = _bic11(header.from_bic)
-    uetrs = _uetrs(message)
+    return _Checked(raw, sha, header, message, _bic11(header.from_bic))
 
-    def work() -> Ack:
-        repo = uow.pvp
-        seen = repo.inbound_sha(sender, message.MESSAGE_ID, message.id)
-        if seen == sha:
-            return Ack(message.id, sha, duplicate=True)
-        if seen is not None:
-            raise DuplicateMessage(
-                "DU01",
-                f"message id {message.id} already received with other content",
-                xpath="/BizMsg/AppHdr/BizMsgIdr",
-                msg_id=message.id,
-            )
-        new_legs: list[Leg] = []
-        late: list[Leg] = []
-        if isinstance(message, Pacs009):
-            existing = repo.legs_for_update(uetrs)
-            for i, tx in enumerate(message.transactions):
-                leg = existing.get(tx.uetr)
-                if leg is None:
-                    new_legs.append(Leg.receive(tx.uetr, _terms(message, tx, ctx), now))
-                elif leg.is_tombstone:
-                    late.append(leg.with_terms(_terms(message, tx, ctx), now))
-                else:
-                    raise DuplicateMessage(
-                        "AM05",
-                        f"UETR {tx.uetr} already instructed",
-                        xpath=f"/BizMsg/Document/FICdtTrf/CdtTrfTxInf[{i + 1}]/PmtId/UETR",
-                        msg_id=message.id,
-                    )
-        message_id = repo.add_message(
-            "in",
-            raw,
-            sha,
-            now,
-            sender=sender,
-            receiver=_bic11(header.to_bic),
-            msg_def_id=message.MESSAGE_ID,
+
+def _store(uow: PvPUnitOfWork, c: _Checked, ctx: PvPContext, now: datetime) -> Ack:
+    """Deduplicate and store one checked envelope in the caller's transaction (raises
+    :class:`DuplicateMessage` for other bytes under a known id, or a known UETR)."""
+    repo = uow.pvp
+    message = c.message
+    seen = repo.inbound_sha(c.sender, message.MESSAGE_ID, message.id)
+    if seen == c.sha:
+        return Ack(message.id, c.sha, duplicate=True)
+    if seen is not None:
+        raise DuplicateMessage(
+            "DU01",
+            f"message id {message.id} already received with other content",
+            xpath="/BizMsg/AppHdr/BizMsgIdr",
             msg_id=message.id,
-            uetrs=uetrs,
         )
-        repo.insert_legs(new_legs)
-        repo.update_legs(late)
-        repo.add_inbox(message_id, now, now + timedelta(seconds=ctx.inbox_retry_after_seconds))
-        uow.after_commit(lambda: ctx.notify_inbox(message_id, message))
-        return Ack(message.id, sha, duplicate=False, inbox_id=message_id)
+    uetrs = _uetrs(message)
+    new_legs: list[Leg] = []
+    late: list[Leg] = []
+    if isinstance(message, Pacs009):
+        existing = repo.legs_for_update(uetrs)
+        for i, tx in enumerate(message.transactions):
+            leg = existing.get(tx.uetr)
+            if leg is None:
+                new_legs.append(Leg.receive(tx.uetr, _terms(message, tx, ctx), now))
+            elif leg.is_tombstone:
+                late.append(leg.with_terms(_terms(message, tx, ctx), now))
+            else:
+                raise DuplicateMessage(
+                    "AM05",
+                    f"UETR {tx.uetr} already instructed",
+                    xpath=f"/BizMsg/Document/FICdtTrf/CdtTrfTxInf[{i + 1}]/PmtId/UETR",
+                    msg_id=message.id,
+                )
+    message_id = repo.add_message(
+        "in",
+        c.raw,
+        c.sha,
+        now,
+        sender=c.sender,
+        receiver=_bic11(c.header.to_bic),
+        msg_def_id=message.MESSAGE_ID,
+        msg_id=message.id,
+        uetrs=uetrs,
+    )
+    repo.insert_legs(new_legs)
+    repo.update_legs(late)
+    repo.add_inbox(message_id, now, now + timedelta(seconds=ctx.inbox_retry_after_seconds))
+    return Ack(message.id, c.sha, duplicate=False, inbox_id=message_id)
 
-    ack = retrying(uow, work)
-    if not ack.duplicate:
+
+def receive_messages(
+    uow: PvPUnitOfWork, raws: Sequence[bytes], ctx: PvPContext, now: datetime | None = None
+) -> list[Ack | MessageRejected]:
+    """Verify, deduplicate and store inbound envelopes, all in one transaction: per envelope
+    its acknowledgement, or why it is refused (nothing of it stored).
+
+    Each envelope is stored in a savepoint: one refused there (a duplicate id with other
+    bytes, a UETR already instructed) takes nothing of the others with it. Once the
+    transaction is durable, the new inbox items go to the workers together."""
+    now = now or utcnow()
+    outcomes: list[Ack | MessageRejected | _Checked] = []
+    for raw in raws:
+        try:
+            outcomes.append(_check(raw, ctx, now))
+        except MessageRejected as exc:
+            outcomes.append(exc)
+    checked = [(i, c) for i, c in enumerate(outcomes) if isinstance(c, _Checked)]
+    if not checked:
+        return outcomes  # type: ignore[return-value]
+
+    def work() -> list[Ack | MessageRejected]:
+        stored: list[Ack | MessageRejected] = []
+        for _, c in checked:
+            try:
+                with uow.savepoint():
+                    stored.append(_store(uow, c, ctx, now))
+            except MessageRejected as exc:
+                stored.append(exc)
+        new: list[tuple[int, Message | None]] = [
+            (ack.inbox_id, c.message)
+            for ack, (_, c) in zip(stored, checked, strict=True)
+            if isinstance(ack, Ack) and ack.inbox_id is not None
+        ]
+        if new:
+            uow.after_commit(lambda: ctx.notify_inbox(new))
+        return stored
+
+    stored = retrying(uow, work)
+    for (i, _), result in zip(checked, stored, strict=True):
+        outcomes[i] = result
+    if any(isinstance(r, Ack) and not r.duplicate for r in stored):
         crash_point("pvp.after_inbox", ctx.faults)
-    return ack
+    return outcomes  # type: ignore[return-value]
+
+
+def receive_message(
+    uow: PvPUnitOfWork, raw: bytes, ctx: PvPContext, now: datetime | None = None
+) -> Ack:
+    """One envelope: :func:`receive_messages`; raises :class:`MessageRejected`."""
+    [outcome] = receive_messages(uow, [raw], ctx, now)
+    if isinstance(outcome, MessageRejected):
+        raise outcome
+    return outcome
 
 
 def record_rejection(
@@ -391,7 +453,7 @@ def process_inbox_item(
 ) -> bool:
     """Apply one stored inbound message; False when it was already processed.
 
-    ``parsed`` is the message as :func:`receive_message` parsed it (the fast path, in
+    ``parsed`` is the message as :func:`receive_messages` parsed it (the fast path, in
     memory); without it (recovery) the stored bytes are read back and parsed again."""
     [applied] = process_inbox_items(uow, [(message_id, parsed)], ctx, now)
     return applied
@@ -938,6 +1000,7 @@ __all__ = [
     "process_inbox_item",
     "process_inbox_items",
     "receive_message",
+    "receive_messages",
     "record_rejection",
     "resolve",
     "view",

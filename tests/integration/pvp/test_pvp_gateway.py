@@ -451,7 +451,7 @@ def test_a_message_stored_but_not_processed_is_processed_on_recovery(world: PvPW
 
     _funded(world)
     leg = Leg(uetr(), 250_000)
-    asleep = replace(world.runtime.ctx, notify_inbox=lambda _id, _msg: None)
+    asleep = replace(world.runtime.ctx, notify_inbox=lambda _items: None)
     ack = service.receive_message(world.runtime.uow(), world.pacs009(leg), asleep)
     assert ack.duplicate is False
     assert world.leg_state(leg.uetr) == "received"
@@ -478,7 +478,7 @@ def test_queued_messages_are_applied_in_one_transaction_and_a_failing_one_spares
     _funded(world)
     legs = [Leg(uetr(), 100_000) for _ in range(4)]
     queued: list[tuple[int, Message | None]] = []
-    quiet = replace(world.runtime.ctx, notify_inbox=lambda i, m: queued.append((i, m)))
+    quiet = replace(world.runtime.ctx, notify_inbox=queued.extend)
     for leg in legs:
         service.receive_message(world.runtime.uow(), world.pacs009(leg), quiet)
     assert len(queued) == 4
@@ -515,3 +515,94 @@ def test_queued_messages_are_applied_in_one_transaction_and_a_failing_one_spares
         row = conn.execute(inbox_t.select().where(inbox_t.c.message_id == bad_id)).one()
     assert row.processed_at is None and row.last_error
     assert world.balance("hsbk-dt") == (1_000_000, 300_000)
+
+
+def test_envelopes_received_together_share_one_transaction_and_a_refused_one_spares_the_rest(
+    world: PvPWorld,
+) -> None:
+    import threading
+    from dataclasses import replace
+
+    import sqlalchemy as sa
+
+    from gateway.iso20022 import Message, MessageRejected
+    from gateway.pvp import service
+    from gateway.pvp.keys import generate
+
+    _funded(world)
+    first, second, third = (Leg(uetr(), 100_000) for _ in range(3))
+    forged = world.envelope(
+        parse(world.pacs009(second), cert_pem=None).message, identity=generate("EVILXXXXXXX")
+    )
+    good = world.pacs009(first, mid="P9-BATCH")
+    raws = [
+        good,
+        forged,
+        world.pacs009(third),
+        world.pacs009(Leg(uetr(), 5), mid="P9-BATCH"),  # its id again, other bytes: DU01
+        good,  # the same bytes again: acknowledged as a duplicate
+        world.pacs009(first),  # a UETR already instructed (by the first): AM05
+    ]
+    queued: list[tuple[int, Message | None]] = []
+    quiet = replace(world.runtime.ctx, notify_inbox=queued.extend)
+    me = threading.current_thread()
+    commits: list[int] = []
+
+    def count(_conn: object) -> None:
+        if threading.current_thread() is me:
+            commits.append(1)
+
+    sa.event.listen(world.engine, "commit", count)
+    try:
+        outcomes = service.receive_messages(world.runtime.uow(), raws, quiet)
+    finally:
+        sa.event.remove(world.engine, "commit", count)
+    assert len(commits) == 1
+    kinds = [o.code if isinstance(o, MessageRejected) else o.duplicate for o in outcomes]
+    assert kinds == [False, "DS0B", False, "DU01", True, "AM05"]
+    assert [m.id for _, m in queued if m is not None] == ["P9-BATCH", outcomes[2].msg_id]
+    assert world.leg_state(first.uetr) == "received" and world.leg_state(third.uetr) == "received"
+    assert world.runtime.recover_inbox(everything=True) == 2  # nothing else was stored
+    world.connector.wait_status(third.uetr, "ACSP")
+    assert world.balance("hsbk-dt") == (1_000_000, 200_000)
+
+
+def test_concurrent_posts_are_each_answered_for_their_own_envelope(world: PvPWorld) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    _funded(world)
+    legs = [Leg(uetr(), 10_000) for _ in range(24)]
+    raws = [world.pacs009(leg) for leg in legs]
+    raws[5] = raws[5].replace(b">100.00<", b">999.00<")  # tampered: refused alone
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(world.post, raws))
+    for i, (raw, r) in enumerate(zip(raws, answers, strict=True)):
+        if i == 5:
+            assert _admi(r).reason in ("DS0B", "AM10")
+            continue
+        assert r.status_code == 202, r.text
+        assert r.json()["msg_id"] == parse(raw, cert_pem=None).message.id
+        assert r.json()["duplicate"] is False
+    for i, leg in enumerate(legs):
+        if i != 5:
+            world.connector.wait_status(leg.uetr, "ACSP")
+    assert world.balance("hsbk-dt") == (1_000_000, 230_000)
+
+
+def test_the_iso20022_door_refuses_what_is_not_a_posted_xml_body(world: PvPWorld) -> None:
+    raw = world.pacs009(Leg(uetr(), 1))
+    r = world.anonymous.post(
+        "/iso20022/messages", content=raw, headers={"content-type": "text/plain"}
+    )
+    assert r.status_code == 415 and r.json()["code"] == "UNSUPPORTED_MEDIA_TYPE"
+    r = world.anonymous.get("/iso20022/messages")
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+    too_big = b"<a>" + b"x" * (world.runtime.ctx.iso.max_message_bytes * 2) + b"</a>"
+    r = world.anonymous.post(
+        "/iso20022/messages", content=too_big, headers={"content-type": "application/xml"}
+    )
+    assert r.status_code == 413 and r.json()["code"] == "TOO_LARGE"
+    doc = world.anonymous.get("/schema/openapi.json").json()["paths"]["/iso20022/messages"]
+    assert set(doc) == {"post"}
+    assert set(doc["post"]["responses"]) == {"202", "400", "413", "415"}
+    assert world.runtime.recover_inbox(everything=True) == 0  # nothing was stored

@@ -1,0 +1,102 @@
+"""The batcher between an event loop and its worker thread."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from gateway.queues import Batcher
+
+
+class Refused(Exception):
+    pass
+
+
+def test_items_waiting_while_a_batch_runs_go_together_into_the_next() -> None:
+    release = threading.Event()
+    batches: list[list[int]] = []
+
+    def handle(items: list[int]) -> list[int | BaseException]:
+        if not batches:
+            release.wait(5)  # hold the first batch until the others are queued
+        batches.append(items)
+        return [Refused(str(i)) if i % 5 == 0 else i * 10 for i in items]
+
+    batcher: Batcher[int, int] = Batcher(handle, name="test", limit=32)
+
+    async def main() -> list[int | BaseException]:
+        first = asyncio.ensure_future(batcher.submit(1))
+        await asyncio.sleep(0.05)
+        rest = [asyncio.ensure_future(batcher.submit(i)) for i in range(2, 12)]
+        await asyncio.sleep(0.05)
+        release.set()
+        return await asyncio.gather(first, *rest, return_exceptions=True)
+
+    try:
+        results = asyncio.run(main())
+    finally:
+        batcher.stop()
+    assert batches == [[1], list(range(2, 12))]
+    for i, result in enumerate(results, start=1):
+        if i % 5 == 0:
+            assert isinstance(result, Refused) and str(result) == str(i)
+        else:
+            assert result == i * 10
+
+
+def test_a_failing_batch_fails_each_of_its_callers_and_the_thread_goes_on() -> None:
+    calls: list[list[str]] = []
+
+    def handle(items: list[str]) -> list[str | BaseException]:
+        calls.append(items)
+        if "boom" in items:
+            raise RuntimeError("database down")
+        return [s.upper() for s in items]
+
+    batcher: Batcher[str, str] = Batcher(handle, name="test")
+
+    async def main() -> tuple[str, str]:
+        with pytest.raises(RuntimeError, match="database down"):
+            await batcher.submit("boom")
+        return await batcher.submit("a"), await batcher.submit("b")
+
+    try:
+        assert asyncio.run(main()) == ("A", "B")
+    finally:
+        batcher.stop()
+
+
+def test_a_handler_that_answers_for_the_wrong_number_of_items_fails_them_all() -> None:
+    batcher: Batcher[int, int] = Batcher(lambda items: [], name="test")
+
+    async def main() -> None:
+        with pytest.raises(RuntimeError, match="0 outcomes for 1 items"):
+            await batcher.submit(1)
+
+    try:
+        asyncio.run(main())
+    finally:
+        batcher.stop()
+
+
+def test_at_most_limit_items_per_batch_and_several_threads_share_the_queue() -> None:
+    sizes: list[int] = []
+    lock = threading.Lock()
+
+    def handle(items: list[int]) -> list[int]:
+        with lock:
+            sizes.append(len(items))
+        return items
+
+    batcher: Batcher[int, int] = Batcher(handle, name="test", threads=3, limit=4)
+
+    async def main() -> list[int]:
+        return await asyncio.gather(*(batcher.submit(i) for i in range(100)))
+
+    try:
+        assert asyncio.run(main()) == list(range(100))
+    finally:
+        batcher.stop()
+    assert sum(sizes) == 100 and max(sizes) <= 4
