@@ -10,7 +10,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from sqlalchemy.engine import Engine
 
-from gateway import __version__
+from gateway import __version__, isodoor
 from gateway.api import exchange, operator, partner, public
 from gateway.api.deps import KeyCache
 from gateway.api.problems import EXCEPTION_HANDLERS
@@ -90,12 +90,7 @@ def create_app(
         # Logging is the process's business (the CLI configures it), not the app's.
         logging_config=None,
     )
-    # The ISO 20022 door is an ASGI handler, which litestar leaves out of the schema it
-    # builds (once, here; it is cached from now on).
-    app.openapi_schema.paths = {
-        **(app.openapi_schema.paths or {}),
-        "/iso20022/messages": partner.ISO20022_MESSAGES_DOC,
-    }
+    isodoor.document(app)  # an ASGI handler: litestar leaves it out of the schema
     return app
 
 

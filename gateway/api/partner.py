@@ -9,26 +9,11 @@ from typing import Annotated, Any, Literal
 from litestar import Controller, Response, asgi, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
-from litestar.exceptions import HTTPException, MethodNotAllowedException
-from litestar.openapi.spec import (
-    OpenAPIMediaType,
-    OpenAPIResponse,
-    OpenAPIType,
-    Operation,
-    PathItem,
-    RequestBody,
-    Schema,
-)
 from litestar.params import FromPath, JSONBody
-from litestar.types import (
-    HTTPResponseBodyEvent,
-    HTTPResponseStartEvent,
-    HTTPScope,
-    Receive,
-    Send,
-)
+from litestar.types import HTTPScope, Receive, Send
 from msgspec import Meta, Struct
 
+from gateway import isodoor
 from gateway.auth import Principal, Role
 from gateway.pvp import service
 from gateway.pvp.model import Instruction, InstructionState, Leg, Side
@@ -233,102 +218,18 @@ class PvPOut(Struct):
 # ------------------------------------------------------------------ controllers
 
 
-async def _read_body(scope: HTTPScope, receive: Receive, limit: int) -> bytes | None:
-    """The request body, refused over ``limit`` bytes (413); None if the client went away."""
-    for name, value in scope["headers"]:
-        if name == b"content-length" and value.isdigit() and int(value) > limit:
-            raise HTTPException(status_code=413, detail=f"the body exceeds {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunk: bytes = message.get("body", b"")  # type: ignore[assignment]
-        size += len(chunk)
-        if size > limit:
-            raise HTTPException(status_code=413, detail=f"the body exceeds {limit} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
-@asgi("/iso20022/messages", copy_scope=False)
+@asgi(isodoor.PATH, copy_scope=False)
 async def iso20022_messages(scope: HTTPScope, receive: Receive, send: Send) -> None:
     """``POST /iso20022/messages``: a signed envelope from the connector. 202 with the
     technical acknowledgement once it is stored, 400 with a signed admi.002 when refused.
-
-    An ASGI handler (documented in the OpenAPI schema by :data:`ISO20022_MESSAGES_DOC`): the
-    connector posts every message of every PvP here, and litestar's request and response
-    machinery cost ~55 µs of CPU per post on top of the reception itself."""
-    if scope.get("method") != "POST":
-        raise MethodNotAllowedException(headers={"Allow": "POST"})
-    ctype = b""
-    for name, value in scope["headers"]:
-        if name == b"content-type":
-            ctype = value.split(b";")[0].strip().lower()
-    if ctype and ctype not in (b"application/xml", b"text/xml"):
-        raise HTTPException(status_code=415, detail="Content-Type must be application/xml")
+    A bare ASGI handler (see :mod:`gateway.isodoor`); the reception thread stores every
+    envelope waiting at that moment in one transaction (``PvPRuntime.reception``)."""
     rt: PvPRuntime = scope["app"].state.pvp
-    raw = await _read_body(scope, receive, rt.ctx.iso.max_message_bytes * 2)
+    raw = await isodoor.read_xml_post(scope, receive, rt.ctx.iso.max_message_bytes * 2)
     if raw is None:
         return
-    answer = await rt.reception.submit(raw)
-    headers = [
-        (b"content-type", answer.media_type.encode("ascii")),
-        (b"content-length", str(len(answer.body)).encode("ascii")),
-    ]
-    start: HTTPResponseStartEvent = {
-        "type": "http.response.start",
-        "status": answer.status,
-        "headers": headers,
-    }
-    await send(start)
-    body: HTTPResponseBodyEvent = {
-        "type": "http.response.body",
-        "body": answer.body,
-        "more_body": False,
-    }
-    await send(body)
-
-
-_XML = {"application/xml": OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING))}
-
-ISO20022_MESSAGES_DOC = PathItem(
-    post=Operation(
-        tags=["partner"],
-        summary="Receive a signed ISO 20022 envelope from the connector",
-        description=(
-            "Raw `application/xml` body. 202 with a technical acknowledgement once the message "
-            "is stored; 400 with a signed admi.002 when it is refused. Business answers follow "
-            "asynchronously as new messages to the connector."
-        ),
-        operation_id="Iso20022MessagesReceive",
-        security=[],
-        request_body=RequestBody(content=_XML, required=True),
-        responses={
-            "202": OpenAPIResponse(
-                description="Stored: the technical acknowledgement",
-                content={
-                    "application/json": OpenAPIMediaType(
-                        schema=Schema(
-                            type=OpenAPIType.OBJECT,
-                            properties={
-                                "msg_id": Schema(type=OpenAPIType.STRING),
-                                "sha256": Schema(type=OpenAPIType.STRING),
-                                "duplicate": Schema(type=OpenAPIType.BOOLEAN),
-                            },
-                            required=["msg_id", "sha256", "duplicate"],
-                        )
-                    )
-                },
-            ),
-            "400": OpenAPIResponse(description="Refused: a signed admi.002", content=_XML),
-            "413": OpenAPIResponse(description="The body is too large"),
-            "415": OpenAPIResponse(description="The body is not application/xml"),
-        },
-    )
-)
+    received = await rt.reception.submit(raw)
+    await isodoor.answer(send, received.status, received.media_type, received.body)
 
 
 class Iso20022Controller(Controller):
@@ -434,4 +335,4 @@ class PvPController(Controller):
 
 ROUTES: list[Any] = [Iso20022Controller, iso20022_messages, PvPController]
 
-__all__ = ["ISO20022_MESSAGES_DOC", "ROUTES"]
+__all__ = ["ROUTES"]

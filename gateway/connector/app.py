@@ -5,15 +5,20 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from litestar import Litestar, Request, Response, delete, get, post
+import msgspec
+from litestar import Litestar, Request, Response, asgi, delete, get, post
 from litestar.exceptions import HTTPException
 from litestar.params import FromPath
+from litestar.types import HTTPScope, Receive, Send
 
+from gateway import isodoor
 from gateway.connector.faults import FaultRule
-from gateway.connector.service import Connector
+from gateway.connector.service import Connector, Inbound
 from gateway.errors import HTTP_STATUS_BY_KIND, GatewayError, InvalidInput
+from gateway.queues import Batcher
 
 log = logging.getLogger(__name__)
+_JSON = msgspec.json.Encoder()
 
 
 def _problem(status: int, code: str, title: str, detail: str) -> Response[Any]:
@@ -92,13 +97,22 @@ def create_app(connector: Connector, *, manage_lifecycle: bool = True) -> Litest
     def pvp_messages(pvp_id: FromPath[str]) -> list[dict[str, Any]]:
         return c.pvp_messages(pvp_id)
 
-    @post("/iso20022/messages")
-    async def iso_messages(request: Request[Any, Any, Any]) -> Response[Any]:
-        raw = await request.body()
-        result = await _run(c.receive_http, raw)
+    # Every envelope posted while a batch is being stored waits for the next, and goes into
+    # its transaction (gateway.queues.Batcher): one thread hop and one commit per batch.
+    reception: Batcher[bytes, Inbound] = Batcher(
+        c.receive_batch, name="connector-reception", threads=2, limit=32
+    )
+
+    @asgi(isodoor.PATH, copy_scope=False)
+    async def iso_messages(scope: HTTPScope, receive: Receive, send: Send) -> None:
+        raw = await isodoor.read_xml_post(scope, receive, c.settings.iso20022.max_message_bytes * 2)
+        if raw is None:
+            return
+        result = await reception.submit(raw)
         if result.xml:
-            return Response(result.body, status_code=result.status, media_type="application/xml")
-        return _json(result.body, result.status)
+            await isodoor.answer(send, result.status, "application/xml", result.body)
+        else:
+            await isodoor.answer(send, result.status, "application/json", _JSON.encode(result.body))
 
     @post("/v1/sim/{currency:str}/accounts")
     async def sim_open(currency: FromPath[str], request: Request[Any, Any, Any]) -> Response[Any]:
@@ -152,7 +166,7 @@ def create_app(connector: Connector, *, manage_lifecycle: bool = True) -> Litest
     def clear_faults() -> None:
         c.faults.clear()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             health,
             certificate,
@@ -172,14 +186,16 @@ def create_app(connector: Connector, *, manage_lifecycle: bool = True) -> Litest
             clear_faults,
         ],
         exception_handlers={GatewayError: _gateway_error, HTTPException: _http_error},
-        on_startup=[lambda: c.start()] if manage_lifecycle else [],
-        on_shutdown=[lambda: c.stop()] if manage_lifecycle else [],
+        on_startup=[lambda: c.start(), reception.start] if manage_lifecycle else [],
+        on_shutdown=[reception.stop, lambda: c.stop()] if manage_lifecycle else [reception.stop],
         request_max_body_size=c.settings.iso20022.max_message_bytes * 2,
         debug=False,
         # Logging is the process's business, not the app's (litestar's default logs every
         # httpx request at INFO).
         logging_config=None,
     )
+    isodoor.document(app)  # an ASGI handler: litestar leaves it out of the schema
+    return app
 
 
 async def _run(func: Any, *args: Any) -> Any:

@@ -1149,16 +1149,73 @@ class Connector:
 
     def receive_http(self, raw: bytes) -> Inbound:
         """``POST /iso20022/messages``: verify, store, acknowledge, process."""
-        sender: str | None = None
+        [inbound] = self.receive_batch([raw])
+        return inbound
+
+    def receive_batch(self, raws: list[bytes]) -> list[Inbound]:
+        """Envelopes posted to ``/iso20022/messages`` at the same moment -> their answers.
+
+        Each is verified alone; those accepted are stored and processed in one transaction,
+        each in a savepoint (one refused there spares the others). If the transaction fails,
+        they are taken one at a time, as :meth:`_accept` does."""
+        answers: list[Inbound | None] = [None] * len(raws)
+        accepted: list[tuple[int, Message, str, str, bytes]] = []
+        for i, raw in enumerate(raws):
+            checked = self._check(raw)
+            if isinstance(checked, Inbound):
+                answers[i] = checked
+            else:
+                accepted.append((i, checked[0], checked[1], hashlib.sha256(raw).hexdigest(), raw))
+        refused: list[tuple[int, MessageRejected, str]] = []
+        after: list[Callable[[], None]] = []
+        try:
+            with self._tx() as conn:
+                for i, msg, sender, sha, raw in accepted:
+                    mine: list[Callable[[], None]] = []
+                    try:
+                        with savepoint(conn):
+                            taken = self._take_inbound(conn, msg, sender, sha, raw, mine)
+                    except MessageRejected as exc:
+                        refused.append((i, exc, sender))
+                        continue
+                    after.extend(mine)
+                    ack = {"msg_id": msg.id, "sha256": sha, "duplicate": not taken}
+                    answers[i] = Inbound(202, ack)
+        except Exception:
+            log.exception("a batch of %d inbound messages failed; one at a time", len(accepted))
+            refused = []
+            after = []
+            for i, msg, sender, sha, raw in accepted:
+                try:
+                    answers[i] = self._accept(msg, sender, sha, raw)
+                except MessageRejected as exc:
+                    refused.append((i, exc, sender))
+        for i, rejection, sender in refused:
+            log.warning("refused a message from %s: %r", sender, rejection)
+            answers[i] = self._reject(rejection, sender)
+        for action in after:
+            action()
+        if after or accepted:
+            self._wake.set()
+        return [a for a in answers if a is not None]
+
+    def _check(self, raw: bytes) -> tuple[Message, str] | Inbound:
+        """(message, sender) of an envelope that parses and verifies, else the refusal."""
+        named: list[str] = []
+
+        def pinned(bic: str) -> str | None:
+            named.append(bic)
+            return self._pinned(bic)
+
         try:
             # Verified against the pinned certificate of the sender its header names, on the
             # tree parse() builds anyway.
-            parsed = parse(raw, settings=self.settings.iso20022, certificate_of=self._pinned)
+            parsed = parse(raw, settings=self.settings.iso20022, certificate_of=pinned)
             if parsed.header is None:
                 raise MessageRejected("FF01", "an envelope (AppHdr + Document) is required")
-            sender = parsed.header.from_bic
-            return self._accept(parsed, sender, raw)
+            return parsed.message, parsed.header.from_bic
         except MessageRejected as exc:
+            sender = named[0] if named else None
             log.warning("refused a message from %s: %r", sender, exc)
             return self._reject(exc, sender)
 
@@ -1186,11 +1243,9 @@ class Connector:
             action()
         self._wake.set()
 
-    def _accept(self, parsed: ParsedMessage, sender: str, raw: bytes) -> Inbound:
-        """Store the message and process it in one transaction (one commit before the 202);
+    def _accept(self, msg: Message, sender: str, sha: str, raw: bytes) -> Inbound:
+        """Store one message and process it in one transaction (one commit before the 202);
         if processing fails, store it alone: the sweeper processes it later."""
-        msg = parsed.message
-        sha = hashlib.sha256(raw).hexdigest()
         ack = {"msg_id": msg.id, "sha256": sha, "duplicate": False}
         after: list[Callable[[], None]] = []
         try:
@@ -1208,7 +1263,6 @@ class Connector:
             return Inbound(202, ack)
         for action in after:
             action()
-        self._wake.set()
         return Inbound(202, ack)
 
     def _take_inbound(

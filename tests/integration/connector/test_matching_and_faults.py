@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from gateway.connector.keys import generate_identity
 from gateway.iso20022 import parse
 from tests.integration.connector.conftest import DT_BANK, FX_BANK, Env
-from tests.integration.connector.fakenet import FakeNetwork
+from tests.integration.connector.fakenet import BIC, FakeNetwork
 
 
 def _instruction(
@@ -203,3 +203,64 @@ def test_batched_mode_groups_legs_into_multi_transaction_messages(
         ).scalar_one()
     assert n_bodies == n_distinct > 0  # a batch's bytes once, whatever the number of PvPs
     assert n_bodies + inline >= len(shared) and n_bodies + inline < logged
+
+
+def test_envelopes_posted_together_share_a_transaction_and_a_refused_one_spares_the_rest(
+    env: Env,
+) -> None:
+    """The connector's reception takes what arrives together into one transaction, each
+    message in a savepoint, and answers each for itself."""
+    import threading
+
+    from gateway.iso20022 import build, header_for, sign_envelope
+
+    pvp_ids = [env.trade(kzt=1000 + i, aed=10 + i) for i in range(3)]
+    for pvp_id in pvp_ids:
+        env.wait(pvp_id, lambda v: v["state"] == "settled")
+    dt = env.dt
+    uetrs = [leg["uetr"] for p in pvp_ids for leg in env.pvp(p)["legs"] if leg["leg"] == "DT"]
+
+    def signed_status_request(uetr: str, msg_id: str, amount_note: str = "") -> bytes:
+        from gateway.iso20022 import OriginalRef, Pacs028, StatusRequest
+
+        leg = dt.legs[uetr]
+        ref = OriginalRef(leg.msg_id, "pacs.009.001.08", leg.end_to_end_id, uetr)
+        msg = Pacs028(
+            msg_id, datetime.now(UTC), (StatusRequest(ref, request_id=msg_id + amount_note),)
+        )
+        raw = build(msg, header_for(msg, from_bic=BIC, to_bic="SWHQBEBBXXX"))
+        return sign_envelope(raw, dt.key_pem, dt.cert_pem)
+
+    first = signed_status_request(uetrs[0], "BATCH-1")
+    raws = [
+        first,
+        signed_status_request(uetrs[1], "BATCH-2"),
+        first.replace(b"<ds:SignatureValue>", b"<ds:SignatureValue>A", 1),  # bad signature
+        signed_status_request(uetrs[2], "BATCH-1", "X"),  # an id already taken: DU01
+        first,  # the same bytes again: a duplicate
+    ]
+    me = threading.current_thread()
+    commits: list[int] = []
+
+    def count(_conn: object) -> None:
+        if threading.current_thread() is me:
+            commits.append(1)
+
+    sa.event.listen(env.connector.engine, "commit", count)
+    try:
+        answers = env.connector.receive_batch(raws)
+    finally:
+        sa.event.remove(env.connector.engine, "commit", count)
+    assert len(commits) == 1
+    assert [a.status for a in answers] == [202, 202, 400, 400, 202]
+    assert [a.body["duplicate"] for a in answers if a.status == 202] == [False, False, True]
+    reasons = [parse(a.body).message.reason for a in answers if a.status == 400]  # type: ignore[union-attr]
+    assert reasons == ["DS0B", "DU01"]
+
+
+def test_the_connectors_door_refuses_what_is_not_a_posted_xml_body(env: Env) -> None:
+    r = env.http.post("/iso20022/messages", content=b"<a/>", headers={"content-type": "text/plain"})
+    assert r.status_code == 415
+    assert env.http.get("/iso20022/messages").status_code == 405
+    paths = env.http.get("/schema/openapi.json").json()["paths"]
+    assert "post" in paths["/iso20022/messages"]
