@@ -152,7 +152,10 @@ def parse(
     if cert_pem is not None:
         from gateway.iso20022.signing import verify_tree
 
-        verify_tree(root, cert_pem, msg_id=_peek_id(header_el, doc))
+        try:
+            verify_tree(root, cert_pem)
+        except SignatureInvalid as exc:  # the message's id, looked up only for a refusal
+            raise SignatureInvalid(exc.detail, msg_id=_peek_id(header_el, doc)) from None
     fast = _FAST.get(spec.message_id)
     counts: tuple[str | None, str | None] | None = None
     try:

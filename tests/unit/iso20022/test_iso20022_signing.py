@@ -310,3 +310,9 @@ def test_parse_verifies_against_the_certificate_of_the_sender_the_header_names()
         parse(SIGNED, certificate_of=lambda bic: OTHER.cert, now=NOW)
     with pytest.raises(SignatureInvalid):
         parse(UNSIGNED, certificate_of=pinned, now=NOW)
+
+
+def test_a_refused_signature_names_the_message_it_refuses() -> None:
+    with pytest.raises(SignatureInvalid) as err:
+        parse(SIGNED, cert_pem=OTHER.cert, now=NOW)
+    assert err.value.msg_id == MESSAGE.msg_id == "MSG-009-1"
