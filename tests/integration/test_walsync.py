@@ -227,3 +227,56 @@ def test_connector_engine_commits_through_the_group_sync(
         assert len(recorded.calls) == before + 1
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("kind", ["gateway", "connector"])
+def test_checkpoints_run_on_their_own_thread_and_end_with_the_engine(
+    tmp_path: Path, kind: str
+) -> None:
+    import gc
+    import shutil
+    import sqlite3
+
+    db = tmp_path / f"{kind}.db"
+    before = set(threading.enumerate())
+    engine = (
+        make_engine(DatabaseSettings(url=f"sqlite:///{db}"))
+        if kind == "gateway"
+        else connector_store.make_engine(f"sqlite:///{db}")
+    )
+    with engine.begin() as conn:
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one() == 0
+        conn.exec_driver_sql("CREATE TABLE t (x BLOB)")
+    for _ in range(20):
+        with engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO t VALUES (:x)"), {"x": b"x" * 4000})
+    checkpointers = [
+        t for t in set(threading.enumerate()) - before if t.name == "sqlite-checkpointer"
+    ]
+    assert len(checkpointers) == 1
+
+    def rows_in_the_database_file() -> int:
+        """What a copy of the database file alone (no log) holds: what was checkpointed."""
+        copy = tmp_path / "copy.db"
+        shutil.copyfile(db, copy)
+        try:
+            other = sqlite3.connect(copy)
+            try:
+                return int(other.execute("SELECT count(*) FROM t").fetchone()[0])
+            except sqlite3.OperationalError:  # not even the table yet
+                return 0
+            finally:
+                other.close()
+        finally:
+            copy.unlink()
+
+    deadline = time.monotonic() + 5
+    while rows_in_the_database_file() < 20 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert rows_in_the_database_file() == 20
+    engine.dispose()
+    del engine, conn
+    gc.collect()
+    for thread in checkpointers:
+        thread.join(timeout=5)
+    assert not any(t.is_alive() for t in checkpointers)
