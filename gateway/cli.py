@@ -23,10 +23,9 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from gateway.api.app import create_app
     from gateway.jobs import Jobs
+    from gateway.serving import run_server
 
     settings = _settings(args)
     engine = make_engine(settings.database)
@@ -51,11 +50,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     host = args.host or settings.http.host
     port = args.port or settings.http.port
-    # Reception, inbox workers and outbox dispatchers are threads sharing the GIL; with the
-    # default 5 ms slices a thread back from I/O (holding the SQLite writer, or with a reply
-    # to send) waited behind a CPU-bound one at every step: the latency tail of a PvP.
-    sys.setswitchinterval(0.0005)
-    uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower(), access_log=False)
+    run_server(app, host, port, settings.log_level.lower())
     return 0
 
 

@@ -18,22 +18,16 @@ from gateway.connector.service import Connector
 
 def serve(settings: Settings, host: str | None = None, port: int | None = None) -> int:
     """Run the connector until interrupted (``dt-gateway connector``)."""
-    import sys
+    from gateway.serving import run_server
 
-    import uvicorn
-
-    # Many threads share the GIL; a thread holding the database's writer lock must get it
-    # back quickly, or every other writer queues behind it (5 ms default slices).
-    sys.setswitchinterval(0.0005)
     connector = Connector(settings)
     app = create_app(connector)
     print(connector.cert_pem, flush=True)  # the certificate the gateway pins
-    uvicorn.run(
+    run_server(
         app,
-        host=host or settings.connector.host,
-        port=port or settings.connector.port,
-        log_level=settings.log_level.lower(),
-        access_log=False,
+        host or settings.connector.host,
+        port or settings.connector.port,
+        settings.log_level.lower(),
     )
     return 0
 
