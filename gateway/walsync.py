@@ -15,30 +15,17 @@ until then; readers, which in WAL mode can see a transaction the moment its COMM
 end their transaction with :meth:`WalGroupSync.barrier`, which waits for the fsync when a
 commit is still on its way to disk (and costs nothing when none is).
 
-Checkpoints (copying the log into the database) run on a thread of their own, in PASSIVE
-mode, which neither waits for nor blocks readers and writers. SQLite's automatic checkpoint
-(every 1000 pages) ran inside the COMMIT of whichever transaction crossed the mark, while
-the process's writer lock was held: 4 MB copied and the database fsynced there stalled every
-writer for 5-10 ms, a few times a second under load. The connections are opened with
-``wal_autocheckpoint=0`` and :meth:`WalGroupSync.committed` starts the checkpointer on the
-first commit. As before, SQLite fsyncs the log before a checkpoint copies it into the
-database and fsyncs the database after.
+Checkpoints are unchanged: in NORMAL mode SQLite fsyncs the log before a checkpoint copies it
+into the database, fsyncs the database after, and fsyncs the log's header when it starts
+reusing the file.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import sqlite3
 import sys
 import threading
-import weakref
 from collections.abc import Callable
-
-log = logging.getLogger(__name__)
-
-CHECKPOINT_EVERY_S = 0.25
-"""How often the checkpointer copies what the log holds into the database."""
 
 
 def fsync_path(path: str) -> None:
@@ -70,19 +57,8 @@ class WalGroupSync:
     :meth:`barrier` when its transaction ends, before acting on what it read.
     """
 
-    def __init__(
-        self,
-        db_path: str,
-        *,
-        fsync: Callable[[str], None] | None = None,
-        checkpoint_every_s: float | None = CHECKPOINT_EVERY_S,
-    ) -> None:
-        self.db_path = db_path
+    def __init__(self, db_path: str, *, fsync: Callable[[str], None] | None = None) -> None:
         self.wal_path = f"{db_path}-wal"
-        self.checkpoint_every_s = checkpoint_every_s
-        """None: SQLite checkpoints by itself (the connections keep wal_autocheckpoint)."""
-        self._checkpointer: threading.Thread | None = None
-        self.checkpoints = 0  # checkpoints run by the checkpointer (for tests and metrics)
         self._fsync = fsync
         self._cv = threading.Condition(threading.Lock())
         self._requested = 0  # sync requests so far: commits, and barriers that need one
@@ -106,16 +82,6 @@ class WalGroupSync:
                 self._sync_locked()
             finally:
                 self._in_commit -= 1
-            start = self._checkpointer is None and self.checkpoint_every_s is not None
-            if start:
-                self._checkpointer = threading.Thread(
-                    target=_checkpoint_loop,
-                    args=(weakref.ref(self), self.db_path, self.checkpoint_every_s),
-                    name="sqlite-checkpointer",
-                    daemon=True,
-                )
-        if start and self._checkpointer is not None:
-            self._checkpointer.start()
 
     def barrier(self) -> None:
         """Return once every commit this thread could have read is on disk. Free when no
@@ -145,25 +111,3 @@ class WalGroupSync:
                 self._cv.notify_all()
             self.fsyncs += 1
             self._synced = max(self._synced, target)
-
-
-def _checkpoint_loop(ref: weakref.ref[WalGroupSync], db_path: str, every_s: float) -> None:
-    """Checkpoint ``db_path`` every ``every_s`` seconds, in PASSIVE mode, on a connection of
-    its own; until the :class:`WalGroupSync` is gone (its engine was dropped) or the database
-    file is (a test's temporary directory)."""
-    conn = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
-    try:
-        conn.execute("PRAGMA synchronous=NORMAL")
-        stop = threading.Event()
-        while not stop.wait(every_s):
-            sync = ref()
-            if sync is None or not os.path.exists(db_path):
-                return
-            try:
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                sync.checkpoints += 1
-            except sqlite3.Error as exc:  # the next round tries again
-                log.warning("checkpoint of %s failed: %s", db_path, exc)
-            del sync
-    finally:
-        conn.close()

@@ -288,9 +288,6 @@ def make_engine(url: str, *, busy_timeout_ms: int = 10_000) -> Engine:
                 "PRAGMA synchronous=NORMAL" if sync is not None else "PRAGMA synchronous=FULL"
             )
             cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-            if sync is not None and sync.checkpoint_every_s is not None:
-                # Checkpoints run on WalGroupSync's own thread, not inside a COMMIT.
-                cur.execute("PRAGMA wal_autocheckpoint=0")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
 
