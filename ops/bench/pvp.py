@@ -267,8 +267,10 @@ def run_latency(
     world: PvPWorld, sub: Submitter, rate: float, seconds: float
 ) -> tuple[float, float]:
     aed0, kzt0 = world.aed(AED_RECEIVER)["available"], world.wallet(CB_WALLET)["posted"]
+    cpu0 = _cpu_all(world)
     ids = sub.steady(rate, seconds, deadline_s=60)
     _wait_settled(world, aed0 + len(ids) * AED, kzt0 + len(ids) * KZT, timeout=300)
+    cpu = {k: (v - cpu0[k]) * 1000 / len(ids) for k, v in _cpu_all(world).items()}
     lat = sorted((_settled_at(world, i) - sub.sent[i]) * 1000 for i in ids)
     p50 = statistics.median(lat)
     p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
@@ -276,6 +278,7 @@ def run_latency(
         f"latency at {rate:.0f} PvP/s offered ({len(ids)} PvPs): p50 {p50:.1f} ms, "
         f"p99 {p99:.1f} ms, max {lat[-1]:.1f} ms"
     )
+    print("  CPU ms per PvP: " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()))
     return p50, p99
 
 
