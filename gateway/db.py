@@ -30,7 +30,7 @@ from sqlmodel import Field
 
 from gateway.config import DatabaseSettings
 from gateway.errors import GatewayError, TransientError
-from gateway.walsync import WalGroupSync
+from gateway.walsync import NO_SYNC, WalGroupSync
 
 log = logging.getLogger(__name__)
 
@@ -180,8 +180,13 @@ class _WriterQueue:
                     self.holds_writer = False
                     queue.lock.release()
 
+            skip_sync = False
+
             def commit(self) -> None:
                 sync = queue.sync
+                if self.skip_sync:  # see walsync.NO_SYNC
+                    self.skip_sync = False
+                    sync = None
                 if sync is None:
                     try:
                         super().commit()
@@ -253,6 +258,11 @@ def make_engine(settings: DatabaseSettings) -> Engine:
             cur.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
+
+        @event.listens_for(engine, "commit")
+        def _sqlite_commit(conn: Connection) -> None:
+            if conn.get_execution_options().get(NO_SYNC, False):
+                conn.connection.dbapi_connection.skip_sync = True  # type: ignore[union-attr]
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Connection) -> None:

@@ -21,6 +21,7 @@ from sqlmodel import Field, SQLModel
 
 from gateway.db import SqlUnitOfWork, autoincrement_field, table_of, utc_field, utcnow
 from gateway.fastsql import run
+from gateway.walsync import NO_SYNC
 
 log = logging.getLogger(__name__)
 
@@ -251,6 +252,8 @@ class OutboxDispatcher:
                 )
         if sent or failed:
             with self.engine.begin() as conn:
+                # Lost in a crash, they are sent again: the commit need not wait for an fsync.
+                conn.execution_options(**{NO_SYNC: True})
                 for rows in (sent, failed):
                     if rows:
                         run(conn, self._record, rows)

@@ -49,6 +49,13 @@ def fsync_path(path: str) -> None:
         os.close(fd)
 
 
+NO_SYNC = "dt_no_sync"
+"""Execution option of a write transaction whose commit does not wait for the log's fsync:
+what it records may be lost in a crash without harm, because it is bookkeeping of
+at-least-once delivery (a message marked sent) whose receivers deduplicate; a later
+commit's fsync covers it. Saves the fsync and the wait of the sender that records it."""
+
+
 class WalGroupSync:
     """Make commits durable by fsyncing ``<database>-wal``, many commits per fsync.
 

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
-from gateway.walsync import WalGroupSync
+from gateway.walsync import NO_SYNC, WalGroupSync
 
 log = logging.getLogger(__name__)
 
@@ -323,7 +323,8 @@ def make_engine(url: str, *, busy_timeout_ms: int = 10_000) -> Engine:
 
             @event.listens_for(engine, "commit")
             def _commit(conn: Connection) -> None:  # before the COMMIT goes to SQLite
-                if not conn.get_execution_options().get(READONLY, False):
+                options = conn.get_execution_options()
+                if not options.get(READONLY, False) and not options.get(NO_SYNC, False):
                     sync.before_commit()
                     conn.info["commits"] = conn.info.get("commits", 0) + 1
 

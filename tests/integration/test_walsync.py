@@ -227,3 +227,31 @@ def test_connector_engine_commits_through_the_group_sync(
         assert len(recorded.calls) == before + 1
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("kind", ["gateway", "connector"])
+def test_a_no_sync_commit_does_not_wait_for_an_fsync_and_the_next_commit_covers_it(
+    tmp_path: Path, recorded: RecordingFsync, kind: str
+) -> None:
+    db = tmp_path / f"{kind}.db"
+    engine = (
+        make_engine(DatabaseSettings(url=f"sqlite:///{db}"))
+        if kind == "gateway"
+        else connector_store.make_engine(f"sqlite:///{db}")
+    )
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+        before = len(recorded.calls)
+        with engine.begin() as conn:
+            conn.execution_options(**{walsync.NO_SYNC: True})
+            conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+        assert len(recorded.calls) == before  # no fsync for it
+        with engine.connect() as conn:  # committed: visible, and nothing waits for it
+            assert conn.exec_driver_sql("SELECT count(*) FROM t").scalar_one() == 1
+        assert len(recorded.calls) == before
+        with engine.begin() as conn:  # the next commit's fsync covers both
+            conn.exec_driver_sql("INSERT INTO t VALUES (2)")
+        assert len(recorded.calls) == before + 1
+    finally:
+        engine.dispose()
