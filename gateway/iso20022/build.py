@@ -148,11 +148,14 @@ def _group_header(msg_id: str, created: datetime, amounts: list[Money] | None) -
     return f"{head}<NbOfTxs>{len(amounts)}</NbOfTxs><CtrlSum>{total}</CtrlSum>"
 
 
+def _settled_group_header(msg: Pacs009 | Pacs004) -> str:
+    """GrpHdr of a message that moves money: with its count, sum and settlement method."""
+    head = _group_header(msg.msg_id, msg.created, [t.amount for t in msg.transactions])
+    return f"{head}<SttlmInf>{_el('SttlmMtd', msg.settlement_method)}</SttlmInf></GrpHdr>"
+
+
 def pacs009(msg: Pacs009) -> str:
-    parts = [
-        _group_header(msg.msg_id, msg.created, [t.amount for t in msg.transactions]),
-        f"<SttlmInf>{_el('SttlmMtd', msg.settlement_method)}</SttlmInf></GrpHdr>",
-    ]
+    parts = [_settled_group_header(msg)]
     for t in msg.transactions:
         deadline = (
             ""
@@ -187,10 +190,7 @@ def pacs002(msg: Pacs002) -> str:
 
 
 def pacs004(msg: Pacs004) -> str:
-    parts = [
-        _group_header(msg.msg_id, msg.created, [t.amount for t in msg.transactions]),
-        f"<SttlmInf>{_el('SttlmMtd', msg.settlement_method)}</SttlmInf></GrpHdr>",
-    ]
+    parts = [_settled_group_header(msg)]
     for t in msg.transactions:
         parts.append(
             f"<TxInf>{_el('RtrId', t.return_id)}{_original(t.original)}"

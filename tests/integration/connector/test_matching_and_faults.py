@@ -14,6 +14,7 @@ from gateway.connector.keys import generate_identity
 from gateway.iso20022 import parse
 from tests.integration.connector.conftest import DT_BANK, FX_BANK, Env
 from tests.integration.connector.fakenet import BIC, FakeNetwork
+from tests.support.commits import commits_on_this_thread
 
 
 def _instruction(
@@ -210,8 +211,6 @@ def test_envelopes_posted_together_share_a_transaction_and_a_refused_one_spares_
 ) -> None:
     """The connector's reception takes what arrives together into one transaction, each
     message in a savepoint, and answers each for itself."""
-    import threading
-
     from gateway.iso20022 import build, header_for, sign_envelope
 
     pvp_ids = [env.trade(kzt=1000 + i, aed=10 + i) for i in range(3)]
@@ -239,18 +238,8 @@ def test_envelopes_posted_together_share_a_transaction_and_a_refused_one_spares_
         signed_status_request(uetrs[2], "BATCH-1", "X"),  # an id already taken: DU01
         first,  # the same bytes again: a duplicate
     ]
-    me = threading.current_thread()
-    commits: list[int] = []
-
-    def count(_conn: object) -> None:
-        if threading.current_thread() is me:
-            commits.append(1)
-
-    sa.event.listen(env.connector.engine, "commit", count)
-    try:
+    with commits_on_this_thread(env.connector.engine) as commits:
         answers = env.connector.receive_batch(raws)
-    finally:
-        sa.event.remove(env.connector.engine, "commit", count)
     assert len(commits) == 1
     assert [a.status for a in answers] == [202, 202, 400, 400, 202]
     assert [a.body["duplicate"] for a in answers if a.status == 202] == [False, False, True]

@@ -8,6 +8,7 @@ from gateway.iso20022 import Admi002, Camt029, Pacs002, Pacs028, parse
 from gateway.outbox import outbox_t
 from gateway.pvp.store import inbox_t
 from tests.integration.pvp.conftest import CONDITION, SECRET, Leg, PvPWorld, uetr
+from tests.support.commits import commits_on_this_thread
 
 
 def _funded(w: PvPWorld, amount: int = 1_000_000) -> None:
@@ -466,10 +467,7 @@ def test_a_message_stored_but_not_processed_is_processed_on_recovery(world: PvPW
 def test_queued_messages_are_applied_in_one_transaction_and_a_failing_one_spares_the_rest(
     world: PvPWorld,
 ) -> None:
-    import threading
     from dataclasses import replace
-
-    import sqlalchemy as sa
 
     from gateway.iso20022 import Message
     from gateway.pvp import service
@@ -484,21 +482,11 @@ def test_queued_messages_are_applied_in_one_transaction_and_a_failing_one_spares
     assert len(queued) == 4
 
     # Two items, one commit (the dispatchers' own commits, on their threads, are not counted).
-    me = threading.current_thread()
-    commits: list[int] = []
-
-    def count(_conn: object) -> None:
-        if threading.current_thread() is me:
-            commits.append(1)
-
-    sa.event.listen(world.engine, "commit", count)
-    try:
+    with commits_on_this_thread(world.engine) as commits:
         assert service.process_inbox_items(world.runtime.uow(), queued[:2], world.runtime.ctx) == [
             True,
             True,
         ]
-    finally:
-        sa.event.remove(world.engine, "commit", count)
     assert len(commits) == 1
     for leg in legs[:2]:
         world.connector.wait_status(leg.uetr, "ACSP")
@@ -520,10 +508,7 @@ def test_queued_messages_are_applied_in_one_transaction_and_a_failing_one_spares
 def test_envelopes_received_together_share_one_transaction_and_a_refused_one_spares_the_rest(
     world: PvPWorld,
 ) -> None:
-    import threading
     from dataclasses import replace
-
-    import sqlalchemy as sa
 
     from gateway.iso20022 import Message, MessageRejected
     from gateway.pvp import service
@@ -545,18 +530,8 @@ def test_envelopes_received_together_share_one_transaction_and_a_refused_one_spa
     ]
     queued: list[tuple[int, Message | None]] = []
     quiet = replace(world.runtime.ctx, notify_inbox=queued.extend)
-    me = threading.current_thread()
-    commits: list[int] = []
-
-    def count(_conn: object) -> None:
-        if threading.current_thread() is me:
-            commits.append(1)
-
-    sa.event.listen(world.engine, "commit", count)
-    try:
+    with commits_on_this_thread(world.engine) as commits:
         outcomes = service.receive_messages(world.runtime.uow(), raws, quiet)
-    finally:
-        sa.event.remove(world.engine, "commit", count)
     assert len(commits) == 1
     kinds = [o.code if isinstance(o, MessageRejected) else o.duplicate for o in outcomes]
     assert kinds == [False, "DS0B", False, "DU01", True, "AM05"]
