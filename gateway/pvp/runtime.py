@@ -1,8 +1,12 @@
-"""The PvP engine of one gateway process: inbox workers, outbox dispatchers, the connector
-transport. Threads only call services; everything they do is recoverable from the database.
+"""The PvP engine of one gateway process: reception, inbox workers, outbox dispatchers, the
+connector transport. Threads only call services; everything they do is recoverable from the
+database.
 
+- Reception threads (:attr:`PvPRuntime.reception`) store what the connector posts: each takes
+  every envelope waiting at that moment into one transaction, then the HTTP answers go out.
 - Inbox workers block on a queue fed by :meth:`PvPRuntime.notify_inbox` (called once a
-  reception commits), so a message is processed right after its 202, not at the next poll.
+  reception commits, with all it stored), so a message is processed right after its 202, not
+  at the next poll.
   A worker takes every item queued at that moment (up to ``pvp.inbox_batch``) into one
   transaction.
   :meth:`recover_inbox` (at start, then periodically from ``gateway.jobs``) feeds what a crash
@@ -192,7 +196,6 @@ class PvPRuntime:
         ids = service.pending_inbox(self.uow(), everything=everything)
         if ids:
             self._inbox.put([(message_id, None) for message_id in ids])
-        if ids:
             log.info("pvp: %d inbox item(s) queued for processing", len(ids))
         return len(ids)
 
