@@ -33,20 +33,6 @@ from gateway.iso20022.models import (
 from gateway.iso20022.xmlsafe import ENVELOPE_NS, HEAD_NS, ISO_NS_PREFIX, PVP_NS
 
 
-class _Ns:
-    """Clark-notation tags of one namespace, computed once (the readers' lookups)."""
-
-    def __init__(self, ns: str) -> None:
-        self.ns = ns
-        self._tags: dict[str, str] = {}
-
-    def __call__(self, name: str) -> str:
-        tag = self._tags.get(name)
-        if tag is None:
-            tag = self._tags[name] = f"{{{self.ns}}}{name}"
-        return tag
-
-
 def fmt_datetime(value: datetime) -> str:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("ISO 20022 date-times must be timezone-aware")

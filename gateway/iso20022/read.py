@@ -16,7 +16,6 @@ from typing import Any, cast
 from lxml.etree import _Element as _E
 
 from gateway.iso20022.amounts import CURRENCY_EXPONENTS, MAX_MINOR_UNITS, from_iso_amount
-from gateway.iso20022.build import _Ns
 from gateway.iso20022.models import (
     Admi002,
     AppHeader,
@@ -84,6 +83,20 @@ _new_header = trusted_constructor(AppHeader)
 def _money(el: _E) -> Money:
     ccy = el.get("Ccy") or ""
     return Money(from_iso_amount(_t(el), ccy), ccy)
+
+
+class _Ns:
+    """Clark-notation tags of one namespace, computed once."""
+
+    def __init__(self, ns: str) -> None:
+        self.ns = ns
+        self._tags: dict[str, str] = {}
+
+    def __call__(self, name: str) -> str:
+        tag = self._tags.get(name)
+        if tag is None:
+            tag = self._tags[name] = f"{{{self.ns}}}{name}"
+        return tag
 
 
 def _bic(q: _Ns, el: _E) -> str:
