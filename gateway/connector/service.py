@@ -330,11 +330,16 @@ class Connector:
         self._networks: dict[str, Network] = {}
         self._net_lock = threading.Lock()
         self._wake = threading.Event()
+        # Set (after their commit) by transactions that queued outbox rows: the dispatcher
+        # looks for due rows only then, or every poll (retries), not at each wake-up.
+        self._fresh = True
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._lanes: dict[str, _Lane] = {}
         self._done: queue.SimpleQueue[tuple[Any, str]] = queue.SimpleQueue()
-        self._local = threading.local()  # .conn, .after: the open batch of a simulated lane
+        # .conn, .after: the open batch of a simulated lane; .wrote: this thread queued
+        # outbox rows since its last _notify()
+        self._local = threading.local()
         self._inflight: set[int] = set()  # outbox row ids handed to a lane (dispatcher only)
         self._max_in_flight = 1024
         self._queued_left = False  # batched mode: legs or decisions wait for a batch
@@ -855,7 +860,7 @@ class Connector:
     def _after_matched(self, pvp_id: str) -> None:
         crash_point("connector.matched", self.settings.faults)
         self.faults.crash_after("matched", pvp_id)
-        self._wake.set()
+        self._notify()
 
     # --- outbox -----------------------------------------------------------------------------
 
@@ -887,6 +892,7 @@ class Connector:
 
     def _write_outgoing(self, conn: Connection, items: list[_Outgoing]) -> None:
         if items:
+            self._local.wrote = True
             run(conn, store.INSERT_OUTBOX, [item.outbox for item in items])
             self._write_log(conn, [item.log for item in items])
 
@@ -963,18 +969,31 @@ class Connector:
                 lane.threads.append(t)
         return lane
 
+    def _notify(self) -> None:
+        """Wake the dispatcher, after a commit (or a delivery): to look for due rows if this
+        thread's transactions queued some, else only to record deliveries."""
+        if getattr(self._local, "wrote", False):
+            self._local.wrote = False
+            self._fresh = True
+        self._wake.set()
+
     def _dispatch_loop(self) -> None:
         linger = self.cfg.batch_linger_ms / 1000
         while not self._stop.is_set():
-            self._wake.wait(timeout=linger if self._queued_left else 0.2)
+            woken = self._wake.wait(timeout=linger if self._queued_left else 0.2)
             self._wake.clear()
             try:
                 self._finish_delivered()
+                made = 0
                 if self.cfg.batch_max > 1:
                     self._stop.wait(linger)
                     self._finish_delivered()
-                    self.flush_batches()
-                self._dispatch_due()
+                    made = self.flush_batches()
+                # Cleared before the query, and only when seen set: a commit that set it
+                # meanwhile is visible to the query, or sets it again for the next round.
+                if self._fresh or made or not woken:
+                    self._fresh = False
+                    self._dispatch_due()
             except Exception:
                 log.exception("connector dispatcher failed; retrying")
                 self._stop.wait(0.2)
@@ -984,9 +1003,13 @@ class Connector:
         room = self._max_in_flight - len(self._inflight)
         if room <= 0:
             return 0
-        params = {"now": now_ms(), "busy": list(self._inflight), "limit": room}
+        # (0, no row's id, keeps the IN list from being empty: fastsql's plan, not
+        # SQLAlchemy's rendering of an empty set)
+        params = {"now": now_ms(), "busy": [0, *self._inflight], "limit": room}
         with store.reader(self.engine) as conn:
             rows = run(conn, store.SELECT_DUE_OUTBOX, params).all()
+        if len(rows) == room:  # more may be due once some are delivered
+            self._fresh = True
         for row in rows:
             self._inflight.add(row.id)
             self._lane(row.destination_bic).queue.put(row)
@@ -1011,7 +1034,7 @@ class Connector:
                 outcomes = self._deliver_batch(rows, lane)
             for done in outcomes:
                 self._done.put(done)
-            self._wake.set()
+            self._notify()
             if stop:
                 return
 
@@ -1062,6 +1085,8 @@ class Connector:
         for row, outcome in done:
             if outcome != "held":
                 self._inflight.discard(row.id)
+            if outcome == "retry":  # due again, now or after its backoff
+                self._fresh = True
         for row in sent:
             step = "sent_pacs009" if row.msg_def_id == PACS009 else "sent_decision"
             if row.msg_def_id in (PACS009, "pacs.002.001.10", "camt.056.001.08"):
@@ -1075,6 +1100,7 @@ class Connector:
                 # Something was delivered after it (or nothing came for a second): send it now.
                 self._held = None
                 self._inflight.discard(held[0].id)
+                self._fresh = True
 
     def _deliver(self, row: Any, lane: _Lane) -> str:
         """Deliver one row, faults applied: ``sent``, ``retry`` (rescheduled) or ``held``."""
@@ -1200,7 +1226,7 @@ class Connector:
         for action in after:
             action()
         if after or accepted:
-            self._wake.set()
+            self._notify()
         return [a for a in answers if a is not None]
 
     def _check(self, raw: bytes) -> tuple[Message, str] | Inbound:
@@ -1245,7 +1271,7 @@ class Connector:
             return
         for action in after:
             action()
-        self._wake.set()
+        self._notify()
 
     def _accept(self, msg: Message, sender: str, sha: str, raw: bytes) -> Inbound:
         """Store one message and process it in one transaction (one commit before the 202);
@@ -1345,7 +1371,7 @@ class Connector:
             return
         for action in after:
             action()
-        self._wake.set()
+        self._notify()
 
     def _leg_by_uetr(self, conn: Connection, uetr: str) -> _Found | None:
         """The leg of ``uetr`` with its PvP and decision, in one row (see the statement)."""
@@ -1665,11 +1691,11 @@ class Connector:
             with self._tx() as conn:  # one transaction for the lot
                 for pvp_id, leg_name in stale:
                     self._redeliver_in(conn, pvp_id, leg_name)
-            self._wake.set()
+            self._notify()
         self._process_inbox_rows(pending)
         held = self._held
         if held is not None and now_ms() - held[1] > 1000:
-            self._wake.set()
+            self._notify()
 
     def abort_if_overdue(self, pvp_id: str) -> None:
         after: list[Callable[[], None]] = []
@@ -1681,12 +1707,12 @@ class Connector:
             self._decide(conn, pvp, "ABORT", "TMOT", "deadline - margin passed", after)
         for action in after:
             action()
-        self._wake.set()
+        self._notify()
 
     def _redeliver(self, pvp_id: str, leg_name: str) -> None:
         with self._tx() as conn:
             self._redeliver_in(conn, pvp_id, leg_name)
-        self._wake.set()
+        self._notify()
 
     def _redeliver_in(self, conn: Connection, pvp_id: str, leg_name: str) -> None:
         pvp = run(conn, store.SELECT_PVP, {"pvp_id": pvp_id}).one()
