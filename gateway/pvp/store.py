@@ -70,7 +70,6 @@ class MessageRow(SQLModel, table=True):
         sa.UniqueConstraint(
             "direction", "sender_bic", "msg_def_id", "msg_id", name="uq_pvp_message_id"
         ),
-        sa.Index("ix_pvp_message_sha256", "sha256"),
     )
     id: int | None = autoincrement_field()
     direction: str = Field(max_length=8)
