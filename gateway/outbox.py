@@ -9,6 +9,8 @@ its lease, so the row is retried. Receivers deduplicate by ``event_id``.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -138,12 +140,19 @@ class OutboxDispatcher:
         lease: timedelta = timedelta(seconds=30),
         batch: int = 50,
         clock: Callable[[], datetime] = utcnow,
+        record_within: float = 0.0,
     ) -> None:
         self.engine = engine
         self.senders = dict(senders)
         self.lease = lease
         self.batch = batch
         self.clock = clock
+        # Deliveries are recorded at most this many seconds late, several in one transaction
+        # (see deliver); 0: each call of deliver records its own at once.
+        self.record_within = record_within
+        self._unrecorded: list[dict[str, Any]] = []
+        self._unrecorded_since = 0.0
+        self._unrecorded_lock = threading.Lock()
         # Built once: a statement reused with bind parameters skips SQLAlchemy's per-call
         # construction and cache-key work (several times the cost of executing it). The
         # topics are a parameter too: a literal IN list sent fastsql back to SQLAlchemy.
@@ -210,7 +219,24 @@ class OutboxDispatcher:
 
     def run_once(self) -> int:
         """Deliver what is due; returns how many were delivered."""
+        self.record_delivered()
         return self.deliver(self._claim())
+
+    def record_delivered(self) -> int:
+        """Record the deliveries not recorded yet (see ``record_within``); how many."""
+        with self._unrecorded_lock:
+            rows, self._unrecorded = self._unrecorded, []
+        self._record_outcomes(rows, [])
+        return len(rows)
+
+    def _record_outcomes(self, sent: list[dict[str, Any]], failed: list[dict[str, Any]]) -> None:
+        if sent or failed:
+            with self.engine.begin() as conn:
+                # Lost in a crash, they are sent again: the commit need not wait for an fsync.
+                conn.execution_options(**{NO_SYNC: True})
+                for rows in (sent, failed):
+                    if rows:
+                        run(conn, self._record, rows)
 
     def deliver(self, claimed: list[OutboxMessage]) -> int:
         """Send messages claimed by the caller and record the outcomes; returns how many
@@ -219,7 +245,13 @@ class OutboxDispatcher:
         The outcomes are recorded together, in one transaction after the last delivery (one
         commit instead of one per message). A crash in between only means delivered messages
         are sent again once their lease expires: delivery is at least once, and receivers
-        deduplicate by ``event_id``."""
+        deduplicate by ``event_id``.
+
+        With ``record_within`` > 0, deliveries wait up to that long to be recorded together
+        with later ones (at low rates, one message per call: one transaction each otherwise);
+        still claimed meanwhile, they are not sent again. Whoever delivers or polls next
+        (:meth:`run_once`) records them once they are due, and :meth:`record_delivered`
+        at shutdown. Failures are recorded at once: they end the claim early, for a retry."""
         delivered = 0
         sent: list[dict[str, Any]] = []
         failed: list[dict[str, Any]] = []
@@ -250,13 +282,17 @@ class OutboxDispatcher:
                         "locked_until": None,
                     }
                 )
-        if sent or failed:
-            with self.engine.begin() as conn:
-                # Lost in a crash, they are sent again: the commit need not wait for an fsync.
-                conn.execution_options(**{NO_SYNC: True})
-                for rows in (sent, failed):
-                    if rows:
-                        run(conn, self._record, rows)
+        if self.record_within > 0:
+            now = time.monotonic()
+            with self._unrecorded_lock:
+                if sent and not self._unrecorded:
+                    self._unrecorded_since = now
+                self._unrecorded += sent
+                due = bool(failed) or (
+                    bool(self._unrecorded) and now - self._unrecorded_since >= self.record_within
+                )
+                sent, self._unrecorded = (self._unrecorded, []) if due else ([], self._unrecorded)
+        self._record_outcomes(sent, failed)
         return delivered
 
 

@@ -23,6 +23,7 @@ import queue
 import re
 import secrets
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -216,6 +217,10 @@ class _Lane:
 
 _SIM_BATCH = 32
 """Most deliveries to a simulated bank that one lane thread makes in one transaction."""
+_RECORD_WITHIN = 0.05
+"""Deliveries are recorded (``sent_at``) at most this many seconds late, several in one
+transaction, or once this many wait:"""
+_RECORD_MAX = 256
 
 
 @contextmanager
@@ -343,6 +348,8 @@ class Connector:
         self._inflight: set[int] = set()  # outbox row ids handed to a lane (dispatcher only)
         self._max_in_flight = 1024
         self._queued_left = False  # batched mode: legs or decisions wait for a batch
+        self._unrecorded: list[Any] = []  # delivered outbox rows, sent_at not yet written
+        self._unrecorded_since = 0.0
         self._delayed: set[int] = set()
         self._held_lock = threading.Lock()
         self._held: tuple[Any, int] | None = None  # a reordered row and when it was held
@@ -980,10 +987,11 @@ class Connector:
     def _dispatch_loop(self) -> None:
         linger = self.cfg.batch_linger_ms / 1000
         while not self._stop.is_set():
-            woken = self._wake.wait(timeout=linger if self._queued_left else 0.2)
+            idle = _RECORD_WITHIN if self._unrecorded else 0.2
+            woken = self._wake.wait(timeout=linger if self._queued_left else idle)
             self._wake.clear()
             try:
-                self._finish_delivered()
+                self._finish_delivered(force=not woken)
                 made = 0
                 if self.cfg.batch_max > 1:
                     self._stop.wait(linger)
@@ -997,6 +1005,10 @@ class Connector:
             except Exception:
                 log.exception("connector dispatcher failed; retrying")
                 self._stop.wait(0.2)
+        try:
+            self._finish_delivered(force=True)
+        except Exception:  # sent again after a restart: receivers deduplicate
+            log.exception("connector: recording the last deliveries failed")
 
     def _dispatch_due(self) -> int:
         """Hand the due rows not in flight to their lanes; returns how many."""
@@ -1063,19 +1075,31 @@ class Connector:
             action()
         return outcomes
 
-    def _finish_delivered(self) -> None:
+    def _finish_delivered(self, *, force: bool = False) -> None:
+        """Take the lanes' outcomes; record deliveries (``sent_at``) once the oldest waiting
+        is ``_RECORD_WITHIN`` old, or when ``force``d: at low rates one delivery at a time
+        would each cost a transaction. Until recorded a row stays in flight, so it is not
+        handed out again; lost in a crash, it is sent again (receivers deduplicate)."""
         done: list[tuple[Any, str]] = []
         while True:
             try:
                 done.append(self._done.get_nowait())
             except queue.Empty:
                 break
-        sent = [row for row, outcome in done if outcome == "sent"]
-        if sent:
+        delivered = [row for row, outcome in done if outcome == "sent"]
+        if delivered and not self._unrecorded:
+            self._unrecorded_since = time.monotonic()
+        self._unrecorded += delivered
+        sent: list[Any] = []
+        if self._unrecorded and (
+            force
+            or time.monotonic() - self._unrecorded_since >= _RECORD_WITHIN
+            or len(self._unrecorded) >= _RECORD_MAX
+        ):
+            sent, self._unrecorded = self._unrecorded, []
             at = now_ms()
             with self.engine.begin() as conn:
-                # Lost in a crash, they are sent again (the gateway deduplicates): the commit
-                # need not wait for an fsync.
+                # The commit need not wait for an fsync either.
                 conn.execution_options(**{NO_SYNC: True})
                 run(
                     conn,
@@ -1083,10 +1107,11 @@ class Connector:
                     [{"k_id": r.id, "sent_at": at, "attempts": r.attempts + 1} for r in sent],
                 )
         for row, outcome in done:
-            if outcome != "held":
-                self._inflight.discard(row.id)
             if outcome == "retry":  # due again, now or after its backoff
+                self._inflight.discard(row.id)
                 self._fresh = True
+        for row in sent:
+            self._inflight.discard(row.id)
         for row in sent:
             step = "sent_pacs009" if row.msg_def_id == PACS009 else "sent_decision"
             if row.msg_def_id in (PACS009, "pacs.002.001.10", "camt.056.001.08"):
@@ -1095,7 +1120,7 @@ class Connector:
         with self._held_lock:
             held = self._held
             if held is not None and (
-                any(r.id != held[0].id for r in sent) or now_ms() - held[1] > 1000
+                any(r.id != held[0].id for r in delivered) or now_ms() - held[1] > 1000
             ):
                 # Something was delivered after it (or nothing came for a second): send it now.
                 self._held = None

@@ -4,6 +4,7 @@ delivered at least once with backoff, never twice, retried when a dispatcher's l
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -304,3 +305,52 @@ def test_a_claimed_message_the_receiver_refuses_is_retried_with_backoff(engine: 
     clock.now = row.available_at
     assert dispatcher.run_once() == 1
     assert sender.delivered == ["e1"]
+
+
+def test_deliveries_recorded_late_share_a_transaction_and_are_never_sent_twice(
+    engine: Engine,
+) -> None:
+    from tests.support.commits import commits_on_this_thread
+
+    clock = Clock()
+    lease = timedelta(seconds=30)
+    sender = Recorder()
+    dispatcher = OutboxDispatcher(
+        engine, {TOPIC: sender}, lease=lease, clock=clock, record_within=3600
+    )
+    with commits_on_this_thread(engine) as commits:
+        for e in ("e1", "e2", "e3"):  # one at a time, as replies go out at low rates
+            assert dispatcher.deliver(_queue_claimed(engine, lease, e)) == 1
+    assert len(commits) == 3  # the three queueing transactions, no recording yet
+    assert [r.sent_at for r in rows(engine)] == [None] * 3
+    clock.now = T0 + lease  # were their claims to expire meanwhile, none is sent again...
+    assert dispatcher.run_once() == 0  # ...as the next poll records them first
+    assert sender.delivered == ["e1", "e2", "e3"]
+    assert all(r.sent_at == T0 and r.locked_until is None for r in rows(engine))
+
+    # A failure is recorded at once (it ends the claim early, for a retry), with what waits.
+    assert dispatcher.deliver(_queue_claimed(engine, lease, "e4")) == 1
+    assert rows(engine)[3].sent_at is None
+    sender.failures = 1
+    assert dispatcher.deliver(_queue_claimed(engine, lease, "e5")) == 0
+    by_event = {r.event_id: r for r in rows(engine)}
+    assert by_event["e4"].sent_at == T0 + lease
+    assert by_event["e5"].attempts == 1 and by_event["e5"].locked_until is None
+    assert by_event["e5"].sent_at is None
+
+    # At shutdown, what waits is recorded.
+    assert dispatcher.deliver(_queue_claimed(engine, lease, "e6")) == 1
+    assert dispatcher.record_delivered() == 1
+    assert rows(engine)[5].sent_at == T0 + lease
+
+
+def test_deliveries_recorded_late_are_recorded_once_due_by_whoever_delivers_next(
+    engine: Engine,
+) -> None:
+    lease = timedelta(seconds=30)
+    dispatcher = OutboxDispatcher(engine, {TOPIC: Recorder()}, lease=lease, record_within=0.05)
+    assert dispatcher.deliver(_queue_claimed(engine, lease, "e1")) == 1
+    assert rows(engine)[0].sent_at is None
+    time.sleep(0.06)
+    assert dispatcher.deliver(_queue_claimed(engine, lease, "e2")) == 1
+    assert all(r.sent_at is not None for r in rows(engine))
