@@ -8,6 +8,7 @@ See ``docs/pvp-protocol.md`` ("Connector mock").
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from gateway.config import Settings
@@ -23,12 +24,14 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
     connector = Connector(settings)
     app = create_app(connector)
     print(connector.cert_pem, flush=True)  # the certificate the gateway pins
-    run_server(
-        app,
-        host or settings.connector.host,
-        port or settings.connector.port,
-        settings.log_level.lower(),
-    )
+    host = host or settings.connector.host
+    if settings.connector.admin_token is None and host not in ("127.0.0.1", "localhost", "::1"):
+        logging.getLogger(__name__).warning(
+            "the connector listens on %s with open administrative endpoints: anyone reaching "
+            "it can register participants or inject faults (set connector.admin_token)",
+            host,
+        )
+    run_server(app, host, port or settings.connector.port, settings.log_level.lower())
     return 0
 
 

@@ -62,8 +62,12 @@ def create_app(connector: Connector, *, manage_lifecycle: bool = True) -> Litest
     def certificate() -> dict[str, Any]:
         return {"bic": c.bic, "certificate_pem": c.cert_pem}
 
+    def admin(request: Request[Any, Any, Any]) -> None:
+        c.authorize_admin(request.headers.get("authorization"))
+
     @post("/v1/participants")
     async def register(request: Request[Any, Any, Any]) -> Response[Any]:
+        admin(request)
         return _json(c.register_participant(await _body(request)), 201)
 
     @get("/v1/participants", sync_to_thread=True)
@@ -79,12 +83,14 @@ def create_app(connector: Connector, *, manage_lifecycle: bool = True) -> Litest
 
     @post("/v1/trades")
     async def trade(request: Request[Any, Any, Any]) -> Response[Any]:
+        admin(request)
         data = await _body(request)
         status, view = await _run(c.create_trade, data)
         return _json(view, status)
 
     @post("/v1/trades/bulk")
     async def trades_bulk(request: Request[Any, Any, Any]) -> Response[Any]:
+        admin(request)
         data = await _body(request)
         status, created = await _run(c.create_trades, data)
         return _json(created, status)
@@ -116,6 +122,7 @@ def create_app(connector: Connector, *, manage_lifecycle: bool = True) -> Litest
 
     @post("/v1/sim/{currency:str}/accounts")
     async def sim_open(currency: FromPath[str], request: Request[Any, Any, Any]) -> Response[Any]:
+        admin(request)
         data = await _body(request)
         if not isinstance(data, dict) or not isinstance(data.get("account"), str):
             raise InvalidInput("body: {account, amount}")
@@ -135,6 +142,7 @@ def create_app(connector: Connector, *, manage_lifecycle: bool = True) -> Litest
 
     @post("/v1/faults")
     async def add_fault(request: Request[Any, Any, Any]) -> Response[Any]:
+        admin(request)
         data = await _body(request)
         if not isinstance(data, dict):
             raise InvalidInput("a JSON object is required")
@@ -163,7 +171,8 @@ def create_app(connector: Connector, *, manage_lifecycle: bool = True) -> Litest
         return [r.to_json() for r in c.faults.rules()]
 
     @delete("/v1/faults", status_code=204, sync_to_thread=False)
-    def clear_faults() -> None:
+    def clear_faults(request: Request[Any, Any, Any]) -> None:
+        admin(request)
         c.faults.clear()
 
     app = Litestar(

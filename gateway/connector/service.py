@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import hmac
 import logging
 import queue
 import re
@@ -474,6 +475,18 @@ class Connector:
             }
             for r in rows
         ]
+
+    def authorize_admin(self, authorization: str | None) -> None:
+        """Refuse an administrative request without ``connector.admin_token`` (if one is
+        set) as its bearer token."""
+        expected = self.cfg.admin_token
+        if expected is None:
+            return
+        given = (authorization or "").removeprefix("Bearer ").strip()
+        if not (authorization or "").startswith("Bearer ") or not hmac.compare_digest(
+            given.encode(), expected.get_secret_value().encode()
+        ):
+            raise Unauthorized("the connector's admin token is required (connector.admin_token)")
 
     def authenticate(self, authorization: str | None) -> Network:
         if not authorization or not authorization.startswith("Bearer "):

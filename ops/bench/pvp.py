@@ -83,8 +83,9 @@ def _trade_body(pvp_id: str, deadline_s: float) -> dict[str, Any]:
 class Submitter:
     """Posts trades from a few threads, each with its own keep-alive connection."""
 
-    def __init__(self, url: str, threads: int = 4) -> None:
+    def __init__(self, url: str, admin_token: str, threads: int = 4) -> None:
         self.url = url
+        self.headers = {"Authorization": f"Bearer {admin_token}"}
         self.local = threading.local()
         self.pool = ThreadPoolExecutor(threads)
         self.sent: dict[str, float] = {}
@@ -93,7 +94,9 @@ class Submitter:
     def _client(self) -> httpx.Client:
         client = getattr(self.local, "client", None)
         if client is None:
-            client = self.local.client = httpx.Client(base_url=self.url, timeout=60)
+            client = self.local.client = httpx.Client(
+                base_url=self.url, headers=self.headers, timeout=60
+            )
         return client
 
     def _post(self, pvp_id: str, deadline_s: float) -> None:
@@ -340,7 +343,7 @@ def main() -> None:
     total = args.burst * 2 + args.batched_burst + 100_000
     world.setup(dt=total * KZT * 2, aed=total * AED * 2)
     try:
-        sub = Submitter(world.connector.url)
+        sub = Submitter(world.connector.url, world.admin_token)
         run_burst(world, sub, 100, "warm-up")
         chunk = args.trades_per_request
         unbatched = run_burst(world, sub, args.burst, "unbatched", chunk)

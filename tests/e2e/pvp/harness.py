@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import time
@@ -198,6 +199,8 @@ class PvPWorld:
         while gateway_port == connector_port:
             gateway_port = free_port()
         connector_db = f"sqlite:///{self.tmp / 'connector' / 'c.db'}"
+        # Its administrative endpoints (participants, trades, faults) take this token.
+        self.admin_token = secrets.token_urlsafe(24)
         self.connector = Process(
             "connector",
             ["connector"],
@@ -208,6 +211,7 @@ class PvPWorld:
                 "DT_GATEWAY_CONNECTOR__DATABASE_URL": connector_db,
                 "DT_GATEWAY_CONNECTOR__SIGNING_KEY_PEM": self.connector_identity.key_pem.decode(),
                 "DT_GATEWAY_CONNECTOR__SIGNING_CERT_PEM": self.connector_identity.cert_pem.decode(),
+                "DT_GATEWAY_CONNECTOR__ADMIN_TOKEN": self.admin_token,
                 "DT_GATEWAY_CONNECTOR__SAFETY_MARGIN_MS": "300",
                 "DT_GATEWAY_CONNECTOR__REDELIVER_AFTER_MS": "1000",
                 "DT_GATEWAY_CONNECTOR__RETRY_BASE_MS": "20",
@@ -270,7 +274,7 @@ class PvPWorld:
             )
         )["token"]
         self.connector.start()
-        self.conn = self._client(self.connector.url)
+        self.conn = self._client(self.connector.url, self.admin_token)
         cert = self.conn.get("/v1/certificate").json()["certificate_pem"]
         assert cert.encode() == self.connector_identity.cert_pem
         registered = self.conn.post(
