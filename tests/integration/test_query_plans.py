@@ -32,9 +32,26 @@ def _plan(path: Path, statement: Any, dialect: sa.Dialect) -> list[str]:
     return [r[3] for r in rows]
 
 
+# Partial indexes hold only the rows of a work list (unsent, pending, queued): scanning one
+# reads those rows, not the table.
+_PARTIAL = {
+    ix.name
+    for table in cstore.metadata.sorted_tables
+    for ix in table.indexes
+    if ix.dialect_options["sqlite"]["where"] is not None
+}
+
+
 def _scans(plan: list[str]) -> list[str]:
-    """Full table scans (a subquery's constant row is none)."""
-    return [p for p in plan if p.startswith("SCAN") and p != "SCAN CONSTANT ROW"]
+    """Full table scans (a subquery's constant row is none, a partial index's rows are not
+    the table's)."""
+    return [
+        p
+        for p in plan
+        if p.startswith("SCAN")
+        and p != "SCAN CONSTANT ROW"
+        and not any(p.endswith(f"USING INDEX {name}") for name in _PARTIAL)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +92,12 @@ def test_no_connector_statement_scans_a_table(
         # completing a PvP: its own legs, not every unacknowledged one
         ("COMPLETE_PVP", "SEARCH legs USING INDEX sqlite_autoindex_legs_1 (pvp_id=?)"),
         # the sweeper: decisions due for redelivery, not every leg in flight
-        ("SELECT_STALE_LEGS", "ix_legs_redeliver (acknowledged=? AND redeliver_at<?)"),
-        ("SWEEP_PROBE", "ix_legs_redeliver (acknowledged=? AND redeliver_at<?)"),
+        ("SELECT_STALE_LEGS", "SEARCH legs USING INDEX ix_legs_unacknowledged (redeliver_at<?)"),
+        ("SWEEP_PROBE", "SEARCH legs USING INDEX ix_legs_unacknowledged (redeliver_at<?)"),
+        ("SWEEP_PROBE", "SEARCH pvps USING INDEX ix_pvps_pending_deadline (deadline<?)"),
+        ("SWEEP_PROBE", "SCAN inbox USING INDEX ix_inbox_pending"),
+        ("SELECT_DUE_OUTBOX", "SCAN outbox USING INDEX ix_outbox_unsent"),
+        ("SELECT_QUEUED_LEGS", "SCAN legs USING INDEX ix_legs_queued"),
         ("SELECT_OUTBOX_PVP_BY_MSG_ID", "SEARCH outbox USING INDEX ix_outbox_msg_id (msg_id=?)"),
     ],
 )
