@@ -85,7 +85,13 @@ class MessageRow(SQLModel, table=True):
 
 
 class MessageLegRow(SQLModel, table=True):
+    """Which leg a message concerns. Read by UETR only, so the key starts with it, and on
+    SQLite the rows are that key's b-tree (no rowid table, no second index): one b-tree
+    written per link instead of three (a sixth of the gateway's log writes per PvP)."""
+
     __tablename__ = "pvp_message_leg"
+    __table_args__ = {"sqlite_with_rowid": False}
+    uetr: str = Field(primary_key=True, max_length=36)
     message_id: int = Field(
         sa_column=sa.Column(
             sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
@@ -93,7 +99,6 @@ class MessageLegRow(SQLModel, table=True):
             primary_key=True,
         )
     )
-    uetr: str = Field(primary_key=True, max_length=36, index=True)
 
 
 class InboxRow(SQLModel, table=True):

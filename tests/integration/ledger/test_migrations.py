@@ -93,3 +93,41 @@ def test_migrated_schema_matches_the_table_models(empty_engine: Engine) -> None:
         ctx = MigrationContext.configure(conn, opts={"compare_type": True})
         diff = compare_metadata(ctx, SQLModel.metadata)
     assert diff == []
+
+
+def test_message_links_survive_their_rekeying_both_ways(empty_engine: Engine) -> None:
+    upgrade(empty_engine, "0005")
+    now = "2026-12-02 10:00:00.000000"
+    with empty_engine.begin() as conn:
+        for i in (1, 2):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO pvp_message (id, direction, sha256, raw, created_at)"
+                    " VALUES (:id, 'in', :sha, :raw, :at)"
+                ),
+                {"id": i, "sha": f"{i:064x}", "raw": b"<x/>", "at": now},
+            )
+        links = [(1, "u-a"), (1, "u-b"), (2, "u-a")]
+        conn.execute(
+            sa.text("INSERT INTO pvp_message_leg (message_id, uetr) VALUES (:m, :u)"),
+            [{"m": m, "u": u} for m, u in links],
+        )
+
+    def stored() -> list[tuple[str, int]]:
+        with empty_engine.connect() as conn:
+            q = "SELECT uetr, message_id FROM pvp_message_leg ORDER BY uetr, message_id"
+            return [(r[0], int(r[1])) for r in conn.execute(sa.text(q))]
+
+    expected = [("u-a", 1), ("u-a", 2), ("u-b", 1)]
+    upgrade(empty_engine)
+    assert stored() == expected
+    with empty_engine.connect() as conn:
+        assert "ix_pvp_message_leg_uetr" not in {
+            ix["name"] for ix in sa.inspect(conn).get_indexes("pvp_message_leg")
+        }
+        pk = sa.inspect(conn).get_pk_constraint("pvp_message_leg")["constrained_columns"]
+        assert pk == ["uetr", "message_id"]
+    command.downgrade(_alembic_config(empty_engine), "0005")
+    assert stored() == expected
+    upgrade(empty_engine)
+    assert stored() == expected
