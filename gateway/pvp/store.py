@@ -35,7 +35,14 @@ from gateway.pvp.model import (
 class LegRow(SQLModel, table=True):
     __tablename__ = "pvp_leg"
     __table_args__ = (
-        sa.Index("ix_pvp_leg_state_deadline", "state", "deadline"),
+        # Locked legs by deadline (the deadline check, the alerts); only those rows: a full
+        # index on state rewrote a page of it at every change of a leg's state.
+        sa.Index(
+            "ix_pvp_leg_locked_deadline",
+            "deadline",
+            sqlite_where=sa.text("state = 'locked'"),
+            postgresql_where=sa.text("state = 'locked'"),
+        ),
         sa.CheckConstraint("amount IS NULL OR amount > 0", name="ck_pvp_leg_amount_pos"),
     )
     uetr: str = Field(primary_key=True, max_length=36)
@@ -103,7 +110,15 @@ class MessageLegRow(SQLModel, table=True):
 
 class InboxRow(SQLModel, table=True):
     __tablename__ = "pvp_inbox"
-    __table_args__ = (sa.Index("ix_pvp_inbox_due", "processed_at", "available_at"),)
+    __table_args__ = (
+        # Items not processed yet, in order: only those rows.
+        sa.Index(
+            "ix_pvp_inbox_pending",
+            "message_id",
+            sqlite_where=sa.text("processed_at IS NULL"),
+            postgresql_where=sa.text("processed_at IS NULL"),
+        ),
+    )
     message_id: int = Field(
         sa_column=sa.Column(
             sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
@@ -280,6 +295,28 @@ _LEGS_FOR_UPDATE = (
     _LEGS_BY_UETR.order_by(leg_t.c.uetr).with_for_update(),
 )
 _UPDATE_LEG = leg_t.update().where(leg_t.c.uetr == sa.bindparam("k_uetr"))
+# As the partial index ix_pvp_leg_locked_deadline says it, a constant in the SQL text: with
+# a bound parameter SQLite cannot know that the index applies.
+_LOCKED = leg_t.c.state == sa.literal_column(f"'{LegState.LOCKED.value}'")
+_LOCKED_LEGS_PAST = (
+    leg_t.select()
+    .where(_LOCKED, leg_t.c.deadline <= sa.bindparam("cutoff"))
+    .order_by(leg_t.c.deadline)
+    .limit(sa.bindparam("limit"))
+)
+_ALERTED_LEGS = (
+    leg_t.select()
+    .where(_LOCKED, leg_t.c.alert_at.is_not(None))
+    .order_by(leg_t.c.alert_at)
+    .limit(sa.bindparam("limit"))
+)
+_INBOX_PENDING = (
+    sa.select(inbox_t.c.message_id)
+    .where(inbox_t.c.processed_at.is_(None))
+    .order_by(inbox_t.c.message_id)
+    .limit(sa.bindparam("limit"))
+)
+_INBOX_DUE = _INBOX_PENDING.where(inbox_t.c.available_at <= sa.bindparam("now"))
 _INBOUND_SHA = sa.select(message_t.c.sha256).where(
     message_t.c.direction == "in",
     message_t.c.sender_bic == sa.bindparam("sender"),
@@ -368,19 +405,11 @@ class SqlPvPRepository:
             run(self.conn, _UPDATE_LEG, rows)
 
     def locked_legs_past(self, cutoff: datetime, limit: int) -> list[Leg]:
-        q = (
-            leg_t.select()
-            .where(leg_t.c.state == LegState.LOCKED.value, leg_t.c.deadline <= cutoff)
-            .order_by(leg_t.c.deadline)
-            .limit(limit)
-        )
-        return [_leg(r) for r in self.conn.execute(q)]
+        rows = self.conn.execute(_LOCKED_LEGS_PAST, {"cutoff": cutoff, "limit": limit})
+        return [_leg(r) for r in rows]
 
     def alerted_legs(self, limit: int) -> list[Leg]:
-        q = leg_t.select().where(
-            leg_t.c.state == LegState.LOCKED.value, leg_t.c.alert_at.is_not(None)
-        )
-        return [_leg(r) for r in self.conn.execute(q.order_by(leg_t.c.alert_at).limit(limit))]
+        return [_leg(r) for r in self.conn.execute(_ALERTED_LEGS, {"limit": limit})]
 
     # messages --------------------------------------------------------------
 
@@ -499,10 +528,11 @@ class SqlPvPRepository:
 
     def inbox_due(self, now: datetime | None, limit: int) -> list[int]:
         """Unprocessed items, oldest first; only those available by ``now`` unless None."""
-        q = sa.select(inbox_t.c.message_id).where(inbox_t.c.processed_at.is_(None))
-        if now is not None:
-            q = q.where(inbox_t.c.available_at <= now)
-        return [int(r[0]) for r in self.conn.execute(q.order_by(inbox_t.c.message_id).limit(limit))]
+        if now is None:
+            rows = self.conn.execute(_INBOX_PENDING, {"limit": limit})
+        else:
+            rows = self.conn.execute(_INBOX_DUE, {"now": now, "limit": limit})
+        return [int(r[0]) for r in rows]
 
     # instructions ----------------------------------------------------------
 
