@@ -478,8 +478,8 @@ INSERT_PVP = pvps.insert()
 UPDATE_PVP = pvps.update().where(pvps.c.id == _b("k_id"))
 # Every network acknowledged: committed -> settled, aborted -> cancelled. ``IS NOT TRUE``
 # rather than ``IS FALSE``: with an equality on ``acknowledged`` SQLite searched the legs
-# through ``ix_legs_redeliver``, i.e. every unacknowledged leg of every PvP in flight, for
-# each completion (quadratic in a burst); this way it takes the PvP's two legs by key.
+# through the index of unacknowledged legs (every one of every PvP in flight) for each
+# completion (quadratic in a burst); this way it takes the PvP's two legs by key.
 COMPLETE_PVP = (
     pvps.update()
     .where(
@@ -619,7 +619,7 @@ SELECT_OUTBOX_PVP_BY_MSG_ID = sa.select(outbox.c.pvp_id).where(outbox.c.msg_id =
 # inbound messages to process again
 _OVERDUE = _is(pvps.c.state, "pending") & (pvps.c.deadline <= _b("due"))
 # A leg whose decision went out has ``redeliver_at`` (``create_schema`` fills it in rows from
-# before the column), so one range of ``ix_legs_redeliver`` finds them: not every
+# before the column), so one range of ``ix_legs_unacknowledged`` finds them: not every
 # unacknowledged leg in flight, ten times a second.
 _STALE = (
     pvps.c.state.in_(("committed", "aborted"))

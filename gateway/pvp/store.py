@@ -339,7 +339,7 @@ _INBOX_DONE = (
 )
 # The messages linked to a leg, with the outbox state of each. Direction and sent_at are
 # tested in Python: as WHERE terms, SQLite (without statistics) searched through the index on
-# ``direction`` (every outbound message ever) or ``ix_outbox_due`` (every unsent row) instead
+# ``direction`` (every outbound message ever) or the unsent outbox rows' index instead
 # of the leg's few messages by ``uetr``.
 _LEG_MESSAGES_OUTBOX = (
     sa.select(message_t.c.direction, outbox_t.c.sent_at)
