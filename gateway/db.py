@@ -130,6 +130,15 @@ def autoincrement_field() -> Any:
     )
 
 
+def partial_index(name: str, *columns: str, where: str) -> sa.Index:
+    """An index of only the rows ``where`` holds (SQLite and PostgreSQL), for a work list
+    (unsent, unprocessed, locked): a full index on a state column rewrites one of its pages
+    at every change of state. Statements that read through it repeat ``where`` with its
+    constants in the SQL text: with a bound parameter SQLite cannot tell that it applies."""
+    condition = sa.text(where)
+    return sa.Index(name, *columns, sqlite_where=condition, postgresql_where=condition)
+
+
 def table_of(model: type[Any]) -> sa.Table:
     """The Core table behind a SQLModel table class (stores query with Core on the hot path)."""
     return cast(sa.Table, model.__table__)
@@ -465,6 +474,7 @@ __all__ = [
     "check_schema",
     "is_sqlite",
     "make_engine",
+    "partial_index",
     "retrying",
     "schema_revisions",
     "table_of",

@@ -21,7 +21,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Field, SQLModel
 
-from gateway.db import SqlUnitOfWork, autoincrement_field, table_of, utc_field, utcnow
+from gateway.db import (
+    SqlUnitOfWork,
+    autoincrement_field,
+    partial_index,
+    table_of,
+    utc_field,
+    utcnow,
+)
 from gateway.fastsql import run
 from gateway.walsync import NO_SYNC
 
@@ -30,16 +37,8 @@ log = logging.getLogger(__name__)
 
 class OutboxRow(SQLModel, table=True):
     __tablename__ = "outbox"
-    __table_args__ = (
-        # What waits to be sent, in order: only those rows (a full index on sent_at rewrote a
-        # page of it when each row was sent).
-        sa.Index(
-            "ix_outbox_unsent",
-            "id",
-            sqlite_where=sa.text("sent_at IS NULL"),
-            postgresql_where=sa.text("sent_at IS NULL"),
-        ),
-    )
+    # What waits to be sent, in order.
+    __table_args__ = (partial_index("ix_outbox_unsent", "id", where="sent_at IS NULL"),)
     id: int | None = autoincrement_field()
     event_id: str = Field(max_length=64, unique=True)
     topic: str = Field(max_length=64)

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 from sqlmodel import Field, SQLModel
 
 from gateway import fastsql
-from gateway.db import SqlUnitOfWork, autoincrement_field, table_of, utc_field
+from gateway.db import SqlUnitOfWork, autoincrement_field, partial_index, table_of, utc_field
 from gateway.fastsql import run
 from gateway.ledger.store import SqlLedgerRepository
 from gateway.outbox import OutboxRepository, outbox_t
@@ -35,14 +35,8 @@ from gateway.pvp.model import (
 class LegRow(SQLModel, table=True):
     __tablename__ = "pvp_leg"
     __table_args__ = (
-        # Locked legs by deadline (the deadline check, the alerts); only those rows: a full
-        # index on state rewrote a page of it at every change of a leg's state.
-        sa.Index(
-            "ix_pvp_leg_locked_deadline",
-            "deadline",
-            sqlite_where=sa.text("state = 'locked'"),
-            postgresql_where=sa.text("state = 'locked'"),
-        ),
+        # Locked legs by deadline (the deadline check, the alerts).
+        partial_index("ix_pvp_leg_locked_deadline", "deadline", where="state = 'locked'"),
         sa.CheckConstraint("amount IS NULL OR amount > 0", name="ck_pvp_leg_amount_pos"),
     )
     uetr: str = Field(primary_key=True, max_length=36)
@@ -110,14 +104,9 @@ class MessageLegRow(SQLModel, table=True):
 
 class InboxRow(SQLModel, table=True):
     __tablename__ = "pvp_inbox"
+    # Items not processed yet, in order.
     __table_args__ = (
-        # Items not processed yet, in order: only those rows.
-        sa.Index(
-            "ix_pvp_inbox_pending",
-            "message_id",
-            sqlite_where=sa.text("processed_at IS NULL"),
-            postgresql_where=sa.text("processed_at IS NULL"),
-        ),
+        partial_index("ix_pvp_inbox_pending", "message_id", where="processed_at IS NULL"),
     )
     message_id: int = Field(
         sa_column=sa.Column(
