@@ -9,8 +9,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from gateway.config import Settings
+from gateway.db import utcnow
 from gateway.jobs import Jobs
 from gateway.leases import lease_t
+from gateway.outbox import OutboxRepository
 from tests.support.commits import commits_on_this_thread
 
 
@@ -49,3 +51,27 @@ def test_a_job_runs_on_one_replica_and_renews_its_lease_at_half_time(engine: Eng
     assert runs == ["one"] * 4 + ["other"]
     first()  # and the first no longer runs: it must renew, and cannot
     assert runs == ["one"] * 4 + ["other"]
+
+
+def test_a_sole_sqlite_server_sends_at_once_what_a_killed_run_had_claimed(
+    sqlite_url: str,
+) -> None:
+    from tests.conftest import migrated_engine
+
+    engine = migrated_engine(sqlite_url)
+    lease = timedelta(seconds=30)
+    with engine.begin() as conn:  # queued and claimed, then the process was killed
+        OutboxRepository(conn, claim_for=lease).add(
+            "webhook.test", b"{}", event_id="e1", now=utcnow()
+        )
+    sent: list[str] = []
+    jobs = Jobs(Settings(), engine, senders={"webhook.test": lambda m: sent.append(m.event_id)})
+    jobs.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not sent and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        jobs.stop()
+        engine.dispose()
+    assert sent == ["e1"]  # within the dispatch job's period, not after the lease
