@@ -255,6 +255,13 @@ _LEG_VIEW_FIELDS = (
 )
 
 
+def _bearer(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header; None without one."""
+    if not authorization or not authorization.startswith("Bearer "):
+        return None
+    return authorization.removeprefix("Bearer ").strip()
+
+
 def _pvp_view(
     pvp: Mapping[Any, Any],
     decision: Mapping[str, Any] | None,
@@ -482,16 +489,17 @@ class Connector:
         expected = self.cfg.admin_token
         if expected is None:
             return
-        given = (authorization or "").removeprefix("Bearer ").strip()
-        if not (authorization or "").startswith("Bearer ") or not hmac.compare_digest(
-            given.encode(), expected.get_secret_value().encode()
+        token = _bearer(authorization)
+        if token is None or not hmac.compare_digest(
+            token.encode(), expected.get_secret_value().encode()
         ):
             raise Unauthorized("the connector's admin token is required (connector.admin_token)")
 
     def authenticate(self, authorization: str | None) -> Network:
-        if not authorization or not authorization.startswith("Bearer "):
+        token = _bearer(authorization)
+        if token is None:
             raise Unauthorized("a participant's bearer token is required")
-        digest = hashlib.sha256(authorization.removeprefix("Bearer ").strip().encode()).hexdigest()
+        digest = hashlib.sha256(token.encode()).hexdigest()
         with store.reader(self.engine) as conn:
             row = run(conn, store.SELECT_PARTICIPANT_BY_TOKEN, {"digest": digest}).first()
         if row is None:
@@ -1125,7 +1133,6 @@ class Connector:
                 self._fresh = True
         for row in sent:
             self._inflight.discard(row.id)
-        for row in sent:
             step = "sent_pacs009" if row.msg_def_id == PACS009 else "sent_decision"
             if row.msg_def_id in (PACS009, "pacs.002.001.10", "camt.056.001.08"):
                 crash_point(f"connector.{step}", self.settings.faults)
