@@ -108,12 +108,7 @@ class Jobs:
         )
 
     def start(self) -> None:
-        if self.dispatcher.senders and self.engine.dialect.name == "sqlite":
-            # The only server on this file: claims still held were made by a run killed
-            # mid-delivery; its messages (webhooks) go out now, not after the 30 s lease.
-            released = self.dispatcher.release_leases()
-            if released:
-                log.info("jobs: %d outbox claim(s) of an earlier run released", released)
+        self.dispatcher.release_leases_at_start()  # webhooks of a run killed mid-delivery
         sweep = self.settings.ledger.expiry_sweep_seconds
         self.scheduler.add_job(
             self._leased("ledger.expire_locks", timedelta(seconds=sweep * 5), self.expire_locks),

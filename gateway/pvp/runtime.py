@@ -156,12 +156,7 @@ class PvPRuntime:
                 return
             self._started = True
             self._stop.clear()
-            if self.engine.dialect.name == "sqlite":
-                # The only server on this file: claims still held were made by a run that
-                # died mid-delivery (kill -9); its messages go out now, not after the lease.
-                released = self.dispatcher.release_leases()
-                if released:
-                    log.info("pvp: %d outbox claim(s) of an earlier run released", released)
+            self.dispatcher.release_leases_at_start()
             for i in range(max(1, self.settings.pvp.workers)):
                 self._spawn(self._work, f"pvp-inbox-{i}")
             for i in range(max(1, self.settings.pvp.dispatchers)):

@@ -354,3 +354,14 @@ def test_deliveries_recorded_late_are_recorded_once_due_by_whoever_delivers_next
     time.sleep(0.06)
     assert dispatcher.deliver(_queue_claimed(engine, lease, "e2")) == 1
     assert all(r.sent_at is not None for r in rows(engine))
+
+
+def test_claims_are_released_at_start_only_where_the_process_is_the_sole_dispatcher(
+    engine: Engine,
+) -> None:
+    lease = timedelta(seconds=30)
+    _queue_claimed(engine, lease, "e1")  # a run killed mid-delivery left it claimed
+    dispatcher = OutboxDispatcher(engine, {TOPIC: Recorder()}, lease=lease)
+    sole = engine.dialect.name == "sqlite"  # one server per SQLite file; replicas elsewhere
+    assert dispatcher.release_leases_at_start() == (1 if sole else 0)
+    assert (rows(engine)[0].locked_until is None) == sole
