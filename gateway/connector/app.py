@@ -39,6 +39,11 @@ def _http_error(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     return _problem(exc.status_code, "HTTP_" + str(exc.status_code), "Request refused", exc.detail)
 
 
+def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return _problem(500, "INTERNAL_ERROR", "Internal error", "the connector failed; retry")
+
+
 def _json(value: Any, status: int = 200) -> Response[Any]:
     return Response(value, status_code=status, media_type="application/json")
 
@@ -194,7 +199,11 @@ def create_app(connector: Connector, *, manage_lifecycle: bool = True) -> Litest
             list_faults,
             clear_faults,
         ],
-        exception_handlers={GatewayError: _gateway_error, HTTPException: _http_error},
+        exception_handlers={
+            GatewayError: _gateway_error,
+            HTTPException: _http_error,
+            Exception: _internal_error,
+        },
         on_startup=[lambda: c.start(), reception.start] if manage_lifecycle else [],
         on_shutdown=[reception.stop, lambda: c.stop()] if manage_lifecycle else [reception.stop],
         request_max_body_size=c.settings.iso20022.max_message_bytes * 2,
