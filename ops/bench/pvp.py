@@ -8,7 +8,9 @@ subprocesses on SQLite files (durable settings: WAL, FULL durability by group co
   PvPs / (last leg settled - first trade submitted);
 - latency at half that rate: trades submitted open loop at a steady rate; per PvP, from the
   trade request to both legs settled (the later of the two networks' ACSC as the connector
-  recorded it); p50 / p99;
+  recorded it); p50 / p99, and the same split by step from the connector's message log (the
+  trade to its pacs.009s; per network, its pacs.009 to its lock and the decision to its
+  settlement);
 - batched capacity: the connector restarted with ``batch_max`` > 1, so the pacs.009 to each
   network carry many transactions (and the gateway locks them in one ledger batch).
 
@@ -163,8 +165,9 @@ def _at(value: str) -> float:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
-def _settled_at(world: PvPWorld, pvp_id: str) -> float:
-    """When the connector recorded the last ACSC of the PvP (both legs settled)."""
+def _trail(world: PvPWorld, pvp_id: str) -> list[tuple[str, str, str, float]]:
+    """The PvP's messages as the connector logged them once both legs settled:
+    (direction, peer BIC, message, at) in order."""
     end = time.monotonic() + 30
     view = world.connector_pvp(pvp_id)
     while view["state"] == "committed" and time.monotonic() < end:
@@ -173,12 +176,30 @@ def _settled_at(world: PvPWorld, pvp_id: str) -> float:
         view = world.connector_pvp(pvp_id)
     if view["state"] != "settled":
         raise SystemExit(f"PvP {pvp_id} ended {view['state']}: {view['decision']}")
-    ats = [
-        _at(m["at"])
+    return [
+        (m["direction"], m["peer_bic"], m["message"], _at(m["at"]))
         for m in world.connector_messages(pvp_id)
-        if m["direction"] == "in" and m["message"].startswith("pacs.002")
     ]
-    return max(ats)
+
+
+def _settled_at(trail: list[tuple[str, str, str, float]]) -> float:
+    """When the connector recorded the last ACSC of the PvP (both legs settled)."""
+    return max(at for d, _, name, at in trail if d == "in" and name.startswith("pacs.002"))
+
+
+def _steps(trail: list[tuple[str, str, str, float]], t0: float) -> dict[str, float]:
+    """Where a PvP's time went, in ms, from the connector's log: the trade to its pacs.009s,
+    then per network its pacs.009 to its ACSP (the lock) and the decision to its ACSC (the
+    settlement). The decision is made in the transaction that processes the second ACSP."""
+    outs: dict[str, list[float]] = {}
+    ins: dict[str, list[float]] = {}
+    for direction, peer, _name, at in trail:
+        (outs if direction == "out" else ins).setdefault(peer, []).append(at)
+    steps = {"trade -> pacs.009s": (min(o[0] for o in outs.values()) - t0) * 1000}
+    for peer in sorted(outs):
+        steps[f"{peer} pacs.009 -> ACSP"] = (ins[peer][0] - outs[peer][0]) * 1000
+        steps[f"{peer} decision -> ACSC"] = (ins[peer][1] - outs[peer][1]) * 1000
+    return steps
 
 
 def machine_reference(rounds: int = 300) -> float:
@@ -258,12 +279,16 @@ def run_burst(world: PvPWorld, sub: Submitter, n: int, label: str, chunk: int = 
     ids = sub.burst(n, deadline_s=300, chunk=chunk)
     t_sub = time.time() - t0
     _wait_settled(world, aed0 + n * AED, kzt0 + n * KZT, timeout=600)
-    t_end = max(_settled_at(world, i) for i in ids[-50:])  # the last ones settle last
+    t_end = max(_settled_at(_trail(world, i)) for i in ids[-50:])  # the last ones settle last
     rate = n / (t_end - t0)
     cpu = {k: (v - cpu0[k]) * 1000 / n for k, v in _cpu_all(world).items()}
     print(f"{label}: {n} PvPs in {t_end - t0:.2f} s (submitted in {t_sub:.2f} s): {rate:.0f}/s")
     print("  CPU ms per PvP: " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()))
     return rate
+
+
+def _pct(ordered: list[float], q: float) -> float:
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
 def run_latency(
@@ -274,14 +299,22 @@ def run_latency(
     ids = sub.steady(rate, seconds, deadline_s=60)
     _wait_settled(world, aed0 + len(ids) * AED, kzt0 + len(ids) * KZT, timeout=300)
     cpu = {k: (v - cpu0[k]) * 1000 / len(ids) for k, v in _cpu_all(world).items()}
-    lat = sorted((_settled_at(world, i) - sub.sent[i]) * 1000 for i in ids)
-    p50 = statistics.median(lat)
-    p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+    trails = {i: _trail(world, i) for i in ids}
+    lat = sorted((_settled_at(trails[i]) - sub.sent[i]) * 1000 for i in ids)
+    p50, p99 = statistics.median(lat), _pct(lat, 0.99)
     print(
         f"latency at {rate:.0f} PvP/s offered ({len(ids)} PvPs): p50 {p50:.1f} ms, "
         f"p99 {p99:.1f} ms, max {lat[-1]:.1f} ms"
     )
     print("  CPU ms per PvP: " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()))
+    steps: dict[str, list[float]] = {}
+    for i in ids:
+        for name, ms in _steps(trails[i], sub.sent[i]).items():
+            steps.setdefault(name, []).append(ms)
+    print("  where the time goes, p50 / p99 ms (the connector's log):")
+    for name, values in steps.items():
+        values.sort()
+        print(f"    {name}: {statistics.median(values):.1f} / {_pct(values, 0.99):.1f}")
     return p50, p99
 
 
