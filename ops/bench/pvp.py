@@ -32,7 +32,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -40,10 +39,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 from cryptography.hazmat.primitives import serialization
 
 from gateway.config import ConnectorSettings
+from gateway.posting import Posted, Poster
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -83,27 +82,27 @@ def _trade_body(pvp_id: str, deadline_s: float) -> dict[str, Any]:
 
 
 class Submitter:
-    """Posts trades from a few threads, each with its own keep-alive connection."""
+    """Posts trades from a few threads over kept-alive connections, through libcurl like the
+    product's own senders (httpx cost ~1.5 ms of the client's CPU per trade: a tenth of a
+    core at 60 trades/s, taken from the two processes measured on the same two cores)."""
 
     def __init__(self, url: str, admin_token: str, threads: int = 4) -> None:
         self.url = url
-        self.headers = {"Authorization": f"Bearer {admin_token}"}
-        self.local = threading.local()
+        self.headers = {
+            "Authorization": f"Bearer {admin_token}",
+            "Content-Type": "application/json",
+        }
+        self.poster = Poster(timeout=60, max_connections=threads)
         self.pool = ThreadPoolExecutor(threads)
         self.sent: dict[str, float] = {}
         self.failed = 0
 
-    def _client(self) -> httpx.Client:
-        client = getattr(self.local, "client", None)
-        if client is None:
-            client = self.local.client = httpx.Client(
-                base_url=self.url, headers=self.headers, timeout=60
-            )
-        return client
+    def _json_post(self, path: str, body: Any) -> Posted:
+        return self.poster.post(self.url + path, json.dumps(body).encode(), self.headers)
 
     def _post(self, pvp_id: str, deadline_s: float) -> None:
         t0 = time.time()
-        resp = self._client().post("/v1/trades", json=_trade_body(pvp_id, deadline_s))
+        resp = self._json_post("/v1/trades", _trade_body(pvp_id, deadline_s))
         if resp.status_code != 201:
             self.failed += 1
             print(f"trade refused: {resp.status_code} {resp.text[:200]}", file=sys.stderr)
@@ -113,7 +112,7 @@ class Submitter:
     def _post_bulk(self, pvp_ids: list[str], deadline_s: float) -> None:
         t0 = time.time()
         body = {"trades": [_trade_body(i, deadline_s) for i in pvp_ids]}
-        resp = self._client().post("/v1/trades/bulk", json=body)
+        resp = self._json_post("/v1/trades/bulk", body)
         if resp.status_code != 201:
             self.failed += len(pvp_ids)
             print(f"trades refused: {resp.status_code} {resp.text[:200]}", file=sys.stderr)
