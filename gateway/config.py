@@ -83,9 +83,10 @@ class ConnectorSettings(_Section):
     """Pre-registers the DT network (``gateway_bic``, KZT) at this URL, if set."""
     admin_token: SecretStr | None = None
     """Bearer token the administrative endpoints require (registering participants, trades,
-    simulated accounts, fault injection). None: they are open, as for a connector on
-    127.0.0.1 that only its owner's tests reach; set it wherever test partners reach it, or
-    any of them could re-register another's network."""
+    simulated accounts, fault injection); with it set, a PvP and its messages are shown only
+    to its holder and to the participants the PvP concerns. None: all open, as for a
+    connector on 127.0.0.1 that only its owner's tests reach; set it wherever test partners
+    reach it, or any of them could re-register another's network or read another's PvPs."""
     gateway_cert_pem: str | None = None
     safety_margin_ms: int = 500
     """COMMIT only if both legs are locked before deadline - margin."""

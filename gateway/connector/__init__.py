@@ -28,7 +28,8 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
     if settings.connector.admin_token is None and host not in ("127.0.0.1", "localhost", "::1"):
         logging.getLogger(__name__).warning(
             "the connector listens on %s with open administrative endpoints: anyone reaching "
-            "it can register participants or inject faults (set connector.admin_token)",
+            "it can register participants, inject faults or read any PvP (set "
+            "connector.admin_token)",
             host,
         )
     run_server(app, host, port or settings.connector.port, settings.log_level.lower())

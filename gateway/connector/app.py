@@ -101,11 +101,15 @@ def create_app(connector: Connector, *, manage_lifecycle: bool = True) -> Litest
         return _json(created, status)
 
     @get("/v1/pvp/{pvp_id:str}", sync_to_thread=True)
-    def pvp(pvp_id: FromPath[str]) -> dict[str, Any]:
+    def pvp(pvp_id: FromPath[str], request: Request[Any, Any, Any]) -> dict[str, Any]:
+        c.authorize_pvp_read(request.headers.get("authorization"), pvp_id)
         return c.pvp_view(pvp_id)
 
     @get("/v1/pvp/{pvp_id:str}/messages", sync_to_thread=True)
-    def pvp_messages(pvp_id: FromPath[str]) -> list[dict[str, Any]]:
+    def pvp_messages(
+        pvp_id: FromPath[str], request: Request[Any, Any, Any]
+    ) -> list[dict[str, Any]]:
+        c.authorize_pvp_read(request.headers.get("authorization"), pvp_id)
         return c.pvp_messages(pvp_id)
 
     # Every envelope posted while a batch is being stored waits for the next, and goes into

@@ -495,6 +495,25 @@ class Connector:
         ):
             raise Unauthorized("the connector's admin token is required (connector.admin_token)")
 
+    def authorize_pvp_read(self, authorization: str | None, pvp_id: str) -> None:
+        """With ``connector.admin_token`` set, a PvP and its messages are shown to the admin
+        and to the participants it concerns (a network that settles one of its legs, or a
+        party to it): 401 without a known token, and a participant it does not concern is
+        told there is no such PvP (its existence is not theirs to learn). Unset, reading is
+        open, as the administrative endpoints are."""
+        if self.cfg.admin_token is None:
+            return
+        try:
+            self.authorize_admin(authorization)
+            return
+        except Unauthorized:
+            principal = self.authenticate(authorization)
+        with store.reader(self.engine) as conn:
+            rows = run(conn, store.SELECT_LEGS_OF, {"pvp_id": pvp_id}).all()
+        concerned = {bic for r in rows for bic in (r.network_bic, r.debtor_bic, r.creditor_bic)}
+        if principal.bic not in concerned:
+            raise NotFound(f"no PvP {pvp_id}")
+
     def authenticate(self, authorization: str | None) -> Network:
         token = _bearer(authorization)
         if token is None:
