@@ -287,11 +287,21 @@ def validation_plan(
     return plan
 
 
+_COMPILING = threading.Lock()
+"""One schema compilation at a time in the process. libxml2's schema parser is not safe
+against two threads compiling at once (lxml lets go of the GIL while it runs): two reception
+threads compiling their first schemas together left the process unable to compile any schema
+again ("xmlSchemaPValAttrNodeValue, the given type is not a built-in type"), and every
+message a thread without its copy received failed from then on. A compilation happens once
+per schema and thread; validating with a compiled schema stays concurrent."""
+
+
 def _compile(filename: str) -> etree.XMLSchema:
     path = SCHEMA_DIR / filename
-    # Our own files, read from disk; imports resolve to sibling files, never the network.
-    doc = etree.parse(str(path), _new_parser())
-    return etree.XMLSchema(doc)
+    with _COMPILING:
+        # Our own files, read from disk; imports resolve to sibling files, never the network.
+        doc = etree.parse(str(path), _new_parser())
+        return etree.XMLSchema(doc)
 
 
 __all__ = [

@@ -7,9 +7,13 @@ run on the object, so the layer gives each thread its own compiled schemas.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
-from gateway.iso20022 import MessageRejected, ParsedMessage, build, header_for, parse
+import pytest
+from lxml import etree
+
+from gateway.iso20022 import MessageRejected, ParsedMessage, build, header_for, parse, xmlsafe
 from gateway.iso20022.xmlsafe import ENVELOPE_SCHEMA, schema
 from tests.unit.iso20022.iso20022_samples import CONNECTOR_BIC, GATEWAY_BIC, NOW, pacs009
 
@@ -84,3 +88,32 @@ def test_each_thread_compiles_its_own_schema_once() -> None:
 
     _run_in_threads(work, 2)
     assert len({id(s) for s in [mine, *seen]}) == 3
+
+
+def test_threads_compile_their_schemas_one_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """libxml2's schema parser is not safe against concurrent compilations (a race left a
+    process unable to compile any schema again): threads starting together take turns."""
+    real = etree.XMLSchema
+    lock = threading.Lock()
+    active = [0]
+    most = [0]
+
+    def counting(doc: etree._ElementTree) -> etree.XMLSchema:
+        with lock:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        try:
+            time.sleep(0.01)  # wide enough for the others to overlap, were they let in
+            return real(doc)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    monkeypatch.setattr(xmlsafe.etree, "XMLSchema", counting)
+
+    def work(_: int) -> list[Outcome]:
+        assert isinstance(schema(ENVELOPE_SCHEMA), real)  # a fresh thread: compiles its own
+        return []
+
+    _run_in_threads(work, 6)
+    assert most[0] == 1
