@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import queue
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,6 +37,7 @@ from gateway.iso20022 import (
 )
 
 BIC = "NBKZKZKAXXX"
+_SEND_ATTEMPTS = 25  # 5 s: a restarting connector is back by then
 
 
 def _id() -> str:
@@ -113,9 +115,20 @@ class FakeNetwork:
     def send(self, msg: Message) -> httpx.Response:
         raw = build(msg, header_for(msg, from_bic=BIC, to_bic="SWHQBEBBXXX"))
         raw = sign_envelope(raw, self.key_pem, self.cert_pem)
-        return self._client.post(
-            "/iso20022/messages", content=raw, headers={"Content-Type": "application/xml"}
-        )
+        # Like a network's outbox, try again when no answer came: a connection kept alive
+        # across a restart of the connector fails its next post ("Server disconnected"), and
+        # an answer lost that way would wait for the connector's redelivery (30 s). The
+        # connector deduplicates what arrives twice.
+        for attempt in range(_SEND_ATTEMPTS):
+            try:
+                return self._client.post(
+                    "/iso20022/messages", content=raw, headers={"Content-Type": "application/xml"}
+                )
+            except httpx.TransportError:
+                if attempt == _SEND_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.2)
+        raise AssertionError("unreachable")
 
     def status_request(self, uetr: str) -> httpx.Response:
         leg = self.legs[uetr]
