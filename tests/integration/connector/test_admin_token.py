@@ -11,7 +11,7 @@ import httpx
 from gateway.connector import Connector, create_app
 from gateway.connector.keys import generate_identity
 from gateway.serving import serve_in_thread
-from tests.integration.connector.conftest import Env, connector_settings
+from tests.integration.connector.conftest import DT_BANK, Env, connector_settings
 from tests.integration.connector.fakenet import BIC
 
 TOKEN = "admin-secret-0123456789"
@@ -70,7 +70,7 @@ def test_a_pvp_is_read_by_the_admin_and_the_participants_it_concerns(tmp_path: P
                 "certificate_pem": cert,
             }
         )
-        party = register({"bic": Env.trade_body()["a"]["bic"], "currency": "KZT"})
+        party = register({"bic": DT_BANK, "currency": "KZT"})
         stranger = register({"bic": "OTHRTRIS", "currency": "TRY"})
         body = Env.trade_body(pvp_id="PVP-READ-1")
         assert http.post("/v1/trades", json=body, headers=admin).status_code == 201
