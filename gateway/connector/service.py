@@ -3,9 +3,10 @@
 One durable decision per PvP (``decisions`` row, final by the store's triggers), taken in the
 same transaction as the outbox rows that deliver it. Threads:
 
-- the *sender* delivers outbox rows as soon as they are committed (woken by an Event),
-  to the simulated networks in process or to registered endpoints over HTTP (signed), with
-  exponential backoff until the receiver's technical acknowledgement; faults apply here;
+- the *lanes*, per network, deliver outbox rows as soon as they are committed (handed over
+  by the committing thread, or by the *dispatcher* for retries and batches), to the simulated
+  networks in process or to registered endpoints over HTTP (signed), with exponential backoff
+  until the receiver's technical acknowledgement; faults apply here;
 - the *sweeper* aborts PvPs whose deadline - margin passed without both locks, re-sends
   decisions not acknowledged (ACSC / camt.029) in time, and retries unprocessed inbound
   messages.
@@ -353,7 +354,12 @@ class Connector:
         # .conn, .after: the open batch of a simulated lane; .wrote: this thread queued
         # outbox rows since its last _notify()
         self._local = threading.local()
-        self._inflight: set[int] = set()  # outbox row ids handed to a lane (dispatcher only)
+        self._inflight: set[int] = set()  # outbox row ids handed to a lane
+        # Guards _inflight and _lanes, and makes a dispatch round (query, then hand out) one
+        # step: rounds run on the dispatcher and on threads that have just committed rows.
+        self._flight = threading.Lock()
+        self._round = threading.Lock()  # a thread's own round, see _hand_out
+        self._again = False
         self._max_in_flight = 1024
         self._queued_left = False  # batched mode: legs or decisions wait for a batch
         self._unrecorded: list[Any] = []  # delivered outbox rows, sent_at not yet written
@@ -991,11 +997,13 @@ class Connector:
 
     # --- delivery ---------------------------------------------------------------------------
     #
-    # The *dispatcher* thread picks due outbox rows and hands each to the lane of its
-    # destination network. A lane has ``senders_per_network`` threads and its own pooled HTTP
-    # client; a simulated bank's lane runs the bank's handling and the connector's processing
-    # of its answers. Lanes report back to the dispatcher, which marks every row delivered
-    # since its last round sent in one transaction (then fires the crash points of delivery).
+    # A thread that committed outbox rows hands them to the lanes of their destination
+    # networks itself (``_hand_out``); the *dispatcher* thread picks due rows after a failed
+    # delivery, in batched mode, and at its poll. A lane has ``senders_per_network`` threads
+    # and its own pooled HTTP client; a simulated bank's lane runs the bank's handling and the
+    # connector's processing of its answers. Lanes report back to the dispatcher, which marks
+    # every row delivered since its last round sent in one transaction (then fires the crash
+    # points of delivery).
 
     def _lane(self, dest: str) -> _Lane:
         lane = self._lanes.get(dest)
@@ -1017,12 +1025,40 @@ class Connector:
         return lane
 
     def _notify(self) -> None:
-        """Wake the dispatcher, after a commit (or a delivery): to look for due rows if this
-        thread's transactions queued some, else only to record deliveries."""
+        """After a commit (or a delivery). If this thread's transactions queued outbox rows,
+        hand them to their lanes from here: through the dispatcher, it cost a wake-up of that
+        thread and a thread switch on the way of every pacs.009 and every decision. Otherwise
+        (or when the dispatcher runs batches) wake the dispatcher, to look for due rows or
+        only to record deliveries. Inside a lane's open batch, the rows are not committed yet:
+        the batch's own call, after its commit, hands them out."""
+        if getattr(self._local, "conn", None) is not None:
+            return
         if getattr(self._local, "wrote", False):
             self._local.wrote = False
+            if self.cfg.batch_max <= 1 and self._threads and not self._stop.is_set():
+                self._hand_out()
+                return
             self._fresh = True
         self._wake.set()
+
+    def _hand_out(self) -> None:
+        """A dispatch round on this thread, after its commit, unless another thread is in one:
+        that thread then runs one more round, which sees this commit. Under load, one query
+        serves the commits of many threads; alone, a thread's rows go out at once."""
+        self._again = True
+        while self._again:
+            if not self._round.acquire(blocking=False):
+                return
+            try:
+                self._again = False  # before the query: a commit after this asks again
+                self._dispatch_due()
+            except Exception:  # the dispatcher's next round finds them
+                log.exception("connector: handing out new outbox rows failed")
+                self._fresh = True
+                self._wake.set()
+                return
+            finally:
+                self._round.release()
 
     def _dispatch_loop(self) -> None:
         linger = self.cfg.batch_linger_ms / 1000
@@ -1051,20 +1087,23 @@ class Connector:
             log.exception("connector: recording the last deliveries failed")
 
     def _dispatch_due(self) -> int:
-        """Hand the due rows not in flight to their lanes; returns how many."""
-        room = self._max_in_flight - len(self._inflight)
-        if room <= 0:
-            return 0
-        # (0, no row's id, keeps the IN list from being empty: fastsql's plan, not
-        # SQLAlchemy's rendering of an empty set)
-        params = {"now": now_ms(), "busy": [0, *self._inflight], "limit": room}
-        with store.reader(self.engine) as conn:
-            rows = run(conn, store.SELECT_DUE_OUTBOX, params).all()
+        """Hand the due rows not in flight to their lanes; returns how many. A round that
+        starts after a commit sees that commit's rows."""
+        with self._flight:
+            room = self._max_in_flight - len(self._inflight)
+            if room <= 0:
+                return 0
+            # (0, no row's id, keeps the IN list from being empty: fastsql's plan, not
+            # SQLAlchemy's rendering of an empty set)
+            params = {"now": now_ms(), "busy": [0, *self._inflight], "limit": room}
+            with store.reader(self.engine) as conn:
+                rows = run(conn, store.SELECT_DUE_OUTBOX, params).all()
+            for row in rows:
+                self._inflight.add(row.id)
+                self._lane(row.destination_bic).queue.put(row)
         if len(rows) == room:  # more may be due once some are delivered
             self._fresh = True
-        for row in rows:
-            self._inflight.add(row.id)
-            self._lane(row.destination_bic).queue.put(row)
+            self._wake.set()
         return len(rows)
 
     def _lane_loop(self, lane: _Lane) -> None:
@@ -1146,12 +1185,14 @@ class Connector:
                     store.UPDATE_OUTBOX,
                     [{"k_id": r.id, "sent_at": at, "attempts": r.attempts + 1} for r in sent],
                 )
-        for row, outcome in done:
-            if outcome == "retry":  # due again, now or after its backoff
+        with self._flight:
+            for row, outcome in done:
+                if outcome == "retry":  # due again, now or after its backoff
+                    self._inflight.discard(row.id)
+                    self._fresh = True
+            for row in sent:
                 self._inflight.discard(row.id)
-                self._fresh = True
         for row in sent:
-            self._inflight.discard(row.id)
             step = "sent_pacs009" if row.msg_def_id == PACS009 else "sent_decision"
             if row.msg_def_id in (PACS009, "pacs.002.001.10", "camt.056.001.08"):
                 crash_point(f"connector.{step}", self.settings.faults)
@@ -1163,7 +1204,8 @@ class Connector:
             ):
                 # Something was delivered after it (or nothing came for a second): send it now.
                 self._held = None
-                self._inflight.discard(held[0].id)
+                with self._flight:
+                    self._inflight.discard(held[0].id)
                 self._fresh = True
 
     def _deliver(self, row: Any, lane: _Lane) -> str:

@@ -1,9 +1,12 @@
-"""The dispatcher looks for due outbox rows when a commit queued some, not at every wake-up."""
+"""Who hands committed outbox rows to the lanes: the thread that committed them, right after
+its commit, while the dispatcher runs; the dispatcher when it was woken by a commit that queued
+rows (not at every wake-up), polls for retries, or runs batches."""
 
 from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 from gateway.connector import Connector, store
 from gateway.connector.keys import generate_identity
@@ -66,5 +69,67 @@ def test_deliveries_are_recorded_together_and_stay_in_flight_until_then(tmp_path
         with store.reader(connector.engine) as conn:
             assert run(conn, store.SELECT_DUE_OUTBOX, due).all() == []
         assert not connector._inflight
+    finally:
+        connector.stop()
+
+
+def test_a_thread_that_committed_rows_hands_them_out_itself(tmp_path: Path) -> None:
+    connector = Connector(connector_settings(tmp_path))
+    connector.start()  # the dispatcher runs
+    try:
+        _key, cert = generate_identity("a DT network")
+        network = {"bic": BIC, "currency": "KZT", "endpoint": "http://127.0.0.1:9"}
+        connector.register_participant({**network, "certificate_pem": cert})
+        rounds: list[tuple[str, int]] = []
+        dispatch_due = connector._dispatch_due
+
+        def recorded() -> int:
+            n = dispatch_due()
+            rounds.append((threading.current_thread().name, n))
+            return n
+
+        connector._dispatch_due = recorded  # type: ignore[method-assign]
+        worker = threading.Thread(
+            target=connector.create_trade, args=(Env.trade_body(),), name="trade-worker"
+        )
+        worker.start()
+        worker.join()
+        # Both pacs.009 went to their lanes from the committing thread, before it returned.
+        assert ("trade-worker", 2) in rounds
+    finally:
+        connector.stop()
+
+
+def test_a_commit_during_a_round_gets_one_more_round_from_the_thread_in_it(
+    tmp_path: Path,
+) -> None:
+    connector = Connector(connector_settings(tmp_path))
+    connector.start(threads=False)
+    try:
+        in_round, go_on = threading.Event(), threading.Event()
+        rounds: list[str] = []
+
+        def slow_round(*_: Any) -> int:
+            rounds.append(threading.current_thread().name)
+            if len(rounds) == 1:
+                in_round.set()
+                assert go_on.wait(10)
+            return 0
+
+        connector._dispatch_due = slow_round  # type: ignore[method-assign]
+        first = threading.Thread(target=connector._hand_out, name="first")
+        first.start()
+        assert in_round.wait(10)
+        # Another thread commits during that round: its query may have missed the rows. It
+        # does not wait for the round; it asks for another and goes on.
+        second = threading.Thread(target=connector._hand_out, name="second")
+        second.start()
+        second.join(10)
+        assert not second.is_alive() and rounds == ["first"]
+        go_on.set()
+        first.join(10)
+        assert rounds == ["first", "first"]  # the round after the second commit
+        connector._hand_out()  # nobody in a round: this thread runs its own, once
+        assert rounds == ["first", "first", "MainThread"]
     finally:
         connector.stop()
