@@ -182,11 +182,13 @@ class PvPSettings(_Section):
     """A locked leg this long past its deadline: alert and wait for an operator decision."""
     default_deadline_seconds: float = 60.0
     """Deadline of a pacs.009 without SttlmTmReq/TillTm, from its creation time."""
-    reception_threads: int = 2
+    reception_threads: int = 4
     """Threads storing the envelopes the connector posts: each takes every envelope waiting
-    into one transaction, then answers them all."""
+    into one transaction, answers them all, then applies a message it stored alone (and
+    sends the replies) while the workers have no backlog."""
     workers: int = 4
-    """Threads processing inbound messages right after they are acknowledged."""
+    """Threads applying inbound messages stored together, a backlog, and what a crash or a
+    failure left unprocessed."""
     inbox_batch: int = 32
     """Most inbound messages a worker applies in one transaction (it takes what is queued)."""
     dispatchers: int = 4

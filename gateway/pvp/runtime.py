@@ -4,13 +4,14 @@ database.
 
 - Reception threads (:attr:`PvPRuntime.reception`) store what the connector posts: each takes
   every envelope waiting at that moment into one transaction, then the HTTP answers go out.
-- Inbox workers block on a queue fed by :meth:`PvPRuntime.notify_inbox` (called once a
-  reception commits, with all it stored), so a message is processed right after its 202, not
-  at the next poll.
-  A worker takes every item queued at that moment (up to ``pvp.inbox_batch``) into one
-  transaction.
-  :meth:`recover_inbox` (at start, then periodically from ``gateway.jobs``) feeds what a crash
-  or a failure left behind; a row lock on the inbox item makes double processing harmless.
+  Then the same thread processes what it stored (in ``pvp.inbox_batch``-sized transactions)
+  and sends the replies: a message is processed right after its 202, without waking another
+  thread for it (a wake-up, with the caches that went cold meanwhile, cost more CPU here
+  than the switch itself).
+- Inbox workers block on a queue fed by :meth:`recover_inbox` (at start, then periodically
+  from ``gateway.jobs``): what a crash or a failure left behind. A worker takes every item
+  queued at that moment (up to ``pvp.inbox_batch``) into one transaction; a row lock on the
+  inbox item makes double processing harmless.
 - Outbox dispatchers sleep until a transaction that queued a message commits; each such
   commit wakes one of them (not all: every wake-up costs a claim transaction, and with four
   dispatchers woken per message most of the gateway's CPU at low rates went to empty claims),
@@ -89,8 +90,15 @@ class PvPRuntime:
         # HTTP receptions: every envelope that arrives while one batch is being stored waits
         # for the next, and goes in its transaction (see gateway.queues.Batcher).
         self.reception: Batcher[bytes, Received] = Batcher(
-            self.receive, name="pvp-reception", threads=cfg.reception_threads, limit=32
+            self._receive_here,
+            name="pvp-reception",
+            threads=cfg.reception_threads,
+            limit=32,
+            then=self.process_received,
         )
+        # Per reception thread: the inbox items its last batch stored, processed once the
+        # batch's answers are on their way (see notify_inbox).
+        self._received = threading.local()
         self._outbox_cond = threading.Condition()
         self._outbox_pending = 0
         self._stop = threading.Event()
@@ -119,7 +127,13 @@ class PvPRuntime:
     # notifications (after commit) ------------------------------------------
 
     def notify_inbox(self, items: list[tuple[int, Message | None]]) -> None:
-        self._inbox.put(items)
+        """Inbox items stored (after the commit): kept for the reception thread that stored
+        them (it processes them after answering), or queued for the workers."""
+        mine: list[tuple[int, Message | None]] | None = getattr(self._received, "items", None)
+        if mine is not None:
+            mine.extend(items)
+        else:
+            self._inbox.put(items)
 
     def notify_outbox(self) -> None:
         with self._outbox_cond:
@@ -147,6 +161,26 @@ class PvPRuntime:
                 }
                 answers.append(Received(202, "application/json", _ACK.encode(ack)))
         return answers
+
+    def _receive_here(self, raws: list[bytes]) -> list[Received]:
+        """:meth:`receive` on a reception thread: what it stores is kept for
+        :meth:`process_received`, which the thread runs once the answers are on their way."""
+        self._received.items = []
+        return self.receive(raws)
+
+    def process_received(self) -> None:
+        """On a reception thread, after its answers went out: process what it stored."""
+        items: list[tuple[int, Message | None]] = getattr(self._received, "items", None) or []
+        self._received.items = None
+        if not items:
+            return
+        if len(items) > 1 or not self._inbox.empty() or not self._started or self._stop.is_set():
+            # Under load (this batch stored several, or the workers have a backlog) the
+            # workers take them, in transactions of many, while this thread goes back to
+            # storing; stopped, recover_inbox at the next start does.
+            self._inbox.put(items)
+            return
+        self.process_batch(items)
 
     # lifecycle -------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""The PvP runtime's threads: a committed outbox message wakes one dispatcher, not all."""
+"""The PvP runtime's threads: a committed outbox message wakes one dispatcher, not all; who
+processes a message that was just stored."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 
 from gateway.config import load_settings
+from gateway.iso20022 import Message
 from gateway.pvp.runtime import PvPRuntime
+from tests.integration.pvp.conftest import Leg, PvPWorld, uetr
 
 
 def test_each_outbox_notification_wakes_one_dispatcher(engine: Engine, tmp_path: Path) -> None:
@@ -51,3 +54,53 @@ def test_each_outbox_notification_wakes_one_dispatcher(engine: Engine, tmp_path:
         assert 6 < len(claims) <= 6 + notified_burst
     finally:
         runtime.stop()
+
+
+def test_the_reception_thread_processes_what_it_stored_alone(world: PvPWorld) -> None:
+    """At low load the thread that stored a message processes it after the 202: no worker
+    is woken for it."""
+    world.wallet("hsbk-dt", fund=1_000_000)
+    world.wallet("cbuae-dt")
+    processed_on: list[str] = []
+    process = world.runtime.process
+
+    def recorded(message_id: int, message: Message | None = None) -> None:
+        processed_on.append(threading.current_thread().name)
+        process(message_id, message)
+
+    world.runtime.process = recorded  # type: ignore[method-assign]
+    leg = Leg(uetr(), 250_000)
+    assert world.post(world.pacs009(leg)).status_code == 202
+    world.connector.wait_status(leg.uetr, "ACSP")
+    assert len(processed_on) == 1 and processed_on[0].startswith("pvp-reception-")
+
+
+def test_what_a_reception_stored_together_goes_to_the_workers(world: PvPWorld) -> None:
+    """Several messages stored in one reception transaction (a backlog) are the workers'
+    to process, in transactions of many, while the reception thread goes back to storing."""
+    runtime = world.runtime
+    queued: list[list[tuple[int, Message | None]]] = []
+    inbox, runtime._inbox = runtime._inbox, _Recording(queued)  # type: ignore[assignment]
+    runtime.process_batch = _fail  # type: ignore[method-assign]
+    try:
+        runtime._received.items = [(1, None), (2, None)]
+        runtime.process_received()
+    finally:
+        runtime._inbox = inbox  # the workers' stop sentinels go there
+    assert queued == [[(1, None), (2, None)]]
+    assert runtime._received.items is None
+
+
+class _Recording:
+    def __init__(self, into: list[list[tuple[int, Message | None]]]) -> None:
+        self.into = into
+
+    def put(self, items: list[tuple[int, Message | None]]) -> None:
+        self.into.append(items)
+
+    def empty(self) -> bool:
+        return not self.into
+
+
+def _fail(*_: object) -> None:
+    raise AssertionError("processed on the reception thread")
