@@ -114,8 +114,13 @@ def create_app(connector: Connector, *, manage_lifecycle: bool = True) -> Litest
 
     # Every envelope posted while a batch is being stored waits for the next, and goes into
     # its transaction (gateway.queues.Batcher): one thread hop and one commit per batch.
+    # Once the answers are on their way, the thread delivers what its commits queued.
     reception: Batcher[bytes, Inbound] = Batcher(
-        c.receive_batch, name="connector-reception", threads=2, limit=32
+        c.receive_answering_later,
+        name="connector-reception",
+        threads=2,
+        limit=32,
+        then=c.after_reception,
     )
 
     @asgi(isodoor.PATH, copy_scope=False)

@@ -998,12 +998,13 @@ class Connector:
     # --- delivery ---------------------------------------------------------------------------
     #
     # A thread that committed outbox rows hands them to the lanes of their destination
-    # networks itself (``_hand_out``); the *dispatcher* thread picks due rows after a failed
-    # delivery, in batched mode, and at its poll. A lane has ``senders_per_network`` threads
-    # and its own pooled HTTP client; a simulated bank's lane runs the bank's handling and the
-    # connector's processing of its answers. Lanes report back to the dispatcher, which marks
-    # every row delivered since its last round sent in one transaction (then fires the crash
-    # points of delivery).
+    # networks itself (``_hand_out``), or, a reception thread after its answers, delivers a
+    # pair itself when their lanes are idle (``after_reception``); the *dispatcher* thread
+    # picks due rows after a failed delivery, in batched mode, and at its poll. A lane has
+    # ``senders_per_network`` threads and its own pooled HTTP client; a simulated bank's lane
+    # runs the bank's handling and the connector's processing of its answers. Lanes report
+    # back to the dispatcher, which marks every row delivered since its last round sent in one
+    # transaction (then fires the crash points of delivery).
 
     def _lane(self, dest: str) -> _Lane:
         lane = self._lanes.get(dest)
@@ -1051,7 +1052,8 @@ class Connector:
                 return
             try:
                 self._again = False  # before the query: a commit after this asks again
-                self._dispatch_due()
+                here: list[Any] = []
+                self._dispatch_due(here if getattr(self._local, "deliver_here", False) else None)
             except Exception:  # the dispatcher's next round finds them
                 log.exception("connector: handing out new outbox rows failed")
                 self._fresh = True
@@ -1059,6 +1061,23 @@ class Connector:
                 return
             finally:
                 self._round.release()
+            if here:
+                self._deliver_here(here)
+
+    def _deliver_here(self, rows: list[Any]) -> None:
+        """Deliver rows on this thread, as a lane would (faults included), remote networks
+        first (a post waits for the answer; a simulated bank's turn is CPU), and report to the
+        dispatcher. What these deliveries queue in turn goes through the lanes."""
+        self._local.deliver_here = False
+        for row in sorted(rows, key=lambda r: r.destination_bic in self.sim.by_bic):
+            lane = self._lanes[row.destination_bic]
+            try:
+                outcome = self._deliver(row, lane)
+            except Exception:
+                log.exception("delivery of outbox row %s failed", row.id)
+                outcome = "retry"
+            self._done.put((row, outcome))
+        self._wake.set()
 
     def _dispatch_loop(self) -> None:
         linger = self.cfg.batch_linger_ms / 1000
@@ -1086,9 +1105,12 @@ class Connector:
         except Exception:  # sent again after a restart: receivers deduplicate
             log.exception("connector: recording the last deliveries failed")
 
-    def _dispatch_due(self) -> int:
+    def _dispatch_due(self, keep: list[Any] | None = None) -> int:
         """Hand the due rows not in flight to their lanes; returns how many. A round that
-        starts after a commit sees that commit's rows."""
+        starts after a commit sees that commit's rows. With ``keep``, if there are at most two
+        (a PvP's pair) and their lanes are idle, they are marked in flight and put in ``keep``
+        instead, for the caller to deliver (a lane's thread woken for each would cost more CPU
+        than the delivery)."""
         with self._flight:
             room = self._max_in_flight - len(self._inflight)
             if room <= 0:
@@ -1098,12 +1120,17 @@ class Connector:
             params = {"now": now_ms(), "busy": [0, *self._inflight], "limit": room}
             with store.reader(self.engine) as conn:
                 rows = run(conn, store.SELECT_DUE_OUTBOX, params).all()
-            for row in rows:
+            lanes = [self._lane(row.destination_bic) for row in rows]
+            kept = keep is not None and len(rows) <= 2 and all(ln.queue.empty() for ln in lanes)
+            for row, lane in zip(rows, lanes, strict=True):
                 self._inflight.add(row.id)
-                self._lane(row.destination_bic).queue.put(row)
+                if not kept:
+                    lane.queue.put(row)
         if len(rows) == room:  # more may be due once some are delivered
             self._fresh = True
             self._wake.set()
+        if kept and keep is not None:
+            keep.extend(rows)
         return len(rows)
 
     def _lane_loop(self, lane: _Lane) -> None:
@@ -1331,9 +1358,28 @@ class Connector:
             answers[i] = self._reject(rejection, sender)
         for action in after:
             action()
-        if after or accepted:
+        if (after or accepted) and not getattr(self._local, "answering", False):
             self._notify()
         return [a for a in answers if a is not None]
+
+    def receive_answering_later(self, raws: list[bytes]) -> list[Inbound]:
+        """:meth:`receive_batch` on a reception thread: what its commits queued is handed out
+        by :meth:`after_reception`, which the thread runs once the answers are on their way."""
+        self._local.answering = True
+        try:
+            return self.receive_batch(raws)
+        finally:
+            self._local.answering = False
+
+    def after_reception(self) -> None:
+        """On a reception thread, after its answers went out: deliver what it queued (a
+        decision, typically) from this thread if the lanes are idle, else through them. Not
+        before the answers: the sender of what was received may be the one it posts to."""
+        self._local.deliver_here = True
+        try:
+            self._notify()
+        finally:
+            self._local.deliver_here = False
 
     def _check(self, raw: bytes) -> tuple[Message, str] | Inbound:
         """(message, sender) of an envelope that parses and verifies, else the refusal."""

@@ -83,8 +83,8 @@ def test_a_thread_that_committed_rows_hands_them_out_itself(tmp_path: Path) -> N
         rounds: list[tuple[str, int]] = []
         dispatch_due = connector._dispatch_due
 
-        def recorded() -> int:
-            n = dispatch_due()
+        def recorded(keep: list[Any] | None = None) -> int:
+            n = dispatch_due(keep)
             rounds.append((threading.current_thread().name, n))
             return n
 
@@ -131,5 +131,53 @@ def test_a_commit_during_a_round_gets_one_more_round_from_the_thread_in_it(
         assert rounds == ["first", "first"]  # the round after the second commit
         connector._hand_out()  # nobody in a round: this thread runs its own, once
         assert rounds == ["first", "first", "MainThread"]
+    finally:
+        connector.stop()
+
+
+def test_after_answering_a_reception_thread_delivers_a_pair_itself(tmp_path: Path) -> None:
+    connector = Connector(connector_settings(tmp_path))
+    connector.start()  # the dispatcher runs
+    try:
+        _key, cert = generate_identity("a DT network")
+        network = {"bic": BIC, "currency": "KZT", "endpoint": "http://127.0.0.1:9"}
+        connector.register_participant({**network, "certificate_pem": cert})
+        delivered: list[tuple[str, str]] = []
+
+        def recorded(row: Any, _lane: Any) -> str:
+            delivered.append((threading.current_thread().name, row.destination_bic))
+            return "sent"
+
+        connector._deliver = recorded  # type: ignore[method-assign]
+
+        def reception() -> None:
+            # What a reception's transaction does when it decides: two rows, one per network
+            # (here a trade's pacs.009s), committed without handing them out yet...
+            with connector._tx() as conn:
+                connector._insert_pvps(conn, [connector._trade(Env.trade_body())])
+            connector.after_reception()  # ...then, its answers sent, it delivers them
+
+        worker = threading.Thread(target=reception, name="reception")
+        worker.start()
+        worker.join()
+        # On that thread, the remote network first (a post waits), the simulated bank after.
+        assert [who for who, _ in delivered] == ["reception", "reception"]
+        assert delivered[0][1] == BIC and delivered[1][1] in connector.sim.by_bic
+    finally:
+        connector.stop()
+
+
+def test_more_than_a_pair_goes_to_the_lanes(tmp_path: Path) -> None:
+    connector = Connector(connector_settings(tmp_path))
+    connector.start(threads=False)
+    try:
+        _key, cert = generate_identity("a DT network")
+        network = {"bic": BIC, "currency": "KZT", "endpoint": "http://127.0.0.1:9"}
+        connector.register_participant({**network, "certificate_pem": cert})
+        with connector._tx() as conn:
+            connector._insert_pvps(conn, [connector._trade(Env.trade_body()) for _ in range(2)])
+        kept: list[Any] = []
+        assert connector._dispatch_due(kept) == 4
+        assert kept == [] and len(connector._inflight) == 4  # in flight, on their lanes
     finally:
         connector.stop()
