@@ -4,14 +4,15 @@ database.
 
 - Reception threads (:attr:`PvPRuntime.reception`) store what the connector posts: each takes
   every envelope waiting at that moment into one transaction, then the HTTP answers go out.
-  Then the same thread processes what it stored (in ``pvp.inbox_batch``-sized transactions)
-  and sends the replies: a message is processed right after its 202, without waking another
-  thread for it (a wake-up, with the caches that went cold meanwhile, cost more CPU here
-  than the switch itself).
-- Inbox workers block on a queue fed by :meth:`recover_inbox` (at start, then periodically
-  from ``gateway.jobs``): what a crash or a failure left behind. A worker takes every item
-  queued at that moment (up to ``pvp.inbox_batch``) into one transaction; a row lock on the
-  inbox item makes double processing harmless.
+  Then, if it stored a single message and the workers have no backlog, the same thread
+  processes it and sends the replies: right after its 202, without waking another thread
+  for it (a thread that wakes takes more CPU for its next steps than the switch costs:
+  ``ops/bench/wakeup.py``).
+- Inbox workers block on a queue fed by the reception threads (what one reception stored
+  together, or stored during a backlog) and by :meth:`recover_inbox` (at start, then
+  periodically from ``gateway.jobs``: what a crash or a failure left behind). A worker takes
+  every item queued at that moment (up to ``pvp.inbox_batch``) into one transaction; a row
+  lock on the inbox item makes double processing harmless.
 - Outbox dispatchers sleep until a transaction that queued a message commits; each such
   commit wakes one of them (not all: every wake-up costs a claim transaction, and with four
   dispatchers woken per message most of the gateway's CPU at low rates went to empty claims),

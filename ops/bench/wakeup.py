@@ -1,0 +1,127 @@
+"""What a thread's sleep costs in CPU after it wakes: the same work, run back to back, after a
+short sleep, and after a hand-over from another thread.
+
+The work is one step of the PvP path: parse, validate and verify a signed single-transaction
+pacs.009 envelope (``gateway.iso20022.parse`` with the sender's certificate). On the shared
+2-core VMs this product is measured on, the work costs more CPU when the thread slept just
+before (an fsync, a queue, a post's answer), most likely because its caches went cold while
+other work ran. That is why the PvP path is built to wake as few threads per message as it
+can (docs/performance.md).
+
+Run: .venv/bin/python ops/bench/wakeup.py [--rounds N]
+Prints one line per mode and ends with one JSON line (µs of CPU per step, medians of 5 runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import queue
+import statistics
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from gateway.iso20022 import (
+    CreditTransfer,
+    Money,
+    Pacs009,
+    PvPTerms,
+    build,
+    header_for,
+    parse,
+)
+from gateway.pvp.keys import generate
+
+
+def _envelopes(n: int) -> tuple[list[bytes], bytes]:
+    identity = generate("bench")
+    until = datetime.now(UTC) + timedelta(hours=1)
+    raws = []
+    for i in range(n):
+        tx = CreditTransfer(
+            end_to_end_id=f"E{i}",
+            uetr=str(uuid.uuid4()),
+            amount=Money(5000, "AED"),
+            settlement_date=until.date(),
+            deadline=until.timetz().replace(microsecond=0),
+            debtor_bic="EBILAEADXXX",
+            debtor_account="EBIL-AED",
+            debtor_agent_bic="CBAUAEAAXXX",
+            creditor_agent_bic="CBAUAEAAXXX",
+            creditor_bic="HSBKKZKXXXX",
+            creditor_account="HSBK-AED",
+            pvp=PvPTerms(f"PVP{i}", "AED", "ab" * 32),
+        )
+        msg = Pacs009(f"M{i}", datetime.now(UTC), (tx,))
+        header = header_for(msg, from_bic="SWHQBEBBXXX", to_bic="CBAUAEAAXXX")
+        raws.append(build(msg, header, signer=identity))
+    return raws, identity.cert_pem
+
+
+def _cpu_per_step(steps: list[Callable[[], None]], between: Callable[[], None]) -> float:
+    """µs of this thread's CPU per step, ``between`` (a sleep, a hand-over) not counted."""
+    spent = 0
+    for step in steps:
+        between()
+        t0 = time.thread_time_ns()
+        step()
+        spent += time.thread_time_ns() - t0
+    return spent / len(steps) / 1000
+
+
+def _handed_over(
+    steps: list[Callable[[], None]], inbox: queue.SimpleQueue[Callable[[], None] | None]
+) -> float:
+    """The steps run on another thread, each handed over through a queue and waited for:
+    the other thread sleeps on the queue between steps, as a reception or lane thread does."""
+    done: queue.SimpleQueue[int] = queue.SimpleQueue()
+
+    def worker() -> None:
+        while (step := inbox.get()) is not None:
+            t0 = time.thread_time_ns()
+            step()
+            done.put(time.thread_time_ns() - t0)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    spent = 0
+    for step in steps:
+        inbox.put(step)
+        spent += done.get()
+    inbox.put(None)
+    thread.join()
+    return spent / len(steps) / 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=400)
+    args = parser.parse_args()
+    raws, cert = _envelopes(args.rounds)
+    steps: list[Callable[[], None]] = [
+        lambda raw=raw: (parse(raw, cert_pem=cert), None)[1] for raw in raws
+    ]
+    for step in steps[:50]:  # warm: schemas compiled, code paths taken
+        step()
+    modes: dict[str, Callable[[], float]] = {
+        "back_to_back": lambda: _cpu_per_step(steps, lambda: None),
+        "after_0.5ms_sleep": lambda: _cpu_per_step(steps, lambda: time.sleep(0.0005)),
+        "after_5ms_sleep": lambda: _cpu_per_step(steps, lambda: time.sleep(0.005)),
+        "handed_to_a_thread": lambda: _handed_over(steps, queue.SimpleQueue()),
+    }
+    figures: dict[str, float] = {}
+    for name, run in modes.items():
+        figures[name] = round(statistics.median(run() for _ in range(5)), 1)
+        print(f"parse + verify a pacs.009, {name.replace('_', ' '):22s} {figures[name]:8.1f} µs")
+    print(json.dumps({"cpu_us_per_step": figures}))
+
+
+if __name__ == "__main__":
+    main()
