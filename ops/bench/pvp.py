@@ -209,29 +209,14 @@ def machine_reference(rounds: int = 300) -> float:
     yardstick: signxml, as the product signed until it got its own fixed-shape signer, so
     figures stay comparable across versions of the product."""
     from lxml import etree
+    from samples import fx_pacs009
     from signxml import XMLSigner  # type: ignore[attr-defined]
 
     from gateway.iso20022.codec import build, header_for
-    from gateway.iso20022.models import CreditTransfer, Money, Pacs009, PvPTerms
     from gateway.pvp.keys import generate
 
     identity = generate("bench")
-    until = datetime.now(UTC) + timedelta(minutes=5)
-    tx = CreditTransfer(
-        end_to_end_id="E1",
-        uetr=str(uuid.uuid4()),
-        amount=Money(5000, "AED"),
-        settlement_date=until.date(),
-        deadline=until.timetz().replace(microsecond=0),
-        debtor_bic="EBILAEAD",
-        debtor_account="EBIL-AED",
-        debtor_agent_bic="EBILAEAD",
-        creditor_agent_bic="HSBKKZKX",
-        creditor_bic="HSBKKZKX",
-        creditor_account="HSBK-AED",
-        pvp=PvPTerms(pvp_id="PVP1", leg="FX", condition="ab" * 32),
-    )
-    msg = Pacs009(msg_id="M1", created=datetime.now(UTC), transactions=(tx,))
+    msg = fx_pacs009()
     raw = build(msg, header_for(msg, from_bic="SWHQBEBB", to_bic="CBAUAEAA"))
     key = serialization.load_pem_private_key(identity.key_pem, password=None)
     cert = identity.cert_pem.decode("ascii")

@@ -21,46 +21,24 @@ import statistics
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from gateway.iso20022 import (
-    CreditTransfer,
-    Money,
-    Pacs009,
-    PvPTerms,
-    build,
-    header_for,
-    parse,
-)
+from samples import fx_pacs009
+
+from gateway.iso20022 import build, header_for, parse
 from gateway.pvp.keys import generate
 
 
 def _envelopes(n: int) -> tuple[list[bytes], bytes]:
     identity = generate("bench")
-    until = datetime.now(UTC) + timedelta(hours=1)
     raws = []
     for i in range(n):
-        tx = CreditTransfer(
-            end_to_end_id=f"E{i}",
-            uetr=str(uuid.uuid4()),
-            amount=Money(5000, "AED"),
-            settlement_date=until.date(),
-            deadline=until.timetz().replace(microsecond=0),
-            debtor_bic="EBILAEADXXX",
-            debtor_account="EBIL-AED",
-            debtor_agent_bic="CBAUAEAAXXX",
-            creditor_agent_bic="CBAUAEAAXXX",
-            creditor_bic="HSBKKZKXXXX",
-            creditor_account="HSBK-AED",
-            pvp=PvPTerms(f"PVP{i}", "AED", "ab" * 32),
-        )
-        msg = Pacs009(f"M{i}", datetime.now(UTC), (tx,))
-        header = header_for(msg, from_bic="SWHQBEBBXXX", to_bic="CBAUAEAAXXX")
+        msg = fx_pacs009(i, valid_for=timedelta(hours=1))
+        header = header_for(msg, from_bic="SWHQBEBB", to_bic="CBAUAEAA")
         raws.append(build(msg, header, signer=identity))
     return raws, identity.cert_pem
 

@@ -5,6 +5,8 @@ rows (not at every wake-up), polls for retries, or runs batches."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +18,24 @@ from tests.integration.connector.conftest import Env, connector_settings
 from tests.integration.connector.fakenet import BIC
 
 
-def test_only_commits_that_queued_rows_send_the_dispatcher_looking(tmp_path: Path) -> None:
+@contextmanager
+def _connector(tmp_path: Path, *, threads: bool) -> Iterator[Connector]:
+    """A started connector (its dispatcher and sweeper running if ``threads``) with a DT
+    network registered at an address where nothing listens."""
     connector = Connector(connector_settings(tmp_path))
-    connector.start(threads=False)  # no dispatcher: the flag is left for us to read
+    connector.start(threads=threads)
     try:
         _key, cert = generate_identity("a DT network")
         network = {"bic": BIC, "currency": "KZT", "endpoint": "http://127.0.0.1:9"}
         connector.register_participant({**network, "certificate_pem": cert})
+        yield connector
+    finally:
+        connector.stop()
+
+
+def test_only_commits_that_queued_rows_send_the_dispatcher_looking(tmp_path: Path) -> None:
+    # No dispatcher: the flag is left for us to read.
+    with _connector(tmp_path, threads=False) as connector:
         connector._fresh = False
         connector._notify()  # a delivery finished, say: nothing new to look for
         assert not connector._fresh
@@ -39,17 +52,10 @@ def test_only_commits_that_queued_rows_send_the_dispatcher_looking(tmp_path: Pat
         assert connector._inflight and connector._dispatch_due() == 0  # in flight: not again
         connector._notify()
         assert not connector._fresh
-    finally:
-        connector.stop()
 
 
 def test_deliveries_are_recorded_together_and_stay_in_flight_until_then(tmp_path: Path) -> None:
-    connector = Connector(connector_settings(tmp_path))
-    connector.start(threads=False)
-    try:
-        _key, cert = generate_identity("a DT network")
-        network = {"bic": BIC, "currency": "KZT", "endpoint": "http://127.0.0.1:9"}
-        connector.register_participant({**network, "certificate_pem": cert})
+    with _connector(tmp_path, threads=False) as connector:
         connector.create_trade(Env.trade_body())
         due = {"now": now_ms(), "busy": [0], "limit": 10}
         with store.reader(connector.engine) as conn:
@@ -69,17 +75,10 @@ def test_deliveries_are_recorded_together_and_stay_in_flight_until_then(tmp_path
         with store.reader(connector.engine) as conn:
             assert run(conn, store.SELECT_DUE_OUTBOX, due).all() == []
         assert not connector._inflight
-    finally:
-        connector.stop()
 
 
 def test_a_thread_that_committed_rows_hands_them_out_itself(tmp_path: Path) -> None:
-    connector = Connector(connector_settings(tmp_path))
-    connector.start()  # the dispatcher runs
-    try:
-        _key, cert = generate_identity("a DT network")
-        network = {"bic": BIC, "currency": "KZT", "endpoint": "http://127.0.0.1:9"}
-        connector.register_participant({**network, "certificate_pem": cert})
+    with _connector(tmp_path, threads=True) as connector:  # the dispatcher runs
         rounds: list[tuple[str, int]] = []
         dispatch_due = connector._dispatch_due
 
@@ -96,8 +95,6 @@ def test_a_thread_that_committed_rows_hands_them_out_itself(tmp_path: Path) -> N
         worker.join()
         # Both pacs.009 went to their lanes from the committing thread, before it returned.
         assert ("trade-worker", 2) in rounds
-    finally:
-        connector.stop()
 
 
 def test_a_commit_during_a_round_gets_one_more_round_from_the_thread_in_it(
@@ -136,12 +133,7 @@ def test_a_commit_during_a_round_gets_one_more_round_from_the_thread_in_it(
 
 
 def test_after_answering_a_reception_thread_delivers_a_pair_itself(tmp_path: Path) -> None:
-    connector = Connector(connector_settings(tmp_path))
-    connector.start()  # the dispatcher runs
-    try:
-        _key, cert = generate_identity("a DT network")
-        network = {"bic": BIC, "currency": "KZT", "endpoint": "http://127.0.0.1:9"}
-        connector.register_participant({**network, "certificate_pem": cert})
+    with _connector(tmp_path, threads=True) as connector:  # the dispatcher runs
         delivered: list[tuple[str, str]] = []
 
         def recorded(row: Any, _lane: Any) -> str:
@@ -163,21 +155,12 @@ def test_after_answering_a_reception_thread_delivers_a_pair_itself(tmp_path: Pat
         # On that thread, the remote network first (a post waits), the simulated bank after.
         assert [who for who, _ in delivered] == ["reception", "reception"]
         assert delivered[0][1] == BIC and delivered[1][1] in connector.sim.by_bic
-    finally:
-        connector.stop()
 
 
 def test_more_than_a_pair_goes_to_the_lanes(tmp_path: Path) -> None:
-    connector = Connector(connector_settings(tmp_path))
-    connector.start(threads=False)
-    try:
-        _key, cert = generate_identity("a DT network")
-        network = {"bic": BIC, "currency": "KZT", "endpoint": "http://127.0.0.1:9"}
-        connector.register_participant({**network, "certificate_pem": cert})
+    with _connector(tmp_path, threads=False) as connector:
         with connector._tx() as conn:
             connector._insert_pvps(conn, [connector._trade(Env.trade_body()) for _ in range(2)])
         kept: list[Any] = []
         assert connector._dispatch_due(kept) == 4
         assert kept == [] and len(connector._inflight) == 4  # in flight, on their lanes
-    finally:
-        connector.stop()
