@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -116,7 +117,7 @@ def create_app(connector: Connector, *, manage_lifecycle: bool = True) -> Litest
     # its transaction (gateway.queues.Batcher): one thread hop and one commit per batch.
     # Once the answers are on their way, the thread delivers what its commits queued.
     reception: Batcher[bytes, Inbound] = Batcher(
-        c.receive_answering_later,
+        functools.partial(c.receive_batch, hand_out=False),
         name="connector-reception",
         threads=2,
         limit=32,

@@ -1025,27 +1025,30 @@ class Connector:
                 lane.threads.append(t)
         return lane
 
-    def _notify(self) -> None:
+    def _notify(self, *, deliver_here: bool = False) -> None:
         """After a commit (or a delivery). If this thread's transactions queued outbox rows,
         hand them to their lanes from here: through the dispatcher, it cost a wake-up of that
         thread and a thread switch on the way of every pacs.009 and every decision. Otherwise
         (or when the dispatcher runs batches) wake the dispatcher, to look for due rows or
         only to record deliveries. Inside a lane's open batch, the rows are not committed yet:
-        the batch's own call, after its commit, hands them out."""
+        the batch's own call, after its commit, hands them out. ``deliver_here``: see
+        :meth:`after_reception`."""
         if getattr(self._local, "conn", None) is not None:
             return
         if getattr(self._local, "wrote", False):
             self._local.wrote = False
             if self.cfg.batch_max <= 1 and self._threads and not self._stop.is_set():
-                self._hand_out()
+                self._hand_out(deliver_here)
                 return
             self._fresh = True
         self._wake.set()
 
-    def _hand_out(self) -> None:
+    def _hand_out(self, deliver_here: bool = False) -> None:
         """A dispatch round on this thread, after its commit, unless another thread is in one:
         that thread then runs one more round, which sees this commit. Under load, one query
-        serves the commits of many threads; alone, a thread's rows go out at once."""
+        serves the commits of many threads; alone, a thread's rows go out at once. With
+        ``deliver_here``, the first round's pair is delivered by this thread if their lanes are
+        idle."""
         self._again = True
         while self._again:
             if not self._round.acquire(blocking=False):
@@ -1053,7 +1056,7 @@ class Connector:
             try:
                 self._again = False  # before the query: a commit after this asks again
                 here: list[Any] = []
-                self._dispatch_due(here if getattr(self._local, "deliver_here", False) else None)
+                self._dispatch_due(here if deliver_here else None)
             except Exception:  # the dispatcher's next round finds them
                 log.exception("connector: handing out new outbox rows failed")
                 self._fresh = True
@@ -1062,13 +1065,13 @@ class Connector:
             finally:
                 self._round.release()
             if here:
+                deliver_here = False  # one pair; what later rounds find goes to the lanes
                 self._deliver_here(here)
 
     def _deliver_here(self, rows: list[Any]) -> None:
         """Deliver rows on this thread, as a lane would (faults included), remote networks
         first (a post waits for the answer; a simulated bank's turn is CPU), and report to the
         dispatcher. What these deliveries queue in turn goes through the lanes."""
-        self._local.deliver_here = False
         for row in sorted(rows, key=lambda r: r.destination_bic in self.sim.by_bic):
             lane = self._lanes[row.destination_bic]
             try:
@@ -1315,8 +1318,9 @@ class Connector:
         [inbound] = self.receive_batch([raw])
         return inbound
 
-    def receive_batch(self, raws: list[bytes]) -> list[Inbound]:
+    def receive_batch(self, raws: list[bytes], *, hand_out: bool = True) -> list[Inbound]:
         """Envelopes posted to ``/iso20022/messages`` at the same moment -> their answers.
+        ``hand_out=False``: what the commits queued is left for :meth:`after_reception`.
 
         Each is verified alone; those accepted are stored and processed in one transaction,
         each in a savepoint (one refused there spares the others). If the transaction fails,
@@ -1358,28 +1362,16 @@ class Connector:
             answers[i] = self._reject(rejection, sender)
         for action in after:
             action()
-        if (after or accepted) and not getattr(self._local, "answering", False):
+        if (after or accepted) and hand_out:
             self._notify()
         return [a for a in answers if a is not None]
 
-    def receive_answering_later(self, raws: list[bytes]) -> list[Inbound]:
-        """:meth:`receive_batch` on a reception thread: what its commits queued is handed out
-        by :meth:`after_reception`, which the thread runs once the answers are on their way."""
-        self._local.answering = True
-        try:
-            return self.receive_batch(raws)
-        finally:
-            self._local.answering = False
-
     def after_reception(self) -> None:
-        """On a reception thread, after its answers went out: deliver what it queued (a
-        decision, typically) from this thread if the lanes are idle, else through them. Not
-        before the answers: the sender of what was received may be the one it posts to."""
-        self._local.deliver_here = True
-        try:
-            self._notify()
-        finally:
-            self._local.deliver_here = False
+        """On a reception thread (``receive_batch(..., hand_out=False)``), after its answers
+        went out: deliver what it queued (a decision, typically) from this thread if the lanes
+        are idle, else through them. Not before the answers: the sender of what was received
+        may be the one it posts to."""
+        self._notify(deliver_here=True)
 
     def _check(self, raw: bytes) -> tuple[Message, str] | Inbound:
         """(message, sender) of an envelope that parses and verifies, else the refusal."""
