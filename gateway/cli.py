@@ -11,7 +11,10 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
+from pydantic import ValidationError
+
 from gateway.config import Settings, load_settings
+from gateway.cpus import pin_process
 from gateway.db import SchemaOutOfDate, check_schema, make_engine, schema_revisions, upgrade
 from gateway.errors import GatewayError
 
@@ -28,6 +31,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from gateway.serving import run_server
 
     settings = _settings(args)
+    cpus = args.cpus or settings.cpus
+    if cpus:
+        pin_process(cpus)
     engine = make_engine(settings.database)
     if settings.database.check_schema:
         check_schema(engine)
@@ -147,7 +153,7 @@ def cmd_stablecoin(args: argparse.Namespace) -> int:
 def cmd_connector(args: argparse.Namespace) -> int:
     from gateway.connector import serve
 
-    return serve(_settings(args), host=args.host, port=args.port)
+    return serve(_settings(args), host=args.host, port=args.port, cpus=args.cpus)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -165,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the gateway's HTTP API and scheduled jobs")
     p.add_argument("--host")
     p.add_argument("--port", type=int)
+    p.add_argument("--cpus", help="run on these CPUs only, e.g. 0 or 0-1 (Linux; see docs)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("db", help="database schema")
@@ -198,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("connector", help="run the SWIFT CBDC-connector mock")
     p.add_argument("--host")
     p.add_argument("--port", type=int)
+    p.add_argument("--cpus", help="run on these CPUs only, e.g. 0 or 0-1 (Linux; see docs)")
     p.set_defaults(func=cmd_connector)
 
     p = sub.add_parser("demo", help="run the gateway end to end with embedded defaults")
@@ -216,6 +224,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
+    except ValidationError as exc:  # a setting from the file or the environment
+        print(f"dt-gateway: invalid settings: {exc}", file=sys.stderr)
+        return 2
     except SchemaOutOfDate as exc:
         print(f"dt-gateway: {exc.detail}", file=sys.stderr)
         return 2

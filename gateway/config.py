@@ -15,12 +15,14 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+
+from gateway.cpus import parse_cpu_list
 
 ENV_PREFIX = "DT_GATEWAY_"
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
@@ -28,6 +30,13 @@ CONFIG_ENV = ENV_PREFIX + "CONFIG"
 
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _cpu_list(value: str | None) -> str | None:
+    """Validate a ``cpus`` setting (a Linux CPU list such as ``1``, ``0-3``) at load time."""
+    if value is not None:
+        parse_cpu_list(value)
+    return value
 
 
 class DatabaseSettings(_Section):
@@ -119,6 +128,12 @@ class ConnectorSettings(_Section):
     batch_max: int = 1
     """>1: pacs.009 to the same network are grouped into one multi-transaction message."""
     batch_linger_ms: int = 2
+    cpus: str | None = None
+    """CPUs ``dt-gateway connector`` runs on, as a Linux CPU list (``1``, ``0-3``,
+    ``0,2``); ``--cpus`` overrides it. None: wherever the operating system places it. See
+    ``gateway.cpus``."""
+
+    _check_cpus = field_validator("cpus")(_cpu_list)
 
 
 class StablecoinSettings(_Section):
@@ -222,6 +237,10 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("var")
     log_level: str = "INFO"
+    cpus: str | None = None
+    """CPUs ``dt-gateway serve`` runs on, as a Linux CPU list (``0``, ``0-3``, ``0,2``);
+    ``--cpus`` overrides it. None: wherever the operating system places it. See
+    ``gateway.cpus``."""
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     ledger: LedgerSettings = Field(default_factory=LedgerSettings)
@@ -230,6 +249,8 @@ class Settings(BaseSettings):
     stablecoin: StablecoinSettings = Field(default_factory=StablecoinSettings)
     pvp: PvPSettings = Field(default_factory=PvPSettings)
     faults: FaultSettings = Field(default_factory=FaultSettings)
+
+    _check_cpus = field_validator("cpus")(_cpu_list)
 
     @classmethod
     def settings_customise_sources(

@@ -2,7 +2,8 @@
 Gateway and foreign central banks (simulated in process, or real partners over HTTP).
 
 It imports only ``gateway.iso20022``, ``gateway.errors``, ``gateway.config``,
-``gateway.serving`` and ``gateway.faults``; it has its own database, app and outbox.
+``gateway.serving``, ``gateway.cpus`` and ``gateway.faults``; it has its own database, app and
+outbox.
 See ``docs/pvp-protocol.md`` ("Connector mock").
 """
 
@@ -17,9 +18,17 @@ from gateway.connector.faults import FaultRule, Faults
 from gateway.connector.service import Connector
 
 
-def serve(settings: Settings, host: str | None = None, port: int | None = None) -> int:
-    """Run the connector until interrupted (``dt-gateway connector``)."""
+def serve(
+    settings: Settings, host: str | None = None, port: int | None = None, cpus: str | None = None
+) -> int:
+    """Run the connector until interrupted (``dt-gateway connector``), on the CPUs ``cpus``
+    (else ``connector.cpus``) if set."""
+    from gateway.cpus import pin_process
     from gateway.serving import run_server
+
+    chosen = cpus or settings.connector.cpus
+    if chosen:
+        pin_process(chosen)
 
     connector = Connector(settings)
     app = create_app(connector)

@@ -15,10 +15,12 @@ subprocesses on SQLite files (durable settings: WAL, FULL durability by group co
   network carry many transactions (and the gateway locks them in one ledger batch).
 
 Completion is detected from balances (the receivers' totals), so polling adds no per-PvP
-load while the clock runs. Usage:
+load while the clock runs. Each process runs on a core of its own (the gateway on the first
+CPU, the connector on the second: ``cpus``, ``connector.cpus``), as each would on its own
+machine; ``--no-pin`` lets the operating system place them. Usage:
 
     .venv/bin/python ops/bench/pvp.py [--burst N] [--batched-burst N] [--seconds S]
-        [--latency-rate R]
+        [--latency-rate R] [--no-pin]
 
 The last line is one JSON object.
 """
@@ -330,6 +332,12 @@ def main() -> None:
     parser.add_argument(
         "--keep", action="store_true", help="keep the databases and logs (deleted on success)"
     )
+    parser.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="let the operating system place both processes (default: the gateway on the "
+        "first CPU this process may use, the connector on the second, when there are two)",
+    )
     args = parser.parse_args()
 
     print(f"machine reference: {machine_reference():.0f} µs of CPU per pacs.009 signature")
@@ -337,10 +345,21 @@ def main() -> None:
     # The connector with its product defaults, not the tests' quick redelivery (a decision
     # re-sent after 1 s of backlog makes more backlog).
     defaults = ConnectorSettings()
+    # Each process on its own core (`cpus`, docs/performance.md), as if each had its own
+    # machine, which the gateway and a real connector have; the benchmark's client floats.
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    pin = not args.no_pin and len(cpus) >= 2
+    print(
+        f"CPUs: gateway on {cpus[0]}, connector on {cpus[1]}"
+        if pin
+        else "CPUs: both processes placed by the operating system"
+    )
     world = PvPWorld(
         tmp,
         log_level="WARNING",
+        gateway_settings={"DT_GATEWAY_CPUS": str(cpus[0])} if pin else {},
         connector_settings={
+            **({"DT_GATEWAY_CONNECTOR__CPUS": str(cpus[1])} if pin else {}),
             "DT_GATEWAY_CONNECTOR__REDELIVER_AFTER_MS": str(defaults.redeliver_after_ms),
             "DT_GATEWAY_CONNECTOR__RETRY_BASE_MS": str(defaults.retry_base_ms),
             "DT_GATEWAY_CONNECTOR__RETRY_CAP_MS": str(defaults.retry_cap_ms),
