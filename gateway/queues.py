@@ -67,7 +67,12 @@ class Batcher(Generic[T, R]):
     ``then``, if given, is called on the same thread once the callers have been woken: work
     that follows the answers, done without handing it to yet another thread (a thread that
     wakes takes more CPU for its next steps than the switch costs: ``ops/bench/wakeup.py``).
-    Its failures are logged; the callers have their answers already.
+    Its failures are logged; the callers have their answers already. Its argument,
+    ``may_wait``, says whether it may block on another party (post to it and wait for the
+    answer): true only while another of the batcher's threads stays out of such waits, free to
+    take new items. Two parties whose threads post to each other's batchers could otherwise
+    all wait on each other's answers at once, until their HTTP timeouts (with
+    ``threads=1``, never).
     """
 
     def __init__(
@@ -77,7 +82,7 @@ class Batcher(Generic[T, R]):
         name: str,
         threads: int = 1,
         limit: int = 32,
-        then: Callable[[], None] | None = None,
+        then: Callable[[bool], None] | None = None,
     ) -> None:
         self._handle = handle
         self._then = then
@@ -87,6 +92,7 @@ class Batcher(Generic[T, R]):
         self._queue: queue.SimpleQueue[_Job[T, R] | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
+        self._waiting = 0  # threads in a ``then`` that was allowed to wait on another party
 
     def start(self) -> None:
         with self._lock:
@@ -138,10 +144,17 @@ class Batcher(Generic[T, R]):
             with contextlib.suppress(RuntimeError):  # that loop closed: nobody waits any more
                 loop.call_soon_threadsafe(_settle, settled)
         if self._then is not None:
+            with self._lock:
+                may_wait = self._waiting < self._threads_wanted - 1
+                self._waiting += may_wait
             try:
-                self._then()
+                self._then(may_wait)
             except Exception:
                 log.exception("%s: the work after a batch failed", self._name)
+            finally:
+                if may_wait:
+                    with self._lock:
+                        self._waiting -= 1
 
 
 __all__ = ["Batcher", "take_queued"]

@@ -1366,12 +1366,13 @@ class Connector:
             self._notify()
         return [a for a in answers if a is not None]
 
-    def after_reception(self) -> None:
+    def after_reception(self, may_wait: bool) -> None:
         """On a reception thread (``receive_batch(..., hand_out=False)``), after its answers
         went out: deliver what it queued (a decision, typically) from this thread if the lanes
-        are idle, else through them. Not before the answers: the sender of what was received
-        may be the one it posts to."""
-        self._notify(deliver_here=True)
+        are idle and ``may_wait`` (another reception thread stays free for what the networks
+        post meanwhile, see Batcher), else through the lanes. Not before the answers: the
+        sender of what was received may be the one it posts to."""
+        self._notify(deliver_here=may_wait)
 
     def _check(self, raw: bytes) -> tuple[Message, str] | Inbound:
         """(message, sender) of an envelope that parses and verifies, else the refusal."""

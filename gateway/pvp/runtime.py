@@ -169,13 +169,21 @@ class PvPRuntime:
         self._received.items = []
         return self.receive(raws)
 
-    def process_received(self) -> None:
-        """On a reception thread, after its answers went out: process what it stored."""
+    def process_received(self, may_wait: bool) -> None:
+        """On a reception thread, after its answers went out: process what it stored, and
+        send the replies, unless ``may_wait`` is false (the other reception threads are busy
+        with replies of their own: the connector's posts need one free, see Batcher)."""
         items: list[tuple[int, Message | None]] = getattr(self._received, "items", None) or []
         self._received.items = None
         if not items:
             return
-        if len(items) > 1 or not self._inbox.empty() or not self._started or self._stop.is_set():
+        if (
+            not may_wait
+            or len(items) > 1
+            or not self._inbox.empty()
+            or not self._started
+            or self._stop.is_set()
+        ):
             # Under load (this batch stored several, or the workers have a backlog) the
             # workers take them, in transactions of many, while this thread goes back to
             # storing; stopped, recover_inbox at the next start does.
@@ -272,7 +280,9 @@ class PvPRuntime:
             uow = self._sending_uow()
             service.process_inbox_items(uow, items, self.ctx)
         except Exception:
-            log.warning("pvp: a batch of %d inbox items failed; one at a time", len(items))
+            log.warning(
+                "pvp: a batch of %d inbox items failed; one at a time", len(items), exc_info=True
+            )
             for item in items:
                 self.process(*item)
             return

@@ -100,3 +100,55 @@ def test_at_most_limit_items_per_batch_and_several_threads_share_the_queue() -> 
     finally:
         batcher.stop()
     assert sum(sizes) == 100 and max(sizes) <= 4
+
+
+def test_one_thread_always_stays_out_of_waits_on_another_party() -> None:
+    """``then`` may block on another party only while another thread stays free: two
+    parties posting to each other's batchers could otherwise all wait at once, each on the
+    other's answer (the gateway and the connector did, until their 5 s HTTP timeouts)."""
+    release = threading.Event()
+    allowed: list[bool] = []
+    lock = threading.Lock()
+
+    def then(may_wait: bool) -> None:
+        with lock:
+            allowed.append(may_wait)
+        if may_wait:
+            release.wait(10)  # a post to the other party, answered only when released
+
+    batcher: Batcher[int, int] = Batcher(
+        lambda items: [i * 10 for i in items], name="test", threads=3, then=then
+    )
+
+    async def main() -> list[int]:
+        # Two items: two threads answer them and then wait on the other party...
+        first = [await batcher.submit(i) for i in (1, 2)]
+        while len(allowed) < 2:
+            await asyncio.sleep(0.01)
+        # ...so the third thread, which takes what comes next, is not allowed to wait:
+        # items keep being answered while the other two are blocked.
+        more = [await asyncio.wait_for(batcher.submit(i), 5) for i in (3, 4, 5)]
+        return first + more
+
+    try:
+        assert asyncio.run(main()) == [10, 20, 30, 40, 50]
+        assert allowed == [True, True, False, False, False]
+        release.set()
+    finally:
+        release.set()
+        batcher.stop()
+
+
+def test_a_single_thread_never_waits_on_another_party() -> None:
+    allowed: list[bool] = []
+    batcher: Batcher[int, int] = Batcher(lambda items: items, name="test", then=allowed.append)
+
+    async def main() -> None:
+        for i in range(3):
+            await batcher.submit(i)
+
+    try:
+        asyncio.run(main())
+    finally:
+        batcher.stop()
+    assert allowed == [False, False, False]

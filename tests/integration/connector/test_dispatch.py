@@ -5,6 +5,7 @@ rows (not at every wake-up), polls for retries, or runs batches."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -147,7 +148,7 @@ def test_after_answering_a_reception_thread_delivers_a_pair_itself(tmp_path: Pat
             # (here a trade's pacs.009s), committed without handing them out yet...
             with connector._tx() as conn:
                 connector._insert_pvps(conn, [connector._trade(Env.trade_body())])
-            connector.after_reception()  # ...then, its answers sent, it delivers them
+            connector.after_reception(True)  # ...then, its answers sent, it delivers them
 
         worker = threading.Thread(target=reception, name="reception")
         worker.start()
@@ -155,6 +156,34 @@ def test_after_answering_a_reception_thread_delivers_a_pair_itself(tmp_path: Pat
         # On that thread, the remote network first (a post waits), the simulated bank after.
         assert [who for who, _ in delivered] == ["reception", "reception"]
         assert delivered[0][1] == BIC and delivered[1][1] in connector.sim.by_bic
+
+
+def test_a_reception_thread_that_may_not_wait_hands_its_pair_to_the_lanes(
+    tmp_path: Path,
+) -> None:
+    """The other reception thread is posting a decision: this one must stay free for what
+    the networks post meanwhile (gateway.queues.Batcher), so the lanes deliver its pair."""
+    with _connector(tmp_path, threads=True) as connector:
+        delivered: list[str] = []
+
+        def recorded(row: Any, _lane: Any) -> str:
+            delivered.append(threading.current_thread().name)
+            return "sent"
+
+        connector._deliver = recorded  # type: ignore[method-assign]
+
+        def reception() -> None:
+            with connector._tx() as conn:
+                connector._insert_pvps(conn, [connector._trade(Env.trade_body())])
+            connector.after_reception(False)
+
+        worker = threading.Thread(target=reception, name="reception")
+        worker.start()
+        worker.join()
+        deadline = time.monotonic() + 10
+        while len(delivered) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(delivered) == 2 and "reception" not in delivered
 
 
 def test_more_than_a_pair_goes_to_the_lanes(tmp_path: Path) -> None:

@@ -84,11 +84,29 @@ def test_what_a_reception_stored_together_goes_to_the_workers(world: PvPWorld) -
     runtime.process_batch = _fail  # type: ignore[method-assign]
     try:
         runtime._received.items = [(1, None), (2, None)]
-        runtime.process_received()
+        runtime.process_received(True)
     finally:
         runtime._inbox = inbox  # the workers' stop sentinels go there
     assert queued == [[(1, None), (2, None)]]
     assert runtime._received.items is None
+
+
+def test_a_reception_thread_that_may_not_wait_leaves_its_message_to_the_workers(
+    world: PvPWorld,
+) -> None:
+    """When the other reception threads are all posting replies, the last one must stay free
+    for the connector's posts (gateway.queues.Batcher): what it stored goes to the workers,
+    even alone, since processing it means posting the reply and waiting for the answer."""
+    runtime = world.runtime
+    queued: list[list[tuple[int, Message | None]]] = []
+    inbox, runtime._inbox = runtime._inbox, _Recording(queued)  # type: ignore[assignment]
+    runtime.process_batch = _fail  # type: ignore[method-assign]
+    try:
+        runtime._received.items = [(1, None)]
+        runtime.process_received(False)
+    finally:
+        runtime._inbox = inbox
+    assert queued == [[(1, None)]]
 
 
 class _Recording:
