@@ -7,6 +7,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy.engine import Engine
 
 from gateway.config import load_settings
@@ -75,38 +76,32 @@ def test_the_reception_thread_processes_what_it_stored_alone(world: PvPWorld) ->
     assert len(processed_on) == 1 and processed_on[0].startswith("pvp-reception-")
 
 
-def test_what_a_reception_stored_together_goes_to_the_workers(world: PvPWorld) -> None:
-    """Several messages stored in one reception transaction (a backlog) are the workers'
-    to process, in transactions of many, while the reception thread goes back to storing."""
+@pytest.mark.parametrize(
+    ("stored", "may_wait"),
+    [
+        # Several messages stored in one reception transaction (a backlog) are the workers'
+        # to process, in transactions of many, while the reception thread goes back to storing.
+        pytest.param([(1, None), (2, None)], True, id="stored-together"),
+        # When the other reception threads are all posting replies, the last one must stay
+        # free for the connector's posts (gateway.queues.Batcher): what it stored goes to the
+        # workers, even alone, since processing it means posting the reply and waiting.
+        pytest.param([(1, None)], False, id="may-not-wait"),
+    ],
+)
+def test_what_the_reception_thread_does_not_process_goes_to_the_workers(
+    world: PvPWorld, stored: list[tuple[int, Message | None]], may_wait: bool
+) -> None:
     runtime = world.runtime
     queued: list[list[tuple[int, Message | None]]] = []
     inbox, runtime._inbox = runtime._inbox, _Recording(queued)  # type: ignore[assignment]
     runtime.process_batch = _fail  # type: ignore[method-assign]
     try:
-        runtime._received.items = [(1, None), (2, None)]
-        runtime.process_received(True)
+        runtime._received.items = list(stored)
+        runtime.process_received(may_wait)
     finally:
         runtime._inbox = inbox  # the workers' stop sentinels go there
-    assert queued == [[(1, None), (2, None)]]
+    assert queued == [stored]
     assert runtime._received.items is None
-
-
-def test_a_reception_thread_that_may_not_wait_leaves_its_message_to_the_workers(
-    world: PvPWorld,
-) -> None:
-    """When the other reception threads are all posting replies, the last one must stay free
-    for the connector's posts (gateway.queues.Batcher): what it stored goes to the workers,
-    even alone, since processing it means posting the reply and waiting for the answer."""
-    runtime = world.runtime
-    queued: list[list[tuple[int, Message | None]]] = []
-    inbox, runtime._inbox = runtime._inbox, _Recording(queued)  # type: ignore[assignment]
-    runtime.process_batch = _fail  # type: ignore[method-assign]
-    try:
-        runtime._received.items = [(1, None)]
-        runtime.process_received(False)
-    finally:
-        runtime._inbox = inbox
-    assert queued == [[(1, None)]]
 
 
 class _Recording:
