@@ -127,6 +127,11 @@ class ConnectorSettings(_Section):
     http_timeout_seconds: float = 5.0
     batch_max: int = 1
     """>1: pacs.009 to the same network are grouped into one multi-transaction message."""
+    sim_inline: bool = True
+    """A simulated bank answers in the transaction that sends to it: the pacs.009 in the
+    trade's, a decision in the deciding one, each recorded as delivered. False, or while
+    fault rules or crash points are set: through its lane, after the commit, as a remote
+    network (faults act on that delivery). Either way the bank and the messages are the same."""
     batch_linger_ms: int = 2
     cpus: str | None = None
     """CPUs ``dt-gateway connector`` runs on, as a Linux CPU list (``1``, ``0-3``,

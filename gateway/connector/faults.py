@@ -86,6 +86,10 @@ class Faults:
         with self._lock:
             self._rules.clear()
 
+    def active(self) -> bool:
+        """Whether any rule is set (spent ones included)."""
+        return bool(self._rules)
+
     def rules(self) -> list[FaultRule]:
         with self._lock:
             return list(self._rules)

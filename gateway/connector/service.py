@@ -191,10 +191,12 @@ class _Logged:
 
 @dataclass(frozen=True, slots=True)
 class _Outgoing:
-    """A message to send, not yet written: its outbox row and its message log entry."""
+    """A message to send, not yet written: its outbox row and its message log entry; to a
+    simulated bank, also the message itself (``payload`` was built from it)."""
 
     outbox: dict[str, Any]
     log: _Logged
+    message: Message | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -867,7 +869,8 @@ class Connector:
                             for r in chunk
                         ),
                     )
-                    self._enqueue(conn, [r.pvp_id for r in chunk], dest, msg)
+                    # Instructed before the message is written: a simulated bank may answer
+                    # it there and then (``_write_outgoing``).
                     run(
                         conn,
                         store.UPDATE_LEG,
@@ -881,6 +884,7 @@ class Connector:
                             for r in chunk
                         ],
                     )
+                    self._enqueue(conn, [r.pvp_id for r in chunk], dest, msg)
                     made += 1
             made += self._flush_decisions(conn)
         self._queued_left = left or len(rows) == self.cfg.batch_max * 20
@@ -925,7 +929,8 @@ class Connector:
         net = self._network(dest)
         signer = self if net is not None and net.endpoint else None
         raw = build(msg, header_for(msg, from_bic=self.bic, to_bic=dest), signer=signer)
-        if net is not None and net.endpoint is None and dest in self.sim.by_bic:
+        simulated = net is not None and net.endpoint is None and dest in self.sim.by_bic
+        if simulated:
             with self._built_lock:
                 self._built[msg.id] = msg
                 if len(self._built) > _MAX_BUILT:
@@ -940,14 +945,53 @@ class Connector:
             "created_at": now,
             "available_at": now,
             "attempts": 0,
+            "sent_at": None,
         }
-        return _Outgoing(row, self._logged(pvp_ids, "out", dest, msg.MESSAGE_ID, msg.id, raw))
+        logged = self._logged(pvp_ids, "out", dest, msg.MESSAGE_ID, msg.id, raw)
+        return _Outgoing(row, logged, msg if simulated else None)
 
     def _write_outgoing(self, conn: Connection, items: list[_Outgoing]) -> None:
-        if items:
+        """Write messages to send in the caller's transaction. Those to a simulated bank are
+        answered there and then when :meth:`_answer_inline` may: written as sent, followed by
+        the bank's handling and the processing of its answers; the others go to the lanes
+        after the commit."""
+        if not items:
+            return
+        inline = [item for item in items if item.message is not None] if self._inline() else []
+        if len(inline) < len(items):
             self._local.wrote = True
-            run(conn, store.INSERT_OUTBOX, [item.outbox for item in items])
-            self._write_log(conn, [item.log for item in items])
+        for item in inline:
+            item.outbox["sent_at"] = item.outbox["created_at"]
+            item.outbox["attempts"] = 1
+        run(conn, store.INSERT_OUTBOX, [item.outbox for item in items])
+        self._write_log(conn, [item.log for item in items])
+        for item in inline:
+            self._answer_inline(conn, item)
+
+    def _inline(self) -> bool:
+        """Whether a simulated bank answers in the sender's transaction (``sim_inline``):
+        not while fault rules or crash points are set, which act on deliveries and their
+        steps (and are what the after-actions of processing the answers fire)."""
+        return (
+            self.cfg.sim_inline
+            and not self.faults.active()
+            and not self.settings.faults.crash_points
+        )
+
+    def _answer_inline(self, conn: Connection, item: _Outgoing) -> None:
+        """A simulated bank handles ``item`` and its answers are processed, in ``conn``'s
+        transaction: what a delivery through its lane does (``_deliver_simulated``), without
+        the transaction, the hand-over to the lane's thread and the record of the delivery
+        of its own."""
+        msg, row = item.message, item.outbox
+        assert msg is not None
+        with self._built_lock:
+            self._built.pop(msg.id, None)
+        bic = row["destination_bic"]
+        after: list[Callable[[], None]] = []  # fault hooks only, and no rule is set
+        for message, answer in self.sim.handle(row["payload"], bic, conn=conn, message=msg):
+            sha = hashlib.sha256(answer).hexdigest()
+            self._take_inbound(conn, message, bic, sha, answer, after)
 
     def _log(
         self,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from tests.integration.connector.conftest import Env
@@ -122,11 +123,13 @@ def test_deliveries_to_a_simulated_bank_share_transactions_and_one_failure_spare
 
 
 def test_the_simulated_bank_takes_messages_as_built_and_parses_what_it_was_not_handed(
-    env: Env, monkeypatch: Any
+    make_env: Callable[..., Env], monkeypatch: Any
 ) -> None:
-    """In process, the bank is handed the message its envelope was built from; a row it was
-    not handed (as after a restart) is parsed from its bytes, with the same outcome."""
+    """Through its lane, the bank is handed the message its envelope was built from; a row it
+    was not handed (as after a restart) is parsed from its bytes, with the same outcome."""
     from gateway.connector import sim
+
+    env = make_env(sim_inline=False)
 
     parsed: list[bytes] = []
     real_parse = sim.parse

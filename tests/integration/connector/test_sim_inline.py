@@ -1,0 +1,88 @@
+"""A simulated bank answers in the transaction that sends to it (``sim_inline``): its leg is
+locked when the trade is created and settled when the decision is taken, each message
+recorded as delivered once; with a fault rule set, it is reached through its lane, where the
+faults act."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from tests.integration.connector.conftest import Env
+
+SIM = "CBAUAEAA"
+
+
+def _lane_deliveries(env: Env, monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Records each delivery to a simulated bank through its lane."""
+    seen: list[bytes] = []
+    real = env.connector._deliver_simulated
+
+    def recording(raw: bytes, *args: Any, **kw: Any) -> None:
+        seen.append(raw)
+        real(raw, *args, **kw)
+
+    monkeypatch.setattr(env.connector, "_deliver_simulated", recording)
+    return seen
+
+
+def _sim_rows(env: Env, pvp_id: str) -> list[Any]:
+    with env.connector.engine.connect() as conn:
+        return list(
+            conn.execute(
+                sa.text(
+                    "SELECT msg_def_id, created_at, sent_at, attempts FROM outbox"
+                    " WHERE pvp_id = :p AND destination_bic = :d ORDER BY id"
+                ),
+                {"p": pvp_id, "d": SIM},
+            )
+        )
+
+
+def test_the_simulated_leg_is_locked_with_the_trade_and_settled_with_the_decision(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lanes = _lane_deliveries(env, monkeypatch)
+    pvp_id = env.trade(kzt=1000, aed=10)
+    # Answered before the trade's 201: nothing waits for a lane.
+    fx = next(leg for leg in env.pvp(pvp_id)["legs"] if leg["network_bic"] == SIM)
+    assert fx["status"] == "locked"
+    view = env.wait(pvp_id, lambda v: v["state"] == "settled")
+    fx = next(leg for leg in view["legs"] if leg["network_bic"] == SIM)
+    assert fx["status"] == "settled" and fx["acknowledged"]
+    assert lanes == []
+    rows = _sim_rows(env, pvp_id)
+    assert [r.msg_def_id for r in rows] == ["pacs.009.001.08", "pacs.002.001.10"]
+    assert all(r.sent_at == r.created_at and r.attempts == 1 for r in rows)
+    # The trail reads as through a lane: each message to the bank, then its answer.
+    trail = [
+        (m["direction"], m["message"])
+        for m in env.http.get(f"/v1/pvp/{pvp_id}/messages").json()
+        if m["peer_bic"] == SIM
+    ]
+    assert trail == [
+        ("out", "pacs.009.001.08"),
+        ("in", "pacs.002.001.10"),
+        ("out", "pacs.002.001.10"),
+        ("in", "pacs.002.001.10"),
+    ]
+    assert env.balance("HSBK-AED")["available"] == 10
+    assert env.http.get("/v1/sim/AED/check").json()["ok"]
+
+
+@pytest.mark.parametrize("how", ["a fault rule", "the setting"])
+def test_with_a_fault_rule_or_the_setting_off_the_bank_is_reached_through_its_lane(
+    make_env: Callable[..., Env], monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    env = make_env(sim_inline=how != "the setting")
+    if how == "a fault rule":
+        rule = {"kind": "drop", "pvp_id": "PVP-NONE-SUCH"}  # matches nothing here
+        assert env.http.post("/v1/faults", json=rule).status_code == 201
+    lanes = _lane_deliveries(env, monkeypatch)
+    pvp_id = env.trade(kzt=1000, aed=10)
+    env.wait(pvp_id, lambda v: v["state"] == "settled")
+    assert len(lanes) == 2  # the pacs.009 and the decision
+    assert env.balance("HSBK-AED")["available"] == 10
