@@ -365,6 +365,8 @@ class Connector:
         self._max_in_flight = 1024
         self._queued_left = False  # batched mode: legs or decisions wait for a batch
         self._unrecorded: list[Any] = []  # delivered outbox rows, sent_at not yet written
+        # The dispatcher wakes by itself within _RECORD_WITHIN to record them (see _report).
+        self._recording_soon = False
         self._unrecorded_since = 0.0
         self._delayed: set[int] = set()
         self._held_lock = threading.Lock()
@@ -1072,10 +1074,11 @@ class Connector:
     def _notify(self, *, deliver_here: bool = False) -> None:
         """After a commit (or a delivery). If this thread's transactions queued outbox rows,
         hand them to their lanes from here: through the dispatcher, it cost a wake-up of that
-        thread and a thread switch on the way of every pacs.009 and every decision. Otherwise
-        (or when the dispatcher runs batches) wake the dispatcher, to look for due rows or
-        only to record deliveries. Inside a lane's open batch, the rows are not committed yet:
-        the batch's own call, after its commit, hands them out. ``deliver_here``: see
+        thread and a thread switch on the way of every pacs.009 and every decision. When the
+        dispatcher runs batches, wake it: it looks for due rows, and queued legs and
+        decisions. Unbatched, a commit that queued nothing leaves it asleep (deliveries report
+        themselves: :meth:`_report`). Inside a lane's open batch, the rows are not committed
+        yet: the batch's own call, after its commit, hands them out. ``deliver_here``: see
         :meth:`after_reception`."""
         if getattr(self._local, "conn", None) is not None:
             return
@@ -1085,6 +1088,8 @@ class Connector:
                 self._hand_out(deliver_here)
                 return
             self._fresh = True
+        elif self.cfg.batch_max <= 1:
+            return
         self._wake.set()
 
     def _hand_out(self, deliver_here: bool = False) -> None:
@@ -1116,6 +1121,7 @@ class Connector:
         """Deliver rows on this thread, as a lane would (faults included), remote networks
         first (a post waits for the answer; a simulated bank's turn is CPU), and report to the
         dispatcher. What these deliveries queue in turn goes through the lanes."""
+        outcomes: list[tuple[Any, str]] = []
         for row in sorted(rows, key=lambda r: r.destination_bic in self.sim.by_bic):
             lane = self._lanes[row.destination_bic]
             try:
@@ -1123,13 +1129,24 @@ class Connector:
             except Exception:
                 log.exception("delivery of outbox row %s failed", row.id)
                 outcome = "retry"
-            self._done.put((row, outcome))
-        self._wake.set()
+            outcomes.append((row, outcome))
+        self._report(outcomes)
+
+    def _report(self, outcomes: list[tuple[Any, str]]) -> None:
+        """Hand delivery outcomes to the dispatcher, which records them. It is woken only when
+        it would not look soon by itself: for a row to hand out again (a retry, a held one), or
+        while no recording is due (it then sleeps up to 0.2 s). A wake-up per delivery cost a
+        thread switch and a round of the dispatcher for every message sent."""
+        for done in outcomes:
+            self._done.put(done)
+        if not self._recording_soon or any(outcome != "sent" for _, outcome in outcomes):
+            self._wake.set()
 
     def _dispatch_loop(self) -> None:
         linger = self.cfg.batch_linger_ms / 1000
         while not self._stop.is_set():
             idle = _RECORD_WITHIN if self._unrecorded else 0.2
+            self._recording_soon = bool(self._unrecorded)
             woken = self._wake.wait(timeout=linger if self._queued_left else idle)
             self._wake.clear()
             try:
@@ -1197,8 +1214,7 @@ class Connector:
                 outcomes = [(row, outcome)]
             else:
                 outcomes = self._deliver_batch(rows, lane)
-            for done in outcomes:
-                self._done.put(done)
+            self._report(outcomes)
             self._notify()
             if stop:
                 return

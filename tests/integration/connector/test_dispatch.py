@@ -79,6 +79,34 @@ def test_deliveries_are_recorded_together_and_stay_in_flight_until_then(tmp_path
         assert not connector._inflight
 
 
+def test_the_dispatcher_is_woken_only_when_it_would_not_look_soon(tmp_path: Path) -> None:
+    """Deliveries report to the dispatcher without waking it while it is about to record
+    anyway; a row to hand out again, or the first delivery while it sleeps long, wakes it. A
+    commit that queued nothing (unbatched) has nothing for it."""
+    with _connector(tmp_path, threads=False) as connector:
+        connector.create_trade(Env.trade_body())
+        due = {"now": now_ms(), "busy": [0], "limit": 10}
+        with store.reader(connector.engine) as conn:
+            row = run(conn, store.SELECT_DUE_OUTBOX, due).all()[0]  # a pacs.009
+        wake = connector._wake
+
+        wake.clear()
+        connector._notify()  # a commit that queued nothing
+        assert not wake.is_set()
+
+        connector._recording_soon = False  # asleep for up to 0.2 s: the first delivery wakes it
+        connector._report([(row, "sent")])
+        assert wake.is_set()
+
+        wake.clear()
+        connector._recording_soon = True  # it records within 50 ms by itself
+        connector._report([(row, "sent")])
+        assert not wake.is_set()
+        connector._report([(row, "retry")])  # to hand out again: at once
+        assert wake.is_set()
+        assert connector._done.qsize() == 3
+
+
 def test_a_thread_that_committed_rows_hands_them_out_itself(tmp_path: Path) -> None:
     with _connector(tmp_path, threads=True) as connector:  # the dispatcher runs
         rounds: list[tuple[str, int]] = []
