@@ -365,8 +365,6 @@ class Connector:
         self._max_in_flight = 1024
         self._queued_left = False  # batched mode: legs or decisions wait for a batch
         self._unrecorded: list[Any] = []  # delivered outbox rows, sent_at not yet written
-        # The dispatcher wakes by itself within _RECORD_WITHIN to record them (see _report).
-        self._recording_soon = False
         self._unrecorded_since = 0.0
         self._delayed: set[int] = set()
         self._held_lock = threading.Lock()
@@ -989,11 +987,8 @@ class Connector:
         assert msg is not None
         with self._built_lock:
             self._built.pop(msg.id, None)
-        bic = row["destination_bic"]
         after: list[Callable[[], None]] = []  # fault hooks only, and no rule is set
-        for message, answer in self.sim.handle(row["payload"], bic, conn=conn, message=msg):
-            sha = hashlib.sha256(answer).hexdigest()
-            self._take_inbound(conn, message, bic, sha, answer, after)
+        self._simulated_turn(conn, row["payload"], row["destination_bic"], msg, after)
 
     def _log(
         self,
@@ -1139,14 +1134,15 @@ class Connector:
         thread switch and a round of the dispatcher for every message sent."""
         for done in outcomes:
             self._done.put(done)
-        if not self._recording_soon or any(outcome != "sent" for _, outcome in outcomes):
+        # While deliveries wait to be recorded, it sleeps at most _RECORD_WITHIN.
+        recording_soon = bool(self._unrecorded)
+        if not recording_soon or any(outcome != "sent" for _, outcome in outcomes):
             self._wake.set()
 
     def _dispatch_loop(self) -> None:
         linger = self.cfg.batch_linger_ms / 1000
         while not self._stop.is_set():
             idle = _RECORD_WITHIN if self._unrecorded else 0.2
-            self._recording_soon = bool(self._unrecorded)
             woken = self._wake.wait(timeout=linger if self._queued_left else idle)
             self._wake.clear()
             try:
@@ -1468,15 +1464,27 @@ class Connector:
         batch_after = getattr(self._local, "after", None)
         after: list[Callable[[], None]] = []
         with self._tx() as conn:
-            for message, answer in self.sim.handle(raw, bic, conn=conn, message=built):
-                sha = hashlib.sha256(answer).hexdigest()
-                self._take_inbound(conn, message, bic, sha, answer, after)
+            self._simulated_turn(conn, raw, bic, built, after)
         if batch_after is not None:  # inside a batch: once the batch has committed
             batch_after.extend(after)
             return
         for action in after:
             action()
         self._notify()
+
+    def _simulated_turn(
+        self,
+        conn: Connection,
+        raw: bytes,
+        bic: str,
+        built: Message | None,
+        after: list[Callable[[], None]],
+    ) -> None:
+        """In ``conn``'s transaction: the simulated bank ``bic`` handles ``raw`` (``built``:
+        the message it was built from, if at hand) and the connector takes its answers."""
+        for message, answer in self.sim.handle(raw, bic, conn=conn, message=built):
+            sha = hashlib.sha256(answer).hexdigest()
+            self._take_inbound(conn, message, bic, sha, answer, after)
 
     def _accept(self, msg: Message, sender: str, sha: str, raw: bytes) -> Inbound:
         """Store one message and process it in one transaction (one commit before the 202);

@@ -94,17 +94,19 @@ def test_the_dispatcher_is_woken_only_when_it_would_not_look_soon(tmp_path: Path
         connector._notify()  # a commit that queued nothing
         assert not wake.is_set()
 
-        connector._recording_soon = False  # asleep for up to 0.2 s: the first delivery wakes it
+        # Nothing waits to be recorded: it sleeps up to 0.2 s, and the first delivery wakes it.
+        assert not connector._unrecorded
         connector._report([(row, "sent")])
         assert wake.is_set()
 
         wake.clear()
-        connector._recording_soon = True  # it records within 50 ms by itself
+        connector._finish_delivered()  # that delivery now waits: it records within 50 ms
+        assert connector._unrecorded
         connector._report([(row, "sent")])
         assert not wake.is_set()
         connector._report([(row, "retry")])  # to hand out again: at once
         assert wake.is_set()
-        assert connector._done.qsize() == 3
+        assert connector._done.qsize() == 2  # the first was taken to be recorded
 
 
 def test_a_thread_that_committed_rows_hands_them_out_itself(tmp_path: Path) -> None:
