@@ -86,3 +86,21 @@ def test_with_a_fault_rule_or_the_setting_off_the_bank_is_reached_through_its_la
     env.wait(pvp_id, lambda v: v["state"] == "settled")
     assert len(lanes) == 2  # the pacs.009 and the decision
     assert env.balance("HSBK-AED")["available"] == 10
+
+
+def test_a_simulated_leg_the_payer_cannot_fund_is_refused_and_nothing_moves(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Answered in the trade's transaction, a refusal aborts the PvP as through a lane."""
+    lanes = _lane_deliveries(env, monkeypatch)
+    before = env.balance("EBIL-AED")
+    pvp_id = env.trade(kzt=1000, aed=before["available"] + 1)
+    view = env.wait(pvp_id, lambda v: v["state"] == "cancelled")
+    assert view["decision"]["decision"] == "ABORT"
+    fx = next(leg for leg in view["legs"] if leg["network_bic"] == SIM)
+    assert fx["status"] == "rejected"
+    assert lanes == []
+    assert env.balance("EBIL-AED") == before
+    # Never credited, the receiving account was never opened.
+    assert env.http.get("/v1/sim/AED/accounts/HSBK-AED").status_code == 404
+    assert env.http.get("/v1/sim/AED/check").json()["ok"]
