@@ -30,7 +30,7 @@ from sqlmodel import Field
 
 from gateway.config import DatabaseSettings
 from gateway.errors import GatewayError, TransientError
-from gateway.walsync import NO_SYNC, WalGroupSync
+from gateway.walsync import INLINE_CHECKPOINT_PAGES, NO_SYNC, WalGroupSync
 
 log = logging.getLogger(__name__)
 
@@ -266,6 +266,9 @@ def make_engine(settings: DatabaseSettings) -> Engine:
             )
             cur.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
             cur.execute("PRAGMA foreign_keys=ON")
+            if sync is not None and sync.checkpointer is not None:
+                # Checkpoints run on the checkpointer's thread, not in a commit (gateway.walsync).
+                cur.execute(f"PRAGMA wal_autocheckpoint={INLINE_CHECKPOINT_PAGES}")
             cur.close()
 
         @event.listens_for(engine, "commit")

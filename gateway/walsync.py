@@ -15,17 +15,33 @@ until then; readers, which in WAL mode can see a transaction the moment its COMM
 end their transaction with :meth:`WalGroupSync.barrier`, which waits for the fsync when a
 commit is still on its way to disk (and costs nothing when none is).
 
-Checkpoints are unchanged: in NORMAL mode SQLite fsyncs the log before a checkpoint copies it
-into the database, fsyncs the database after, and fsyncs the log's header when it starts
-reusing the file.
+Checkpoints run on a thread of their own (:class:`Checkpointer`), not in the commit that
+happens to cross SQLite's threshold: there the copy and the database's fsync (4-10 ms for the
+1000 pages of a default checkpoint) ran while that writer still held the process's writer
+lock, every other writer queued behind it, and the message that writer carried waited too.
+In NORMAL mode SQLite fsyncs the log before a checkpoint copies it into the database, fsyncs
+the database after, and fsyncs the log's header when it starts reusing the file.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import sqlite3
 import sys
 import threading
 from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_EVERY = 64
+"""Commits between two checkpoints by :class:`Checkpointer` (~10-20 log pages each here, so
+the log stays well under SQLite's own threshold of 1000 pages)."""
+
+INLINE_CHECKPOINT_PAGES = 10_000
+"""``wal_autocheckpoint`` of the connections: SQLite's own checkpoint in the committing
+writer, kept as a safety net (the checkpointer stopped or starved), past the pages the
+checkpointer lets the log reach."""
 
 
 def fsync_path(path: str) -> None:
@@ -71,8 +87,17 @@ class WalGroupSync:
     :meth:`barrier` when its transaction ends, before acting on what it read.
     """
 
-    def __init__(self, db_path: str, *, fsync: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        db_path: str,
+        *,
+        fsync: Callable[[str], None] | None = None,
+        checkpoint_every: int | None = CHECKPOINT_EVERY,
+    ) -> None:
         self.wal_path = f"{db_path}-wal"
+        self.checkpointer = (
+            Checkpointer(db_path, checkpoint_every) if checkpoint_every is not None else None
+        )
         self._fsync = fsync
         self._cv = threading.Condition(threading.Lock())
         self._requested = 0  # sync requests so far: commits, and barriers that need one
@@ -96,6 +121,8 @@ class WalGroupSync:
                 self._sync_locked()
             finally:
                 self._in_commit -= 1
+        if self.checkpointer is not None:
+            self.checkpointer.committed()
 
     def barrier(self) -> None:
         """Return once every commit this thread could have read is on disk. Free when no
@@ -125,3 +152,67 @@ class WalGroupSync:
                 self._cv.notify_all()
             self.fsyncs += 1
             self._synced = max(self._synced, target)
+
+
+class Checkpointer:
+    """Checkpoints a WAL database on a daemon thread, every ``every`` commits.
+
+    A PASSIVE checkpoint: it copies what no reader still needs into the database without
+    waiting for, or blocking, readers and writers (SQLite's checkpoint lock is not its write
+    lock), and the driver lets go of the GIL while it runs. A writer that starts once the
+    whole log is copied writes the log again from its start, so the file stays small.
+
+    The thread starts with the first round and ends after ``IDLE_SECONDS`` without one; each
+    round opens a connection of its own and closes it (a round every few dozen commits: the
+    open costs less than a kept connection and thread would in a process that makes many
+    engines, as the tests do). A failure is logged and the next round tries again; SQLite's
+    own checkpoint (``INLINE_CHECKPOINT_PAGES``) is the net below."""
+
+    IDLE_SECONDS = 10.0
+
+    def __init__(self, db_path: str, every: int) -> None:
+        self.db_path = db_path
+        self.every = max(1, every)
+        self.checkpoints = 0  # finished rounds (for tests and metrics)
+        self._commits = 0
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def committed(self) -> None:
+        # Unlocked: two commits counted as one at worst (a round a commit later).
+        self._commits += 1
+        if self._commits >= self.every:
+            self._commits = 0
+            self._wake.set()
+            if self._thread is None:
+                with self._lock:
+                    if self._thread is None:
+                        self._thread = threading.Thread(
+                            target=self._run, name="sqlite-checkpoint", daemon=True
+                        )
+                        self._thread.start()
+
+    def checkpoint(self, conn: sqlite3.Connection) -> tuple[int, int, int]:
+        """One PASSIVE checkpoint: (busy, log pages, pages copied), as SQLite reports."""
+        row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        self.checkpoints += 1
+        return int(row[0]), int(row[1]), int(row[2])
+
+    def _run(self) -> None:
+        while True:
+            if not self._wake.wait(self.IDLE_SECONDS):
+                with self._lock:
+                    if not self._wake.is_set():
+                        self._thread = None
+                        return
+            self._wake.clear()
+            try:
+                conn = sqlite3.connect(self.db_path, timeout=10, isolation_level=None)
+                try:
+                    conn.execute("PRAGMA synchronous=NORMAL")
+                    self.checkpoint(conn)
+                finally:
+                    conn.close()
+            except sqlite3.Error:
+                log.exception("checkpoint of %s failed; the next round tries again", self.db_path)

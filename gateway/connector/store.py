@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
-from gateway.walsync import NO_SYNC, WalGroupSync
+from gateway.walsync import INLINE_CHECKPOINT_PAGES, NO_SYNC, WalGroupSync
 
 log = logging.getLogger(__name__)
 
@@ -315,6 +315,9 @@ def make_engine(url: str, *, busy_timeout_ms: int = 10_000) -> Engine:
             )
             cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
             cur.execute("PRAGMA foreign_keys=ON")
+            if sync is not None and sync.checkpointer is not None:
+                # Checkpoints run on the checkpointer's thread, not in a commit (gateway.walsync).
+                cur.execute(f"PRAGMA wal_autocheckpoint={INLINE_CHECKPOINT_PAGES}")
             cur.close()
 
         # One writer at a time in this process, queued on a lock instead of SQLite's busy

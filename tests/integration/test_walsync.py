@@ -5,6 +5,8 @@ makes a commit durable before anyone can learn of it."""
 
 from __future__ import annotations
 
+import os
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -273,3 +275,61 @@ def test_the_log_is_synced_with_fdatasync_on_linux(
     walsync.fsync_path(str(log))
     walsync.fsync_path(str(tmp_path / "gone-wal"))  # no log: nothing to sync
     assert synced == ["fdatasync"]
+
+
+@pytest.mark.parametrize("kind", ["gateway", "connector"])
+def test_the_log_is_checkpointed_on_a_thread_of_its_own_not_in_a_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """Held back, the checkpointer leaves the log past SQLite's own threshold (1000 pages)
+    and no commit copies it into the database meanwhile; let go, it does, and the log starts
+    again from its beginning."""
+    asked = threading.Event()
+    release = threading.Event()
+    rounds: list[tuple[int, int, int]] = []
+    real = walsync.Checkpointer.checkpoint
+
+    def held(self: walsync.Checkpointer, conn: sqlite3.Connection) -> tuple[int, int, int]:
+        asked.set()
+        assert release.wait(30)
+        rounds.append(real(self, conn))
+        return rounds[-1]
+
+    monkeypatch.setattr(walsync.Checkpointer, "checkpoint", held)
+    db = tmp_path / f"{kind}.db"
+    engine = (
+        make_engine(DatabaseSettings(url=f"sqlite:///{db}"))
+        if kind == "gateway"
+        else connector_store.make_engine(f"sqlite:///{db}")
+    )
+    wal = Path(f"{db}-wal")
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE t (x BLOB)")
+            autocheckpoint = conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one()
+        assert autocheckpoint == walsync.INLINE_CHECKPOINT_PAGES
+        database_size = db.stat().st_size
+        blob = os.urandom(3 * 4096)
+        for _ in range(400):
+            with engine.begin() as conn:
+                conn.exec_driver_sql("INSERT INTO t VALUES (?)", (blob,))
+        assert asked.wait(10)  # asked every CHECKPOINT_EVERY commits
+        assert wal.stat().st_size // 4096 > 1000
+        assert db.stat().st_size == database_size  # no commit checkpointed
+        release.set()
+        end = time.monotonic() + 10
+        while not rounds and time.monotonic() < end:
+            time.sleep(0.01)
+        busy, logged, copied = rounds[0]
+        assert busy == 0 and logged > 1000 and copied == logged
+        assert db.stat().st_size > database_size + 400 * len(blob)
+        wal_size = wal.stat().st_size
+        for _ in range(10):
+            with engine.begin() as conn:
+                conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+        assert wal.stat().st_size == wal_size  # written again from its start, not grown
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM t").scalar_one() == 410
+    finally:
+        release.set()
+        engine.dispose()
