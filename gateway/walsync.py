@@ -34,9 +34,13 @@ from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_EVERY = 64
-"""Commits between two checkpoints by :class:`Checkpointer` (~10-20 log pages each here, so
-the log stays well under SQLite's own threshold of 1000 pages)."""
+CHECKPOINT_EVERY = 256
+"""Commits between two checkpoints by :class:`Checkpointer`; it also runs one a second while
+anything was committed. A PvP's commits write ~10-20 log pages each, so a round copies a few
+thousand. Measured against 16, 64 and 1024 (``docs/performance.md``): a round copies each
+page once however often it was written since, so fewer rounds write less; but a round's
+writes and the database's fsync delay every commit's fsync meanwhile, so rounds of 1024
+commits stalled commits for tens of ms."""
 
 INLINE_CHECKPOINT_PAGES = 10_000
 """``wal_autocheckpoint`` of the connections: SQLite's own checkpoint in the committing
@@ -155,7 +159,9 @@ class WalGroupSync:
 
 
 class Checkpointer:
-    """Checkpoints a WAL database on a daemon thread, every ``every`` commits.
+    """Checkpoints a WAL database on a daemon thread, every ``every`` commits, and once a
+    second while anything was committed (transactions of many PvPs, in batched mode, write
+    hundreds of pages each).
 
     A PASSIVE checkpoint: it copies what no reader still needs into the database without
     waiting for, or blocking, readers and writers (SQLite's checkpoint lock is not its write
@@ -163,12 +169,13 @@ class Checkpointer:
     whole log is copied writes the log again from its start, so the file stays small.
 
     The thread starts with the first round and ends after ``IDLE_SECONDS`` without one; each
-    round opens a connection of its own and closes it (a round every few dozen commits: the
+    round opens a connection of its own and closes it (a round every few hundred commits: the
     open costs less than a kept connection and thread would in a process that makes many
     engines, as the tests do). A failure is logged and the next round tries again; SQLite's
     own checkpoint (``INLINE_CHECKPOINT_PAGES``) is the net below."""
 
     IDLE_SECONDS = 10.0
+    PERIOD_SECONDS = 1.0
 
     def __init__(self, db_path: str, every: int) -> None:
         self.db_path = db_path
@@ -200,13 +207,20 @@ class Checkpointer:
         return int(row[0]), int(row[1]), int(row[2])
 
     def _run(self) -> None:
+        idle = 0.0
         while True:
-            if not self._wake.wait(self.IDLE_SECONDS):
+            woken = self._wake.wait(self.PERIOD_SECONDS)
+            if not woken and self._commits == 0:
+                idle += self.PERIOD_SECONDS
+                if idle < self.IDLE_SECONDS:
+                    continue
                 with self._lock:
                     if not self._wake.is_set():
                         self._thread = None
                         return
+            idle = 0.0
             self._wake.clear()
+            self._commits = 0
             try:
                 conn = sqlite3.connect(self.db_path, timeout=10, isolation_level=None)
                 try:
