@@ -241,6 +241,8 @@ def make_engine(settings: DatabaseSettings) -> Engine:
         file_db = bool(db_path) and db_path != ":memory:" and "mode=memory" not in url
         sync = WalGroupSync(str(Path(db_path).resolve())) if file_db and db_path else None
         writers = _WriterQueue(settings.sqlite_busy_timeout_ms / 1000, sync)
+        if sync is not None and sync.checkpointer is not None:
+            sync.checkpointer.writer_lock = writers.lock
         engine = sa.create_engine(
             url,
             connect_args={

@@ -31,6 +31,8 @@ import sqlite3
 import sys
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -96,12 +98,10 @@ class WalGroupSync:
         db_path: str,
         *,
         fsync: Callable[[str], None] | None = None,
-        checkpoint_every: int | None = CHECKPOINT_EVERY,
+        checkpoints: bool = True,
     ) -> None:
         self.wal_path = f"{db_path}-wal"
-        self.checkpointer = (
-            Checkpointer(db_path, checkpoint_every) if checkpoint_every is not None else None
-        )
+        self.checkpointer = Checkpointer(db_path, CHECKPOINT_EVERY) if checkpoints else None
         self._fsync = fsync
         self._cv = threading.Condition(threading.Lock())
         self._requested = 0  # sync requests so far: commits, and barriers that need one
@@ -185,6 +185,8 @@ class Checkpointer:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self.writer_lock: AbstractContextManager[Any] | None = None
+        """The lock the process's writers hold from BEGIN to COMMIT (set by the engine)."""
 
     def committed(self) -> None:
         # Unlocked: two commits counted as one at worst (a round a commit later).
@@ -206,6 +208,23 @@ class Checkpointer:
         self.checkpoints += 1
         return int(row[0]), int(row[1]), int(row[2])
 
+    def _round(self) -> None:
+        """Copy the log into the database beside the writers, then once more with the
+        process's writer lock held: no writer of this process can append between that copy
+        and the next write transaction, which then finds the whole log copied and writes it
+        again from its start. (Without that step the log never started again under constant
+        load: a writer had always appended since, and it grew by ~40 MB a minute.) The lock is
+        held for the frames committed during the first copy only."""
+        conn = sqlite3.connect(self.db_path, timeout=10, isolation_level=None)
+        try:
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self.checkpoint(conn)
+            if self.writer_lock is not None:
+                with self.writer_lock:
+                    self.checkpoint(conn)
+        finally:
+            conn.close()
+
     def _run(self) -> None:
         idle = 0.0
         while True:
@@ -222,11 +241,6 @@ class Checkpointer:
             self._wake.clear()
             self._commits = 0
             try:
-                conn = sqlite3.connect(self.db_path, timeout=10, isolation_level=None)
-                try:
-                    conn.execute("PRAGMA synchronous=NORMAL")
-                    self.checkpoint(conn)
-                finally:
-                    conn.close()
+                self._round()
             except sqlite3.Error:
                 log.exception("checkpoint of %s failed; the next round tries again", self.db_path)

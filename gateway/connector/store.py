@@ -326,6 +326,8 @@ def make_engine(url: str, *, busy_timeout_ms: int = 10_000) -> Engine:
         # goes back to the pool, i.e. after its COMMIT or ROLLBACK; reentrant for a thread
         # that opens a second connection while holding one.
         writer = threading.RLock()
+        if sync is not None and sync.checkpointer is not None:
+            sync.checkpointer.writer_lock = writer
 
         @event.listens_for(engine, "begin")
         def _begin(conn: Connection) -> None:

@@ -282,8 +282,9 @@ def test_the_log_is_checkpointed_on_a_thread_of_its_own_not_in_a_commit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
     """Held back, the checkpointer leaves the log past SQLite's own threshold (1000 pages)
-    and no commit copies it into the database meanwhile; let go, it does, and the log starts
-    again from its beginning."""
+    and no commit copies it into the database meanwhile; let go, it does (beside the writers,
+    then once more under their lock), and the next writer starts the log again from its
+    beginning."""
     asked = threading.Event()
     release = threading.Event()
     rounds: list[tuple[int, int, int]] = []
@@ -322,6 +323,11 @@ def test_the_log_is_checkpointed_on_a_thread_of_its_own_not_in_a_commit(
             time.sleep(0.01)
         busy, logged, copied = rounds[0]
         assert busy == 0 and logged > 1000 and copied == logged
+        while len(rounds) < 2 and time.monotonic() < end:
+            time.sleep(0.01)
+        # The round's second copy, under the writer lock, leaves the whole log copied.
+        busy, logged, copied = rounds[1]
+        assert busy == 0 and copied == logged
         assert db.stat().st_size > database_size + 400 * len(blob)
         wal_size = wal.stat().st_size
         for _ in range(10):
@@ -332,4 +338,43 @@ def test_the_log_is_checkpointed_on_a_thread_of_its_own_not_in_a_commit(
             assert conn.exec_driver_sql("SELECT count(*) FROM t").scalar_one() == 410
     finally:
         release.set()
+        engine.dispose()
+
+
+def test_a_round_copies_again_under_the_writer_lock_what_was_committed_during_its_first_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = make_engine(DatabaseSettings(url=f"sqlite:///{tmp_path / 'gateway.db'}"))
+
+    def insert() -> None:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+        insert()
+        checkpointer = _gateway_sync(engine).checkpointer
+        assert checkpointer is not None and checkpointer.writer_lock is not None
+        lock = checkpointer.writer_lock
+        assert isinstance(lock, type(threading.Lock()))
+        calls: list[tuple[tuple[int, int, int], bool]] = []
+        real = walsync.Checkpointer.checkpoint
+
+        def spy(self: walsync.Checkpointer, conn: sqlite3.Connection) -> tuple[int, int, int]:
+            result = real(self, conn)
+            calls.append((result, lock.locked()))
+            if len(calls) == 1:  # a writer commits while the first copy runs
+                writer = threading.Thread(target=insert)
+                writer.start()
+                writer.join(10)
+            return result
+
+        monkeypatch.setattr(walsync.Checkpointer, "checkpoint", spy)
+        checkpointer._round()
+        [(_, first_locked), ((busy, log, copied), second_locked)] = calls
+        assert not first_locked and second_locked
+        # The writer's commit is in the log (which it may have started again) and copied.
+        assert busy == 0 and log >= 1 and copied == log
+    finally:
         engine.dispose()
