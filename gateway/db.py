@@ -30,7 +30,7 @@ from sqlmodel import Field
 
 from gateway.config import DatabaseSettings
 from gateway.errors import GatewayError, TransientError
-from gateway.walsync import INLINE_CHECKPOINT_PAGES, NO_SYNC, WalGroupSync
+from gateway.walsync import NO_SYNC, WalGroupSync, durability_pragmas
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +241,7 @@ def make_engine(settings: DatabaseSettings) -> Engine:
         file_db = bool(db_path) and db_path != ":memory:" and "mode=memory" not in url
         sync = WalGroupSync(str(Path(db_path).resolve())) if file_db and db_path else None
         writers = _WriterQueue(settings.sqlite_busy_timeout_ms / 1000, sync)
-        if sync is not None and sync.checkpointer is not None:
+        if sync is not None:
             sync.checkpointer.writer_lock = writers.lock
         engine = sa.create_engine(
             url,
@@ -261,16 +261,10 @@ def make_engine(settings: DatabaseSettings) -> Engine:
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
-            # NORMAL leaves the log's fsync out of COMMIT; WalGroupSync does it after, for
-            # many commits at once, before any of them returns (durability stays FULL's).
-            cur.execute(
-                "PRAGMA synchronous=NORMAL" if sync is not None else "PRAGMA synchronous=FULL"
-            )
+            for pragma in durability_pragmas(sync):  # group commit, see gateway.walsync
+                cur.execute(pragma)
             cur.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
             cur.execute("PRAGMA foreign_keys=ON")
-            if sync is not None and sync.checkpointer is not None:
-                # Checkpoints run on the checkpointer's thread, not in a commit (gateway.walsync).
-                cur.execute(f"PRAGMA wal_autocheckpoint={INLINE_CHECKPOINT_PAGES}")
             cur.close()
 
         @event.listens_for(engine, "commit")

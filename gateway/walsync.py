@@ -78,6 +78,17 @@ def fsync_path(path: str) -> None:
         os.close(fd)
 
 
+def durability_pragmas(sync: WalGroupSync | None) -> list[str]:
+    """What a connection to a SQLite database sets for its commits' durability: with
+    ``sync`` (a file database), NORMAL, which leaves the log's fsync out of COMMIT for
+    ``sync`` to do after, for many commits at once, before any of them returns (durability
+    stays FULL's), and checkpoints left to ``sync``'s :class:`Checkpointer`; without,
+    SQLite's FULL."""
+    if sync is None:
+        return ["PRAGMA synchronous=FULL"]
+    return ["PRAGMA synchronous=NORMAL", f"PRAGMA wal_autocheckpoint={INLINE_CHECKPOINT_PAGES}"]
+
+
 NO_SYNC = "dt_no_sync"
 """Execution option of a write transaction whose commit does not wait for the log's fsync:
 what it records may be lost in a crash without harm, because it is bookkeeping of
@@ -98,10 +109,9 @@ class WalGroupSync:
         db_path: str,
         *,
         fsync: Callable[[str], None] | None = None,
-        checkpoints: bool = True,
     ) -> None:
         self.wal_path = f"{db_path}-wal"
-        self.checkpointer = Checkpointer(db_path, CHECKPOINT_EVERY) if checkpoints else None
+        self.checkpointer = Checkpointer(db_path, CHECKPOINT_EVERY)
         self._fsync = fsync
         self._cv = threading.Condition(threading.Lock())
         self._requested = 0  # sync requests so far: commits, and barriers that need one
@@ -125,8 +135,7 @@ class WalGroupSync:
                 self._sync_locked()
             finally:
                 self._in_commit -= 1
-        if self.checkpointer is not None:
-            self.checkpointer.committed()
+        self.checkpointer.committed()
 
     def barrier(self) -> None:
         """Return once every commit this thread could have read is on disk. Free when no
@@ -180,7 +189,6 @@ class Checkpointer:
     def __init__(self, db_path: str, every: int) -> None:
         self.db_path = db_path
         self.every = max(1, every)
-        self.checkpoints = 0  # finished rounds (for tests and metrics)
         self._commits = 0
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -205,7 +213,6 @@ class Checkpointer:
     def checkpoint(self, conn: sqlite3.Connection) -> tuple[int, int, int]:
         """One PASSIVE checkpoint: (busy, log pages, pages copied), as SQLite reports."""
         row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        self.checkpoints += 1
         return int(row[0]), int(row[1]), int(row[2])
 
     def _round(self) -> None:

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
-from gateway.walsync import INLINE_CHECKPOINT_PAGES, NO_SYNC, WalGroupSync
+from gateway.walsync import NO_SYNC, WalGroupSync, durability_pragmas
 
 log = logging.getLogger(__name__)
 
@@ -308,16 +308,10 @@ def make_engine(url: str, *, busy_timeout_ms: int = 10_000) -> Engine:
             dbapi_conn.isolation_level = None  # SQLAlchemy's "begin" event issues BEGIN
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
-            # Group commit (gateway.walsync): NORMAL leaves the log's fsync out of COMMIT and
-            # the checkin below does it, outside the writer lock, for many commits at once.
-            cur.execute(
-                "PRAGMA synchronous=NORMAL" if sync is not None else "PRAGMA synchronous=FULL"
-            )
+            for pragma in durability_pragmas(sync):  # group commit, see gateway.walsync
+                cur.execute(pragma)
             cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
             cur.execute("PRAGMA foreign_keys=ON")
-            if sync is not None and sync.checkpointer is not None:
-                # Checkpoints run on the checkpointer's thread, not in a commit (gateway.walsync).
-                cur.execute(f"PRAGMA wal_autocheckpoint={INLINE_CHECKPOINT_PAGES}")
             cur.close()
 
         # One writer at a time in this process, queued on a lock instead of SQLite's busy
@@ -326,7 +320,7 @@ def make_engine(url: str, *, busy_timeout_ms: int = 10_000) -> Engine:
         # goes back to the pool, i.e. after its COMMIT or ROLLBACK; reentrant for a thread
         # that opens a second connection while holding one.
         writer = threading.RLock()
-        if sync is not None and sync.checkpointer is not None:
+        if sync is not None:
             sync.checkpointer.writer_lock = writer
 
         @event.listens_for(engine, "begin")

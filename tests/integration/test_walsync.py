@@ -355,7 +355,7 @@ def test_a_round_copies_again_under_the_writer_lock_what_was_committed_during_it
             conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
         insert()
         checkpointer = _gateway_sync(engine).checkpointer
-        assert checkpointer is not None and checkpointer.writer_lock is not None
+        assert checkpointer.writer_lock is not None
         lock = checkpointer.writer_lock
         assert isinstance(lock, type(threading.Lock()))
         calls: list[tuple[tuple[int, int, int], bool]] = []
