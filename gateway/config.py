@@ -206,6 +206,11 @@ class PvPSettings(_Section):
     """Threads storing the envelopes the connector posts: each takes every envelope waiting
     into one transaction, answers them all, then applies a message it stored alone (and
     sends the replies) while the workers have no backlog."""
+    process_on_receipt: bool = True
+    """While the workers have no backlog, a reception thread applies the messages it stores
+    in the same transaction (one commit, one fsync, before the 202s) instead of storing,
+    answering, then applying them in a second. Off, every message is stored, answered, and
+    only then applied: the state "stored, not yet processed" that recovery tests crash in."""
     workers: int = 4
     """Threads applying inbound messages stored together, a backlog, and what a crash or a
     failure left unprocessed."""

@@ -221,9 +221,10 @@ class PvPOut(Struct):
 @asgi(isodoor.PATH, copy_scope=False)
 async def iso20022_messages(scope: HTTPScope, receive: Receive, send: Send) -> None:
     """``POST /iso20022/messages``: a signed envelope from the connector. 202 with the
-    technical acknowledgement once it is stored, 400 with a signed admi.002 when refused.
-    A bare ASGI handler (see :mod:`gateway.isodoor`); the reception thread stores every
-    envelope waiting at that moment in one transaction (``PvPRuntime.reception``)."""
+    technical acknowledgement once it is stored (and, without a backlog, applied), 400 with
+    a signed admi.002 when refused. A bare ASGI handler (see :mod:`gateway.isodoor`); the
+    reception thread stores every envelope waiting at that moment in one transaction
+    (``PvPRuntime.reception``)."""
     rt: PvPRuntime = scope["app"].state.pvp
     raw = await isodoor.read_xml_post(scope, receive, rt.ctx.iso.max_message_bytes * 2)
     if raw is None:

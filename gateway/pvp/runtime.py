@@ -102,6 +102,7 @@ class PvPRuntime:
         self._received = threading.local()
         self._outbox_cond = threading.Condition()
         self._outbox_pending = 0
+        self._handed: queue.SimpleQueue[list[OutboxMessage]] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._started = False
@@ -141,16 +142,27 @@ class PvPRuntime:
             self._outbox_pending += 1
             self._outbox_cond.notify()
 
+    def _hand_to_dispatchers(self, claimed: list[OutboxMessage]) -> None:
+        """Messages this thread claimed but may not wait to send: a dispatcher sends them
+        (still claimed, no other dispatcher would until their lease ran out)."""
+        self._handed.put(claimed)
+        self.notify_outbox()
+
     # reception -------------------------------------------------------------
 
-    def receive(self, raws: list[bytes]) -> list[Received]:
+    def receive(self, raws: list[bytes], uow: PvPUnitOfWork | None = None) -> list[Received]:
         """Envelopes from the connector -> per envelope the HTTP answer: 202 with the
         technical acknowledgement once stored (all in one transaction), or 400 with a signed
-        admi.002 when refused (that refusal is stored too)."""
+        admi.002 when refused (that refusal is stored too).
+
+        With ``uow`` (a sending unit of work, :meth:`_sending_uow`), the new messages are
+        also applied in that transaction, and the replies they queue are left claimed in
+        ``uow.outbox.claimed`` for the caller to send once the answers are out."""
         answers: list[Received] = []
-        for raw, outcome in zip(
-            raws, service.receive_messages(self.uow(), raws, self.ctx), strict=True
-        ):
+        outcomes = service.receive_messages(
+            uow or self.uow(), raws, self.ctx, process=uow is not None
+        )
+        for raw, outcome in zip(raws, outcomes, strict=True):
             if isinstance(outcome, MessageRejected):
                 admi = service.record_rejection(self.uow(), raw, outcome, self.ctx)
                 answers.append(Received(400, "application/xml", admi))
@@ -164,15 +176,35 @@ class PvPRuntime:
         return answers
 
     def _receive_here(self, raws: list[bytes]) -> list[Received]:
-        """:meth:`receive` on a reception thread: what it stores is kept for
-        :meth:`process_received`, which the thread runs once the answers are on their way."""
+        """:meth:`receive` on a reception thread. While the workers have no backlog, it
+        applies what it stores in the same transaction (``pvp.process_on_receipt``): one
+        commit before the 202s instead of one before and one after. The replies that queued,
+        and anything stored but not applied, are kept for :meth:`process_received`, which
+        the thread runs once the answers are on their way."""
         self._received.items = []
-        return self.receive(raws)
+        self._received.uow = None
+        if (
+            self.settings.pvp.process_on_receipt
+            and self._inbox.empty()
+            and self._started
+            and not self._stop.is_set()
+        ):
+            self._received.uow = self._sending_uow()
+        return self.receive(raws, self._received.uow)
 
     def process_received(self, may_wait: bool) -> None:
-        """On a reception thread, after its answers went out: process what it stored, and
-        send the replies, unless ``may_wait`` is false (the other reception threads are busy
-        with replies of their own: the connector's posts need one free, see Batcher)."""
+        """On a reception thread, after its answers went out: send the replies of what it
+        applied, and process what it stored but did not apply, then send those replies;
+        unless ``may_wait`` is false (the other reception threads are busy with replies of
+        their own: the connector's posts need one free, see Batcher). Then a dispatcher
+        sends the replies, and the workers process."""
+        uow: PvPUnitOfWork | None = getattr(self._received, "uow", None)
+        self._received.uow = None
+        if uow is not None and uow.outbox.claimed:
+            if may_wait:
+                self._send_claimed(uow)
+            else:
+                self._hand_to_dispatchers(uow.outbox.claimed)
         items: list[tuple[int, Message | None]] = getattr(self._received, "items", None) or []
         self._received.items = None
         if not items:
@@ -315,6 +347,12 @@ class PvPRuntime:
             if self._stop.is_set():
                 return
             try:
+                while True:
+                    try:
+                        handed = self._handed.get_nowait()
+                    except queue.Empty:
+                        break
+                    self.dispatcher.deliver(handed)
                 while self.dispatcher.run_once() and not self._stop.is_set():
                     pass
             except Exception:

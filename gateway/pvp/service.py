@@ -33,7 +33,7 @@ from typing import Literal
 
 from gateway.config import FaultSettings, Iso20022Settings
 from gateway.db import retrying, utcnow
-from gateway.errors import GatewayError, IdempotencyConflict, InvalidInput
+from gateway.errors import GatewayError, IdempotencyConflict, InvalidInput, TransientError
 from gateway.faults import crash_point
 from gateway.iso20022 import (
     Admi002,
@@ -194,9 +194,13 @@ def _check(raw: bytes, ctx: PvPContext, now: datetime) -> _Checked:
     return _Checked(raw, sha, header, message, _bic11(header.from_bic))
 
 
-def _store(uow: PvPUnitOfWork, c: _Checked, ctx: PvPContext, now: datetime) -> Ack:
+def _store(
+    uow: PvPUnitOfWork, c: _Checked, ctx: PvPContext, now: datetime, *, inbox: bool = True
+) -> Ack:
     """Deduplicate and store one checked envelope in the caller's transaction (raises
-    :class:`DuplicateMessage` for other bytes under a known id, or a known UETR)."""
+    :class:`DuplicateMessage` for other bytes under a known id, or a known UETR); with
+    ``inbox``, also the inbox item that has it processed (without, the caller applies it in
+    the same transaction, or calls :func:`_add_inbox`)."""
     repo = uow.pvp
     message = c.message
     seen = repo.inbound_sha(c.sender, message.MESSAGE_ID, message.id)
@@ -240,19 +244,35 @@ def _store(uow: PvPUnitOfWork, c: _Checked, ctx: PvPContext, now: datetime) -> A
     )
     repo.insert_legs(new_legs)
     repo.update_legs(late)
-    repo.add_inbox(message_id, now, now + timedelta(seconds=ctx.inbox_retry_after_seconds))
+    if inbox:
+        _add_inbox(uow, message_id, ctx, now)
     return Ack(message.id, c.sha, duplicate=False, inbox_id=message_id)
 
 
+def _add_inbox(uow: PvPUnitOfWork, message_id: int, ctx: PvPContext, now: datetime) -> None:
+    uow.pvp.add_inbox(message_id, now, now + timedelta(seconds=ctx.inbox_retry_after_seconds))
+
+
 def receive_messages(
-    uow: PvPUnitOfWork, raws: Sequence[bytes], ctx: PvPContext, now: datetime | None = None
+    uow: PvPUnitOfWork,
+    raws: Sequence[bytes],
+    ctx: PvPContext,
+    now: datetime | None = None,
+    *,
+    process: bool = False,
 ) -> list[Ack | MessageRejected]:
     """Verify, deduplicate and store inbound envelopes, all in one transaction: per envelope
     its acknowledgement, or why it is refused (nothing of it stored).
 
     Each envelope is stored in a savepoint: one refused there (a duplicate id with other
-    bytes, a UETR already instructed) takes nothing of the others with it. Once the
-    transaction is durable, the new inbox items go to the workers together."""
+    bytes, a UETR already instructed) takes nothing of the others with it.
+
+    With ``process``, each new message is also applied in that transaction, in its own
+    savepoint, in the order received: one commit (one fsync) where storing, then applying,
+    took two, before the 202 instead of after it; a message applied so needs no inbox item.
+    A message whose application fails gets its inbox item, stored and unprocessed, as
+    without ``process``. Once the transaction is durable, the inbox items go to the workers
+    together."""
     now = now or utcnow()
     outcomes: list[Ack | MessageRejected | _Checked] = []
     for raw in raws:
@@ -263,20 +283,27 @@ def receive_messages(
     checked = [(i, c) for i, c in enumerate(outcomes) if isinstance(c, _Checked)]
     if not checked:
         return outcomes  # type: ignore[return-value]
+    applied: list[str] = []
 
     def work() -> list[Ack | MessageRejected]:
+        applied.clear()
         stored: list[Ack | MessageRejected] = []
         for _, c in checked:
             try:
                 with uow.savepoint():
-                    stored.append(_store(uow, c, ctx, now))
+                    stored.append(_store(uow, c, ctx, now, inbox=not process))
             except MessageRejected as exc:
                 stored.append(exc)
-        new: list[tuple[int, Message | None]] = [
-            (ack.inbox_id, c.message)
-            for ack, (_, c) in zip(stored, checked, strict=True)
-            if isinstance(ack, Ack) and ack.inbox_id is not None
-        ]
+        new: list[tuple[int, Message | None]] = []
+        for ack, (_, c) in zip(stored, checked, strict=True):
+            if not isinstance(ack, Ack) or ack.inbox_id is None:
+                continue
+            if process and _apply_in_savepoint(uow, ack.inbox_id, c.message, ctx, now):
+                applied.append(c.message.MESSAGE_ID)
+                continue
+            if process:
+                _add_inbox(uow, ack.inbox_id, ctx, now)
+            new.append((ack.inbox_id, c.message))
         if new:
             uow.after_commit(lambda: ctx.notify_inbox(new))
         return stored
@@ -286,7 +313,30 @@ def receive_messages(
         outcomes[i] = result
     if any(isinstance(r, Ack) and not r.duplicate for r in stored):
         crash_point("pvp.after_inbox", ctx.faults)
+    for message_type in applied:
+        crash_point(_AFTER.get(message_type, "pvp.after_process"), ctx.faults)
     return outcomes  # type: ignore[return-value]
+
+
+def _apply_in_savepoint(
+    uow: PvPUnitOfWork, message_id: int, message: Message, ctx: PvPContext, at: datetime
+) -> bool:
+    """:func:`_apply` in a savepoint of the caller's transaction, which stored the message;
+    False (and nothing of it kept) if it failed, other than by a transient conflict, which
+    retries the whole unit."""
+    try:
+        with uow.savepoint():
+            _apply(uow, message, ctx, at)
+            return True
+    except TransientError:
+        raise
+    except Exception:
+        log.warning(
+            "pvp: applying inbox item %s on receipt failed; left to the workers",
+            message_id,
+            exc_info=True,
+        )
+        return False
 
 
 def receive_message(

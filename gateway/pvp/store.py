@@ -7,8 +7,8 @@ receptions of the same message cannot both be stored (the loser retries and find
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any, Literal, cast
 
@@ -626,9 +626,18 @@ class PvPUnitOfWork(SqlUnitOfWork):
         self.pvp = SqlPvPRepository(conn)
         self._hooks = []
 
-    def savepoint(self) -> AbstractContextManager[None]:
-        """A nested transaction: leaving it by an exception undoes only what it did."""
-        return fastsql.savepoint(self.conn)
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A nested transaction: leaving it by an exception undoes only what it did, in the
+        database and here (the messages it claimed for sending, the hooks it added)."""
+        hooks, claimed = len(self._hooks), len(self.outbox.claimed)
+        try:
+            with fastsql.savepoint(self.conn):
+                yield
+        except BaseException:
+            del self._hooks[hooks:]
+            del self.outbox.claimed[claimed:]
+            raise
 
     def after_commit(self, hook: Any) -> None:
         self._hooks.append(hook)

@@ -57,17 +57,26 @@ def expect_outcome(world: PvPWorld, pvp_id: str, dt_before: int, amount: int) ->
 
 
 @pytest.mark.parametrize(
-    ("point", "outcome"),
+    ("point", "outcome", "on_receipt"),
     [
-        ("pvp.after_inbox", "COMMIT"),  # stored, no 202: the connector re-sends
-        ("pvp.before_lock", "COMMIT"),  # lock rolled back with its transaction
-        ("pvp.after_lock", "COMMIT"),  # locked, ACSP in the outbox, not sent
-        ("pvp.before_commit", "COMMIT"),  # fulfilment applied, not committed
-        ("pvp.after_commit", "COMMIT"),  # settled, ACSC not sent
+        # Messages applied in the transaction that stores them (pvp.process_on_receipt):
+        ("pvp.after_inbox", "COMMIT", True),  # stored and locked, no 202: the connector re-sends
+        ("pvp.before_lock", "COMMIT", True),  # nothing stored: the connector re-sends
+        ("pvp.after_lock", "COMMIT", True),  # locked, ACSP in the outbox, not sent
+        ("pvp.before_commit", "COMMIT", True),  # fulfilment applied, not committed
+        ("pvp.after_commit", "COMMIT", True),  # settled, ACSC not sent
+        # Stored, answered, then applied in a transaction of its own:
+        ("pvp.after_inbox", "COMMIT", False),  # stored, not applied, no 202
+        ("pvp.before_lock", "COMMIT", False),  # stored; the lock rolled back with its transaction
+        ("pvp.after_lock", "COMMIT", False),  # locked, ACSP in the outbox, not sent
     ],
 )
-def test_gateway_killed_between_lock_and_commit(world: PvPWorld, point: str, outcome: str) -> None:
-    world.gateway.restart(crash_env(point))
+def test_gateway_killed_between_lock_and_commit(
+    world: PvPWorld, point: str, outcome: str, on_receipt: bool
+) -> None:
+    world.gateway.restart(
+        {**crash_env(point), "DT_GATEWAY_PVP__PROCESS_ON_RECEIPT": str(on_receipt).lower()}
+    )
     before = world.wallet(DT_WALLET)["posted"]
     aed_before = world.aed(AED_RECEIVER)["available"]
 

@@ -1,18 +1,23 @@
 """The PvP runtime's threads: a committed outbox message wakes one dispatcher, not all; who
-processes a message that was just stored."""
+processes a message that was just stored, and when."""
 
 from __future__ import annotations
 
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from gateway.config import load_settings
 from gateway.iso20022 import Message
+from gateway.pvp import service
 from gateway.pvp.runtime import PvPRuntime
+from gateway.pvp.store import inbox_t
 from tests.integration.pvp.conftest import Leg, PvPWorld, uetr
 
 
@@ -57,9 +62,45 @@ def test_each_outbox_notification_wakes_one_dispatcher(engine: Engine, tmp_path:
         runtime.stop()
 
 
-def test_the_reception_thread_processes_what_it_stored_alone(world: PvPWorld) -> None:
-    """At low load the thread that stored a message processes it after the 202: no worker
-    is woken for it."""
+def _inbox_rows(world: PvPWorld) -> int:
+    with world.engine.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(inbox_t)).scalar_one())
+
+
+def test_at_low_load_a_message_is_applied_in_the_transaction_that_stores_it(
+    world: PvPWorld,
+) -> None:
+    """One commit before the 202 stores and applies the pacs.009: the leg is locked when the
+    answer arrives, no inbox item was needed, no worker or later transaction processed it,
+    and the reception thread sends the ACSP."""
+    world.wallet("hsbk-dt", fund=1_000_000)
+    world.wallet("cbuae-dt")
+    processed: list[int] = []
+    process = world.runtime.process
+
+    def recorded(message_id: int, message: Message | None = None) -> None:
+        processed.append(message_id)
+        process(message_id, message)
+
+    world.runtime.process = recorded  # type: ignore[method-assign]
+    leg = Leg(uetr(), 250_000)
+    assert world.post(world.pacs009(leg)).status_code == 202
+    assert world.leg_state(leg.uetr) == "locked"
+    assert world.balance("hsbk-dt") == (1_000_000, 250_000)
+    world.connector.wait_status(leg.uetr, "ACSP")
+    assert processed == []
+    assert _inbox_rows(world) == 0
+
+
+def test_with_process_on_receipt_off_the_reception_thread_processes_after_the_202(
+    world: PvPWorld,
+) -> None:
+    """``pvp.process_on_receipt`` off: stored and answered first, then applied in a second
+    transaction by the thread that stored it, with no worker woken for it."""
+    settings = world.runtime.settings
+    world.runtime.settings = settings.model_copy(
+        update={"pvp": settings.pvp.model_copy(update={"process_on_receipt": False})}
+    )
     world.wallet("hsbk-dt", fund=1_000_000)
     world.wallet("cbuae-dt")
     processed_on: list[str] = []
@@ -74,6 +115,35 @@ def test_the_reception_thread_processes_what_it_stored_alone(world: PvPWorld) ->
     assert world.post(world.pacs009(leg)).status_code == 202
     world.connector.wait_status(leg.uetr, "ACSP")
     assert len(processed_on) == 1 and processed_on[0].startswith("pvp-reception-")
+    assert _inbox_rows(world) == 1
+
+
+def test_a_message_whose_application_fails_on_receipt_stays_stored_and_is_applied_later(
+    world: PvPWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first application fails after it locked the funds and queued the ACSP: its
+    savepoint takes all of that back (the reply it claimed included), the message stays stored
+    with an inbox item, and the next attempt applies it once: one lock, one ACSP."""
+    world.wallet("hsbk-dt", fund=1_000_000)
+    world.wallet("cbuae-dt")
+    apply = service._apply
+    calls: list[int] = []
+
+    def failing_once(*args: Any) -> None:
+        calls.append(1)
+        apply(*args)
+        if len(calls) == 1:
+            raise RuntimeError("injected failure after the lock")
+
+    monkeypatch.setattr(service, "_apply", failing_once)
+    leg = Leg(uetr(), 250_000)
+    assert world.post(world.pacs009(leg)).status_code == 202
+    world.connector.wait_status(leg.uetr, "ACSP")
+    assert len(calls) == 2
+    assert world.balance("hsbk-dt") == (1_000_000, 250_000)
+    assert _inbox_rows(world) == 1
+    time.sleep(0.2)  # a second ACSP, had the rolled-back one been sent, would be here by now
+    assert [s.status for s in world.connector.statuses(leg.uetr)] == ["ACSP"]
 
 
 @pytest.mark.parametrize(
@@ -102,6 +172,30 @@ def test_what_the_reception_thread_does_not_process_goes_to_the_workers(
         runtime._inbox = inbox  # the workers' stop sentinels go there
     assert queued == [stored]
     assert runtime._received.items is None
+
+
+def test_replies_the_reception_thread_may_not_wait_to_send_go_to_a_dispatcher(
+    world: PvPWorld,
+) -> None:
+    """Applied on receipt while every other reception thread waits on a post: the replies it
+    claimed are sent by an outbox dispatcher, not by this thread, and not left to their lease."""
+    runtime = world.runtime
+    sent_on: list[tuple[str, list[object]]] = []
+    done = threading.Event()
+
+    def deliver(claimed: list[object]) -> int:
+        sent_on.append((threading.current_thread().name, list(claimed)))
+        done.set()
+        return len(claimed)
+
+    runtime.dispatcher.deliver = deliver  # type: ignore[assignment,method-assign]
+    reply = object()
+    runtime._received.uow = SimpleNamespace(outbox=SimpleNamespace(claimed=[reply]))
+    runtime._received.items = []
+    runtime.process_received(False)
+    assert done.wait(5)
+    [(thread, claimed)] = sent_on
+    assert thread.startswith("pvp-outbox-") and claimed == [reply]
 
 
 class _Recording:
