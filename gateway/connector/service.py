@@ -1518,11 +1518,12 @@ class Connector:
         after: list[Callable[[], None]],
     ) -> bool:
         """Process a message and store it, processed, in the caller's transaction; False
-        (nothing done) for the same bytes again, DU01 for other bytes under its id."""
+        (nothing done) for the same bytes again, DU01 for other bytes under its id. Its bytes
+        go in the inbox row only if no PvP's log has them (see ``store.inbox``)."""
         if self._seen_inbound(conn, msg, sender, sha):
             return False
-        self._process(conn, msg, sender, raw, after)
-        self._store_inbound(conn, msg, sender, sha, raw, processed=True)
+        logged = self._process(conn, msg, sender, raw, after)
+        self._store_inbound(conn, msg, sender, sha, b"" if logged else raw, processed=True)
         return True
 
     def _seen_inbound(self, conn: Connection, msg: Message, sender: str, sha: str) -> bool:
@@ -1608,7 +1609,9 @@ class Connector:
         sender: str,
         raw: bytes,
         after: list[Callable[[], None]],
-    ) -> None:
+    ) -> bool:
+        """Apply an inbound message in ``conn``'s transaction; whether it concerned a PvP
+        (then its bytes are in that PvP's message log)."""
         touched: list[str] = []
         if isinstance(msg, Pacs002):
             for st in msg.transactions:
@@ -1652,6 +1655,7 @@ class Connector:
             log.warning("%s sent %s: not expected by the connector", sender, msg.MESSAGE_ID)
         if touched:
             self._log(conn, touched, "in", sender, msg.MESSAGE_ID, msg.id, raw)
+        return bool(touched)
 
     def _update_leg(self, conn: Connection, leg: Any, **values: Any) -> None:
         run(conn, store.UPDATE_LEG, {"k_pvp": leg.pvp_id, "k_leg": leg.leg, **values})

@@ -5,6 +5,8 @@ faults act."""
 
 from __future__ import annotations
 
+import hashlib
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.integration.connector.conftest import Env
+from tests.integration.connector.fakenet import BIC as DT_BANK_BIC
 
 SIM = "CBAUAEAA"
 
@@ -104,3 +107,34 @@ def test_a_simulated_leg_the_payer_cannot_fund_is_refused_and_nothing_moves(
     # Never credited, the receiving account was never opened.
     assert env.http.get("/v1/sim/AED/accounts/HSBK-AED").status_code == 404
     assert env.http.get("/v1/sim/AED/check").json()["ok"]
+
+
+def _inbox(env: Env) -> list[Any]:
+    with env.connector.engine.connect() as conn:
+        return list(
+            conn.execute(
+                sa.text("SELECT sender_bic, msg_def_id, sha256, raw FROM inbox ORDER BY id")
+            )
+        )
+
+
+def test_an_inbound_message_s_bytes_are_stored_once(env: Env) -> None:
+    """A message about a PvP keeps its bytes in that PvP's log only (the inbox row keeps its
+    id and hash, for deduplication); one about no PvP keeps them in its inbox row."""
+    pvp_id = env.trade(kzt=1000, aed=10)
+    env.wait(pvp_id, lambda v: v["state"] == "settled")
+    rows = _inbox(env)
+    assert {r.sender_bic for r in rows} == {DT_BANK_BIC, SIM}
+    assert all(r.raw == b"" for r in rows)
+    logged = {
+        m["sha256"]: m["xml"].encode()
+        for m in env.http.get(f"/v1/pvp/{pvp_id}/messages").json()
+        if m["direction"] == "in"
+    }
+    assert {r.sha256 for r in rows} <= set(logged)
+    assert all(hashlib.sha256(xml).hexdigest() == sha for sha, xml in logged.items())
+
+    assert env.dt.status_request_raw(str(uuid.uuid4())).status_code == 202
+    [about_nothing] = _inbox(env)[len(rows) :]
+    assert about_nothing.msg_def_id == "pacs.028.001.03"
+    assert hashlib.sha256(about_nothing.raw).hexdigest() == about_nothing.sha256
