@@ -55,6 +55,7 @@ from gateway.errors import (
 )
 from gateway.fastsql import run, savepoint
 from gateway.faults import crash_point
+from gateway.ids import sortable_id
 from gateway.iso20022 import (
     CURRENCY_EXPONENTS,
     MAX_MINOR_UNITS,
@@ -92,7 +93,7 @@ ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.:\-]{0,34}")
 
 
 def new_id(prefix: str = "C") -> str:
-    return prefix + uuid.uuid4().hex[:30]
+    return sortable_id(prefix)
 
 
 def ms_to_dt(ms: int) -> datetime:

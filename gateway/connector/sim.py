@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -35,6 +34,7 @@ from gateway.connector.faults import Faults
 from gateway.connector.store import now_ms, sim_accounts, sim_issuance, sim_locks
 from gateway.errors import InvalidInput, NotFound
 from gateway.fastsql import run
+from gateway.ids import sortable_id
 from gateway.iso20022 import (
     Camt029,
     Camt056,
@@ -57,7 +57,7 @@ PACS009 = "pacs.009.001.08"
 
 
 def new_id(prefix: str = "S") -> str:
-    return prefix + uuid.uuid4().hex[:30]
+    return sortable_id(prefix)
 
 
 class SimulatedNetworks:

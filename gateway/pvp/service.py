@@ -25,7 +25,6 @@ import hashlib
 import json
 import logging
 import re
-import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -35,6 +34,7 @@ from gateway.config import FaultSettings, Iso20022Settings
 from gateway.db import retrying, utcnow
 from gateway.errors import GatewayError, IdempotencyConflict, InvalidInput, TransientError
 from gateway.faults import crash_point
+from gateway.ids import sortable_id
 from gateway.iso20022 import (
     Admi002,
     AppHeader,
@@ -128,7 +128,7 @@ class Ack:
 
 
 def new_msg_id() -> str:
-    return "DTGW-" + secrets.token_hex(12)
+    return sortable_id("DTGW-")
 
 
 # ------------------------------------------------------------------ receiving
