@@ -183,14 +183,18 @@ class PvPRuntime:
         the thread runs once the answers are on their way."""
         self._received.items = []
         self._received.uow = None
+        uow = None
         if (
             self.settings.pvp.process_on_receipt
             and self._inbox.empty()
             and self._started
             and not self._stop.is_set()
         ):
-            self._received.uow = self._sending_uow()
-        return self.receive(raws, self._received.uow)
+            uow = self._sending_uow()
+        answers = self.receive(raws, uow)
+        # Only now: had the transaction failed, what it claimed was never committed.
+        self._received.uow = uow
+        return answers
 
     def process_received(self, may_wait: bool) -> None:
         """On a reception thread, after its answers went out: send the replies of what it

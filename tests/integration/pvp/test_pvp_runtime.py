@@ -174,6 +174,36 @@ def test_what_the_reception_thread_does_not_process_goes_to_the_workers(
     assert runtime._received.items is None
 
 
+def test_a_reception_whose_transaction_fails_sends_nothing_it_had_queued(
+    world: PvPWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pacs.009 is applied and its ACSP queued, then the commit fails: the connector gets
+    an error, not the reply of a lock that does not exist; its retry is applied once."""
+    world.wallet("hsbk-dt", fund=1_000_000)
+    world.wallet("cbuae-dt")
+    real = service.retrying
+    failures = [RuntimeError("the commit failed")]
+
+    def failing_commit(uow: Any, work: Any, **kw: Any) -> Any:
+        if not failures:
+            return real(uow, work, **kw)
+        with uow:
+            work()
+            assert uow.outbox.claimed  # the ACSP, queued and claimed for sending
+            raise failures.pop()
+
+    monkeypatch.setattr(service, "retrying", failing_commit)
+    leg = Leg(uetr(), 250_000)
+    raw = world.pacs009(leg)
+    assert world.post(raw).status_code >= 500
+    time.sleep(0.3)
+    assert world.connector.statuses(leg.uetr) == []
+    assert world.balance("hsbk-dt") == (1_000_000, 0)
+    assert world.post(raw).status_code == 202
+    world.connector.wait_status(leg.uetr, "ACSP")
+    assert world.balance("hsbk-dt") == (1_000_000, 250_000)
+
+
 def test_replies_the_reception_thread_may_not_wait_to_send_go_to_a_dispatcher(
     world: PvPWorld,
 ) -> None:
