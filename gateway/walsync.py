@@ -30,6 +30,7 @@ import os
 import sqlite3
 import sys
 import threading
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
@@ -43,6 +44,11 @@ thousand. Measured against 16, 64 and 1024 (``docs/performance.md``): a round co
 page once however often it was written since, so fewer rounds write less; but a round's
 writes and the database's fsync delay every commit's fsync meanwhile, so rounds of 1024
 commits stalled commits for tens of ms."""
+
+SLOW_FSYNC_SECONDS = 0.02
+"""An fsync of the log that takes longer is logged (at most once a second, with how many there
+were and the longest): every commit of the process waited for it, and a disk that stalls so
+sets the latency tail (``docs/performance.md``). ~0.3-4 ms is usual here."""
 
 INLINE_CHECKPOINT_PAGES = 10_000
 """``wal_autocheckpoint`` of the connections: SQLite's own checkpoint in the committing
@@ -119,6 +125,9 @@ class WalGroupSync:
         self._syncing = False
         self._in_commit = 0  # writers between before_commit and the end of committed
         self.fsyncs = 0  # finished fsyncs (for tests and metrics)
+        self._slow = 0  # fsyncs over SLOW_FSYNC_SECONDS not logged yet
+        self._slowest = 0.0
+        self._slow_logged_at = 0.0
 
     def before_commit(self) -> None:
         with self._cv:
@@ -157,14 +166,36 @@ class WalGroupSync:
             target = self._requested
             self._syncing = True
             self._cv.release()
+            started = time.monotonic()
             try:
                 (self._fsync or fsync_path)(self.wal_path)
             finally:
+                took = time.monotonic() - started
                 self._cv.acquire()
                 self._syncing = False
                 self._cv.notify_all()
             self.fsyncs += 1
             self._synced = max(self._synced, target)
+            if took > SLOW_FSYNC_SECONDS:
+                self._slow_fsync(took)
+
+    def _slow_fsync(self, took: float) -> None:
+        # Under self._cv. Logged at most once a second: a disk that stalls often would
+        # otherwise add a log line per commit group to its troubles.
+        self._slow += 1
+        self._slowest = max(self._slowest, took)
+        now = time.monotonic()
+        if now - self._slow_logged_at < 1.0:
+            return
+        log.warning(
+            "slow fsync of %s: %d over %.0f ms since the last report, the longest %.1f ms "
+            "(every commit of this process waited for it)",
+            self.wal_path,
+            self._slow,
+            SLOW_FSYNC_SECONDS * 1000,
+            self._slowest * 1000,
+        )
+        self._slow, self._slowest, self._slow_logged_at = 0, 0.0, now
 
 
 class Checkpointer:

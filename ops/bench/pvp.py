@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import sys
@@ -45,6 +46,7 @@ from cryptography.hazmat.primitives import serialization
 
 from gateway.config import ConnectorSettings
 from gateway.posting import Posted, Poster
+from gateway.walsync import SLOW_FSYNC_SECONDS
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -277,11 +279,27 @@ def _pct(ordered: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
+_SLOW_FSYNC = re.compile(r"slow fsync of \S+: (\d+) over \d+ ms .*?the longest ([\d.]+) ms")
+
+
+def _slow_fsyncs(log: Path, since: int) -> tuple[int, float]:
+    """Slow fsyncs a process logged after byte ``since`` of its log (``gateway.walsync``):
+    how many and the longest, in ms. A stall less than a second after the last report is
+    reported with the next one, so the last of a run may be missing."""
+    with log.open("rb") as fh:
+        fh.seek(since)
+        text = fh.read().decode(errors="replace")
+    found = [(int(n), float(ms)) for n, ms in _SLOW_FSYNC.findall(text)]
+    return sum(n for n, _ in found), max((ms for _, ms in found), default=0.0)
+
+
 def run_latency(
     world: PvPWorld, sub: Submitter, rate: float, seconds: float
 ) -> tuple[float, float]:
     aed0, kzt0 = world.aed(AED_RECEIVER)["available"], world.wallet(CB_WALLET)["posted"]
     cpu0 = _cpu_all(world)
+    logs = {"gateway": world.gateway.log_path, "connector": world.connector.log_path}
+    log_at = {name: log.stat().st_size for name, log in logs.items()}
     ids = sub.steady(rate, seconds, deadline_s=60)
     _wait_settled(world, aed0 + len(ids) * AED, kzt0 + len(ids) * KZT, timeout=300)
     cpu = {k: (v - cpu0[k]) * 1000 / len(ids) for k, v in _cpu_all(world).items()}
@@ -293,6 +311,12 @@ def run_latency(
         f"p99 {p99:.1f} ms, max {lat[-1]:.1f} ms"
     )
     print("  CPU ms per PvP: " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()))
+    slow = {name: _slow_fsyncs(log, log_at[name]) for name, log in logs.items()}
+    print(
+        f"  fsyncs of the log over {SLOW_FSYNC_SECONDS * 1000:.0f} ms (the disk stalled, "
+        "every commit of the process waited): "
+        + ", ".join(f"{name} {n} (longest {ms:.0f} ms)" for name, (n, ms) in slow.items())
+    )
     steps: dict[str, list[float]] = {}
     for i in ids:
         for name, ms in _steps(trails[i], sub.sent[i]).items():

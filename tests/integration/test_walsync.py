@@ -5,6 +5,7 @@ makes a commit durable before anyone can learn of it."""
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
@@ -98,6 +99,32 @@ def test_a_failed_fsync_fails_the_commit_and_the_next_one_syncs_again() -> None:
     sync.before_commit()
     sync.committed()
     assert len(attempts) == 2 and sync.fsyncs == 1
+
+
+def test_slow_fsyncs_are_logged_at_most_once_a_second_with_their_count_and_the_longest(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    seconds = [0.001, 0.03, 0.025, 0.04]
+    sync = WalGroupSync("/db", fsync=lambda _path: time.sleep(seconds.pop(0)))
+
+    def commit() -> None:
+        sync.before_commit()
+        sync.committed()
+
+    with caplog.at_level(logging.WARNING, logger="gateway.walsync"):
+        commit()  # 1 ms: usual, not logged
+        assert caplog.records == []
+        commit()  # 30 ms: logged
+        commit()  # 25 ms, within the second: counted, not logged yet
+        [first] = caplog.records
+        assert "slow fsync of /db-wal: 1 over 20 ms" in first.getMessage()
+        sync._slow_logged_at -= 1.0  # a second later
+        commit()  # 40 ms: logged with the one held back
+    [_, second] = caplog.records
+    message = second.getMessage()
+    assert "slow fsync of /db-wal: 2 over 20 ms" in message
+    longest = float(message.split("the longest ")[1].split(" ms")[0])
+    assert 40 <= longest < 200
 
 
 @pytest.fixture
