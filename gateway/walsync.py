@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sqlite3
 import sys
 import threading
@@ -49,6 +50,26 @@ SLOW_FSYNC_SECONDS = 0.02
 """An fsync of the log that takes longer is logged (at most once a second, with how many there
 were and the longest): every commit of the process waited for it, and a disk that stalls so
 sets the latency tail (``docs/performance.md``). ~0.3-4 ms is usual here."""
+
+SLOW_FSYNC_REPORT = (
+    "slow fsync of %s: %d over %.0f ms since the last report, the longest %.1f ms "
+    "(every commit of this process waited for it)"
+)
+"""The log line of :meth:`WalGroupSync._slow_fsync` (path, count, threshold, longest);
+:func:`slow_fsync_reports` reads it back."""
+
+_SLOW_FSYNC_LINE = re.compile(
+    r"slow fsync of \S+: (\d+) over \d+ ms since the last report, the longest ([\d.]+) ms"
+)
+
+
+def slow_fsync_reports(text: str) -> tuple[int, float]:
+    """The slow fsyncs reported in a process's log ``text``: how many, and the longest in
+    ms (0 and 0.0 for none). A stall less than a second after a report is counted in the
+    next report, so a last one with no report after it is missing."""
+    found = [(int(n), float(ms)) for n, ms in _SLOW_FSYNC_LINE.findall(text)]
+    return sum(n for n, _ in found), max((ms for _, ms in found), default=0.0)
+
 
 INLINE_CHECKPOINT_PAGES = 10_000
 """``wal_autocheckpoint`` of the connections: SQLite's own checkpoint in the committing
@@ -188,8 +209,7 @@ class WalGroupSync:
         if now - self._slow_logged_at < 1.0:
             return
         log.warning(
-            "slow fsync of %s: %d over %.0f ms since the last report, the longest %.1f ms "
-            "(every commit of this process waited for it)",
+            SLOW_FSYNC_REPORT,
             self.wal_path,
             self._slow,
             SLOW_FSYNC_SECONDS * 1000,

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import statistics
 import sys
@@ -46,7 +45,7 @@ from cryptography.hazmat.primitives import serialization
 
 from gateway.config import ConnectorSettings
 from gateway.posting import Posted, Poster
-from gateway.walsync import SLOW_FSYNC_SECONDS
+from gateway.walsync import SLOW_FSYNC_SECONDS, slow_fsync_reports
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -279,18 +278,12 @@ def _pct(ordered: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
-_SLOW_FSYNC = re.compile(r"slow fsync of \S+: (\d+) over \d+ ms .*?the longest ([\d.]+) ms")
-
-
 def _slow_fsyncs(log: Path, since: int) -> tuple[int, float]:
-    """Slow fsyncs a process logged after byte ``since`` of its log (``gateway.walsync``):
-    how many and the longest, in ms. A stall less than a second after the last report is
-    reported with the next one, so the last of a run may be missing."""
+    """Slow fsyncs a process logged after byte ``since`` of its log: how many and the
+    longest, in ms (``gateway.walsync.slow_fsync_reports``)."""
     with log.open("rb") as fh:
         fh.seek(since)
-        text = fh.read().decode(errors="replace")
-    found = [(int(n), float(ms)) for n, ms in _SLOW_FSYNC.findall(text)]
-    return sum(n for n, _ in found), max((ms for _, ms in found), default=0.0)
+        return slow_fsync_reports(fh.read().decode(errors="replace"))
 
 
 def run_latency(
@@ -300,9 +293,12 @@ def run_latency(
     cpu0 = _cpu_all(world)
     logs = {"gateway": world.gateway.log_path, "connector": world.connector.log_path}
     log_at = {name: log.stat().st_size for name, log in logs.items()}
+    started = time.monotonic()
     ids = sub.steady(rate, seconds, deadline_s=60)
     _wait_settled(world, aed0 + len(ids) * AED, kzt0 + len(ids) * KZT, timeout=300)
-    cpu = {k: (v - cpu0[k]) * 1000 / len(ids) for k, v in _cpu_all(world).items()}
+    elapsed = time.monotonic() - started
+    used = {k: v - cpu0[k] for k, v in _cpu_all(world).items()}
+    cpu = {k: v * 1000 / len(ids) for k, v in used.items()}
     trails = {i: _trail(world, i) for i in ids}
     lat = sorted((_settled_at(trails[i]) - sub.sent[i]) * 1000 for i in ids)
     p50, p99 = statistics.median(lat), _pct(lat, 0.99)
@@ -311,6 +307,12 @@ def run_latency(
         f"p99 {p99:.1f} ms, max {lat[-1]:.1f} ms"
     )
     print("  CPU ms per PvP: " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()))
+    # A process's Python work runs a thread at a time: its share of one CPU is how busy
+    # it was, and what its messages queue behind.
+    print(
+        "  busy (CPU time / run time, of one CPU): "
+        + ", ".join(f"{k} {100 * v / elapsed:.0f} %" for k, v in used.items())
+    )
     slow = {name: _slow_fsyncs(log, log_at[name]) for name, log in logs.items()}
     print(
         f"  fsyncs of the log over {SLOW_FSYNC_SECONDS * 1000:.0f} ms (the disk stalled, "

@@ -125,6 +125,10 @@ def test_slow_fsyncs_are_logged_at_most_once_a_second_with_their_count_and_the_l
     assert "slow fsync of /db-wal: 2 over 20 ms" in message
     longest = float(message.split("the longest ")[1].split(" ms")[0])
     assert 40 <= longest < 200
+    # What the PvP benchmark reads back from a process's log: both reports, three fsyncs.
+    text = "".join(f"... WARNING gateway.walsync {r.getMessage()}\n" for r in caplog.records)
+    assert walsync.slow_fsync_reports(text) == (3, longest)
+    assert walsync.slow_fsync_reports("nothing slow here\n") == (0, 0.0)
 
 
 @pytest.fixture
