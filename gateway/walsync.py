@@ -59,7 +59,12 @@ SLOW_FSYNC_REPORT = (
 :func:`slow_fsync_reports` reads it back."""
 
 _SLOW_FSYNC_LINE = re.compile(
-    r"slow fsync of \S+: (\d+) over \d+ ms since the last report, the longest ([\d.]+) ms"
+    # The report itself, its fields turned into groups: the two cannot drift apart.
+    re.escape(SLOW_FSYNC_REPORT)
+    .replace("%s", r"\S+")
+    .replace("%d", r"(\d+)")
+    .replace(r"%\.0f", r"\d+")
+    .replace(r"%\.1f", r"([\d.]+)")
 )
 
 
