@@ -10,6 +10,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
+from gateway.threads import start_thread
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -99,9 +101,7 @@ class Batcher(Generic[T, R]):
             if self._threads:
                 return
             for i in range(self._threads_wanted):
-                thread = threading.Thread(target=self._work, name=f"{self._name}-{i}", daemon=True)
-                thread.start()
-                self._threads.append(thread)
+                self._threads.append(start_thread(self._work, f"{self._name}-{i}"))
 
     def stop(self) -> None:
         with self._lock:

@@ -36,6 +36,8 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
+from gateway.threads import start_thread
+
 log = logging.getLogger(__name__)
 
 CHECKPOINT_EVERY = 256
@@ -261,10 +263,7 @@ class Checkpointer:
             if self._thread is None:
                 with self._lock:
                     if self._thread is None:
-                        self._thread = threading.Thread(
-                            target=self._run, name="sqlite-checkpoint", daemon=True
-                        )
-                        self._thread.start()
+                        self._thread = start_thread(self._run, "sqlite-checkpoint")
 
     def checkpoint(self, conn: sqlite3.Connection) -> tuple[int, int, int]:
         """One PASSIVE checkpoint: (busy, log pages, pages copied), as SQLite reports."""

@@ -81,6 +81,7 @@ from gateway.iso20022 import (
 )
 from gateway.posting import Poster
 from gateway.queues import take_queued
+from gateway.threads import start_thread
 from gateway.walsync import NO_SYNC
 
 log = logging.getLogger(__name__)
@@ -396,9 +397,7 @@ class Connector:
                 (self._dispatch_loop, "dispatcher"),
                 (self._sweeper_loop, "sweeper"),
             ):
-                t = threading.Thread(target=target, name=f"connector-{name}", daemon=True)
-                t.start()
-                self._threads.append(t)
+                self._threads.append(start_thread(target, f"connector-{name}"))
             self._wake.set()
 
     def stop(self) -> None:
@@ -1059,12 +1058,8 @@ class Connector:
             )
             self._lanes[dest] = lane
             for i in range(n):
-                t = threading.Thread(
-                    target=self._lane_loop, args=(lane,), name=f"connector-send-{dest}-{i}"
-                )
-                t.daemon = True
-                t.start()
-                lane.threads.append(t)
+                name = f"connector-send-{dest}-{i}"
+                lane.threads.append(start_thread(self._lane_loop, name, args=(lane,)))
         return lane
 
     def _notify(self, *, deliver_here: bool = False) -> None:

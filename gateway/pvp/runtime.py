@@ -41,6 +41,7 @@ from gateway.pvp import service
 from gateway.pvp.keys import Keyring
 from gateway.pvp.store import PvPUnitOfWork
 from gateway.queues import Batcher, take_queued
+from gateway.threads import start_thread
 
 log = logging.getLogger(__name__)
 
@@ -246,9 +247,7 @@ class PvPRuntime:
         self.notify_outbox()
 
     def _spawn(self, target: object, name: str) -> None:
-        t = threading.Thread(target=target, name=name, daemon=True)  # type: ignore[arg-type]
-        t.start()
-        self._threads.append(t)
+        self._threads.append(start_thread(target, name))  # type: ignore[arg-type]
 
     def stop(self) -> None:
         with self._lock:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import sys
@@ -250,6 +251,37 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _cpu_by_thread(pid: int) -> dict[str, float]:
+    """CPU seconds so far per group of a process's threads: their native names
+    (``gateway.threads``) without the trailing ``-<n>``; the main thread (the event loop) as
+    "main", the threads of libraries' pools (which bear the process's name) as "unnamed".
+    Threads that ended meanwhile are not counted."""
+    groups: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    process_name = Path(f"/proc/{pid}/comm").read_text().strip()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            name = (task / "comm").read_text().strip()
+        except OSError:  # the thread ended
+            continue
+        if task.name == str(pid):
+            group = "main"
+        elif name == process_name:
+            group = "unnamed"
+        else:
+            group = re.sub(r"-\d+$", "", name)
+        groups[group] = groups.get(group, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return groups
+
+
+def _busy_by_thread(before: dict[str, float], after: dict[str, float], seconds: float) -> str:
+    """The groups' shares of one CPU between two :func:`_cpu_by_thread`, busiest first."""
+    shares = {g: 100 * (after[g] - before.get(g, 0.0)) / seconds for g in after}
+    ranked = sorted(((s, g) for g, s in shares.items() if s >= 0.5), reverse=True)
+    return ", ".join(f"{g} {s:.0f} %" for s, g in ranked) or "none over 0.5 %"
+
+
 def _cpu_all(world: PvPWorld) -> dict[str, float]:
     assert world.gateway.proc is not None and world.connector.proc is not None
     return {
@@ -291,6 +323,9 @@ def run_latency(
 ) -> tuple[float, float]:
     aed0, kzt0 = world.aed(AED_RECEIVER)["available"], world.wallet(CB_WALLET)["posted"]
     cpu0 = _cpu_all(world)
+    assert world.gateway.proc is not None and world.connector.proc is not None
+    pids = {"gateway": world.gateway.proc.pid, "connector": world.connector.proc.pid}
+    threads0 = {name: _cpu_by_thread(pid) for name, pid in pids.items()}
     logs = {"gateway": world.gateway.log_path, "connector": world.connector.log_path}
     log_at = {name: log.stat().st_size for name, log in logs.items()}
     started = time.monotonic()
@@ -298,6 +333,7 @@ def run_latency(
     _wait_settled(world, aed0 + len(ids) * AED, kzt0 + len(ids) * KZT, timeout=300)
     elapsed = time.monotonic() - started
     used = {k: v - cpu0[k] for k, v in _cpu_all(world).items()}
+    threads1 = {name: _cpu_by_thread(pid) for name, pid in pids.items()}
     cpu = {k: v * 1000 / len(ids) for k, v in used.items()}
     trails = {i: _trail(world, i) for i in ids}
     lat = sorted((_settled_at(trails[i]) - sub.sent[i]) * 1000 for i in ids)
@@ -313,6 +349,8 @@ def run_latency(
         "  busy (CPU time / run time, of one CPU): "
         + ", ".join(f"{k} {100 * v / elapsed:.0f} %" for k, v in used.items())
     )
+    for name in pids:
+        print(f"    {name} by thread: " + _busy_by_thread(threads0[name], threads1[name], elapsed))
     slow = {name: _slow_fsyncs(log, log_at[name]) for name, log in logs.items()}
     print(
         f"  fsyncs of the log over {SLOW_FSYNC_SECONDS * 1000:.0f} ms (the disk stalled, "
