@@ -245,10 +245,15 @@ def machine_reference(rounds: int = 300) -> float:
     return (time.process_time() - start) / rounds * 1e6
 
 
+def _stat_cpu_s(stat: Path) -> float:
+    """User + system CPU seconds so far of a process or thread, from its /proc ``stat``."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return _stat_cpu_s(Path(f"/proc/{pid}/stat"))
 
 
 def _cpu_by_thread(pid: int) -> dict[str, float]:
@@ -257,11 +262,10 @@ def _cpu_by_thread(pid: int) -> dict[str, float]:
     "main", the threads of libraries' pools (which bear the process's name) as "unnamed".
     Threads that ended meanwhile are not counted."""
     groups: dict[str, float] = {}
-    tick = os.sysconf("SC_CLK_TCK")
     process_name = Path(f"/proc/{pid}/comm").read_text().strip()
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            cpu = _stat_cpu_s(task / "stat")
             name = (task / "comm").read_text().strip()
         except OSError:  # the thread ended
             continue
@@ -271,7 +275,7 @@ def _cpu_by_thread(pid: int) -> dict[str, float]:
             group = "unnamed"
         else:
             group = re.sub(r"-\d+$", "", name)
-        groups[group] = groups.get(group, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+        groups[group] = groups.get(group, 0.0) + cpu
     return groups
 
 
