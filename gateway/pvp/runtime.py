@@ -158,7 +158,7 @@ class PvPRuntime:
 
         With ``uow`` (a sending unit of work, :meth:`_sending_uow`), the new messages are
         also applied in that transaction, and the replies they queue are left claimed in
-        ``uow.outbox.claimed`` for the caller to send once the answers are out."""
+        ``uow.claimed`` for the caller to send once the answers are out."""
         answers: list[Received] = []
         outcomes = service.receive_messages(
             uow or self.uow(), raws, self.ctx, process=uow is not None
@@ -205,11 +205,11 @@ class PvPRuntime:
         sends the replies, and the workers process."""
         uow: PvPUnitOfWork | None = getattr(self._received, "uow", None)
         self._received.uow = None
-        if uow is not None and uow.outbox.claimed:
+        if uow is not None and uow.claimed:
             if may_wait:
                 self._send_claimed(uow)
             else:
-                self._hand_to_dispatchers(uow.outbox.claimed)
+                self._hand_to_dispatchers(uow.claimed)
         items: list[tuple[int, Message | None]] = getattr(self._received, "items", None) or []
         self._received.items = None
         if not items:
@@ -285,7 +285,7 @@ class PvPRuntime:
         return PvPUnitOfWork(self.engine, claim_outbound_for=self.dispatcher.lease)
 
     def _send_claimed(self, uow: PvPUnitOfWork) -> None:
-        claimed = uow.outbox.claimed
+        claimed = uow.claimed
         if claimed:
             try:
                 self.dispatcher.deliver(claimed)

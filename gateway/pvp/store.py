@@ -20,7 +20,7 @@ from gateway import fastsql
 from gateway.db import SqlUnitOfWork, autoincrement_field, partial_index, table_of, utc_field
 from gateway.fastsql import run
 from gateway.ledger.store import SqlLedgerRepository
-from gateway.outbox import OutboxRepository, outbox_t
+from gateway.outbox import OutboxMessage, OutboxRepository, outbox_t
 from gateway.pvp.model import (
     Instruction,
     InstructionState,
@@ -617,14 +617,23 @@ class PvPUnitOfWork(SqlUnitOfWork):
         super().__init__(engine, readonly=readonly)
         self._hooks: list[Any] = []
         self.claim_outbound_for = claim_outbound_for
+        self._claimed: list[OutboxMessage] = []
 
     def _bind(self, conn: Connection) -> None:
         self.ledger = SqlLedgerRepository(conn)
         # With claim_outbound_for, queued messages are claimed for the caller, which sends
         # them itself once this commits (see OutboxRepository).
         self.outbox = OutboxRepository(conn, claim_for=self.claim_outbound_for)
+        self._claimed = self.outbox.claimed
         self.pvp = SqlPvPRepository(conn)
         self._hooks = []
+
+    @property
+    def claimed(self) -> list[OutboxMessage]:
+        """What its last transaction queued claimed for the caller to send (with
+        ``claim_outbound_for``); nothing if it never began one, as when every envelope of a
+        reception was refused before its transaction."""
+        return self._claimed
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:

@@ -220,12 +220,26 @@ def test_replies_the_reception_thread_may_not_wait_to_send_go_to_a_dispatcher(
 
     runtime.dispatcher.deliver = deliver  # type: ignore[assignment,method-assign]
     reply = object()
-    runtime._received.uow = SimpleNamespace(outbox=SimpleNamespace(claimed=[reply]))
+    runtime._received.uow = SimpleNamespace(claimed=[reply])
     runtime._received.items = []
     runtime.process_received(False)
     assert done.wait(5)
     [(thread, claimed)] = sent_on
     assert thread.startswith("pvp-outbox-") and claimed == [reply]
+
+
+def test_a_reception_whose_envelopes_are_all_refused_has_nothing_to_send(
+    world: PvPWorld,
+) -> None:
+    """Refused before any transaction began (not XML): the answer is the admi.002, and the
+    work after the answers finds nothing claimed, stored or to process (it used to fail on a
+    unit of work that never began, an error logged per junk post)."""
+    runtime = world.runtime
+    runtime.process_batch = _fail  # type: ignore[method-assign]
+    [answer] = runtime._receive_here([b"<not-xml"])
+    assert answer.status == 400 and b"admi.002" in answer.body
+    runtime.process_received(True)
+    assert runtime._received.uow is None and runtime._received.items is None
 
 
 class _Recording:
