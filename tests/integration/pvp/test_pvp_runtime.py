@@ -214,8 +214,9 @@ def test_replies_the_reception_thread_may_not_wait_to_send_go_to_a_dispatcher(
     done = threading.Event()
 
     def deliver(claimed: list[object]) -> int:
-        sent_on.append((threading.current_thread().name, list(claimed)))
-        done.set()
+        if claimed:  # a dispatcher's own poll delivers what it claimed, often nothing
+            sent_on.append((threading.current_thread().name, list(claimed)))
+            done.set()
         return len(claimed)
 
     runtime.dispatcher.deliver = deliver  # type: ignore[assignment,method-assign]
