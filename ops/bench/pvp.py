@@ -323,7 +323,7 @@ def _slow_fsyncs(log: Path, since: int) -> tuple[int, float]:
 
 
 def run_latency(
-    world: PvPWorld, sub: Submitter, rate: float, seconds: float
+    world: PvPWorld, sub: Submitter, rate: float, seconds: float, dump: Path | None = None
 ) -> tuple[float, float]:
     aed0, kzt0 = world.aed(AED_RECEIVER)["available"], world.wallet(CB_WALLET)["posted"]
     cpu0 = _cpu_all(world)
@@ -365,11 +365,37 @@ def run_latency(
     for i in ids:
         for name, ms in _steps(trails[i], sub.sent[i]).items():
             steps.setdefault(name, []).append(ms)
+    if dump is not None:
+        # Each PvP's trade time and its messages as the connector logged them, to look at
+        # the tail over the run (one stall or spread out) after the fact.
+        dump.write_text(
+            json.dumps(
+                [
+                    {
+                        "pvp_id": i,
+                        "sent": sub.sent[i],
+                        "trail": [list(m) for m in trails[i]],
+                    }
+                    for i in ids
+                ]
+            )
+        )
     print("  where the time goes, p50 / p99 ms (the connector's log):")
     for name, values in steps.items():
         values.sort()
         print(f"    {name}: {statistics.median(values):.1f} / {_pct(values, 0.99):.1f}")
     return p50, p99
+
+
+def _settings(pairs: list[str]) -> dict[str, str]:
+    """``NAME=VALUE`` strings -> environment settings."""
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"not NAME=VALUE: {pair!r}")
+        out[name] = value
+    return out
 
 
 def main() -> None:
@@ -396,6 +422,26 @@ def main() -> None:
     )
     parser.add_argument(
         "--connector-db", help="the connector's database URL (default: a SQLite file)"
+    )
+    parser.add_argument(
+        "--gateway-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for the gateway process (repeatable), e.g. "
+        "DT_GATEWAY_PVP__RECEPTION_THREADS=2",
+    )
+    parser.add_argument(
+        "--connector-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for the connector process (repeatable)",
+    )
+    parser.add_argument(
+        "--dump",
+        type=Path,
+        help="write each latency-run PvP's trade time and message trail to this JSON file",
     )
     parser.add_argument(
         "--keep", action="store_true", help="keep the databases and logs (deleted on success)"
@@ -425,7 +471,10 @@ def main() -> None:
     world = PvPWorld(
         tmp,
         log_level="WARNING",
-        gateway_settings={"DT_GATEWAY_CPUS": str(cpus[0])} if pin else {},
+        gateway_settings={
+            **({"DT_GATEWAY_CPUS": str(cpus[0])} if pin else {}),
+            **_settings(args.gateway_env),  # last: what is asked for wins
+        },
         connector_settings={
             **({"DT_GATEWAY_CONNECTOR__CPUS": str(cpus[1])} if pin else {}),
             "DT_GATEWAY_CONNECTOR__REDELIVER_AFTER_MS": str(defaults.redeliver_after_ms),
@@ -442,6 +491,7 @@ def main() -> None:
                 if args.connector_db
                 else {}
             ),
+            **_settings(args.connector_env),  # last: what is asked for wins
         },
     )
     total = args.burst * 2 + args.batched_burst + 100_000
@@ -453,7 +503,7 @@ def main() -> None:
         unbatched = run_burst(world, sub, args.burst, "unbatched", chunk)
         time.sleep(3)  # the latency run starts from a quiet system, not the burst's tail
         rate = args.latency_rate or unbatched / 2
-        p50, p99 = run_latency(world, sub, rate, args.seconds)
+        p50, p99 = run_latency(world, sub, rate, args.seconds, args.dump)
         world.connector.kill()
         world.connector.start(
             {
