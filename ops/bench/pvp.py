@@ -486,7 +486,8 @@ def main() -> None:
     parser.add_argument(
         "--dump",
         type=Path,
-        help="write each latency-run PvP's trade time and message trail to this JSON file",
+        help="write each latency-run PvP's trade time, DT settlement time and message trail to "
+        "this JSON file",
     )
     parser.add_argument(
         "--keep", action="store_true", help="keep the databases and logs (deleted on success)"
