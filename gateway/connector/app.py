@@ -119,7 +119,7 @@ def create_app(connector: Connector, *, manage_lifecycle: bool = True) -> Litest
     reception: Batcher[bytes, Inbound] = Batcher(
         functools.partial(c.receive_batch, hand_out=False),
         name="connector-reception",
-        threads=2,
+        threads=c.cfg.reception_threads,
         limit=32,
         then=c.after_reception,
     )
