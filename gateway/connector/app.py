@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -80,25 +81,38 @@ def create_app(connector: Connector, *, manage_lifecycle: bool = True) -> Litest
     def list_participants() -> list[dict[str, Any]]:
         return c.list_participants()
 
+    # Trades and instructions, which may create PvPs: on threads of their own, which send a
+    # new PvP's pacs.009 themselves once the answer is on its way (Connector.handle_requests).
+    requests: Batcher[Callable[[], Any], Any] = Batcher(
+        c.handle_requests,
+        name="connector-requests",
+        threads=2,
+        limit=32,
+        then=c.after_reception,
+    )
+
+    async def _request(func: Callable[..., Any], *args: Any) -> Any:
+        return await requests.submit(functools.partial(func, *args))
+
     @post("/v1/instructions")
     async def instruct(request: Request[Any, Any, Any]) -> Response[Any]:
         principal = c.authenticate(request.headers.get("authorization"))
         data = await _body(request)
-        status, view = await _run(c.submit_instruction, principal, data)
+        status, view = await _request(c.submit_instruction, principal, data)
         return _json(view, status)
 
     @post("/v1/trades")
     async def trade(request: Request[Any, Any, Any]) -> Response[Any]:
         admin(request)
         data = await _body(request)
-        status, view = await _run(c.create_trade, data)
+        status, view = await _request(c.create_trade, data)
         return _json(view, status)
 
     @post("/v1/trades/bulk")
     async def trades_bulk(request: Request[Any, Any, Any]) -> Response[Any]:
         admin(request)
         data = await _body(request)
-        status, created = await _run(c.create_trades, data)
+        status, created = await _request(c.create_trades, data)
         return _json(created, status)
 
     @get("/v1/pvp/{pvp_id:str}", sync_to_thread=True)
@@ -214,8 +228,10 @@ def create_app(connector: Connector, *, manage_lifecycle: bool = True) -> Litest
             HTTPException: _http_error,
             Exception: _internal_error,
         },
-        on_startup=[lambda: c.start(), reception.start] if manage_lifecycle else [],
-        on_shutdown=[reception.stop, lambda: c.stop()] if manage_lifecycle else [reception.stop],
+        on_startup=[lambda: c.start(), reception.start, requests.start] if manage_lifecycle else [],
+        on_shutdown=[reception.stop, requests.stop, lambda: c.stop()]
+        if manage_lifecycle
+        else [reception.stop, requests.stop],
         request_max_body_size=c.settings.iso20022.max_message_bytes * 2,
         debug=False,
         # Logging is the process's business, not the app's (litestar's default logs every

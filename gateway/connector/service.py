@@ -356,7 +356,8 @@ class Connector:
         self._lanes: dict[str, _Lane] = {}
         self._done: queue.SimpleQueue[tuple[Any, str]] = queue.SimpleQueue()
         # .conn, .after: the open batch of a simulated lane; .wrote: this thread queued
-        # outbox rows since its last _notify()
+        # outbox rows since its last _notify(); .deferred: a request thread's calls, whose
+        # rows are handed out after the answers (handle_requests)
         self._local = threading.local()
         self._inflight: set[int] = set()  # outbox row ids handed to a lane
         # Guards _inflight and _lanes, and makes a dispatch round (query, then hand out) one
@@ -1070,8 +1071,10 @@ class Connector:
         decisions. Unbatched, a commit that queued nothing leaves it asleep (deliveries report
         themselves: :meth:`_report`). Inside a lane's open batch, the rows are not committed
         yet: the batch's own call, after its commit, hands them out. ``deliver_here``: see
-        :meth:`after_reception`."""
-        if getattr(self._local, "conn", None) is not None:
+        :meth:`after_reception`; on a request thread, the same (:meth:`handle_requests`)."""
+        if getattr(self._local, "conn", None) is not None or getattr(
+            self._local, "deferred", False
+        ):
             return
         if getattr(self._local, "wrote", False):
             self._local.wrote = False
@@ -1419,12 +1422,32 @@ class Connector:
         return [a for a in answers if a is not None]
 
     def after_reception(self, may_wait: bool) -> None:
-        """On a reception thread (``receive_batch(..., hand_out=False)``), after its answers
-        went out: deliver what it queued (a decision, typically) from this thread if the lanes
-        are idle and ``may_wait`` (another reception thread stays free for what the networks
-        post meanwhile, see Batcher), else through the lanes. Not before the answers: the
-        sender of what was received may be the one it posts to."""
+        """On a reception thread (``receive_batch(..., hand_out=False)``) or a request thread
+        (:meth:`handle_requests`), after its answers went out: deliver what it queued (a
+        decision, a new PvP's pacs.009) from this thread if the lanes are idle and
+        ``may_wait`` (another thread of its kind stays free for what comes meanwhile, see
+        Batcher), else through the lanes. Not before the answers: the sender of what was
+        received may be the one it posts to, and a caller waits for its answer meanwhile."""
         self._notify(deliver_here=may_wait)
+
+    def handle_requests(self, calls: Sequence[Callable[[], Any]]) -> list[Any]:
+        """Calls of the HTTP API that may queue outbox rows (trades, instructions), on a
+        request thread (``gateway.queues.Batcher``): each call's result, or the exception it
+        raised. What their commits queue is not handed out here but by :meth:`after_reception`
+        once the answers are on their way: a new PvP's pacs.009 then goes out from this
+        thread, without waking a lane's thread for it (what the anyio pool these calls ran on
+        before did, for every trade)."""
+        outcomes: list[Any] = []
+        self._local.deferred = True
+        try:
+            for call in calls:
+                try:
+                    outcomes.append(call())
+                except Exception as exc:  # this caller's answer; the others go on
+                    outcomes.append(exc)
+        finally:
+            self._local.deferred = False
+        return outcomes
 
     def _check(self, raw: bytes) -> tuple[Message, str] | Inbound:
         """(message, sender) of an envelope that parses and verifies, else the refusal."""

@@ -4,6 +4,7 @@ rows (not at every wake-up), polls for retries, or runs batches."""
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Iterator
@@ -224,3 +225,51 @@ def test_more_than_a_pair_goes_to_the_lanes(tmp_path: Path) -> None:
         kept: list[Any] = []
         assert connector._dispatch_due(kept) == 4
         assert kept == [] and len(connector._inflight) == 4  # in flight, on their lanes
+
+
+def test_a_request_thread_hands_out_what_its_calls_queued_only_after_answering(
+    tmp_path: Path,
+) -> None:
+    """Trades and instructions run on the request threads (``Connector.handle_requests``):
+    nothing their commits queue goes out while the callers wait for their answers; then the
+    same thread delivers a new PvP's pair itself when the lanes are idle, without waking a
+    lane's thread for it."""
+    with _connector(tmp_path, threads=True) as connector:
+        rounds: list[str] = []
+        delivered: list[tuple[str, str]] = []
+        dispatch_due, deliver = connector._dispatch_due, connector._deliver
+
+        def recorded_round(keep: list[Any] | None = None) -> int:
+            rounds.append(threading.current_thread().name)
+            return dispatch_due(keep)
+
+        def recorded_delivery(row: Any, lane: Any) -> str:
+            delivered.append((threading.current_thread().name, row.destination_bic))
+            return deliver(row, lane)
+
+        connector._dispatch_due = recorded_round  # type: ignore[method-assign]
+        connector._deliver = recorded_delivery  # type: ignore[method-assign]
+        outcomes: list[Any] = []
+
+        def requests_thread() -> None:
+            def refused() -> None:
+                raise ValueError("not a trade")
+
+            calls = [functools.partial(connector.create_trade, Env.trade_body()), refused]
+            outcomes.extend(connector.handle_requests(calls))
+            outcomes.append(list(rounds))  # nothing handed out while answering
+            connector.after_reception(True)
+
+        worker = threading.Thread(target=requests_thread, name="connector-requests-0")
+        worker.start()
+        worker.join()
+        created, refusal, rounds_before = outcomes
+        assert created[0] == 201
+        assert isinstance(refusal, ValueError)  # that caller's answer; the trade went on
+        assert "connector-requests-0" not in rounds_before
+        # Then the pair went out from the request thread itself: the DT network's pacs.009
+        # and the simulated bank's.
+        assert sorted(delivered) == sorted(
+            [("connector-requests-0", BIC), ("connector-requests-0", "CBAUAEAA")]
+        )
+        assert not getattr(connector._local, "deferred", False)
