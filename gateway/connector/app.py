@@ -88,7 +88,7 @@ def create_app(connector: Connector, *, manage_lifecycle: bool = True) -> Litest
         name="connector-requests",
         threads=2,
         limit=32,
-        then=c.after_reception,
+        then=c.after_answers,
     )
 
     async def _request(func: Callable[..., Any], *args: Any) -> Any:
@@ -131,11 +131,11 @@ def create_app(connector: Connector, *, manage_lifecycle: bool = True) -> Litest
     # its transaction (gateway.queues.Batcher): one thread hop and one commit per batch.
     # Once the answers are on their way, the thread delivers what its commits queued.
     reception: Batcher[bytes, Inbound] = Batcher(
-        functools.partial(c.receive_batch, hand_out=False),
+        c.handle_receptions,
         name="connector-reception",
         threads=c.cfg.reception_threads,
         limit=32,
-        then=c.after_reception,
+        then=c.after_answers,
     )
 
     @asgi(isodoor.PATH, copy_scope=False)

@@ -356,8 +356,8 @@ class Connector:
         self._lanes: dict[str, _Lane] = {}
         self._done: queue.SimpleQueue[tuple[Any, str]] = queue.SimpleQueue()
         # .conn, .after: the open batch of a simulated lane; .wrote: this thread queued
-        # outbox rows since its last _notify(); .deferred: a request thread's calls, whose
-        # rows are handed out after the answers (handle_requests)
+        # outbox rows since its last _notify(); .deferred: rows are handed out after the
+        # answers (_answers_first)
         self._local = threading.local()
         self._inflight: set[int] = set()  # outbox row ids handed to a lane
         # Guards _inflight and _lanes, and makes a dispatch round (query, then hand out) one
@@ -1041,7 +1041,7 @@ class Connector:
     #
     # A thread that committed outbox rows hands them to the lanes of their destination
     # networks itself (``_hand_out``), or, a reception thread after its answers, delivers a
-    # pair itself when their lanes are idle (``after_reception``); the *dispatcher* thread
+    # pair itself when their lanes are idle (``after_answers``); the *dispatcher* thread
     # picks due rows after a failed delivery, in batched mode, and at its poll. A lane has
     # ``senders_per_network`` threads and its own pooled HTTP client; a simulated bank's lane
     # runs the bank's handling and the connector's processing of its answers. Lanes report
@@ -1071,7 +1071,7 @@ class Connector:
         decisions. Unbatched, a commit that queued nothing leaves it asleep (deliveries report
         themselves: :meth:`_report`). Inside a lane's open batch, the rows are not committed
         yet: the batch's own call, after its commit, hands them out. ``deliver_here``: see
-        :meth:`after_reception`; on a request thread, the same (:meth:`handle_requests`)."""
+        :meth:`after_answers` (:meth:`_answers_first`)."""
         if getattr(self._local, "conn", None) is not None or getattr(
             self._local, "deferred", False
         ):
@@ -1373,9 +1373,10 @@ class Connector:
         [inbound] = self.receive_batch([raw])
         return inbound
 
-    def receive_batch(self, raws: list[bytes], *, hand_out: bool = True) -> list[Inbound]:
+    def receive_batch(self, raws: list[bytes]) -> list[Inbound]:
         """Envelopes posted to ``/iso20022/messages`` at the same moment -> their answers.
-        ``hand_out=False``: what the commits queued is left for :meth:`after_reception`.
+        Under :meth:`handle_receptions`, what the commits queued is left for
+        :meth:`after_answers`.
 
         Each is verified alone; those accepted are stored and processed in one transaction,
         each in a savepoint (one refused there spares the others). If the transaction fails,
@@ -1417,37 +1418,49 @@ class Connector:
             answers[i] = self._reject(rejection, sender)
         for action in after:
             action()
-        if (after or accepted) and hand_out:
+        if after or accepted:
             self._notify()
         return [a for a in answers if a is not None]
 
-    def after_reception(self, may_wait: bool) -> None:
-        """On a reception thread (``receive_batch(..., hand_out=False)``) or a request thread
+    @contextmanager
+    def _answers_first(self) -> Iterator[None]:
+        """On this thread, what commits queue meanwhile is not handed out (``_notify`` leaves
+        it) but by :meth:`after_answers`, once the callers have their answers."""
+        self._local.deferred = True
+        try:
+            yield
+        finally:
+            self._local.deferred = False
+
+    def handle_receptions(self, raws: list[bytes]) -> list[Inbound]:
+        """:meth:`receive_batch` on a reception thread (``gateway.queues.Batcher``): what it
+        queued (a decision, typically) is delivered by :meth:`after_answers`."""
+        with self._answers_first():
+            return self.receive_batch(raws)
+
+    def handle_requests(self, calls: Sequence[Callable[[], Any]]) -> list[Any]:
+        """Calls of the HTTP API that may queue outbox rows (trades, instructions), on a
+        request thread (``gateway.queues.Batcher``): each call's result, or the exception it
+        raised. What their commits queue is delivered by :meth:`after_answers`: a new PvP's
+        pacs.009 then goes out from this thread, without waking a lane's thread for it (what
+        the anyio pool these calls ran on before did, for every trade)."""
+        outcomes: list[Any] = []
+        with self._answers_first():
+            for call in calls:
+                try:
+                    outcomes.append(call())
+                except Exception as exc:  # this caller's answer; the others go on
+                    outcomes.append(exc)
+        return outcomes
+
+    def after_answers(self, may_wait: bool) -> None:
+        """On a reception thread (:meth:`handle_receptions`) or a request thread
         (:meth:`handle_requests`), after its answers went out: deliver what it queued (a
         decision, a new PvP's pacs.009) from this thread if the lanes are idle and
         ``may_wait`` (another thread of its kind stays free for what comes meanwhile, see
         Batcher), else through the lanes. Not before the answers: the sender of what was
         received may be the one it posts to, and a caller waits for its answer meanwhile."""
         self._notify(deliver_here=may_wait)
-
-    def handle_requests(self, calls: Sequence[Callable[[], Any]]) -> list[Any]:
-        """Calls of the HTTP API that may queue outbox rows (trades, instructions), on a
-        request thread (``gateway.queues.Batcher``): each call's result, or the exception it
-        raised. What their commits queue is not handed out here but by :meth:`after_reception`
-        once the answers are on their way: a new PvP's pacs.009 then goes out from this
-        thread, without waking a lane's thread for it (what the anyio pool these calls ran on
-        before did, for every trade)."""
-        outcomes: list[Any] = []
-        self._local.deferred = True
-        try:
-            for call in calls:
-                try:
-                    outcomes.append(call())
-                except Exception as exc:  # this caller's answer; the others go on
-                    outcomes.append(exc)
-        finally:
-            self._local.deferred = False
-        return outcomes
 
     def _check(self, raw: bytes) -> tuple[Message, str] | Inbound:
         """(message, sender) of an envelope that parses and verifies, else the refusal."""

@@ -180,7 +180,7 @@ def test_after_answering_a_reception_thread_delivers_a_pair_itself(tmp_path: Pat
             # (here a trade's pacs.009s), committed without handing them out yet...
             with connector._tx() as conn:
                 connector._insert_pvps(conn, [connector._trade(Env.trade_body())])
-            connector.after_reception(True)  # ...then, its answers sent, it delivers them
+            connector.after_answers(True)  # ...then, its answers sent, it delivers them
 
         worker = threading.Thread(target=reception, name="reception")
         worker.start()
@@ -207,7 +207,7 @@ def test_a_reception_thread_that_may_not_wait_hands_its_pair_to_the_lanes(
         def reception() -> None:
             with connector._tx() as conn:
                 connector._insert_pvps(conn, [connector._trade(Env.trade_body())])
-            connector.after_reception(False)
+            connector.after_answers(False)
 
         worker = threading.Thread(target=reception, name="reception")
         worker.start()
@@ -258,7 +258,7 @@ def test_a_request_thread_hands_out_what_its_calls_queued_only_after_answering(
             calls = [functools.partial(connector.create_trade, Env.trade_body()), refused]
             outcomes.extend(connector.handle_requests(calls))
             outcomes.append(list(rounds))  # nothing handed out while answering
-            connector.after_reception(True)
+            connector.after_answers(True)
 
         worker = threading.Thread(target=requests_thread, name="connector-requests-0")
         worker.start()
