@@ -203,8 +203,10 @@ class _WriterQueue:
                         self.give_writer()
                     return
                 if not self.holds_writer:  # a reader's transaction
+                    read = self.in_transaction
                     super().commit()
-                    sync.barrier()
+                    if read:
+                        sync.barrier()
                     return
                 sync.before_commit()
                 try:
@@ -214,12 +216,16 @@ class _WriterQueue:
                     sync.committed()
 
             def rollback(self) -> None:
-                reader = not self.holds_writer
+                # A reader's transaction that ends here waits for what it could have read
+                # to be on disk. Not when none is open: the pool's reset of a connection
+                # whose writer has committed (and waited for its own fsync) read nothing,
+                # and would otherwise wait for another writer's fsync.
+                read = self.in_transaction and not self.holds_writer
                 try:
                     super().rollback()
                 finally:
                     self.give_writer()
-                if reader and queue.sync is not None:
+                if read and queue.sync is not None:
                     queue.sync.barrier()
 
             def close(self) -> None:

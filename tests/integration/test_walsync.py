@@ -174,6 +174,34 @@ def test_gateway_engine_commits_through_the_group_sync(
         engine.dispose()
 
 
+def test_a_gateway_writer_past_its_fsync_does_not_wait_for_another_writers_fsync(
+    tmp_path: Path, recorded: RecordingFsync
+) -> None:
+    """Once a writer's commit is on disk, handing its connection back to the pool (a
+    rollback, which reads nothing) does not wait for an fsync of another writer's commit;
+    a reader's transaction, which could have seen that commit, does."""
+    engine = make_engine(DatabaseSettings(url=f"sqlite:///{tmp_path / 'gateway.db'}"))
+    try:
+        with SqlUnitOfWork(engine) as uow:
+            uow.conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+            uow.commit()
+        sync = _gateway_sync(engine)
+        sync.before_commit()  # another writer, between its COMMIT and its fsync
+        try:
+            before = len(recorded.calls)
+            with SqlUnitOfWork(engine) as uow:
+                uow.conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+                uow.commit()
+            assert len(recorded.calls) == before + 1  # its own, and no other
+            with SqlUnitOfWork(engine, readonly=True) as uow:
+                assert uow.conn.exec_driver_sql("SELECT count(*) FROM t").scalar_one() == 1
+            assert len(recorded.calls) == before + 2
+        finally:
+            sync.committed()
+    finally:
+        engine.dispose()
+
+
 def test_gateway_writers_do_not_hold_the_writer_lock_during_the_fsync(tmp_path: Path) -> None:
     """While one commit's fsync is in flight, another writer begins and commits."""
     release = threading.Event()
