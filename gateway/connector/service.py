@@ -355,16 +355,14 @@ class Connector:
         self._threads: list[threading.Thread] = []
         self._lanes: dict[str, _Lane] = {}
         self._done: queue.SimpleQueue[tuple[Any, str]] = queue.SimpleQueue()
-        # .conn, .after: the open batch of a simulated lane; .wrote: this thread queued
-        # outbox rows since its last _notify(); .deferred: rows are handed out after the
-        # answers (_answers_first)
+        # .conn, .after: the open batch of a simulated lane; .wrote: the message ids of the
+        # outbox rows this thread queued since its last _notify(); .deferred: rows are handed
+        # out after the answers (_answers_first)
         self._local = threading.local()
         self._inflight: set[int] = set()  # outbox row ids handed to a lane
         # Guards _inflight and _lanes, and makes a dispatch round (query, then hand out) one
         # step: rounds run on the dispatcher and on threads that have just committed rows.
         self._flight = threading.Lock()
-        self._round = threading.Lock()  # a thread's own round, see _hand_out
-        self._again = False
         self._max_in_flight = 1024
         self._queued_left = False  # batched mode: legs or decisions wait for a batch
         self._unrecorded: list[Any] = []  # delivered outbox rows, sent_at not yet written
@@ -960,7 +958,11 @@ class Connector:
             return
         inline = [item for item in items if item.message is not None] if self._inline() else []
         if len(inline) < len(items):
-            self._local.wrote = True
+            wrote = getattr(self._local, "wrote", None)
+            if wrote is None:
+                wrote = self._local.wrote = []
+            answered = {id(item) for item in inline}
+            wrote.extend(item.outbox["msg_id"] for item in items if id(item) not in answered)
         for item in inline:
             item.outbox["sent_at"] = item.outbox["created_at"]
             item.outbox["attempts"] = 1
@@ -1076,40 +1078,34 @@ class Connector:
             self._local, "deferred", False
         ):
             return
-        if getattr(self._local, "wrote", False):
-            self._local.wrote = False
+        wrote: list[str] | None = getattr(self._local, "wrote", None)
+        if wrote:
+            self._local.wrote = []
             if self.cfg.batch_max <= 1 and self._threads and not self._stop.is_set():
-                self._hand_out(deliver_here)
+                self._hand_out(wrote, deliver_here)
                 return
             self._fresh = True
         elif self.cfg.batch_max <= 1:
             return
         self._wake.set()
 
-    def _hand_out(self, deliver_here: bool = False) -> None:
-        """A dispatch round on this thread, after its commit, unless another thread is in one:
-        that thread then runs one more round, which sees this commit. Under load, one query
-        serves the commits of many threads; alone, a thread's rows go out at once. With
-        ``deliver_here``, the first round's pair is delivered by this thread if their lanes are
-        idle."""
-        self._again = True
-        while self._again:
-            if not self._round.acquire(blocking=False):
-                return
-            try:
-                self._again = False  # before the query: a commit after this asks again
-                here: list[Any] = []
-                self._dispatch_due(here if deliver_here else None)
-            except Exception:  # the dispatcher's next round finds them
-                log.exception("connector: handing out new outbox rows failed")
-                self._fresh = True
-                self._wake.set()
-                return
-            finally:
-                self._round.release()
-            if here:
-                deliver_here = False  # one pair; what later rounds find goes to the lanes
-                self._deliver_here(here)
+    def _hand_out(self, msg_ids: list[str], deliver_here: bool = False) -> None:
+        """Hand the outbox rows this thread's commits wrote (``msg_ids``) to their lanes, from
+        this thread, once those commits are durable; with ``deliver_here``, a PvP's pair is
+        delivered by this thread if their lanes are idle. Only this thread's rows: looking for
+        every due row, the read had to wait for whatever other writer was between its COMMIT
+        and its fsync (the rows it could see), a whole fsync more on the way of a pacs.009 or
+        a decision about every other time under load. Theirs are handed out by them."""
+        here: list[Any] = []
+        try:
+            self._dispatch_due(here if deliver_here else None, msg_ids=msg_ids)
+        except Exception:  # the dispatcher's next round finds them
+            log.exception("connector: handing out new outbox rows failed")
+            self._fresh = True
+            self._wake.set()
+            return
+        if here:
+            self._deliver_here(here)
 
     def _deliver_here(self, rows: list[Any]) -> None:
         """Deliver rows on this thread, as a lane would (faults included), remote networks
@@ -1164,28 +1160,46 @@ class Connector:
         except Exception:  # sent again after a restart: receivers deduplicate
             log.exception("connector: recording the last deliveries failed")
 
-    def _dispatch_due(self, keep: list[Any] | None = None) -> int:
+    def _dispatch_due(
+        self, keep: list[Any] | None = None, *, msg_ids: list[str] | None = None
+    ) -> int:
         """Hand the due rows not in flight to their lanes; returns how many. A round that
         starts after a commit sees that commit's rows. With ``keep``, if there are at most two
         (a PvP's pair) and their lanes are idle, they are marked in flight and put in ``keep``
         instead, for the caller to deliver (a lane's thread woken for each would cost more CPU
-        than the delivery)."""
+        than the delivery).
+
+        With ``msg_ids``, only those rows: the calling thread's, whose commits it saw made
+        durable, so the read does not wait for other writers' fsyncs (``store.reader``'s
+        ``own_rows``). A row whose savepoint was rolled back is not found; one not handed out
+        for want of room is left to the dispatcher."""
         with self._flight:
             room = self._max_in_flight - len(self._inflight)
             if room <= 0:
+                if msg_ids:
+                    self._fresh = True
+                    self._wake.set()
                 return 0
-            # (0, no row's id, keeps the IN list from being empty: fastsql's plan, not
-            # SQLAlchemy's rendering of an empty set)
-            params = {"now": now_ms(), "busy": [0, *self._inflight], "limit": room}
-            with store.reader(self.engine) as conn:
-                rows = run(conn, store.SELECT_DUE_OUTBOX, params).all()
+            if msg_ids is None:
+                # (0, no row's id, keeps the IN list from being empty: fastsql's plan, not
+                # SQLAlchemy's rendering of an empty set)
+                params = {"now": now_ms(), "busy": [0, *self._inflight], "limit": room}
+                with store.reader(self.engine) as conn:
+                    rows = run(conn, store.SELECT_DUE_OUTBOX, params).all()
+                more = len(rows) == room
+            else:
+                own = {"msg_ids": msg_ids, "now": now_ms()}
+                with store.reader(self.engine, own_rows=True) as conn:
+                    found = run(conn, store.SELECT_UNSENT_OUTBOX_BY_MSG_IDS, own).all()
+                found = [row for row in found if row.id not in self._inflight]
+                rows, more = found[:room], len(found) > room
             lanes = [self._lane(row.destination_bic) for row in rows]
             kept = keep is not None and len(rows) <= 2 and all(ln.queue.empty() for ln in lanes)
             for row, lane in zip(rows, lanes, strict=True):
                 self._inflight.add(row.id)
                 if not kept:
                     lane.queue.put(row)
-        if len(rows) == room:  # more may be due once some are delivered
+        if more:  # more may be due once some are delivered
             self._fresh = True
             self._wake.set()
         if kept and keep is not None:

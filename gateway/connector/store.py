@@ -19,6 +19,7 @@ import logging
 import sqlite3
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -284,11 +285,32 @@ def now_ms() -> int:
 READONLY = "dt_readonly"
 
 
-def reader(engine: Engine) -> Connection:
+# Execution option of a reader that acts only on rows it knows to be durable (see ``reader``).
+OWN_ROWS = "dt_own_rows"
+
+
+def reader(engine: Engine, *, own_rows: bool = False) -> Connection:
     """A connection for reads alone (``with reader(engine) as conn``). On SQLite it neither
     queues on the process's writer lock nor takes SQLite's: it must not write, since a
-    deferred transaction that tries to would fail against a concurrent writer."""
-    return engine.connect().execution_options(**{READONLY: True})
+    deferred transaction that tries to would fail against a concurrent writer.
+
+    Its transaction ends once nothing it could have read waits for its fsync (group commit,
+    :meth:`gateway.walsync.WalGroupSync.barrier`): what it read may then be acted upon. With
+    ``own_rows`` it does not wait: the caller acts only on rows its own thread committed
+    and saw made durable (the outbox rows a transaction wrote, handed out after its commit),
+    so another writer's fsync in flight is none of its business."""
+    options: dict[str, Any] = {READONLY: True}
+    if own_rows:
+        options[OWN_ROWS] = True
+    return engine.connect().execution_options(**options)
+
+
+_GROUP_SYNCS: weakref.WeakKeyDictionary[Engine, WalGroupSync] = weakref.WeakKeyDictionary()
+
+
+def group_sync(engine: Engine) -> WalGroupSync | None:
+    """The group commit of an engine made by :func:`make_engine` (a SQLite file), else None."""
+    return _GROUP_SYNCS.get(engine)
 
 
 def make_engine(url: str, *, busy_timeout_ms: int = 10_000) -> Engine:
@@ -305,6 +327,8 @@ def make_engine(url: str, *, busy_timeout_ms: int = 10_000) -> Engine:
             pool_size=10,
             max_overflow=20,
         )
+        if sync is not None:
+            _GROUP_SYNCS[engine] = sync
 
         @event.listens_for(engine, "connect")
         def _connect(dbapi_conn: Any, _record: Any) -> None:
@@ -330,11 +354,12 @@ def make_engine(url: str, *, busy_timeout_ms: int = 10_000) -> Engine:
         def _begin(conn: Connection) -> None:
             # A read-only connection (see ``reader``) takes neither the lock nor SQLite's
             # write lock: in WAL mode it reads a snapshot while a writer goes on.
-            readonly = conn.get_execution_options().get(READONLY, False)
+            options = conn.get_execution_options()
+            readonly = options.get(READONLY, False)
             if not readonly:
                 writer.acquire()
                 conn.info["writer_holds"] = conn.info.get("writer_holds", 0) + 1
-            elif sync is not None:
+            elif sync is not None and not options.get(OWN_ROWS, False):
                 conn.info["reader"] = True
             sql = "BEGIN" if readonly else "BEGIN IMMEDIATE"
             # Straight on the driver: exec_driver_sql's bookkeeping cost more than the BEGIN.
@@ -615,6 +640,16 @@ DELIVERY_STATE = sa.select(
     ),
     sa.func.max(outbox.c.sent_at).label("last_sent_at"),
 ).where((outbox.c.pvp_id == _b("pvp_id")) & (outbox.c.destination_bic == _b("destination_bic")))
+# Rows a transaction of this thread wrote, by message id (unique to the row), not sent yet.
+SELECT_UNSENT_OUTBOX_BY_MSG_IDS = (
+    sa.select(outbox)
+    .where(
+        outbox.c.msg_id.in_(_b("msg_ids", expanding=True))
+        & outbox.c.sent_at.is_(None)
+        & (outbox.c.available_at <= _b("now"))
+    )
+    .order_by(outbox.c.id)
+)
 SELECT_OUTBOX_PVP_BY_MSG_ID = sa.select(outbox.c.pvp_id).where(outbox.c.msg_id == _b("msg_id"))
 
 # the sweeper: undecided PvPs past deadline - margin (``due``), decisions to send again,

@@ -4,6 +4,7 @@ rows (not at every wake-up), polls for retries, or runs batches."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 import time
@@ -12,10 +13,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from gateway import walsync
 from gateway.connector import Connector, store
 from gateway.connector.keys import generate_identity
 from gateway.connector.store import now_ms
-from gateway.fastsql import run
+from gateway.fastsql import run, savepoint
 from tests.integration.connector.conftest import Env, connector_settings
 from tests.integration.connector.fakenet import BIC
 
@@ -115,8 +119,8 @@ def test_a_thread_that_committed_rows_hands_them_out_itself(tmp_path: Path) -> N
         rounds: list[tuple[str, int]] = []
         dispatch_due = connector._dispatch_due
 
-        def recorded(keep: list[Any] | None = None) -> int:
-            n = dispatch_due(keep)
+        def recorded(keep: list[Any] | None = None, **kw: Any) -> int:
+            n = dispatch_due(keep, **kw)
             rounds.append((threading.current_thread().name, n))
             return n
 
@@ -130,39 +134,60 @@ def test_a_thread_that_committed_rows_hands_them_out_itself(tmp_path: Path) -> N
         assert ("trade-worker", 2) in rounds
 
 
-def test_a_commit_during_a_round_gets_one_more_round_from_the_thread_in_it(
-    tmp_path: Path,
+def test_a_thread_hands_out_its_own_rows_without_waiting_for_another_writers_fsync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    connector = Connector(connector_settings(tmp_path))
-    connector.start(threads=False)
-    try:
-        in_round, go_on = threading.Event(), threading.Event()
-        rounds: list[str] = []
+    """After its commit (durable by then), a thread looks up the rows it wrote by their
+    message ids: that read need not wait for the fsync of another writer between its COMMIT
+    and its fsync, which a look for every due row must (it could see that writer's rows)."""
+    fsyncs: list[str] = []
+    real_fsync = walsync.fsync_path
+    monkeypatch.setattr(walsync, "fsync_path", lambda path: (fsyncs.append(path), real_fsync(path)))
+    with _connector(tmp_path, threads=False) as connector:
+        with connector._tx() as conn:
+            connector._insert_pvps(conn, [connector._trade(Env.trade_body())])
+        mine = connector._local.wrote
+        assert len(mine) == 2  # the pair's message ids, for this thread's _notify
+        connector._local.wrote = []
+        with connector._tx() as conn:  # another PvP's pair: another thread's, say
+            connector._insert_pvps(conn, [connector._trade(Env.trade_body())])
+        connector._local.wrote = []
+        other_writer = store.group_sync(connector.engine)  # ...between COMMIT and fsync
+        assert other_writer is not None
+        other_writer.before_commit()
+        try:
+            fsyncs.clear()
+            kept: list[Any] = []
+            assert connector._dispatch_due(kept, msg_ids=mine) == 2
+            assert sorted(r.msg_id for r in kept) == sorted(mine) and fsyncs == []
+            # Every due row (the other pair) waits for an fsync that covers that writer.
+            assert connector._dispatch_due() == 2 and len(fsyncs) == 1
+        finally:
+            other_writer.committed()
 
-        def slow_round(*_: Any) -> int:
-            rounds.append(threading.current_thread().name)
-            if len(rounds) == 1:
-                in_round.set()
-                assert go_on.wait(10)
-            return 0
 
-        connector._dispatch_due = slow_round  # type: ignore[method-assign]
-        first = threading.Thread(target=connector._hand_out, name="first")
-        first.start()
-        assert in_round.wait(10)
-        # Another thread commits during that round: its query may have missed the rows. It
-        # does not wait for the round; it asks for another and goes on.
-        second = threading.Thread(target=connector._hand_out, name="second")
-        second.start()
-        second.join(10)
-        assert not second.is_alive() and rounds == ["first"]
-        go_on.set()
-        first.join(10)
-        assert rounds == ["first", "first"]  # the round after the second commit
-        connector._hand_out()  # nobody in a round: this thread runs its own, once
-        assert rounds == ["first", "first", "MainThread"]
-    finally:
-        connector.stop()
+def test_rows_rolled_back_with_their_savepoint_are_not_handed_out(tmp_path: Path) -> None:
+    with _connector(tmp_path, threads=True) as connector:
+        delivered: list[str] = []
+
+        def recorded(row: Any, _lane: Any) -> str:
+            delivered.append(row.msg_id)
+            return "sent"
+
+        connector._deliver = recorded  # type: ignore[method-assign]
+        with connector._tx() as conn:
+            with contextlib.suppress(RuntimeError), savepoint(conn):
+                connector._insert_pvps(conn, [connector._trade(Env.trade_body())])
+                raise RuntimeError("this PvP is refused")
+            refused = list(connector._local.wrote)
+            connector._insert_pvps(conn, [connector._trade(Env.trade_body())])
+            kept = connector._local.wrote[len(refused) :]
+        connector._notify()
+        deadline = time.monotonic() + 10
+        while len(delivered) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)  # nothing more comes
+        assert len(refused) == 2 and sorted(delivered) == sorted(kept)
 
 
 def test_after_answering_a_reception_thread_delivers_a_pair_itself(tmp_path: Path) -> None:
@@ -239,9 +264,9 @@ def test_a_request_thread_hands_out_what_its_calls_queued_only_after_answering(
         delivered: list[tuple[str, str]] = []
         dispatch_due, deliver = connector._dispatch_due, connector._deliver
 
-        def recorded_round(keep: list[Any] | None = None) -> int:
+        def recorded_round(keep: list[Any] | None = None, **kw: Any) -> int:
             rounds.append(threading.current_thread().name)
-            return dispatch_due(keep)
+            return dispatch_due(keep, **kw)
 
         def recorded_delivery(row: Any, lane: Any) -> str:
             delivered.append((threading.current_thread().name, row.destination_bic))
