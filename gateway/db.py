@@ -30,7 +30,7 @@ from sqlmodel import Field
 
 from gateway.config import DatabaseSettings
 from gateway.errors import GatewayError, TransientError
-from gateway.walsync import NO_SYNC, WalGroupSync, durability_pragmas
+from gateway.walsync import NO_SYNC, PAGE_SIZE_PRAGMA, WalGroupSync, durability_pragmas
 
 log = logging.getLogger(__name__)
 
@@ -266,6 +266,7 @@ def make_engine(settings: DatabaseSettings) -> Engine:
             # Autocommit at the driver level: SQLAlchemy's "begin" event below issues BEGIN.
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
+            cur.execute(PAGE_SIZE_PRAGMA)  # a new database's; see gateway.walsync
             cur.execute("PRAGMA journal_mode=WAL")
             for pragma in durability_pragmas(sync):  # group commit, see gateway.walsync
                 cur.execute(pragma)

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
-from gateway.walsync import NO_SYNC, WalGroupSync, durability_pragmas
+from gateway.walsync import NO_SYNC, PAGE_SIZE_PRAGMA, WalGroupSync, durability_pragmas
 
 log = logging.getLogger(__name__)
 
@@ -334,6 +334,7 @@ def make_engine(url: str, *, busy_timeout_ms: int = 10_000) -> Engine:
         def _connect(dbapi_conn: Any, _record: Any) -> None:
             dbapi_conn.isolation_level = None  # SQLAlchemy's "begin" event issues BEGIN
             cur = dbapi_conn.cursor()
+            cur.execute(PAGE_SIZE_PRAGMA)  # a new database's; see gateway.walsync
             cur.execute("PRAGMA journal_mode=WAL")
             for pragma in durability_pragmas(sync):  # group commit, see gateway.walsync
                 cur.execute(pragma)

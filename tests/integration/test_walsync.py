@@ -337,6 +337,43 @@ def test_the_log_is_synced_with_fdatasync_on_linux(
 
 
 @pytest.mark.parametrize("kind", ["gateway", "connector"])
+def test_new_databases_get_small_pages_and_older_ones_keep_theirs(
+    tmp_path: Path, kind: str
+) -> None:
+    def engine_for(db: Path) -> Engine:
+        if kind == "gateway":
+            return make_engine(DatabaseSettings(url=f"sqlite:///{db}"))
+        return connector_store.make_engine(f"sqlite:///{db}")
+
+    def page_size(engine: Engine) -> int:
+        with engine.connect() as conn:
+            return int(conn.exec_driver_sql("PRAGMA page_size").scalar_one())
+
+    new = engine_for(tmp_path / "new.db")
+    try:
+        with new.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+        assert page_size(new) == walsync.PAGE_SIZE == 1024
+    finally:
+        new.dispose()
+    made_before = tmp_path / "before.db"
+    with sqlite3.connect(made_before) as conn:  # as this code made them before: 4 KiB, WAL
+        conn.execute("PRAGMA page_size=4096")
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("CREATE TABLE t (x INTEGER)")
+    conn.close()
+    old = engine_for(made_before)
+    try:
+        with old.begin() as c:
+            c.exec_driver_sql("INSERT INTO t VALUES (1)")
+        assert page_size(old) == 4096
+        with old.connect() as c:
+            assert c.exec_driver_sql("SELECT x FROM t").scalar_one() == 1
+    finally:
+        old.dispose()
+
+
+@pytest.mark.parametrize("kind", ["gateway", "connector"])
 def test_the_log_is_checkpointed_on_a_thread_of_its_own_not_in_a_commit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
