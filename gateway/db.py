@@ -268,7 +268,8 @@ def make_engine(settings: DatabaseSettings) -> Engine:
             cur = dbapi_conn.cursor()
             cur.execute(PAGE_SIZE_PRAGMA)  # a new database's; see gateway.walsync
             cur.execute("PRAGMA journal_mode=WAL")
-            for pragma in durability_pragmas(sync):  # group commit, see gateway.walsync
+            page_size = int(cur.execute("PRAGMA page_size").fetchone()[0])
+            for pragma in durability_pragmas(sync, page_size):  # group commit, see walsync
                 cur.execute(pragma)
             cur.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
             cur.execute("PRAGMA foreign_keys=ON")

@@ -336,7 +336,8 @@ def make_engine(url: str, *, busy_timeout_ms: int = 10_000) -> Engine:
             cur = dbapi_conn.cursor()
             cur.execute(PAGE_SIZE_PRAGMA)  # a new database's; see gateway.walsync
             cur.execute("PRAGMA journal_mode=WAL")
-            for pragma in durability_pragmas(sync):  # group commit, see gateway.walsync
+            page_size = int(cur.execute("PRAGMA page_size").fetchone()[0])
+            for pragma in durability_pragmas(sync, page_size):  # group commit, see walsync
                 cur.execute(pragma)
             cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
             cur.execute("PRAGMA foreign_keys=ON")

@@ -349,11 +349,16 @@ def test_new_databases_get_small_pages_and_older_ones_keep_theirs(
         with engine.connect() as conn:
             return int(conn.exec_driver_sql("PRAGMA page_size").scalar_one())
 
+    def net(engine: Engine) -> int:  # SQLite's own checkpoint, in pages of the database
+        with engine.connect() as conn:
+            return int(conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one())
+
     new = engine_for(tmp_path / "new.db")
     try:
         with new.begin() as conn:
             conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
         assert page_size(new) == walsync.PAGE_SIZE == 1024
+        assert net(new) * 1024 == walsync.INLINE_CHECKPOINT_BYTES  # the same bytes of log...
     finally:
         new.dispose()
     made_before = tmp_path / "before.db"
@@ -367,6 +372,7 @@ def test_new_databases_get_small_pages_and_older_ones_keep_theirs(
         with old.begin() as c:
             c.exec_driver_sql("INSERT INTO t VALUES (1)")
         assert page_size(old) == 4096
+        assert net(old) * 4096 == walsync.INLINE_CHECKPOINT_BYTES  # ...whatever the page size
         with old.connect() as c:
             assert c.exec_driver_sql("SELECT x FROM t").scalar_one() == 1
     finally:
@@ -406,7 +412,7 @@ def test_the_log_is_checkpointed_on_a_thread_of_its_own_not_in_a_commit(
         with engine.begin() as conn:
             conn.exec_driver_sql("CREATE TABLE t (x BLOB)")
             autocheckpoint = conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one()
-        assert autocheckpoint == walsync.INLINE_CHECKPOINT_PAGES
+        assert autocheckpoint == walsync.INLINE_CHECKPOINT_BYTES // walsync.PAGE_SIZE
         database_size = db.stat().st_size
         blob = os.urandom(3 * 4096)
         for _ in range(400):
