@@ -1176,11 +1176,8 @@ class Connector:
         with self._flight:
             room = self._max_in_flight - len(self._inflight)
             if room <= 0:
-                if msg_ids:
-                    self._fresh = True
-                    self._wake.set()
-                return 0
-            if msg_ids is None:
+                rows, more = [], bool(msg_ids)
+            elif msg_ids is None:
                 # (0, no row's id, keeps the IN list from being empty: fastsql's plan, not
                 # SQLAlchemy's rendering of an empty set)
                 params = {"now": now_ms(), "busy": [0, *self._inflight], "limit": room}
