@@ -30,7 +30,7 @@ from sqlmodel import Field
 
 from gateway.config import DatabaseSettings
 from gateway.errors import GatewayError, TransientError
-from gateway.walsync import NO_SYNC, PAGE_SIZE_PRAGMA, WalGroupSync, durability_pragmas
+from gateway.walsync import NO_SYNC, WalGroupSync, attach, prepare_connection
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,6 @@ class _WriterQueue:
         queue = self
 
         class WriterConnection(sqlite3.Connection):
-            writer_queue = queue
             holds_writer = False
 
             def take_writer(self) -> None:
@@ -261,19 +260,12 @@ def make_engine(settings: DatabaseSettings) -> Engine:
         )
         busy_ms = settings.sqlite_busy_timeout_ms
 
+        if sync is not None:
+            attach(engine, sync)
+
         @event.listens_for(engine, "connect")
         def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
-            # Autocommit at the driver level: SQLAlchemy's "begin" event below issues BEGIN.
-            dbapi_conn.isolation_level = None
-            cur = dbapi_conn.cursor()
-            cur.execute(PAGE_SIZE_PRAGMA)  # a new database's; see gateway.walsync
-            cur.execute("PRAGMA journal_mode=WAL")
-            page_size = int(cur.execute("PRAGMA page_size").fetchone()[0])
-            for pragma in durability_pragmas(sync, page_size):  # group commit, see walsync
-                cur.execute(pragma)
-            cur.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.close()
+            prepare_connection(dbapi_conn, sync, busy_ms)  # WAL, group commit (walsync)
 
         @event.listens_for(engine, "commit")
         def _sqlite_commit(conn: Connection) -> None:

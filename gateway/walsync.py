@@ -32,6 +32,7 @@ import sqlite3
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
@@ -145,6 +146,42 @@ def durability_pragmas(sync: WalGroupSync | None, page_size: int = PAGE_SIZE) ->
         "PRAGMA synchronous=NORMAL",
         f"PRAGMA wal_autocheckpoint={inline_checkpoint_pages(page_size)}",
     ]
+
+
+def prepare_connection(
+    dbapi_conn: sqlite3.Connection, sync: WalGroupSync | None, busy_ms: int
+) -> None:
+    """Set up a new driver connection to a SQLite database, as both the gateway's engine and
+    the connector's do: autocommit at the driver (the engine's "begin" listener issues
+    BEGIN), ``PAGE_SIZE`` for a database not created yet, WAL, the durability settings for
+    the database's actual page size (:func:`durability_pragmas`), the busy timeout, foreign
+    keys."""
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    try:
+        cur.execute(PAGE_SIZE_PRAGMA)
+        cur.execute("PRAGMA journal_mode=WAL")
+        page_size = int(cur.execute("PRAGMA page_size").fetchone()[0])
+        for pragma in durability_pragmas(sync, page_size):
+            cur.execute(pragma)
+        cur.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
+        cur.execute("PRAGMA foreign_keys=ON")
+    finally:
+        cur.close()
+
+
+_GROUP_SYNCS: weakref.WeakKeyDictionary[Any, WalGroupSync] = weakref.WeakKeyDictionary()
+
+
+def attach(engine: Any, sync: WalGroupSync) -> None:
+    """Record ``sync`` as the group commit of ``engine`` (see :func:`group_sync`)."""
+    _GROUP_SYNCS[engine] = sync
+
+
+def group_sync(engine: Any) -> WalGroupSync | None:
+    """The group commit behind an engine (the gateway's or the connector's, on a SQLite
+    file), else None."""
+    return _GROUP_SYNCS.get(engine)
 
 
 NO_SYNC = "dt_no_sync"

@@ -19,7 +19,6 @@ import logging
 import sqlite3
 import threading
 import time
-import weakref
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
-from gateway.walsync import NO_SYNC, PAGE_SIZE_PRAGMA, WalGroupSync, durability_pragmas
+from gateway.walsync import NO_SYNC, WalGroupSync, attach, prepare_connection
 
 log = logging.getLogger(__name__)
 
@@ -305,14 +304,6 @@ def reader(engine: Engine, *, own_rows: bool = False) -> Connection:
     return engine.connect().execution_options(**options)
 
 
-_GROUP_SYNCS: weakref.WeakKeyDictionary[Engine, WalGroupSync] = weakref.WeakKeyDictionary()
-
-
-def group_sync(engine: Engine) -> WalGroupSync | None:
-    """The group commit of an engine made by :func:`make_engine` (a SQLite file), else None."""
-    return _GROUP_SYNCS.get(engine)
-
-
 def make_engine(url: str, *, busy_timeout_ms: int = 10_000) -> Engine:
     """An engine with the gateway's durability settings (see the module docstring)."""
     if url.startswith("sqlite"):
@@ -328,20 +319,11 @@ def make_engine(url: str, *, busy_timeout_ms: int = 10_000) -> Engine:
             max_overflow=20,
         )
         if sync is not None:
-            _GROUP_SYNCS[engine] = sync
+            attach(engine, sync)
 
         @event.listens_for(engine, "connect")
         def _connect(dbapi_conn: Any, _record: Any) -> None:
-            dbapi_conn.isolation_level = None  # SQLAlchemy's "begin" event issues BEGIN
-            cur = dbapi_conn.cursor()
-            cur.execute(PAGE_SIZE_PRAGMA)  # a new database's; see gateway.walsync
-            cur.execute("PRAGMA journal_mode=WAL")
-            page_size = int(cur.execute("PRAGMA page_size").fetchone()[0])
-            for pragma in durability_pragmas(sync, page_size):  # group commit, see walsync
-                cur.execute(pragma)
-            cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.close()
+            prepare_connection(dbapi_conn, sync, busy_timeout_ms)  # WAL, group commit (walsync)
 
         # One writer at a time in this process, queued on a lock instead of SQLite's busy
         # handler (which sleeps 1, 2, 5, 10 ... ms between attempts: with a dozen threads

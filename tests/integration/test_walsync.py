@@ -260,11 +260,8 @@ def test_gateway_writers_do_not_hold_the_writer_lock_during_the_fsync(tmp_path: 
 
 
 def _gateway_sync(engine: Engine) -> WalGroupSync:
-    """The WalGroupSync behind a gateway engine (reached through its connection class)."""
-    with engine.connect() as conn:
-        dbapi = conn.connection.dbapi_connection
-        assert dbapi is not None
-        sync = type(dbapi).writer_queue.sync  # type: ignore[attr-defined]
+    """The WalGroupSync behind a gateway engine."""
+    sync = walsync.group_sync(engine)
     assert isinstance(sync, WalGroupSync)
     return sync
 

@@ -152,7 +152,7 @@ def test_a_thread_hands_out_its_own_rows_without_waiting_for_another_writers_fsy
         with connector._tx() as conn:  # another PvP's pair: another thread's, say
             connector._insert_pvps(conn, [connector._trade(Env.trade_body())])
         connector._local.wrote = []
-        other_writer = store.group_sync(connector.engine)  # ...between COMMIT and fsync
+        other_writer = walsync.group_sync(connector.engine)  # ...between COMMIT and fsync
         assert other_writer is not None
         other_writer.before_commit()
         try:
