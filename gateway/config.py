@@ -10,6 +10,7 @@ No other module reads the environment.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from pathlib import Path
@@ -169,7 +170,14 @@ class StablecoinSettings(_Section):
     pauser_address: str | None = None
     blocklister_address: str | None = None
     webhook_secret: SecretStr | None = None
+    """Secret of ``webhook_url`` (earlier versions' single endpoint): the adopted endpoint
+    keeps it, so its receiver verifies as before."""
     webhook_url: str | None = None
+    """Earlier versions' single webhook URL. Set, it is adopted at start-up as an endpoint of
+    the exchange ``webhook_exchange`` names (docs/stablecoin.md, "Webhooks")."""
+    webhook_exchange: str | None = None
+    """The exchange (its keys' ``subject``) that ``webhook_url`` belongs to: required with it,
+    so that no exchange's events go to another's receiver."""
     webhook_timeout_seconds: float = 5.0
     segregated_wallet_id: str | None = None
     """The DT wallet holding the collateral (kind segregated_collateral); default derived from
@@ -188,6 +196,75 @@ class StablecoinSettings(_Section):
     before the gateway waits on; a quicker one goes from accepted straight to minted."""
     fee_cache_seconds: float = 1.0
     """How long the base fee read for one transaction is reused for the next ones."""
+
+
+class CollateralSettings(_Section):
+    """The proof-of-collateral log (docs/collateral.md). It runs with the stablecoin."""
+
+    log_key: SecretStr | None = None
+    """The log's Ed25519 signing key, in signed-note form
+    (``PRIVATE+KEY+<origin>+<hex id>+<base64>``; ``dt-gateway collateral keygen`` prints one).
+    Its name must be the log's origin. None: a development key is made once and kept in
+    ``<data_dir>/collateral-log.key``."""
+    origin_prefix: str = "dt-gateway"
+    """The origin line is ``<prefix>/collateral/<chain id>/<contract>``: the log's public URL
+    prefix without a scheme, for example ``gateway.example.kz``."""
+    integrate_seconds: float = 0.25
+    """How often pooled entries are sequenced into the tree and a checkpoint signed."""
+    batch_limit: int = 5000
+    """Most entries sequenced in one transaction."""
+    resign_seconds: float = 10.0
+    """A checkpoint is signed again at least this often with no new entries, so that its
+    timestamp shows the log is live (verifiers refuse an old one)."""
+    statement_seconds: float = 60.0
+    """A reserve statement is logged at least this often, and after any chain event."""
+    checkpoint_cache_seconds: float = 0.2
+    """How long a replica serves the checkpoint it read before reading it again."""
+    rate_per_second: float = 200.0
+    """Public collateral routes: requests a second per client address (sustained)."""
+    rate_burst: int = 2000
+    """Public collateral routes: the burst a client address may send above the rate."""
+
+
+DEFAULT_REFUSED_NETWORKS = (
+    "0.0.0.0/8",  # "this network"
+    "10.0.0.0/8",  # private
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",  # carrier-grade NAT
+    "192.0.0.0/24",  # IETF protocol assignments
+    "198.18.0.0/15",  # benchmarking
+    "224.0.0.0/4",  # multicast
+    "240.0.0.0/4",  # reserved, broadcast
+    "::/128",
+    "fc00::/7",  # unique local
+    "ff00::/8",  # multicast
+)
+
+
+def _networks(value: tuple[str, ...]) -> tuple[str, ...]:
+    """Validate ``refused_networks`` at load time (CIDR blocks)."""
+    for net in value:
+        ipaddress.ip_network(net, strict=False)
+    return value
+
+
+class WebhookSettings(_Section):
+    """Where exchanges' webhook endpoints may point, and how many each may have.
+
+    Link-local and cloud metadata addresses (169.254.0.0/16, fe80::/10, ...) are always
+    refused, whatever these say; so is the gateway itself."""
+
+    max_endpoints_per_exchange: int = Field(default=5, ge=1, le=100)
+    max_url_length: int = Field(default=2048, ge=16, le=2048)
+    allow_loopback: bool = False
+    """Allow 127.0.0.0/8 and ::1: for tests and the demo, whose receivers run on this host.
+    Never in production: a receiver on the gateway's own host is not an exchange's."""
+    refused_networks: tuple[str, ...] = DEFAULT_REFUSED_NETWORKS
+    """Address blocks no endpoint may resolve into (private networks by default: an
+    endpoint there could reach the operator's internal services)."""
+
+    _check_networks = field_validator("refused_networks")(_networks)
 
 
 class PvPSettings(_Section):
@@ -265,6 +342,8 @@ class Settings(BaseSettings):
     connector: ConnectorSettings = Field(default_factory=ConnectorSettings)
     stablecoin: StablecoinSettings = Field(default_factory=StablecoinSettings)
     pvp: PvPSettings = Field(default_factory=PvPSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    collateral: CollateralSettings = Field(default_factory=CollateralSettings)
     faults: FaultSettings = Field(default_factory=FaultSettings)
 
     _check_cpus = field_validator("cpus")(_cpu_list)
@@ -325,6 +404,7 @@ def load_settings(
 
 
 __all__ = [
+    "DEFAULT_REFUSED_NETWORKS",
     "ConnectorSettings",
     "DatabaseSettings",
     "FaultSettings",
@@ -334,5 +414,6 @@ __all__ = [
     "PvPSettings",
     "Settings",
     "StablecoinSettings",
+    "WebhookSettings",
     "load_settings",
 ]

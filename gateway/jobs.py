@@ -13,6 +13,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.engine import Engine
 
 from gateway import leases
+from gateway.collateral import service as collateral
+from gateway.collateral.store import CollateralUnitOfWork
 from gateway.config import Settings
 from gateway.ledger import service as ledger
 from gateway.ledger.store import LedgerUnitOfWork
@@ -90,6 +92,13 @@ class Jobs:
         assert self.stablecoin is not None
         return len(stablecoin.resume_mints(self._stablecoin_uow, self.stablecoin))
 
+    def integrate_collateral(self) -> int:
+        assert self.stablecoin is not None and self.stablecoin.collateral is not None
+        return collateral.integrate(self._collateral_uow, self.stablecoin.collateral).added
+
+    def _collateral_uow(self, *, readonly: bool = False) -> CollateralUnitOfWork:
+        return CollateralUnitOfWork(self.engine, readonly=readonly)
+
     def reconcile(self) -> bool:
         assert self.stablecoin is not None
         result = stablecoin.reconcile(self._stablecoin_uow, self.stablecoin)
@@ -136,6 +145,9 @@ class Jobs:
                 self.resume_mints,
             )
             self._every("stablecoin.reconcile", sc.reconcile_seconds, self.reconcile)
+            if self.stablecoin.collateral is not None:
+                every = self.settings.collateral.integrate_seconds
+                self._every("collateral.integrate", every, self.integrate_collateral)
         if self.pvp is not None:
             pvp, every = self.pvp, self.settings.pvp.sweep_seconds
             self._every("pvp.recover_inbox", every, pvp.recover_inbox)

@@ -14,6 +14,7 @@ from gateway import __version__, isodoor
 from gateway.api import exchange, operator, partner, public
 from gateway.api.deps import KeyCache
 from gateway.api.problems import EXCEPTION_HANDLERS
+from gateway.api.ratelimit import AddressLimiter
 from gateway.api.strict import strict_json_body
 from gateway.config import Settings
 from gateway.db import make_engine
@@ -68,7 +69,11 @@ def create_app(
             "api_keys": KeyCache(engine),
             "ledger_committer": committer,
             "stablecoin": stablecoin,
+            "collateral": stablecoin.collateral if stablecoin is not None else None,
             "pvp": pvp,
+            "public_limiter": AddressLimiter(
+                settings.collateral.rate_per_second, settings.collateral.rate_burst
+            ),
         }
     )
     app = Litestar(

@@ -1,13 +1,27 @@
-"""Public, unauthenticated routes."""
+"""Public, unauthenticated routes: health, and the proof-of-collateral log.
+
+The log is served twice: as the C2SP ``tlog-tiles`` static layout under ``/collateral/log/``
+(what transparency-log tooling and our verifier read), and as JSON conveniences under
+``/v1/collateral/``. Both are limited per client address (``collateral.rate_*``).
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+import anyio.to_thread
 from litestar import Controller, Response, get
 from litestar.datastructures import State
+from litestar.params import Parameter
 
 from gateway import __version__
+from gateway.api.ratelimit import limit_by_address
 from gateway.api.schemas import HealthOut
+from gateway.collateral import service as collateral
+from gateway.collateral.runtime import CollateralLog
+from gateway.collateral.store import CollateralUnitOfWork
 from gateway.db import schema_revisions
+from gateway.errors import Unavailable
 
 
 class HealthController(Controller):
@@ -28,6 +42,129 @@ class HealthController(Controller):
         return Response(body, status_code=200 if ok else 503)
 
 
-ROUTES = [HealthController]
+class CollateralNotKept(Unavailable):
+    code = "COLLATERAL_NOT_KEPT"
+    title = "No collateral log"
+
+
+def _log(state: State) -> tuple[collateral.UowFactory, CollateralLog]:
+    clog: CollateralLog | None = state.get("collateral")
+    if clog is None:
+        raise CollateralNotKept("this gateway runs no stablecoin, so it keeps no collateral log")
+    engine = state.engine
+
+    def uow(*, readonly: bool = False) -> CollateralUnitOfWork:
+        return CollateralUnitOfWork(engine, readonly=readonly)
+
+    return uow, clog
+
+
+_IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable"}
+_PARTIAL = {"Cache-Control": "public, max-age=3600"}
+_CHECKPOINT = {"Cache-Control": "public, max-age=1"}
+_TEXT = "text/plain; charset=utf-8"
+_OCTETS = "application/octet-stream"
+_MAX_INDEX = 2**62
+"""Indexes and sizes beyond this are refused before they reach the database."""
+
+_Index = Parameter(ge=0, le=_MAX_INDEX)
+_Size = Parameter(ge=1, le=_MAX_INDEX)
+
+
+class CollateralLogController(Controller):
+    """The C2SP tiled log: checkpoint, hash tiles and entry bundles."""
+
+    path = "/collateral/log"
+    tags = ["public: proof of collateral"]
+    guards = [limit_by_address]
+    security: list[dict[str, list[str]]] = [{}]
+
+    @get(
+        "/checkpoint",
+        media_type=_TEXT,
+        summary="The newest signed checkpoint (C2SP tlog-checkpoint in a signed note)",
+    )
+    async def checkpoint(self, state: State) -> Response[str]:
+        uow, clog = _log(state)
+        cached = clog.checkpoint
+        if cached is None or collateral.checkpoint_is_stale(clog):
+            await anyio.to_thread.run_sync(lambda: collateral.checkpoint(uow, clog))
+            cached = clog.checkpoint
+        assert cached is not None
+        return Response(cached[1], media_type=_TEXT, headers=_CHECKPOINT)
+
+    @get(
+        "/tile/{rest:path}",
+        sync_to_thread=True,
+        media_type=_OCTETS,
+        summary="A hash tile (tile/<L>/<N>[.p/<W>]) or an entry bundle (tile/entries/<N>[.p/<W>])",
+    )
+    def tile(self, state: State, rest: str) -> Response[bytes]:
+        uow, clog = _log(state)
+        data, full = collateral.tile(uow, clog, "tile" + rest)
+        return Response(data, media_type=_OCTETS, headers=_IMMUTABLE if full else _PARTIAL)
+
+
+class CollateralController(Controller):
+    """JSON conveniences over the same log; every answer can be checked against the tiles."""
+
+    path = "/v1/collateral"
+    tags = ["public: proof of collateral"]
+    guards = [limit_by_address]
+    security: list[dict[str, list[str]]] = [{}]
+
+    @get("/keys", sync_to_thread=False, summary="The log's verifier key (pin it; do not fetch it)")
+    def keys(self, state: State) -> dict[str, Any]:
+        _, clog = _log(state)
+        return {"log": {"origin": clog.origin, "vkey": clog.vkey}}
+
+    @get("/statement", sync_to_thread=True, summary="The newest reserve statement, with its proof")
+    def statement(self, state: State) -> dict[str, Any]:
+        uow, clog = _log(state)
+        return collateral.latest_statement(uow, clog)
+
+    @get("/entries/{index:int}", sync_to_thread=True, summary="An entry with its inclusion proof")
+    def entry(
+        self,
+        state: State,
+        index: int = _Index,
+        size: int | None = Parameter(default=None, ge=1, le=_MAX_INDEX),
+    ) -> dict[str, Any]:
+        uow, clog = _log(state)
+        return collateral.entry_with_proof(uow, clog, index, size)
+
+    @get("/entries", sync_to_thread=True, summary="The entries of a DT transfer or a chain tx")
+    def find(
+        self,
+        state: State,
+        transfer_id: str | None = Parameter(default=None, max_length=128),
+        tx_hash: str | None = Parameter(default=None, max_length=66),
+    ) -> dict[str, Any]:
+        uow, clog = _log(state)
+        found = collateral.find_entries(uow, clog, transfer_id=transfer_id, tx_hash=tx_hash)
+        return {"entries": found}
+
+    @get("/consistency", sync_to_thread=True, summary="A consistency proof between two sizes")
+    def consistency(
+        self,
+        state: State,
+        first: int = _Size,
+        second: int | None = Parameter(default=None, ge=1, le=_MAX_INDEX),
+    ) -> dict[str, Any]:
+        uow, clog = _log(state)
+        return collateral.consistency(uow, clog, first, second)
+
+    @get(
+        "/proof/{index:int}",
+        sync_to_thread=True,
+        media_type=_TEXT,
+        summary="A C2SP tlog-proof of one entry (the entry itself on its extra line)",
+    )
+    def proof(self, state: State, index: int = _Index) -> Response[str]:
+        uow, clog = _log(state)
+        return Response(collateral.proof_bundle(uow, clog, index), media_type=_TEXT)
+
+
+ROUTES = [HealthController, CollateralLogController, CollateralController]
 
 __all__ = ["ROUTES"]

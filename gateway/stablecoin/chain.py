@@ -226,6 +226,20 @@ class MintedEvent:
     block_hash: str
     to: ChecksumAddress
     amount: int
+    log_index: int = 0
+    request_id: bytes = b""
+
+    @classmethod
+    def of(cls, log: Any) -> MintedEvent:
+        return cls(
+            tx_hash=HexBytes(log["transactionHash"]).to_0x_hex(),
+            block_number=int(log["blockNumber"]),
+            block_hash=HexBytes(log["blockHash"]).to_0x_hex(),
+            to=to_checksum_address(log["args"]["to"]),
+            amount=int(log["args"]["amount"]),
+            log_index=int(log["logIndex"]),
+            request_id=bytes(log["args"]["requestId"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -564,14 +578,14 @@ class StablecoinChain:
                 argument_filters={"requestId": _request_id(request_id)},
             )
         for log in logs:
-            return MintedEvent(
-                tx_hash=HexBytes(log["transactionHash"]).to_0x_hex(),
-                block_number=int(log["blockNumber"]),
-                block_hash=HexBytes(log["blockHash"]).to_0x_hex(),
-                to=to_checksum_address(log["args"]["to"]),
-                amount=int(log["args"]["amount"]),
-            )
+            return MintedEvent.of(log)
         return None
+
+    def minted_events(self, from_block: int, to_block: int | str = "latest") -> list[MintedEvent]:
+        """``Minted`` logs in the inclusive block range, in chain order."""
+        with self._translate("eth_getLogs"):
+            logs = self._contract.events.Minted().get_logs(from_block=from_block, to_block=to_block)
+        return [MintedEvent.of(log) for log in logs]
 
     def block_hash(self, number: int) -> str | None:
         """The hash of block ``number`` on the node's current chain (None beyond its head)."""

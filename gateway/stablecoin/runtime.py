@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
+from gateway.collateral.runtime import CollateralLog
 from gateway.config import FaultSettings, Settings, StablecoinSettings
 from gateway.stablecoin.chain import StablecoinChain, account_from_key
 from gateway.stablecoin.model import StablecoinNotConfigured
@@ -58,6 +59,9 @@ class Stablecoin:
             self.last_ticket += 1
             return self.last_ticket
 
+    collateral: CollateralLog | None = None
+    """The proof-of-collateral log the chain watcher feeds (None: none is kept)."""
+
     wallet_ready: bool = False
     """Set once the segregated wallet is known to exist (saves a lookup per mint)."""
 
@@ -83,15 +87,19 @@ class Stablecoin:
             fee_cache_seconds=sc.fee_cache_seconds,
         )
         attestor = account_from_key(sc.attestor_key.get_secret_value()) if sc.attestor_key else None
+        wallet_id = sc.segregated_wallet_id or default_segregated_wallet_id(sc.contract_address)
+        collateral = CollateralLog.from_settings(
+            settings, chain_id=chain.chain_id, contract=str(chain.address), wallet_id=wallet_id
+        )
         return cls(
             settings=sc,
             faults=settings.faults,
             chain=chain,
             operator=account_from_key(sc.operator_key.get_secret_value()),
             attestor=attestor,
-            segregated_wallet_id=sc.segregated_wallet_id
-            or default_segregated_wallet_id(sc.contract_address),
+            segregated_wallet_id=wallet_id,
             currency=settings.ledger.currency,
+            collateral=collateral,
         )
 
 

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Field, SQLModel
 
+from gateway.collateral.store import CollateralRepository
 from gateway.db import SqlUnitOfWork, autoincrement_field, big_int_field, table_of, utc_field
 from gateway.ledger.store import SqlLedgerRepository
 from gateway.outbox import OutboxRepository
@@ -38,6 +39,7 @@ class MintRow(SQLModel, table=True):
         sa.UniqueConstraint("exchange", "idempotency_key", name="uq_stablecoin_mint_idem"),
         sa.CheckConstraint("amount > 0", name="ck_stablecoin_mint_amount_pos"),
         sa.Index("ix_stablecoin_mint_state", "state", "updated_at"),
+        sa.Index("ix_stablecoin_mint_request", "request_id"),
     )
     id: str = Field(primary_key=True, max_length=64)
     exchange: str = Field(max_length=128)
@@ -215,6 +217,13 @@ class SqlStablecoinRepository:
             mint_t.c.exchange == exchange, mint_t.c.idempotency_key == idempotency_key
         )
         row = self.conn.execute(q).first()
+        return _mint(row) if row else None
+
+    def mint_by_request_id(self, request_id_hex: str) -> Mint | None:
+        """The mint whose on-chain request id this is (hex, no 0x), if the gateway made it."""
+        row = self.conn.execute(
+            mint_t.select().where(mint_t.c.request_id == request_id_hex)
+        ).first()
         return _mint(row) if row else None
 
     def add_mint(self, m: Mint) -> None:
@@ -396,6 +405,7 @@ class StablecoinUnitOfWork(SqlUnitOfWork):
     stablecoin: SqlStablecoinRepository
     ledger: SqlLedgerRepository
     outbox: OutboxRepository
+    collateral: CollateralRepository
 
     def __init__(self, engine: Engine, *, readonly: bool = False, snapshot: bool = False) -> None:
         """``snapshot``: every read of the transaction sees one point in time (REPEATABLE READ
@@ -408,6 +418,7 @@ class StablecoinUnitOfWork(SqlUnitOfWork):
         self.stablecoin = SqlStablecoinRepository(conn)
         self.ledger = SqlLedgerRepository(conn)
         self.outbox = OutboxRepository(conn)
+        self.collateral = CollateralRepository(conn)
 
 
 __all__ = [

@@ -19,6 +19,7 @@ cannot make the gateway pay for a burn that no longer exists.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -27,7 +28,7 @@ from gateway.errors import GatewayError
 from gateway.faults import crash_point
 from gateway.ledger import service as ledger
 from gateway.ledger.model import WalletKind, WalletStatus
-from gateway.stablecoin import webhooks
+from gateway.stablecoin import collateral_feed, webhooks
 from gateway.stablecoin.chain import RedeemedEvent
 from gateway.stablecoin.model import (
     Cursor,
@@ -93,6 +94,7 @@ def poll(uow: UowFactory, sc: Stablecoin) -> PollResult:
         return PollResult(cursor, rewound_from=rewound_from)
     to = min(safe, cursor.block_number + sc.settings.max_block_range)
     events = sc.chain.redeemed_events(cursor.block_number + 1, to)
+    chain_range = collateral_feed.read_range(sc, cursor.block_number + 1, to)
     new_cursor = Cursor(sc.contract, to, sc.chain.block_hash(to))
     if events:
         crash_point("redeem.after_event", sc.faults)
@@ -100,16 +102,25 @@ def poll(uow: UowFactory, sc: Stablecoin) -> PollResult:
     write = uow()
     start_block = cursor.block_number
 
+    stated = False
+
     def work() -> tuple[Redemption, ...]:
+        nonlocal stated
         now = utcnow()
         current = write.stablecoin.cursor(sc.contract)
         if (current.block_number if current else None) != (start_block if stored else None):
             return ()  # another pass moved the cursor meanwhile: it did this work
+        collateral_feed.pool_events(write, sc, chain_range, events, now)
         paid = tuple(r for ev in events if (r := _record(write, sc, ev, now)) is not None)
+        stated = collateral_feed.pool_statement(
+            write, sc, chain_range, len(events), to, new_cursor.block_hash, now
+        )
         write.stablecoin.save_cursor(new_cursor, now)
         return paid
 
     recorded = retrying(write, work)
+    if stated and sc.collateral is not None:
+        sc.collateral.last_statement = time.monotonic()
     return PollResult(new_cursor, recorded, rewound_from)
 
 

@@ -65,6 +65,7 @@ def upgrade() -> None:
         sa.Column("body", sa.Text(), nullable=True),
         sa.Column("transfer_id", sa.String(length=128), nullable=True),
         sa.Column("tx_hash", sa.String(length=66), nullable=True),
+        sa.Column("log_index", sa.Integer(), nullable=True),
         sa.Column("created_at", gateway.db.UtcDateTime(timezone=True), nullable=False),
     )
     op.create_index("ix_collateral_pending_wallet", "collateral_pending", ["wallet_id", "id"])
@@ -76,6 +77,7 @@ def upgrade() -> None:
         sa.Column("body", sa.Text(), nullable=False),
         sa.Column("transfer_id", sa.String(length=128), nullable=True),
         sa.Column("tx_hash", sa.String(length=66), nullable=True),
+        sa.Column("log_index", sa.Integer(), nullable=True),
         sa.Column("created_at", gateway.db.UtcDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("wallet_id", "idx"),
     )
@@ -101,6 +103,8 @@ def upgrade() -> None:
         sa.Column("signed_at", gateway.db.UtcDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("wallet_id", "size"),
     )
+    # The chain watcher finds a mint by its on-chain request id for every Minted event.
+    op.create_index("ix_stablecoin_mint_request", "stablecoin_mint", ["request_id"])
     if op.get_bind().dialect.name == "sqlite":
         op.execute(_SQLITE_TRIGGER)
     else:
@@ -114,6 +118,7 @@ def downgrade() -> None:
     else:
         op.execute("DROP TRIGGER IF EXISTS collateral_capture ON ledger_entry")
         op.execute("DROP FUNCTION IF EXISTS collateral_capture()")
+    op.drop_index("ix_stablecoin_mint_request", table_name="stablecoin_mint")
     op.drop_table("collateral_checkpoint")
     op.drop_table("collateral_hash")
     op.drop_index("ix_collateral_entry_kind", table_name="collateral_entry")

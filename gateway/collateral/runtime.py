@@ -1,0 +1,71 @@
+"""What the collateral services need at run time, built once: which log (its segregated
+wallet), its origin line, its signing key, and the caches a replica keeps of it."""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gateway.collateral.note import Signer
+from gateway.collateral.tlog import Frontier
+from gateway.config import CollateralSettings, Settings
+from gateway.errors import InvalidInput
+
+
+def origin_of(prefix: str, chain_id: int, contract: str) -> str:
+    """The checkpoint origin: names the log, the chain and the contract it proves."""
+    return f"{prefix.rstrip('/')}/collateral/{chain_id}/{contract.lower()}"
+
+
+def _dev_key(data_dir: Path, origin: str) -> Signer:
+    """The development log key, made once and kept beside the embedded database."""
+    path = data_dir / ("collateral-" + origin.replace("/", "_") + ".key")
+    if path.exists():
+        return Signer.from_skey(path.read_text().strip())
+    signer = Signer.generate(origin)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(signer.skey() + "\n")
+    return signer
+
+
+@dataclass
+class CollateralLog:
+    wallet_id: str
+    """The segregated DT wallet whose movements the log holds: it names the log in the tables."""
+    origin: str
+    signer: Signer
+    settings: CollateralSettings
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    frontier: Frontier | None = field(default=None, repr=False)
+    """The tree's right edge as this replica last integrated it (reloaded when stale)."""
+    checkpoint: tuple[float, str, int] | None = field(default=None, repr=False)
+    """(monotonic time read, note, size) of the checkpoint this replica serves."""
+    last_statement: float = 0.0
+    """Monotonic time of the last reserve statement this replica pooled."""
+
+    @property
+    def vkey(self) -> str:
+        return self.signer.vkey()
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, chain_id: int, contract: str, wallet_id: str
+    ) -> CollateralLog:
+        cs = settings.collateral
+        origin = origin_of(cs.origin_prefix, chain_id, contract)
+        if cs.log_key is not None:
+            signer = Signer.from_skey(cs.log_key.get_secret_value())
+            if signer.name != origin:
+                raise InvalidInput(
+                    f"collateral.log_key is named {signer.name!r}; the log's origin is {origin!r}"
+                )
+        else:
+            signer = _dev_key(settings.data_dir, origin)
+        return cls(wallet_id=wallet_id, origin=origin, signer=signer, settings=cs)
+
+
+__all__ = ["CollateralLog", "origin_of"]
