@@ -10,7 +10,7 @@ from pathlib import Path
 
 from gateway.collateral.note import Signer
 from gateway.collateral.tlog import Frontier
-from gateway.config import CollateralSettings, Settings
+from gateway.config import CollateralSettings, FaultSettings, Settings
 from gateway.errors import InvalidInput
 
 
@@ -39,6 +39,7 @@ class CollateralLog:
     origin: str
     signer: Signer
     settings: CollateralSettings
+    faults: FaultSettings = field(default_factory=FaultSettings)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     frontier: Frontier | None = field(default=None, repr=False)
     """The tree's right edge as this replica last integrated it (reloaded when stale)."""
@@ -65,7 +66,13 @@ class CollateralLog:
                 )
         else:
             signer = _dev_key(settings.data_dir, origin)
-        return cls(wallet_id=wallet_id, origin=origin, signer=signer, settings=cs)
+        return cls(
+            wallet_id=wallet_id,
+            origin=origin,
+            signer=signer,
+            settings=cs,
+            faults=settings.faults,
+        )
 
 
 __all__ = ["CollateralLog", "origin_of"]

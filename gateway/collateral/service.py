@@ -42,6 +42,7 @@ from gateway.collateral.store import (
 )
 from gateway.db import utcnow
 from gateway.errors import InvalidInput, NotFound, TransientError, Unavailable
+from gateway.faults import crash_point
 from gateway.ledger.store import SqlLedgerRepository
 
 log = logging.getLogger(__name__)
@@ -246,6 +247,7 @@ def _integrate(uow_factory: UowFactory, clog: CollateralLog, now: datetime) -> I
         root = grown.root()
         note = _checkpoint_note(clog, grown.size, root, now)
         repo.save_checkpoint(clog.wallet_id, StoredCheckpoint(grown.size, root, note, now))
+        crash_point("collateral.before_commit", clog.faults)
         uow.commit()
     clog.frontier = grown
     clog.checkpoint = (time.monotonic(), note, grown.size)
