@@ -11,15 +11,18 @@ from litestar.openapi.spec import Components, SecurityScheme
 from sqlalchemy.engine import Engine
 
 from gateway import __version__, isodoor
-from gateway.api import exchange, operator, partner, public
+from gateway.api import exchange, operator, partner, public, webhooks
 from gateway.api.deps import KeyCache
+from gateway.api.edge import GUARDS, needs_key
 from gateway.api.problems import EXCEPTION_HANDLERS
 from gateway.api.ratelimit import AddressLimiter
 from gateway.api.strict import strict_json_body
+from gateway.collateral.runtime import CollateralLog
 from gateway.config import Settings
 from gateway.db import make_engine
 from gateway.ledger.group import GroupCommitter
 from gateway.ledger.store import LedgerUnitOfWork
+from gateway.problemdoc import declare_problems
 from gateway.pvp.runtime import PvPRuntime
 from gateway.stablecoin.runtime import Stablecoin
 
@@ -54,9 +57,11 @@ def create_app(
     on_shutdown: list[Any] | None = None,
     stablecoin: Stablecoin | None = None,
     pvp: PvPRuntime | None = None,
+    collateral: CollateralLog | None = None,
 ) -> Litestar:
     """Build the app. The engine's schema must already be checked (``dt-gateway serve`` does).
-    ``stablecoin``: the exchange routes' chain runtime (without it they answer 503)."""
+    ``stablecoin``: the exchange routes' chain runtime (without it they answer 503).
+    ``collateral``: the log the public routes serve (default: the stablecoin's)."""
     engine = engine or make_engine(settings.database)
     # The PvP engine (inbox workers, outbox dispatchers) lives and dies with the app.
     pvp = pvp or PvPRuntime(settings, engine)
@@ -69,7 +74,7 @@ def create_app(
             "api_keys": KeyCache(engine),
             "ledger_committer": committer,
             "stablecoin": stablecoin,
-            "collateral": stablecoin.collateral if stablecoin is not None else None,
+            "collateral": collateral or (stablecoin.collateral if stablecoin else None),
             "pvp": pvp,
             "public_limiter": AddressLimiter(
                 settings.collateral.rate_per_second, settings.collateral.rate_burst
@@ -81,10 +86,12 @@ def create_app(
             *public.ROUTES,
             *operator.ROUTES,
             *exchange.ROUTES,
+            *webhooks.ROUTES,
             *partner.ROUTES,
             *(extra_routes or []),
         ],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        guards=GUARDS,  # every route: the key first, then input no database can store
         openapi_config=OPENAPI,
         state=state,
         on_startup=[pvp.start, *(on_startup or [])],
@@ -96,6 +103,7 @@ def create_app(
         logging_config=None,
     )
     isodoor.document(app)  # an ASGI handler: litestar leaves it out of the schema
+    declare_problems(app, needs_key)
     return app
 
 

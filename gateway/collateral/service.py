@@ -150,20 +150,20 @@ def statement_entry(
 
 
 def _encode_pending(p: Pending) -> bytes:
-    if p.kind == "dt":
-        assert p.op is not None and p.amount is not None and p.balance is not None
-        assert p.transfer_id is not None
-        return fmt.encode(
-            fmt.DtMovement(
-                transfer_id=p.transfer_id,
-                op=p.op,
-                amount=p.amount,
-                balance=p.balance,
-                time=rfc3339(p.created_at),
-            )
+    """A pooled chain entry is stored encoded; a DT movement is encoded from its ledger entry."""
+    if p.body is not None:
+        return p.body.encode("ascii")
+    assert p.op is not None and p.amount is not None and p.balance is not None
+    assert p.transfer_id is not None
+    return fmt.encode(
+        fmt.DtMovement(
+            transfer_id=p.transfer_id,
+            op=p.op,
+            amount=p.amount,
+            balance=p.balance,
+            time=rfc3339(p.created_at),
         )
-    assert p.body is not None
-    return p.body.encode("ascii")
+    )
 
 
 def load_frontier(uow: CollateralUnitOfWork, wallet_id: str, size: int) -> tlog.Frontier:
@@ -279,11 +279,15 @@ def checkpoint(uow_factory: UowFactory, clog: CollateralLog) -> tuple[str, int]:
     return cp.note, cp.size
 
 
-def _served_size(uow: CollateralUnitOfWork, clog: CollateralLog) -> int:
+def _served(uow: CollateralUnitOfWork, clog: CollateralLog) -> StoredCheckpoint:
     cp = uow.collateral.latest_checkpoint(clog.wallet_id)
     if cp is None:
         raise LogNotReady("the collateral log has no checkpoint yet")
-    return cp.size
+    return cp
+
+
+def _served_size(uow: CollateralUnitOfWork, clog: CollateralLog) -> int:
+    return _served(uow, clog).size
 
 
 def tile(uow_factory: UowFactory, clog: CollateralLog, path: str) -> tuple[bytes, bool]:
@@ -333,8 +337,7 @@ def _entry_json(
     }
 
 
-def _tree_size(uow: CollateralUnitOfWork, clog: CollateralLog, size: int | None) -> int:
-    served = _served_size(uow, clog)
+def _tree_size(served: int, size: int | None) -> int:
     if size is None:
         return served
     if size < 1 or size > served:
@@ -349,15 +352,15 @@ def entry_with_proof(
     the newest checkpoint's) and that checkpoint's note."""
     uow = uow_factory(readonly=True)
     with uow:
-        n = _tree_size(uow, clog, size)
+        cp = _served(uow, clog)
+        n = _tree_size(cp.size, size)
         if index < 0 or index >= n:
             raise EntryNotFound(f"no entry {index} in a tree of {n}")
         e = uow.collateral.entry(clog.wallet_id, index)
         if e is None:
             raise EntryNotFound(f"no entry {index}")
         out = _entry_json(uow, clog, e, n)
-        cp = uow.collateral.latest_checkpoint(clog.wallet_id)
-    if cp is not None and cp.size == n:
+    if cp.size == n:
         out["checkpoint"] = cp.note
     return out
 
@@ -389,7 +392,7 @@ def consistency(
 ) -> dict[str, object]:
     uow = uow_factory(readonly=True)
     with uow:
-        n2 = _tree_size(uow, clog, second)
+        n2 = _tree_size(_served_size(uow, clog), second)
         if first < 1 or first > n2:
             raise InvalidInput(f"first must be between 1 and {n2}")
 

@@ -18,6 +18,7 @@ movement before one it followed.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -125,6 +126,17 @@ _SELECT_PENDING = sa.text(
 ).columns(created_at=PendingRow.__table__.c.created_at.type)  # type: ignore[attr-defined]
 
 
+@functools.lru_cache(maxsize=256)
+def _hash_lookup(n: int) -> sa.TextClause:
+    return sa.text(
+        " UNION ALL ".join(
+            f"SELECT level, idx, hash FROM collateral_hash"
+            f" WHERE wallet_id = :w AND level = :l{k} AND idx = :i{k}"
+            for k in range(n)
+        )
+    )
+
+
 class CollateralRepository:
     """SQL access for one transaction. ``wallet_id`` names the log everywhere."""
 
@@ -132,6 +144,12 @@ class CollateralRepository:
         self.conn = conn
 
     # ---------------------------------------------------------------- the pool
+
+    def add_pending_many(self, rows: Sequence[dict[str, object]]) -> None:
+        """Pool already-encoded entries in one statement (``wallet_id``, ``kind``, ``body``,
+        ``created_at``, optionally ``transfer_id``, ``tx_hash``, ``log_index``)."""
+        if rows:
+            self.conn.execute(sa.insert(_pending_t), list(rows))
 
     def add_pending(
         self,
@@ -160,7 +178,7 @@ class CollateralRepository:
         rows = self.conn.execute(_SELECT_PENDING, {"w": wallet_id, "n": limit}).all()
         out = []
         for r in rows:
-            if r.kind == "dt":
+            if r.body is None:  # a DT movement: the ledger entry the trigger pooled
                 out.append(
                     Pending(
                         id=r.id,
@@ -235,25 +253,17 @@ class CollateralRepository:
             self.conn.execute(sa.insert(_hash_t), rows)
 
     def hashes(self, wallet_id: str, wanted: Sequence[tuple[int, int]]) -> list[bytes]:
-        """The stored hashes ``wanted``, in its order; KeyError names one that is missing."""
+        """The stored hashes ``wanted``, in its order; KeyError names one that is missing.
+        One statement of primary-key lookups (a proof needs a few dozen)."""
         if not wanted:
             return []
-        found: dict[tuple[int, int], bytes] = {}
-        by_level: dict[int, list[int]] = {}
-        for level, idx in wanted:
-            by_level.setdefault(level, []).append(idx)
-        cond = sa.or_(
-            *(
-                sa.and_(_hash_t.c.level == lv, _hash_t.c.idx.in_(sorted(set(ix))))
-                for lv, ix in by_level.items()
-            )
-        )
-        for lv, i, h in self.conn.execute(
-            sa.select(_hash_t.c.level, _hash_t.c.idx, _hash_t.c.hash).where(
-                _hash_t.c.wallet_id == wallet_id, cond
-            )
-        ):
-            found[(int(lv), int(i))] = bytes(h)
+        params: dict[str, object] = {"w": wallet_id}
+        for k, (level, idx) in enumerate(wanted):
+            params[f"l{k}"], params[f"i{k}"] = level, idx
+        found = {
+            (int(lv), int(i)): bytes(h)
+            for lv, i, h in self.conn.execute(_hash_lookup(len(wanted)), params)
+        }
         return [found[k] for k in wanted]
 
     def hash_range(self, wallet_id: str, level: int, start: int, count: int) -> list[bytes]:
