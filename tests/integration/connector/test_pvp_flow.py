@@ -93,6 +93,44 @@ def test_deadline_passing_before_the_second_acsp_aborts(env: Env) -> None:
     assert env.balance("EBIL-AED")["held"] == 0
 
 
+def test_legs_locked_only_after_deadline_minus_margin_abort_and_no_commit_is_sent(
+    make_env: Callable[..., Env],
+) -> None:
+    # A margin wider than the time left to the deadline: deadline - margin has passed before
+    # the trade exists, so both ACSPs (the simulated bank's and the DT network's) come after
+    # it. The sweeper's period outlasts the test: only the ACSPs can decide until it runs.
+    env = make_env(safety_margin_ms=60_000, sweep_interval_ms=3_600_000)
+    pvp_id = env.trade(seconds=30)
+    locked = env.wait(pvp_id, lambda v: all(leg["locked_at"] for leg in v["legs"]))
+    # The second ACSP's transaction (which would have recorded a COMMIT) decided nothing.
+    assert locked["decision"] is None, locked["decision"]
+    assert {leg["status"] for leg in locked["legs"]} == {"locked"}
+
+    env.connector.sweep()
+    view = env.wait(pvp_id, lambda v: v["state"] == "cancelled")
+    assert (view["decision"]["decision"], view["decision"]["reason"]) == ("ABORT", "TMOT")
+    assert {leg["leg"]: leg["status"] for leg in view["legs"]} == {
+        "DT": "released",
+        "FX": "released",
+    }
+    # Cancelled is final and so is the decision: no COMMIT went out, and none ever will.
+    assert not [s for m in env.dt.of_type("pacs.002") for s in m.transactions if s.pvp]
+    msgs = env.http.get(f"/v1/pvp/{pvp_id}/messages").json()
+    sent = [(m["peer_bic"], m["message"][:8]) for m in msgs if m["direction"] == "out"]
+    assert ("NBKZKZKAXXX", "camt.056") in sent and ("CBAUAEAA", "camt.056") in sent
+    assert not [name for _, name in sent if name == "pacs.002"]
+    dt_uetr = next(leg["uetr"] for leg in view["legs"] if leg["leg"] == "DT")
+    assert env.dt.legs[dt_uetr].state == "released"
+    assert env.balance("EBIL-AED") == {
+        "currency": "AED",
+        "account": "EBIL-AED",
+        "available": 1_000_000,
+        "held": 0,
+        "total": 1_000_000,
+    }
+    assert env.http.get("/v1/sim/AED/check").json()["ok"]
+
+
 def _wait(pred, timeout: float = 5) -> None:  # type: ignore[no-untyped-def]
     end = time.monotonic() + timeout
     while not pred():
