@@ -65,6 +65,41 @@ def test_gap_halts_new_mints_until_a_reconciliation_finds_none(
         assert flow.client("operator").get("/v1/stablecoin/reconciliation").json()["ok"]
 
 
+def test_a_surplus_in_the_segregated_wallet_halts_new_mints_until_corrected(
+    engine: Engine, dep: Deployment
+) -> None:
+    holder = dep.holders[0].address
+    with running_flow(engine, dep) as flow:
+        assert flow.mint("a", 100_00, holder).json()["state"] == "minted"
+        watcher.poll(flow.uow, flow.sc)
+        first = service.reconcile(flow.uow, flow.sc)
+        assert first is not None and first.ok
+
+        # DT enters the segregated wallet without a mint: more collateral than tokens is a
+        # gap too (the books no longer explain the wallet), not a comfortable margin.
+        seg = flow.sc.segregated_wallet_id
+        _operator_transfer(flow, "stray", EXCHANGE_WALLET, seg, 10_00)
+        surplus = service.reconcile(flow.uow, flow.sc)
+        assert surplus is not None and surplus.gap == 10_00 and not surplus.ok
+        shown = flow.client().get("/v1/stablecoin/reconciliation").json()
+        assert shown["minting_halted"] and shown["gap"] == 10_00
+
+        before = (balance(engine, EXCHANGE_WALLET), flow.segregated(), dep.client.total_supply())
+        refused = flow.mint("b", 5_00, holder)
+        assert refused.status_code == 503 and refused.json()["code"] == "MINTS_HALTED"
+        assert (
+            balance(engine, EXCHANGE_WALLET),
+            flow.segregated(),
+            dep.client.total_supply(),
+        ) == before
+
+        _operator_transfer(flow, "stray-back", seg, EXCHANGE_WALLET, 10_00)
+        resolved = service.reconcile(flow.uow, flow.sc)
+        assert resolved is not None and resolved.ok and resolved.gap == 0
+        assert flow.mint("b", 5_00, holder).json()["state"] == "minted"
+        assert dep.client.total_supply() == 105_00
+
+
 def test_mints_in_flight_and_held_redemptions_are_not_a_gap(
     sqlite_engine: Engine, dep: Deployment
 ) -> None:
