@@ -44,7 +44,8 @@ def read_range(sc: Stablecoin, from_block: int, to_block: int) -> ChainRange | N
     if sc.collateral is None:
         return None
     minted = tuple(sc.chain.minted_events(from_block, to_block))
-    before = sc.chain.total_supply(from_block - 1) if from_block > 0 else 0
+    # Before its deployment block (``start_block``) the contract has no code and no supply.
+    before = sc.chain.total_supply(from_block - 1) if from_block > sc.settings.start_block else 0
     return ChainRange(minted, before, sc.chain.total_supply(to_block))
 
 
