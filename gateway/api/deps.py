@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from litestar import Request
-from litestar.datastructures import State
+from litestar.connection import ASGIConnection
 from sqlalchemy.engine import Engine
 
 from gateway.auth import Principal, Role, authenticate, require_role
@@ -39,22 +38,44 @@ class KeyCache:
         return principal
 
 
-def bearer_token(request: Request[Any, Any, Any]) -> str | None:
-    header = request.headers.get("authorization", "")
+def bearer_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
+    header = connection.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-def role_guard(*roles: Role) -> Callable[[Request[Any, Any, Any], State], Principal]:
-    """A dependency that authenticates the request and requires one of ``roles``."""
+_PRINCIPAL = "dtg.principal"
 
-    def dependency(request: Request[Any, Any, Any], state: State) -> Principal:
-        cache: KeyCache = state.api_keys
-        principal = cache.principal(bearer_token(request))
-        require_role(principal, *roles)
+
+class RoleGuard:
+    """A dependency that authenticates the request and requires one of ``roles``.
+
+    The app's first guard (:func:`gateway.api.edge.authenticate_first`) runs it before anything
+    reads the request's parameters or body, so a request without a valid key is answered 401
+    (and one with the wrong role 403) before its input is validated; the principal it found
+    is kept in the request's scope, and the handler's dependency takes it from there.
+    """
+
+    def __init__(self, *roles: Role) -> None:
+        self.roles = roles
+
+    def authenticate(self, connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
+        scope = cast("dict[str, Any]", connection.scope)
+        principal: Principal | None = scope.get(_PRINCIPAL)
+        if principal is None:
+            cache: KeyCache = connection.app.state.api_keys
+            principal = cache.principal(bearer_token(connection))
+        require_role(principal, *self.roles)
+        scope[_PRINCIPAL] = principal
         return principal
 
-    return dependency
+    def __call__(self, request: Request[Any, Any, Any]) -> Principal:
+        return self.authenticate(request)
 
 
-__all__ = ["KeyCache", "bearer_token", "role_guard"]
+def role_guard(*roles: Role) -> RoleGuard:
+    """A dependency that authenticates the request and requires one of ``roles``."""
+    return RoleGuard(*roles)
+
+
+__all__ = ["KeyCache", "RoleGuard", "bearer_token", "role_guard"]

@@ -14,6 +14,7 @@ from typing import Annotated
 from litestar import Controller, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
+from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, JSONBody, Parameter
 from msgspec import Meta, Struct
 
@@ -40,7 +41,9 @@ exchange_or_operator = {
 
 class MintCreate(Struct, forbid_unknown_fields=True):
     amount: Annotated[int, Meta(description="Tiyn to mint (1 KZT = 100 tiyn = 100 tokens)")]
-    source_wallet_id: Annotated[str, Meta(description="The exchange's DT wallet to debit")]
+    source_wallet_id: Annotated[
+        str, Meta(max_length=128, description="The exchange's DT wallet to debit")
+    ]
     evm_address: Annotated[str, Meta(description="Recipient, 0x + 40 hex (EIP-55 if mixed case)")]
 
 
@@ -115,7 +118,9 @@ class RedemptionOut(Struct, frozen=True, tag_field="object", tag="stablecoin_red
 
 
 class HeldRedemptionPay(Struct, forbid_unknown_fields=True):
-    wallet_id: Annotated[str, Meta(description="The exchange DT wallet to pay into")]
+    wallet_id: Annotated[
+        str, Meta(max_length=128, description="The exchange DT wallet to pay into")
+    ]
     reason: Annotated[str, Meta(min_length=1, max_length=150, description="Why (audited)")]
 
 
@@ -181,6 +186,7 @@ class MintController(Controller):
             "A failed mint is refunded (state refunded)."
         ),
         status_code=201,
+        responses={200: ResponseSpec(MintOut, description="A replay: the mint already made")},
     )
     def create(
         self,

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from litestar import Controller, Response, asgi, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
+from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, JSONBody
 from litestar.types import HTTPScope, Receive, Send
 from msgspec import Meta, Struct
@@ -258,6 +259,7 @@ class PvPController(Controller):
         sync_to_thread=True,
         dependencies=_guard(Role.PARTICIPANT),
         summary="Instruct a PvP (sent to the connector for matching)",
+        responses={200: ResponseSpec(InstructionOut, description="A replay of the instruction")},
     )
     def instruct(
         self,

@@ -7,6 +7,7 @@ Every body has ``type``, ``title``, ``status``, ``detail`` and a stable machine-
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
 from typing import Any
 
 from litestar import Request, Response
@@ -69,8 +70,12 @@ def http_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[An
         errors = exc.extra if isinstance(exc.extra, list) else []
         return problem(400, "INVALID_INPUT", "Invalid request", str(exc.detail), errors=errors)
     code = _CODE_BY_STATUS.get(status, "HTTP_ERROR" if status < 500 else "INTERNAL_ERROR")
+    try:
+        title = HTTPStatus(status).phrase
+    except ValueError:
+        title = str(exc.detail)
     # Headers the exception carries stay (Allow on a 405, Retry-After on a 429 ...).
-    return problem(status, code, str(exc.detail), str(exc.detail), headers=exc.headers)
+    return problem(status, code, title, str(exc.detail), headers=exc.headers)
 
 
 def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:

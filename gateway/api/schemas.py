@@ -1,5 +1,7 @@
-"""Request and response bodies (msgspec). Types only: ranges and rules live in the domain, so
-that every caller, not just HTTP, gets the same checks and the same error codes."""
+"""Request and response bodies (msgspec). Types, and the one maximum length of each free-text
+field (its column's size), so that too long a text is refused at the edge the same way on
+SQLite and PostgreSQL; ranges and rules live in the domain, so that every caller, not just
+HTTP, gets the same checks and the same error codes."""
 
 from __future__ import annotations
 
@@ -24,6 +26,15 @@ from gateway.ledger.model import (
 Id = Annotated[str, Meta(min_length=1, max_length=128, description="Client-chosen id")]
 Hex32 = Annotated[str, Meta(pattern="^[0-9a-fA-F]{64}$", description="32 bytes, hex")]
 Tiyn = Annotated[int, Meta(description="Amount in tiyn (1 KZT = 100 tiyn), a positive integer")]
+TEXT_MAX = 200
+"""The maximum length, in characters, of the ledger's free-text fields (``owner``,
+``reference``): the size of their columns."""
+Owner = Annotated[
+    str, Meta(min_length=1, max_length=TEXT_MAX, description="Who holds the wallet (free text)")
+]
+Reference = Annotated[
+    str, Meta(max_length=TEXT_MAX, description="The client's own reference (free text)")
+]
 
 
 class _In(Struct, forbid_unknown_fields=True):
@@ -33,7 +44,7 @@ class _In(Struct, forbid_unknown_fields=True):
 class WalletCreate(_In):
     id: Id
     kind: WalletKind
-    owner: str
+    owner: Owner
     currency: str = "KZT"
 
 
@@ -47,7 +58,7 @@ class TransferCreate(_In):
     credit_wallet_id: Id
     amount: Tiyn
     currency: str = "KZT"
-    reference: str | None = None
+    reference: Reference | None = None
 
 
 class IssuanceCreate(_In):
@@ -55,7 +66,7 @@ class IssuanceCreate(_In):
     wallet_id: Id
     amount: Tiyn
     currency: str = "KZT"
-    reference: str | None = None
+    reference: Reference | None = None
 
 
 class LockCreate(_In):
@@ -66,7 +77,7 @@ class LockCreate(_In):
     currency: str = "KZT"
     expires_at: datetime | None = None
     condition: Hex32 | None = None
-    reference: str | None = None
+    reference: Reference | None = None
 
 
 class LockCommit(_In):
