@@ -14,6 +14,8 @@ from typing import Any
 
 import uvicorn
 
+from gateway.httplimits import DEFAULT_LIMITS, HttpLimits, protocol_class
+
 
 def settle_heap() -> None:
     """Once the server has started: what exists now lives as long as the process (imports,
@@ -28,15 +30,25 @@ def settle_heap() -> None:
     gc.set_threshold(10_000, 20, 20)
 
 
-def run_server(app: Any, host: str, port: int, log_level: str) -> None:
+def run_server(
+    app: Any, host: str, port: int, log_level: str, limits: HttpLimits = DEFAULT_LIMITS
+) -> None:
     """Serve ``app`` in this process until it is stopped (``dt-gateway serve`` and
-    ``connector``)."""
+    ``connector``), with the request-head and body limits of :mod:`gateway.httplimits`."""
     # Reception, processing and sending are threads sharing the GIL; with the default 5 ms
     # slices a thread back from I/O (holding the SQLite writer, or with a reply to send)
     # waited behind a CPU-bound one at every step: the latency tail of a PvP.
     sys.setswitchinterval(0.0005)
     app.on_startup.append(settle_heap)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        http=protocol_class(limits),
+        timeout_keep_alive=limits.keep_alive,
+    )
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -46,10 +58,23 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 @contextmanager
-def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int | None = None) -> Iterator[str]:
-    """Serve ``app`` until the block ends; yields the base URL."""
+def serve_in_thread(
+    app: Any,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    limits: HttpLimits = DEFAULT_LIMITS,
+) -> Iterator[str]:
+    """Serve ``app`` until the block ends, with the same limits; yields the base URL."""
     port = port or free_port(host)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        http=protocol_class(limits),
+        timeout_keep_alive=limits.keep_alive,
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
     thread.start()
@@ -65,4 +90,4 @@ def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int | None = None) 
         thread.join(timeout=15)
 
 
-__all__ = ["free_port", "serve_in_thread"]
+__all__ = ["HttpLimits", "free_port", "run_server", "serve_in_thread"]
