@@ -1,4 +1,4 @@
-"""``dt-gateway``: serve, db, keys, ledger, stablecoin, demo.
+"""``dt-gateway``: serve, db, keys, ledger, stablecoin, demo, verify-collateral.
 
 Run ``dt-gateway --help`` or ``dt-gateway COMMAND --help``.
 """
@@ -162,6 +162,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(workdir=args.workdir, keep=args.keep)
 
 
+def cmd_verify_collateral(args: argparse.Namespace) -> int:
+    from gateway.collateral.verifier import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dt-gateway", description=__doc__)
     parser.add_argument("--config", help="TOML settings file (default: $DT_GATEWAY_CONFIG)")
@@ -212,6 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", default="var/demo", help="where the demo keeps its databases")
     p.add_argument("--keep", action="store_true", help="keep the previous demo's data")
     p.set_defaults(func=cmd_demo)
+
+    from gateway.collateral.verifier import add_arguments as add_verifier_arguments
+
+    p = sub.add_parser("verify-collateral", help="check the public proof of collateral yourself")
+    add_verifier_arguments(p)
+    p.set_defaults(func=cmd_verify_collateral)
     return parser
 
 

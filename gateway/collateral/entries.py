@@ -18,7 +18,8 @@ confirmations deep, in chain order: ``tx_hash``, ``log_index``, ``block``, ``to`
 else null), ``supply`` (totalSupply after this event, counting events in chain order).
 
 ``burn`` (:class:`ChainBurn`) — a ``Redeemed`` event: ``tx_hash``, ``log_index``, ``block``,
-``from``, ``amount`` (> 0), ``dt_wallet_ref`` (as in the event), ``transfer_id`` (the DT payout
+``from``, ``amount`` (> 0), ``dt_wallet_ref`` (the event's string; any bytes of it that are not
+UTF-8 read as U+FFFD), ``transfer_id`` (the DT payout
 of this redemption: always ``redeem-<tx hash without 0x, lowercase>-<log index in decimal>``, see
 :func:`redemption_transfer_id`), ``supply`` (after).
 
