@@ -110,7 +110,7 @@ def _declare(
         statuses += [401, 403]
     elif op.security is None:
         op.security = []
-    has_body = "data" in handler.parsed_fn_signature.parameters
+    has_body = "data" in handler.parsed_fn_signature.parameters or op.request_body is not None
     if has_path or op.parameters or has_body:
         statuses.append(404)
     if method in _CHANGES:

@@ -1,4 +1,5 @@
-"""What every request must pass before a handler, or anything it depends on, looks at it.
+"""What every request to the gateway must pass before a handler, or anything it depends on,
+looks at it.
 
 Two app-level guards, so that every route gets them, including routes added later (litestar
 runs the app's guards first, before the guards of controllers and handlers, and before it
@@ -7,19 +8,9 @@ parses parameters or the body):
 1. :func:`authenticate_first`: a route that needs a key checks it first. A request without a
    valid key is answered 401 (a key with the wrong role 403) before its parameters or body are
    validated, so an anonymous caller learns nothing about a route's input rules.
-2. :func:`refuse_unstorable_input`: input that no database column can hold is refused with a
-   400 problem here, the same on SQLite and PostgreSQL, instead of failing in the store
-   (PostgreSQL refuses NUL characters in text and integers beyond 64 bits with ``DataError``;
-   SQLite raises ``OverflowError`` for the latter and stores the former):
-
-   - a NUL character in the path (so in any path id) or in the query string;
-   - an integer path or query parameter outside the signed 64-bit range;
-   - a body sent to a JSON route as anything but JSON: 415 (``text/plain``, XML, a form, or
-     no ``Content-Type`` at all);
-   - a NUL character in any string of a JSON body.
-
-Lengths are the request schemas' business (:mod:`gateway.api.schemas`): each free-text field
-there carries its documented maximum, the size of its column.
+2. :func:`gateway.httpinput.refuse_unstorable_input`: input that no database column can hold
+   (NUL characters, integers beyond 64 bits, bodies that are not JSON) is refused with a 4xx
+   problem, the same on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -27,25 +18,11 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-import msgspec
 from litestar.connection import ASGIConnection
-from litestar.enums import RequestEncodingType
-from litestar.exceptions import HTTPException
-from litestar.handlers import BaseRouteHandler, HTTPRouteHandler
-from litestar.params import BodyKwarg, ParameterKwarg
+from litestar.handlers import HTTPRouteHandler
 
 from gateway.api.deps import RoleGuard
-from gateway.errors import InvalidInput
-
-INT64_MIN = -(2**63)
-INT64_MAX = 2**63 - 1
-_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-_NUL_ESCAPE = b"\\u0000"
-"""The only way a NUL character can be written in JSON (a raw one is malformed JSON)."""
-
-
-class UnsupportedMediaType(HTTPException):
-    status_code = 415
+from gateway.httpinput import refuse_unstorable_input
 
 
 @cache
@@ -61,43 +38,6 @@ def _role_guard(handler: HTTPRouteHandler) -> RoleGuard | None:
     return None
 
 
-@cache
-def _int_queries(handler: HTTPRouteHandler) -> tuple[tuple[str, str], ...]:
-    """(parameter, query key) of the handler's integer parameters that can come from the query
-    (a path parameter of the same name is checked on its parsed value instead)."""
-    dependencies = set(handler.resolve_dependencies())
-    found: list[tuple[str, str]] = []
-    for name, field in handler.parsed_fn_signature.parameters.items():
-        if name in dependencies or not _is_int(field):
-            continue
-        kwarg = field.kwarg_definition
-        if kwarg is None:
-            found.append((name, name))
-        elif isinstance(kwarg, ParameterKwarg) and not (kwarg.header or kwarg.cookie):
-            found.append((name, kwarg.query or name))
-    return tuple(found)
-
-
-def _is_int(field: Any) -> bool:
-    types = [t for t in field.inner_types if t.annotation is not type(None)] or [field]
-    return any(
-        isinstance(t.annotation, type)
-        and issubclass(t.annotation, int)
-        and not issubclass(t.annotation, bool)
-        for t in types
-    )
-
-
-@cache
-def _json_body(handler: HTTPRouteHandler) -> bool:
-    """Whether the handler reads a JSON body (``data``, with no other media type)."""
-    field = handler.parsed_fn_signature.parameters.get("data")
-    if field is None:
-        return False
-    kwarg = field.kwarg_definition
-    return not isinstance(kwarg, BodyKwarg) or kwarg.media_type == RequestEncodingType.JSON
-
-
 def needs_key(handler: HTTPRouteHandler) -> bool:
     return _role_guard(handler) is not None
 
@@ -110,86 +50,7 @@ def authenticate_first(connection: ASGIConnection[Any, Any, Any, Any], handler: 
         guard.authenticate(connection)
 
 
-async def refuse_unstorable_input(
-    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
-) -> None:
-    if not isinstance(handler, HTTPRouteHandler):
-        return
-    scope = connection.scope
-    if "\x00" in scope["path"]:
-        raise InvalidInput("the path contains a NUL character")
-    query = scope.get("query_string", b"")
-    if query and b"%00" in query:
-        raise InvalidInput("the query string contains a NUL character")
-    for name, value in connection.path_params.items():
-        if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
-            raise InvalidInput(f"{name} must be an integer from {INT64_MIN} to {INT64_MAX}")
-    if query:
-        for name, key in _int_queries(handler):
-            if name not in connection.path_params:
-                for raw in connection.query_params.getall(key, ()):
-                    _check_int64(key, raw)
-    if scope.get("method") in _BODY_METHODS and _json_body(handler):
-        await _check_json_body(connection)
-
-
-def _check_int64(name: str, raw: str) -> None:
-    text = raw.strip()
-    digits = text[1:] if text[:1] in "+-" else text
-    if digits.isdecimal() and len(digits) >= 19 and not INT64_MIN <= int(text) <= INT64_MAX:
-        raise InvalidInput(f"{name} must be an integer from {INT64_MIN} to {INT64_MAX}")
-
-
-async def _check_json_body(connection: ASGIConnection[Any, Any, Any, Any]) -> None:
-    headers = connection.headers
-    length = headers.get("content-length")
-    if length == "0" or (length is None and "transfer-encoding" not in headers):
-        return  # no body: whether one is required is the handler's business
-    media_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media_type != "application/json" and not (
-        media_type.startswith("application/") and media_type.endswith("+json")
-    ):
-        raise UnsupportedMediaType(
-            detail="send the body as JSON, with Content-Type: application/json"
-        )
-    body: bytes = await connection.body()  # type: ignore[attr-defined]
-    if _NUL_ESCAPE in body:
-        try:
-            decoded = msgspec.json.decode(body)
-        except msgspec.DecodeError:
-            return  # malformed: the body's own validation says so
-        where = _nul_in(decoded, "$")
-        if where is not None:
-            raise InvalidInput(f"{where} contains a NUL character")
-
-
-def _nul_in(value: Any, where: str) -> str | None:
-    """The JSON path of the first string (or key) holding a NUL character, if any."""
-    if isinstance(value, str):
-        return where if "\x00" in value else None
-    if isinstance(value, list):
-        for i, item in enumerate(value):
-            found = _nul_in(item, f"{where}[{i}]")
-            if found is not None:
-                return found
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            if "\x00" in key:
-                return f"{where} (a key)"
-            found = _nul_in(item, f"{where}.{key}")
-            if found is not None:
-                return found
-    return None
-
-
 GUARDS = [authenticate_first, refuse_unstorable_input]
 """In this order: the key before the input."""
 
-__all__ = [
-    "GUARDS",
-    "INT64_MAX",
-    "INT64_MIN",
-    "authenticate_first",
-    "needs_key",
-    "refuse_unstorable_input",
-]
+__all__ = ["GUARDS", "authenticate_first", "needs_key"]

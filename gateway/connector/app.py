@@ -14,9 +14,12 @@ from litestar.params import FromPath
 from litestar.types import HTTPScope, Receive, Send
 
 from gateway import isodoor
+from gateway.connector import apidoc
 from gateway.connector.faults import FaultRule
 from gateway.connector.service import Connector, Inbound
 from gateway.errors import HTTP_STATUS_BY_KIND, GatewayError, InvalidInput
+from gateway.httpinput import check_json_body, refuse_unstorable_input
+from gateway.iso20022.amounts import MAX_MINOR_UNITS
 from gateway.queues import Batcher
 
 log = logging.getLogger(__name__)
@@ -51,6 +54,7 @@ def _json(value: Any, status: int = 200) -> Response[Any]:
 
 
 async def _body(request: Request[Any, Any, Any]) -> Any:
+    await check_json_body(request)  # 415 unless JSON; no NUL characters (the store's text)
     try:
         return await request.json()
     except Exception:
@@ -72,7 +76,7 @@ def create_app(connector: Connector, *, manage_lifecycle: bool = True) -> Litest
     def admin(request: Request[Any, Any, Any]) -> None:
         c.authorize_admin(request.headers.get("authorization"))
 
-    @post("/v1/participants")
+    @post("/v1/participants", opt={"key": "admin"})
     async def register(request: Request[Any, Any, Any]) -> Response[Any]:
         admin(request)
         return _json(c.register_participant(await _body(request)), 201)
@@ -94,33 +98,33 @@ def create_app(connector: Connector, *, manage_lifecycle: bool = True) -> Litest
     async def _request(func: Callable[..., Any], *args: Any) -> Any:
         return await requests.submit(functools.partial(func, *args))
 
-    @post("/v1/instructions")
+    @post("/v1/instructions", opt={"key": "participant"})
     async def instruct(request: Request[Any, Any, Any]) -> Response[Any]:
         principal = c.authenticate(request.headers.get("authorization"))
         data = await _body(request)
         status, view = await _request(c.submit_instruction, principal, data)
         return _json(view, status)
 
-    @post("/v1/trades")
+    @post("/v1/trades", opt={"key": "admin"})
     async def trade(request: Request[Any, Any, Any]) -> Response[Any]:
         admin(request)
         data = await _body(request)
         status, view = await _request(c.create_trade, data)
         return _json(view, status)
 
-    @post("/v1/trades/bulk")
+    @post("/v1/trades/bulk", opt={"key": "admin"})
     async def trades_bulk(request: Request[Any, Any, Any]) -> Response[Any]:
         admin(request)
         data = await _body(request)
         status, created = await _request(c.create_trades, data)
         return _json(created, status)
 
-    @get("/v1/pvp/{pvp_id:str}", sync_to_thread=True)
+    @get("/v1/pvp/{pvp_id:str}", sync_to_thread=True, opt={"key": "reader"})
     def pvp(pvp_id: FromPath[str], request: Request[Any, Any, Any]) -> dict[str, Any]:
         c.authorize_pvp_read(request.headers.get("authorization"), pvp_id)
         return c.pvp_view(pvp_id)
 
-    @get("/v1/pvp/{pvp_id:str}/messages", sync_to_thread=True)
+    @get("/v1/pvp/{pvp_id:str}/messages", sync_to_thread=True, opt={"key": "reader"})
     def pvp_messages(
         pvp_id: FromPath[str], request: Request[Any, Any, Any]
     ) -> list[dict[str, Any]]:
@@ -149,15 +153,15 @@ def create_app(connector: Connector, *, manage_lifecycle: bool = True) -> Litest
         else:
             await isodoor.answer(send, result.status, "application/json", _JSON.encode(result.body))
 
-    @post("/v1/sim/{currency:str}/accounts")
+    @post("/v1/sim/{currency:str}/accounts", opt={"key": "admin"})
     async def sim_open(currency: FromPath[str], request: Request[Any, Any, Any]) -> Response[Any]:
         admin(request)
         data = await _body(request)
         if not isinstance(data, dict) or not isinstance(data.get("account"), str):
             raise InvalidInput("body: {account, amount}")
         amount = data.get("amount", 0)
-        if isinstance(amount, bool) or not isinstance(amount, int):
-            raise InvalidInput("amount: an integer of minor units")
+        if isinstance(amount, bool) or not isinstance(amount, int) or amount > MAX_MINOR_UNITS:
+            raise InvalidInput(f"amount: an integer of minor units, at most {MAX_MINOR_UNITS}")
         await _run(c.sim.issue, currency, data["account"], amount)
         return _json(c.sim.balance(currency, data["account"]), 201)
 
@@ -169,7 +173,7 @@ def create_app(connector: Connector, *, manage_lifecycle: bool = True) -> Litest
     def sim_check(currency: FromPath[str]) -> dict[str, Any]:
         return c.sim.check(currency)
 
-    @post("/v1/faults")
+    @post("/v1/faults", opt={"key": "admin"})
     async def add_fault(request: Request[Any, Any, Any]) -> Response[Any]:
         admin(request)
         data = await _body(request)
@@ -199,7 +203,7 @@ def create_app(connector: Connector, *, manage_lifecycle: bool = True) -> Litest
     def list_faults() -> list[dict[str, Any]]:
         return [r.to_json() for r in c.faults.rules()]
 
-    @delete("/v1/faults", status_code=204, sync_to_thread=False)
+    @delete("/v1/faults", status_code=204, sync_to_thread=False, opt={"key": "admin"})
     def clear_faults(request: Request[Any, Any, Any]) -> None:
         admin(request)
         c.faults.clear()
@@ -233,12 +237,14 @@ def create_app(connector: Connector, *, manage_lifecycle: bool = True) -> Litest
         if manage_lifecycle
         else [reception.stop, requests.stop],
         request_max_body_size=c.settings.iso20022.max_message_bytes * 2,
+        guards=[refuse_unstorable_input],  # NUL characters, integers beyond 64 bits
         debug=False,
         # Logging is the process's business, not the app's (litestar's default logs every
         # httpx request at INFO).
         logging_config=None,
     )
     isodoor.document(app)  # an ASGI handler: litestar leaves it out of the schema
+    apidoc.document(app)  # keys, the bodies the handlers read, every route's refusals
     return app
 
 

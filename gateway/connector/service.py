@@ -301,7 +301,7 @@ def _side(data: Any, name: str) -> Side:
         raise InvalidInput(f"{name}: an object is required")
     currency = data.get("currency")
     amount = data.get("amount")
-    if currency not in CURRENCY_EXPONENTS:
+    if not isinstance(currency, str) or currency not in CURRENCY_EXPONENTS:
         raise InvalidInput(f"{name}.currency: not a settled currency")
     if isinstance(amount, bool) or not isinstance(amount, int) or not 0 < amount <= MAX_MINOR_UNITS:
         raise InvalidInput(f"{name}.amount: a positive integer of minor units is required")
@@ -460,7 +460,7 @@ class Connector:
             raise InvalidInput("a JSON object is required")
         bic = check_bic(data.get("bic"), "bic")
         currency = data.get("currency")
-        if currency not in CURRENCY_EXPONENTS:
+        if not isinstance(currency, str) or currency not in CURRENCY_EXPONENTS:
             raise InvalidInput("currency: not a settled currency")
         endpoint = data.get("endpoint")
         if endpoint is not None and (
