@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from functools import partial
 
 from pydantic import ValidationError
 
@@ -37,6 +38,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     engine = make_engine(settings.database)
     if settings.database.check_schema:
         check_schema(engine)
+    if args.host or args.port:  # the address served is the gateway's own: no webhook there
+        http = {"host": args.host or settings.http.host, "port": args.port or settings.http.port}
+        settings = settings.model_copy(update={"http": settings.http.model_copy(update=http)})
+    from gateway.stablecoin import endpoints_service
+    from gateway.stablecoin.endpoints_store import WebhookUnitOfWork
+
+    endpoints_service.adopt_legacy_url(partial(WebhookUnitOfWork, engine), settings)
     stablecoin = None
     if settings.stablecoin.contract_address:
         from gateway.stablecoin.runtime import Stablecoin

@@ -20,8 +20,8 @@ from gateway.ledger import service as ledger
 from gateway.ledger.store import LedgerUnitOfWork
 from gateway.outbox import OutboxDispatcher, Sender
 from gateway.pvp.runtime import PvPRuntime
+from gateway.stablecoin import endpoints_service, watcher, webhooks
 from gateway.stablecoin import service as stablecoin
-from gateway.stablecoin import watcher, webhooks
 from gateway.stablecoin.runtime import Stablecoin
 from gateway.stablecoin.store import StablecoinUnitOfWork
 
@@ -43,9 +43,14 @@ class Jobs:
         self.stablecoin = stablecoin
         self.pvp = pvp
         senders = dict(senders or {})
-        if stablecoin is not None and settings.stablecoin.webhook_url:
+        if stablecoin is not None:  # exchanges register webhook endpoints at any time
             senders.setdefault(
-                webhooks.TOPIC, webhooks.WebhookSender.from_settings(stablecoin.settings)
+                webhooks.TOPIC,
+                webhooks.WebhookSender(
+                    engine,
+                    endpoints_service.policy_of(settings),
+                    settings.stablecoin.webhook_timeout_seconds,
+                ),
             )
         self.dispatcher = OutboxDispatcher(engine, senders)
         self._names = ["ledger.expire_locks", "outbox.dispatch"]

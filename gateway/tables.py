@@ -7,6 +7,7 @@ from gateway import auth, leases, outbox
 from gateway.collateral import store as collateral_store
 from gateway.ledger import store as ledger_store
 from gateway.pvp import store as pvp_store
+from gateway.stablecoin import endpoints_store as webhook_store
 from gateway.stablecoin import store as stablecoin_store
 
 __all__ = [
@@ -17,4 +18,5 @@ __all__ = [
     "outbox",
     "pvp_store",
     "stablecoin_store",
+    "webhook_store",
 ]

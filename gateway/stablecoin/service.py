@@ -114,7 +114,7 @@ def redemption_payload(r: Redemption) -> dict[str, Any]:
 def _mint_event(uow: StablecoinUnitOfWork, sc: Stablecoin, m: Mint, now: datetime) -> None:
     webhooks.enqueue(
         uow.outbox,
-        sc.settings,
+        exchange=m.exchange,
         event_id=event_id_of("mint", m.id, m.state.value, m.tx_hash or ""),
         event_type=f"mint.{m.state.value}",
         data=mint_payload(m),
@@ -652,7 +652,7 @@ def pay_held_redemption(
         write.stablecoin.update_redemption(paid)
         webhooks.enqueue(
             write.outbox,
-            sc.settings,
+            exchange=paid.exchange,
             event_id=event_id_of("redemption", paid.tx_hash, paid.log_index, paid.state.value),
             event_type=f"redemption.{paid.state.value}",
             data=redemption_payload(paid),

@@ -175,7 +175,7 @@ def _record(
     uow.stablecoin.add_redemption(r)
     webhooks.enqueue(
         uow.outbox,
-        sc.settings,
+        exchange=r.exchange,
         event_id=event_id_of("redemption", ev.tx_hash, ev.log_index, state.value),
         event_type=f"redemption.{state.value}",
         data=redemption_payload(r),

@@ -150,6 +150,7 @@ def make_settings(engine: Engine, dep: Deployment, **stablecoin: Any) -> Setting
         environ={},
         database={"url": engine.url.render_as_string(hide_password=False)},
         stablecoin={**dep.settings_values(), **stablecoin},
+        webhooks={"allow_loopback": True},  # the receivers run on 127.0.0.1
     )
 
 

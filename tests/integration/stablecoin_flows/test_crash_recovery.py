@@ -65,6 +65,8 @@ def serve(
             "DT_GATEWAY_DATA_DIR": str(tmp),
             "DT_GATEWAY_LOG_LEVEL": "WARNING",
             "DT_GATEWAY_STABLECOIN__WEBHOOK_URL": receiver.url,
+            "DT_GATEWAY_STABLECOIN__WEBHOOK_EXCHANGE": EXCHANGE,
+            "DT_GATEWAY_WEBHOOKS__ALLOW_LOOPBACK": "true",
             "DT_GATEWAY_FAULTS__CRASH_POINTS": json.dumps(crash),
         }
     )

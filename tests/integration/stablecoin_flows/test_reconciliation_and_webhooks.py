@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 import time
+from functools import partial
 
 import pytest
 from sqlalchemy.engine import Engine
 
 from gateway.outbox import OutboxDispatcher, outbox_t
-from gateway.stablecoin import service, watcher, webhooks
+from gateway.stablecoin import endpoints_service, service, watcher, webhooks
+from gateway.stablecoin.endpoints_store import WebhookUnitOfWork
 from tests.integration.stablecoin_flows.support import (
+    EXCHANGE,
     EXCHANGE_WALLET,
     FUNDED,
     WEBHOOK_SECRET,
@@ -119,13 +122,18 @@ def test_webhooks_are_signed_retried_and_deduplicable(
 ) -> None:
     with (
         webhook_receiver(fail_first=3) as receiver,
-        running_flow(sqlite_engine, dep, webhook_url=receiver.url) as flow,
+        running_flow(
+            sqlite_engine, dep, webhook_url=receiver.url, webhook_exchange=EXCHANGE
+        ) as flow,
     ):
+        # What `dt-gateway serve` does at start: the configured URL becomes an endpoint.
+        uow = partial(WebhookUnitOfWork, sqlite_engine)
+        endpoints_service.adopt_legacy_url(uow, flow.settings)
         holder = dep.holders[0]
         mint = flow.mint("w", 20_00, holder.address).json()
         dep.client.redeem(holder, 5_00, EXCHANGE_WALLET)
         watcher.poll(flow.uow, flow.sc)
-        sender = webhooks.WebhookSender(WEBHOOK_SECRET.encode())
+        sender = webhooks.WebhookSender(sqlite_engine, endpoints_service.policy_of(flow.settings))
         dispatcher = OutboxDispatcher(sqlite_engine, {webhooks.TOPIC: sender})
         deadline = time.monotonic() + 15
         while len(receiver.deliveries) < 3 and time.monotonic() < deadline:
