@@ -25,6 +25,7 @@ from gateway.config import Settings, load_settings
 from gateway.connector import Connector
 from gateway.connector import create_app as create_connector_app
 from gateway.db import make_engine, upgrade
+from gateway.demo_collateral import collateral_demo
 from gateway.serving import free_port, serve_in_thread
 from gateway.stablecoin import service as stablecoin_service
 from gateway.stablecoin import watcher
@@ -375,6 +376,7 @@ def run_demo(workdir: str = "var/demo", keep: bool = False) -> int:
                 ledger_demo(client)
                 stablecoin_demo(client, exchange, engine, dev, sc)
                 pvp_demo(client, connector_client, url)
+                collateral_demo(url, dev.rpc_url, engine, sc, root, _say, _expect)
     except DemoFailed as exc:
         print(f"DEMO FAILED: {exc}")
         return 1

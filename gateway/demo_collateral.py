@@ -1,0 +1,98 @@
+"""The demo's proof-of-collateral step: the public verifier passes on the gateway's log, then
+refuses a tampered copy of it served by a stand-in that changed one byte of one entry."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy.engine import Engine
+
+from gateway.collateral import service as collateral
+from gateway.collateral import verifier
+from gateway.collateral.store import CollateralUnitOfWork
+from gateway.collateral.verdict import ExitCode
+from gateway.stablecoin import watcher
+from gateway.stablecoin.runtime import Stablecoin
+from gateway.stablecoin.store import StablecoinUnitOfWork
+
+
+@contextmanager
+def tampered_copy(upstream: str, tamper: Callable[[str, bytes], bytes]) -> Iterator[str]:
+    """A server that relays ``upstream``'s GETs, passing every body through ``tamper``."""
+
+    class Relay(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            resp = httpx.get(upstream + self.path, timeout=10)
+            body = tamper(self.path, resp.content)
+            self.send_response(resp.status_code)
+            self.send_header("Content-Type", resp.headers.get("content-type", "text/plain"))
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Relay)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _raise_first_amount(path: str, body: bytes) -> bytes:
+    """Entry bundle 0 with the first entry's amount one digit larger (same length)."""
+    if not path.startswith("/collateral/log/tile/entries/"):
+        return body
+    at = body.index(b'"amount":') + len(b'"amount":')
+    digit = body[at : at + 1]
+    return body[:at] + (b"2" if digit != b"2" else b"3") + body[at + 1 :]
+
+
+def collateral_demo(
+    url: str,
+    rpc_url: str | None,
+    engine: Engine,
+    sc: Stablecoin,
+    root: Path,
+    say: Callable[[str, str], None],
+    expect: Callable[[bool, str], None],
+) -> None:
+    print("Proof of collateral")
+    clog = sc.collateral
+    assert clog is not None
+    # The jobs a server runs: the chain watcher logs the chain's side and a reserve statement,
+    # the integrator sequences the pool and signs a checkpoint.
+    watcher.poll(partial(StablecoinUnitOfWork, engine), sc)
+    done = collateral.integrate(partial(CollateralUnitOfWork, engine), clog)
+    say("log integrated and signed", f"{done.size} entries, origin {clog.origin}")
+    vkey = httpx.get(url + "/v1/collateral/keys", timeout=10).json()["log"]["vkey"]
+    expect(vkey == clog.vkey, "the served key is not the log's")
+    if not rpc_url:
+        say("verification skipped", "the in-process chain has no RPC endpoint for the verifier")
+        return
+    args = ["--rpc", rpc_url, "--log-key", vkey]
+    command = f"dt-gateway verify-collateral --url {url} --rpc {rpc_url} --log-key '{vkey}'"
+    print(f"  $ {command}")
+    state = root / "verifier-state.json"
+    code = verifier.main(["--url", url, *args, "--state", str(state)])
+    expect(code == ExitCode.OK, f"the verifier refused the gateway's own log (exit {code})")
+    say("verified", "signature, tree, replay and the chain's events all check out")
+    with tampered_copy(url, _raise_first_amount) as fake:
+        print(f"  a copy of the log with one amount changed, served at {fake}:")
+        code = verifier.main(["--url", fake, *args])
+    expect(code == ExitCode.ROOT_MISMATCH, f"the tampered copy was not caught (exit {code})")
+    say("tampered copy refused", f"exit {code} ({ExitCode(code).name})")
+
+
+__all__ = ["collateral_demo", "tampered_copy"]
