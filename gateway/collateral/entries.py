@@ -104,7 +104,7 @@ def _time(name: str, value: object) -> str:
     must = "RFC 3339 UTC with milliseconds, e.g. 2026-01-31T23:59:59.123Z"
     text = _pattern(name, value, _TIME, must)
     try:
-        datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ")
+        datetime.fromisoformat(text[:-1])  # a real date and time, not just the digits
     except ValueError:
         raise _fail(name, must, value) from None
     return text
@@ -215,20 +215,24 @@ TYPES: dict[str, type[Entry]] = {t.TYPE: t for t in (DtMovement, ChainMint, Chai
 # ------------------------------------------------------------------------- encode / decode
 
 
-def _json_name(f: Any) -> str:
-    return str(f.metadata.get("json", f.name))
+_KEYS: dict[type[Entry], dict[str, str]] = {
+    cls: {str(f.metadata.get("json", f.name)): f.name for f in fields(cls)}
+    for cls in TYPES.values()
+}
+"""Per type: JSON key -> attribute (they differ only for ``from``)."""
+
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
 def _canonical(obj: dict[str, object]) -> bytes:
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return text.encode("ascii")
+    return _ENCODER.encode(obj).encode("ascii")
 
 
 def encode(entry: Entry) -> bytes:
     """The canonical bytes of ``entry``; EntryError if they would not fit a bundle."""
     obj: dict[str, object] = {"v": VERSION, "type": entry.TYPE}
-    for f in fields(entry):
-        obj[_json_name(f)] = getattr(entry, f.name)
+    for key, attr in _KEYS[type(entry)].items():
+        obj[key] = getattr(entry, attr)
     data = _canonical(obj)
     if len(data) > MAX_SIZE:
         raise EntryError(f"entry: expected at most {MAX_SIZE} bytes, found {len(data)}")
@@ -248,18 +252,17 @@ def _no_float(text: str) -> object:
     raise EntryError(f"expected integers only, found the number {text}")
 
 
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_no_duplicates, parse_float=_no_float, parse_constant=_no_float
+)
+
+
 def decode(data: bytes) -> Entry:
     """The entry whose canonical encoding is exactly ``data``; EntryError otherwise."""
     if len(data) > MAX_SIZE:
         raise EntryError(f"entry: expected at most {MAX_SIZE} bytes, found {len(data)}")
     try:
-        text = data.decode("ascii")
-        obj = json.loads(
-            text,
-            object_pairs_hook=_no_duplicates,
-            parse_float=_no_float,
-            parse_constant=_no_float,
-        )
+        obj = _DECODER.decode(data.decode("ascii"))
     except UnicodeDecodeError as exc:
         raise EntryError(f"expected ASCII only, found byte 0x{data[exc.start]:02x}") from None
     except EntryError:
@@ -274,12 +277,13 @@ def decode(data: bytes) -> Entry:
     cls = TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise _fail("type", "one of " + ", ".join(sorted(TYPES)), kind)
-    names = {_json_name(f): f.name for f in fields(cls)}
+    names = _KEYS[cls]
     keys = set(obj) - {"v", "type"}
     if keys != set(names):
         missing, extra = sorted(set(names) - keys), sorted(keys - set(names))
         raise EntryError(f"{kind} entry: missing keys {missing}, unknown keys {extra}")
-    entry = cls(**{attr: obj[key] for key, attr in names.items()})
-    if encode(entry) != data:
-        raise EntryError(f"{kind} entry is not in canonical form: expected {encode(entry)!r}")
+    entry = cls(**{attr: obj[key] for key, attr in names.items()})  # checks every field
+    canonical = _canonical(obj)  # = encode(entry): the same keys and values
+    if canonical != data:
+        raise EntryError(f"{kind} entry is not in canonical form: expected {canonical!r}")
     return entry
