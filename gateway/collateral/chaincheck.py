@@ -1,13 +1,14 @@
 """What the log says about the chain, checked against the chain through the user's own node.
 
-For the blocks from the last verified statement's block + 1 (block 0 on a first run) to the
-newest statement's block:
+For each statement, over the blocks from the previous statement's block + 1 (block 0 for the
+log's first statement) to its own block:
 
-- the contract's Minted/Redeemed events and the log's mint/burn entries before that statement
-  match one to one on (tx hash, log index), and then on block, amount, to/from and request id /
-  DT wallet reference. An entry with no such event is ``NOT_ON_CHAIN``; an event with no entry is
-  ``MISSING_FROM_LOG`` (the statement promised every event up to its block before it);
-- every new statement's block hash and supply are the chain's (``STATEMENT_MISMATCH``), and the
+- the contract's Minted/Redeemed events and the log's mint/burn entries between the two
+  statements match one to one on (tx hash, log index), and then on block, amount, to/from and
+  request id / DT wallet reference. An entry with no such event is ``NOT_ON_CHAIN``; an event
+  with no entry is ``MISSING_FROM_LOG`` (the statement promised every event up to its block
+  before it);
+- the statement's block hash and supply are the chain's (``STATEMENT_MISMATCH``), and the
   chain's totalSupply at its block is not above its reserve (``ABOVE_RESERVE``).
 
 totalSupply at an old block needs a node that keeps old state (an archive node). When the node
@@ -18,13 +19,14 @@ only two ways the contract changes its supply. The report counts such statements
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from gateway.collateral.entries import ChainMint, Statement
 from gateway.collateral.replay import ChainEntry, describe
-from gateway.collateral.rpc import ChainEvent, Rpc, RpcRefused
+from gateway.collateral.rpc import ChainEvent, Rpc, RpcError, RpcRefused
 from gateway.collateral.verdict import ExitCode, Failure
 
 
@@ -40,25 +42,75 @@ class Coverage:
     by_events_only: int = 0
 
 
-def check_chain(
+class ChainCheck:
+    """Checks each statement's range of blocks as the replay reaches the statement.
+
+    A statement at entry ``index`` covers the blocks from the previous statement's block + 1
+    (``previous``, the last one verified before this run; block 0 if none) to its own, and the
+    mint/burn entries between the two statements. Up to ``window`` ranges are checked at once in
+    ``pool``; a failure is raised (as :class:`Failure`) once every range before it has passed, so
+    it is always the first failing range in log order.
+    """
+
+    def __init__(
+        self,
+        rpc: Rpc,
+        contract: str,
+        previous: Statement | None,
+        pool: ThreadPoolExecutor,
+        window: int = 8,
+    ) -> None:
+        self._rpc, self._contract, self._pool, self._window = rpc, contract, pool, window
+        self._next_block = previous.block + 1 if previous is not None else 0
+        self._first: int | None = None
+        self._last: int | None = None
+        self._running: deque[Future[tuple[int, bool]]] = deque()
+        self._events = self._statements = self._by_events_only = 0
+
+    def statement(
+        self, index: int, statement: Statement, logged: Sequence[tuple[int, ChainEntry]]
+    ) -> None:
+        """Starts the check of ``statement`` and the event entries ``logged`` since the
+        previous statement."""
+        first, self._next_block = self._next_block, statement.block + 1
+        self._first = first if self._first is None else self._first
+        self._last = statement.block
+        check = (self._rpc, self._contract, first, index, statement, logged)
+        self._running.append(self._pool.submit(_check_range, *check))
+        while len(self._running) > self._window:
+            self._collect()
+
+    def finish(self) -> Coverage:
+        """Waits for every check; what they covered."""
+        while self._running:
+            self._collect()
+        return Coverage(
+            self._first, self._last, self._events, self._statements, self._by_events_only
+        )
+
+    def _collect(self) -> None:
+        try:
+            events, by_events_only = self._running.popleft().result()
+        except RpcError as exc:
+            raise Failure(ExitCode.UNREACHABLE, str(exc)) from exc
+        self._events += events
+        self._statements += 1
+        self._by_events_only += by_events_only
+
+
+def _check_range(
     rpc: Rpc,
     contract: str,
-    previous: Statement | None,
-    statements: Sequence[tuple[int, Statement]],
-    pending: Sequence[tuple[int, ChainEntry]],
-    pool: ThreadPoolExecutor,
-) -> Coverage:
-    """Checks the new ``statements`` (in log order) and the event entries before the newest of
-    them (``pending``: every event entry after ``previous``, the last verified statement)."""
-    if not statements:
-        return Coverage()
-    newest_index, newest = statements[-1]
-    first = previous.block + 1 if previous is not None else 0
-    events = rpc.events(contract, first, newest.block)
-    logged = [(i, e) for i, e in pending if i < newest_index]
-    _match(logged, events, newest_index, first, newest.block)
-    results = list(pool.map(lambda item: _statement(rpc, contract, *item), statements))
-    return Coverage(first, newest.block, len(events), len(statements), sum(results))
+    first: int,
+    index: int,
+    statement: Statement,
+    logged: Sequence[tuple[int, ChainEntry]],
+) -> tuple[int, bool]:
+    """One statement's range; returns the number of events and whether the supply rests on the
+    events only."""
+    events = rpc.events(contract, first, statement.block)
+    _match(logged, events, index, first, statement.block)
+    return len(events), _statement(rpc, contract, index, statement)
 
 
 def _fields(entry: ChainEntry, event: ChainEvent) -> list[tuple[str, object, object]]:

@@ -12,8 +12,9 @@
   (``OUT_OF_ORDER``);
 - after every entry, supply <= balance: the tokens never exceed the DT (``ABOVE_RESERVE``).
 
-What the log says about the chain is checked against the chain elsewhere (``chaincheck``); the
-replay collects it: the new statements, and the mint/burn entries no statement has covered yet.
+What the log says about the chain is checked against the chain elsewhere (``chaincheck``): the
+replay keeps the mint/burn entries since the last statement, which the caller takes when the
+next statement comes.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from gateway.collateral.entries import (
     ChainBurn,
     ChainMint,
     DtMovement,
+    Entry,
     EntryError,
     Statement,
     decode,
@@ -50,7 +52,7 @@ class Replay:
     """The log's running totals after its first ``size`` entries, and what awaits the chain.
 
     ``pending`` holds the mint/burn entries after ``last_statement`` (or all of them while the
-    log has no statement); ``new_statements`` the statements replayed in this run.
+    log has no statement), until :meth:`take_pending`.
     """
 
     size: int = 0
@@ -59,9 +61,8 @@ class Replay:
     last_event: tuple[int, int] | None = None
     last_statement: tuple[int, Statement] | None = None
     pending: list[tuple[int, ChainEntry]] = field(default_factory=list)
-    new_statements: list[tuple[int, Statement]] = field(default_factory=list)
 
-    def apply(self, data: bytes) -> None:
+    def apply(self, data: bytes) -> Entry:
         """Checks and applies the entry at index ``size``; raises :class:`Failure`."""
         index = self.size
         try:
@@ -81,6 +82,7 @@ class Replay:
                 f"after {describe(index, entry)}: supply {self.supply} is above the reserve "
                 f"(the segregated wallet's balance) {self.balance}",
             )
+        return entry
 
     def _dt(self, index: int, e: DtMovement) -> None:
         expected = self.balance + e.amount
@@ -145,21 +147,17 @@ class Replay:
                 f"found {s.supply}",
             )
         self.last_statement = (index, s)
-        self.new_statements.append((index, s))
 
-    def settle(self) -> None:
-        """After the chain has confirmed the new statements: only the events after the last
-        statement still wait for one."""
-        if self.last_statement is not None:
-            covered = self.last_statement[0]
-            self.pending = [(i, e) for i, e in self.pending if i > covered]
-        self.new_statements = []
+    def take_pending(self) -> list[tuple[int, ChainEntry]]:
+        """The mint/burn entries since the previous statement, which the statement just applied
+        covers; the replay keeps only the ones that come after it."""
+        pending, self.pending = self.pending, []
+        return pending
 
     # ------------------------------------------------------------------------ state file
 
     def to_json(self) -> dict[str, Any]:
-        """The running totals and uncovered events, for the state file (statements of this run
-        are not kept: the next run starts after them)."""
+        """The running totals and the events no statement covers yet, for the state file."""
 
         def item(index: int, entry: ChainEntry | Statement) -> dict[str, Any]:
             return {"index": index, "entry": encode(entry).decode("ascii")}

@@ -49,7 +49,8 @@ from pathlib import Path
 import httpx
 
 from gateway.collateral import note, tlog
-from gateway.collateral.chaincheck import Coverage, check_chain
+from gateway.collateral.chaincheck import ChainCheck, Coverage
+from gateway.collateral.entries import Statement
 from gateway.collateral.logclient import WIDTH, LogClient
 from gateway.collateral.rpc import Rpc, RpcError
 from gateway.collateral.state import State, load, save
@@ -291,24 +292,23 @@ def verify_once(opts: Options, session: Session, state: State) -> tuple[Report, 
     _check_history(state, checkpoint)
 
     frontier, replay = state.frontier.copy(), copy.deepcopy(state.replay)
-    deferred: Failure | None = None  # a replay failure counts only once the root matches
-    for _index, data in session.log.entries(state.size, checkpoint.size):
+    previous = replay.last_statement[1] if replay.last_statement else None
+    chain = ChainCheck(rpc, contract, previous, session.pool)
+    deferred: Failure | None = None  # a replay or chain failure counts once the root matches
+    for index, data in session.log.entries(state.size, checkpoint.size):
         frontier.append(tlog.leaf_hash(data))
         if deferred is None:
             try:
-                replay.apply(data)
+                entry = replay.apply(data)
+                if isinstance(entry, Statement):
+                    chain.statement(index, entry, replay.take_pending())
             except Failure as failure:
                 deferred = failure
     if frontier.root() != checkpoint.root:
         raise _explain_mismatch(session, state, checkpoint, frontier.root())
     if deferred is not None:
         raise deferred
-
-    previous = state.replay.last_statement[1] if state.replay.last_statement else None
-    coverage = check_chain(
-        rpc, contract, previous, replay.new_statements, replay.pending, session.pool
-    )
-    replay.settle()
+    coverage = chain.finish()
     if supply_now > replay.balance:
         raise Failure(
             ExitCode.ABOVE_RESERVE,

@@ -24,7 +24,6 @@ def _state() -> State:
     for entry in history.log.entries:
         frontier.append(tlog.leaf_hash(entry))
         replay.apply(entry)
-    replay.settle()
     return State(ORIGIN, frontier, replay, timestamp=1_800_000_000)
 
 

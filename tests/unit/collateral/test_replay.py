@@ -54,20 +54,21 @@ def test_an_honest_history_replays_to_its_totals() -> None:
     replay = replayed(*HONEST)
     assert (replay.size, replay.balance, replay.supply) == (8, 650, 650)
     assert replay.last_event == (9, 0)
-    assert [i for i, _ in replay.new_statements] == [2, 5]
-    assert [i for i, _ in replay.pending] == [1, 3, 7]
+    assert replay.last_statement is not None
+    assert replay.last_statement[0] == 5
 
 
-def test_settling_keeps_only_the_events_after_the_last_statement() -> None:
-    replay = replayed(*HONEST)
-    replay.settle()
+def test_each_statement_takes_the_events_since_the_previous_one() -> None:
+    replay, covered = Replay(), []
+    for data in HONEST:
+        if isinstance(replay.apply(data), fmt.Statement):
+            covered.append([i for i, _ in replay.take_pending()])
+    assert covered == [[1], [3]]
     assert [i for i, _ in replay.pending] == [7]
-    assert replay.new_statements == []
 
 
 def test_the_replay_state_round_trips_through_json() -> None:
     replay = replayed(*HONEST)
-    replay.settle()
     assert Replay.from_json(replay.to_json()) == replay
 
 
