@@ -231,7 +231,14 @@ def _explain_mismatch(
             read = tlog.hash_reader_from_tiles(end, log.tile)
             proof = tlog.consistency_proof(start, end, read)
             tlog.verify_consistency(start, end, proof, state.root, checkpoint.root)
-        except (ValueError, tlog.ProofError, Failure) as exc:
+        except Failure as unreadable:  # not a finding about the log's history
+            return Failure(
+                ExitCode.ROOT_MISMATCH,
+                f"entries {start}..{end - 1} and the last verified tree (size {start}) hash to "
+                f"root {_b64(computed)}, the checkpoint signs {_b64(checkpoint.root)}; the "
+                f"log's tiles that would tell why could not be read ({unreadable.message})",
+            )
+        except (ValueError, tlog.ProofError) as exc:
             return Failure(
                 ExitCode.REWRITTEN,
                 f"the signed tree (size {end}, root {_b64(checkpoint.root)}) does not extend "

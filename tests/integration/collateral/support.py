@@ -179,6 +179,8 @@ class Log:
     replaced: dict[int, bytes] = field(default_factory=dict)
     """Entry bytes served in bundles in place of the logged ones (tiles and root unchanged)."""
     checkpoint_override: bytes | None = None
+    hidden: set[str] = field(default_factory=set)
+    """Paths answered 404."""
 
     def tree(self) -> tuple[tlog.Frontier, dict[tuple[int, int], bytes]]:
         frontier, stored = tlog.Frontier(), {}
@@ -197,6 +199,8 @@ class Log:
         return note.sign_note(body, [self.signer]).encode()
 
     def serve(self, path: str) -> bytes | None:
+        if path in self.hidden:
+            return None
         if path == "checkpoint":
             return self.checkpoint()
         try:

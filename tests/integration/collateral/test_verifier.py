@@ -214,6 +214,19 @@ def test_a_new_entry_changed_without_re_signing_is_caught_in_an_incremental_run(
     assert "entry 10 in tile/entries/000.p/12 hashes to" in err
 
 
+def test_a_root_mismatch_without_tiles_to_explain_it_is_still_a_root_mismatch(
+    history: History, run: Run, tmp_path: Path
+) -> None:
+    state = str(tmp_path / "state.json")
+    assert run("--state", state)[0] == 0
+    history.mint(50)
+    history.log.replaced[10] = _dt(history.log.entries[10], amount=60, balance=1460)
+    history.log.hidden = {"tile/0/000.p/12"}
+    code, _, err = run("--state", state)
+    assert code == ExitCode.ROOT_MISMATCH
+    assert "the log's tiles that would tell why could not be read (GET " in err
+
+
 def test_an_on_chain_mint_with_no_entry_is_caught(history: History, run: Run) -> None:
     history.dt(70)
     missing = history.chain.add("mint", EXCHANGE, 70, "0x" + "77" * 32)
