@@ -26,6 +26,8 @@ failure (entry index, field, what was expected and what was found)::
       21  STATEMENT_MISMATCH   a statement's block hash or supply differs from the chain's
       22  OUT_OF_ORDER         mint/burn entries out of chain order, or behind a statement
                                that promised every event up to its block
+     130  INTERRUPTED          stopped (Ctrl-C) before a run finished; with --watch, the
+                               code of the last finished run is kept instead
 
 Any other non-zero code (1) is a bug in the verifier itself.
 """
@@ -53,6 +55,7 @@ class ExitCode(IntEnum):
     NOT_ON_CHAIN = 20
     STATEMENT_MISMATCH = 21
     OUT_OF_ORDER = 22
+    INTERRUPTED = 130
 
 
 class Failure(Exception):

@@ -419,7 +419,7 @@ def run(args: argparse.Namespace) -> int:
         ThreadPoolExecutor(max_workers=4, thread_name_prefix="verifier") as pool,
     ):
         session = Session(LogClient(opts.url, client, pool), Rpc(opts.rpc, client), pool)
-        code = int(ExitCode.OK)
+        code = int(ExitCode.INTERRUPTED)
         try:
             while True:
                 try:

@@ -66,7 +66,7 @@ class Event:
         }
 
 
-class _Server:
+class Server:
     """An HTTP server on 127.0.0.1 in a thread; ``answer(method, path, body)`` makes responses."""
 
     def __init__(self, answer: Callable[[str, str, bytes], tuple[int, bytes]]) -> None:
@@ -314,7 +314,7 @@ class History:
 @contextmanager
 def serving(history: History) -> Iterator[tuple[str, str]]:
     """The log's URL and the chain's RPC URL while the block runs."""
-    log_server, rpc_server = _Server(history.log.answer), _Server(history.chain.answer)
+    log_server, rpc_server = Server(history.log.answer), Server(history.chain.answer)
     try:
         yield log_server.url, rpc_server.url
     finally:

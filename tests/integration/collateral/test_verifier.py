@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,7 @@ from tests.integration.collateral.support import (
     Event,
     History,
     Log,
+    Server,
     serving,
 )
 
@@ -420,3 +422,28 @@ def test_a_damaged_state_file_is_a_usage_error(run: Run, tmp_path: Path) -> None
     code, _, err = run("--state", str(state))
     assert code == ExitCode.USAGE
     assert f"state file {state} is not a verifier state" in err
+
+
+def test_a_run_interrupted_before_its_result_does_not_exit_as_verified(history: History) -> None:
+    reached, release = threading.Event(), threading.Event()
+
+    def stalls(method: str, path: str, body: bytes) -> tuple[int, bytes]:
+        reached.set()
+        release.wait(30)
+        return 503, b""
+
+    stalled_log = Server(stalls)
+    try:
+        with serving(history) as (_, rpc):
+            args = ["--url", stalled_log.url, "--rpc", rpc, "--log-key", history.log.signer.vkey()]
+            process = subprocess.Popen(
+                [sys.executable, "-m", "gateway.collateral.verifier", *args],
+                cwd=Path(__file__).parents[3],
+                env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[3])},
+            )
+            assert reached.wait(30), "the verifier never asked for the checkpoint"
+            process.send_signal(signal.SIGINT)
+            assert process.wait(timeout=30) == ExitCode.INTERRUPTED
+    finally:
+        release.set()
+        stalled_log.close()
