@@ -60,13 +60,20 @@ async def read_xml_post(scope: HTTPScope, receive: Receive, limit: int) -> bytes
             return b"".join(chunks)
 
 
-async def answer(send: Send, status: int, media_type: str, body: bytes) -> None:
+async def answer(
+    send: Send,
+    status: int,
+    media_type: str,
+    body: bytes,
+    headers: tuple[tuple[bytes, bytes], ...] = (),
+) -> None:
     start: HTTPResponseStartEvent = {
         "type": "http.response.start",
         "status": status,
         "headers": [
             (b"content-type", media_type.encode("ascii")),
             (b"content-length", str(len(body)).encode("ascii")),
+            *headers,
         ],
     }
     await send(start)

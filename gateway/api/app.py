@@ -102,7 +102,8 @@ def create_app(
         # Logging is the process's business (the CLI configures it), not the app's.
         logging_config=None,
     )
-    isodoor.document(app)  # an ASGI handler: litestar leaves it out of the schema
+    isodoor.document(app)  # ASGI handlers: litestar leaves them out of the schema
+    public.document(app)
     declare_problems(app, needs_key)
     return app
 

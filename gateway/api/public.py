@@ -10,12 +10,22 @@ from __future__ import annotations
 from typing import Any
 
 import anyio.to_thread
-from litestar import Controller, Response, get
+from litestar import Controller, Litestar, Response, asgi, get
 from litestar.datastructures import State
-from litestar.params import Parameter
+from litestar.exceptions import MethodNotAllowedException
+from litestar.openapi.spec import (
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    OpenAPIType,
+    Operation,
+    PathItem,
+    Schema,
+)
+from litestar.params import FromPath, Parameter
+from litestar.types import HTTPScope, Receive, Send
 
-from gateway import __version__
-from gateway.api.ratelimit import limit_by_address
+from gateway import __version__, isodoor
+from gateway.api.ratelimit import check_address, limit_by_address
 from gateway.api.schemas import HealthOut
 from gateway.collateral import service as collateral
 from gateway.collateral.runtime import CollateralLog
@@ -61,7 +71,6 @@ def _log(state: State) -> tuple[collateral.UowFactory, CollateralLog]:
 
 _IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable"}
 _PARTIAL = {"Cache-Control": "public, max-age=3600"}
-_CHECKPOINT = {"Cache-Control": "public, max-age=1"}
 _TEXT = "text/plain; charset=utf-8"
 _OCTETS = "application/octet-stream"
 _MAX_INDEX = 2**62
@@ -71,8 +80,62 @@ _Index = Parameter(ge=0, le=_MAX_INDEX)
 _Size = Parameter(ge=1, le=_MAX_INDEX)
 
 
+CHECKPOINT_PATH = "/collateral/log/checkpoint"
+
+
+@asgi(CHECKPOINT_PATH, copy_scope=False)
+async def collateral_checkpoint(scope: HTTPScope, receive: Receive, send: Send) -> None:
+    """``GET /collateral/log/checkpoint``: the newest signed checkpoint. The most polled route
+    of the log (every verifier and witness asks for it), so a bare ASGI handler serving this
+    replica's copy, read again at most every ``collateral.checkpoint_cache_seconds`` (see
+    :mod:`gateway.isodoor` for what litestar's machinery would cost)."""
+    if scope.get("method") not in ("GET", "HEAD"):
+        raise MethodNotAllowedException(headers={"Allow": "GET"})
+    state = scope["app"].state
+    client = scope.get("client")
+    check_address(state, client[0] if client else None)
+    uow, clog = _log(state)
+    if collateral.checkpoint_is_stale(clog):
+        await anyio.to_thread.run_sync(lambda: collateral.checkpoint(uow, clog))
+    cached = clog.checkpoint
+    assert cached is not None
+    await isodoor.answer(send, 200, _TEXT, cached[1].encode(), _CHECKPOINT_HEADERS)
+
+
+_CHECKPOINT_HEADERS = ((b"cache-control", b"public, max-age=1"),)
+
+CHECKPOINT_DOC = PathItem(
+    get=Operation(
+        tags=["public: proof of collateral"],
+        summary="The newest signed checkpoint (C2SP tlog-checkpoint in a signed note)",
+        description=(
+            "Origin, tree size, base64 root hash and a `timestamp <unix seconds>` extension "
+            "line, signed with the log's Ed25519 key (docs/collateral.md). Limited per client "
+            "address (429 with Retry-After)."
+        ),
+        operation_id="CollateralCheckpoint",
+        security=[],
+        responses={
+            "200": OpenAPIResponse(
+                description="The signed note",
+                content={_TEXT: OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING))},
+            ),
+            "429": OpenAPIResponse(description="Too many requests from this address"),
+            "503": OpenAPIResponse(description="No log here, or no checkpoint signed yet"),
+        },
+    )
+)
+
+
+def document(app: Litestar) -> None:
+    """Add the bare ASGI checkpoint route to ``app``'s OpenAPI document."""
+    schema = app.openapi_schema
+    schema.paths = {**(schema.paths or {}), CHECKPOINT_PATH: CHECKPOINT_DOC}
+
+
 class CollateralLogController(Controller):
-    """The C2SP tiled log: checkpoint, hash tiles and entry bundles."""
+    """The C2SP tiled log: hash tiles and entry bundles (the checkpoint is
+    :func:`collateral_checkpoint`)."""
 
     path = "/collateral/log"
     tags = ["public: proof of collateral"]
@@ -80,26 +143,12 @@ class CollateralLogController(Controller):
     security: list[dict[str, list[str]]] = [{}]
 
     @get(
-        "/checkpoint",
-        media_type=_TEXT,
-        summary="The newest signed checkpoint (C2SP tlog-checkpoint in a signed note)",
-    )
-    async def checkpoint(self, state: State) -> Response[str]:
-        uow, clog = _log(state)
-        cached = clog.checkpoint
-        if cached is None or collateral.checkpoint_is_stale(clog):
-            await anyio.to_thread.run_sync(lambda: collateral.checkpoint(uow, clog))
-            cached = clog.checkpoint
-        assert cached is not None
-        return Response(cached[1], media_type=_TEXT, headers=_CHECKPOINT)
-
-    @get(
         "/tile/{rest:path}",
         sync_to_thread=True,
         media_type=_OCTETS,
         summary="A hash tile (tile/<L>/<N>[.p/<W>]) or an entry bundle (tile/entries/<N>[.p/<W>])",
     )
-    def tile(self, state: State, rest: str) -> Response[bytes]:
+    def tile(self, state: State, rest: FromPath[str]) -> Response[bytes]:
         uow, clog = _log(state)
         data, full = collateral.tile(uow, clog, "tile" + rest)
         return Response(data, media_type=_OCTETS, headers=_IMMUTABLE if full else _PARTIAL)
@@ -165,6 +214,11 @@ class CollateralController(Controller):
         return Response(collateral.proof_bundle(uow, clog, index), media_type=_TEXT)
 
 
-ROUTES = [HealthController, CollateralLogController, CollateralController]
+ROUTES: list[Any] = [
+    HealthController,
+    collateral_checkpoint,
+    CollateralLogController,
+    CollateralController,
+]
 
 __all__ = ["ROUTES"]

@@ -47,13 +47,12 @@ class AddressLimiter:
             del self._buckets[a]
 
 
-def limit_by_address(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Guard: refuse with 429 and ``Retry-After`` once the address's bucket is empty."""
-    limiter: AddressLimiter | None = connection.app.state.get("public_limiter")
+def check_address(state: Any, host: str | None) -> None:
+    """Refuse with 429 and ``Retry-After`` once the address's bucket is empty."""
+    limiter: AddressLimiter | None = state.get("public_limiter")
     if limiter is None:
         return
-    client = connection.client
-    wait = limiter.take(client.host if client else "unknown")
+    wait = limiter.take(host or "unknown")
     if wait > 0:
         raise TooManyRequestsException(
             detail="too many requests from this address; retry later",
@@ -61,4 +60,10 @@ def limit_by_address(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRout
         )
 
 
-__all__ = ["AddressLimiter", "limit_by_address"]
+def limit_by_address(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Guard: :func:`check_address` for the connection's client."""
+    client = connection.client
+    check_address(connection.app.state, client.host if client else None)
+
+
+__all__ = ["AddressLimiter", "check_address", "limit_by_address"]

@@ -1,0 +1,416 @@
+"""Proof-of-collateral benchmark: the log's append rate, checkpoint lag, serving and proofs,
+and the public verifier over a million entries. SQLite file, durable settings.
+
+- ``append_entries_per_s``: entries sequenced into the tree per second, durably (each batch's
+  entries, subtree hashes and signed checkpoint in one committed transaction), from a pool of
+  200,000;
+- ``pool_entries_per_s``: ledger transfers into the segregated wallet per second from 8
+  concurrent clients through the group committer, each pooling its entry in its own transaction;
+- ``checkpoint_lag_p95_ms``: from a ledger transfer's commit to the commit of the first
+  checkpoint that includes it, with the integrator running every ``integrate_seconds`` as the
+  job does, under 200 transfers a second;
+- ``checkpoint_rps``: ``GET /collateral/log/checkpoint`` over HTTP (the gateway's app in its own
+  process, 8 keep-alive client connections);
+- ``inclusion_proof_ms_1m`` / ``consistency_proof_ms_1m``: the server computing one proof (p50 of
+  200) over a log of 1,000,000 entries;
+- ``verify_full_1m_s``: a fresh verifier over those 1,000,000 entries, from the gateway's tiles
+  over HTTP (RPC excluded: the log holds no chain entries);
+- ``verify_incremental_s``: the same verifier, with its state file, after 100 new entries.
+
+Usage: ``.venv/bin/python ops/bench/collateral.py [--entries 1000000] [--seconds 5]``. The last
+line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import multiprocessing
+import random
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from gateway.collateral import entries as fmt
+from gateway.collateral import service
+from gateway.collateral.note import Signer
+from gateway.collateral.runtime import CollateralLog
+from gateway.collateral.store import CollateralUnitOfWork
+from gateway.config import CollateralSettings, DatabaseSettings, load_settings
+from gateway.db import make_engine, upgrade
+from gateway.ledger import service as ledger
+from gateway.ledger.group import GroupCommitter
+from gateway.ledger.model import Issue, MakeTransfer, OpenWallet, WalletKind
+from gateway.ledger.store import LedgerUnitOfWork
+
+SEG = "segregated-bench"
+ORIGIN = "bench.example/collateral/31337/0x00000000000000000000000000000000000000be"
+"""Chain 31337, the chain id the bench's stand-in RPC answers."""
+
+
+def _engine(path: Path) -> sa.Engine:
+    engine = make_engine(DatabaseSettings(url=f"sqlite:///{path}"))
+    upgrade(engine)
+    return engine
+
+
+def _uow(engine: sa.Engine) -> service.UowFactory:
+    def uow(*, readonly: bool = False) -> CollateralUnitOfWork:
+        return CollateralUnitOfWork(engine, readonly=readonly)
+
+    return uow
+
+
+def _log(signer: Signer, **settings: Any) -> CollateralLog:
+    return CollateralLog(SEG, ORIGIN, signer, CollateralSettings(**settings))
+
+
+def _wallets(engine: sa.Engine, clients: int) -> None:
+    ops: list[Any] = [OpenWallet(id=SEG, kind=WalletKind.SEGREGATED_COLLATERAL, owner="bench")]
+    for c in range(clients):
+        ops += [
+            OpenWallet(id=f"x-{c}", kind=WalletKind.EXCHANGE, owner="bench"),
+            Issue(id=f"fund-{c}", wallet_id=f"x-{c}", amount=10**15),
+        ]
+    ledger.apply(LedgerUnitOfWork(engine), ops)
+
+
+def pool_bodies(engine: sa.Engine, start: int, count: int, balance: int = 0) -> int:
+    """Pool ``count`` already-encoded DT movements of +1 each (a valid history to replay)."""
+    now = datetime.now(UTC)
+    t = service.rfc3339(now)
+    chunk = 20_000
+    for lo in range(0, count, chunk):
+        rows = []
+        for i in range(lo, min(count, lo + chunk)):
+            balance += 1
+            body = fmt.encode(
+                fmt.DtMovement(
+                    transfer_id=f"t-{start + i}", op="transfer", amount=1, balance=balance, time=t
+                )
+            )
+            rows.append(
+                {
+                    "wallet_id": SEG,
+                    "kind": "dt",
+                    "body": body.decode(),
+                    "transfer_id": f"t-{start + i}",
+                    "created_at": now,
+                }
+            )
+        uow = CollateralUnitOfWork(engine)
+        with uow:
+            uow.collateral.add_pending_many(rows)
+            uow.commit()
+    return balance
+
+
+def drain(engine: sa.Engine, clog: CollateralLog) -> int:
+    total = 0
+    while (done := service.integrate(_uow(engine), clog)).added:
+        total += done.added
+    return total
+
+
+# ------------------------------------------------------------------ parts
+
+
+def bench_append(tmp: Path, signer: Signer, n: int = 200_000) -> float:
+    engine = _engine(tmp / "append.db")
+    _wallets(engine, 0)
+    pool_bodies(engine, 0, n)
+    clog = _log(signer, batch_limit=5000)
+    t0 = time.perf_counter()
+    assert drain(engine, clog) == n
+    rate = n / (time.perf_counter() - t0)
+    engine.dispose()
+    return rate
+
+
+def bench_pool_and_lag(tmp: Path, signer: Signer, seconds: float, rate: float) -> dict[str, float]:
+    engine = _engine(tmp / "lag.db")
+    clients = 8
+    _wallets(engine, clients)
+    committer = GroupCommitter(lambda: LedgerUnitOfWork(engine))
+
+    # Pool throughput: 8 clients, each transfer its own transaction (grouped commits).
+    count = {"n": 0}
+    stop_at = time.perf_counter() + seconds
+
+    def client(c: int) -> None:
+        i = 0
+        while time.perf_counter() < stop_at:
+            op = MakeTransfer(
+                id=f"p-{c}-{i}", debit_wallet_id=f"x-{c}", credit_wallet_id=SEG, amount=1
+            )
+            committer.submit(op)
+            i += 1
+        count["n"] += i
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    pool_rate = count["n"] / (time.perf_counter() - t0)
+    clog = _log(signer, batch_limit=5000)
+    drain(engine, clog)
+    base = service.integrate(_uow(engine), clog).size
+
+    # Lag: transfers at ``rate`` a second, the integrator every integrate_seconds.
+    committed: list[float] = []
+    integrated: list[tuple[int, float]] = []
+    done = threading.Event()
+
+    def integrator() -> None:
+        while not done.is_set():
+            r = service.integrate(_uow(engine), clog)
+            integrated.append((r.size, time.perf_counter()))
+            time.sleep(clog.settings.integrate_seconds)
+
+    it = threading.Thread(target=integrator)
+    it.start()
+    start = time.perf_counter()
+    for i in range(int(seconds * rate)):
+        due = start + i / rate
+        if (wait := due - time.perf_counter()) > 0:
+            time.sleep(wait)
+        ledger.apply_one(
+            LedgerUnitOfWork(engine),
+            MakeTransfer(id=f"l-{i}", debit_wallet_id="x-0", credit_wallet_id=SEG, amount=1),
+        )
+        committed.append(time.perf_counter())
+    while not integrated or integrated[-1][0] < base + len(committed):
+        time.sleep(0.05)
+    done.set()
+    it.join()
+    committer.stop()
+    lags = []
+    for k, at in enumerate(committed):
+        first = next(t for size, t in integrated if size > base + k and t >= at)
+        lags.append((first - at) * 1000)
+    lags.sort()
+    engine.dispose()
+    return {
+        "pool_entries_per_s": pool_rate,
+        "checkpoint_lag_p50_ms": lags[len(lags) // 2],
+        "checkpoint_lag_p95_ms": lags[int(len(lags) * 0.95)],
+    }
+
+
+def bench_proofs(engine: sa.Engine, clog: CollateralLog, size: int) -> dict[str, float]:
+    uow = _uow(engine)
+    rng = random.Random(7)
+    inc, con = [], []
+    for _ in range(200):
+        i = rng.randrange(size)
+        t0 = time.perf_counter()
+        service.entry_with_proof(uow, clog, i)
+        inc.append((time.perf_counter() - t0) * 1000)
+        first = rng.randrange(1, size)
+        t0 = time.perf_counter()
+        service.consistency(uow, clog, first)
+        con.append((time.perf_counter() - t0) * 1000)
+    return {
+        "inclusion_proof_ms_1m": statistics.median(inc),
+        "consistency_proof_ms_1m": statistics.median(con),
+    }
+
+
+def _serve(db: str, skey: str, port: int) -> None:
+    from gateway.api.app import create_app
+    from gateway.serving import run_server
+
+    settings = load_settings(
+        environ={},
+        database={"url": db},
+        collateral={"rate_per_second": 1e9, "rate_burst": 10**9},
+    )
+    clog = CollateralLog(SEG, ORIGIN, Signer.from_skey(skey), settings.collateral)
+    app = create_app(settings, make_engine(settings.database), collateral=clog)
+    run_server(app, "127.0.0.1", port, "warning")
+
+
+async def _hammer(port: int, path: str, seconds: float, connections: int) -> int:
+    """Keep-alive GETs of ``path`` on ``connections`` connections for ``seconds``; a light
+    asyncio client, so that the server, not the client, is what is measured."""
+    import asyncio
+
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+    stop_at = time.perf_counter() + seconds
+
+    async def one() -> int:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        n = 0
+        while time.perf_counter() < stop_at:
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200"), head[:40]
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+            n += 1
+        writer.close()
+        return n
+
+    return sum(await asyncio.gather(*(one() for _ in range(connections))))
+
+
+def _hammer_process(port: int, path: str, seconds: float, connections: int, out: Any) -> None:
+    import asyncio
+
+    out.put(asyncio.run(_hammer(port, path, seconds, connections)))
+
+
+def bench_checkpoint_rps(port: int, seconds: float, connections: int = 16) -> float:
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    client = ctx.Process(
+        target=_hammer_process, args=(port, "/collateral/log/checkpoint", seconds, connections, out)
+    )
+    client.start()
+    count = out.get(timeout=seconds + 60)
+    client.join(10)
+    return float(count) / seconds
+
+
+def _wait_up(port: int) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            conn.request("GET", "/health")
+            conn.getresponse().read()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("the gateway did not start")
+
+
+@contextmanager
+def quiet_chain() -> Iterator[str]:
+    """A JSON-RPC endpoint of a chain where the contract never minted: the verifier's chain
+    checks cost nothing, so the figure is the log's download, hashing and replay alone."""
+
+    class Rpc(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            calls = req if isinstance(req, list) else [req]
+            answers = {
+                "eth_chainId": hex(31337),
+                "eth_blockNumber": hex(100),
+                "eth_call": "0x" + "00" * 32,
+                "eth_getLogs": [],
+                "eth_getBlockByNumber": {"number": hex(100), "hash": "0x" + "ab" * 32},
+            }
+            out = [{"jsonrpc": "2.0", "id": c["id"], "result": answers[c["method"]]} for c in calls]
+            body = json.dumps(out if isinstance(req, list) else out[0]).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Rpc)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def bench_verify(url: str, rpc: str, vkey: str, state: Path) -> float:
+    from gateway.collateral import verifier
+
+    t0 = time.perf_counter()
+    code = verifier.main(
+        ["--url", url, "--rpc", rpc, "--log-key", vkey, "--state", str(state), "--json"]
+    )
+    assert code == 0, f"the verifier refused the log (exit {code})"
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--entries", type=int, default=1_000_000)
+    ap.add_argument("--seconds", type=float, default=5.0)
+    args = ap.parse_args()
+    from gateway.serving import free_port
+
+    signer = Signer.generate(ORIGIN)
+    result: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        result["append_entries_per_s"] = bench_append(tmp, signer)
+        print(f"append (durable, batches of 5000): {result['append_entries_per_s']:,.0f} entries/s")
+        result.update(bench_pool_and_lag(tmp, signer, args.seconds, 200.0))
+        print(
+            "pool (8 clients, grouped ledger commits):"
+            f" {result['pool_entries_per_s']:,.0f} entries/s"
+        )
+        print(
+            f"checkpoint lag at 200 transfers/s: p50 {result['checkpoint_lag_p50_ms']:.0f} ms,"
+            f" p95 {result['checkpoint_lag_p95_ms']:.0f} ms"
+        )
+
+        db = tmp / "big.db"
+        engine = _engine(db)
+        _wallets(engine, 0)
+        clog = _log(signer, batch_limit=50_000)
+        t0 = time.perf_counter()
+        balance = pool_bodies(engine, 0, args.entries)
+        drain(engine, clog)
+        print(f"built a log of {args.entries:,} entries in {time.perf_counter() - t0:.1f} s")
+        result.update(bench_proofs(engine, clog, args.entries))
+        print(
+            f"proofs at {args.entries:,}: inclusion {result['inclusion_proof_ms_1m']:.2f} ms,"
+            f" consistency {result['consistency_proof_ms_1m']:.2f} ms (p50 of 200)"
+        )
+
+        port = free_port()
+        ctx = multiprocessing.get_context("spawn")
+        server = ctx.Process(target=_serve, args=(f"sqlite:///{db}", signer.skey(), port))
+        server.start()
+        try:
+            stack = contextlib.ExitStack()
+            stack.__enter__()
+            _wait_up(port)
+            result["checkpoint_rps"] = bench_checkpoint_rps(port, args.seconds)
+            print(f"GET checkpoint: {result['checkpoint_rps']:,.0f} requests/s")
+            url = f"http://127.0.0.1:{port}"
+            state = tmp / "verifier.json"
+            rpc = stack.enter_context(quiet_chain())
+            result["verify_full_1m_s"] = bench_verify(url, rpc, signer.vkey(), state)
+            print(
+                f"verify {args.entries:,} entries from scratch: {result['verify_full_1m_s']:.1f} s"
+            )
+            pool_bodies(engine, args.entries, 100, balance)
+            drain(engine, clog)
+            time.sleep(1)  # the server's checkpoint cache
+            result["verify_incremental_s"] = bench_verify(url, rpc, signer.vkey(), state)
+            print(f"verify 100 new entries with state: {result['verify_incremental_s']:.2f} s")
+        finally:
+            stack.close()
+            server.terminate()
+            server.join(10)
+        engine.dispose()
+    print(json.dumps({k: round(v, 3) for k, v in result.items()}))
+
+
+if __name__ == "__main__":
+    main()
