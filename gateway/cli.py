@@ -1,4 +1,4 @@
-"""``dt-gateway``: serve, db, keys, ledger, stablecoin, demo, verify-collateral.
+"""``dt-gateway``: serve, db, keys, ledger, stablecoin, demo, collateral, verify-collateral.
 
 Run ``dt-gateway --help`` or ``dt-gateway COMMAND --help``.
 """
@@ -170,6 +170,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(workdir=args.workdir, keep=args.keep)
 
 
+def cmd_collateral(args: argparse.Namespace) -> int:
+    from gateway.collateral.note import Signer
+    from gateway.collateral.runtime import origin_of
+
+    if not args.origin and not (args.chain_id and args.contract):
+        print("dt-gateway: give --origin, or --chain-id and --contract", file=sys.stderr)
+        return 2
+    prefix = _settings(args).collateral.origin_prefix
+    origin = args.origin or origin_of(prefix, args.chain_id, args.contract)
+    signer = Signer.generate(origin)
+    # The private key goes to stdout only, for the operator to store as collateral.log_key.
+    print(json.dumps({"origin": origin, "log_key": signer.skey(), "vkey": signer.vkey()}))
+    return 0
+
+
 def cmd_verify_collateral(args: argparse.Namespace) -> int:
     from gateway.collateral.verifier import run
 
@@ -226,6 +241,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", default="var/demo", help="where the demo keeps its databases")
     p.add_argument("--keep", action="store_true", help="keep the previous demo's data")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("collateral", help="the proof-of-collateral log")
+    cs = p.add_subparsers(dest="collateral_command", required=True)
+    kg = cs.add_parser(
+        "keygen", help="make a log key: prints origin, log_key (keep it secret) and vkey (publish)"
+    )
+    kg.add_argument("--origin", help="the log's origin (default: from the settings' prefix and)")
+    kg.add_argument("--chain-id", type=int, help="... the chain id")
+    kg.add_argument("--contract", help="... and the contract address")
+    p.set_defaults(func=cmd_collateral)
 
     from gateway.collateral.verifier import add_arguments as add_verifier_arguments
 
