@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from gateway.collateral.entries import ChainMint, Statement
 from gateway.collateral.replay import ChainEntry, describe
-from gateway.collateral.rpc import ChainEvent, Rpc, RpcError, RpcRefused
+from gateway.collateral.rpc import ChainEvent, Rpc, RpcError
 from gateway.collateral.verdict import ExitCode, Failure
 
 
@@ -42,14 +42,19 @@ class Coverage:
     by_events_only: int = 0
 
 
+Range = tuple[int, int, Statement, Sequence[tuple[int, ChainEntry]]]
+"""``(first block, index, statement, event entries)``: what one statement covers."""
+
+
 class ChainCheck:
     """Checks each statement's range of blocks as the replay reaches the statement.
 
     A statement at entry ``index`` covers the blocks from the previous statement's block + 1
     (``previous``, the last one verified before this run; block 0 if none) to its own, and the
-    mint/burn entries between the two statements. Up to ``window`` ranges are checked at once in
-    ``pool``; a failure is raised (as :class:`Failure`) once every range before it has passed, so
-    it is always the first failing range in log order.
+    mint/burn entries between the two statements. Ranges are checked ``group`` at a time (one
+    eth_getLogs and one batch of calls per group), up to ``window`` groups at once in ``pool``;
+    a failure is raised (as :class:`Failure`) once every range before it has passed, so it is
+    always the first failing range in log order.
     """
 
     def __init__(
@@ -58,59 +63,71 @@ class ChainCheck:
         contract: str,
         previous: Statement | None,
         pool: ThreadPoolExecutor,
-        window: int = 8,
+        group: int = 50,
+        window: int = 4,
     ) -> None:
-        self._rpc, self._contract, self._pool, self._window = rpc, contract, pool, window
+        self._rpc, self._contract, self._pool = rpc, contract, pool
+        self._group_size, self._window = group, window
         self._next_block = previous.block + 1 if previous is not None else 0
-        self._first: int | None = None
-        self._last: int | None = None
-        self._running: deque[Future[tuple[int, bool]]] = deque()
-        self._events = self._statements = self._by_events_only = 0
+        self._group: list[Range] = []
+        self._running: deque[Future[Coverage]] = deque()
+        self._covered = Coverage()
 
     def statement(
         self, index: int, statement: Statement, logged: Sequence[tuple[int, ChainEntry]]
     ) -> None:
-        """Starts the check of ``statement`` and the event entries ``logged`` since the
-        previous statement."""
-        first, self._next_block = self._next_block, statement.block + 1
-        self._first = first if self._first is None else self._first
-        self._last = statement.block
-        check = (self._rpc, self._contract, first, index, statement, logged)
-        self._running.append(self._pool.submit(_check_range, *check))
-        while len(self._running) > self._window:
-            self._collect()
+        """Queues the check of ``statement`` and the event entries ``logged`` since the
+        previous statement; may raise the failure of an earlier range."""
+        self._group.append((self._next_block, index, statement, logged))
+        self._next_block = statement.block + 1
+        if len(self._group) >= self._group_size:
+            self._submit()
 
     def finish(self) -> Coverage:
         """Waits for every check; what they covered."""
+        self._submit()
         while self._running:
             self._collect()
-        return Coverage(
-            self._first, self._last, self._events, self._statements, self._by_events_only
-        )
+        return self._covered
+
+    def _submit(self) -> None:
+        if self._group:
+            group, self._group = self._group, []
+            self._running.append(self._pool.submit(_check_group, self._rpc, self._contract, group))
+        while len(self._running) > self._window:
+            self._collect()
 
     def _collect(self) -> None:
         try:
-            events, by_events_only = self._running.popleft().result()
+            done = self._running.popleft().result()
         except RpcError as exc:
             raise Failure(ExitCode.UNREACHABLE, str(exc)) from exc
-        self._events += events
-        self._statements += 1
-        self._by_events_only += by_events_only
+        c = self._covered
+        self._covered = Coverage(
+            c.first if c.first is not None else done.first,
+            done.last,
+            c.events + done.events,
+            c.statements + done.statements,
+            c.by_events_only + done.by_events_only,
+        )
 
 
-def _check_range(
-    rpc: Rpc,
-    contract: str,
-    first: int,
-    index: int,
-    statement: Statement,
-    logged: Sequence[tuple[int, ChainEntry]],
-) -> tuple[int, bool]:
-    """One statement's range; returns the number of events and whether the supply rests on the
-    events only."""
-    events = rpc.events(contract, first, statement.block)
-    _match(logged, events, index, first, statement.block)
-    return len(events), _statement(rpc, contract, index, statement)
+def _check_group(rpc: Rpc, contract: str, group: Sequence[Range]) -> Coverage:
+    """Consecutive statements' ranges, checked in log order."""
+    first, last = group[0][0], group[-1][2].block
+    events = rpc.events(contract, first, last)
+    on_chain = rpc.blocks(contract, [statement.block for _, _, statement, _ in group])
+    by_events_only, at = 0, 0
+    for (start, index, statement, logged), (block_hash, supply) in zip(
+        group, on_chain, strict=True
+    ):
+        end = at
+        while end < len(events) and events[end].block <= statement.block:
+            end += 1
+        _match(logged, events[at:end], index, start, statement.block)
+        at = end
+        by_events_only += _statement(index, statement, block_hash, supply)
+    return Coverage(first, last, len(events), len(group), by_events_only)
 
 
 def _fields(entry: ChainEntry, event: ChainEvent) -> list[tuple[str, object, object]]:
@@ -159,18 +176,16 @@ def _match(
         )
 
 
-def _statement(rpc: Rpc, contract: str, index: int, s: Statement) -> bool:
-    """Checks one statement against the chain; True if its supply rests on the events only."""
-    block_hash = rpc.block_hash(s.block)
+def _statement(index: int, s: Statement, block_hash: str, supply: int | None) -> bool:
+    """Checks one statement against its block's hash and totalSupply() (None: the node has no
+    state that old); True if its supply rests on the events only."""
     if block_hash != s.block_hash:
         raise Failure(
             ExitCode.STATEMENT_MISMATCH,
             f"{describe(index, s)}: block_hash is {s.block_hash} in the log but {block_hash} "
             "on chain",
         )
-    try:
-        supply = rpc.total_supply(contract, s.block)
-    except RpcRefused:
+    if supply is None:
         return True
     if supply != s.supply:
         raise Failure(

@@ -3,7 +3,8 @@
 No Ethereum library is used, so that a reader can see every byte that is interpreted:
 
 - ``eth_chainId``, ``eth_blockNumber``, ``eth_getBlockByNumber`` (for a block's hash);
-- ``eth_call`` of ``totalSupply()`` (selector ``0x18160ddd``) at a given block;
+- ``eth_call`` of ``totalSupply()`` (selector ``0x18160ddd``) at a given block (these two in
+  JSON-RPC batches, one per 50 blocks, or one by one if the node takes no batches);
 - ``eth_getLogs`` for the contract's two events that change the supply::
 
       Minted(address indexed to, uint256 amount, bytes32 indexed requestId)
@@ -23,6 +24,7 @@ Errors: :class:`RpcError` when the node cannot be reached or answers something m
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -103,16 +105,17 @@ class Rpc:
         self._client = client
         self._ids = itertools.count(1)
 
-    def call(self, method: str, *params: Any) -> Any:
-        request = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params}
+    def _post(self, payload: object, what: str) -> Any:
         try:
-            response = self._client.post(self.url, json=request)
+            response = self._client.post(self.url, json=payload)
             response.raise_for_status()
-            answer = response.json()
+            return response.json()
         except httpx.HTTPError as exc:
-            raise RpcError(f"{method} at {self.url}: {exc}") from exc
+            raise RpcError(f"{what} at {self.url}: {exc}") from exc
         except ValueError as exc:
-            raise RpcError(f"{method} at {self.url}: the answer is not JSON") from exc
+            raise RpcError(f"{what} at {self.url}: the answer is not JSON") from exc
+
+    def _result(self, method: str, answer: object) -> Any:
         if not isinstance(answer, dict):
             raise RpcError(f"{method} at {self.url}: the answer is not a JSON-RPC response")
         if answer.get("error") is not None:
@@ -121,21 +124,63 @@ class Rpc:
             raise RpcError(f"{method} at {self.url}: the answer has no result")
         return answer["result"]
 
+    def call(self, method: str, *params: Any) -> Any:
+        request = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params}
+        return self._result(method, self._post(request, method))
+
+    def call_many(self, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
+        """Several calls in one JSON-RPC batch: each one's result, or its :class:`RpcRefused`
+        (returned, not raised). A node that does not take batches gets them one by one."""
+        ids = [next(self._ids) for _ in calls]
+        batch = [
+            {"jsonrpc": "2.0", "id": i, "method": m, "params": list(p)}
+            for i, (m, p) in zip(ids, calls, strict=True)
+        ]
+        answers = self._post(batch, "a batch of calls")
+        if not isinstance(answers, list):  # batches not supported: one error object instead
+            answers = [self._post(request, str(request["method"])) for request in batch]
+        by_id = {a.get("id"): a for a in answers if isinstance(a, dict)}
+        results: list[Any] = []
+        for i, (method, _) in zip(ids, calls, strict=True):
+            try:
+                results.append(self._result(method, by_id.get(i)))
+            except RpcRefused as refused:
+                results.append(refused)
+        return results
+
     def chain_id(self) -> int:
         return _quantity(self.call("eth_chainId"), "eth_chainId")
 
     def block_number(self) -> int:
         return _quantity(self.call("eth_blockNumber"), "eth_blockNumber")
 
-    def block_hash(self, number: int) -> str:
-        block = self.call("eth_getBlockByNumber", hex(number), False)
-        if not isinstance(block, dict):
-            raise RpcError(f"eth_getBlockByNumber: the node has no block {number}")
-        return "0x" + _word(block.get("hash"), f"hash of block {number}").hex()
-
     def total_supply(self, contract: str, block: int) -> int:
         result = self.call("eth_call", {"to": contract, "data": TOTAL_SUPPLY}, hex(block))
         return int.from_bytes(_word(result, f"totalSupply() at block {block}"), "big")
+
+    def blocks(self, contract: str, numbers: Sequence[int]) -> list[tuple[str, int | None]]:
+        """For each block: its hash, and totalSupply() at it (None if the node refuses: it has
+        pruned that block's state). In batches of 50 blocks."""
+        out: list[tuple[str, int | None]] = []
+        for at in range(0, len(numbers), 50):
+            chunk = numbers[at : at + 50]
+            calls: list[tuple[str, Sequence[Any]]] = []
+            for n in chunk:
+                calls.append(("eth_getBlockByNumber", (hex(n), False)))
+                calls.append(("eth_call", ({"to": contract, "data": TOTAL_SUPPLY}, hex(n))))
+            results = self.call_many(calls)
+            for n, block, supply in zip(chunk, results[::2], results[1::2], strict=True):
+                if isinstance(block, RpcRefused):
+                    raise block
+                if not isinstance(block, dict):
+                    raise RpcError(f"eth_getBlockByNumber: the node has no block {n}")
+                block_hash = "0x" + _word(block.get("hash"), f"hash of block {n}").hex()
+                if isinstance(supply, RpcRefused):
+                    out.append((block_hash, None))
+                else:
+                    word = _word(supply, f"totalSupply() at block {n}")
+                    out.append((block_hash, int.from_bytes(word, "big")))
+        return out
 
     def events(self, contract: str, first: int, last: int) -> list[ChainEvent]:
         """The contract's Minted and Redeemed events in blocks ``first..last``, in chain order."""

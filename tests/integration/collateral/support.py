@@ -109,6 +109,7 @@ class Chain:
     chain_id: int = CHAIN_ID
     calls: Counter[str] = field(default_factory=Counter)
     archive: bool = True
+    batches: bool = True
 
     def block_hash(self, number: int) -> str:
         return "0x" + hashlib.sha256(b"block %d" % number).hexdigest()
@@ -155,17 +156,22 @@ class Chain:
             return [e.rpc_log() for e in self.events if first <= e.block <= last]
         raise LookupError(f"method {method} not found")
 
+    def respond(self, request: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return {"jsonrpc": "2.0", "id": request["id"], "result": self.handle(request)}
+        except LookupError as exc:
+            error = {"code": -32000, "message": str(exc)}
+            return {"jsonrpc": "2.0", "id": request["id"], "error": error}
+
     def answer(self, method: str, path: str, body: bytes) -> tuple[int, bytes]:
         request = json.loads(body)
-        try:
-            response = {"jsonrpc": "2.0", "id": request["id"], "result": self.handle(request)}
-        except LookupError as exc:
-            response = {
-                "jsonrpc": "2.0",
-                "id": request["id"],
-                "error": {"code": -32000, "message": str(exc)},
-            }
-        return 200, json.dumps(response).encode()
+        if isinstance(request, list):
+            self.calls["batch"] += 1
+            if not self.batches:
+                error = {"code": -32600, "message": "batches are not supported"}
+                return 200, json.dumps({"jsonrpc": "2.0", "id": None, "error": error}).encode()
+            return 200, json.dumps([self.respond(r) for r in reversed(request)]).encode()
+        return 200, json.dumps(self.respond(request)).encode()
 
 
 @dataclass

@@ -308,6 +308,14 @@ def test_a_node_without_old_state_checks_statements_by_events(history: History, 
     assert "(2 by events only)" in out
 
 
+def test_a_node_without_batches_is_asked_one_call_at_a_time(history: History, run: Run) -> None:
+    history.chain.batches = False
+    code, out, _ = run()
+    assert code == 0
+    assert "2 statements match the chain" in out
+    assert history.chain.calls["eth_getBlockByNumber"] == 2
+
+
 def test_a_log_for_another_chain_or_contract_is_refused(history: History, run: Run) -> None:
     history.chain.chain_id = 1
     code, _, err = run()

@@ -41,18 +41,24 @@ def _address_topic(address: str) -> str:
     return "0x" + "00" * 12 + address[2:]
 
 
-def _node(answer: Any) -> Rpc:
+def _node(answer: Any, *, batches: bool = True) -> Rpc:
     """An Rpc whose node is ``answer(request) -> result`` (raise LookupError for an error)."""
+
+    def respond(body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return {"jsonrpc": "2.0", "id": body["id"], "result": answer(body)}
+        except LookupError as exc:
+            error = {"code": -32005, "message": str(exc)}
+            return {"jsonrpc": "2.0", "id": body["id"], "error": error}
 
     def handle(request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
-        try:
-            return httpx.Response(
-                200, json={"jsonrpc": "2.0", "id": body["id"], "result": answer(body)}
-            )
-        except LookupError as exc:
-            error = {"code": -32005, "message": str(exc)}
-            return httpx.Response(200, json={"jsonrpc": "2.0", "id": body["id"], "error": error})
+        if isinstance(body, list):
+            if not batches:
+                error = {"code": -32600, "message": "no batches"}
+                return httpx.Response(200, json={"jsonrpc": "2.0", "id": None, "error": error})
+            return httpx.Response(200, json=[respond(b) for b in reversed(body)])
+        return httpx.Response(200, json=respond(body))
 
     return Rpc("http://node", httpx.Client(transport=httpx.MockTransport(handle)))
 
@@ -163,3 +169,27 @@ def test_an_error_object_is_a_refusal_and_a_dead_node_an_error() -> None:
     with pytest.raises(RpcError, match="connection refused") as caught:
         dead.chain_id()
     assert not isinstance(caught.value, RpcRefused)
+
+
+def _chain_state(body: dict[str, Any]) -> Any:
+    method, params = body["method"], body["params"]
+    if method == "eth_getBlockByNumber":
+        number = int(params[0], 16)
+        return {"hash": "0x" + f"{number:064x}"} if number < 100 else None
+    assert method == "eth_call"
+    number = int(params[1], 16)
+    if number < 10:
+        raise LookupError("missing trie node")
+    return "0x" + abi_encode(["uint256"], [number * 1000]).hex()
+
+
+@pytest.mark.parametrize("batches", [True, False], ids=["batch", "one by one"])
+def test_block_hashes_and_supplies_come_in_order_with_pruned_state_as_none(batches: bool) -> None:
+    blocks = _node(_chain_state, batches=batches).blocks(CONTRACT, [5, 20, *range(30, 90)])
+    assert blocks[:2] == [("0x" + f"{5:064x}", None), ("0x" + f"{20:064x}", 20_000)]
+    assert [supply for _, supply in blocks[2:]] == [n * 1000 for n in range(30, 90)]
+
+
+def test_a_block_the_node_does_not_have_is_an_error() -> None:
+    with pytest.raises(RpcError, match="the node has no block 150"):
+        _node(_chain_state).blocks(CONTRACT, [20, 150])
