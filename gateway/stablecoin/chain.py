@@ -19,7 +19,7 @@ Errors are translated here, at the boundary; nothing from web3 escapes::
           └── ContractReverted           the contract refused; ``error_name`` is its custom error
                ├── MintRequestAlreadyUsed     (code DU01)
                ├── ReserveGuardRefused        ReserveExceeded, AttestationStale (on mint)
-               ├── AttestationRejected        stale, future, replayed, wrongly signed attestation
+               ├── AttestationRejected        stale, future, replayed, wrongly signed, log behind
                ├── AccountBlocked             AccountBlocklisted
                ├── ContractPaused             EnforcedPause
                └── MissingRole                AccessControlUnauthorizedAccount
@@ -59,6 +59,7 @@ from gateway.config import StablecoinSettings
 from gateway.errors import InvalidInput, Unavailable, Unprocessable
 from gateway.stablecoin.contract import (
     EIP712_VERSION,
+    EMPTY_LOG_ROOT,
     ContractArtifact,
     DecodedRevert,
     load_artifact,
@@ -116,6 +117,8 @@ class AttestationRejected(ContractReverted):
             "AttestationReplayed",
             "AttestationSignerNotAttestor",
             "AttestationValueTooLarge",
+            "LogAnchorBehind",
+            "LogAnchorConflict",
             "ECDSAInvalidSignature",
             "ECDSAInvalidSignatureLength",
             "ECDSAInvalidSignatureS",
@@ -191,12 +194,19 @@ class SubmittedTx:
 
 @dataclass(frozen=True)
 class Attestation:
-    """The values an attestor signs (EIP-712 ``ReserveAttestation``); amounts in tiyn."""
+    """The values an attestor signs (EIP-712 ``ReserveAttestation``); amounts in tiyn.
+
+    ``log_size`` and ``log_root`` anchor the collateral log: the tree size and root hash of a
+    signed checkpoint at which the log's ``dt`` entries show ``reserve``. The default is the
+    empty tree, which a contract that anchored a larger tree refuses.
+    """
 
     reserve: int
     sequence: int
     timestamp: int
     wallet_ref_hash: bytes
+    log_size: int = 0
+    log_root: bytes = EMPTY_LOG_ROOT
 
     @staticmethod
     def wallet_ref_hash_of(dt_wallet_ref: str) -> bytes:
@@ -250,6 +260,14 @@ class LatestAttestation:
     max_age: int
 
 
+@dataclass(frozen=True)
+class LogAnchor:
+    """The collateral log's tree the contract anchored last (size, RFC 9162 root)."""
+
+    size: int
+    root: bytes
+
+
 def attestation_typed_data(
     attestation: Attestation, *, token_name: str, chain_id: int, contract: str
 ) -> dict[str, Any]:
@@ -267,6 +285,8 @@ def attestation_typed_data(
                 {"name": "sequence", "type": "uint256"},
                 {"name": "timestamp", "type": "uint256"},
                 {"name": "walletRefHash", "type": "bytes32"},
+                {"name": "logSize", "type": "uint256"},
+                {"name": "logRoot", "type": "bytes32"},
             ],
         },
         "primaryType": "ReserveAttestation",
@@ -281,6 +301,8 @@ def attestation_typed_data(
             "sequence": attestation.sequence,
             "timestamp": attestation.timestamp,
             "walletRefHash": attestation.wallet_ref_hash,
+            "logSize": attestation.log_size,
+            "logRoot": attestation.log_root,
         },
     }
 
@@ -531,6 +553,10 @@ class StablecoinChain:
         reserve, timestamp, sequence, max_age = self.call("latestAttestation", block=block)
         return LatestAttestation(int(reserve), int(timestamp), int(sequence), int(max_age))
 
+    def log_anchor(self, block: BlockIdentifier = "latest") -> LogAnchor:
+        size, root = self.call("logAnchor", block=block)
+        return LogAnchor(int(size), bytes(root))
+
     def is_request_used(self, request_id: bytes, block: BlockIdentifier = "latest") -> bool:
         return bool(self.call("isRequestUsed", _request_id(request_id), block=block))
 
@@ -723,8 +749,8 @@ class StablecoinChain:
             if attestor is None:
                 raise InvalidChainInput("post_attestation needs an attestor key or a signature")
             signature = self.sign_attestation(attestor, attestation)
-        if len(attestation.wallet_ref_hash) != 32:
-            raise InvalidChainInput("wallet_ref_hash must be 32 bytes")
+        if len(attestation.wallet_ref_hash) != 32 or len(attestation.log_root) != 32:
+            raise InvalidChainInput("wallet_ref_hash and log_root must be 32 bytes")
         return self.submit(
             sender,
             "postAttestation",
@@ -732,6 +758,8 @@ class StablecoinChain:
             attestation.sequence,
             attestation.timestamp,
             attestation.wallet_ref_hash,
+            attestation.log_size,
+            attestation.log_root,
             signature,
             gas=gas,
         )
@@ -967,6 +995,7 @@ __all__ = [
     "ContractReverted",
     "InvalidChainInput",
     "LatestAttestation",
+    "LogAnchor",
     "MintRequestAlreadyUsed",
     "MintedEvent",
     "MissingRole",

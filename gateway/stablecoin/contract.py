@@ -25,9 +25,13 @@ DECIMALS = 2
 """1 token unit = 1 tiyn; 1 KZT = 100 tiyn = 100 units."""
 
 ATTESTATION_TYPE = (
-    "ReserveAttestation(uint256 reserve,uint256 sequence,uint256 timestamp,bytes32 walletRefHash)"
+    "ReserveAttestation(uint256 reserve,uint256 sequence,uint256 timestamp,bytes32 walletRefHash,"
+    "uint256 logSize,bytes32 logRoot)"
 )
 """The EIP-712 type an attestor signs; the domain is the token's (name, version "1")."""
+EMPTY_LOG_ROOT = bytes.fromhex("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+"""RFC 9162 root of the empty tree (SHA-256 of no bytes): the contract's log anchor before the
+first attestation."""
 EIP712_VERSION = "1"
 
 MINTER_ROLE = keccak(text="MINTER_ROLE")

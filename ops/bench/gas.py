@@ -5,7 +5,11 @@ Prints one line per figure and ends with one JSON line. Gas is deterministic, so
 the figure. "New holder" means the recipient's balance slot goes from zero to non-zero; every
 mint uses a random request id (a fresh bitmap word: the worst case), except the ``same_word``
 figure, whose id shares its 256-id word with an earlier mint. The supply is already non-zero
-(the contract's very first mint also pays to create the totalSupply slot).
+(the contract's very first mint also pays to create the totalSupply slot). Attestations
+anchor the collateral log: ``gas_post_attestation`` moves the anchor to a larger tree (the
+steady state), ``gas_post_attestation_first`` is the contract's first one (its log size slot
+goes from zero to non-zero), ``gas_post_attestation_same_anchor`` repeats the stored (size,
+root) with a new reserve (nothing to rewrite).
 
 Reusable: ``measure_gas(chain)`` returns the figures as a dict.
 """
@@ -13,6 +17,7 @@ Reusable: ``measure_gas(chain)`` returns the figures as a dict.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -30,10 +35,15 @@ def measure_gas(chain: DevChain) -> dict[str, int]:
     client.deploy(admin, minter=minter.address, attestor=attestor.address)
     now = int(chain.w3.eth.get_block("latest")["timestamp"])
     ref_hash = Attestation.wallet_ref_hash_of("KZ-DT-SEG-0001")
-    client.post_attestation(admin, Attestation(10**12, 1, now, ref_hash), attestor=attestor)
-    attest_again = client.post_attestation(
-        admin, Attestation(10**12, 2, now, ref_hash), attestor=attestor
-    )
+
+    def attest(sequence: int, log_size: int) -> int:
+        root = hashlib.sha256(b"root of %d" % log_size).digest()
+        attestation = Attestation(10**12, sequence, now, ref_hash, log_size, root)
+        return client.post_attestation(admin, attestation, attestor=attestor).gas_used
+
+    attest_first = attest(1, 1_000)
+    attest_again = attest(2, 1_250)
+    attest_same_anchor = attest(3, 1_250)
     first_mint = client.mint(minter, alice.address, 100_00, os.urandom(32))
     word = int.from_bytes(os.urandom(32), "big") & ~0xFF
     new_holder = client.mint(minter, bob.address, 100_00, os.urandom(32))
@@ -51,7 +61,9 @@ def measure_gas(chain: DevChain) -> dict[str, int]:
         "gas_transfer": transfer.gas_used,
         "gas_transfer_new_holder": transfer_new.gas_used,
         "gas_redeem": redeem.gas_used,
-        "gas_post_attestation": attest_again.gas_used,
+        "gas_post_attestation": attest_again,
+        "gas_post_attestation_first": attest_first,
+        "gas_post_attestation_same_anchor": attest_same_anchor,
     }
 
 

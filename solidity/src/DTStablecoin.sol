@@ -10,7 +10,10 @@ import {Pausable} from "@openzeppelin/contracts/utils/Pausable.sol";
 /// @title Reserve-guarded KZT stablecoin backed by Digital Tenge
 /// @notice 1 token unit = 1 tiyn (decimals() = 2, 1 KZT = 100 tiyn). The supply can never exceed
 /// the DT reserve of the latest attestation signed by an attestor (EIP-712), and minting stops
-/// when that attestation is older than `maxAttestationAge`.
+/// when that attestation is older than `maxAttestationAge`. Each attestation also anchors the
+/// proof-of-collateral log: it carries the tree size and root hash of a signed checkpoint whose
+/// entries show the attested reserve, and the contract keeps the latest (size, root), which
+/// never moves back, so the chain holds one history of the log for everyone.
 /// @dev Gas design (see docs/stablecoin-contract.md): Pausable's `_paused` flag, the attested
 /// reserve, its timestamp and sequence and the max age share ONE storage slot, so a mint reads it
 /// cold once; used request ids live in a bitmap (256 ids per word), so ids allocated sequentially
@@ -23,10 +26,16 @@ contract DTStablecoin is ERC20Permit, AccessControl, Pausable {
     bytes32 public constant ATTESTOR_ROLE = keccak256("ATTESTOR_ROLE");
 
     /// @notice EIP-712 type of a reserve attestation. `walletRefHash` is keccak256 of the
-    /// segregated DT wallet's reference (UTF-8), binding the reserve to one wallet.
+    /// segregated DT wallet's reference (UTF-8), binding the reserve to one wallet; `logSize` and
+    /// `logRoot` are the collateral log's tree size and RFC 9162 root hash at which the log's
+    /// `dt` entries show `reserve` as the wallet's balance.
     bytes32 public constant ATTESTATION_TYPEHASH = keccak256(
-        "ReserveAttestation(uint256 reserve,uint256 sequence,uint256 timestamp,bytes32 walletRefHash)"
+        "ReserveAttestation(uint256 reserve,uint256 sequence,uint256 timestamp,bytes32 walletRefHash,uint256 logSize,bytes32 logRoot)"
     );
+
+    /// @notice RFC 9162 root of the empty tree (SHA-256 of no bytes): the log anchor until the
+    /// first attestation.
+    bytes32 public constant EMPTY_LOG_ROOT = 0xe3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855;
 
     /// @notice How far an attestation's timestamp may be ahead of the block's (clock skew).
     uint256 public constant MAX_FUTURE_SKEW = 60;
@@ -45,6 +54,12 @@ contract DTStablecoin is ERC20Permit, AccessControl, Pausable {
     mapping(uint256 word => uint256 bits) private _usedRequests;
     mapping(address account => bool) private _blocklisted;
 
+    /// @dev The collateral log's latest anchored tree. Not read by mint, so kept out of the packed
+    /// slot; the root starts as the empty tree's (non-zero), so an attestation rewrites a
+    /// non-zero slot instead of filling a fresh one.
+    uint64 private _logSize;
+    bytes32 private _logRoot = EMPTY_LOG_ROOT;
+
     event Minted(address indexed to, uint256 amount, bytes32 indexed requestId);
     event Redeemed(address indexed from, uint256 amount, string dtWalletRef);
     event AttestationPosted(
@@ -52,6 +67,8 @@ contract DTStablecoin is ERC20Permit, AccessControl, Pausable {
         uint256 reserve,
         uint256 timestamp,
         bytes32 walletRefHash,
+        uint256 logSize,
+        bytes32 logRoot,
         address indexed attestor
     );
     event Blocklisted(address indexed account, address indexed by);
@@ -65,6 +82,8 @@ contract DTStablecoin is ERC20Permit, AccessControl, Pausable {
     error AttestationReplayed(uint256 sequence, uint256 latestSequence);
     error AttestationSignerNotAttestor(address signer);
     error AttestationValueTooLarge();
+    error LogAnchorBehind(uint256 logSize, uint256 latestLogSize);
+    error LogAnchorConflict(uint256 logSize, bytes32 logRoot, bytes32 latestLogRoot);
     error AccountBlocklisted(address account);
     error InvalidWalletRef();
     error ZeroAmount();
@@ -136,15 +155,22 @@ contract DTStablecoin is ERC20Permit, AccessControl, Pausable {
     // ------------------------------------------------------------------ attestations
 
     /// @notice Record a reserve attestation signed (EIP-712) by an ATTESTOR_ROLE holder. Anyone
-    /// may post it. It must be fresh, not from the future, and newer (by sequence) than the last.
+    /// may post it. It must be fresh, not from the future, and newer (by sequence) than the last;
+    /// its log anchor must not be behind the stored one: a smaller tree size is refused, and so
+    /// is another root for the same size (two histories of one log).
     function postAttestation(
         uint256 reserve,
         uint256 sequence,
         uint256 timestamp,
         bytes32 walletRefHash,
+        uint256 logSize,
+        bytes32 logRoot,
         bytes calldata signature
     ) external {
-        if (reserve > type(uint96).max || sequence > type(uint64).max || timestamp > type(uint40).max) {
+        if (
+            reserve > type(uint96).max || sequence > type(uint64).max || timestamp > type(uint40).max
+                || logSize > type(uint64).max
+        ) {
             revert AttestationValueTooLarge();
         }
         uint256 latest = _attestationSequence;
@@ -152,17 +178,26 @@ contract DTStablecoin is ERC20Permit, AccessControl, Pausable {
         if (timestamp > block.timestamp + MAX_FUTURE_SKEW) revert AttestationFromFuture(timestamp);
         uint256 maxAge = _maxAttestationAge;
         if (block.timestamp > timestamp + maxAge) revert AttestationStale(timestamp, maxAge);
+        uint256 latestLogSize = _logSize;
+        if (logSize < latestLogSize) revert LogAnchorBehind(logSize, latestLogSize);
+        if (logSize == latestLogSize) {
+            bytes32 latestLogRoot = _logRoot;
+            if (logRoot != latestLogRoot) revert LogAnchorConflict(logSize, logRoot, latestLogRoot);
+        }
 
-        bytes32 digest = _hashTypedDataV4(
-            keccak256(abi.encode(ATTESTATION_TYPEHASH, reserve, sequence, timestamp, walletRefHash))
+        address signer = ECDSA.recover(
+            _attestationDigest(reserve, sequence, timestamp, walletRefHash, logSize, logRoot), signature
         );
-        address signer = ECDSA.recover(digest, signature);
         if (!hasRole(ATTESTOR_ROLE, signer)) revert AttestationSignerNotAttestor(signer);
 
         _reserve = uint96(reserve);
         _attestedAt = uint40(timestamp);
         _attestationSequence = uint64(sequence);
-        emit AttestationPosted(sequence, reserve, timestamp, walletRefHash, signer);
+        if (logSize != latestLogSize) {
+            _logSize = uint64(logSize);
+            _logRoot = logRoot;
+        }
+        emit AttestationPosted(sequence, reserve, timestamp, walletRefHash, logSize, logRoot, signer);
     }
 
     /// @notice The latest attestation: reserve (tiyn), timestamp, sequence, and the max age.
@@ -179,14 +214,35 @@ contract DTStablecoin is ERC20Permit, AccessControl, Pausable {
         return _reserve;
     }
 
+    /// @notice The collateral log's latest anchored tree: its size and RFC 9162 root hash.
+    function logAnchor() external view returns (uint256 size, bytes32 root) {
+        return (_logSize, _logRoot);
+    }
+
     /// @notice The EIP-712 digest an attestor signs for these values.
-    function attestationDigest(uint256 reserve_, uint256 sequence, uint256 timestamp, bytes32 walletRefHash)
-        external
-        view
-        returns (bytes32)
-    {
+    function attestationDigest(
+        uint256 reserve_,
+        uint256 sequence,
+        uint256 timestamp,
+        bytes32 walletRefHash,
+        uint256 logSize,
+        bytes32 logRoot
+    ) external view returns (bytes32) {
+        return _attestationDigest(reserve_, sequence, timestamp, walletRefHash, logSize, logRoot);
+    }
+
+    function _attestationDigest(
+        uint256 reserve_,
+        uint256 sequence,
+        uint256 timestamp,
+        bytes32 walletRefHash,
+        uint256 logSize,
+        bytes32 logRoot
+    ) private view returns (bytes32) {
         return _hashTypedDataV4(
-            keccak256(abi.encode(ATTESTATION_TYPEHASH, reserve_, sequence, timestamp, walletRefHash))
+            keccak256(
+                abi.encode(ATTESTATION_TYPEHASH, reserve_, sequence, timestamp, walletRefHash, logSize, logRoot)
+            )
         );
     }
 

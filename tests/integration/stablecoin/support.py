@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from eth_account.signers.local import LocalAccount
 
 from gateway.stablecoin.chain import Attestation, StablecoinChain
+from gateway.stablecoin.contract import EMPTY_LOG_ROOT
 from gateway.stablecoin.devchain import DevChain
 
 MAX_AGE = 3600
@@ -34,16 +35,26 @@ class Token:
         return int(self.chain.w3.eth.get_block("latest")["timestamp"])
 
     def attestation(
-        self, reserve: int, *, sequence: int | None = None, at: int | None = None
+        self,
+        reserve: int,
+        *,
+        sequence: int | None = None,
+        at: int | None = None,
+        log: tuple[int, bytes] | None = None,
     ) -> Attestation:
+        """An attestation of ``reserve``; ``log`` is its (size, root) anchor (default: the
+        empty tree, which the contract holds until an attestation anchors a larger one)."""
         if sequence is None:
             self.sequence += 1
             sequence = self.sequence
+        size, root = log if log is not None else (0, EMPTY_LOG_ROOT)
         return Attestation(
             reserve=reserve,
             sequence=sequence,
             timestamp=self.now() if at is None else at,
             wallet_ref_hash=Attestation.wallet_ref_hash_of(WALLET_REF),
+            log_size=size,
+            log_root=root,
         )
 
     def attest(self, reserve: int) -> None:

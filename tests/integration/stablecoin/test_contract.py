@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import pytest
 from eth_account.messages import encode_typed_data
+from eth_utils.crypto import keccak
 
 from gateway.stablecoin.chain import (
     AccountBlocked,
@@ -14,18 +16,28 @@ from gateway.stablecoin.chain import (
     ContractPaused,
     ContractReverted,
     InvalidChainInput,
+    LogAnchor,
     MintRequestAlreadyUsed,
     MissingRole,
     ReserveGuardRefused,
+    attestation_typed_data,
 )
 from gateway.stablecoin.contract import (
     ATTESTATION_TYPE,
     ATTESTOR_ROLE,
     DEFAULT_ADMIN_ROLE,
+    EMPTY_LOG_ROOT,
     MINTER_ROLE,
     load_artifact,
 )
-from tests.integration.stablecoin.support import INITIAL_RESERVE, MAX_AGE, WALLET_REF, Token
+from gateway.stablecoin.devchain import DevChain
+from tests.integration.stablecoin.support import (
+    INITIAL_RESERVE,
+    MAX_AGE,
+    WALLET_REF,
+    Token,
+    deploy_token,
+)
 
 pytestmark = pytest.mark.chain
 
@@ -51,7 +63,6 @@ def test_roles_are_granted_at_deployment(token: Token) -> None:
 
 
 def test_attestation_type_matches_the_contract(token: Token) -> None:
-    from eth_utils.crypto import keccak
 
     assert token.client.call("ATTESTATION_TYPEHASH") == keccak(text=ATTESTATION_TYPE)
 
@@ -311,7 +322,8 @@ def test_tampered_attestation_is_refused(token: Token) -> None:
 
 
 def test_attestation_records_reserve_and_emits_event(token: Token) -> None:
-    att = token.attestation(123_456)
+    anchor = (42, bytes(range(32)))
+    att = token.attestation(123_456, log=anchor)
     result = token.client.post_attestation(token.carol, att, attestor=token.attestor)
     latest = token.client.latest_attestation()
     assert (latest.reserve, latest.sequence, latest.timestamp) == (
@@ -319,16 +331,114 @@ def test_attestation_records_reserve_and_emits_event(token: Token) -> None:
         att.sequence,
         att.timestamp,
     )
+    assert token.client.log_anchor() == LogAnchor(*anchor)
     (log,) = token.client.logs("AttestationPosted", result.block_number)
     assert log["args"]["attestor"] == token.attestor.address
     assert log["args"]["walletRefHash"] == att.wallet_ref_hash
+    assert (log["args"]["logSize"], log["args"]["logRoot"]) == anchor
     digest = token.client.call(
-        "attestationDigest", att.reserve, att.sequence, att.timestamp, att.wallet_ref_hash
+        "attestationDigest",
+        att.reserve,
+        att.sequence,
+        att.timestamp,
+        att.wallet_ref_hash,
+        att.log_size,
+        att.log_root,
     )
-    assert len(digest) == 32
+    typed = attestation_typed_data(
+        att,
+        token_name=token.client.token_name(),
+        chain_id=token.client.chain_id,
+        contract=token.client.address,
+    )
+    signable = encode_typed_data(full_message=typed)
+    assert digest == keccak(b"\x19" + signable.version + signable.header + signable.body)
 
 
-# ---------------------------------------------------------------------------- request ids
+# ---------------------------------------------------------------------------- log anchor
+
+
+def _root(label: str) -> bytes:
+    return hashlib.sha256(label.encode()).digest()
+
+
+def test_the_log_anchor_starts_as_the_empty_tree(chain: DevChain) -> None:
+    token = deploy_token(chain, reserve=None)
+    assert token.client.log_anchor() == LogAnchor(0, hashlib.sha256(b"").digest())
+    assert token.client.call("EMPTY_LOG_ROOT") == EMPTY_LOG_ROOT
+
+
+def test_the_log_anchor_moves_forward_with_each_attestation(token: Token) -> None:
+    c = token.client
+    for size in (1, 5, 300):
+        c.post_attestation(
+            token.bob,
+            token.attestation(INITIAL_RESERVE, log=(size, _root(f"{size}"))),
+            attestor=token.attestor,
+        )
+        assert c.log_anchor() == LogAnchor(size, _root(f"{size}"))
+
+
+def test_attestation_with_a_smaller_log_size_is_refused_and_changes_nothing(token: Token) -> None:
+    c = token.client
+    c.post_attestation(
+        token.bob,
+        token.attestation(INITIAL_RESERVE, log=(10, _root("10"))),
+        attestor=token.attestor,
+    )
+    before = (c.latest_attestation(), c.log_anchor())
+    older = token.attestation(2 * INITIAL_RESERVE, log=(9, _root("9")))
+    with pytest.raises(AttestationRejected) as err:
+        c.post_attestation(token.bob, older, attestor=token.attestor)
+    assert err.value.error_name == "LogAnchorBehind"
+    assert err.value.error_args == {"logSize": 9, "latestLogSize": 10}
+    assert (c.latest_attestation(), c.log_anchor()) == before
+
+
+def test_attestation_with_another_root_for_the_same_size_is_refused(token: Token) -> None:
+    c = token.client
+    c.post_attestation(
+        token.bob,
+        token.attestation(INITIAL_RESERVE, log=(10, _root("a"))),
+        attestor=token.attestor,
+    )
+    fork = token.attestation(INITIAL_RESERVE, log=(10, _root("b")))
+    with pytest.raises(AttestationRejected) as err:
+        c.post_attestation(token.bob, fork, attestor=token.attestor)
+    assert err.value.error_name == "LogAnchorConflict"
+    assert err.value.error_args["latestLogRoot"] == _root("a")
+    assert c.log_anchor() == LogAnchor(10, _root("a"))
+
+
+def test_attestation_repeating_the_anchor_updates_the_reserve(token: Token) -> None:
+    c = token.client
+    anchor = (10, _root("10"))
+    c.post_attestation(token.bob, token.attestation(5, log=anchor), attestor=token.attestor)
+    c.post_attestation(token.bob, token.attestation(7, log=anchor), attestor=token.attestor)
+    assert (c.reserve(), c.log_anchor()) == (7, LogAnchor(*anchor))
+
+
+def test_attestation_with_an_anchor_changed_after_signing_is_refused(token: Token) -> None:
+    honest = token.attestation(INITIAL_RESERVE, log=(10, _root("10")))
+    signature = token.client.sign_attestation(token.attestor, honest)
+    for forged in (
+        Attestation(**{**honest.__dict__, "log_size": 11}),
+        Attestation(**{**honest.__dict__, "log_root": _root("other")}),
+    ):
+        with pytest.raises(AttestationRejected) as err:
+            token.client.post_attestation(token.bob, forged, signature=signature)
+        assert err.value.error_name == "AttestationSignerNotAttestor"
+
+
+def test_mint_is_still_refused_above_an_anchored_reserve(token: Token) -> None:
+    c = token.client
+    c.post_attestation(
+        token.bob, token.attestation(1_000, log=(3, _root("3"))), attestor=token.attestor
+    )
+    c.mint(token.minter, token.alice.address, 1_000, rid())
+    with pytest.raises(ReserveGuardRefused) as err:
+        c.mint(token.minter, token.alice.address, 1, rid())
+    assert err.value.error_name == "ReserveExceeded"
 
 
 def test_a_request_id_mints_once_ever(token: Token) -> None:
@@ -406,6 +516,19 @@ def test_mint_to_a_new_holder_costs_at_most_90k_gas(token: Token) -> None:
     assert fresh.gas_used <= 90_000
     again = c.mint(token.minter, token.bob.address, 1, rid())
     assert again.gas_used < fresh.gas_used
+
+
+def test_an_attestation_that_moves_the_log_anchor_costs_at_most_80k_gas(chain: DevChain) -> None:
+    token = deploy_token(chain, reserve=None)
+    c = token.client
+    first = c.post_attestation(
+        token.bob, token.attestation(1, log=(10, _root("10"))), attestor=token.attestor
+    )
+    again = c.post_attestation(
+        token.bob, token.attestation(2, log=(20, _root("20"))), attestor=token.attestor
+    )
+    assert first.gas_used <= 80_000
+    assert again.gas_used <= 80_000
 
 
 def test_pause_flag_and_attested_reserve_share_one_storage_slot() -> None:

@@ -1,13 +1,15 @@
 """Random sequences of mint / transfer / redeem / attest on anvil keep the supply backed.
 
 After every step: the holders' balances sum to totalSupply, totalSupply matches the model, and
-totalSupply <= the attested reserve. Each example starts from an anvil snapshot of one
-deployment and reverts to it at the end, with a fresh client (its nonce cache must not outlive
-the reverted state).
+totalSupply <= the attested reserve; the log anchor (size, root) is the model's, and only ever
+moved forward (attestations behind it, or forking it at its size, are refused). Each example
+starts from an anvil snapshot of one deployment and reverts to it at the end, with a fresh client
+(its nonce cache must not outlive the reverted state).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import pytest
@@ -24,7 +26,9 @@ from hypothesis.stateful import (
 
 from gateway.stablecoin.chain import (
     Attestation,
+    AttestationRejected,
     ContractReverted,
+    LogAnchor,
     MintRequestAlreadyUsed,
     ReserveGuardRefused,
     StablecoinChain,
@@ -52,6 +56,7 @@ def test_supply_stays_backed_and_conserved(anvil_chain: DevChain) -> None:
             self.balances = [0] * HOLDERS
             self.reserve = 0
             self.sequence = self.client.latest_attestation().sequence
+            self.anchor = self.client.log_anchor()
             self.used_ids: list[bytes] = []
 
         def teardown(self) -> None:
@@ -61,22 +66,50 @@ def test_supply_stays_backed_and_conserved(anvil_chain: DevChain) -> None:
         def supply(self) -> int:
             return sum(self.balances)
 
-        def _attest(self, reserve: int) -> None:
-            self.sequence += 1
+        def _attestation(self, reserve: int, anchor: LogAnchor) -> Attestation:
             now = int(anvil_chain.w3.eth.get_block("latest")["timestamp"])
-            attestation = Attestation(
-                reserve, self.sequence, now, Attestation.wallet_ref_hash_of(WALLET_REF)
-            )
+            ref = Attestation.wallet_ref_hash_of(WALLET_REF)
+            return Attestation(reserve, self.sequence + 1, now, ref, anchor.size, anchor.root)
+
+        def _attest(self, reserve: int, grow: int) -> None:
+            anchor = self.anchor
+            if grow:
+                size = anchor.size + grow
+                anchor = LogAnchor(size, hashlib.sha256(b"tree %d" % size).digest())
+            attestation = self._attestation(reserve, anchor)
             self.client.post_attestation(base.admin, attestation, attestor=base.attestor)
+            self.sequence += 1
             self.reserve = reserve
+            self.anchor = anchor
 
         @initialize(reserve=st.integers(min_value=0, max_value=20_000))
         def first_attestation(self, reserve: int) -> None:
-            self._attest(reserve)
+            self._attest(reserve, grow=1)
+
+        @rule(extra=st.integers(min_value=0, max_value=20_000), grow=st.integers(0, 3))
+        def attest(self, extra: int, grow: int) -> None:
+            self._attest(self.supply + extra, grow)
+
+        @rule(data=st.data(), extra=st.integers(min_value=0, max_value=20_000))
+        def attest_behind_the_anchor(self, data: st.DataObject, extra: int) -> None:
+            size = data.draw(st.integers(0, self.anchor.size - 1))
+            behind = LogAnchor(size, hashlib.sha256(b"tree %d" % size).digest())
+            with pytest.raises(AttestationRejected) as err:
+                self.client.post_attestation(
+                    base.admin,
+                    self._attestation(self.supply + extra, behind),
+                    attestor=base.attestor,
+                )
+            assert err.value.error_name == "LogAnchorBehind"
 
         @rule(extra=st.integers(min_value=0, max_value=20_000))
-        def attest(self, extra: int) -> None:
-            self._attest(self.supply + extra)
+        def attest_another_root_at_the_anchored_size(self, extra: int) -> None:
+            fork = LogAnchor(self.anchor.size, hashlib.sha256(b"fork").digest())
+            with pytest.raises(AttestationRejected) as err:
+                self.client.post_attestation(
+                    base.admin, self._attestation(self.supply + extra, fork), attestor=base.attestor
+                )
+            assert err.value.error_name == "LogAnchorConflict"
 
         @rule(to=holder_index, amount=amounts)
         def mint(self, to: int, amount: int) -> None:
@@ -122,6 +155,8 @@ def test_supply_stays_backed_and_conserved(anvil_chain: DevChain) -> None:
             assert on_chain == self.balances
             assert sum(on_chain) == total
             assert total <= self.client.reserve() == self.reserve
+            assert self.client.log_anchor() == self.anchor
+            assert self.client.latest_attestation().sequence == self.sequence
 
     run_state_machine_as_test(
         SupplyMachine,
