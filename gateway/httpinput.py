@@ -8,7 +8,8 @@ characters in text and integers beyond 64 bits with ``DataError`` (a 500); SQLit
 - an integer path or query parameter outside the signed 64-bit range;
 - a body sent to a JSON route as anything but JSON: 415 (``text/plain``, XML, a form, or no
   ``Content-Type`` at all), so a body is never read as something it was not sent as;
-- a NUL character in any string (or key) of a JSON body.
+- a NUL character in any string (or key) of a JSON body;
+- a JSON body nested more than :data:`MAX_DEPTH` arrays or objects deep.
 
 :func:`refuse_unstorable_input` is a litestar guard for an app's ``guards``, so that every
 route gets it, including routes added later; it checks the bodies of handlers that take JSON
@@ -20,10 +21,13 @@ Used by the gateway and by the connector mock alike, so it imports nothing of ei
 
 from __future__ import annotations
 
+import re
+from array import array
 from functools import cache
+from itertools import accumulate
 from typing import Any
 
-import msgspec
+import anyio.to_thread
 from litestar.connection import ASGIConnection, Request
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import HTTPException
@@ -37,6 +41,17 @@ INT64_MAX = 2**63 - 1
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _NUL_ESCAPE = b"\\u0000"
 """The only way a NUL character can be written in JSON (a raw one is malformed JSON)."""
+_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+"""The escape itself, not an escaped backslash followed by ``u0000``: an odd number of
+backslashes before the ``u``. Found in the bytes, without decoding, so that no depth of
+nesting reaches a decoder here."""
+MAX_DEPTH = 32
+"""Arrays and objects nested deeper are refused before any decoder sees them.
+
+The gateway's process runs with a recursion limit of 100,000 (``py_ecc`` sets it when the
+chain client loads), and msgspec, decoding into ``Any``, then recurses until it overflows the
+C stack (a crash, not an exception) on a body of 100,000 ``[``. No request body of either app
+nests more than a few levels."""
 
 
 class UnsupportedMediaType(HTTPException):
@@ -115,7 +130,8 @@ def _check_int64(name: str, raw: str) -> None:
 
 
 async def check_json_body(request: Request[Any, Any, Any]) -> None:
-    """415 unless a body (if any) is sent as JSON; 400 if a string in it holds a NUL."""
+    """415 unless a body (if any) is sent as JSON; 400 if a string in it holds a NUL or it
+    nests too deep."""
     headers = request.headers
     length = headers.get("content-length")
     if length == "0" or (length is None and "transfer-encoding" not in headers):
@@ -128,38 +144,45 @@ async def check_json_body(request: Request[Any, Any, Any]) -> None:
             detail="send the body as JSON, with Content-Type: application/json"
         )
     body = await request.body()
-    if _NUL_ESCAPE in body:
-        try:
-            decoded = msgspec.json.decode(body)
-        except msgspec.DecodeError:
-            return  # malformed: the body's own validation says so
-        where = _nul_in(decoded, "$")
-        if where is not None:
-            raise InvalidInput(f"{where} contains a NUL character")
+    # The scans are linear but in Python's regex engine: a large body's go to a worker
+    # thread, so that the event loop keeps serving others meanwhile.
+    if len(body) > _INLINE_SCAN:
+        refusal = await anyio.to_thread.run_sync(_refusal, body)
+    else:
+        refusal = _refusal(body)
+    if refusal is not None:
+        raise InvalidInput(refusal)
 
 
-def _nul_in(value: Any, where: str) -> str | None:
-    """The JSON path of the first string (or key) holding a NUL character, if any."""
-    if isinstance(value, str):
-        return where if "\x00" in value else None
-    if isinstance(value, list):
-        for i, item in enumerate(value):
-            found = _nul_in(item, f"{where}[{i}]")
-            if found is not None:
-                return found
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            if "\x00" in key:
-                return f"{where} (a key)"
-            found = _nul_in(item, f"{where}.{key}")
-            if found is not None:
-                return found
+_INLINE_SCAN = 64 * 1024
+
+
+def _refusal(body: bytes) -> str | None:
+    if _NUL_ESCAPE in body and _NUL.search(body):
+        return "a string in the body contains a NUL character (\\u0000)"
+    if body.count(b"[") + body.count(b"{") > MAX_DEPTH and _too_deep(body):
+        return f"the body nests arrays or objects more than {MAX_DEPTH} deep"
     return None
+
+
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKET = bytes(c for c in range(256) if c not in b"[]{}")
+_SIGNS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+"""Opening brackets to +1, closing ones to -1 (as signed bytes)."""
+
+
+def _too_deep(body: bytes) -> bool:
+    """Whether the brackets outside strings nest more than :data:`MAX_DEPTH` deep: the
+    highest running sum of +1 per opening and -1 per closing one, all in C loops."""
+    brackets = _STRING.sub(b"", body).translate(None, _NOT_BRACKET)
+    depths = accumulate(array("b", brackets.translate(_SIGNS)))
+    return max(depths, default=0) > MAX_DEPTH
 
 
 __all__ = [
     "INT64_MAX",
     "INT64_MIN",
+    "MAX_DEPTH",
     "UnsupportedMediaType",
     "check_json_body",
     "refuse_unstorable_input",

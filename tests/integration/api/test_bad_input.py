@@ -132,6 +132,30 @@ CASES: dict[str, tuple[Call, int, str]] = {
         400,
         BAD,
     ),
+    "nul_deep_in_100000_nested_arrays": (
+        post(
+            "operator",
+            "/v1/transfers",
+            content=b'{"id": "t", "reference": '
+            + b"[" * 100_000
+            + rb'"\u0000"'
+            + b"]" * 100_000
+            + b"}",
+            headers={"content-type": "application/json"},
+        ),
+        400,
+        BAD,
+    ),
+    "arrays_nested_100000_deep": (
+        post(
+            "operator",
+            "/v1/batches",
+            content=b'{"operations": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+            headers={"content-type": "application/json"},
+        ),
+        400,
+        BAD,
+    ),
     "nul_in_a_key": (post("operator", "/v1/transfers", json={**transfer(), "x\0": 1}), 400, BAD),
     "nul_mint_wallet": (
         post(
@@ -370,6 +394,14 @@ def test_free_text_at_its_maximum_is_stored_whole(edge: Edge) -> None:
     assert r.status_code == 201, r.text
     assert op.get("/v1/wallets/w-200").json()["owner"] == owner
     assert op.get("/v1/transfers/t-200").json()["reference"] == reference
+
+
+def test_an_escaped_backslash_before_u0000_is_no_nul(edge: Edge) -> None:
+    """``"\\\\u0000"`` in JSON is a backslash and the text ``u0000``, which any column holds."""
+    op = edge.client("operator")
+    r = op.post("/v1/transfers", json=transfer(id="t-backslash", reference="\\u0000"))
+    assert r.status_code == 201, r.text
+    assert op.get("/v1/transfers/t-backslash").json()["reference"] == "\\u0000"
 
 
 def test_the_largest_64_bit_cursor_is_an_empty_page(edge: Edge) -> None:
