@@ -1,8 +1,9 @@
 """What the verifier remembers between runs: the last checkpoint it verified, and where it was.
 
 The state file (JSON) keeps the origin, the last verified size and root, the compact range of
-that tree (the :class:`tlog.Frontier`) and the replay's running totals (balance, supply, last
-statement, last chain event, the event entries no statement covers yet). The next run therefore
+that tree (the :class:`tlog.Frontier`), the replay's running totals (balance, supply, last
+statement, last chain event, the event entries no statement covers yet) and the last block whose
+on-chain anchors (reserve attestations) were checked. The next run therefore
 downloads only the entries appended since, extends the stored compact range with them and
 compares the result with the new signed root: that one comparison proves both that the new tree
 extends the old one (consistency) and that the new entries are in it (inclusion).
@@ -38,6 +39,8 @@ class State:
     frontier: tlog.Frontier
     replay: Replay
     timestamp: int | None = None
+    anchor_block: int = -1
+    """The last block whose anchors were checked (-1: none yet)."""
 
     @classmethod
     def empty(cls, origin: str) -> State:
@@ -60,6 +63,7 @@ class State:
             "timestamp": self.timestamp,
             "frontier": self.frontier.to_json(),
             "replay": self.replay.to_json(),
+            "anchor_block": self.anchor_block,
         }
 
     @classmethod
@@ -72,15 +76,18 @@ class State:
             replay = Replay.from_json(data["replay"])  # type: ignore[arg-type]
             root = base64.b64decode(str(data["root"]), validate=True)
             origin, timestamp = data["origin"], data.get("timestamp")
+            anchor_block = data.get("anchor_block", -1)  # absent: a file from before anchors
         except (KeyError, TypeError, EntryError) as exc:
             raise ValueError(f"{type(exc).__name__}: {exc}") from exc
         if not isinstance(origin, str) or not (timestamp is None or type(timestamp) is int):
             raise ValueError("origin or timestamp has the wrong type")
+        if type(anchor_block) is not int or anchor_block < -1:
+            raise ValueError(f"anchor_block {anchor_block!r} is not a block number")
         if frontier.size != data["size"] or frontier.size != replay.size:
             raise ValueError(f"sizes disagree: {data['size']}, {frontier.size}, {replay.size}")
         if frontier.root() != root:
             raise ValueError("the stored compact range does not hash to the stored root")
-        return cls(origin, frontier, replay, timestamp)
+        return cls(origin, frontier, replay, timestamp, anchor_block)
 
 
 def load(path: Path, origin: str) -> State:

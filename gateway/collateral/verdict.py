@@ -26,6 +26,8 @@ failure (entry index, field, what was expected and what was found)::
       21  STATEMENT_MISMATCH   a statement's block hash or supply differs from the chain's
       22  OUT_OF_ORDER         mint/burn entries out of chain order, or behind a statement
                                that promised every event up to its block
+      23  ANCHOR_MISMATCH      a reserve attestation on chain anchors another root at its log
+                               size, or a reserve the log's balance at that size is not
      130  INTERRUPTED          stopped (Ctrl-C) before a run finished; with --watch, the
                                code of the last finished run is kept instead
 
@@ -55,6 +57,7 @@ class ExitCode(IntEnum):
     NOT_ON_CHAIN = 20
     STATEMENT_MISMATCH = 21
     OUT_OF_ORDER = 22
+    ANCHOR_MISMATCH = 23
     INTERRUPTED = 130
 
 

@@ -16,7 +16,9 @@ own Ethereum node, and checks:
    statement states the replayed reserve and supply, and the supply never exceeds the reserve;
 6. what the log says about the chain is true: its mints and burns are exactly the contract's
    Minted and Redeemed events, one to one, up to the newest statement; each statement's block
-   hash and totalSupply are the chain's; and the supply on chain now does not exceed the reserve.
+   hash and totalSupply are the chain's; and the supply on chain now does not exceed the reserve;
+7. the log is the one the chain anchors: every reserve attestation on chain names a tree size and
+   root of the log, and the log shown here has that root and that reserve at that size.
 
 With ``--state FILE`` the next run downloads only the new entries and starts the chain check
 after the last verified statement; the file is written only when a run passes. ``--watch S``
@@ -27,7 +29,7 @@ The verifier is these modules, which import only the standard library, ``cryptog
 ``httpx`` (an import-linter contract keeps it so): ``verifier`` (this: the steps, the report),
 ``note`` (signed notes, checkpoints), ``tlog`` (Merkle hashing, tiles), ``entries`` (the entry
 format), ``logclient`` (fetching tiles), ``replay`` (step 5), ``rpc`` and ``chaincheck`` (step 6),
-``state`` (the state file), ``verdict`` (exit codes).
+``anchors`` (step 7), ``state`` (the state file), ``verdict`` (exit codes).
 
 Run it as ``dt-gateway verify-collateral ...`` or ``python -m gateway.collateral.verifier ...``.
 """
@@ -49,6 +51,7 @@ from pathlib import Path
 import httpx
 
 from gateway.collateral import note, tlog
+from gateway.collateral.anchors import AnchorCheck, Anchors
 from gateway.collateral.chaincheck import ChainCheck, Coverage
 from gateway.collateral.entries import Statement
 from gateway.collateral.logclient import WIDTH, LogClient
@@ -122,6 +125,7 @@ class Report:
     events_awaiting_statement: int
     checkpoint_timestamp: int
     checkpoint_age: int
+    anchors: Anchors
 
     def to_json(self) -> dict[str, object]:
         return {"ok": True, "exit": 0, **asdict(self)}
@@ -152,6 +156,20 @@ class Report:
                 f"match the log one to one; {c.statements} statements match the chain"
                 + (f" ({c.by_events_only} by events only)" if c.by_events_only else "")
             )
+        a = self.anchors
+        if a.checked or a.awaiting:
+            newest = (
+                f"; newest: size {a.newest_size:,} at block {a.newest_block}"
+                if a.newest_block is not None
+                else ""
+            )
+            later = f"; {a.awaiting} name a newer tree (checked next run)" if a.awaiting else ""
+            lines.append(
+                f"  anchors     {a.checked} reserve attestations on chain anchor this log "
+                f"(root and reserve at their size){newest}{later}"
+            )
+        elif a.first is not None:
+            lines.append(f"  anchors     none on chain in blocks {a.first}..{a.last}")
         if self.events_awaiting_statement:
             lines.append(
                 f"  pending     mint/burn entries after the newest statement: "
@@ -281,6 +299,7 @@ def verify_once(opts: Options, session: Session, state: State) -> tuple[Report, 
         )
     head = rpc.block_number()
     supply_now = rpc.total_supply(contract, head)
+    anchors = AnchorCheck.fetch(rpc, contract, state.anchor_block + 1, head)
 
     checkpoint, timestamp = _open_checkpoint(opts, session)
     age = int(time.time()) - timestamp
@@ -302,6 +321,7 @@ def verify_once(opts: Options, session: Session, state: State) -> tuple[Report, 
     previous = replay.last_statement[1] if replay.last_statement else None
     chain = ChainCheck(rpc, contract, previous, session.pool)
     deferred: Failure | None = None  # a replay or chain failure counts once the root matches
+    anchored_sizes = anchors.wanted(state.size, checkpoint.size)
     for index, data in session.log.entries(state.size, checkpoint.size):
         frontier.append(tlog.leaf_hash(data))
         if deferred is None:
@@ -311,11 +331,15 @@ def verify_once(opts: Options, session: Session, state: State) -> tuple[Report, 
                     chain.statement(index, entry, replay.take_pending())
             except Failure as failure:
                 deferred = failure
+        if frontier.size in anchored_sizes:
+            anchors.record(frontier.size, frontier.root(), replay.balance)
     if frontier.root() != checkpoint.root:
         raise _explain_mismatch(session, state, checkpoint, frontier.root())
     if deferred is not None:
         raise deferred
     coverage = chain.finish()
+    verified = (state.size, state.root, state.replay.balance)
+    anchored, anchor_block = anchors.finish(session.log, checkpoint.size, checkpoint.root, verified)
     if supply_now > replay.balance:
         raise Failure(
             ExitCode.ABOVE_RESERVE,
@@ -340,8 +364,9 @@ def verify_once(opts: Options, session: Session, state: State) -> tuple[Report, 
         events_awaiting_statement=len(replay.pending),
         checkpoint_timestamp=timestamp,
         checkpoint_age=age,
+        anchors=anchored,
     )
-    return report, State(checkpoint.origin, frontier, replay, timestamp)
+    return report, State(checkpoint.origin, frontier, replay, timestamp, anchor_block)
 
 
 # ---------------------------------------------------------------------------------- the CLI

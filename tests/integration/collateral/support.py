@@ -1,10 +1,11 @@
 """A collateral log and a chain that the verifier reads over real HTTP on 127.0.0.1.
 
 :class:`Chain` is a tiny Ethereum JSON-RPC endpoint answering the few methods the verifier calls
-from an in-memory list of Minted/Redeemed events (the true edge of these tests: the anvil
-end-to-end runs elsewhere). :class:`Log` builds a log in memory with ``tlog.Frontier`` and
-``note.sign_note`` and serves it as static C2SP tiles; :class:`History` writes the honest story
-of a gateway into both (deposit, mint, statement, redeem, payout) and lets a test tamper with it.
+from an in-memory list of Minted/Redeemed events and reserve attestations, the log's anchors
+(the true edge of these tests: the anvil end-to-end runs elsewhere). :class:`Log` builds a log in
+memory with ``tlog.Frontier`` and ``note.sign_note`` and serves it as static C2SP tiles;
+:class:`History` writes the honest story of a gateway into both (deposit, mint, statement,
+redeem, payout, anchor) and lets a test tamper with it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 from gateway.collateral import entries as fmt
 from gateway.collateral import note, tlog
+from gateway.collateral.anchors import ATTESTATION_POSTED_TOPIC
 from gateway.collateral.rpc import MINTED_TOPIC, REDEEMED_TOPIC
 
 CHAIN_ID = 31337
@@ -66,6 +68,31 @@ class Event:
         }
 
 
+@dataclass
+class Attested:
+    """An ``AttestationPosted`` event: a reserve and the log's (size, root) it anchors."""
+
+    block: int
+    tx_hash: str
+    sequence: int
+    reserve: int
+    size: int
+    root: bytes
+
+    def rpc_log(self) -> dict[str, Any]:
+        words = [self.reserve, 1_796_565_600, b"\x5e" * 32, self.size, self.root]
+        attestor = "0x" + _word(b"\xa7" * 20)
+        return {
+            "address": CONTRACT,
+            "topics": [ATTESTATION_POSTED_TOPIC, "0x" + _word(self.sequence), attestor],
+            "data": "0x" + "".join(_word(w) for w in words),
+            "blockNumber": hex(self.block),
+            "transactionHash": self.tx_hash,
+            "logIndex": hex(0),
+            "removed": False,
+        }
+
+
 class Server:
     """An HTTP server on 127.0.0.1 in a thread; ``answer(method, path, body)`` makes responses."""
 
@@ -105,6 +132,7 @@ class Chain:
     """The contract's events, one block per event, and the methods the verifier calls."""
 
     events: list[Event] = field(default_factory=list)
+    attestations: list[Attested] = field(default_factory=list)
     head: int = 1
     chain_id: int = CHAIN_ID
     calls: Counter[str] = field(default_factory=Counter)
@@ -130,6 +158,14 @@ class Chain:
         self.head += 1
         return self.head
 
+    def attest(self, reserve: int, size: int, root: bytes) -> Attested:
+        """A reserve attestation anchoring the log's tree (``size``, ``root``), in a new block."""
+        self.head += 1
+        tx = "0x" + hashlib.sha256(b"attestation %d" % self.head).hexdigest()
+        attested = Attested(self.head, tx, len(self.attestations) + 1, reserve, size, root)
+        self.attestations.append(attested)
+        return attested
+
     def handle(self, request: dict[str, Any]) -> Any:
         method, params = request["method"], request["params"]
         self.calls[method] += 1
@@ -153,7 +189,17 @@ class Chain:
         if method == "eth_getLogs":
             query = params[0]
             first, last = int(query["fromBlock"], 16), int(query["toBlock"], 16)
-            return [e.rpc_log() for e in self.events if first <= e.block <= last]
+            wanted = query["topics"][0]
+            topics = set(wanted) if isinstance(wanted, list) else {wanted}
+            logs = [x.rpc_log() for x in [*self.events, *self.attestations]]
+            return sorted(
+                (
+                    x
+                    for x in logs
+                    if x["topics"][0] in topics and first <= int(x["blockNumber"], 16) <= last
+                ),
+                key=lambda x: int(x["blockNumber"], 16),
+            )
         raise LookupError(f"method {method} not found")
 
     def respond(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -301,6 +347,13 @@ class History:
         self.log_event(event)
         self.dt(-amount, "transfer", fmt.redemption_transfer_id(event.tx_hash, event.log_index))
         return event
+
+    def anchor(self, reserve: int | None = None) -> Attested:
+        """The gateway attests the reserve the log shows now, anchoring the log as it is."""
+        frontier, _ = self.log.tree()
+        return self.chain.attest(
+            self.balance if reserve is None else reserve, frontier.size, frontier.root()
+        )
 
     def statement(self) -> None:
         block = self.chain.mine()
