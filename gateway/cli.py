@@ -1,4 +1,5 @@
-"""``dt-gateway``: serve, db, keys, ledger, stablecoin, demo, collateral, verify-collateral.
+"""``dt-gateway``: serve, db, keys, ledger, stablecoin, demo, collateral, verify-collateral,
+witness.
 
 Run ``dt-gateway --help`` or ``dt-gateway COMMAND --help``.
 """
@@ -191,6 +192,12 @@ def cmd_verify_collateral(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_witness(args: argparse.Namespace) -> int:
+    from gateway.collateral.witness_server import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dt-gateway", description=__doc__)
     parser.add_argument("--config", help="TOML settings file (default: $DT_GATEWAY_CONFIG)")
@@ -257,6 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify-collateral", help="check the public proof of collateral yourself")
     add_verifier_arguments(p)
     p.set_defaults(func=cmd_verify_collateral)
+
+    from gateway.collateral.witness_server import add_arguments as add_witness_arguments
+
+    p = sub.add_parser("witness", help="run a C2SP tlog-witness that cosigns logs' checkpoints")
+    add_witness_arguments(p)
+    p.set_defaults(func=cmd_witness)
     return parser
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "Note",
     "NoteError",
     "Signer",
+    "UnverifiedNote",
     "Verifier",
     "cosign",
     "key_id",
@@ -63,6 +64,13 @@ _SIZE = re.compile(r"0|[1-9][0-9]{0,19}")
 
 class NoteError(Exception):
     """A note, key, signature or checkpoint is malformed or does not verify."""
+
+
+class UnverifiedNote(NoteError):
+    """A well-formed note that no known key signs, or that a known key's signature fails.
+
+    Kept apart from malformed notes because a witness answers the two differently (403, 400).
+    """
 
 
 def _check_name(name: str) -> None:
@@ -328,11 +336,11 @@ def open_note(note: str | bytes, verifiers: Sequence[Verifier]) -> Note:
         if verifier is None:
             continue
         if not verifier.verify(text.encode(), raw[4:]):
-            raise NoteError(f"signature by {name}+{raw[:4].hex()} does not verify")
+            raise UnverifiedNote(f"signature by {name}+{raw[:4].hex()} does not verify")
         if name not in verified:
             verified.append(name)
     if not verified:
-        raise NoteError("note has no verified signature from a known key")
+        raise UnverifiedNote("note has no verified signature from a known key")
     return Note(text, signatures, verified)
 
 
