@@ -1,8 +1,8 @@
-"""Exchange API: mint stablecoins against DT, follow mints and redemptions, see reconciliation.
-Parse, call the stablecoin service, map to a schema; no logic.
+"""Exchange API: mint stablecoins against DT, see its DT wallets, follow its mints and
+redemptions, see reconciliation. Parse, call the stablecoin service, map to a schema; no logic.
 
 An exchange key (role ``exchange``) acts for the exchange named by its ``subject``: the DT
-wallets it may mint from are the ``exchange`` wallets whose owner is that subject.
+wallets it may mint from, and sees, are the ``exchange`` wallets whose owner is that subject.
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ from litestar import Controller, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.openapi import ResponseSpec
-from litestar.params import FromPath, HeaderParameter, JSONBody, Parameter
+from litestar.params import FromPath, HeaderParameter, JSONBody, Parameter, QueryParameter
 from msgspec import Meta, Struct
 
 from gateway.api.deps import role_guard
+from gateway.api.schemas import WalletOut
 from gateway.auth import Principal, Role
-from gateway.stablecoin import service
+from gateway.stablecoin import selfservice, service
 from gateway.stablecoin.model import (
     Mint,
     MintRequest,
@@ -126,7 +127,24 @@ class HeldRedemptionPay(Struct, forbid_unknown_fields=True):
 
 class RedemptionPage(Struct, frozen=True):
     redemptions: list[RedemptionOut]
-    next_cursor: int | None
+    next_cursor: Annotated[int | None, Meta(description="Pass as cursor for the next page")]
+
+
+class MintPage(Struct, frozen=True):
+    mints: list[MintOut]
+    next_cursor: Annotated[str | None, Meta(description="Pass as cursor for the next page")]
+
+
+class WalletList(Struct, frozen=True):
+    wallets: Annotated[
+        list[WalletOut],
+        Meta(
+            description=(
+                "posted: the DT in the wallet, in tiyn; reserved: the part held by pending "
+                "locks; available = posted - reserved, what a mint may use"
+            )
+        ),
+    ]
 
 
 class ReconciliationOut(Struct, frozen=True, tag_field="object", tag="reconciliation"):
@@ -170,6 +188,37 @@ def _uow(state: State) -> service.UowFactory:
     return partial(StablecoinUnitOfWork, state.engine)
 
 
+_MINT_REFUSALS = {
+    400: ResponseSpec(
+        None,
+        description=(
+            "INVALID_INPUT (body: amount an integer number of tiyn), AM12 (amount not "
+            "positive), INVALID_ADDRESS, IDEMPOTENCY_KEY_REQUIRED"
+        ),
+    ),
+    403: ResponseSpec(None, description="FORBIDDEN (not an exchange key), FOREIGN_WALLET"),
+    404: ResponseSpec(None, description="AC01 (no such DT wallet)"),
+    409: ResponseSpec(
+        None, description="DU01 (Idempotency-Key used with another body), CONTRACT_PAUSED"
+    ),
+    422: ResponseSpec(
+        None,
+        description=(
+            "AM04 (not enough DT), NOT_EXCHANGE_WALLET, MINT_LIMIT_EXCEEDED "
+            "(stablecoin.max_mint_amount), RECEIVER_ZERO_ADDRESS, RECEIVER_IS_CONTRACT, "
+            "ACCOUNT_BLOCKED"
+        ),
+    ),
+    503: ResponseSpec(
+        None, description="MINTS_HALTED (reconciliation gap), STABLECOIN_NOT_CONFIGURED"
+    ),
+}
+_LIST_REFUSALS = {
+    400: ResponseSpec(None, description="INVALID_INPUT (a parameter), INVALID_CURSOR"),
+    403: ResponseSpec(None, description="FORBIDDEN, EXCHANGE_NOT_NAMED (a key with no subject)"),
+}
+
+
 class MintController(Controller):
     path = "/v1/stablecoin/mints"
     tags = ["stablecoin"]
@@ -183,10 +232,15 @@ class MintController(Controller):
             "Moves the DT from the exchange's wallet into the segregated collateral wallet, "
             "then mints on-chain. 201: new mint (state minted, or accepted/submitted while the "
             "chain is slow; follow GET). 200: replay of the same Idempotency-Key and body. "
-            "A failed mint is refunded (state refunded)."
+            "Every refusal below is answered before any DT moves: nothing moved, no event. "
+            "A mint the contract still refuses later (paused or blocklisted meanwhile) is "
+            "refunded (state refunded)."
         ),
         status_code=201,
-        responses={200: ResponseSpec(MintOut, description="A replay: the mint already made")},
+        responses={
+            200: ResponseSpec(MintOut, description="A replay: the mint already made"),
+            **_MINT_REFUSALS,
+        },
     )
     def create(
         self,
@@ -205,6 +259,29 @@ class MintController(Controller):
         mint, created = service.request_mint(_uow(state), _stablecoin(state), req)
         return Response(MintOut.of(mint), status_code=201 if created else 200)
 
+    @get(
+        "/",
+        sync_to_thread=True,
+        summary="This exchange's mints, oldest first, in every state or one",
+        responses=_LIST_REFUSALS,
+    )
+    def list_mints(
+        self,
+        state: State,
+        principal: NamedDependency[Principal],
+        mint_state: Annotated[
+            MintState | None, QueryParameter(name="state", description="Only mints in this state")
+        ] = None,
+        cursor: Annotated[
+            str | None, Parameter(max_length=64, description="next_cursor of the previous page")
+        ] = None,
+        limit: Annotated[int, Parameter(ge=1, le=500)] = 100,
+    ) -> MintPage:
+        page, next_cursor = selfservice.list_mints(
+            _uow(state), _stablecoin(state), principal.subject, mint_state, cursor, limit
+        )
+        return MintPage([MintOut.of(m) for m in page], next_cursor)
+
     @get("/{mint_id:str}", sync_to_thread=True, summary="One mint of this exchange")
     def get_mint(
         self, state: State, mint_id: FromPath[str], principal: NamedDependency[Principal]
@@ -221,17 +298,27 @@ class RedemptionController(Controller):
         "/redemptions",
         sync_to_thread=True,
         summary="Redemptions paid (or held) to this exchange's wallets, oldest first",
+        description=(
+            "An exchange key sees the redemptions whose reference names one of its wallets, "
+            "held ones included (reason says why); an operator key sees all, those whose "
+            "reference names no exchange wallet too."
+        ),
+        responses=_LIST_REFUSALS,
     )
     def redemptions(
         self,
         state: State,
         principal: NamedDependency[Principal],
+        redemption_state: Annotated[
+            RedemptionState | None,
+            QueryParameter(name="state", description="Only redemptions in this state"),
+        ] = None,
         cursor: Annotated[int | None, Parameter(ge=0)] = None,
         limit: Annotated[int, Parameter(ge=1, le=500)] = 100,
     ) -> RedemptionPage:
         exchange = None if principal.role is Role.OPERATOR else principal.subject
-        page, next_cursor = service.list_redemptions(
-            _uow(state), _stablecoin(state), exchange, cursor, limit
+        page, next_cursor = selfservice.list_redemptions(
+            _uow(state), _stablecoin(state), exchange, redemption_state, cursor, limit
         )
         return RedemptionPage([RedemptionOut.of(r) for r in page], next_cursor)
 
@@ -244,6 +331,26 @@ class RedemptionController(Controller):
         self, state: State, principal: NamedDependency[Principal]
     ) -> ReconciliationOut:
         return ReconciliationOut.of(service.latest_reconciliation(_uow(state), _stablecoin(state)))
+
+
+class ExchangeWalletController(Controller):
+    path = "/v1/stablecoin/wallets"
+    tags = ["stablecoin"]
+    dependencies = exchange_only
+
+    @get(
+        "/",
+        sync_to_thread=True,
+        summary="This exchange's DT wallets, with their balances and locked amounts",
+        description=(
+            "The wallets of kind exchange whose owner is this key's subject: the ones it may "
+            "mint from and name in a redemption. An operator opens and funds them."
+        ),
+        responses={403: _LIST_REFUSALS[403]},
+    )
+    def wallets(self, state: State, principal: NamedDependency[Principal]) -> WalletList:
+        found = selfservice.wallets(_uow(state), principal.subject)
+        return WalletList([WalletOut.of(w) for w in found])
 
 
 class HeldRedemptionController(Controller):
@@ -277,6 +384,15 @@ class HeldRedemptionController(Controller):
         return RedemptionOut.of(paid)
 
 
-ROUTES = [MintController, RedemptionController, HeldRedemptionController]
+ROUTES = [MintController, RedemptionController, ExchangeWalletController, HeldRedemptionController]
 
-__all__ = ["ROUTES", "MintCreate", "MintOut", "ReconciliationOut", "RedemptionOut"]
+__all__ = [
+    "ROUTES",
+    "MintCreate",
+    "MintOut",
+    "MintPage",
+    "ReconciliationOut",
+    "RedemptionOut",
+    "RedemptionPage",
+    "WalletList",
+]

@@ -459,6 +459,10 @@ class SqlLedgerRepository:
     def all_wallets(self) -> list[Wallet]:
         return [_wallet(r) for r in self.conn.execute(wallet_t.select().order_by(wallet_t.c.id))]
 
+    def wallets_owned(self, owner: str, kind: WalletKind) -> list[Wallet]:
+        q = wallet_t.select().where(wallet_t.c.owner == owner, wallet_t.c.kind == kind.value)
+        return [_wallet(r) for r in self.conn.execute(q.order_by(wallet_t.c.id))]
+
     def pending_reserved_by_wallet(self) -> dict[str, int]:
         q = (
             sa.select(lock_t.c.debit_wallet_id, sa.func.sum(lock_t.c.amount))

@@ -83,6 +83,11 @@ class MintNotFound(NotFound):
     title = "Unknown mint"
 
 
+class MintCursorUnknown(InvalidInput):
+    code = "INVALID_CURSOR"
+    title = "The cursor is not one of this exchange's mints"
+
+
 class AddressBlocklisted(Unprocessable):
     code = "ACCOUNT_BLOCKED"
     title = "The EVM address is blocklisted on the contract"
@@ -395,6 +400,7 @@ __all__ = [
     "IllegalMintTransition",
     "InvalidEvmAddress",
     "Mint",
+    "MintCursorUnknown",
     "MintNotFound",
     "MintRequest",
     "MintState",

@@ -595,16 +595,6 @@ def latest_reconciliation(uow: UowFactory, sc: Stablecoin) -> Reconciliation | N
         return read.stablecoin.latest_reconciliation(sc.contract)
 
 
-def list_redemptions(
-    uow: UowFactory, sc: Stablecoin, exchange: str | None, cursor: int | None, limit: int
-) -> tuple[list[Redemption], int | None]:
-    read = uow(readonly=True)
-    with read:
-        rows = read.stablecoin.redemptions(sc.contract, exchange, cursor or 0, limit + 1)
-    page = rows[:limit]
-    return page, (page[-1].seq if len(rows) > limit else None)
-
-
 def pay_held_redemption(
     uow: UowFactory,
     sc: Stablecoin,
@@ -680,7 +670,6 @@ __all__ = [
     "ensure_segregated_wallet",
     "get_mint",
     "latest_reconciliation",
-    "list_redemptions",
     "mint_payload",
     "pay_held_redemption",
     "reconcile",

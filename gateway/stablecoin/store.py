@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any, cast
 
@@ -249,6 +249,33 @@ class SqlStablecoinRepository:
         )
         return [_mint(r) for r in self.conn.execute(q)]
 
+    def mints_of(
+        self,
+        contract: str,
+        exchange: str,
+        limit: int,
+        *,
+        state: MintState | None = None,
+        after_id: str | None = None,
+    ) -> list[Mint]:
+        """An exchange's mints, oldest first (by creation, then id); ``after_id``: those after
+        that mint (the page's cursor, one of the exchange's mints)."""
+        q = mint_t.select().where(
+            mint_t.c.contract_address == contract, mint_t.c.exchange == exchange
+        )
+        if state is not None:
+            q = q.where(mint_t.c.state == state.value)
+        if after_id is not None:
+            at = sa.select(mint_t.c.created_at).where(mint_t.c.id == after_id).scalar_subquery()
+            q = q.where(
+                sa.or_(
+                    mint_t.c.created_at > at,
+                    sa.and_(mint_t.c.created_at == at, mint_t.c.id > after_id),
+                )
+            )
+        q = q.order_by(mint_t.c.created_at, mint_t.c.id).limit(limit)
+        return [_mint(r) for r in self.conn.execute(q)]
+
     def unsettled_mints(self, contract: str) -> list[Mint]:
         """Mints whose DT sits in the segregated wallet but that may not be on-chain yet."""
         q = mint_t.select().where(
@@ -317,13 +344,32 @@ class SqlStablecoinRepository:
         )
 
     def redemptions(
-        self, contract: str, exchange: str | None, after_seq: int, limit: int
+        self,
+        contract: str,
+        exchange: str | None,
+        after_seq: int,
+        limit: int,
+        *,
+        state: RedemptionState | None = None,
+        held_refs: Collection[str] = (),
     ) -> list[Redemption]:
+        """Oldest first. With ``exchange``, its redemptions, and the held ones recorded with no
+        exchange whose reference is one of ``held_refs`` (its wallets)."""
         q = redemption_t.select().where(
             redemption_t.c.contract_address == contract, redemption_t.c.seq > after_seq
         )
         if exchange is not None:
-            q = q.where(redemption_t.c.exchange == exchange)
+            mine = redemption_t.c.exchange == exchange
+            if held_refs:
+                unassigned_held = sa.and_(
+                    redemption_t.c.exchange == "",
+                    redemption_t.c.state == RedemptionState.HELD.value,
+                    redemption_t.c.dt_wallet_ref.in_(sorted(held_refs)),
+                )
+                mine = sa.or_(mine, unassigned_held)
+            q = q.where(mine)
+        if state is not None:
+            q = q.where(redemption_t.c.state == state.value)
         q = q.order_by(redemption_t.c.seq).limit(limit)
         return [_redemption(r) for r in self.conn.execute(q)]
 

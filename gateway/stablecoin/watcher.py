@@ -135,6 +135,7 @@ def _record(
     if wallet is None or wallet.kind is not WalletKind.EXCHANGE:
         state, reason = RedemptionState.HELD, f"{ev.dt_wallet_ref!r} is not an exchange wallet"
     elif wallet.status is WalletStatus.CLOSED:
+        exchange = wallet.owner  # held, but its owner's to see (and to get the webhook of)
         state, reason = RedemptionState.HELD, f"wallet {wallet.id} is closed"
     else:
         exchange = wallet.owner
