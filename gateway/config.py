@@ -196,6 +196,9 @@ class StablecoinSettings(_Section):
     before the gateway waits on; a quicker one goes from accepted straight to minted."""
     fee_cache_seconds: float = 1.0
     """How long the base fee read for one transaction is reused for the next ones."""
+    max_mint_amount: int = Field(default=100_000_000_000, ge=1)
+    """The largest amount one mint request may carry, in tiyn (default 1,000,000,000.00 KZT);
+    a larger one is refused (``422 MINT_LIMIT_EXCEEDED``) before any DT moves."""
 
 
 class CollateralSettings(_Section):

@@ -93,6 +93,21 @@ class AddressBlocklisted(Unprocessable):
     title = "The EVM address is blocklisted on the contract"
 
 
+class ReceiverIsZeroAddress(Unprocessable):
+    code = "RECEIVER_ZERO_ADDRESS"
+    title = "Tokens cannot be minted to the zero address"
+
+
+class ReceiverIsContract(Unprocessable):
+    code = "RECEIVER_IS_CONTRACT"
+    title = "Tokens cannot be minted to the stablecoin contract's own address"
+
+
+class MintLimitExceeded(Unprocessable):
+    code = "MINT_LIMIT_EXCEEDED"
+    title = "The amount is above the gateway's per-mint limit"
+
+
 class MintingPaused(Conflict):
     code = "CONTRACT_PAUSED"
     title = "The contract is paused: no mints until it is unpaused"
@@ -401,12 +416,15 @@ __all__ = [
     "InvalidEvmAddress",
     "Mint",
     "MintCursorUnknown",
+    "MintLimitExceeded",
     "MintNotFound",
     "MintRequest",
     "MintState",
     "MintingPaused",
     "MintsHalted",
     "NotAnExchangeWallet",
+    "ReceiverIsContract",
+    "ReceiverIsZeroAddress",
     "Reconciliation",
     "Redemption",
     "RedemptionNotFound",

@@ -32,7 +32,7 @@ from gateway.ledger.model import (
     WalletKind,
     WalletNotFound,
 )
-from gateway.stablecoin import webhooks
+from gateway.stablecoin import admission, webhooks
 from gateway.stablecoin.chain import (
     Attestation,
     ChainUnavailable,
@@ -46,13 +46,11 @@ from gateway.stablecoin.chain import (
 )
 from gateway.stablecoin.model import (
     UNSETTLED,
-    AddressBlocklisted,
     CollateralShortfall,
     ForeignWallet,
     IdempotencyKeyReused,
     InvalidEvmAddress,
     Mint,
-    MintingPaused,
     MintNotFound,
     MintRequest,
     MintsHalted,
@@ -184,8 +182,9 @@ def request_mint(
     """Accept a mint (DT into the segregated wallet + mint row + webhook, one transaction), then
     drive it on-chain. Returns the mint and whether this call created it (False: a replay).
 
-    Every refusal (bad input, foreign wallet, insufficient DT, blocklisted address, paused
-    contract, halted minting, reused key) happens before any DT moves or anything is sent.
+    Every refusal (bad input, foreign wallet, insufficient DT, halted minting, reused key, and
+    :mod:`admission`'s: limit, zero or contract address, paused contract, blocklisted address)
+    happens before any DT moves or anything is sent.
     """
     req.validate()
     evm_address = checksum_address(req.evm_address)
@@ -199,11 +198,7 @@ def request_mint(
             _check_halted(read, sc)
     if existing is not None:
         return _replay(existing, req), False
-    paused, blocklisted = sc.chain.paused_or_blocklisted(evm_address)
-    if paused:
-        raise MintingPaused("the contract is paused")
-    if blocklisted:
-        raise AddressBlocklisted(f"{evm_address} is blocklisted", evm_address=evm_address)
+    admission.admit(sc, req.amount, evm_address)
 
     mint_id = uuid.uuid4().hex
     write = uow()

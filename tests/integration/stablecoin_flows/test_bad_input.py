@@ -14,6 +14,7 @@ from gateway.stablecoin.devchain import DevChain
 from tests.conftest import migrated_engine
 from tests.integration.stablecoin_flows.support import (
     EXCHANGE_WALLET,
+    FUNDED,
     OTHER_EXCHANGE,
     OTHER_WALLET,
     Flow,
@@ -137,7 +138,7 @@ CASES: dict[str, tuple[Case, int, str]] = {
         422,
         "NOT_EXCHANGE_WALLET",
     ),
-    "insufficient_dt": (lambda f: _mint(f, _body(f, amount=10**12)), 422, "AM04"),
+    "insufficient_dt": (lambda f: _mint(f, _body(f, amount=FUNDED)), 422, "AM04"),
     "blocklisted_address": (_blocklisted, 422, "ACCOUNT_BLOCKED"),
     "paused_contract": (_paused, 409, "CONTRACT_PAUSED"),
     "idempotency_key_reused_with_another_body": (
