@@ -16,7 +16,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -201,6 +201,16 @@ class StablecoinSettings(_Section):
     a larger one is refused (``422 MINT_LIMIT_EXCEEDED``) before any DT moves."""
 
 
+class WitnessSettings(_Section):
+    """A witness the collateral log asks to cosign its checkpoints (C2SP tlog-witness)."""
+
+    url: str
+    """The witness's submission prefix: checkpoints are POSTed to ``<url>/add-checkpoint``."""
+    vkey: str
+    """Its cosignature/v1 verifier key, ``<name>+<hex id>+<base64(0x04 || key)>`` (what
+    ``dt-gateway witness`` prints at start)."""
+
+
 class CollateralSettings(_Section):
     """The proof-of-collateral log (docs/collateral.md). It runs with the stablecoin."""
 
@@ -227,6 +237,28 @@ class CollateralSettings(_Section):
     """Public collateral routes: requests a second per client address (sustained)."""
     rate_burst: int = 2000
     """Public collateral routes: the burst a client address may send above the rate."""
+    witnesses: tuple[WitnessSettings, ...] = ()
+    """Witnesses each new checkpoint is submitted to; the checkpoint served carries the
+    cosignatures they return (as JSON in the environment: ``[{"url": ..., "vkey": ...}]``)."""
+    witness_seconds: float = 0.25
+    """How often the newest checkpoint is looked at, and submitted if it is new."""
+    witness_timeout_seconds: float = 5.0
+    """How long one submission to a witness may take."""
+    witness_retry_seconds: float = 1.0
+    """A witness that failed is asked again after this long, twice as long after each further
+    failure, up to ``witness_retry_max_seconds``."""
+    witness_retry_max_seconds: float = 60.0
+    witness_grace_seconds: float = 30.0
+    """The checkpoint served is the newest one put to the witnesses, with their cosignatures;
+    when that was signed this much before the newest signed one (the submitting job is not
+    running), the newest signed one is served instead, without cosignatures. Longer than
+    ``resign_seconds``, which is how far apart two checkpoints of a quiet log are."""
+
+    @model_validator(mode="after")
+    def _grace_outlasts_resigning(self) -> CollateralSettings:
+        if self.witness_grace_seconds <= self.resign_seconds:
+            raise ValueError("collateral.witness_grace_seconds must exceed resign_seconds")
+        return self
 
 
 DEFAULT_REFUSED_NETWORKS = (
@@ -418,5 +450,6 @@ __all__ = [
     "Settings",
     "StablecoinSettings",
     "WebhookSettings",
+    "WitnessSettings",
     "load_settings",
 ]

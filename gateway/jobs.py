@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 
 from gateway import leases
 from gateway.collateral import service as collateral
+from gateway.collateral import witnessing
 from gateway.collateral.store import CollateralUnitOfWork
 from gateway.config import Settings
 from gateway.ledger import service as ledger
@@ -54,6 +55,7 @@ class Jobs:
             )
         self.dispatcher = OutboxDispatcher(engine, senders)
         self._names = ["ledger.expire_locks", "outbox.dispatch"]
+        self.witness_transport: witnessing.HttpTransport | None = None
         self.scheduler = BackgroundScheduler(daemon=True)
 
     def _leased(self, name: str, ttl: timedelta, fn: Callable[[], object]) -> Callable[[], None]:
@@ -100,6 +102,16 @@ class Jobs:
     def integrate_collateral(self) -> int:
         assert self.stablecoin is not None and self.stablecoin.collateral is not None
         return collateral.integrate(self._collateral_uow, self.stablecoin.collateral).added
+
+    def witness_collateral(self) -> int:
+        assert self.stablecoin is not None and self.stablecoin.collateral is not None
+        assert self.witness_transport is not None
+        transport = self.witness_transport
+        return len(
+            witnessing.submit(
+                self._collateral_uow, self.stablecoin.collateral, transport, pool=transport.pool
+            ).cosigned
+        )
 
     def _collateral_uow(self, *, readonly: bool = False) -> CollateralUnitOfWork:
         return CollateralUnitOfWork(self.engine, readonly=readonly)
@@ -151,8 +163,24 @@ class Jobs:
             )
             self._every("stablecoin.reconcile", sc.reconcile_seconds, self.reconcile)
             if self.stablecoin.collateral is not None:
-                every = self.settings.collateral.integrate_seconds
-                self._every("collateral.integrate", every, self.integrate_collateral)
+                cs = self.settings.collateral
+                self._every("collateral.integrate", cs.integrate_seconds, self.integrate_collateral)
+                if self.stablecoin.collateral.witnesses:
+                    self.witness_transport = witnessing.HttpTransport(cs.witness_timeout_seconds)
+                    self._names.append("collateral.witness")
+                    self.scheduler.add_job(
+                        # The lease outlives a round that waits for a slow witness, so that
+                        # another replica does not submit the same checkpoint meanwhile.
+                        self._leased(
+                            "collateral.witness",
+                            timedelta(seconds=max(2.0, 2 * cs.witness_timeout_seconds + 1)),
+                            self.witness_collateral,
+                        ),
+                        "interval",
+                        seconds=cs.witness_seconds,
+                        max_instances=1,
+                        coalesce=True,
+                    )
         if self.pvp is not None:
             pvp, every = self.pvp, self.settings.pvp.sweep_seconds
             self._every("pvp.recover_inbox", every, pvp.recover_inbox)
@@ -162,6 +190,8 @@ class Jobs:
     def stop(self) -> None:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
+        if self.witness_transport is not None:
+            self.witness_transport.close()
         for name in self._names:
             leases.release(self.engine, name, self.holder)
 

@@ -1,5 +1,6 @@
 """What the collateral services need at run time, built once: which log (its segregated
-wallet), its origin line, its signing key, and the caches a replica keeps of it."""
+wallet), its origin line, its signing key, its witnesses, and the caches a replica keeps of
+it."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.collateral.note import Signer
+from gateway.collateral.note import ALG_COSIGNATURE_V1, NoteError, Signer, Verifier
 from gateway.collateral.tlog import Frontier
 from gateway.config import CollateralSettings, FaultSettings, Settings
 from gateway.errors import InvalidInput
@@ -32,6 +33,50 @@ def _dev_key(data_dir: Path, origin: str) -> Signer:
     return signer
 
 
+@dataclass(frozen=True)
+class WitnessPeer:
+    """A witness of the log: where to submit checkpoints, and its cosignature/v1 key."""
+
+    url: str
+    verifier: Verifier
+
+    @property
+    def id(self) -> str:
+        """``<name>+<hex key id>``: names the witness in the tables and the logs."""
+        return f"{self.verifier.name}+{self.verifier.key_id.hex()}"
+
+
+@dataclass
+class PeerStatus:
+    """What this replica knows of a witness between submissions."""
+
+    size: int | None = None
+    """The size of the last checkpoint it cosigned, as far as known (None: ask the table)."""
+    failures: int = 0
+    """Submissions failed in a row."""
+    retry_at: float = 0.0
+    """Monotonic time before which it is not asked again."""
+    last_error: str | None = None
+
+
+def witness_peers(cs: CollateralSettings) -> tuple[WitnessPeer, ...]:
+    """The configured witnesses; InvalidInput for a key that is not a cosignature/v1 vkey."""
+    peers = []
+    for w in cs.witnesses:
+        try:
+            verifier = Verifier.from_vkey(w.vkey)
+        except NoteError as exc:
+            raise InvalidInput(f"collateral.witnesses: {w.vkey[:80]!r}: {exc}") from None
+        if verifier.alg != ALG_COSIGNATURE_V1:
+            raise InvalidInput(
+                f"collateral.witnesses: {verifier.name} is not a cosignature/v1 (type 0x04) key"
+            )
+        peers.append(WitnessPeer(w.url.rstrip("/"), verifier))
+    if len({p.id for p in peers}) != len(peers):
+        raise InvalidInput("collateral.witnesses: a witness key is listed twice")
+    return tuple(peers)
+
+
 @dataclass
 class CollateralLog:
     wallet_id: str
@@ -47,6 +92,16 @@ class CollateralLog:
     """(monotonic time read, note, size) of the checkpoint this replica serves."""
     last_statement: float = 0.0
     """Monotonic time of the last reserve statement this replica pooled."""
+    witnesses: tuple[WitnessPeer, ...] = ()
+    """The witnesses of ``settings.witnesses`` (parsed from them when not given)."""
+    peer_status: dict[str, PeerStatus] = field(default_factory=dict, repr=False)
+    """By :attr:`WitnessPeer.id`: the submitting job's memory of each witness."""
+    witnessed: str | None = field(default=None, repr=False)
+    """The note of the checkpoint this replica last put to the witnesses."""
+
+    def __post_init__(self) -> None:
+        if not self.witnesses:
+            self.witnesses = witness_peers(self.settings)
 
     @property
     def vkey(self) -> str:
@@ -75,4 +130,4 @@ class CollateralLog:
         )
 
 
-__all__ = ["CollateralLog", "origin_of"]
+__all__ = ["CollateralLog", "PeerStatus", "WitnessPeer", "origin_of", "witness_peers"]

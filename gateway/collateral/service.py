@@ -30,7 +30,7 @@ from typing import Protocol
 import sqlalchemy.exc
 
 from gateway.collateral import entries as fmt
-from gateway.collateral import tlog
+from gateway.collateral import tlog, witnessing
 from gateway.collateral.note import Checkpoint, sign_note
 from gateway.collateral.runtime import CollateralLog
 from gateway.collateral.store import (
@@ -250,7 +250,8 @@ def _integrate(uow_factory: UowFactory, clog: CollateralLog, now: datetime) -> I
         crash_point("collateral.before_commit", clog.faults)
         uow.commit()
     clog.frontier = grown
-    clog.checkpoint = (time.monotonic(), note, grown.size)
+    if not clog.witnesses:  # otherwise served once put to the witnesses (witnessing.py)
+        clog.checkpoint = (time.monotonic(), note, grown.size)
     return Integrated(grown.size, len(pending), signed=True)
 
 
@@ -265,22 +266,22 @@ def checkpoint_is_stale(clog: CollateralLog) -> bool:
 
 
 def checkpoint(uow_factory: UowFactory, clog: CollateralLog) -> tuple[str, int]:
-    """The newest signed checkpoint (note, size), read at most every
+    """The checkpoint served (note, size): the newest signed one, or with witnesses the newest
+    put to them, with their cosignatures (:func:`witnessing.served`); read at most every
     ``checkpoint_cache_seconds`` by this replica."""
     cached = clog.checkpoint
     if cached is not None and not checkpoint_is_stale(clog):
         return cached[1], cached[2]
     uow = uow_factory(readonly=True)
     with uow:
-        cp = uow.collateral.latest_checkpoint(clog.wallet_id)
-    if cp is None:
-        raise LogNotReady("the collateral log has no checkpoint yet")
+        cp = _served(uow, clog)
     clog.checkpoint = (time.monotonic(), cp.note, cp.size)
     return cp.note, cp.size
 
 
 def _served(uow: CollateralUnitOfWork, clog: CollateralLog) -> StoredCheckpoint:
-    cp = uow.collateral.latest_checkpoint(clog.wallet_id)
+    """The checkpoint every public answer is given against (see :func:`checkpoint`)."""
+    cp = witnessing.served(uow, clog)
     if cp is None:
         raise LogNotReady("the collateral log has no checkpoint yet")
     return cp
@@ -411,13 +412,12 @@ def consistency(
 
 
 def proof_bundle(uow_factory: UowFactory, clog: CollateralLog, index: int) -> str:
-    """A C2SP ``tlog-proof`` for one entry against the newest checkpoint; the ``extra`` line
-    carries the entry itself, so the bundle verifies offline with the log's key alone."""
+    """A C2SP ``tlog-proof`` for one entry against the checkpoint served (with its
+    cosignatures); the ``extra`` line carries the entry itself, so the bundle verifies offline
+    with the log's key (and the witnesses') alone."""
     uow = uow_factory(readonly=True)
     with uow:
-        cp = uow.collateral.latest_checkpoint(clog.wallet_id)
-        if cp is None:
-            raise LogNotReady("the collateral log has no checkpoint yet")
+        cp = _served(uow, clog)
         if index < 0 or index >= cp.size:
             raise EntryNotFound(f"no entry {index} in a tree of {cp.size}")
         e = uow.collateral.entry(clog.wallet_id, index)

@@ -10,6 +10,10 @@
 - ``collateral_hash``: every complete subtree hash (level, index) of the Merkle tree: level 0 are
   the leaf hashes; the rows at levels 8·L are the hash tiles of level L.
 - ``collateral_checkpoint``: the newest signed checkpoint of each tree size.
+- ``collateral_cosignature``: the newest cosignature each witness returned, with the checkpoint
+  text it covers (cosignature/v1 signs the whole text, timestamp line included).
+- ``collateral_cosigned_checkpoint``: the checkpoint last put to the witnesses, as served: the
+  log's note with every cosignature gathered for that very text appended.
 
 Pool rows of one log are numbered in the order their transactions took the segregated wallet's
 row lock (every writer of a log's pool takes it first), so sequencing them by id never puts a
@@ -79,6 +83,29 @@ class CheckpointRow(SQLModel, table=True):
     signed_at: datetime = utc_field()
 
 
+class CosignatureRow(SQLModel, table=True):
+    __tablename__ = "collateral_cosignature"
+    wallet_id: str = Field(primary_key=True, max_length=128)
+    witness: str = Field(primary_key=True, max_length=300)
+    size: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    root: bytes = Field(sa_column=sa.Column(sa.LargeBinary(32), nullable=False))
+    body: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    line: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    timestamp: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    received_at: datetime = utc_field()
+
+
+class CosignedCheckpointRow(SQLModel, table=True):
+    __tablename__ = "collateral_cosigned_checkpoint"
+    wallet_id: str = Field(primary_key=True, max_length=128)
+    size: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    root: bytes = Field(sa_column=sa.Column(sa.LargeBinary(32), nullable=False))
+    note: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    cosigners: int = Field(sa_column=sa.Column(sa.SmallInteger, nullable=False))
+    signed_at: datetime = utc_field()
+    witnessed_at: datetime = utc_field()
+
+
 @dataclass(frozen=True, slots=True)
 class Pending:
     """A pool row, with the ledger entry it stands for when it is a DT movement."""
@@ -113,10 +140,26 @@ class StoredCheckpoint:
     signed_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class StoredCosignature:
+    """A witness's cosignature ``line`` on the checkpoint text ``body`` (of ``size``,
+    ``root``), made at the witness's ``timestamp`` (POSIX seconds)."""
+
+    witness: str
+    size: int
+    root: bytes
+    body: str
+    line: str
+    timestamp: int
+    received_at: datetime
+
+
 _pending_t = PendingRow.__table__  # type: ignore[attr-defined]
 _entry_t = EntryRow.__table__  # type: ignore[attr-defined]
 _hash_t = HashRow.__table__  # type: ignore[attr-defined]
 _checkpoint_t = CheckpointRow.__table__  # type: ignore[attr-defined]
+_cosignature_t = CosignatureRow.__table__  # type: ignore[attr-defined]
+_cosigned_t = CosignedCheckpointRow.__table__  # type: ignore[attr-defined]
 
 _SELECT_PENDING = sa.text(
     "SELECT p.id, p.kind, p.body, p.transfer_id, p.tx_hash, p.log_index, p.created_at,"
@@ -393,6 +436,98 @@ class CollateralRepository:
             return None
         return StoredCheckpoint(int(row.size), bytes(row.root), row.note, row.signed_at)
 
+    # ---------------------------------------------------------------- cosignatures
+
+    def cosignatures(self, wallet_id: str) -> dict[str, StoredCosignature]:
+        """The newest cosignature of each witness, by witness."""
+        rows = self.conn.execute(
+            sa.select(
+                _cosignature_t.c.witness,
+                _cosignature_t.c.size,
+                _cosignature_t.c.root,
+                _cosignature_t.c.body,
+                _cosignature_t.c.line,
+                _cosignature_t.c.timestamp,
+                _cosignature_t.c.received_at,
+            ).where(_cosignature_t.c.wallet_id == wallet_id)
+        ).all()
+        return {
+            r.witness: StoredCosignature(
+                r.witness,
+                int(r.size),
+                bytes(r.root),
+                r.body,
+                r.line,
+                int(r.timestamp),
+                r.received_at,
+            )
+            for r in rows
+        }
+
+    def save_cosignature(self, wallet_id: str, c: StoredCosignature) -> None:
+        """Keeps ``c`` as the witness's newest cosignature (replacing the one before)."""
+        self.conn.execute(
+            sa.delete(_cosignature_t).where(
+                _cosignature_t.c.wallet_id == wallet_id, _cosignature_t.c.witness == c.witness
+            )
+        )
+        self.conn.execute(
+            sa.insert(_cosignature_t).values(
+                wallet_id=wallet_id,
+                witness=c.witness,
+                size=c.size,
+                root=c.root,
+                body=c.body,
+                line=c.line,
+                timestamp=c.timestamp,
+                received_at=c.received_at,
+            )
+        )
+
+    def cosigned_checkpoint(self, wallet_id: str) -> StoredCheckpoint | None:
+        """The checkpoint last put to the witnesses, with their cosignatures in its note."""
+        row = self.conn.execute(
+            sa.select(
+                _cosigned_t.c.size,
+                _cosigned_t.c.root,
+                _cosigned_t.c.note,
+                _cosigned_t.c.signed_at,
+            ).where(_cosigned_t.c.wallet_id == wallet_id)
+        ).first()
+        if row is None:
+            return None
+        return StoredCheckpoint(int(row.size), bytes(row.root), row.note, row.signed_at)
+
+    def save_cosigned_checkpoint(
+        self, wallet_id: str, cp: StoredCheckpoint, cosigners: int, now: datetime
+    ) -> bool:
+        """Serve ``cp`` (its note carrying ``cosigners`` cosignatures) from now on, unless a
+        newer checkpoint is served already (two submitters, one late): the served checkpoint
+        never goes back. Returns whether it was stored."""
+        current = self.conn.execute(
+            sa.select(_cosigned_t.c.size, _cosigned_t.c.signed_at)
+            .where(_cosigned_t.c.wallet_id == wallet_id)
+            .with_for_update()
+        ).first()
+        if current is not None and (int(current.size), current.signed_at) > (
+            cp.size,
+            cp.signed_at,
+        ):
+            return False
+        self.conn.execute(sa.delete(_cosigned_t).where(_cosigned_t.c.wallet_id == wallet_id))
+        self.conn.execute(
+            sa.insert(_cosigned_t).values(
+                wallet_id=wallet_id,
+                size=cp.size,
+                root=cp.root,
+                note=cp.note,
+                cosigners=cosigners,
+                signed_at=cp.signed_at,
+                witnessed_at=now,
+            )
+        )
+        return True
+
 
 class CollateralUnitOfWork(SqlUnitOfWork):
     """A transaction over the collateral log (and the ledger, for the segregated wallet's lock)."""
@@ -409,10 +544,13 @@ __all__ = [
     "CheckpointRow",
     "CollateralRepository",
     "CollateralUnitOfWork",
+    "CosignatureRow",
+    "CosignedCheckpointRow",
     "EntryRow",
     "HashRow",
     "Pending",
     "PendingRow",
     "StoredCheckpoint",
+    "StoredCosignature",
     "StoredEntry",
 ]
