@@ -28,6 +28,8 @@ failure (entry index, field, what was expected and what was found)::
                                that promised every event up to its block
       23  ANCHOR_MISMATCH      a reserve attestation on chain anchors another root at its log
                                size, or a reserve the log's balance at that size is not
+      24  MISSING_COSIGNATURES fewer than --quorum of the --witness keys cosigned the
+                               checkpoint (the message names the witnesses missing)
      130  INTERRUPTED          stopped (Ctrl-C) before a run finished; with --watch, the
                                code of the last finished run is kept instead
 
@@ -58,6 +60,7 @@ class ExitCode(IntEnum):
     STATEMENT_MISMATCH = 21
     OUT_OF_ORDER = 22
     ANCHOR_MISMATCH = 23
+    MISSING_COSIGNATURES = 24
     INTERRUPTED = 130
 
 

@@ -18,7 +18,10 @@ own Ethereum node, and checks:
    Minted and Redeemed events, one to one, up to the newest statement; each statement's block
    hash and totalSupply are the chain's; and the supply on chain now does not exceed the reserve;
 7. the log is the one the chain anchors: every reserve attestation on chain names a tree size and
-   root of the log, and the log shown here has that root and that reserve at that size.
+   root of the log, and the log shown here has that root and that reserve at that size;
+8. with ``--witness`` (repeatable) and ``--quorum N``: at least N of those witnesses cosigned
+   this very checkpoint (C2SP cosignature/v1), so it is the history they were shown too, not
+   one shown to you alone (a split view).
 
 With ``--state FILE`` the next run downloads only the new entries and starts the chain check
 after the last verified statement; the file is written only when a run passes. ``--watch S``
@@ -104,6 +107,8 @@ class Options:
     log: LogIdentity
     max_age: int
     state_path: Path | None
+    witnesses: tuple[note.Verifier, ...] = ()
+    quorum: int = 0
 
 
 @dataclass(frozen=True)
@@ -126,6 +131,7 @@ class Report:
     checkpoint_timestamp: int
     checkpoint_age: int
     anchors: Anchors
+    cosigned_by: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, object]:
         return {"ok": True, "exit": 0, **asdict(self)}
@@ -170,6 +176,8 @@ class Report:
             )
         elif a.first is not None:
             lines.append(f"  anchors     none on chain in blocks {a.first}..{a.last}")
+        if self.cosigned_by:
+            lines.append(f"  witnesses   cosigned by {', '.join(self.cosigned_by)}")
         if self.events_awaiting_statement:
             lines.append(
                 f"  pending     mint/burn entries after the newest statement: "
@@ -190,8 +198,8 @@ class Session:
 # ------------------------------------------------------------------------------- the steps
 
 
-def _open_checkpoint(opts: Options, session: Session) -> tuple[note.Checkpoint, int]:
-    """Step 1 and 2: the signed checkpoint of the pinned log, and its timestamp."""
+def _open_checkpoint(opts: Options, session: Session) -> tuple[note.Checkpoint, int, note.Note]:
+    """Step 1 and 2: the signed checkpoint of the pinned log, its timestamp, and the note."""
     raw = session.log.checkpoint()
     try:
         opened = note.open_note(raw, [opts.key])
@@ -215,7 +223,39 @@ def _open_checkpoint(opts: Options, session: Session) -> tuple[note.Checkpoint, 
     stamps = [m for line in checkpoint.extensions if (m := _TIMESTAMP.fullmatch(line))]
     if not stamps:
         raise Failure(ExitCode.STALE, "the checkpoint has no 'timestamp <unix seconds>' line")
-    return checkpoint, int(stamps[0][1])
+    return checkpoint, int(stamps[0][1]), opened
+
+
+def _check_cosignatures(
+    opts: Options, opened: note.Note, checkpoint: note.Checkpoint
+) -> tuple[str, ...]:
+    """Step 8: at least ``--quorum`` of the ``--witness`` keys cosigned this checkpoint's very
+    text (a cosignature/v1 covers every line of it, the timestamp included). A cosignature
+    that does not verify, or is dated in the future, counts as missing. Returns the names of
+    the witnesses whose cosignature verified."""
+    text, now = opened.text.encode(), int(time.time())
+    cosigned: list[str] = []
+    missing: list[str] = []
+    for w in opts.witnesses:
+        who = f"{w.name}+{w.key_id.hex()}"
+        found = [sig for name, kid, sig in opened.signatures if (name, kid) == (w.name, w.key_id)]
+        valid = [sig for sig in found if w.verify(text, sig)]
+        if not found:
+            missing.append(f"{who} (no cosignature)")
+        elif not valid:
+            missing.append(f"{who} (its cosignature does not verify on this checkpoint)")
+        elif (stamp := int.from_bytes(valid[0][:8], "big")) > now + MAX_FUTURE_SKEW:
+            missing.append(f"{who} (cosigned at {stamp}, {stamp - now} s in the future)")
+        else:
+            cosigned.append(w.name)
+    if len(cosigned) < opts.quorum:
+        raise Failure(
+            ExitCode.MISSING_COSIGNATURES,
+            f"the checkpoint (size {checkpoint.size}, root {_b64(checkpoint.root)}) is "
+            f"cosigned by {len(cosigned)} of the {len(opts.witnesses)} witnesses given, fewer "
+            f"than the quorum of {opts.quorum}; missing: {'; '.join(missing)}",
+        )
+    return tuple(cosigned)
 
 
 def _check_history(state: State, checkpoint: note.Checkpoint) -> None:
@@ -301,7 +341,7 @@ def verify_once(opts: Options, session: Session, state: State) -> tuple[Report, 
     supply_now = rpc.total_supply(contract, head)
     anchors = AnchorCheck.fetch(rpc, contract, state.anchor_block + 1, head)
 
-    checkpoint, timestamp = _open_checkpoint(opts, session)
+    checkpoint, timestamp, opened = _open_checkpoint(opts, session)
     age = int(time.time()) - timestamp
     if age > opts.max_age:
         raise Failure(
@@ -316,6 +356,7 @@ def verify_once(opts: Options, session: Session, state: State) -> tuple[Report, 
             f"the log's, is wrong by more than {MAX_FUTURE_SKEW} s)",
         )
     _check_history(state, checkpoint)
+    cosigned_by = _check_cosignatures(opts, opened, checkpoint)
 
     frontier, replay = state.frontier.copy(), copy.deepcopy(state.replay)
     previous = replay.last_statement[1] if replay.last_statement else None
@@ -365,6 +406,7 @@ def verify_once(opts: Options, session: Session, state: State) -> tuple[Report, 
         checkpoint_timestamp=timestamp,
         checkpoint_age=age,
         anchors=anchored,
+        cosigned_by=cosigned_by,
     )
     return report, State(checkpoint.origin, frontier, replay, timestamp, anchor_block)
 
@@ -395,6 +437,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--contract", metavar="ADDRESS", help="the token contract you expect (checked if given)"
     )
+    parser.add_argument(
+        "--witness",
+        action="append",
+        default=[],
+        metavar="VKEY",
+        help="a witness whose cosignature you require: its cosignature/v1 key (repeatable)",
+    )
+    parser.add_argument(
+        "--quorum",
+        type=int,
+        metavar="N",
+        help="how many of the --witness keys must have cosigned (default: all of them)",
+    )
     parser.epilog = "exit codes: " + ", ".join(f"{int(c)} {c.name}" for c in ExitCode)
 
 
@@ -416,7 +471,28 @@ def _options(args: argparse.Namespace) -> Options:
         )
     if args.max_age < 0 or (args.watch is not None and args.watch <= 0):
         raise Failure(ExitCode.USAGE, "--max-age and --watch must be positive")
-    return Options(args.url, args.rpc, key, identity, args.max_age, args.state)
+    witnesses, quorum = _witness_options(args)
+    return Options(args.url, args.rpc, key, identity, args.max_age, args.state, witnesses, quorum)
+
+
+def _witness_options(args: argparse.Namespace) -> tuple[tuple[note.Verifier, ...], int]:
+    witnesses = []
+    for vkey in args.witness:
+        try:
+            w = note.Verifier.from_vkey(vkey)
+        except note.NoteError as exc:
+            raise Failure(ExitCode.USAGE, f"--witness: {exc}") from None
+        if w.alg != note.ALG_COSIGNATURE_V1:
+            raise Failure(ExitCode.USAGE, f"--witness: {w.name} is not a cosignature/v1 key")
+        if w in witnesses:
+            raise Failure(ExitCode.USAGE, f"--witness: {w.name} is given twice")
+        witnesses.append(w)
+    quorum = len(witnesses) if args.quorum is None else args.quorum
+    if not 0 <= quorum <= len(witnesses):
+        raise Failure(
+            ExitCode.USAGE, f"--quorum must be between 0 and the {len(witnesses)} --witness keys"
+        )
+    return tuple(witnesses), quorum
 
 
 def _print(result: Report | Failure, as_json: bool) -> None:
