@@ -26,6 +26,7 @@ from gateway.connector import Connector
 from gateway.connector import create_app as create_connector_app
 from gateway.db import make_engine, upgrade
 from gateway.demo_collateral import collateral_demo
+from gateway.demo_witness import demo_witness, witness_serving
 from gateway.serving import free_port, serve_in_thread
 from gateway.stablecoin import service as stablecoin_service
 from gateway.stablecoin import watcher
@@ -346,12 +347,14 @@ def run_demo(workdir: str = "var/demo", keep: bool = False) -> int:
     root.mkdir(parents=True, exist_ok=True)
     connector = start_connector(root)
     connector_port = free_port()
+    witness = demo_witness(root)
     settings = load_settings(
         environ={},
         data_dir=str(root),
         database={"url": f"sqlite:///{root / 'gateway.db'}"},
         connector={"url": f"http://127.0.0.1:{connector_port}"},
         iso20022={"connector_cert_pem": connector.cert_pem},
+        collateral={"witnesses": [witness.setting()]},
     )
     engine = make_engine(settings.database)
     upgrade(engine)
@@ -359,13 +362,16 @@ def run_demo(workdir: str = "var/demo", keep: bool = False) -> int:
     exchange_token = auth.create_key(engine, "exchange", subject="demo-exchange").token
     dev, sc = start_stablecoin(settings)
     app = create_app(settings, engine, stablecoin=sc)
+    assert sc.collateral is not None
     print(f"DT Gateway demo (data in {root})")
     try:
         with (
             serve_in_thread(create_connector_app(connector), port=connector_port) as curl,
             serve_in_thread(app) as url,
+            witness_serving(witness, sc.collateral.signer.verifier()) as wurl,
         ):
             print(f"gateway listening on {url}, connector mock on {curl}")
+            print(f"witness of the collateral log on {wurl}, key {witness.vkey}")
             headers = {"Authorization": f"Bearer {token}"}
             exchange_headers = {"Authorization": f"Bearer {exchange_token}"}
             with (

@@ -15,7 +15,8 @@ import httpx
 from sqlalchemy.engine import Engine
 
 from gateway.collateral import service as collateral
-from gateway.collateral import verifier
+from gateway.collateral import verifier, witnessing
+from gateway.collateral.runtime import CollateralLog
 from gateway.collateral.store import CollateralUnitOfWork
 from gateway.collateral.verdict import ExitCode
 from gateway.stablecoin import watcher
@@ -76,23 +77,49 @@ def collateral_demo(
     watcher.poll(partial(StablecoinUnitOfWork, engine), sc)
     done = collateral.integrate(partial(CollateralUnitOfWork, engine), clog)
     say("log integrated and signed", f"{done.size} entries, origin {clog.origin}")
+    witnesses = _cosign(engine, clog, say, expect)
     vkey = httpx.get(url + "/v1/collateral/keys", timeout=10).json()["log"]["vkey"]
     expect(vkey == clog.vkey, "the served key is not the log's")
     if not rpc_url:
         say("verification skipped", "the in-process chain has no RPC endpoint for the verifier")
         return
-    args = ["--rpc", rpc_url, "--log-key", vkey]
+    args = ["--rpc", rpc_url, "--log-key", vkey, *witnesses]
     command = f"dt-gateway verify-collateral --url {url} --rpc {rpc_url} --log-key '{vkey}'"
+    command += "".join(f" '{a}'" if "+" in a else f" {a}" for a in witnesses)
     print(f"  $ {command}")
     state = root / "verifier-state.json"
     code = verifier.main(["--url", url, *args, "--state", str(state)])
     expect(code == ExitCode.OK, f"the verifier refused the gateway's own log (exit {code})")
-    say("verified", "signature, tree, replay and the chain's events all check out")
+    say("verified", "signature, cosignature, tree, replay and the chain's events all check out")
     with tampered_copy(url, _raise_first_amount) as fake:
         print(f"  a copy of the log with one amount changed, served at {fake}:")
         code = verifier.main(["--url", fake, *args])
     expect(code == ExitCode.ROOT_MISMATCH, f"the tampered copy was not caught (exit {code})")
     say("tampered copy refused", f"exit {code} ({ExitCode(code).name})")
+
+
+def _cosign(
+    engine: Engine,
+    clog: CollateralLog,
+    say: Callable[[str, str], None],
+    expect: Callable[[bool, str], None],
+) -> list[str]:
+    """What the witnessing job does: the newest checkpoint is put to the log's witnesses, and
+    served with their cosignatures. Returns the verifier's arguments that require one of
+    those cosignatures (``--witness ... --quorum 1``)."""
+    if not clog.witnesses:
+        return []
+    transport = witnessing.HttpTransport(timeout=10)
+    try:
+        done = witnessing.submit(partial(CollateralUnitOfWork, engine), clog, transport)
+    finally:
+        transport.close()
+    expect(len(done.cosigned) == len(clog.witnesses), f"not cosigned: {clog.peer_status}")
+    say("checkpoint cosigned", f"by {', '.join(p.verifier.name for p in clog.witnesses)}")
+    return [arg for p in clog.witnesses for arg in ("--witness", p.verifier.vkey())] + [
+        "--quorum",
+        "1",
+    ]
 
 
 __all__ = ["collateral_demo", "tampered_copy"]
