@@ -20,6 +20,9 @@ import httpx
 import pytest
 from sqlalchemy.engine import Engine
 
+from gateway.collateral.note import Checkpoint, Signer, Verifier, open_note
+from gateway.collateral.runtime import origin_of
+from gateway.collateral.verdict import ExitCode
 from gateway.ledger import service as ledger
 from gateway.ledger.model import MakeTransfer, OpenWallet, WalletKind
 from gateway.ledger.store import LedgerUnitOfWork
@@ -51,7 +54,11 @@ def _wait(cond: Callable[[], Any], timeout: float, what: str, proc: Any = None) 
 
 @contextmanager
 def gateway(
-    engine: Engine, dep: Deployment, tmp: Path, crash: list[str]
+    engine: Engine,
+    dep: Deployment,
+    tmp: Path,
+    crash: list[str],
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DT_GATEWAY_")}
@@ -62,6 +69,7 @@ def gateway(
             "DT_GATEWAY_DATA_DIR": str(tmp),
             "DT_GATEWAY_LOG_LEVEL": "WARNING",
             "DT_GATEWAY_FAULTS__CRASH_POINTS": json.dumps(crash),
+            **(extra_env or {}),
         }
     )
     log = open(tmp / f"gateway-{port}.log", "wb")  # noqa: SIM115 (closed below)
@@ -269,3 +277,94 @@ def test_two_replicas_one_integrates_and_the_other_takes_over_when_it_is_killed(
             result = _verify(url_b, dep, tmp_path)
             assert result.returncode == 0, result.stdout + result.stderr
     engine.dispose()
+
+
+@contextmanager
+def witness(tmp: Path, log_vkey: str) -> Iterator[tuple[subprocess.Popen[str], dict[str, str]]]:
+    """A real ``dt-gateway witness`` process following the log; yields it and what it printed
+    (its URL and verifier key)."""
+    proc = subprocess.Popen(
+        [str(BIN), "witness", "--port", "0", "--data", str(tmp), "--log", log_vkey],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line, f"the witness did not start: {proc.stderr.read() if proc.stderr else ''}"
+        yield proc, json.loads(line)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def _served(url: str, log_key: Verifier, witness_key: Verifier) -> tuple[int, bool]:
+    """The served checkpoint's size, and whether the witness's cosignature on it verifies."""
+    opened = open_note(httpx.get(url + "/collateral/log/checkpoint").text, [log_key, witness_key])
+    return Checkpoint.parse(opened.text).size, witness_key.name in opened.verified
+
+
+def _statement_index(url: str, supply: int) -> int | None:
+    got = httpx.get(url + "/v1/collateral/statement")
+    if got.status_code != 200 or got.json()["entry"]["supply"] != supply:
+        return None
+    return int(got.json()["index"])
+
+
+def test_a_witness_cosigns_each_checkpoint_and_once_stopped_the_verifier_misses_it(
+    sqlite_engine: Engine, dep: Deployment, tmp_path: Path
+) -> None:
+    tokens = setup_exchanges(sqlite_engine)
+    token = tokens["exch-1"]
+    holder = dep.holders[0]
+    # The log key is made first, so that the witness can follow it from the start.
+    log_key = Signer.generate(origin_of("dt-gateway", dep.client.chain_id, dep.client.address))
+    with witness(tmp_path / "witness", log_key.vkey()) as (w_proc, w):
+        witness_key = Verifier.from_vkey(w["vkey"])
+        env = {
+            "DT_GATEWAY_COLLATERAL__LOG_KEY": log_key.skey(),
+            "DT_GATEWAY_COLLATERAL__WITNESSES": json.dumps([{"url": w["url"], "vkey": w["vkey"]}]),
+            "DT_GATEWAY_COLLATERAL__WITNESS_RETRY_MAX_SECONDS": "2",
+        }
+        with gateway(sqlite_engine, dep, tmp_path, [], env) as (_, url):
+
+            def cosigned_beyond(size: int) -> int | None:
+                served, cosigned = _served(url, log_key.verifier(), witness_key)
+                return served if cosigned and served > size else None
+
+            # Mints and a redemption, each followed by a cosigned checkpoint that includes it.
+            size = 0
+            for i, amount in enumerate([1_000_00, 500_00]):
+                minted = _mint(url, token, f"w-{i}", amount, holder.address)
+                assert minted is not None and minted.json()["state"] == "minted", minted.text
+                size = _wait(lambda s=size: cosigned_beyond(s), 30, "the mint was not cosigned")
+            dep.client.redeem(holder, 300_00, EXCHANGE_WALLET)
+            index = _wait(lambda: _statement_index(url, 1_200_00), 60, "no statement")
+            _wait(lambda: cosigned_beyond(index), 30, "the redemption was not cosigned")
+            quorum = ("--witness", w["vkey"], "--quorum", "1")
+            result = _verify(url, dep, tmp_path, *quorum)
+            assert result.returncode == 0, result.stdout + result.stderr
+            report = json.loads(result.stdout.strip().splitlines()[-1])
+            assert report["supply"] == 1_200_00 and report["cosigned_by"] == [witness_key.name]
+
+            # The witness stops: the gateway keeps serving and minting.
+            w_proc.send_signal(signal.SIGTERM)
+            assert w_proc.wait(10) == 0
+            later = _mint(url, token, "w-late", 1_00, holder.address)
+            assert later is not None and later.json()["state"] == "minted", later.text
+            index = _wait(lambda: _statement_index(url, 1_201_00), 60, "no statement after")
+
+            def served_bare_beyond(size: int) -> bool:
+                served, cosigned = _served(url, log_key.verifier(), witness_key)
+                return served > size and not cosigned
+
+            _wait(lambda: served_bare_beyond(index), 30, "the new checkpoint was not served")
+            result = _verify(url, dep, tmp_path, *quorum)
+            assert result.returncode == ExitCode.MISSING_COSIGNATURES, result.stdout
+            failure = json.loads(result.stdout.strip().splitlines()[-1])
+            assert failure["failure"] == "MISSING_COSIGNATURES"
+            assert witness_key.name in failure["message"]
+            # Without requiring the witness, the log itself still verifies.
+            assert _verify(url, dep, tmp_path).returncode == 0
