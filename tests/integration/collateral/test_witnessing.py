@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import ValidationError
 from sqlalchemy.engine import Engine
 
 from gateway.api.app import create_app
@@ -20,6 +21,7 @@ from gateway.collateral.runtime import CollateralLog
 from gateway.collateral.store import CollateralUnitOfWork, StoredCheckpoint
 from gateway.config import load_settings
 from gateway.db import utcnow
+from gateway.errors import InvalidInput
 from gateway.serving import free_port, serve_in_thread
 from tests.integration.collateral.witnesses import (
     deposit,
@@ -248,3 +250,19 @@ def test_a_cosignature_that_does_not_verify_is_not_kept(
         status = clog.peer_status[clog.witnesses[0].id]
         assert status.last_error is not None and "no cosignature" in status.last_error
         assert "witness.test/w1" not in _served(engine, clog)
+
+
+def test_the_grace_before_serving_bare_must_outlast_the_signing_period() -> None:
+    """A quiet log signs again every resign_seconds: a shorter grace would serve each new text
+    bare for the moment before its witnesses answer."""
+    with pytest.raises(ValidationError, match="witness_grace_seconds must exceed resign_seconds"):
+        load_settings(environ={}, collateral={"resign_seconds": 10, "witness_grace_seconds": 10})
+
+
+def test_a_witness_key_that_is_not_a_cosignature_key_is_refused_at_start(
+    signer: note.Signer,
+) -> None:
+    with pytest.raises(InvalidInput, match="not a cosignature/v1"):
+        make_log(signer, [{"url": "http://127.0.0.1:1", "vkey": signer.vkey()}])
+    with pytest.raises(InvalidInput, match=r"collateral\.witnesses"):
+        make_log(signer, [{"url": "http://127.0.0.1:1", "vkey": "nonsense"}])
