@@ -13,6 +13,7 @@ import anyio.to_thread
 from litestar import Controller, Litestar, Response, asgi, get
 from litestar.datastructures import State
 from litestar.exceptions import MethodNotAllowedException
+from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import (
     OpenAPIMediaType,
     OpenAPIResponse,
@@ -25,9 +26,12 @@ from litestar.params import FromPath, Parameter
 from litestar.types import HTTPScope, Receive, Send
 
 from gateway import __version__, isodoor
+from gateway.api.collateral_page import CollateralPageController
+from gateway.api.collateral_schemas import MovementsOut, StatementsOut
 from gateway.api.ratelimit import check_address, limit_by_address
 from gateway.api.schemas import HealthOut
 from gateway.collateral import service as collateral
+from gateway.collateral import views as collateral_views
 from gateway.collateral.runtime import CollateralLog
 from gateway.collateral.store import CollateralUnitOfWork
 from gateway.db import schema_revisions
@@ -78,6 +82,7 @@ _MAX_INDEX = 2**62
 
 _Index = Parameter(ge=0, le=_MAX_INDEX)
 _Size = Parameter(ge=1, le=_MAX_INDEX)
+_TOO_MANY = ResponseSpec(None, description="Too many requests from this address")
 
 
 CHECKPOINT_PATH = "/collateral/log/checkpoint"
@@ -172,6 +177,36 @@ class CollateralController(Controller):
         uow, clog = _log(state)
         return collateral.latest_statement(uow, clog)
 
+    @get(
+        "/statements",
+        sync_to_thread=True,
+        summary="Reserve statements, newest first (reserve and supply over time)",
+        responses={429: _TOO_MANY},
+    )
+    def statements(
+        self,
+        state: State,
+        limit: int = Parameter(default=100, ge=1, le=collateral_views.MAX_STATEMENTS),
+        before: int | None = Parameter(default=None, ge=0, le=_MAX_INDEX),
+    ) -> StatementsOut:
+        uow, clog = _log(state)
+        return StatementsOut.of(collateral_views.statements(uow, clog, limit, before))
+
+    @get(
+        "/movements",
+        sync_to_thread=True,
+        summary="DT movements, mints and redemptions, newest first, with their chain txs",
+        responses={429: _TOO_MANY},
+    )
+    def movements(
+        self,
+        state: State,
+        limit: int = Parameter(default=20, ge=1, le=collateral_views.MAX_MOVEMENTS),
+        before: int | None = Parameter(default=None, ge=0, le=_MAX_INDEX),
+    ) -> MovementsOut:
+        uow, clog = _log(state)
+        return MovementsOut.of(collateral_views.movements(uow, clog, limit, before))
+
     @get("/entries/{index:int}", sync_to_thread=True, summary="An entry with its inclusion proof")
     def entry(
         self,
@@ -219,6 +254,7 @@ ROUTES: list[Any] = [
     collateral_checkpoint,
     CollateralLogController,
     CollateralController,
+    CollateralPageController,
 ]
 
 __all__ = ["ROUTES"]

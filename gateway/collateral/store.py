@@ -376,6 +376,50 @@ class CollateralRepository:
         ).first()
         return None if row is None else self.entry(wallet_id, int(row[0]))
 
+    def newest_of_kinds(
+        self, wallet_id: str, kinds: Sequence[str], below: int, limit: int
+    ) -> list[StoredEntry]:
+        """The newest entries of these kinds with an index below ``below``, newest first."""
+        rows = self.conn.execute(
+            sa.select(
+                _entry_t.c.idx,
+                _entry_t.c.kind,
+                _entry_t.c.body,
+                _entry_t.c.transfer_id,
+                _entry_t.c.tx_hash,
+                _entry_t.c.log_index,
+            )
+            .where(
+                _entry_t.c.wallet_id == wallet_id,
+                _entry_t.c.kind.in_(kinds),
+                _entry_t.c.idx < below,
+            )
+            .order_by(_entry_t.c.idx.desc())
+            .limit(limit)
+        ).all()
+        return [
+            StoredEntry(
+                r.idx, r.kind, r.body.encode("ascii"), r.transfer_id, r.tx_hash, r.log_index
+            )
+            for r in rows
+        ]
+
+    def chain_txs_of_transfers(
+        self, wallet_id: str, transfer_ids: Sequence[str], below: int
+    ) -> dict[str, str]:
+        """transfer id -> the chain transaction of the mint or redemption that names it."""
+        if not transfer_ids:
+            return {}
+        rows = self.conn.execute(
+            sa.select(_entry_t.c.transfer_id, _entry_t.c.tx_hash).where(
+                _entry_t.c.wallet_id == wallet_id,
+                _entry_t.c.transfer_id.in_(sorted(set(transfer_ids))),
+                _entry_t.c.kind.in_(("mint", "burn")),
+                _entry_t.c.idx < below,
+            )
+        ).all()
+        return {str(r.transfer_id): str(r.tx_hash) for r in rows if r.tx_hash is not None}
+
     def _unused_last_pending_of_kind(self, wallet_id: str, kinds: Sequence[str]) -> str | None:
         """The body of the newest pool row of these kinds (already encoded), if any."""
         row = self.conn.execute(
