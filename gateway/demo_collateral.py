@@ -80,6 +80,9 @@ def collateral_demo(
     witnesses = _cosign(engine, clog, say, expect)
     vkey = httpx.get(url + "/v1/collateral/keys", timeout=10).json()["log"]["vkey"]
     expect(vkey == clog.vkey, "the served key is not the log's")
+    page = httpx.get(url + "/collateral", timeout=10)
+    expect(page.status_code == 200 and 'id="reserve"' in page.text, "the page shows no reserve")
+    say("the public page", f"{url}/collateral (reserve, supply, chart, checkpoint, movements)")
     if not rpc_url:
         say("verification skipped", "the in-process chain has no RPC endpoint for the verifier")
         return
