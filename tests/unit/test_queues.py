@@ -128,6 +128,9 @@ def test_one_thread_always_stays_out_of_waits_on_another_party() -> None:
         # ...so the third thread, which takes what comes next, is not allowed to wait:
         # items keep being answered while the other two are blocked.
         more = [await asyncio.wait_for(batcher.submit(i), 5) for i in (3, 4, 5)]
+        # ``then`` runs after an item's answer: wait for the last one's call, not its answer.
+        while len(allowed) < 5:
+            await asyncio.sleep(0.01)
         return first + more
 
     try:
