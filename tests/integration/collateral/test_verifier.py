@@ -453,7 +453,8 @@ def test_a_run_interrupted_before_its_result_does_not_exit_as_verified(history: 
                 cwd=Path(__file__).parents[3],
                 env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[3])},
             )
-            assert reached.wait(30), "the verifier never asked for the checkpoint"
+            while not reached.wait(0.1):  # the verifier is on its way to the checkpoint
+                assert process.poll() is None, f"the verifier exited with {process.returncode}"
             process.send_signal(signal.SIGINT)
             assert process.wait(timeout=30) == ExitCode.INTERRUPTED
     finally:
