@@ -22,6 +22,8 @@ from typing import Any, TypeVar
 
 from eth_utils.address import is_checksum_address, to_checksum_address
 
+from gateway.collateral.anchoring import AnchorPoint, AnchorUnavailable, anchor_point
+from gateway.collateral.tlog import EMPTY_ROOT
 from gateway.db import retrying, utcnow
 from gateway.errors import GatewayError, InvalidInput, TransientError
 from gateway.faults import crash_point
@@ -73,8 +75,9 @@ T = TypeVar("T")
 
 MINT_GAS_LIMIT = 150_000
 """Gas limit of a mint sent without an estimate (the worst case measured is ~100,500)."""
-ATTESTATION_GAS_LIMIT = 80_000
-"""Gas limit of an attestation sent without an estimate (measured: ~39,500)."""
+ATTESTATION_GAS_LIMIT = 100_000
+"""Gas limit of an attestation sent without an estimate (measured: ~51,000; the contract's
+first, ~68,200)."""
 UowFactory = Callable[..., StablecoinUnitOfWork]
 """``uow()`` for a write transaction, ``uow(readonly=True)`` for reads."""
 
@@ -388,7 +391,7 @@ def drive_mint(
             continue
         except (ContractReverted, InvalidChainInput, CollateralShortfall) as exc:
             return _fail_and_refund(uow, sc, m.id, exc)  # refused before anything was sent
-        except (ChainUnavailable, TransactionNotConfirmed) as exc:
+        except (ChainUnavailable, TransactionNotConfirmed, AnchorUnavailable) as exc:
             log.warning("mint %s not submitted, will retry: %s", m.id, exc.detail)
             return m
         crash_point("mint.after_submit", sc.faults)
@@ -457,6 +460,17 @@ def get_mint(uow: UowFactory, mint_id: str, exchange: str | None = None) -> Mint
 # ------------------------------------------------------------------ reserve
 
 
+def _anchor(uow: UowFactory, sc: Stablecoin) -> AnchorPoint:
+    """The log's tree to attest, holding every DT movement committed so far, and the reserve
+    its entries show; with no log kept, the empty tree and the wallet's balance."""
+    if sc.collateral is None:
+        read = uow(readonly=True)
+        with read:
+            wallet = read.ledger.wallet(sc.segregated_wallet_id)
+        return AnchorPoint(0, EMPTY_ROOT, wallet.posted if wallet else 0)
+    return anchor_point(uow().engine, sc.collateral)  # the log is in the stablecoin's database
+
+
 def ensure_reserve(
     uow: UowFactory,
     sc: Stablecoin,
@@ -467,8 +481,11 @@ def ensure_reserve(
     ticket: int | None = None,
 ) -> None:
     """Post an attestation of the segregated wallet's DT balance (the reserve guard refused a
-    mint of ``amount``: the reserve is short or stale).
+    mint of ``amount``: the reserve is short or stale; or a mint's ``ticket`` is not covered).
 
+    The attestation anchors the collateral log: it is made from a signed checkpoint that holds
+    every DT movement committed before (the log is integrated on demand, so the mint does not
+    wait for the next period), and the reserve is the balance that checkpoint's entries show.
     One poster per process at a time; a caller that saw the guard refuse before another
     thread's attestation (``seen_generation`` moved on) just retries its mint. Raises
     :class:`CollateralShortfall` when even the whole balance cannot cover the mint (a gap:
@@ -485,25 +502,24 @@ def ensure_reserve(
             return
         if refusal is not None:
             sc.attest_sequence = None  # the chain disagrees with us: re-read its state
-        covering = sc.last_ticket  # read before the balance: these mints' DT is in it
-        read = uow(readonly=True)
-        with read:
-            wallet = read.ledger.wallet(sc.segregated_wallet_id)
-        balance = wallet.posted if wallet else 0
+        covering = sc.last_ticket  # read before the log is anchored: these mints' DT is in it
+        point = _anchor(uow, sc)
         supply_after = refusal.error_args.get("supplyAfter") if refusal else None
-        if supply_after is not None and balance < int(supply_after):
+        if supply_after is not None and point.reserve < int(supply_after):
             raise CollateralShortfall(
-                f"segregated DT {balance} cannot back a supply of {supply_after}",
-                segregated_balance=balance,
+                f"segregated DT {point.reserve} cannot back a supply of {supply_after}",
+                segregated_balance=point.reserve,
             )
         for _ in range(3):
             if sc.attest_sequence is None:
                 sc.attest_sequence = sc.chain.latest_attestation().sequence
             attestation = Attestation(
-                reserve=balance,
+                reserve=point.reserve,
                 sequence=sc.attest_sequence + 1,
                 timestamp=sc.chain_time(),
                 wallet_ref_hash=Attestation.wallet_ref_hash_of(sc.segregated_wallet_id),
+                log_size=point.size,
+                log_root=point.root,
             )
             try:
                 # Not awaited: the attestation and the mints after it come from one sender,
@@ -516,14 +532,31 @@ def ensure_reserve(
                 )
             except ContractReverted as exc:
                 sc.attest_sequence = None  # another poster got there first: re-read it
-                if exc.error_name != "AttestationReplayed":
+                if exc.error_name == "LogAnchorBehind":  # it anchored a newer tree
+                    point = _anchor(uow, sc)
+                elif exc.error_name != "AttestationReplayed":
                     raise
                 continue
             sc.attest_sequence = attestation.sequence
             sc.attest_generation += 1
             sc.covered_ticket = max(sc.covered_ticket, covering)
-            log.info("attested reserve %d (sequence %d)", balance, attestation.sequence)
+            log.info(
+                "attested reserve %d (sequence %d) at log size %d",
+                point.reserve,
+                attestation.sequence,
+                point.size,
+            )
             return
+
+
+def attest_after_payouts(uow: UowFactory, sc: Stablecoin) -> None:
+    """Attest the reserve again once redemptions were paid, so that the reserve on chain falls
+    with the DT and the log's anchor moves past the payouts. Only logged if it fails: the next
+    mint attests anyway."""
+    try:
+        ensure_reserve(uow, sc, 0)
+    except GatewayError as exc:
+        log.warning("no attestation after redemption payouts: %s: %s", exc.code, exc.detail)
 
 
 # ------------------------------------------------------------------ reconciliation
@@ -659,6 +692,7 @@ def pay_held_redemption(
 
 __all__ = [
     "UowFactory",
+    "attest_after_payouts",
     "checksum_address",
     "drive_mint",
     "ensure_reserve",

@@ -10,7 +10,9 @@ One pass (:func:`poll`):
    exchange wallet it names (ledger transfer ``redeem-<tx hash>-<log index>``), queue its
    webhook, and move the cursor. A crash before the commit leaves the cursor where it was, so
    the next pass (after a restart too) reads the same logs again; one after leaves nothing to
-   redo.
+   redo;
+4. after a pass that paid redemptions, attest the (lower) reserve, anchoring the log past the
+   payouts.
 
 A redemption younger than N confirmations is never paid, so a reorganisation shallower than N
 cannot make the gateway pay for a burn that no longer exists.
@@ -41,6 +43,7 @@ from gateway.stablecoin.model import (
 from gateway.stablecoin.runtime import Stablecoin
 from gateway.stablecoin.service import (
     UowFactory,
+    attest_after_payouts,
     redemption_payload,
 )
 from gateway.stablecoin.store import StablecoinUnitOfWork
@@ -121,6 +124,8 @@ def poll(uow: UowFactory, sc: Stablecoin) -> PollResult:
     recorded = retrying(write, work)
     if stated and sc.collateral is not None:
         sc.collateral.last_statement = time.monotonic()
+    if any(r.state is RedemptionState.PAID for r in recorded):
+        attest_after_payouts(uow, sc)
     return PollResult(new_cursor, recorded, rewound_from)
 
 
