@@ -94,6 +94,9 @@ def collateral_demo(
     code = verifier.main(["--url", url, *args, "--state", str(state)])
     expect(code == ExitCode.OK, f"the verifier refused the gateway's own log (exit {code})")
     say("verified", "signature, cosignature, tree, replay and the chain's events all check out")
+    anchor = sc.chain.log_anchor()
+    expect(anchor.size > 0, "no reserve attestation anchored the log on chain")
+    say("anchored on chain", f"logAnchor(): the tree of {anchor.size} entries, as verified")
     with tampered_copy(url, _raise_first_amount) as fake:
         print(f"  a copy of the log with one amount changed, served at {fake}:")
         code = verifier.main(["--url", fake, *args])
