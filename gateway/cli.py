@@ -199,7 +199,9 @@ def cmd_witness(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dt-gateway", description=__doc__)
+    # No abbreviations at the top: argparse matches every option string of the command line
+    # against these prefixes, so `witness --log` would clash with --log-level and its siblings.
+    parser = argparse.ArgumentParser(prog="dt-gateway", description=__doc__, allow_abbrev=False)
     parser.add_argument("--config", help="TOML settings file (default: $DT_GATEWAY_CONFIG)")
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING, ...")
     sub = parser.add_subparsers(dest="command", required=True)
