@@ -265,7 +265,11 @@ def bench_cosigned_lag(tmp: Path, signer: Signer, seconds: float, rate: float) -
             """What GET /collateral/log/checkpoint answers, looked at every 2 ms."""
             seen = None
             while not done.is_set():
-                note, size = service.checkpoint(_uow(engine), clog)
+                try:
+                    note, size = service.checkpoint(_uow(engine), clog)
+                except service.LogNotReady:  # the integrator has not signed one yet
+                    time.sleep(0.002)
+                    continue
                 if note != seen:
                     seen = note
                     try:
