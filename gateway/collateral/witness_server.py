@@ -109,6 +109,11 @@ class _Handler(BaseHTTPRequestHandler):
                 log.info("add-checkpoint refused (%d): %s", refusal.status, refusal.reason)
             self._answer(refusal.status, refusal.body, refusal.content_type)
             return
+        except Exception:  # the state could not be read or written: nothing was cosigned
+            log.exception("add-checkpoint failed")
+            self.close_connection = True
+            self._answer(500, "the witness could not record the checkpoint\n")
+            return
         self._answer(200, line)
 
     def do_GET(self) -> None:

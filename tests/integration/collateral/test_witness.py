@@ -494,3 +494,16 @@ def test_a_given_key_is_used_and_no_development_key_is_made(
         assert info["witness"] == "witness.example/given"
         assert note.Verifier.from_vkey(info["vkey"]).alg == note.ALG_COSIGNATURE_V1
     assert not (data / "witness.key").exists()
+
+
+def test_a_witness_that_cannot_write_its_state_answers_500_and_cosigns_nothing(
+    tmp_path: Path, log_key: note.Signer
+) -> None:
+    state = WitnessState(tmp_path / "witness.db")
+    witness = Witness(note.Cosigner.generate("witness.test/w1"), [log_key.verifier()], state)
+    tree = Tree.of(log_key, 3)
+    with serving(witness) as url:
+        state.close()  # as a disk that went away: every read and write now fails
+        got = httpx.post(url + "/add-checkpoint", content=tree.request(0, 3), timeout=10)
+    assert got.status_code == 500
+    assert "\u2014" not in got.text
