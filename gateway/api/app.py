@@ -11,7 +11,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from sqlalchemy.engine import Engine
 
 from gateway import __version__, isodoor
-from gateway.api import exchange, explorer, operator, partner, public, webhooks
+from gateway.api import exchange, explorer, openapi, operator, partner, public, webhooks
 from gateway.api.deps import KeyCache
 from gateway.api.edge import GUARDS, needs_key
 from gateway.api.problems import EXCEPTION_HANDLERS
@@ -107,7 +107,8 @@ def create_app(
     )
     isodoor.document(app)  # ASGI handlers: litestar leaves them out of the schema
     public.document(app)
-    declare_problems(app, needs_key)
+    declare_problems(app, needs_key, refusals=openapi.refusals)
+    openapi.complete(app)  # examples, webhooks
     return app
 
 

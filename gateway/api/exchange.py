@@ -19,7 +19,7 @@ from litestar.params import FromPath, HeaderParameter, JSONBody, Parameter, Quer
 from msgspec import Meta, Struct
 
 from gateway.api.deps import role_guard
-from gateway.api.schemas import WalletOut
+from gateway.api.schemas import TIYN_EXAMPLE, TiynAmount, WalletOut
 from gateway.auth import Principal, Role
 from gateway.stablecoin import selfservice, service
 from gateway.stablecoin.model import (
@@ -41,7 +41,16 @@ exchange_or_operator = {
 
 
 class MintCreate(Struct, forbid_unknown_fields=True):
-    amount: Annotated[int, Meta(description="Tiyn to mint (1 KZT = 100 tiyn = 100 tokens)")]
+    amount: Annotated[
+        int,
+        Meta(
+            description=(
+                "Tiyn to mint, the integer minor unit (1 KZT = 100 tiyn = 100 tokens): "
+                "150000 mints 1,500.00 KZT of tokens; 1000.50 is refused"
+            ),
+            examples=[TIYN_EXAMPLE],
+        ),
+    ]
     source_wallet_id: Annotated[
         str, Meta(max_length=128, description="The exchange's DT wallet to debit")
     ]
@@ -51,7 +60,7 @@ class MintCreate(Struct, forbid_unknown_fields=True):
 class MintOut(Struct, frozen=True, tag_field="object", tag="stablecoin_mint"):
     id: str
     state: MintState
-    amount: int
+    amount: TiynAmount
     source_wallet_id: str
     evm_address: str
     contract_address: str
@@ -90,7 +99,7 @@ class RedemptionOut(Struct, frozen=True, tag_field="object", tag="stablecoin_red
     log_index: int
     block_number: int
     redeemer: str
-    amount: int
+    amount: TiynAmount
     dt_wallet_ref: str
     state: RedemptionState
     transfer_id: str | None
@@ -153,11 +162,11 @@ class ReconciliationOut(Struct, frozen=True, tag_field="object", tag="reconcilia
     seq: int | None = None
     block_number: int | None = None
     checked_at: datetime | None = None
-    segregated_balance: int | None = None
-    pending_mints: int | None = None
-    unpaid_redemptions: int | None = None
-    total_supply: int | None = None
-    gap: int | None = None
+    segregated_balance: TiynAmount | None = None
+    pending_mints: TiynAmount | None = None
+    unpaid_redemptions: TiynAmount | None = None
+    total_supply: TiynAmount | None = None
+    gap: TiynAmount | None = None
 
     @classmethod
     def of(cls, r: Reconciliation | None) -> ReconciliationOut:
@@ -188,37 +197,6 @@ def _uow(state: State) -> service.UowFactory:
     return partial(StablecoinUnitOfWork, state.engine)
 
 
-_MINT_REFUSALS = {
-    400: ResponseSpec(
-        None,
-        description=(
-            "INVALID_INPUT (body: amount an integer number of tiyn), AM12 (amount not "
-            "positive), INVALID_ADDRESS, IDEMPOTENCY_KEY_REQUIRED"
-        ),
-    ),
-    403: ResponseSpec(None, description="FORBIDDEN (not an exchange key), FOREIGN_WALLET"),
-    404: ResponseSpec(None, description="AC01 (no such DT wallet)"),
-    409: ResponseSpec(
-        None, description="DU01 (Idempotency-Key used with another body), CONTRACT_PAUSED"
-    ),
-    422: ResponseSpec(
-        None,
-        description=(
-            "AM04 (not enough DT), NOT_EXCHANGE_WALLET, MINT_LIMIT_EXCEEDED "
-            "(stablecoin.max_mint_amount), RECEIVER_ZERO_ADDRESS, RECEIVER_IS_CONTRACT, "
-            "ACCOUNT_BLOCKED"
-        ),
-    ),
-    503: ResponseSpec(
-        None, description="MINTS_HALTED (reconciliation gap), STABLECOIN_NOT_CONFIGURED"
-    ),
-}
-_LIST_REFUSALS = {
-    400: ResponseSpec(None, description="INVALID_INPUT (a parameter), INVALID_CURSOR"),
-    403: ResponseSpec(None, description="FORBIDDEN, EXCHANGE_NOT_NAMED (a key with no subject)"),
-}
-
-
 class MintController(Controller):
     path = "/v1/stablecoin/mints"
     tags = ["stablecoin"]
@@ -237,17 +215,26 @@ class MintController(Controller):
             "refunded (state refunded)."
         ),
         status_code=201,
-        responses={
-            200: ResponseSpec(MintOut, description="A replay: the mint already made"),
-            **_MINT_REFUSALS,
-        },
+        responses={200: ResponseSpec(MintOut, description="A replay: the mint already made")},
     )
     def create(
         self,
         state: State,
         data: JSONBody[MintCreate],
         principal: NamedDependency[Principal],
-        idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key")] = None,
+        idempotency_key: Annotated[
+            str | None,
+            HeaderParameter(
+                name="Idempotency-Key",
+                required=True,
+                description=(
+                    "Required: 1 to 128 visible ASCII characters, yours, unique per mint. "
+                    "The same key and body again answers the same mint (200); the same key "
+                    "with another body is refused (409 DU01). Missing: 400 "
+                    "IDEMPOTENCY_KEY_REQUIRED"
+                ),
+            ),
+        ] = None,
     ) -> Response[MintOut]:
         req = MintRequest(
             exchange=principal.subject,
@@ -263,7 +250,6 @@ class MintController(Controller):
         "/",
         sync_to_thread=True,
         summary="This exchange's mints, oldest first, in every state or one",
-        responses=_LIST_REFUSALS,
     )
     def list_mints(
         self,
@@ -303,7 +289,6 @@ class RedemptionController(Controller):
             "held ones included (reason says why); an operator key sees all, those whose "
             "reference names no exchange wallet too."
         ),
-        responses=_LIST_REFUSALS,
     )
     def redemptions(
         self,
@@ -346,7 +331,6 @@ class ExchangeWalletController(Controller):
             "The wallets of kind exchange whose owner is this key's subject: the ones it may "
             "mint from and name in a redemption. An operator opens and funds them."
         ),
-        responses={403: _LIST_REFUSALS[403]},
     )
     def wallets(self, state: State, principal: NamedDependency[Principal]) -> WalletList:
         found = selfservice.wallets(_uow(state), principal.subject)

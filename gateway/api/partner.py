@@ -22,7 +22,22 @@ from gateway.pvp.runtime import PvPRuntime
 
 IsoId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9.:\-]{0,34}$")]
 Bic = Annotated[str, Meta(pattern=r"^[A-Z]{6}[A-Z2-9][A-Z0-9]([A-Z0-9]{3})?$")]
-Minor = Annotated[int, Meta(gt=0, le=2**63 - 1, description="Integer minor units")]
+Minor = Annotated[
+    int,
+    Meta(
+        gt=0,
+        le=2**63 - 1,
+        description=(
+            "Integer minor units of the side's currency: tiyn for KZT (1 KZT = 100 tiyn), "
+            "fils for AED; 150000 KZT is 1,500.00 KZT"
+        ),
+        examples=[150_000],
+    ),
+]
+MinorOut = Annotated[
+    int,
+    Meta(description="Integer minor units of the currency (tiyn for KZT)", examples=[150_000]),
+]
 
 
 def _guard(*roles: Role) -> dict[str, Provide]:
@@ -66,7 +81,7 @@ class ResolveCreate(_In):
 
 class SideOut(Struct):
     currency: str
-    amount: int
+    amount: MinorOut
     account: str
 
 
@@ -111,7 +126,7 @@ class LegOut(Struct):
     pvp_id: str | None
     leg: str | None
     end_to_end_id: str | None
-    amount: int | None
+    amount: MinorOut | None
     currency: str | None
     debtor_account: str | None
     creditor_account: str | None

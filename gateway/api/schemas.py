@@ -25,7 +25,26 @@ from gateway.ledger.model import (
 
 Id = Annotated[str, Meta(min_length=1, max_length=128, description="Client-chosen id")]
 Hex32 = Annotated[str, Meta(pattern="^[0-9a-fA-F]{64}$", description="32 bytes, hex")]
-Tiyn = Annotated[int, Meta(description="Amount in tiyn (1 KZT = 100 tiyn), a positive integer")]
+TIYN_EXAMPLE = 150_000
+"""1,500.00 KZT: the amount the document's examples use."""
+Tiyn = Annotated[
+    int,
+    Meta(
+        description=(
+            "Amount in tiyn, the integer minor unit (1 KZT = 100 tiyn): a positive integer, "
+            "never a decimal (150000 is 1,500.00 KZT; 1000.50 is refused)"
+        ),
+        examples=[TIYN_EXAMPLE],
+    ),
+]
+TiynAmount = Annotated[
+    int,
+    Meta(
+        description="Amount in tiyn, the integer minor unit (1 KZT = 100 tiyn)",
+        examples=[TIYN_EXAMPLE],
+    ),
+]
+"""An amount an answer reports (a balance may be 0, a change negative)."""
 TEXT_MAX = 200
 """The maximum length, in characters, of the ledger's free-text fields (``owner``,
 ``reference``): the size of their columns."""
@@ -143,9 +162,9 @@ class WalletOut(Struct, frozen=True, tag_field="object", tag="wallet"):
     owner: str
     currency: str
     status: WalletStatus
-    posted: int
-    reserved: int
-    available: int
+    posted: TiynAmount
+    reserved: TiynAmount
+    available: TiynAmount
     created_at: datetime
 
     @classmethod
@@ -168,7 +187,7 @@ class TransferOut(Struct, frozen=True, tag_field="object", tag="transfer"):
     kind: TransferKind
     debit_wallet_id: str
     credit_wallet_id: str
-    amount: int
+    amount: TiynAmount
     currency: str
     reference: str | None
     created_at: datetime
@@ -191,7 +210,7 @@ class LockOut(Struct, frozen=True, tag_field="object", tag="lock"):
     id: str
     debit_wallet_id: str
     credit_wallet_id: str
-    amount: int
+    amount: TiynAmount
     currency: str
     state: LockState
     condition: str | None
@@ -238,10 +257,10 @@ class EntryOut(Struct, frozen=True):
     seq: int
     op: str
     ref_id: str
-    posted_delta: int
-    reserved_delta: int
-    posted_after: int
-    reserved_after: int
+    posted_delta: TiynAmount
+    reserved_delta: TiynAmount
+    posted_after: TiynAmount
+    reserved_after: TiynAmount
     created_at: datetime
 
     @classmethod
@@ -274,8 +293,8 @@ class HistoryOut(Struct, frozen=True):
 
 class InvariantsOut(Struct, frozen=True):
     ok: bool
-    total_posted: int
-    issued_minus_redeemed: int
+    total_posted: TiynAmount
+    issued_minus_redeemed: TiynAmount
     violations: list[str]
 
     @classmethod

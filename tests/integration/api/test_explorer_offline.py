@@ -114,6 +114,14 @@ def test_explorer_renders_the_operations_with_the_network_blocked_but_for_the_ga
     assert offline.failed == [], f"{name}: answers that failed"
 
 
+def test_redoc_shows_the_webhooks_and_the_examples(gateway_url: str, offline: Offline) -> None:
+    page = offline.page()
+    page.goto(gateway_url + "/schema", wait_until="load")
+    page.locator("text=mint.minted").first.wait_for(state="attached", timeout=30_000)
+    assert page.locator("text=X-DT-Signature").count() > 0
+    assert offline.outside == []
+
+
 def test_explorer_files_are_served_with_their_media_types(gateway_url: str) -> None:
     with httpx.Client(base_url=gateway_url, timeout=30) as client:
         js = client.get("/schema/assets/redoc.standalone.js")
