@@ -6,19 +6,24 @@ last ``dt`` entry's balance before it), so that anyone can check the three toget
 chain (:mod:`gateway.collateral.anchors`). For the attestation to cover a mint, its tree must
 already hold the mint's deposit: :func:`anchor_point` integrates the pool on demand (every DT
 movement committed before the call is in the pool, in order) instead of waiting for the
-``collateral.integrate`` job's next period, then reads the newest signed checkpoint.
+``collateral.integrate`` job's next period, and takes the tree that integration signed (or found
+signed, when the job had just sequenced the pool).
 
 Integrating here is safe beside the job and other replicas: two integrators cannot both commit
 (the loser rolls back and :func:`~gateway.collateral.service.integrate` reports ``size == -1``),
 so a call that lost simply integrates again; once a call of its own has seen the pool empty (or
-sequenced all of it), every movement committed before it is in the newest checkpoint.
+sequenced all of it), every movement committed before it is in the tree it reports.
+
+The integration returns the tree's root and the balance its entries show, read inside its own
+transaction, so no other transaction is needed.
 
 Durability, on a SQLite file: the on-demand integration commits without waiting for its own
-fsync (``NO_SYNC``), and the read of the checkpoint after it ends, like every read, once what it
-could have read is on disk. So every pool row the integration sequenced is durable before the
-tree is attested; the integration itself may be lost in a crash, but the next one sequences the
-same durable rows in the same order (pool ids, canonical encodings), so the tree of the attested
-size comes back with the same root. This keeps one fsync out of every mint's path.
+fsync (``NO_SYNC``), then waits, as every read does, until what it read is on disk (the group
+commit's barrier: free when no writer is between its COMMIT and its fsync). So every pool row it
+sequenced is durable before the tree is attested; the integration itself may be lost in a crash,
+but the next one sequences the same durable rows in the same order (pool ids, canonical
+encodings), so the tree of the attested size comes back with the same root. This keeps one
+fsync out of every mint's path.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from gateway.collateral.runtime import CollateralLog
 from gateway.collateral.service import integrate
 from gateway.collateral.store import CollateralUnitOfWork
 from gateway.errors import Unavailable
-from gateway.walsync import NO_SYNC
+from gateway.walsync import NO_SYNC, group_sync
 
 
 class AnchorUnavailable(Unavailable):
@@ -58,11 +63,21 @@ def anchor_point(engine: Engine, clog: CollateralLog, attempts: int = 5) -> Anch
     """The newest signed tree, once it holds every DT movement committed before this call."""
     no_sync = partial(CollateralUnitOfWork, engine.execution_options(**{NO_SYNC: True}))
     for _ in range(attempts):
-        done = integrate(no_sync, clog)
+        done = integrate(no_sync, clog, balance=True)
         if done.size >= 0 and done.added < clog.settings.batch_limit:
             break
     else:
         raise AnchorUnavailable(f"the collateral log was not integrated in {attempts} attempts")
+    sync = group_sync(engine)
+    if sync is not None:  # what the integration read (the pool rows) is on disk from here on
+        sync.barrier()
+    if done.balance is not None:
+        return AnchorPoint(done.size, done.root, done.balance)
+    return _read_anchor(engine, clog, attempts)  # another integrator committed meanwhile
+
+
+def _read_anchor(engine: Engine, clog: CollateralLog, attempts: int) -> AnchorPoint:
+    """The newest signed checkpoint and the balance at its size, read from the tables."""
     uow = CollateralUnitOfWork(engine, readonly=True)
     with uow:
         for _ in range(attempts):

@@ -186,15 +186,24 @@ class Integrated:
     size: int
     added: int
     signed: bool
+    root: bytes = tlog.EMPTY_ROOT
+    """The root of the tree of ``size`` entries (a signed checkpoint's)."""
+    balance: int | None = None
+    """With ``balance=True``: the segregated wallet's balance the log shows at ``size`` (the
+    last ``dt`` entry's before it); None if another integrator's entries hid it."""
 
 
 def integrate(
-    uow_factory: UowFactory, clog: CollateralLog, now: datetime | None = None
+    uow_factory: UowFactory,
+    clog: CollateralLog,
+    now: datetime | None = None,
+    *,
+    balance: bool = False,
 ) -> Integrated:
     """Sequence what the pool holds into the tree and sign a checkpoint (module docstring)."""
     with clog.lock:
         try:
-            return _integrate(uow_factory, clog, now or utcnow())
+            return _integrate(uow_factory, clog, now or utcnow(), balance)
         except (sqlalchemy.exc.IntegrityError, TransientError, _PoolTaken) as exc:
             # Another integrator got there first (a lease that changed hands mid-run): nothing
             # of this attempt was committed; the next run starts from what it stored.
@@ -207,7 +216,24 @@ class _PoolTaken(Exception):
     pass
 
 
-def _integrate(uow_factory: UowFactory, clog: CollateralLog, now: datetime) -> Integrated:
+def _balance_at(repo: CollateralRepository, wallet_id: str, size: int) -> int | None:
+    """The balance of the last ``dt`` entry in the tree of ``size`` (0 if none); None when the
+    newest ``dt`` entry is beyond it (another integrator committed since ``size`` was read)."""
+    last = repo.last_entry_of_kind(wallet_id, ["dt"])
+    if last is None:
+        return 0
+    return _dt_balance(last.body) if last.idx < size else None
+
+
+def _dt_balance(body: bytes) -> int:
+    movement = fmt.decode(body)
+    assert isinstance(movement, fmt.DtMovement)
+    return movement.balance
+
+
+def _integrate(
+    uow_factory: UowFactory, clog: CollateralLog, now: datetime, balance: bool
+) -> Integrated:
     uow = uow_factory()
     with uow:
         repo = uow.collateral
@@ -216,8 +242,9 @@ def _integrate(uow_factory: UowFactory, clog: CollateralLog, now: datetime) -> I
         if frontier is None or frontier.size != size:
             frontier = load_frontier(uow, clog.wallet_id, size)
         pending = repo.pending(clog.wallet_id, clog.settings.batch_limit)
-        latest = repo.latest_checkpoint(clog.wallet_id)
         if not pending:
+            latest = repo.latest_checkpoint(clog.wallet_id)
+            shown = _balance_at(repo, clog.wallet_id, size) if balance else None
             fresh = (
                 latest is not None
                 and latest.size == size
@@ -225,12 +252,12 @@ def _integrate(uow_factory: UowFactory, clog: CollateralLog, now: datetime) -> I
             )
             if fresh:
                 clog.frontier = frontier
-                return Integrated(size, 0, signed=False)
+                return Integrated(size, 0, False, frontier.root(), shown)
             note = _checkpoint_note(clog, size, frontier.root(), now)
             repo.save_checkpoint(clog.wallet_id, StoredCheckpoint(size, frontier.root(), note, now))
             uow.commit()
             clog.frontier = frontier
-            return Integrated(size, 0, signed=True)
+            return Integrated(size, 0, True, frontier.root(), shown)
         grown = frontier.copy()
         stored: list[StoredEntry] = []
         hashes: list[tuple[int, int, bytes]] = []
@@ -240,6 +267,10 @@ def _integrate(uow_factory: UowFactory, clog: CollateralLog, now: datetime) -> I
                 StoredEntry(grown.size, p.kind, body, p.transfer_id, p.tx_hash, p.log_index)
             )
             hashes.extend(grown.append(tlog.leaf_hash(body)))
+        shown = None
+        if balance:
+            moved = next((e for e in reversed(stored) if e.kind == "dt"), None)
+            shown = _dt_balance(moved.body) if moved else _balance_at(repo, clog.wallet_id, size)
         repo.insert_entries(clog.wallet_id, stored, now)
         repo.insert_hashes(clog.wallet_id, hashes)
         if repo.delete_pending(clog.wallet_id, [p.id for p in pending]) != len(pending):
@@ -252,7 +283,7 @@ def _integrate(uow_factory: UowFactory, clog: CollateralLog, now: datetime) -> I
     clog.frontier = grown
     if not clog.witnesses:  # otherwise served once put to the witnesses (witnessing.py)
         clog.checkpoint = (time.monotonic(), note, grown.size)
-    return Integrated(grown.size, len(pending), signed=True)
+    return Integrated(grown.size, len(pending), True, root, shown)
 
 
 # ------------------------------------------------------------------ reading

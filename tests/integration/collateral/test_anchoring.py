@@ -17,6 +17,7 @@ from gateway.collateral.store import CollateralUnitOfWork
 from gateway.collateral.tlog import EMPTY_ROOT
 from gateway.config import CollateralSettings
 from gateway.db import utcnow
+from gateway.walsync import group_sync
 from tests.integration.collateral.test_log_service import (
     EXCHANGE,
     ORIGIN,
@@ -76,6 +77,39 @@ def test_the_reserve_is_the_balance_at_the_anchored_size_among_chain_entries(
         uow.commit()
     point = anchor_point(engine, clog)
     assert (point.size, point.reserve) == (2, 700)
+
+
+def test_integration_reports_the_root_it_signed_and_the_balance_its_entries_show(
+    engine: Engine,
+) -> None:
+    _setup_wallets(engine)
+    clog, uow = _log(), _uow_factory(engine)
+    _move(engine, "mint-1", EXCHANGE, SEG, 700)
+    grown = service.integrate(uow, clog, balance=True)  # a batch with a DT movement
+    assert (grown.size, grown.balance, grown.root) == (1, 700, _signed_root(engine, 1))
+    statement = service.statement_entry(9, "0x" + "ab" * 32, 0, 700, utcnow())
+    with CollateralUnitOfWork(engine) as write:
+        service.pool_chain_entries(write, clog, [statement], utcnow())
+        write.commit()
+    chain_only = service.integrate(uow, clog, balance=True)  # none: the balance before it
+    assert (chain_only.size, chain_only.balance) == (2, 700)
+    nothing_new = service.integrate(uow, clog, balance=True)  # the pool is empty
+    assert (nothing_new.size, nothing_new.signed, nothing_new.balance) == (2, False, 700)
+    assert nothing_new.root == chain_only.root == _signed_root(engine, 2)
+    assert service.integrate(uow, clog).balance is None  # not asked for, not read
+
+
+def test_an_anchor_waits_for_no_fsync_of_its_own(engine: Engine) -> None:
+    """The on-demand integration is not made durable by itself: the pool rows it sequenced
+    already are, and the tree they make comes back the same after a crash."""
+    sync = group_sync(engine)
+    if sync is None:
+        return  # PostgreSQL commits durably; there is no group commit to spare
+    _setup_wallets(engine)
+    _move(engine, "mint-1", EXCHANGE, SEG, 700)
+    before = sync.fsyncs
+    assert anchor_point(engine, _log()).size == 1
+    assert sync.fsyncs == before
 
 
 def test_an_empty_log_anchors_the_empty_tree_with_no_reserve(engine: Engine) -> None:
