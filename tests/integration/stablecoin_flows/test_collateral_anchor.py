@@ -1,12 +1,17 @@
 """The collateral log anchored on-chain, end to end: a real gateway process on anvil; every mint
 is preceded by a reserve attestation whose (size, root) tree already holds the mint's DT deposit
 and whose reserve is the balance the log shows there, a paid redemption is followed by one too,
-and the public verifier (a separate process, through anvil's RPC) checks every anchor."""
+and the public verifier (a separate process, through anvil's RPC) checks every anchor. A second
+history of the same size, signed with the gateway's own log key, is refused: the chain decides."""
 
 from __future__ import annotations
 
 import base64
 import json
+import os
+import subprocess
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +20,22 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from gateway.collateral import entries as fmt
+from gateway.collateral import note
+from gateway.collateral.verdict import ExitCode
 from gateway.stablecoin.chain import StablecoinChain
+from tests.integration.collateral.support import Log, Server
 from tests.integration.stablecoin_flows.support import (
     EXCHANGE_WALLET,
     Deployment,
     setup_exchanges,
 )
-from tests.integration.stablecoin_flows.test_collateral_log import _mint, _verify, _wait, gateway
+from tests.integration.stablecoin_flows.test_collateral_log import (
+    BIN,
+    _mint,
+    _verify,
+    _wait,
+    gateway,
+)
 
 pytestmark = pytest.mark.chain
 
@@ -115,6 +129,61 @@ def test_every_mint_and_redemption_is_anchored_and_the_verifier_checks_the_ancho
             return bool(report["anchors"]["newest_size"] == dep.client.log_anchor().size)
 
         _wait(verified_newest, 30, "the verifier did not check the newest anchor")
+
+        # A split view: the log key signs a second history of the same size, one entry's time
+        # changed. It is consistent in itself (balances, supply, the chain's events), so only
+        # the chain's anchors tell the two apart.
+        origin = httpx.get(url + "/v1/collateral/keys").json()["log"]["origin"]
+        key_file = tmp_path / ("collateral-" + origin.replace("/", "_") + ".key")
+        signer = note.Signer.from_skey(key_file.read_text().strip())
+        size = note.Checkpoint.parse(
+            httpx.get(url + "/collateral/log/checkpoint").text.split("\n\n")[0] + "\n"
+        ).size
+        entries = [fmt.encode(e) for e in _entries(url, size)]
+        first_dt = next(
+            i for i, e in enumerate(entries) if isinstance(fmt.decode(e), fmt.DtMovement)
+        )
+        moved = fmt.decode(entries[first_dt])
+        assert isinstance(moved, fmt.DtMovement)
+        entries[first_dt] = fmt.encode(replace(moved, time="2000-01-01T00:00:00.000Z"))
+        fork = _SignedAs(signer, entries=entries, origin=origin)
+        server = Server(fork.answer)
+        try:
+            refused = _verify_with_key(server.url, signer.vkey(), dep, tmp_path / "fork")
+        finally:
+            server.close()
+        assert refused.returncode == ExitCode.ANCHOR_MISMATCH, refused.stdout + refused.stderr
+        failure = json.loads(refused.stdout.strip().splitlines()[-1])
+        first = anchors[0]
+        assert f"anchors the log at size {first['logSize']} with root " in failure["message"]
+        assert "this is not the history the chain holds" in failure["message"]
+
+
+@dataclass
+class _SignedAs(Log):
+    """A log served as tiles whose checkpoint is signed for ``origin`` (the gateway's)."""
+
+    origin: str = ""
+
+    def checkpoint(self) -> bytes:
+        frontier, _ = self.tree()
+        stamp = (f"timestamp {int(time.time())}",)
+        body = note.Checkpoint(self.origin, frontier.size, frontier.root(), stamp).body()
+        return note.sign_note(body, [self.signer]).encode()
+
+
+def _verify_with_key(
+    url: str, vkey: str, dep: Deployment, state_dir: Path
+) -> subprocess.CompletedProcess[str]:
+    state_dir.mkdir(exist_ok=True)
+    args = ["--url", url, "--rpc", dep.chain.rpc_url or "", "--log-key", vkey, "--json"]
+    return subprocess.run(
+        [str(BIN), "verify-collateral", *args, "--state", str(state_dir / "state.json")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={k: v for k, v in os.environ.items() if not k.startswith("DT_GATEWAY_")},
+    )
 
 
 def _logged_payout(url: str) -> int | None:
