@@ -23,6 +23,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from gateway.config_ops import KeySettings, MetricsSettings, RateLimitSettings, ReadinessSettings
 from gateway.cpus import parse_cpu_list
 
 ENV_PREFIX = "DT_GATEWAY_"
@@ -380,6 +381,10 @@ class Settings(BaseSettings):
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     collateral: CollateralSettings = Field(default_factory=CollateralSettings)
     faults: FaultSettings = Field(default_factory=FaultSettings)
+    ratelimit: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    readiness: ReadinessSettings = Field(default_factory=ReadinessSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    keys: KeySettings = Field(default_factory=KeySettings)
 
     _check_cpus = field_validator("cpus")(_cpu_list)
 

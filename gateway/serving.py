@@ -45,6 +45,9 @@ def run_server(
         host=host,
         port=port,
         log_level=log_level,
+        # The process's logging (gateway.logcontext, set up by the CLI) formats uvicorn's
+        # records too: its own configuration would print them in another format.
+        log_config=None,
         access_log=False,
         http=protocol_class(limits),
         timeout_keep_alive=limits.keep_alive,

@@ -37,6 +37,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
+from gateway import telemetry
 from gateway.threads import start_thread
 
 log = logging.getLogger(__name__)
@@ -264,6 +265,7 @@ class WalGroupSync:
                 self._syncing = False
                 self._cv.notify_all()
             self.fsyncs += 1
+            telemetry.fsync_done(took, max(0, target - self._synced))
             self._synced = max(self._synced, target)
             if took > SLOW_FSYNC_SECONDS:
                 self._slow_fsync(took)

@@ -60,6 +60,7 @@ from gateway.iso20022 import (
 )
 from gateway.ledger import model as lm
 from gateway.ledger import service as ledger
+from gateway.logcontext import bound
 from gateway.pvp.model import (
     AM03,
     ARDT,
@@ -580,7 +581,26 @@ def pending_inbox(uow: PvPUnitOfWork, *, everything: bool, limit: int = 500) -> 
         return uow.pvp.inbox_due(None if everything else utcnow(), limit)
 
 
+def _log_fields(message: Message) -> dict[str, str | None]:
+    """The UETR and PvP id of a message's first transaction, for its log records (with the
+    number of others when it carries several)."""
+    txs: Sequence[object] = getattr(message, "transactions", ())
+    if not txs:
+        return {}
+    original = getattr(txs[0], "original", None)
+    uetr: str | None = original.uetr if original is not None else getattr(txs[0], "uetr", None)
+    if uetr is not None and len(txs) > 1:
+        uetr = f"{uetr} (+{len(txs) - 1})"
+    terms = getattr(txs[0], "pvp", None)
+    return {"uetr": uetr, "pvp_id": terms.pvp_id if terms is not None else None}
+
+
 def _apply(uow: PvPUnitOfWork, message: Message, ctx: PvPContext, now: datetime) -> None:
+    with bound(**_log_fields(message)):
+        _dispatch(uow, message, ctx, now)
+
+
+def _dispatch(uow: PvPUnitOfWork, message: Message, ctx: PvPContext, now: datetime) -> None:
     if isinstance(message, Pacs009):
         _on_pacs009(uow, message, ctx, now)
     elif isinstance(message, Pacs002):

@@ -16,12 +16,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlmodel import Field, SQLModel
 
-from gateway import fastsql
+from gateway import fastsql, telemetry
 from gateway.db import SqlUnitOfWork, autoincrement_field, partial_index, table_of, utc_field
 from gateway.fastsql import run
 from gateway.ledger.store import SqlLedgerRepository
 from gateway.outbox import OutboxMessage, OutboxRepository, outbox_t
 from gateway.pvp.model import (
+    FINAL_STATES,
     Instruction,
     InstructionState,
     Leg,
@@ -354,6 +355,10 @@ class SqlPvPRepository:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self._pg = conn.dialect.name == "postgresql"
+        self._open: set[str] = set()  # legs read for update in a state that is not final
+        self.finished: list[tuple[str, float]] = []
+        """(state, seconds since received) of each leg this transaction made final, for
+        :mod:`gateway.telemetry` once it commits."""
 
     def _for_update(self, q: Any) -> Any:
         return q.with_for_update() if self._pg else q
@@ -365,7 +370,9 @@ class SqlPvPRepository:
         if not ids:
             return {}
         q = _LEGS_FOR_UPDATE[self._pg]
-        return {r.uetr: _leg(r) for r in run(self.conn, q, {"uetrs": ids})}
+        legs = {r.uetr: _leg(r) for r in run(self.conn, q, {"uetrs": ids})}
+        self._open.update(u for u, leg in legs.items() if leg.state not in FINAL_STATES)
+        return legs
 
     def legs(self, uetrs: Iterable[str]) -> dict[str, Leg]:
         ids = sorted(set(uetrs))
@@ -390,6 +397,10 @@ class SqlPvPRepository:
             values = _leg_values(leg)
             values["k_uetr"] = values.pop("uetr")  # the key, not a column to set
             rows.append(values)
+            if leg.state in FINAL_STATES and leg.uetr in self._open:
+                self._open.discard(leg.uetr)
+                took = (leg.updated_at - leg.created_at).total_seconds()
+                self.finished.append((leg.state.value, took))
         if rows:
             run(self.conn, _UPDATE_LEG, rows)
 
@@ -640,12 +651,14 @@ class PvPUnitOfWork(SqlUnitOfWork):
         """A nested transaction: leaving it by an exception undoes only what it did, in the
         database and here (the messages it claimed for sending, the hooks it added)."""
         hooks, claimed = len(self._hooks), len(self.outbox.claimed)
+        finished = len(self.pvp.finished)
         try:
             with fastsql.savepoint(self.conn):
                 yield
         except BaseException:
             del self._hooks[hooks:]
             del self.outbox.claimed[claimed:]
+            del self.pvp.finished[finished:]
             raise
 
     def after_commit(self, hook: Any) -> None:
@@ -653,6 +666,9 @@ class PvPUnitOfWork(SqlUnitOfWork):
 
     def commit(self) -> None:
         super().commit()
+        finished, self.pvp.finished = self.pvp.finished, []
+        for state, seconds in finished:
+            telemetry.leg_finished(state, seconds)
         hooks, self._hooks = self._hooks, []
         for hook in hooks:
             hook()

@@ -34,6 +34,7 @@ from gateway.ledger.model import (
     WalletKind,
     WalletNotFound,
 )
+from gateway.logcontext import binds
 from gateway.stablecoin import admission, webhooks
 from gateway.stablecoin.chain import (
     Attestation,
@@ -360,6 +361,7 @@ def _submit(uow: UowFactory, sc: Stablecoin, m: Mint, ticket: int | None) -> Sub
     return sc.chain.submit(sc.operator, "mint", m.evm_address, m.amount, rid)
 
 
+@binds("mint_id")
 def drive_mint(
     uow: UowFactory,
     sc: Stablecoin,
