@@ -9,33 +9,45 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from functools import partial
 
 from pydantic import ValidationError
 
+from gateway import logcontext
 from gateway.config import Settings, load_settings
+from gateway.config_ops import secret_values
 from gateway.cpus import pin_process
 from gateway.db import SchemaOutOfDate, check_schema, make_engine, schema_revisions, upgrade
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, InvalidInput
 
 log = logging.getLogger("gateway")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return load_settings(args.config)
+    settings = load_settings(args.config)
+    logcontext.add_secrets(secret_values(settings))  # never in a log line, whatever logs it
+    return settings
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from gateway.api.app import create_app
     from gateway.jobs import Jobs
+    from gateway.serverlock import hold_server_lock
     from gateway.serving import run_server
 
     settings = _settings(args)
+    # First of all: a second server on the same SQLite file is refused before it touches it.
+    server_lock = hold_server_lock(settings.database.url)
     cpus = args.cpus or settings.cpus
     if cpus:
         pin_process(cpus)
+    if args.metrics_port is not None:
+        metrics = settings.metrics.model_copy(update={"port": args.metrics_port})
+        settings = settings.model_copy(update={"metrics": metrics})
     engine = make_engine(settings.database)
     if settings.database.check_schema:
         check_schema(engine)
@@ -63,14 +75,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
         stablecoin=stablecoin,
         pvp=pvp,
     )
+    app.state.metrics.database.replica = jobs.holder  # dtg_job_lease_held
     host = args.host or settings.http.host
     port = args.port or settings.http.port
-    run_server(app, host, port, settings.log_level.lower())
+    try:
+        run_server(app, host, port, settings.log_level.lower())
+    finally:
+        if server_lock is not None:
+            server_lock.release()
     return 0
 
 
 def cmd_db(args: argparse.Namespace) -> int:
-    engine = make_engine(_settings(args).database)
+    settings = _settings(args)
+    if args.db_command == "backup":
+        from pathlib import Path
+
+        from gateway.backup import backup_sqlite
+
+        done = backup_sqlite(settings.database.url, Path(args.target))
+        print(json.dumps({"backup": str(done.path), "pages": done.pages, "bytes": done.bytes}))
+        return 0
+    engine = make_engine(settings.database)
     if args.db_command == "upgrade":
         upgrade(engine, args.revision)
     current, head = schema_revisions(engine)
@@ -78,19 +104,95 @@ def cmd_db(args: argparse.Namespace) -> int:
     return 0
 
 
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``90d``, ``12h``, ``30m``, ``45s`` or plain seconds."""
+    found = _DURATION.match(text.strip())
+    if found is None:
+        raise InvalidInput(f"not a duration: {text!r} (e.g. 90d, 12h, 30m, 3600)")
+    return timedelta(seconds=float(found[1]) * _UNITS[found[2]])
+
+
+def parse_expiry(text: str | None, now: datetime) -> datetime | None:
+    """A key's expiry: a duration from now (``90d``) or an ISO 8601 date-time (UTC if no zone)."""
+    if text is None:
+        return None
+    if _DURATION.match(text.strip()):
+        return now + parse_duration(text)
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(f"not a duration nor a date-time: {text!r}") from None
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
+def _when(at: datetime | None) -> str | None:
+    return None if at is None else at.isoformat(timespec="seconds")
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
     from gateway import auth
 
     engine = make_engine(_settings(args).database)
     check_schema(engine)
+    now = datetime.now(UTC)
     if args.keys_command == "create":
-        created = auth.create_key(engine, args.role, label=args.label, subject=args.subject)
+        created = auth.create_key(
+            engine,
+            args.role,
+            label=args.label,
+            subject=args.subject,
+            expires_at=parse_expiry(args.expires, now),
+        )
         print(
             json.dumps(
                 {
                     "key_id": created.principal.key_id,
                     "role": created.principal.role.value,
                     "subject": created.principal.subject,
+                    "expires_at": _when(created.principal.expires_at),
+                    "token": created.token,
+                }
+            )
+        )
+        print("store the token now: it is not shown again", file=sys.stderr)
+    elif args.keys_command == "list":
+        keys = auth.list_keys(engine, everything=args.all)
+        listed = [
+            {
+                "key_id": k.key_id,
+                "role": k.role,
+                "subject": k.subject,
+                "label": k.label,
+                "state": k.state(now),
+                "created_at": _when(k.created_at),
+                "expires_at": _when(k.expires_at),
+                "revoked_at": _when(k.revoked_at),
+                "last_used_at": _when(k.last_used_at),
+                "replaces": k.replaces,
+            }
+            for k in keys
+        ]
+        print(json.dumps({"keys": listed}, indent=2))
+    elif args.keys_command == "rotate":
+        created, until = auth.rotate_key(
+            engine,
+            args.key_id,
+            grace=parse_duration(args.grace),
+            expires_at=parse_expiry(args.expires, now),
+        )
+        print(
+            json.dumps(
+                {
+                    "key_id": created.principal.key_id,
+                    "role": created.principal.role.value,
+                    "subject": created.principal.subject,
+                    "expires_at": _when(created.principal.expires_at),
+                    "replaces": args.key_id,
+                    "old_key_stops_at": _when(until),
                     "token": created.token,
                 }
             )
@@ -204,12 +306,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dt-gateway", description=__doc__, allow_abbrev=False)
     parser.add_argument("--config", help="TOML settings file (default: $DT_GATEWAY_CONFIG)")
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING, ...")
+    parser.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default=None,
+        help="json: one JSON object per line (default for serve when stderr is not a terminal)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("serve", help="run the gateway's HTTP API and scheduled jobs")
     p.add_argument("--host")
     p.add_argument("--port", type=int)
     p.add_argument("--cpus", help="run on these CPUs only, e.g. 0 or 0-1 (Linux; see docs)")
+    p.add_argument(
+        "--metrics-port", type=int, help="serve Prometheus metrics on this port (metrics.port)"
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("db", help="database schema")
@@ -217,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     up = dbs.add_parser("upgrade", help="apply migrations up to REVISION (default: head)")
     up.add_argument("revision", nargs="?", default="head")
     dbs.add_parser("current", help="show the schema revision")
+    bk = dbs.add_parser("backup", help="copy a SQLite database while it serves (online backup)")
+    bk.add_argument("target", help="the file to write")
     p.set_defaults(func=cmd_db)
 
     p = sub.add_parser("keys", help="API keys")
@@ -225,7 +338,18 @@ def build_parser() -> argparse.ArgumentParser:
     kc.add_argument("--role", required=True, choices=["operator", "participant", "exchange"])
     kc.add_argument("--label", default="")
     kc.add_argument("--subject", default="", help="BIC, wallet or exchange the key acts for")
-    kr = ks.add_parser("revoke", help="revoke a key by its id")
+    kc.add_argument("--expires", help="a duration (90d, 12h) or an ISO 8601 date-time")
+    kl = ks.add_parser("list", help="the active keys, with their last use (never their secrets)")
+    kl.add_argument("--all", action="store_true", help="revoked and expired keys too")
+    kt = ks.add_parser(
+        "rotate", help="a new key for the same holder; the old one stops after --grace"
+    )
+    kt.add_argument("key_id")
+    kt.add_argument(
+        "--grace", default="24h", help="how long the old key keeps working (0: revoke it now)"
+    )
+    kt.add_argument("--expires", help="the new key's expiry: a duration or a date-time")
+    kr = ks.add_parser("revoke", help="revoke a key by its id (every replica within a second)")
     kr.add_argument("key_id")
     p.set_defaults(func=cmd_keys)
 
@@ -277,10 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=(args.log_level or "WARNING").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    fmt = args.log_format or logcontext.default_format(args.command)
+    logcontext.configure(args.log_level or "WARNING", fmt)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

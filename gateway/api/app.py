@@ -11,19 +11,32 @@ from litestar.openapi.spec import Components, SecurityScheme
 from sqlalchemy.engine import Engine
 
 from gateway import __version__, isodoor
-from gateway.api import exchange, explorer, openapi, operator, partner, public, webhooks
+from gateway.api import (
+    exchange,
+    explorer,
+    health,
+    openapi,
+    operator,
+    partner,
+    public,
+    ratelimit,
+    webhooks,
+)
 from gateway.api.deps import KeyCache
 from gateway.api.edge import GUARDS, needs_key
+from gateway.api.observe import HttpStats, Observed
 from gateway.api.problems import EXCEPTION_HANDLERS
-from gateway.api.ratelimit import AddressLimiter
+from gateway.api.ratelimit import AddressLimiter, RateLimits
 from gateway.api.strict import strict_json_body
 from gateway.collateral.runtime import CollateralLog
 from gateway.config import Settings
 from gateway.db import make_engine
 from gateway.ledger.group import GroupCommitter
 from gateway.ledger.store import LedgerUnitOfWork
+from gateway.metrics import Exporter
 from gateway.problemdoc import declare_problems
 from gateway.pvp.runtime import PvPRuntime
+from gateway.readiness import Readiness
 from gateway.stablecoin.runtime import Stablecoin
 
 OPENAPI = OpenAPIConfig(
@@ -63,24 +76,37 @@ def create_app(
 ) -> Litestar:
     """Build the app. The engine's schema must already be checked (``dt-gateway serve`` does).
     ``stablecoin``: the exchange routes' chain runtime (without it they answer 503).
-    ``collateral``: the log the public routes serve (default: the stablecoin's)."""
+    ``collateral``: the log the public routes serve (default: the stablecoin's).
+
+    With ``metrics.port`` set, the app serves its metrics there while it runs
+    (``app.state.metrics``, a :class:`gateway.metrics.Exporter`)."""
     engine = engine or make_engine(settings.database)
     # The PvP engine (inbox workers, outbox dispatchers) lives and dies with the app.
     pvp = pvp or PvPRuntime(settings, engine)
     # Single ledger operations from concurrent requests share transactions (group commit).
     committer = GroupCommitter(lambda: LedgerUnitOfWork(engine))
+    collateral = collateral or (stablecoin.collateral if stablecoin else None)
+    keys = KeyCache(engine, settings.keys)
+    http_stats = HttpStats()
+    readiness = Readiness(settings, engine, stablecoin=stablecoin, collateral=collateral)
+    exporter = Exporter(
+        settings.metrics, engine, http_stats, stablecoin=stablecoin, collateral=collateral
+    )
     state = State(
         {
             "settings": settings,
             "engine": engine,
-            "api_keys": KeyCache(engine),
+            "api_keys": keys,
             "ledger_committer": committer,
             "stablecoin": stablecoin,
-            "collateral": collateral or (stablecoin.collateral if stablecoin else None),
+            "collateral": collateral,
             "pvp": pvp,
             "public_limiter": AddressLimiter(
                 settings.collateral.rate_per_second, settings.collateral.rate_burst
             ),
+            "rate_limits": RateLimits(settings.ratelimit),
+            "readiness": readiness,
+            "metrics": exporter,
         }
     )
     app = Litestar(
@@ -97,8 +123,15 @@ def create_app(
         guards=GUARDS,  # every route: the key first, then input no database can store
         openapi_config=OPENAPI,
         state=state,
-        on_startup=[pvp.start, *(on_startup or [])],
-        on_shutdown=[*(on_shutdown or []), pvp.stop, committer.stop],
+        on_startup=[pvp.start, exporter.start, *(on_startup or [])],
+        on_shutdown=[
+            *(on_shutdown or []),
+            pvp.stop,
+            committer.stop,
+            keys.close,
+            readiness.close,
+            exporter.stop,
+        ],
         request_max_body_size=settings.iso20022.max_message_bytes * 2,
         before_request=strict_json_body,
         debug=False,
@@ -108,7 +141,11 @@ def create_app(
     isodoor.document(app)  # ASGI handlers: litestar leaves them out of the schema
     public.document(app)
     declare_problems(app, needs_key, refusals=openapi.refusals)
+    ratelimit.document(app, isodoor.PATH)  # the 429 of every route the limits apply to
+    health.document(app)
     openapi.complete(app)  # examples, webhooks
+    # Outermost: every request is timed and given its id, refusals and unknown paths too.
+    app.asgi_handler = Observed(app.asgi_handler, http_stats)
     return app
 
 

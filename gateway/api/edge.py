@@ -1,14 +1,17 @@
 """What every request to the gateway must pass before a handler, or anything it depends on,
 looks at it.
 
-Two app-level guards, so that every route gets them, including routes added later (litestar
+App-level guards, so that every route gets them, including routes added later (litestar
 runs the app's guards first, before the guards of controllers and handlers, and before it
 parses parameters or the body):
 
-1. :func:`authenticate_first`: a route that needs a key checks it first. A request without a
+1. :func:`gateway.api.ratelimit.limit_address_first`: the client address's rate limit (429),
+   before anything else, key guessing included.
+2. :func:`authenticate_first`: a route that needs a key checks it first. A request without a
    valid key is answered 401 (a key with the wrong role 403) before its parameters or body are
    validated, so an anonymous caller learns nothing about a route's input rules.
-2. :func:`gateway.httpinput.refuse_unstorable_input`: input that no database column can hold
+3. :func:`gateway.api.ratelimit.limit_key`: the key's rate limit (429).
+4. :func:`gateway.httpinput.refuse_unstorable_input`: input that no database column can hold
    (NUL characters, integers beyond 64 bits, bodies that are not JSON) is refused with a 4xx
    problem, the same on SQLite and PostgreSQL.
 """
@@ -22,6 +25,7 @@ from litestar.connection import ASGIConnection
 from litestar.handlers import HTTPRouteHandler
 
 from gateway.api.deps import RoleGuard
+from gateway.api.ratelimit import limit_address_first, limit_key
 from gateway.httpinput import refuse_unstorable_input
 
 
@@ -50,7 +54,7 @@ def authenticate_first(connection: ASGIConnection[Any, Any, Any, Any], handler: 
         guard.authenticate(connection)
 
 
-GUARDS = [authenticate_first, refuse_unstorable_input]
-"""In this order: the key before the input."""
+GUARDS = [limit_address_first, authenticate_first, limit_key, refuse_unstorable_input]
+"""In this order: the address's limit, the key, the key's limit, then the input."""
 
 __all__ = ["GUARDS", "authenticate_first", "needs_key"]

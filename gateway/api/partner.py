@@ -9,12 +9,14 @@ from typing import Annotated, Any, Literal
 from litestar import Controller, Response, asgi, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
+from litestar.exceptions import HTTPException
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, JSONBody
 from litestar.types import HTTPScope, Receive, Send
 from msgspec import Meta, Struct
 
 from gateway import isodoor
+from gateway.api.ratelimit import door_check, door_refused, scope_host
 from gateway.auth import Principal, Role
 from gateway.pvp import service
 from gateway.pvp.model import Instruction, InstructionState, Leg, Side
@@ -240,12 +242,22 @@ async def iso20022_messages(scope: HTTPScope, receive: Receive, send: Send) -> N
     technical acknowledgement once it is stored (and, without a backlog, applied), 400 with
     a signed admi.002 when refused. A bare ASGI handler (see :mod:`gateway.isodoor`); the
     reception thread stores every envelope waiting at that moment in one transaction
-    (``PvPRuntime.reception``)."""
-    rt: PvPRuntime = scope["app"].state.pvp
-    raw = await isodoor.read_xml_post(scope, receive, rt.ctx.iso.max_message_bytes * 2)
+    (``PvPRuntime.reception``). A refused post costs its sender's address a token of the door's
+    rate limit; a message the pinned connector signed costs nothing (``ratelimit.door_*``)."""
+    state = scope["app"].state
+    rt: PvPRuntime = state.pvp
+    host = scope_host(scope)
+    door_check(state, host)  # 429 while this address's refusals are used up
+    try:
+        raw = await isodoor.read_xml_post(scope, receive, rt.ctx.iso.max_message_bytes * 2)
+    except HTTPException:
+        door_refused(state, host)
+        raise
     if raw is None:
         return
     received = await rt.reception.submit(raw)
+    if received.status >= 400:  # not a message the pinned connector signed
+        door_refused(state, host)
     await isodoor.answer(send, received.status, received.media_type, received.body)
 
 

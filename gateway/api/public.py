@@ -1,4 +1,5 @@
-"""Public, unauthenticated routes: health, and the proof-of-collateral log.
+"""Public, unauthenticated routes: health and readiness (:mod:`gateway.api.health`), and the
+proof-of-collateral log.
 
 The log is served twice: as the C2SP ``tlog-tiles`` static layout under ``/collateral/log/``
 (what transparency-log tooling and our verifier read), and as JSON conveniences under
@@ -25,35 +26,16 @@ from litestar.openapi.spec import (
 from litestar.params import FromPath, Parameter
 from litestar.types import HTTPScope, Receive, Send
 
-from gateway import __version__, isodoor
+from gateway import isodoor
+from gateway.api import health
 from gateway.api.collateral_page import CollateralPageController
 from gateway.api.collateral_schemas import MovementsOut, StatementsOut
 from gateway.api.ratelimit import check_address, limit_by_address
-from gateway.api.schemas import HealthOut
 from gateway.collateral import service as collateral
 from gateway.collateral import views as collateral_views
 from gateway.collateral.runtime import CollateralLog
 from gateway.collateral.store import CollateralUnitOfWork
-from gateway.db import schema_revisions
 from gateway.errors import Unavailable
-
-
-class HealthController(Controller):
-    path = "/health"
-    tags = ["public"]
-
-    @get("/", sync_to_thread=True, summary="Liveness and database reachability")
-    def health(self, state: State) -> Response[HealthOut]:
-        try:
-            current, head = schema_revisions(state.engine)
-        except Exception as exc:  # the database is down: report, do not crash
-            body = HealthOut("degraded", f"unreachable: {type(exc).__name__}", None, __version__)
-            return Response(body, status_code=503)
-        ok = current == head
-        body = HealthOut(
-            "ok" if ok else "degraded", "ok" if ok else "schema out of date", current, __version__
-        )
-        return Response(body, status_code=200 if ok else 503)
 
 
 class CollateralNotKept(Unavailable):
@@ -250,7 +232,7 @@ class CollateralController(Controller):
 
 
 ROUTES: list[Any] = [
-    HealthController,
+    *health.ROUTES,
     collateral_checkpoint,
     CollateralLogController,
     CollateralController,

@@ -6,7 +6,7 @@ HTTP, gets the same checks and the same error codes."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated
 
 from msgspec import Meta, Struct
 
@@ -305,10 +305,3 @@ class InvariantsOut(Struct, frozen=True):
             issued_minus_redeemed=r.issued_minus_redeemed,
             violations=list(r.violations),
         )
-
-
-class HealthOut(Struct, frozen=True):
-    status: Literal["ok", "degraded"]
-    database: str
-    schema_revision: str | None
-    version: str

@@ -579,5 +579,5 @@ def test_the_iso20022_door_refuses_what_is_not_a_posted_xml_body(world: PvPWorld
     assert r.status_code == 413 and r.json()["code"] == "TOO_LARGE"
     doc = world.anonymous.get("/schema/openapi.json").json()["paths"]["/iso20022/messages"]
     assert set(doc) == {"post"}
-    assert set(doc["post"]["responses"]) == {"202", "400", "405", "413", "415"}
+    assert set(doc["post"]["responses"]) == {"202", "400", "405", "413", "415", "429"}
     assert world.runtime.recover_inbox(everything=True) == 0  # nothing was stored
