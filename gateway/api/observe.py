@@ -9,7 +9,10 @@ handlers, so refusals, unknown paths and the bare ASGI routes are seen too):
 - :class:`HttpStats` counts each answered request by method, route template (not the raw
   path: ``/v1/pvp/{ref:str}``, so one series per route) and status, and its latency in a
   histogram by method and route. It is updated only by the event loop's thread, with a list
-  index and an addition, about 0.2 µs: no lock, nothing on the PvP door that could be measured.
+  index and an addition: no lock.
+
+All of it costs a request 2 to 3 µs of CPU, most of it the extra coroutine layer any ASGI
+wrapper adds; a PvP message at the door costs the gateway some hundreds.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from gateway.logcontext import bound
+from gateway.logcontext import pop, push
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 UNMATCHED = "(unmatched)"
@@ -114,13 +117,16 @@ class Observed:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message = {**message, "headers": [*message.get("headers", ()), header]}
+                headers = list(message.get("headers", ()))
+                headers.append(header)
+                message["headers"] = headers
             await send(message)
 
+        token = push(request_id=request_id)
         try:
-            with bound(request_id=request_id):
-                await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, send_with_id)
         finally:
+            pop(token)
             if status:  # else the client left before an answer began
                 route: Any = scope.get("path_template") or UNMATCHED
                 method = str(scope.get("method", ""))
