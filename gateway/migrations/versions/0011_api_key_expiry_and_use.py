@@ -1,7 +1,7 @@
 """API keys: an optional expiry, the time of last use (written at most once a minute per key
 and replica) and the key a rotation replaced.
 
-Revision ID: 0012
+Revision ID: 0011
 Revises: 0010
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 
 import gateway.db
 
-revision = "0012"
+revision = "0011"
 down_revision = "0010"
 branch_labels = None
 depends_on = None
