@@ -446,22 +446,20 @@ class CollateralRepository:
                 return True
         return False
 
+    def _replace(self, table: sa.Table, key: dict[str, object], values: dict[str, object]) -> None:
+        """The row of ``key`` becomes ``values`` (inserted, or replacing the one there)."""
+        self.conn.execute(
+            sa.delete(table).where(*(table.c[name] == value for name, value in key.items()))
+        )
+        self.conn.execute(sa.insert(table).values(**key, **values))
+
     # ---------------------------------------------------------------- checkpoints
 
     def save_checkpoint(self, wallet_id: str, cp: StoredCheckpoint) -> None:
-        self.conn.execute(
-            sa.delete(_checkpoint_t).where(
-                _checkpoint_t.c.wallet_id == wallet_id, _checkpoint_t.c.size == cp.size
-            )
-        )
-        self.conn.execute(
-            sa.insert(_checkpoint_t).values(
-                wallet_id=wallet_id,
-                size=cp.size,
-                root=cp.root,
-                note=cp.note,
-                signed_at=cp.signed_at,
-            )
+        self._replace(
+            _checkpoint_t,
+            {"wallet_id": wallet_id, "size": cp.size},
+            {"root": cp.root, "note": cp.note, "signed_at": cp.signed_at},
         )
 
     def latest_checkpoint(self, wallet_id: str) -> StoredCheckpoint | None:
@@ -510,22 +508,17 @@ class CollateralRepository:
 
     def save_cosignature(self, wallet_id: str, c: StoredCosignature) -> None:
         """Keeps ``c`` as the witness's newest cosignature (replacing the one before)."""
-        self.conn.execute(
-            sa.delete(_cosignature_t).where(
-                _cosignature_t.c.wallet_id == wallet_id, _cosignature_t.c.witness == c.witness
-            )
-        )
-        self.conn.execute(
-            sa.insert(_cosignature_t).values(
-                wallet_id=wallet_id,
-                witness=c.witness,
-                size=c.size,
-                root=c.root,
-                body=c.body,
-                line=c.line,
-                timestamp=c.timestamp,
-                received_at=c.received_at,
-            )
+        self._replace(
+            _cosignature_t,
+            {"wallet_id": wallet_id, "witness": c.witness},
+            {
+                "size": c.size,
+                "root": c.root,
+                "body": c.body,
+                "line": c.line,
+                "timestamp": c.timestamp,
+                "received_at": c.received_at,
+            },
         )
 
     def cosigned_checkpoint(self, wallet_id: str) -> StoredCheckpoint | None:
@@ -558,17 +551,17 @@ class CollateralRepository:
             cp.signed_at,
         ):
             return False
-        self.conn.execute(sa.delete(_cosigned_t).where(_cosigned_t.c.wallet_id == wallet_id))
-        self.conn.execute(
-            sa.insert(_cosigned_t).values(
-                wallet_id=wallet_id,
-                size=cp.size,
-                root=cp.root,
-                note=cp.note,
-                cosigners=cosigners,
-                signed_at=cp.signed_at,
-                witnessed_at=now,
-            )
+        self._replace(
+            _cosigned_t,
+            {"wallet_id": wallet_id},
+            {
+                "size": cp.size,
+                "root": cp.root,
+                "note": cp.note,
+                "cosigners": cosigners,
+                "signed_at": cp.signed_at,
+                "witnessed_at": now,
+            },
         )
         return True
 
