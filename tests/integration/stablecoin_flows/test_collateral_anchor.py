@@ -24,17 +24,17 @@ from gateway.collateral import note
 from gateway.collateral.verdict import ExitCode
 from gateway.stablecoin.chain import StablecoinChain
 from tests.integration.collateral.support import Log, Server
+from tests.integration.stablecoin_flows.processes import (
+    BIN,
+    gateway,
+    post_mint,
+    run_verifier,
+    wait_for,
+)
 from tests.integration.stablecoin_flows.support import (
     EXCHANGE_WALLET,
     Deployment,
     setup_exchanges,
-)
-from tests.integration.stablecoin_flows.test_collateral_log import (
-    BIN,
-    _mint,
-    _verify,
-    _wait,
-    gateway,
 )
 
 pytestmark = pytest.mark.chain
@@ -81,7 +81,7 @@ def test_every_mint_and_redemption_is_anchored_and_the_verifier_checks_the_ancho
     auth = {"Authorization": f"Bearer {token}"}
     with gateway(sqlite_engine, dep, tmp_path, []) as (_, url):
         for n, amount in enumerate([1_000_00, 250_00, 40_00]):
-            answer = _mint(url, token, f"m-{n}", amount, holder.address)
+            answer = post_mint(url, token, f"m-{n}", amount, holder.address)
             assert answer is not None and answer.json()["state"] == "minted", answer and answer.text
             mint = httpx.get(f"{url}/v1/stablecoin/mints/{answer.json()['id']}", headers=auth)
             deposit = _index_of(url, f"mint-{mint.json()['id']}")
@@ -91,12 +91,12 @@ def test_every_mint_and_redemption_is_anchored_and_the_verifier_checks_the_ancho
             assert _root_at(url, anchor.size) == anchor.root
 
         dep.client.redeem(holder, 300_00, EXCHANGE_WALLET)
-        payout = _wait(
+        payout = wait_for(
             lambda: _logged_payout(url),
             60,
             "the redemption's payout is not in the log",
         )
-        _wait(
+        wait_for(
             lambda: dep.client.log_anchor().size > payout,
             60,
             "no attestation anchored the log after the redemption's payout",
@@ -111,7 +111,7 @@ def test_every_mint_and_redemption_is_anchored_and_the_verifier_checks_the_ancho
             assert a["logRoot"] == _root_at(url, a["logSize"]), a
         assert anchors[-1]["reserve"] == 1_000_00 + 250_00 + 40_00 - 300_00
 
-        result = _verify(url, dep, tmp_path)
+        result = run_verifier(url, dep, tmp_path)
         assert result.returncode == 0, result.stdout + result.stderr
         report = json.loads(result.stdout.strip().splitlines()[-1])
         checked = report["anchors"]
@@ -119,16 +119,16 @@ def test_every_mint_and_redemption_is_anchored_and_the_verifier_checks_the_ancho
         assert checked["checked"] >= len(anchors) - 1
 
         # Incremental: a further mint, anchored, and the verifier checks the new anchor only.
-        more = _mint(url, token, "m-last", 1_00, holder.address)
+        more = post_mint(url, token, "m-last", 1_00, holder.address)
         assert more is not None and more.json()["state"] == "minted"
 
         def verified_newest() -> bool:
-            again = _verify(url, dep, tmp_path)
+            again = run_verifier(url, dep, tmp_path)
             assert again.returncode == 0, again.stdout + again.stderr
             report = json.loads(again.stdout.strip().splitlines()[-1])
             return bool(report["anchors"]["newest_size"] == dep.client.log_anchor().size)
 
-        _wait(verified_newest, 30, "the verifier did not check the newest anchor")
+        wait_for(verified_newest, 30, "the verifier did not check the newest anchor")
 
         # A split view: the log key signs a second history of the same size, one entry's time
         # changed. It is consistent in itself (balances, supply, the chain's events), so only
