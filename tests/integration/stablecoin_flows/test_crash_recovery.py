@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from sqlalchemy.engine import Engine
 from gateway.serving import free_port
 from gateway.stablecoin import watcher
 from gateway.stablecoin.runtime import default_segregated_wallet_id
+from tests.integration.stablecoin_flows.processes import wait_for
 from tests.integration.stablecoin_flows.support import (
     EXCHANGE,
     EXCHANGE_WALLET,
@@ -76,7 +77,7 @@ def serve(
     )
     gateway = Gateway(process, f"http://127.0.0.1:{port}", token)
     try:
-        _wait(lambda: _healthy(gateway), 30, f"gateway on {port} did not start", process)
+        wait_for(lambda: _healthy(gateway), 30, f"gateway on {port} did not start", process)
         yield gateway
     finally:
         gateway.client.close()
@@ -95,23 +96,6 @@ def _healthy(gateway: Gateway) -> bool:
         return httpx.get(gateway.url + "/health", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-def _wait(
-    cond: Callable[[], Any],
-    timeout: float,
-    what: str,
-    process: subprocess.Popen[bytes] | None = None,
-) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        if process is not None and process.poll() is not None:
-            raise AssertionError(f"{what}: the process exited with {process.returncode}")
-        time.sleep(0.05)
-    raise AssertionError(what)
 
 
 def _mint(gw: Gateway, key: str, amount: int, to: str) -> httpx.Response:
@@ -167,7 +151,7 @@ def test_mint_killed_mid_flight_completes_exactly_once_after_restart(
             replay = _mint(gw, "crash-1", 123_00, holder)
             assert replay.status_code == 200, replay.text
             mint_id = replay.json()["id"]
-            done = _wait(
+            done = wait_for(
                 lambda: (
                     (m := gw.client.get(f"/v1/stablecoin/mints/{mint_id}").json())["state"]
                     == "minted"
@@ -177,7 +161,7 @@ def test_mint_killed_mid_flight_completes_exactly_once_after_restart(
                 "the mint was not resumed",
             )
             assert done["tx_hash"]
-            _wait(lambda: "mint.minted" in _events_by_type(receiver), 15, "no minted webhook")
+            wait_for(lambda: "mint.minted" in _events_by_type(receiver), 15, "no minted webhook")
 
         assert dep.client.balance_of(holder) == 123_00
         assert dep.client.total_supply() == 123_00
@@ -206,12 +190,12 @@ def test_redemption_killed_before_its_dt_transfer_is_paid_exactly_once_after_res
         assert balance(sqlite_engine, EXCHANGE_WALLET) == FUNDED - 300_00
 
         with serve(sqlite_engine, dep, receiver, token, tmp_path, []) as gw:
-            _wait(
+            wait_for(
                 lambda: gw.client.get("/v1/stablecoin/redemptions").json()["redemptions"],
                 20,
                 "the redemption was not paid after the restart",
             )
-            _wait(lambda: "redemption.paid" in _events_by_type(receiver), 15, "no webhook")
+            wait_for(lambda: "redemption.paid" in _events_by_type(receiver), 15, "no webhook")
             time.sleep(0.5)  # a few more watcher passes: still paid once
             page = gw.client.get("/v1/stablecoin/redemptions").json()["redemptions"]
             assert [(r["amount"], r["state"]) for r in page] == [(120_00, "paid")]
