@@ -6,6 +6,7 @@ import os
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import sqlalchemy as sa
@@ -13,6 +14,9 @@ from sqlalchemy.engine import Engine
 
 from gateway.config import DatabaseSettings
 from gateway.db import make_engine, upgrade
+
+if TYPE_CHECKING:
+    from gateway.stablecoin.devchain import DevChain
 
 PG_ADMIN_URL = os.environ.get(
     "DT_GATEWAY_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -83,3 +87,24 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     eng = migrated_engine(url)
     yield eng
     eng.dispose()
+
+
+def require_anvil() -> None:
+    """anvil is part of every machine this project runs on: missing in CI is a failure."""
+    from gateway.stablecoin.devchain import find_anvil
+
+    if find_anvil() is None:
+        if os.environ.get("CI"):
+            pytest.fail("anvil is missing: run ops/setup-toolchain")
+        pytest.skip("anvil is missing: run ops/setup-toolchain")
+
+
+@pytest.fixture(scope="session")
+def anvil() -> Iterator[DevChain]:
+    """One anvil for the session; each test deploys its own contract on it."""
+    from gateway.stablecoin.devchain import start_anvil
+
+    require_anvil()
+    chain = start_anvil(accounts=12)
+    yield chain
+    chain.stop()

@@ -3,7 +3,6 @@ funded wallets, served over real HTTP on 127.0.0.1 with short request-head and b
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +21,7 @@ from gateway.ledger import service as ledger
 from gateway.ledger.model import Issue, OpenWallet, WalletKind
 from gateway.ledger.store import LedgerUnitOfWork
 from gateway.serving import serve_in_thread
-from gateway.stablecoin.devchain import DevChain, find_anvil, start_anvil
+from gateway.stablecoin.devchain import DevChain
 from gateway.stablecoin.runtime import Stablecoin
 from tests.conftest import migrated_engine
 from tests.integration.stablecoin_flows.support import deploy, make_settings, setup_exchanges
@@ -71,14 +70,9 @@ class Edge:
 
 
 @pytest.fixture(scope="module")
-def edge_chain() -> Iterator[DevChain]:
-    if find_anvil() is None:
-        if os.environ.get("CI"):
-            pytest.fail("anvil is missing: run ops/setup-toolchain")
-        pytest.skip("anvil is missing: run ops/setup-toolchain")
-    chain = start_anvil(accounts=12)
-    yield chain
-    chain.stop()
+def edge_chain(anvil: DevChain) -> DevChain:
+    """The session's anvil (tests/conftest.py); the edge deploys its own contract on it."""
+    return anvil
 
 
 @pytest.fixture(

@@ -4,7 +4,6 @@ really answer (a 503 from ``/ready`` is its own body, not a problem document).""
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,8 +23,9 @@ from gateway.collateral.store import CollateralUnitOfWork
 from gateway.config import DatabaseSettings, Settings, load_settings
 from gateway.db import make_engine, upgrade, utcnow
 from gateway.serving import free_port, serve_in_thread
-from gateway.stablecoin.devchain import find_anvil, start_anvil
+from gateway.stablecoin.devchain import start_anvil
 from gateway.stablecoin.runtime import Stablecoin
+from tests.conftest import require_anvil
 from tests.integration.stablecoin_flows.support import deploy, make_settings
 
 
@@ -162,10 +162,8 @@ def test_openapi_declares_both_public_with_their_real_bodies(engine: Engine) -> 
 
 @pytest.fixture
 def anvil_chain() -> Iterator[Any]:
-    if find_anvil() is None:
-        if os.environ.get("CI"):
-            pytest.fail("anvil is missing: run ops/setup-toolchain")
-        pytest.skip("anvil is missing: run ops/setup-toolchain")
+    """An anvil of this test's own: it stops it to see the node go away."""
+    require_anvil()
     chain = start_anvil(accounts=10)
     yield chain
     chain.stop()

@@ -5,7 +5,6 @@ stablecoin's and the collateral log's figures."""
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,7 +27,7 @@ from gateway.outbox import OutboxRepository
 from gateway.serving import serve_in_thread
 from gateway.stablecoin import service as stablecoin
 from gateway.stablecoin import watcher
-from gateway.stablecoin.devchain import DevChain, find_anvil, start_anvil
+from gateway.stablecoin.devchain import DevChain
 from gateway.stablecoin.runtime import Stablecoin
 from tests.integration.stablecoin_flows.support import (
     EXCHANGE,
@@ -174,15 +173,10 @@ def _fsyncs() -> float:
 # ------------------------------------------------------------------ on anvil
 
 
-@pytest.fixture(scope="module")
-def chain() -> Iterator[DevChain]:
-    if find_anvil() is None:
-        if os.environ.get("CI"):
-            pytest.fail("anvil is missing: run ops/setup-toolchain")
-        pytest.skip("anvil is missing: run ops/setup-toolchain")
-    running = start_anvil(accounts=10)
-    yield running
-    running.stop()
+@pytest.fixture
+def chain(anvil: DevChain) -> DevChain:
+    """The session's anvil (tests/conftest.py); the test deploys its own contract on it."""
+    return anvil
 
 
 @pytest.mark.chain

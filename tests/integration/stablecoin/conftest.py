@@ -7,25 +7,18 @@ fresh deployment with a fresh client, so tests never share contract state or non
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 
-from gateway.stablecoin.devchain import DevChain, find_anvil, start_anvil, start_eth_tester
+from gateway.stablecoin.devchain import DevChain, start_anvil, start_eth_tester
+from tests.conftest import require_anvil
 from tests.integration.stablecoin.support import Token, deploy_token
-
-
-def _need_anvil() -> None:
-    if find_anvil() is None:
-        if os.environ.get("CI"):
-            pytest.fail("anvil is missing: run ops/setup-toolchain")
-        pytest.skip("anvil is missing: run ops/setup-toolchain")
 
 
 @pytest.fixture(scope="session")
 def anvil_chain() -> Iterator[DevChain]:
-    _need_anvil()
+    require_anvil()
     chain = start_anvil(accounts=10)
     yield chain
     chain.stop()
