@@ -27,7 +27,7 @@ from sqlmodel import Field, SQLModel
 
 from gateway.db import table_of, utc_field, utcnow
 from gateway.errors import Forbidden, InvalidInput, NotFound, Unauthorized
-from gateway.walsync import NO_SYNC
+from gateway.sqlite.walsync import NO_SYNC
 
 PREFIX = "dtg"
 

@@ -36,8 +36,8 @@ def _settings(args: argparse.Namespace) -> Settings:
 def cmd_serve(args: argparse.Namespace) -> int:
     from gateway.api.app import create_app
     from gateway.jobs import Jobs
+    from gateway.messaging.serving import run_server
     from gateway.serverlock import hold_server_lock
-    from gateway.serving import run_server
 
     settings = _settings(args)
     # First of all: a second server on the same SQLite file is refused before it touches it.

@@ -125,9 +125,10 @@ class ConnectorSettings(_Section):
     """Threads storing what the networks post to ``/iso20022/messages``: each takes every
     envelope waiting into one transaction, answers them all, then delivers what its commit
     queued (a decision) itself while another stays free for new posts
-    (``gateway.queues.Batcher``); else a sender's thread is woken for it. Against 2, measured
-    in alternated pairs at 70 PvP/s: a lower p99 in 5 of 6 pairs with 3, the same unbatched
-    rate; with 4, a lower p99 in 5 of 8 but bursts ~9 % slower (``docs/performance.md``)."""
+    (``gateway.messaging.queues.Batcher``); else a sender's thread is woken for it.
+    Against 2, measured in alternated pairs at 70 PvP/s: a lower p99 in 5 of 6 pairs with 3,
+    the same unbatched rate; with 4, a lower p99 in 5 of 8 but bursts ~9 % slower
+    (``docs/performance.md``)."""
     senders_per_network: int = 4
     """Threads delivering outbox rows to each network (each network with its own pooled HTTP
     client; a simulated bank's handling runs on its own threads)."""

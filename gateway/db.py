@@ -1,7 +1,7 @@
 """Database engine, schema migrations and the unit-of-work plumbing shared by every store.
 
 SQLite (the embedded default) runs in WAL mode with FULL durability (by group commit: see
-:mod:`gateway.walsync`), a busy timeout and foreign keys on; every write transaction starts
+:mod:`gateway.sqlite.walsync`), a busy timeout and foreign keys on; every write transaction starts
 with ``BEGIN IMMEDIATE`` so that SQLite's single writer is taken up front instead of failing
 on lock upgrade. PostgreSQL runs through psycopg 3 at READ COMMITTED; stores take row locks
 in a fixed order and :func:`retrying` retries the rare deadlock or serialization failure, so
@@ -30,7 +30,7 @@ from sqlmodel import Field
 
 from gateway.config import DatabaseSettings
 from gateway.errors import GatewayError, TransientError
-from gateway.walsync import NO_SYNC, WalGroupSync, attach, prepare_connection
+from gateway.sqlite.walsync import NO_SYNC, WalGroupSync, attach, prepare_connection
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ class _WriterQueue:
 
     With ``sync`` (a file database), a writer's commit then waits, outside the lock, until the
     log is on disk, and a reader's transaction ends only once nothing it could have read is
-    still waiting for that (see :mod:`gateway.walsync`).
+    still waiting for that (see :mod:`gateway.sqlite.walsync`).
     """
 
     def __init__(self, timeout_s: float, sync: WalGroupSync | None) -> None:

@@ -27,7 +27,7 @@ from gateway.connector import create_app as create_connector_app
 from gateway.db import make_engine, upgrade
 from gateway.demo_collateral import collateral_demo
 from gateway.demo_witness import demo_witness, witness_serving
-from gateway.serving import free_port, serve_in_thread
+from gateway.messaging.serving import free_port, serve_in_thread
 from gateway.stablecoin import service as stablecoin_service
 from gateway.stablecoin import watcher
 from gateway.stablecoin.chain import StablecoinChain

@@ -14,7 +14,7 @@ from pathlib import Path
 from gateway.collateral.note import Cosigner, Verifier
 from gateway.collateral.witness import Witness, WitnessState
 from gateway.collateral.witness_server import STATE_FILE, load_cosigner, serving
-from gateway.serving import free_port
+from gateway.messaging.serving import free_port
 
 NAME = "demo.dt-gateway.kz/witness"
 

@@ -19,7 +19,7 @@ from gateway.collateral.store import CollateralUnitOfWork
 from gateway.config import Settings
 from gateway.ledger import service as ledger
 from gateway.ledger.store import LedgerUnitOfWork
-from gateway.outbox import OutboxDispatcher, Sender
+from gateway.messaging.outbox import OutboxDispatcher, Sender
 from gateway.pvp.runtime import PvPRuntime
 from gateway.stablecoin import endpoints_service, watcher, webhooks
 from gateway.stablecoin import service as stablecoin

@@ -42,7 +42,7 @@ from gateway.collateral.store import CollateralUnitOfWork
 from gateway.config_ops import MetricsSettings
 from gateway.db import utcnow
 from gateway.leases import lease_t
-from gateway.outbox import outbox_t
+from gateway.messaging.outbox import outbox_t
 from gateway.pvp.store import inbox_t, leg_t
 from gateway.stablecoin.runtime import Stablecoin
 from gateway.stablecoin.store import mint_t, reconciliation_t, redemption_t

@@ -3,9 +3,10 @@
 Only the migration environment and schema tests import this.
 """
 
-from gateway import auth, leases, outbox
+from gateway import auth, leases
 from gateway.collateral import store as collateral_store
 from gateway.ledger import store as ledger_store
+from gateway.messaging import outbox
 from gateway.pvp import store as pvp_store
 from gateway.stablecoin import endpoints_store as webhook_store
 from gateway.stablecoin import store as stablecoin_store

@@ -10,7 +10,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from sqlalchemy.engine import Engine
 
-from gateway import __version__, isodoor
+from gateway import __version__
 from gateway.api import (
     exchange,
     explorer,
@@ -33,6 +33,7 @@ from gateway.config import Settings
 from gateway.db import make_engine
 from gateway.ledger.group import GroupCommitter
 from gateway.ledger.store import LedgerUnitOfWork
+from gateway.messaging import isodoor
 from gateway.metrics import Exporter
 from gateway.problemdoc import declare_problems
 from gateway.pvp.runtime import PvPRuntime

@@ -15,9 +15,9 @@ from litestar.params import FromPath, JSONBody
 from litestar.types import HTTPScope, Receive, Send
 from msgspec import Meta, Struct
 
-from gateway import isodoor
 from gateway.api.ratelimit import door_check, door_refused, scope_host
 from gateway.auth import Principal, Role
+from gateway.messaging import isodoor
 from gateway.pvp import service
 from gateway.pvp.model import Instruction, InstructionState, Leg, Side
 from gateway.pvp.runtime import PvPRuntime
@@ -240,7 +240,7 @@ class PvPOut(Struct):
 async def iso20022_messages(scope: HTTPScope, receive: Receive, send: Send) -> None:
     """``POST /iso20022/messages``: a signed envelope from the connector. 202 with the
     technical acknowledgement once it is stored (and, without a backlog, applied), 400 with
-    a signed admi.002 when refused. A bare ASGI handler (see :mod:`gateway.isodoor`); the
+    a signed admi.002 when refused. A bare ASGI handler (see :mod:`gateway.messaging.isodoor`); the
     reception thread stores every envelope waiting at that moment in one transaction
     (``PvPRuntime.reception``). A refused post costs its sender's address a token of the door's
     rate limit; a message the pinned connector signed costs nothing (``ratelimit.door_*``)."""

@@ -26,7 +26,6 @@ from litestar.openapi.spec import (
 from litestar.params import FromPath, Parameter
 from litestar.types import HTTPScope, Receive, Send
 
-from gateway import isodoor
 from gateway.api import health
 from gateway.api.collateral_page import CollateralPageController
 from gateway.api.collateral_schemas import MovementsOut, StatementsOut
@@ -36,6 +35,7 @@ from gateway.collateral import views as collateral_views
 from gateway.collateral.runtime import CollateralLog
 from gateway.collateral.store import CollateralUnitOfWork
 from gateway.errors import Unavailable
+from gateway.messaging import isodoor
 
 
 class CollateralNotKept(Unavailable):
@@ -75,7 +75,7 @@ async def collateral_checkpoint(scope: HTTPScope, receive: Receive, send: Send) 
     """``GET /collateral/log/checkpoint``: the newest signed checkpoint. The most polled route
     of the log (every verifier and witness asks for it), so a bare ASGI handler serving this
     replica's copy, read again at most every ``collateral.checkpoint_cache_seconds`` (see
-    :mod:`gateway.isodoor` for what litestar's machinery would cost)."""
+    :mod:`gateway.messaging.isodoor` for what litestar's machinery would cost)."""
     if scope.get("method") not in ("GET", "HEAD"):
         raise MethodNotAllowedException(headers={"Allow": "GET"})
     state = scope["app"].state

@@ -38,7 +38,7 @@ from gateway.collateral.runtime import CollateralLog
 from gateway.collateral.service import integrate
 from gateway.collateral.store import CollateralUnitOfWork
 from gateway.errors import Unavailable
-from gateway.walsync import NO_SYNC, group_sync
+from gateway.sqlite.walsync import NO_SYNC, group_sync
 
 
 class AnchorUnavailable(Unavailable):

@@ -2,8 +2,8 @@
 Gateway and foreign central banks (simulated in process, or real partners over HTTP).
 
 It imports only ``gateway.iso20022``, ``gateway.errors``, ``gateway.config``,
-``gateway.serving``, ``gateway.cpus`` and ``gateway.faults``; it has its own database, app and
-outbox.
+``gateway.messaging``, ``gateway.sqlite``, ``gateway.cpus`` and ``gateway.faults``; it has its
+own database, app and outbox.
 See ``docs/pvp-protocol.md`` ("Connector mock").
 """
 
@@ -24,7 +24,7 @@ def serve(
     """Run the connector until interrupted (``dt-gateway connector``), on the CPUs ``cpus``
     (else ``connector.cpus``) if set."""
     from gateway.cpus import pin_process
-    from gateway.serving import run_server
+    from gateway.messaging.serving import run_server
 
     chosen = cpus or settings.connector.cpus
     if chosen:

@@ -13,14 +13,14 @@ from litestar.exceptions import HTTPException
 from litestar.params import FromPath
 from litestar.types import HTTPScope, Receive, Send
 
-from gateway import isodoor
 from gateway.connector import apidoc
 from gateway.connector.faults import FaultRule
 from gateway.connector.service import Connector, Inbound
 from gateway.errors import HTTP_STATUS_BY_KIND, GatewayError, InvalidInput
 from gateway.httpinput import check_json_body, refuse_unstorable_input
 from gateway.iso20022.amounts import MAX_MINOR_UNITS
-from gateway.queues import Batcher
+from gateway.messaging import isodoor
+from gateway.messaging.queues import Batcher
 
 log = logging.getLogger(__name__)
 _JSON = msgspec.json.Encoder()
@@ -132,7 +132,7 @@ def create_app(connector: Connector, *, manage_lifecycle: bool = True) -> Litest
         return c.pvp_messages(pvp_id)
 
     # Every envelope posted while a batch is being stored waits for the next, and goes into
-    # its transaction (gateway.queues.Batcher): one thread hop and one commit per batch.
+    # its transaction (gateway.messaging.queues.Batcher): one thread hop and one commit per batch.
     # Once the answers are on their way, the thread delivers what its commits queued.
     reception: Batcher[bytes, Inbound] = Batcher(
         c.handle_receptions,

@@ -53,7 +53,6 @@ from gateway.errors import (
     Unauthorized,
     Unprocessable,
 )
-from gateway.fastsql import run, savepoint
 from gateway.faults import crash_point
 from gateway.ids import sortable_id
 from gateway.iso20022 import (
@@ -79,10 +78,11 @@ from gateway.iso20022 import (
     header_for,
     parse,
 )
-from gateway.posting import Poster
-from gateway.queues import take_queued
+from gateway.messaging.posting import Poster
+from gateway.messaging.queues import take_queued
+from gateway.sqlite.fastsql import run, savepoint
+from gateway.sqlite.walsync import NO_SYNC
 from gateway.threads import start_thread
-from gateway.walsync import NO_SYNC
 
 log = logging.getLogger(__name__)
 
@@ -1444,17 +1444,18 @@ class Connector:
             self._local.deferred = False
 
     def handle_receptions(self, raws: list[bytes]) -> list[Inbound]:
-        """:meth:`receive_batch` on a reception thread (``gateway.queues.Batcher``): what it
-        queued (a decision, typically) is delivered by :meth:`after_answers`."""
+        """:meth:`receive_batch` on a reception thread
+        (``gateway.messaging.queues.Batcher``): what it queued (a decision, typically) is
+        delivered by :meth:`after_answers`."""
         with self._answers_first():
             return self.receive_batch(raws)
 
     def handle_requests(self, calls: Sequence[Callable[[], Any]]) -> list[Any]:
         """Calls of the HTTP API that may queue outbox rows (trades, instructions), on a
-        request thread (``gateway.queues.Batcher``): each call's result, or the exception it
-        raised. What their commits queue is delivered by :meth:`after_answers`: a new PvP's
-        pacs.009 then goes out from this thread, without waking a lane's thread for it (what
-        the anyio pool these calls ran on before did, for every trade)."""
+        request thread (``gateway.messaging.queues.Batcher``): each call's result, or the
+        exception it raised. What their commits queue is delivered by :meth:`after_answers`: a
+        new PvP's pacs.009 then goes out from this thread, without waking a lane's thread for it
+        (what the anyio pool these calls ran on before did, for every trade)."""
         outcomes: list[Any] = []
         with self._answers_first():
             for call in calls:

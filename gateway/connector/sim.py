@@ -33,7 +33,6 @@ from gateway.connector import store
 from gateway.connector.faults import Faults
 from gateway.connector.store import now_ms, sim_accounts, sim_issuance, sim_locks
 from gateway.errors import InvalidInput, NotFound
-from gateway.fastsql import run
 from gateway.ids import sortable_id
 from gateway.iso20022 import (
     Camt029,
@@ -50,6 +49,7 @@ from gateway.iso20022 import (
     header_for,
     parse,
 )
+from gateway.sqlite.fastsql import run
 
 log = logging.getLogger(__name__)
 

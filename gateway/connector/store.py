@@ -2,7 +2,7 @@
 
 No migrations: ``create_all`` at start (the mock's schema is its own business). Times are
 integer milliseconds since the epoch (UTC). Durability as in the gateway: SQLite in WAL with
-FULL durability by group commit (:mod:`gateway.walsync`) and ``BEGIN IMMEDIATE`` (a plain
+FULL durability by group commit (:mod:`gateway.sqlite.walsync`) and ``BEGIN IMMEDIATE`` (a plain
 ``BEGIN`` for pure reads, see ``reader``); PostgreSQL by URL. The statements of the per-PvP
 path are built once, at the end.
 
@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
-from gateway.walsync import NO_SYNC, WalGroupSync, attach, prepare_connection
+from gateway.sqlite.walsync import NO_SYNC, WalGroupSync, attach, prepare_connection
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +294,7 @@ def reader(engine: Engine, *, own_rows: bool = False) -> Connection:
     deferred transaction that tries to would fail against a concurrent writer.
 
     Its transaction ends once nothing it could have read waits for its fsync (group commit,
-    :meth:`gateway.walsync.WalGroupSync.barrier`): what it read may then be acted upon. With
+    :meth:`gateway.sqlite.walsync.WalGroupSync.barrier`): what it read may then be acted upon. With
     ``own_rows`` it does not wait: the caller acts only on rows its own thread committed
     and saw made durable (the outbox rows a transaction wrote, handed out after its commit),
     so another writer's fsync in flight is none of its business."""

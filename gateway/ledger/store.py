@@ -23,7 +23,6 @@ from gateway.db import (
     table_of,
     utc_field,
 )
-from gateway.fastsql import raise_driver_error
 from gateway.ledger.model import (
     Entry,
     Lock,
@@ -34,7 +33,8 @@ from gateway.ledger.model import (
     WalletKind,
     WalletStatus,
 )
-from gateway.outbox import OutboxRepository
+from gateway.messaging.outbox import OutboxRepository
+from gateway.sqlite.fastsql import raise_driver_error
 
 
 class WalletRow(SQLModel, table=True):

@@ -18,7 +18,7 @@ database.
   dispatchers woken per message most of the gateway's CPU at low rates went to empty claims),
   which then drains what is due. One dispatcher also polls every ``idle`` seconds for retries
   whose backoff has passed; the others only as a safety net, ``idle`` x 25.
-- One pooled :class:`gateway.posting.Poster` talks to the connector.
+- One pooled :class:`gateway.messaging.posting.Poster` talks to the connector.
 """
 
 from __future__ import annotations
@@ -35,12 +35,12 @@ from sqlalchemy.engine import Engine
 
 from gateway.config import Settings
 from gateway.iso20022 import Message, MessageRejected
-from gateway.outbox import OutboxDispatcher, OutboxMessage
-from gateway.posting import Poster, PostFailed
+from gateway.messaging.outbox import OutboxDispatcher, OutboxMessage
+from gateway.messaging.posting import Poster, PostFailed
+from gateway.messaging.queues import Batcher, take_queued
 from gateway.pvp import service
 from gateway.pvp.keys import Keyring
 from gateway.pvp.store import PvPUnitOfWork
-from gateway.queues import Batcher, take_queued
 from gateway.threads import start_thread
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ class PvPRuntime:
             queue.SimpleQueue()
         )
         # HTTP receptions: every envelope that arrives while one batch is being stored waits
-        # for the next, and goes in its transaction (see gateway.queues.Batcher).
+        # for the next, and goes in its transaction (see gateway.messaging.queues.Batcher).
         self.reception: Batcher[bytes, Received] = Batcher(
             self._receive_here,
             name="pvp-reception",

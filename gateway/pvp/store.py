@@ -16,11 +16,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlmodel import Field, SQLModel
 
-from gateway import fastsql, telemetry
+from gateway import telemetry
 from gateway.db import SqlUnitOfWork, autoincrement_field, partial_index, table_of, utc_field
-from gateway.fastsql import run
 from gateway.ledger.store import SqlLedgerRepository
-from gateway.outbox import OutboxMessage, OutboxRepository, outbox_t
+from gateway.messaging.outbox import OutboxMessage, OutboxRepository, outbox_t
 from gateway.pvp.model import (
     FINAL_STATES,
     Instruction,
@@ -31,6 +30,8 @@ from gateway.pvp.model import (
     MessageRecord,
     Side,
 )
+from gateway.sqlite import fastsql
+from gateway.sqlite.fastsql import run
 
 
 class LegRow(SQLModel, table=True):

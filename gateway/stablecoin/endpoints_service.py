@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from gateway.config import Settings
 from gateway.db import retrying, utcnow
 from gateway.errors import InvalidInput
-from gateway.outbox import outbox_t
+from gateway.messaging.outbox import outbox_t
 from gateway.stablecoin.endpoints import (
     TEST_EVENT,
     Endpoint,

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection
 from sqlmodel import Field, SQLModel
 
 from gateway.db import SqlUnitOfWork, autoincrement_field, table_of, utc_field
-from gateway.outbox import OutboxRepository
+from gateway.messaging.outbox import OutboxRepository
 from gateway.stablecoin.endpoints import Endpoint, Event, EventFilter
 
 

@@ -22,7 +22,7 @@ from sqlmodel import Field, SQLModel
 from gateway.collateral.store import CollateralRepository
 from gateway.db import SqlUnitOfWork, autoincrement_field, big_int_field, table_of, utc_field
 from gateway.ledger.store import SqlLedgerRepository
-from gateway.outbox import OutboxRepository
+from gateway.messaging.outbox import OutboxRepository
 from gateway.stablecoin.model import (
     Cursor,
     Mint,

@@ -36,7 +36,7 @@ import httpx
 from sqlalchemy.engine import Engine
 
 from gateway.errors import GatewayError
-from gateway.outbox import OutboxMessage, OutboxRepository
+from gateway.messaging.outbox import OutboxMessage, OutboxRepository
 from gateway.stablecoin.endpoints import (
     IPAddress,
     Target,

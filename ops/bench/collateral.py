@@ -64,7 +64,7 @@ from gateway.ledger import service as ledger
 from gateway.ledger.group import GroupCommitter
 from gateway.ledger.model import Issue, MakeTransfer, OpenWallet, WalletKind
 from gateway.ledger.store import LedgerUnitOfWork
-from gateway.serving import free_port
+from gateway.messaging.serving import free_port
 
 SEG = "segregated-bench"
 CHROMIUM = "/usr/bin/chromium"
@@ -344,7 +344,7 @@ def bench_proofs(engine: sa.Engine, clog: CollateralLog, size: int) -> dict[str,
 
 def _serve(db: str, skey: str, port: int) -> None:
     from gateway.api.app import create_app
-    from gateway.serving import run_server
+    from gateway.messaging.serving import run_server
 
     settings = load_settings(
         environ={},

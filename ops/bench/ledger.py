@@ -8,7 +8,7 @@
   getting its own result; measured with 1 and 16 concurrent clients;
 - batched: 100 locks in one batch transaction, then their 100 commits in another.
 
-SQLite runs WAL with FULL durability (group commit, gateway.walsync); PostgreSQL runs with
+SQLite runs WAL with FULL durability (group commit, gateway.sqlite.walsync); PostgreSQL runs with
 its defaults (fsync on, synchronous_commit on). Usage:
 
     .venv/bin/python ops/bench/ledger.py [--pairs N] [--workers W] [--pg-url URL] [--no-pg]

@@ -48,8 +48,8 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 
 from gateway.config import ConnectorSettings
-from gateway.posting import Posted, Poster
-from gateway.walsync import SLOW_FSYNC_SECONDS, slow_fsync_reports
+from gateway.messaging.posting import Posted, Poster
+from gateway.sqlite.walsync import SLOW_FSYNC_SECONDS, slow_fsync_reports
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -352,7 +352,7 @@ def _pct(ordered: list[float], q: float) -> float:
 
 def _slow_fsyncs(log: Path, since: int) -> tuple[int, float]:
     """Slow fsyncs a process logged after byte ``since`` of its log: how many and the
-    longest, in ms (``gateway.walsync.slow_fsync_reports``)."""
+    longest, in ms (``gateway.sqlite.walsync.slow_fsync_reports``)."""
     with log.open("rb") as fh:
         fh.seek(since)
         return slow_fsync_reports(fh.read().decode(errors="replace"))

@@ -49,7 +49,7 @@ from gateway.db import make_engine, upgrade  # noqa: E402
 from gateway.ledger import service as ledger  # noqa: E402
 from gateway.ledger.model import Issue, OpenWallet, WalletKind  # noqa: E402
 from gateway.ledger.store import LedgerUnitOfWork  # noqa: E402
-from gateway.serving import free_port  # noqa: E402
+from gateway.messaging.serving import free_port  # noqa: E402
 from gateway.stablecoin.chain import StablecoinChain  # noqa: E402
 from gateway.stablecoin.devchain import start_anvil  # noqa: E402
 

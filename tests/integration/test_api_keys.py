@@ -29,7 +29,7 @@ from gateway.config import load_settings
 from gateway.config_ops import KeySettings
 from gateway.db import utcnow
 from gateway.errors import Unauthorized
-from gateway.serving import free_port, serve_in_thread
+from gateway.messaging.serving import free_port, serve_in_thread
 from tests.conftest import migrated_engine
 
 BIN = Path(sys.executable).parent / "dt-gateway"

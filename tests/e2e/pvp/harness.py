@@ -30,8 +30,8 @@ from typing import Any
 import httpx
 
 from gateway.iso20022 import Message, OriginalRef, build, header_for, parse, sign_envelope
+from gateway.messaging.serving import free_port
 from gateway.pvp.keys import generate
-from gateway.serving import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 BIN = ROOT / ".venv" / "bin" / "dt-gateway"

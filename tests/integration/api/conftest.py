@@ -9,7 +9,7 @@ from sqlalchemy.engine import Engine
 from gateway import auth
 from gateway.api.app import create_app
 from gateway.config import load_settings
-from gateway.serving import serve_in_thread
+from gateway.messaging.serving import serve_in_thread
 from tests.integration.api.edge_support import edge, edge_chain  # noqa: F401 (fixtures)
 from tests.support.http import Gateway
 

@@ -16,11 +16,11 @@ from sqlalchemy.engine import Engine
 
 from gateway import auth
 from gateway.api.app import create_app
-from gateway.httplimits import HttpLimits
 from gateway.ledger import service as ledger
 from gateway.ledger.model import Issue, OpenWallet, WalletKind
 from gateway.ledger.store import LedgerUnitOfWork
-from gateway.serving import serve_in_thread
+from gateway.messaging.httplimits import HttpLimits
+from gateway.messaging.serving import serve_in_thread
 from gateway.stablecoin.devchain import DevChain
 from gateway.stablecoin.runtime import Stablecoin
 from tests.conftest import migrated_engine

@@ -18,7 +18,7 @@ import pytest
 from gateway.api import explorer
 from gateway.api.app import create_app
 from gateway.config import load_settings
-from gateway.serving import serve_in_thread
+from gateway.messaging.serving import serve_in_thread
 from tests.conftest import migrated_engine
 
 CHROMIUM = Path("/usr/bin/chromium")

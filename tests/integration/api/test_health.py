@@ -22,7 +22,7 @@ from gateway.collateral import service as collateral
 from gateway.collateral.store import CollateralUnitOfWork
 from gateway.config import DatabaseSettings, Settings, load_settings
 from gateway.db import make_engine, upgrade, utcnow
-from gateway.serving import free_port, serve_in_thread
+from gateway.messaging.serving import free_port, serve_in_thread
 from gateway.stablecoin.devchain import start_anvil
 from gateway.stablecoin.runtime import Stablecoin
 from tests.conftest import require_anvil

@@ -23,8 +23,8 @@ from gateway.collateral import service as collateral
 from gateway.collateral.store import CollateralUnitOfWork
 from gateway.config import Settings, load_settings
 from gateway.db import utcnow
-from gateway.outbox import OutboxRepository
-from gateway.serving import serve_in_thread
+from gateway.messaging.outbox import OutboxRepository
+from gateway.messaging.serving import serve_in_thread
 from gateway.stablecoin import service as stablecoin
 from gateway.stablecoin import watcher
 from gateway.stablecoin.devchain import DevChain

@@ -32,7 +32,7 @@ from gateway.api.app import create_app
 from gateway.api.openapi import OPERATIONS
 from gateway.api.problems import TYPE_BASE
 from gateway.config import load_settings
-from gateway.serving import serve_in_thread
+from gateway.messaging.serving import serve_in_thread
 from gateway.stablecoin.endpoints import TEST_EVENT
 from gateway.stablecoin.model import MintState, RedemptionState
 from gateway.stablecoin.service import mint_payload, redemption_payload

@@ -20,8 +20,8 @@ from sqlalchemy.engine import Engine
 from gateway import auth
 from gateway.api.app import create_app
 from gateway.config import Settings, load_settings
+from gateway.messaging.serving import serve_in_thread
 from gateway.pvp.runtime import PvPRuntime
-from gateway.serving import serve_in_thread
 from tests.integration.pvp.conftest import (
     CONNECTOR_BIC,
     CONNECTOR_ID,

@@ -17,7 +17,7 @@ from gateway.collateral.store import CollateralUnitOfWork
 from gateway.collateral.tlog import EMPTY_ROOT
 from gateway.config import CollateralSettings
 from gateway.db import utcnow
-from gateway.walsync import group_sync
+from gateway.sqlite.walsync import group_sync
 from tests.integration.collateral.test_log_service import (
     EXCHANGE,
     ORIGIN,

@@ -26,7 +26,7 @@ from gateway.db import utcnow
 from gateway.ledger import service as ledger
 from gateway.ledger.model import Issue, MakeTransfer, OpenWallet, WalletKind
 from gateway.ledger.store import LedgerUnitOfWork
-from gateway.serving import serve_in_thread
+from gateway.messaging.serving import serve_in_thread
 from tests.support.fuzz import report, run_schemathesis
 
 SEG = "segregated-views"

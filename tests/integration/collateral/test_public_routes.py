@@ -20,7 +20,7 @@ from gateway.config import load_settings
 from gateway.ledger import service as ledger
 from gateway.ledger.model import Issue, MakeTransfer, OpenWallet, WalletKind
 from gateway.ledger.store import LedgerUnitOfWork
-from gateway.serving import serve_in_thread
+from gateway.messaging.serving import serve_in_thread
 
 SEG = "segregated-http"
 ORIGIN = "test.example/collateral/31337/0x00000000000000000000000000000000000000bb"

@@ -21,7 +21,7 @@ from gateway.collateral import note, verifier, witnessing
 from gateway.collateral.runtime import CollateralLog
 from gateway.collateral.verdict import ExitCode
 from gateway.config import load_settings
-from gateway.serving import serve_in_thread
+from gateway.messaging.serving import serve_in_thread
 from tests.conftest import migrated_engine
 from tests.integration.collateral.support import ORIGIN, Chain, Server
 from tests.integration.collateral.witnesses import (

@@ -22,7 +22,7 @@ from gateway.collateral.store import CollateralUnitOfWork, StoredCheckpoint
 from gateway.config import load_settings
 from gateway.db import utcnow
 from gateway.errors import InvalidInput
-from gateway.serving import free_port, serve_in_thread
+from gateway.messaging.serving import free_port, serve_in_thread
 from tests.integration.collateral.witnesses import (
     deposit,
     integrate,

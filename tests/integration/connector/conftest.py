@@ -15,7 +15,7 @@ import pytest
 
 from gateway.config import load_settings
 from gateway.connector import Connector, create_app
-from gateway.serving import serve_in_thread
+from gateway.messaging.serving import serve_in_thread
 from tests.integration.connector.fakenet import BIC, FakeNetwork
 
 AED_BANK = "CBAUAEAA"

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from gateway import walsync
 from gateway.connector import Connector, store
 from gateway.connector.keys import generate_identity
 from gateway.connector.store import now_ms
-from gateway.fastsql import run, savepoint
+from gateway.sqlite import walsync
+from gateway.sqlite.fastsql import run, savepoint
 from tests.integration.connector.conftest import Env, connector_settings
 from tests.integration.connector.fakenet import BIC
 
@@ -219,7 +219,8 @@ def test_a_reception_thread_that_may_not_wait_hands_its_pair_to_the_lanes(
     tmp_path: Path,
 ) -> None:
     """The other reception thread is posting a decision: this one must stay free for what
-    the networks post meanwhile (gateway.queues.Batcher), so the lanes deliver its pair."""
+    the networks post meanwhile (gateway.messaging.queues.Batcher), so the lanes deliver its
+    pair."""
     with _connector(tmp_path, threads=True) as connector:
         delivered: list[str] = []
 

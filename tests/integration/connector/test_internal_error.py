@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from gateway.connector import Connector, create_app
-from gateway.serving import serve_in_thread
+from gateway.messaging.serving import serve_in_thread
 from tests.integration.connector.conftest import Env, connector_settings
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.serving import free_port, serve_in_thread
+from gateway.messaging.serving import free_port, serve_in_thread
 from tests.integration.connector.conftest import DT_BANK, FX_BANK, register_network
 from tests.integration.connector.fakenet import FakeNetwork
 

@@ -14,7 +14,13 @@ from sqlalchemy.engine import Engine
 from gateway.ledger import service
 from gateway.ledger.model import InsufficientFunds, Issue, MakeTransfer, OpenWallet, WalletKind
 from gateway.ledger.store import LedgerUnitOfWork
-from gateway.outbox import OutboxDispatcher, OutboxMessage, OutboxRepository, backoff, outbox_t
+from gateway.messaging.outbox import (
+    OutboxDispatcher,
+    OutboxMessage,
+    OutboxRepository,
+    backoff,
+    outbox_t,
+)
 
 T0 = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
 TOPIC = "ledger.transfer"

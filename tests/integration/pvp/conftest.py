@@ -44,9 +44,9 @@ from gateway.iso20022 import (
     parse,
     sign_envelope,
 )
+from gateway.messaging.serving import serve_in_thread
 from gateway.pvp.keys import SigningIdentity, generate
 from gateway.pvp.runtime import PvPRuntime
-from gateway.serving import serve_in_thread
 
 GATEWAY_BIC = "NBKZKZKAXXX"
 CONNECTOR_BIC = "SWHQBEBBXXX"

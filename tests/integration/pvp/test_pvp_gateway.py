@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from gateway.iso20022 import Admi002, Camt029, Pacs002, Pacs028, parse
-from gateway.outbox import outbox_t
+from gateway.messaging.outbox import outbox_t
 from gateway.pvp.store import inbox_t
 from tests.integration.pvp.conftest import CONDITION, SECRET, Leg, PvPWorld, uetr
 from tests.support.commits import commits_on_this_thread

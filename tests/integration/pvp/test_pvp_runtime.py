@@ -153,8 +153,8 @@ def test_a_message_whose_application_fails_on_receipt_stays_stored_and_is_applie
         # to process, in transactions of many, while the reception thread goes back to storing.
         pytest.param([(1, None), (2, None)], True, id="stored-together"),
         # When the other reception threads are all posting replies, the last one must stay
-        # free for the connector's posts (gateway.queues.Batcher): what it stored goes to the
-        # workers, even alone, since processing it means posting the reply and waiting.
+        # free for the connector's posts (gateway.messaging.queues.Batcher): what it stored goes
+        # to the workers, even alone, since processing it means posting the reply and waiting.
         pytest.param([(1, None)], False, id="may-not-wait"),
     ],
 )

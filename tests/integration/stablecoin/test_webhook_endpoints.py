@@ -16,7 +16,7 @@ from pydantic import SecretStr
 from sqlalchemy.engine import Engine
 
 from gateway.errors import GatewayError
-from gateway.outbox import outbox_t
+from gateway.messaging.outbox import outbox_t
 from gateway.stablecoin import endpoints_service, webhooks
 from gateway.stablecoin.endpoints_store import WebhookUnitOfWork
 from tests.integration.stablecoin.webhook_support import (

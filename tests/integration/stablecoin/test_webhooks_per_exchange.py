@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 
 from gateway.api.app import create_app
 from gateway.jobs import Jobs
-from gateway.serving import free_port, serve_in_thread
+from gateway.messaging.serving import free_port, serve_in_thread
 from gateway.stablecoin.devchain import DevChain
 from gateway.stablecoin.runtime import Stablecoin
 from tests.integration.stablecoin.webhook_support import (

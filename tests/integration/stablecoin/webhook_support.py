@@ -20,8 +20,8 @@ from gateway import auth
 from gateway.api.app import create_app
 from gateway.config import Settings, load_settings
 from gateway.db import utcnow
-from gateway.outbox import OutboxDispatcher, outbox_t
-from gateway.serving import free_port, serve_in_thread
+from gateway.messaging.outbox import OutboxDispatcher, outbox_t
+from gateway.messaging.serving import free_port, serve_in_thread
 from gateway.stablecoin import endpoints_service, webhooks
 from gateway.stablecoin.endpoints_store import WebhookUnitOfWork
 from tests.integration.stablecoin_flows.support import EXCHANGE, OTHER_EXCHANGE, Receiver

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 from sqlalchemy.engine import Engine
 
-from gateway.serving import free_port
+from gateway.messaging.serving import free_port
 from tests.integration.stablecoin_flows.support import EXCHANGE_WALLET, Deployment
 
 BIN = Path(sys.executable).parent / "dt-gateway"

@@ -22,7 +22,7 @@ from gateway.config import Settings, load_settings
 from gateway.ledger import service as ledger
 from gateway.ledger.model import Issue, OpenWallet, WalletKind
 from gateway.ledger.store import LedgerUnitOfWork
-from gateway.serving import serve_in_thread
+from gateway.messaging.serving import serve_in_thread
 from gateway.stablecoin.chain import StablecoinChain
 from gateway.stablecoin.devchain import DevChain
 from gateway.stablecoin.runtime import Stablecoin

@@ -30,7 +30,7 @@ from gateway.collateral.note import Checkpoint, Signer
 from gateway.collateral.runtime import origin_of
 from gateway.collateral.store import CollateralUnitOfWork
 from gateway.config import load_settings
-from gateway.serving import serve_in_thread
+from gateway.messaging.serving import serve_in_thread
 from gateway.stablecoin import service, watcher
 from gateway.stablecoin.contract import MINTER_ROLE
 from gateway.stablecoin.runtime import Stablecoin

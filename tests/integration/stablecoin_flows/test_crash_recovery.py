@@ -23,7 +23,7 @@ import httpx
 import pytest
 from sqlalchemy.engine import Engine
 
-from gateway.serving import free_port
+from gateway.messaging.serving import free_port
 from gateway.stablecoin import watcher
 from gateway.stablecoin.runtime import default_segregated_wallet_id
 from tests.integration.stablecoin_flows.processes import wait_for

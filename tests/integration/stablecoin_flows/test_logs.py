@@ -20,8 +20,8 @@ from sqlalchemy.engine import Engine
 
 from gateway.collateral.note import Signer
 from gateway.collateral.runtime import origin_of
+from gateway.messaging.serving import free_port
 from gateway.pvp.keys import generate
-from gateway.serving import free_port
 from tests.integration.stablecoin_flows.support import (
     EXCHANGE,
     EXCHANGE_WALLET,

@@ -10,7 +10,7 @@ from functools import partial
 import pytest
 from sqlalchemy.engine import Engine
 
-from gateway.outbox import OutboxDispatcher, outbox_t
+from gateway.messaging.outbox import OutboxDispatcher, outbox_t
 from gateway.stablecoin import endpoints_service, service, watcher, webhooks
 from gateway.stablecoin.endpoints_store import WebhookUnitOfWork
 from tests.integration.stablecoin_flows.support import (

@@ -22,7 +22,7 @@ import gateway.tables  # noqa: F401  (registers every table on SQLModel.metadata
 from gateway import db
 from gateway.config import DatabaseSettings
 from gateway.connector import store as cstore
-from gateway.outbox import OutboxDispatcher
+from gateway.messaging.outbox import OutboxDispatcher
 from gateway.pvp import store as pstore
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.queues import Batcher
+from gateway.messaging.queues import Batcher
 from gateway.threads import NATIVE_NAME_BYTES, native_name, start_thread
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="names via /proc")

@@ -29,8 +29,8 @@ from gateway.db import (
     utc_field,
     utcnow,
 )
-from gateway.fastsql import run
-from gateway.walsync import NO_SYNC
+from gateway.sqlite.fastsql import run
+from gateway.sqlite.walsync import NO_SYNC
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from gateway.queues import Batcher
+from gateway.messaging.queues import Batcher
 
 
 class Refused(Exception):

@@ -14,7 +14,7 @@ from typing import Any
 
 import uvicorn
 
-from gateway.httplimits import DEFAULT_LIMITS, HttpLimits, protocol_class
+from gateway.messaging.httplimits import DEFAULT_LIMITS, HttpLimits, protocol_class
 
 
 def settle_heap() -> None:
@@ -34,7 +34,7 @@ def run_server(
     app: Any, host: str, port: int, log_level: str, limits: HttpLimits = DEFAULT_LIMITS
 ) -> None:
     """Serve ``app`` in this process until it is stopped (``dt-gateway serve`` and
-    ``connector``), with the request-head and body limits of :mod:`gateway.httplimits`."""
+    ``connector``), with the request-head and body limits of :mod:`gateway.messaging.httplimits`."""
     # Reception, processing and sending are threads sharing the GIL; with the default 5 ms
     # slices a thread back from I/O (holding the SQLite writer, or with a reply to send)
     # waited behind a CPU-bound one at every step: the latency tail of a PvP.

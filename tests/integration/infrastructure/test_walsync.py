@@ -16,11 +16,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from gateway import walsync
 from gateway.config import DatabaseSettings
 from gateway.connector import store as connector_store
 from gateway.db import SqlUnitOfWork, make_engine
-from gateway.walsync import WalGroupSync
+from gateway.sqlite import walsync
+from gateway.sqlite.walsync import WalGroupSync
 
 
 class RecordingFsync:
@@ -111,7 +111,7 @@ def test_slow_fsyncs_are_logged_at_most_once_a_second_with_their_count_and_the_l
         sync.before_commit()
         sync.committed()
 
-    with caplog.at_level(logging.WARNING, logger="gateway.walsync"):
+    with caplog.at_level(logging.WARNING, logger="gateway.sqlite.walsync"):
         commit()  # 1 ms: usual, not logged
         assert caplog.records == []
         commit()  # 30 ms: logged
@@ -126,7 +126,7 @@ def test_slow_fsyncs_are_logged_at_most_once_a_second_with_their_count_and_the_l
     longest = float(message.split("the longest ")[1].split(" ms")[0])
     assert 40 <= longest < 200
     # What the PvP benchmark reads back from a process's log: both reports, three fsyncs.
-    text = "".join(f"... WARNING gateway.walsync {r.getMessage()}\n" for r in caplog.records)
+    text = "".join(f"... WARNING gateway.sqlite.walsync {r.getMessage()}\n" for r in caplog.records)
     assert walsync.slow_fsync_reports(text) == (3, longest)
     assert walsync.slow_fsync_reports("nothing slow here\n") == (0, 0.0)
 

@@ -12,10 +12,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from gateway import fastsql
 from gateway.config import DatabaseSettings
 from gateway.db import UtcDateTime, make_engine
-from gateway.fastsql import Rows, run
+from gateway.sqlite import fastsql
+from gateway.sqlite.fastsql import Rows, run
 
 md = sa.MetaData()
 items = sa.Table(

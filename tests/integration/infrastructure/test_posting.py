@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from gateway.posting import Poster, PostFailed
+from gateway.messaging.posting import Poster, PostFailed
 
 
 class _Handler(BaseHTTPRequestHandler):

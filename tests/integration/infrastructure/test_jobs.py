@@ -12,7 +12,7 @@ from gateway.config import Settings
 from gateway.db import utcnow
 from gateway.jobs import Jobs
 from gateway.leases import lease_t
-from gateway.outbox import OutboxRepository
+from gateway.messaging.outbox import OutboxRepository
 from tests.support.commits import commits_on_this_thread
 
 
