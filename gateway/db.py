@@ -1,19 +1,17 @@
 """Database engine, schema migrations and the unit-of-work plumbing shared by every store.
 
-SQLite (the embedded default) runs in WAL mode with FULL durability (by group commit: see
-:mod:`gateway.sqlite.walsync`), a busy timeout and foreign keys on; every write transaction starts
-with ``BEGIN IMMEDIATE`` so that SQLite's single writer is taken up front instead of failing
-on lock upgrade. PostgreSQL runs through psycopg 3 at READ COMMITTED; stores take row locks
-in a fixed order and :func:`retrying` retries the rare deadlock or serialization failure, so
-neither reaches a caller.
+SQLite (the embedded default) runs on :mod:`gateway.sqlite.engine`: WAL mode with FULL
+durability (by group commit: see :mod:`gateway.sqlite.walsync`), a busy timeout and foreign keys
+on; every write transaction starts with ``BEGIN IMMEDIATE`` so that SQLite's single writer is
+taken up front instead of failing on lock upgrade. PostgreSQL runs through psycopg 3 at READ
+COMMITTED; stores take row locks in a fixed order and :func:`retrying` retries the rare deadlock
+or serialization failure, so neither reaches a caller.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,7 +20,6 @@ from pathlib import Path
 from typing import Any, Protocol, Self, TypeVar, cast
 
 import sqlalchemy as sa
-from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.types import TypeDecorator
@@ -30,7 +27,7 @@ from sqlmodel import Field
 
 from gateway.config import DatabaseSettings
 from gateway.errors import GatewayError, TransientError
-from gateway.sqlite.walsync import NO_SYNC, WalGroupSync, attach, prepare_connection
+from gateway.sqlite.engine import READONLY, sqlite_engine
 
 log = logging.getLogger(__name__)
 
@@ -152,148 +149,17 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-class _WriterQueue:
-    """One SQLite writer at a time *within this process*, queued on a lock, and group commit.
-
-    SQLite's busy handler sleeps 1, 2, 5, 10 ... 100 ms between attempts, so under concurrent
-    writers (HTTP reception, inbox workers, outbox dispatchers, jobs) a writer slept far longer
-    than the transaction it waited for. Here it waits on a lock and starts the moment the
-    previous writer commits. The lock is taken before ``BEGIN IMMEDIATE`` and released once the
-    driver's COMMIT or ROLLBACK has returned (or the connection closes); other processes (the
-    CLI, a second server) still meet SQLite's own lock and busy timeout.
-
-    With ``sync`` (a file database), a writer's commit then waits, outside the lock, until the
-    log is on disk, and a reader's transaction ends only once nothing it could have read is
-    still waiting for that (see :mod:`gateway.sqlite.walsync`).
-    """
-
-    def __init__(self, timeout_s: float, sync: WalGroupSync | None) -> None:
-        self.lock = threading.Lock()
-        self.timeout_s = timeout_s
-        self.sync = sync
-
-    def connection_class(self) -> type[sqlite3.Connection]:
-        queue = self
-
-        class WriterConnection(sqlite3.Connection):
-            holds_writer = False
-
-            def take_writer(self) -> None:
-                if not queue.lock.acquire(timeout=queue.timeout_s):
-                    raise sqlite3.OperationalError("database is locked (in-process writer queue)")
-                self.holds_writer = True
-
-            def give_writer(self) -> None:
-                if self.holds_writer:
-                    self.holds_writer = False
-                    queue.lock.release()
-
-            skip_sync = False
-
-            def commit(self) -> None:
-                sync = queue.sync
-                if self.skip_sync:  # see walsync.NO_SYNC
-                    self.skip_sync = False
-                    sync = None
-                if sync is None:
-                    try:
-                        super().commit()
-                    finally:
-                        self.give_writer()
-                    return
-                if not self.holds_writer:  # a reader's transaction
-                    read = self.in_transaction
-                    super().commit()
-                    if read:
-                        sync.barrier()
-                    return
-                sync.before_commit()
-                try:
-                    super().commit()
-                finally:
-                    self.give_writer()
-                    sync.committed()
-
-            def rollback(self) -> None:
-                # A reader's transaction that ends here waits for what it could have read
-                # to be on disk. Not when none is open: the pool's reset of a connection
-                # whose writer has committed (and waited for its own fsync) read nothing,
-                # and would otherwise wait for another writer's fsync.
-                read = self.in_transaction and not self.holds_writer
-                try:
-                    super().rollback()
-                finally:
-                    self.give_writer()
-                if read and queue.sync is not None:
-                    queue.sync.barrier()
-
-            def close(self) -> None:
-                try:
-                    super().close()
-                finally:
-                    self.give_writer()
-
-        return WriterConnection
-
-
 def make_engine(settings: DatabaseSettings) -> Engine:
-    """Create the engine for ``settings.url`` with the durability settings described above."""
+    """Create the engine for ``settings.url`` with the durability settings described above
+    (SQLite: :func:`gateway.sqlite.engine.sqlite_engine`, the connector's engine too)."""
     url = settings.url
     if is_sqlite(url):
-        db_path = sa.engine.make_url(url).database
-        if db_path and db_path != ":memory:":
-            Path(db_path).parent.mkdir(parents=True, exist_ok=True)
-        file_db = bool(db_path) and db_path != ":memory:" and "mode=memory" not in url
-        sync = WalGroupSync(str(Path(db_path).resolve())) if file_db and db_path else None
-        writers = _WriterQueue(settings.sqlite_busy_timeout_ms / 1000, sync)
-        if sync is not None:
-            sync.checkpointer.writer_lock = writers.lock
-        engine = sa.create_engine(
+        return sqlite_engine(
             url,
-            connect_args={
-                "check_same_thread": False,
-                "timeout": settings.sqlite_busy_timeout_ms / 1000,
-                "factory": writers.connection_class(),
-            },
+            busy_timeout_ms=settings.sqlite_busy_timeout_ms,
             pool_size=settings.pool_size,
             max_overflow=settings.pool_size,
         )
-        busy_ms = settings.sqlite_busy_timeout_ms
-
-        if sync is not None:
-            attach(engine, sync)
-
-        @event.listens_for(engine, "connect")
-        def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
-            prepare_connection(dbapi_conn, sync, busy_ms)  # WAL, group commit (walsync)
-
-        @event.listens_for(engine, "commit")
-        def _sqlite_commit(conn: Connection) -> None:
-            if conn.get_execution_options().get(NO_SYNC, False):
-                conn.connection.dbapi_connection.skip_sync = True  # type: ignore[union-attr]
-
-        @event.listens_for(engine, "begin")
-        def _sqlite_begin(conn: Connection) -> None:
-            readonly = conn.get_execution_options().get("dt_readonly", False)
-            sql = "BEGIN" if readonly else "BEGIN IMMEDIATE"
-            # Straight on the driver: exec_driver_sql's bookkeeping cost more than the BEGIN.
-            # A busy database still surfaces as SQLAlchemy's OperationalError (retryable).
-            dbapi_conn = conn.connection.dbapi_connection
-            assert dbapi_conn is not None
-            try:
-                if not readonly:
-                    dbapi_conn.take_writer()
-                try:
-                    dbapi_conn.execute(sql)
-                except BaseException:
-                    dbapi_conn.give_writer()
-                    raise
-            except sqlite3.Error as exc:
-                raise sa.exc.DBAPIError.instance(
-                    sql, (), exc, sqlite3.Error, dialect=conn.dialect
-                ) from exc
-
-        return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     return sa.create_engine(
@@ -431,7 +297,7 @@ class SqlUnitOfWork:
     def __enter__(self) -> Self:
         conn = self.engine.connect()
         if self.readonly:
-            conn = conn.execution_options(dt_readonly=True)
+            conn = conn.execution_options(**{READONLY: True})
         self._conn = conn
         with translate_db_errors():
             self._tx = conn.begin()
