@@ -198,6 +198,9 @@ class WalGroupSync:
     A writer calls :meth:`before_commit` just before COMMIT and :meth:`committed` once COMMIT
     has returned (or failed) and it has let go of the write lock. A reader calls
     :meth:`barrier` when its transaction ends, before acting on what it read.
+
+    ``fsync`` syncs the log by its path (:func:`fsync_path`); ``clock`` (seconds, monotonic)
+    times the fsyncs for the slow-fsync report.
     """
 
     def __init__(
@@ -205,10 +208,12 @@ class WalGroupSync:
         db_path: str,
         *,
         fsync: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.wal_path = f"{db_path}-wal"
         self.checkpointer = Checkpointer(db_path, CHECKPOINT_EVERY)
         self._fsync = fsync
+        self._clock = clock
         self._cv = threading.Condition(threading.Lock())
         self._requested = 0  # sync requests so far: commits, and barriers that need one
         self._synced = 0  # requests covered by a finished fsync
@@ -217,7 +222,14 @@ class WalGroupSync:
         self.fsyncs = 0  # finished fsyncs (for tests and metrics)
         self._slow = 0  # fsyncs over SLOW_FSYNC_SECONDS not logged yet
         self._slowest = 0.0
-        self._slow_logged_at = 0.0
+        self._slow_logged_at: float | None = None
+
+    @property
+    def waiting(self) -> int:
+        """Sync requests (commits, and barriers that need an fsync) not covered yet by a
+        finished fsync: the threads waiting for one or in it, and the requests of an fsync
+        that failed until the next one succeeds (for tests and metrics)."""
+        return self._requested - self._synced
 
     def before_commit(self) -> None:
         with self._cv:
@@ -256,11 +268,11 @@ class WalGroupSync:
             target = self._requested
             self._syncing = True
             self._cv.release()
-            started = time.monotonic()
+            started = self._clock()
             try:
                 (self._fsync or fsync_path)(self.wal_path)
             finally:
-                took = time.monotonic() - started
+                took = self._clock() - started
                 self._cv.acquire()
                 self._syncing = False
                 self._cv.notify_all()
@@ -275,8 +287,8 @@ class WalGroupSync:
         # otherwise add a log line per commit group to its troubles.
         self._slow += 1
         self._slowest = max(self._slowest, took)
-        now = time.monotonic()
-        if now - self._slow_logged_at < 1.0:
+        now = self._clock()
+        if self._slow_logged_at is not None and now - self._slow_logged_at < 1.0:
             return
         log.warning(
             SLOW_FSYNC_REPORT,

@@ -10,6 +10,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,59 +25,94 @@ from gateway.sqlite.walsync import WalGroupSync
 
 
 class RecordingFsync:
-    """An fsync that takes ``seconds`` and records when each one started and ended."""
+    """An fsync that records the paths it synced."""
 
-    def __init__(self, seconds: float = 0.0) -> None:
-        self.seconds = seconds
-        self.calls: list[tuple[str, float, float]] = []
+    def __init__(self) -> None:
+        self.calls: list[str] = []
         self.lock = threading.Lock()
 
     def __call__(self, path: str) -> None:
-        start = time.monotonic()
-        time.sleep(self.seconds)
         with self.lock:
-            self.calls.append((path, start, time.monotonic()))
+            self.calls.append(path)
 
-    def started_after(self, moment: float) -> bool:
-        return any(start >= moment for _, start, _ in self.calls)
+
+class Clock:
+    """A monotonic clock that moves only when told to."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def _until(condition: Callable[[], bool], what: str) -> None:
+    """Wait until ``condition`` holds (a state other threads reach), at most 10 s."""
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, f"never: {what}"
+        time.sleep(0.001)
 
 
 def test_each_commit_waits_for_an_fsync_that_started_after_it_and_they_share_fsyncs() -> None:
-    fsync = RecordingFsync(seconds=0.02)
+    """Fifteen commits made while one commit's fsync is in flight wait for the next fsync,
+    which covers them all."""
+    events: list[tuple[str, int]] = []  # in the order they happened
+    lock = threading.Lock()
+    in_flight, release = threading.Event(), threading.Event()
+
+    def record(what: str, i: int) -> None:
+        with lock:
+            events.append((what, i))
+
+    def fsync(_path: str) -> None:
+        with lock:
+            n = sum(1 for what, _ in events if what == "fsync started")
+            events.append(("fsync started", n))
+        if n == 0:
+            in_flight.set()
+            assert release.wait(10)
+        record("fsync ended", n)
+
     sync = WalGroupSync("/db", fsync=fsync)
-    announced: dict[int, float] = {}
-    returned: dict[int, float] = {}
-    go = threading.Barrier(16)
 
     def writer(i: int) -> None:
-        go.wait()
         sync.before_commit()
-        announced[i] = time.monotonic()
+        record("announced", i)
         sync.committed()
-        returned[i] = time.monotonic()
+        record("returned", i)
 
     threads = [threading.Thread(target=writer, args=(i,)) for i in range(16)]
-    for t in threads:
+    threads[0].start()
+    assert in_flight.wait(10)
+    for t in threads[1:]:
         t.start()
+    _until(lambda: sync.waiting == 16, "fifteen commits wait behind the fsync in flight")
+    release.set()
     for t in threads:
         t.join(10)
-    assert len(returned) == 16
+    assert sync.fsyncs == 2
+    at = {event: index for index, event in enumerate(events)}
     for i in range(16):
         # Some fsync started after this commit was announced and ended before it returned.
-        assert any(start >= announced[i] and end <= returned[i] for _, start, end in fsync.calls), i
-    assert 1 <= sync.fsyncs < 16
-    assert {path for path, _, _ in fsync.calls} == {"/db-wal"}
+        assert any(
+            at[("announced", i)] < at[("fsync started", n)]
+            and at[("fsync ended", n)] < at[("returned", i)]
+            for n in range(2)
+        ), i
 
 
 def test_a_reader_waits_only_while_a_commit_is_on_its_way_to_disk() -> None:
     fsync = RecordingFsync()
     sync = WalGroupSync("/db", fsync=fsync)
     sync.barrier()
-    assert sync.fsyncs == 0  # nothing in flight: free
+    assert fsync.calls == []  # nothing in flight: free
     sync.before_commit()  # a writer's COMMIT returned; its fsync has not run yet
-    moment = time.monotonic()
     sync.barrier()
-    assert fsync.started_after(moment)  # the reader did not go on before the log was synced
+    assert fsync.calls == ["/db-wal"]  # the reader did not go on before the log was synced
     sync.committed()
     assert sync.fsyncs == 2
     sync.barrier()
@@ -104,8 +140,9 @@ def test_a_failed_fsync_fails_the_commit_and_the_next_one_syncs_again() -> None:
 def test_slow_fsyncs_are_logged_at_most_once_a_second_with_their_count_and_the_longest(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    seconds = [0.001, 0.03, 0.025, 0.04]
-    sync = WalGroupSync("/db", fsync=lambda _path: time.sleep(seconds.pop(0)))
+    clock = Clock()
+    seconds = [0.001, 0.03, 0.025, 0.04]  # what each fsync takes, by the clock
+    sync = WalGroupSync("/db", fsync=lambda _path: clock.advance(seconds.pop(0)), clock=clock)
 
     def commit() -> None:
         sync.before_commit()
@@ -117,17 +154,18 @@ def test_slow_fsyncs_are_logged_at_most_once_a_second_with_their_count_and_the_l
         commit()  # 30 ms: logged
         commit()  # 25 ms, within the second: counted, not logged yet
         [first] = caplog.records
-        assert "slow fsync of /db-wal: 1 over 20 ms" in first.getMessage()
-        sync._slow_logged_at -= 1.0  # a second later
-        commit()  # 40 ms: logged with the one held back
+        assert first.getMessage().startswith(
+            "slow fsync of /db-wal: 1 over 20 ms since the last report, the longest 30.0 ms"
+        )
+        clock.advance(1.0)
+        commit()  # 40 ms, a second later: logged with the one held back
     [_, second] = caplog.records
-    message = second.getMessage()
-    assert "slow fsync of /db-wal: 2 over 20 ms" in message
-    longest = float(message.split("the longest ")[1].split(" ms")[0])
-    assert 40 <= longest < 200
+    assert second.getMessage().startswith(
+        "slow fsync of /db-wal: 2 over 20 ms since the last report, the longest 40.0 ms"
+    )
     # What the PvP benchmark reads back from a process's log: both reports, three fsyncs.
     text = "".join(f"... WARNING gateway.sqlite.walsync {r.getMessage()}\n" for r in caplog.records)
-    assert walsync.slow_fsync_reports(text) == (3, longest)
+    assert walsync.slow_fsync_reports(text) == (3, 40.0)
     assert walsync.slow_fsync_reports("nothing slow here\n") == (0, 0.0)
 
 
@@ -164,8 +202,8 @@ def test_gateway_engine_commits_through_the_group_sync(
             uow.conn.exec_driver_sql("INSERT INTO t VALUES (1)")
             uow.commit()
         assert len(recorded.calls) == before + 1
-        assert recorded.calls[-1][0] == f"{db.resolve()}-wal"
-        assert Path(recorded.calls[-1][0]).exists()
+        assert recorded.calls[-1] == f"{db.resolve()}-wal"
+        assert Path(recorded.calls[-1]).exists()
         with SqlUnitOfWork(engine, readonly=True) as uow:  # nothing in flight: no fsync
             assert uow.conn.exec_driver_sql("SELECT x FROM t").scalar_one() == 1
             uow.commit()
@@ -244,9 +282,9 @@ def test_gateway_writers_do_not_hold_the_writer_lock_during_the_fsync(tmp_path: 
 
         other = threading.Thread(target=second)
         other.start()
-        time.sleep(0.2)
-        # It committed (its BEGIN IMMEDIATE and COMMIT went through) but waits for the
+        # It committed (its BEGIN IMMEDIATE and COMMIT went through) and waits for the
         # fsync in flight, which started before its commit, then for its own.
+        _until(lambda: pool_sync.waiting == 2, "the second commit waits behind the first")
         with engine.connect() as conn:
             assert conn.exec_driver_sql("SELECT count(*) FROM t").scalar_one() == 2
         assert not done.is_set()
@@ -279,7 +317,7 @@ def test_connector_engine_commits_through_the_group_sync(
         with engine.begin() as conn:
             conn.execute(sa.text("INSERT INTO t VALUES (1)"))
         assert len(recorded.calls) == before + 1
-        assert recorded.calls[-1][0] == f"{db.resolve()}-wal"
+        assert recorded.calls[-1] == f"{db.resolve()}-wal"
         with connector_store.reader(engine) as conn:
             assert conn.execute(sa.text("SELECT x FROM t")).scalar_one() == 1
         assert len(recorded.calls) == before + 1
@@ -387,6 +425,7 @@ def test_the_log_is_checkpointed_on_a_thread_of_its_own_not_in_a_commit(
     asked = threading.Event()
     release = threading.Event()
     rounds: list[tuple[int, int, int]] = []
+    copied = threading.Semaphore(0)  # one release per copy done
     real = walsync.Checkpointer.checkpoint
     db = tmp_path / f"{kind}.db"
 
@@ -396,6 +435,7 @@ def test_the_log_is_checkpointed_on_a_thread_of_its_own_not_in_a_commit(
         asked.set()
         assert release.wait(30)
         rounds.append(real(self, conn))
+        copied.release()
         return rounds[-1]
 
     monkeypatch.setattr(walsync.Checkpointer, "checkpoint", held)
@@ -419,16 +459,13 @@ def test_the_log_is_checkpointed_on_a_thread_of_its_own_not_in_a_commit(
         assert wal.stat().st_size // 4096 > 1000
         assert db.stat().st_size == database_size  # no commit checkpointed
         release.set()
-        end = time.monotonic() + 10
-        while not rounds and time.monotonic() < end:
-            time.sleep(0.01)
-        busy, logged, copied = rounds[0]
-        assert busy == 0 and logged > 1000 and copied == logged
-        while len(rounds) < 2 and time.monotonic() < end:
-            time.sleep(0.01)
+        assert copied.acquire(timeout=10)
+        busy, logged, pages = rounds[0]
+        assert busy == 0 and logged > 1000 and pages == logged
+        assert copied.acquire(timeout=10)
         # The round's second copy, under the writer lock, leaves the whole log copied.
-        busy, logged, copied = rounds[1]
-        assert busy == 0 and copied == logged
+        busy, logged, pages = rounds[1]
+        assert busy == 0 and pages == logged
         assert db.stat().st_size > database_size + 400 * len(blob)
         wal_size = wal.stat().st_size
         for _ in range(10):
