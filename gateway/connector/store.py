@@ -16,17 +16,14 @@ Invariants the store enforces itself:
 from __future__ import annotations
 
 import logging
-import sqlite3
-import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
-from gateway.sqlite.walsync import NO_SYNC, WalGroupSync, attach, prepare_connection
+from gateway.sqlite.engine import reader as sqlite_reader
+from gateway.sqlite.engine import sqlite_engine
 
 log = logging.getLogger(__name__)
 
@@ -280,107 +277,18 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-# Execution option of a connection that only reads (see ``reader``).
-READONLY = "dt_readonly"
-
-
-# Execution option of a reader that acts only on rows it knows to be durable (see ``reader``).
-OWN_ROWS = "dt_own_rows"
-
-
 def reader(engine: Engine, *, own_rows: bool = False) -> Connection:
-    """A connection for reads alone (``with reader(engine) as conn``). On SQLite it neither
-    queues on the process's writer lock nor takes SQLite's: it must not write, since a
-    deferred transaction that tries to would fail against a concurrent writer.
-
-    Its transaction ends once nothing it could have read waits for its fsync (group commit,
-    :meth:`gateway.sqlite.walsync.WalGroupSync.barrier`): what it read may then be acted upon. With
-    ``own_rows`` it does not wait: the caller acts only on rows its own thread committed
-    and saw made durable (the outbox rows a transaction wrote, handed out after its commit),
-    so another writer's fsync in flight is none of its business."""
-    options: dict[str, Any] = {READONLY: True}
-    if own_rows:
-        options[OWN_ROWS] = True
-    return engine.connect().execution_options(**options)
+    """A connection for reads alone (``with reader(engine) as conn``), the gateway's kind:
+    see :func:`gateway.sqlite.engine.reader` (``own_rows``: the caller acts only on rows its
+    own thread committed and saw made durable)."""
+    return sqlite_reader(engine, own_rows=own_rows)
 
 
 def make_engine(url: str, *, busy_timeout_ms: int = 10_000) -> Engine:
-    """An engine with the gateway's durability settings (see the module docstring)."""
+    """An engine with the gateway's durability settings (see the module docstring): on
+    SQLite the gateway's own design (:func:`gateway.sqlite.engine.sqlite_engine`)."""
     if url.startswith("sqlite"):
-        db_path = sa.engine.make_url(url).database
-        if db_path and db_path != ":memory:":
-            Path(db_path).parent.mkdir(parents=True, exist_ok=True)
-        file_db = bool(db_path) and db_path != ":memory:" and "mode=memory" not in url
-        sync = WalGroupSync(str(Path(db_path).resolve())) if file_db and db_path else None
-        engine = sa.create_engine(
-            url,
-            connect_args={"check_same_thread": False, "timeout": busy_timeout_ms / 1000},
-            pool_size=10,
-            max_overflow=20,
-        )
-        if sync is not None:
-            attach(engine, sync)
-
-        @event.listens_for(engine, "connect")
-        def _connect(dbapi_conn: Any, _record: Any) -> None:
-            prepare_connection(dbapi_conn, sync, busy_timeout_ms)  # WAL, group commit (walsync)
-
-        # One writer at a time in this process, queued on a lock instead of SQLite's busy
-        # handler (which sleeps 1, 2, 5, 10 ... ms between attempts: with a dozen threads
-        # contending, most of their time went there). Held from BEGIN until the connection
-        # goes back to the pool, i.e. after its COMMIT or ROLLBACK; reentrant for a thread
-        # that opens a second connection while holding one.
-        writer = threading.RLock()
-        if sync is not None:
-            sync.checkpointer.writer_lock = writer
-
-        @event.listens_for(engine, "begin")
-        def _begin(conn: Connection) -> None:
-            # A read-only connection (see ``reader``) takes neither the lock nor SQLite's
-            # write lock: in WAL mode it reads a snapshot while a writer goes on.
-            options = conn.get_execution_options()
-            readonly = options.get(READONLY, False)
-            if not readonly:
-                writer.acquire()
-                conn.info["writer_holds"] = conn.info.get("writer_holds", 0) + 1
-            elif sync is not None and not options.get(OWN_ROWS, False):
-                conn.info["reader"] = True
-            sql = "BEGIN" if readonly else "BEGIN IMMEDIATE"
-            # Straight on the driver: exec_driver_sql's bookkeeping cost more than the BEGIN.
-            dbapi_conn = conn.connection.dbapi_connection
-            assert dbapi_conn is not None
-            try:
-                dbapi_conn.execute(sql)
-            except sqlite3.Error as exc:
-                raise sa.exc.DBAPIError.instance(
-                    sql, (), exc, sqlite3.Error, dialect=conn.dialect
-                ) from exc
-
-        if sync is not None:
-
-            @event.listens_for(engine, "commit")
-            def _commit(conn: Connection) -> None:  # before the COMMIT goes to SQLite
-                options = conn.get_execution_options()
-                if not options.get(READONLY, False) and not options.get(NO_SYNC, False):
-                    sync.before_commit()
-                    conn.info["commits"] = conn.info.get("commits", 0) + 1
-
-        @event.listens_for(engine, "checkin")
-        def _checkin(_dbapi_conn: Any, record: Any) -> None:
-            for _ in range(record.info.pop("writer_holds", 0)):
-                try:
-                    writer.release()
-                except RuntimeError:  # checked in by another thread (garbage collected)
-                    log.error("connector store: a connection was returned by another thread")
-            if sync is not None:
-                # After the writer lock is released: the commits made on this connection are on
-                # disk, and whatever a reader saw is, before the caller goes on.
-                for _ in range(record.info.pop("commits", 0)):
-                    sync.committed()
-                if record.info.pop("reader", False):
-                    sync.barrier()
-
-        return engine
+        return sqlite_engine(url, busy_timeout_ms=busy_timeout_ms, pool_size=10, max_overflow=20)
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     return sa.create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
