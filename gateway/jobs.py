@@ -7,7 +7,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.engine import Engine
@@ -17,6 +17,7 @@ from gateway.collateral import service as collateral
 from gateway.collateral import witnessing
 from gateway.collateral.store import CollateralUnitOfWork
 from gateway.config import Settings
+from gateway.db import utcnow
 from gateway.ledger import service as ledger
 from gateway.ledger.store import LedgerUnitOfWork
 from gateway.messaging.outbox import OutboxDispatcher, Sender
@@ -30,6 +31,10 @@ log = logging.getLogger(__name__)
 
 
 class Jobs:
+    """The scheduled jobs of one replica. ``clock`` gives the time leases and the outbox are
+    written with, ``monotonic`` the seconds by which a lease held is renewed (both the
+    system's unless a test drives them)."""
+
     def __init__(
         self,
         settings: Settings,
@@ -37,9 +42,14 @@ class Jobs:
         senders: Mapping[str, Sender] | None = None,
         stablecoin: Stablecoin | None = None,
         pvp: PvPRuntime | None = None,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.engine = engine
+        self.clock = clock
+        self.monotonic = monotonic
         self.holder = secrets.token_hex(8)
         self.stablecoin = stablecoin
         self.pvp = pvp
@@ -53,7 +63,7 @@ class Jobs:
                     settings.stablecoin.webhook_timeout_seconds,
                 ),
             )
-        self.dispatcher = OutboxDispatcher(engine, senders)
+        self.dispatcher = OutboxDispatcher(engine, senders, clock=clock)
         self._names = ["ledger.expire_locks", "outbox.dispatch"]
         self.witness_transport: witnessing.HttpTransport | None = None
         self.scheduler = BackgroundScheduler(daemon=True)
@@ -68,9 +78,9 @@ class Jobs:
         def run() -> None:
             nonlocal held_until
             try:
-                now = time.monotonic()
+                now = self.monotonic()
                 if now >= held_until - ttl.total_seconds() / 2:
-                    if not leases.acquire(self.engine, name, self.holder, ttl):
+                    if not leases.acquire(self.engine, name, self.holder, ttl, now=self.clock()):
                         held_until = 0.0
                         return
                     held_until = now + ttl.total_seconds()

@@ -24,9 +24,12 @@ class LeaseRow(SQLModel, table=True):
 lease_t = table_of(LeaseRow)
 
 
-def acquire(engine: Engine, name: str, holder: str, ttl: timedelta) -> bool:
-    """Take or renew the lease ``name`` for ``holder``; False when another holder has it."""
-    now = utcnow()
+def acquire(
+    engine: Engine, name: str, holder: str, ttl: timedelta, *, now: datetime | None = None
+) -> bool:
+    """Take or renew the lease ``name`` for ``holder`` until ``now`` (default: the clock's)
+    + ``ttl``; False when another holder has it."""
+    now = utcnow() if now is None else now
     with engine.begin() as conn:
         renewed = conn.execute(
             lease_t.update()

@@ -149,12 +149,14 @@ class OutboxDispatcher:
         batch: int = 50,
         clock: Callable[[], datetime] = utcnow,
         record_within: float = 0.0,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.engine = engine
         self.senders = dict(senders)
         self.lease = lease
         self.batch = batch
-        self.clock = clock
+        self.clock = clock  # the times written: claims, backoff, sent_at
+        self.monotonic = monotonic  # the seconds deliveries wait to be recorded (record_within)
         # Deliveries are recorded at most this many seconds late, several in one transaction
         # (see deliver); 0: each call of deliver records its own at once.
         self.record_within = record_within
@@ -306,7 +308,7 @@ class OutboxDispatcher:
                     }
                 )
         if self.record_within > 0:
-            now = time.monotonic()
+            now = self.monotonic()
             with self._unrecorded_lock:
                 if sent and not self._unrecorded:
                     self._unrecorded_since = now

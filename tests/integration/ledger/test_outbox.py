@@ -4,7 +4,6 @@ delivered at least once with backoff, never twice, retried when a dispatcher's l
 from __future__ import annotations
 
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -353,12 +352,21 @@ def test_deliveries_recorded_late_share_a_transaction_and_are_never_sent_twice(
 def test_deliveries_recorded_late_are_recorded_once_due_by_whoever_delivers_next(
     engine: Engine,
 ) -> None:
-    lease = timedelta(seconds=30)
-    dispatcher = OutboxDispatcher(engine, {TOPIC: Recorder()}, lease=lease, record_within=0.05)
+    lease, seconds = timedelta(seconds=30), [0.0]
+    dispatcher = OutboxDispatcher(
+        engine,
+        {TOPIC: Recorder()},
+        lease=lease,
+        record_within=0.05,
+        monotonic=lambda: seconds[0],
+    )
     assert dispatcher.deliver(_queue_claimed(engine, lease, "e1")) == 1
     assert rows(engine)[0].sent_at is None
-    time.sleep(0.06)
+    seconds[0] += 0.04  # not due yet
     assert dispatcher.deliver(_queue_claimed(engine, lease, "e2")) == 1
+    assert [r.sent_at for r in rows(engine)] == [None, None]
+    seconds[0] += 0.01  # record_within after the first
+    assert dispatcher.deliver(_queue_claimed(engine, lease, "e3")) == 1
     assert all(r.sent_at is not None for r in rows(engine))
 
 
