@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,12 +16,13 @@ from gateway.messaging.posting import Poster, PostFailed
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive
     connections: set[int] = set()
+    release = threading.Event()  # lets /slow answer, once its client has given up
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         _Handler.connections.add(id(self.connection))
         if self.path == "/slow":
-            time.sleep(1.0)
+            _Handler.release.wait(10)
         if self.path == "/close":
             # Closes the connection after answering without saying so (no Connection: close),
             # as a server restarting or timing out an idle connection does.
@@ -39,8 +39,14 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class _Server(ThreadingHTTPServer):
+    closed = threading.Event()  # a connection was closed on the server's side
+
     def handle_error(self, request: object, client_address: object) -> None:
         pass  # the client that timed out closed its end: expected here
+
+    def shutdown_request(self, request: socket.socket) -> None:  # type: ignore[override]
+        super().shutdown_request(request)
+        _Server.closed.set()
 
 
 @pytest.fixture
@@ -49,6 +55,7 @@ def server() -> Iterator[str]:
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     _Handler.connections = set()
+    _Handler.release, _Server.closed = threading.Event(), threading.Event()
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
     httpd.shutdown()
     httpd.server_close()
@@ -83,6 +90,7 @@ def test_no_answer_is_post_failed(server: str) -> None:
         poster.post(f"http://127.0.0.1:{closed_port}/x", b"", {})
     with pytest.raises(PostFailed):
         poster.post(server + "/slow", b"", {"Content-Type": "t"})  # read timeout
+    _Handler.release.set()
     with pytest.raises(PostFailed):
         poster.post("http://[not-a-host/x", b"", {})
     assert poster.post(server + "/ok", b"", {"Content-Type": "t"}).status_code == 202
@@ -103,7 +111,7 @@ def test_a_connection_the_server_closed_is_not_reused(server: str) -> None:
     poster = Poster(timeout=5, max_connections=1)
     try:
         assert poster.post(server + "/close", b"1", {"Content-Type": "t"}).status_code == 202
-        time.sleep(0.05)  # the server's close reaches this side
+        assert _Server.closed.wait(10)  # the server closed its end
         assert poster.post(server + "/ok", b"2", {"Content-Type": "t"}).content == b"echo:2:t"
     finally:
         poster.close()

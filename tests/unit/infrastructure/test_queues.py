@@ -15,11 +15,12 @@ class Refused(Exception):
 
 
 def test_items_waiting_while_a_batch_runs_go_together_into_the_next() -> None:
-    release = threading.Event()
+    started, release = threading.Event(), threading.Event()
     batches: list[list[int]] = []
 
     def handle(items: list[int]) -> list[int | BaseException]:
         if not batches:
+            started.set()
             release.wait(5)  # hold the first batch until the others are queued
         batches.append(items)
         return [Refused(str(i)) if i % 5 == 0 else i * 10 for i in items]
@@ -28,9 +29,9 @@ def test_items_waiting_while_a_batch_runs_go_together_into_the_next() -> None:
 
     async def main() -> list[int | BaseException]:
         first = asyncio.ensure_future(batcher.submit(1))
-        await asyncio.sleep(0.05)
+        assert await asyncio.to_thread(started.wait, 5)  # the first batch runs
         rest = [asyncio.ensure_future(batcher.submit(i)) for i in range(2, 12)]
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0)  # each of them runs up to its wait: all are queued
         release.set()
         return await asyncio.gather(first, *rest, return_exceptions=True)
 
