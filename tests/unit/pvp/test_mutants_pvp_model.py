@@ -318,3 +318,10 @@ def test_an_instruction_matched_by_a_tombstone_has_no_pvp_id() -> None:
 def test_a_refused_instruction_follows_nothing() -> None:
     refused = instruction().refused("AC01", T0)
     assert refused.follow(received().lock(T0), T1) is refused
+
+
+def test_a_leg_without_terms_settles_on_its_state_alone() -> None:
+    with pytest.raises(IllegalLegTransition):
+        Leg.tombstone("u-4", T0).settle(SECRET.hex(), T1)
+    bare = Leg(uetr="u-4", state=LegState.LOCKED, created_at=T0, updated_at=T0)
+    assert bare.settle("ab", T1).fulfilment == "ab"
