@@ -122,9 +122,7 @@ def parse(
     if root_tag == ENVELOPE_TAG:
         if len(root) != 2 or root[0].tag != APPHDR_TAG:
             check_depth(root, max_depth)
-            raise MessageRejected(
-                FF01, "the envelope holds one AppHdr then one Document", xpath="/BizMsg"
-            )
+            raise _envelope_rejection(root)
         header_el, doc = root[0], root[1]
         spec = BY_DOCUMENT_TAG.get(doc.tag) or _spec_of(
             doc.tag, "/BizMsg/Document", root, max_depth
@@ -204,10 +202,41 @@ def _spec_of(
     if spec is None:
         if root is not None:
             check_depth(root, max_depth)
-        raise MessageRejected(
-            FF01, f"unknown message type, version or namespace: {tag}"[:300], xpath=xpath
+        other = _other_version(tag)
+        detail = (
+            f"{other[0]} is not accepted: the gateway takes {other[1]} (the CBPR+ version it "
+            "follows; see iso20022_schemas/README.md)"
+            if other is not None
+            else f"unknown message type, version or namespace: {tag}"
         )
+        raise MessageRejected(FF01, detail[:300], xpath=xpath)
     return spec
+
+
+_VERSIONED = re.compile(r"\{urn:iso:std:iso:20022:tech:xsd:([a-z]{4}\.[0-9]{3})\.001\.([0-9]{2})\}")
+_ACCEPTED = {mid[:8]: mid for mid in [*CATALOGUE, HEAD_NS.rsplit(":", 1)[-1]]}
+
+
+def _other_version(tag: Any) -> tuple[str, str] | None:
+    """(the message version found, the one we accept) when ``tag`` is another version of a
+    message we take (e.g. pacs.009.001.10 for pacs.009.001.08), else None."""
+    found = _VERSIONED.match(tag) if isinstance(tag, str) else None
+    if found is None or found.group(1) not in _ACCEPTED:
+        return None
+    return f"{found.group(1)}.001.{found.group(2)}", _ACCEPTED[found.group(1)]
+
+
+def _envelope_rejection(root: etree._Element) -> MessageRejected:
+    first = root[0] if len(root) else None
+    other = _other_version(first.tag) if first is not None else None
+    if other is not None and len(root) == 2:
+        return MessageRejected(
+            FF01,
+            f"{other[0]} is not accepted: the header must be {other[1]} (the CBPR+ version "
+            "the gateway follows; see iso20022_schemas/README.md)",
+            xpath="/BizMsg/AppHdr",
+        )
+    return MessageRejected(FF01, "the envelope holds one AppHdr then one Document", xpath="/BizMsg")
 
 
 def _peek_id(header_el: etree._Element | None, doc: etree._Element) -> str | None:
@@ -434,10 +463,14 @@ def build_admi002(message: Admi002, header: AppHeader | None = None) -> bytes:
     return build(message, header)
 
 
+# RltdRef/Ref: the CBPR+ restricted character set (FIN X), 1-35 characters.
+_REFERENCE = re.compile(r"[0-9a-zA-Z/\-?:().,'+ ]{1,35}")
+
+
 def admi002_for(rejection: MessageRejected, *, now: datetime | None = None) -> Admi002:
     """The admi.002 that answers a rejected message (``NONREF`` when its id was unreadable)."""
     ref = rejection.msg_id
-    if not ref or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.:\-]{0,34}", ref):
+    if not ref or not _REFERENCE.fullmatch(ref):
         ref = "NONREF"
     return Admi002(
         related_ref=ref,

@@ -100,7 +100,7 @@ class _Ns:
 
 
 def _bic(q: _Ns, el: _E) -> str:
-    return _t(el[0][0])  # Agent/FinInstnId/BICFI: the only children the guideline admits
+    return _t(el[0][0])  # Agent/FinInstnId/BICFI: the guideline makes BICFI the first child
 
 
 def _wallet(el: _E) -> str:
@@ -129,14 +129,55 @@ def _original(q: _Ns, k: dict[Any, _E]) -> OriginalRef:
 
 
 def _reason(q: _Ns, el: _E | None) -> tuple[str | None, str | None]:
+    """(Rsn/Cd, the first AddtlInf). Orgtr, a proprietary reason (Rsn/Prtry) and further
+    AddtlInf lines are accepted and ignored: the model carries an ISO code and one text."""
     if el is None:
         return None, None
-    k = _kids(el)
-    return _t(k[q("Rsn")][0]), _opt(k, q("AddtlInf"))
+    rsn = el.find(q("Rsn"))
+    code = None if rsn is None or rsn[0].tag != q("Cd") else _t(rsn[0])
+    info = el.find(q("AddtlInf"))
+    return code, None if info is None else _t(info)
 
 
 Q009 = _Ns(ISO_NS_PREFIX + Pacs009.MESSAGE_ID)
-_T009_INSTR, _T009_REQ = Q009("InstrId"), Q009("SttlmTmReq")
+(
+    _T009_PMTID,
+    _T009_AMT,
+    _T009_DATE,
+    _T009_REQ,
+    _T009_TILL,
+    _T009_DBTR,
+    _T009_DBTR_ACCT,
+    _T009_DBTR_AGT,
+    _T009_CDTR_AGT,
+    _T009_CDTR,
+    _T009_CDTR_ACCT,
+    _T009_SPLMTRY,
+    _T009_INSTR,
+    _T009_E2E,
+    _T009_TXID,
+    _T009_UETR,
+) = map(
+    Q009,
+    (
+        "PmtId",
+        "IntrBkSttlmAmt",
+        "IntrBkSttlmDt",
+        "SttlmTmReq",
+        "TillTm",
+        "Dbtr",
+        "DbtrAcct",
+        "DbtrAgt",
+        "CdtrAgt",
+        "Cdtr",
+        "CdtrAcct",
+        "SplmtryData",
+        "InstrId",
+        "EndToEndId",
+        "TxId",
+        "UETR",
+    ),
+)
 _TWO_DECIMALS = frozenset(c for c, exp in CURRENCY_EXPONENTS.items() if exp == 2)
 
 
@@ -144,69 +185,120 @@ def pacs009(doc: _E) -> Pacs009:
     return pacs009_counted(doc)[0]
 
 
-def pacs009_counted(doc: _E) -> tuple[Pacs009, tuple[str | None, str | None]]:
-    """pacs.009 -> (model, (NbOfTxs, CtrlSum)), by position.
+def _amount009(amt: _E) -> Money:
+    ccy = amt.get("Ccy") or ""
+    text = amt.text or ""
+    # from_iso_amount's own fast path, inlined for the usual "123.45" of a 2-decimal
+    # currency; anything else (and every error) goes through from_iso_amount.
+    digits = text[:-3] + text[-2:] if len(text) > 3 and text[-3] == "." else ""
+    if ccy in _TWO_DECIMALS and digits.isdigit() and digits.isascii():
+        minor = int(digits)
+        if not 0 < minor <= MAX_MINOR_UNITS:
+            minor = from_iso_amount(text, ccy)
+    else:
+        minor = from_iso_amount(text, ccy)
+    return _new_money(minor, ccy)
 
-    The schema fixes the order of every child, so only optional elements need a look at a
-    tag: GrpHdr = MsgId CreDtTm NbOfTxs CtrlSum? SttlmInf; CdtTrfTxInf = PmtId
-    IntrBkSttlmAmt IntrBkSttlmDt SttlmTmReq? Dbtr DbtrAcct DbtrAgt CdtrAgt Cdtr CdtrAcct
-    SplmtryData?; PmtId = InstrId? EndToEndId TxId? UETR.
+
+def _plain_transfer(tx: _E) -> CreditTransfer | None:
+    """A CdtTrfTxInf read by position when it holds only what we read (the shape we emit
+    ourselves); None when CBPR+ elements we ignore sit between them (read by tag then).
+
+    Shape: PmtId Amt Dt SttlmTmReq(TillTm)? Dbtr DbtrAcct DbtrAgt CdtrAgt Cdtr CdtrAcct
+    SplmtryData?, PmtId = InstrId? EndToEndId TxId? UETR.
+    """
+    k = list(tx)
+    n = len(k)
+    if n < 9 or k[1].tag != _T009_AMT:
+        return None
+    i = 4 if k[3].tag == _T009_REQ else 3
+    if k[i].tag != _T009_DBTR or k[i + 4].tag != _T009_CDTR:
+        return None
+    if n != i + 6 and not (n == i + 7 and k[-1].tag == _T009_SPLMTRY):
+        return None
+    pmt = list(k[0])
+    if pmt[-1].tag != _T009_UETR:
+        return None
+    till: time | None = None
+    if i == 4:
+        req = k[3]
+        if len(req) != 1 or req[0].tag != _T009_TILL:
+            return None
+        till = parse_time(req[0].text or "")
+    instr_id: str | None = None
+    tx_id: str | None = None
+    if len(pmt) == 4:
+        instr_id, e2e, tx_id = pmt[0].text or "", pmt[1].text or "", pmt[2].text or ""
+    elif len(pmt) == 2:
+        e2e = pmt[0].text or ""
+    elif pmt[0].tag == _T009_INSTR:
+        instr_id, e2e = pmt[0].text or "", pmt[1].text or ""
+    else:
+        e2e, tx_id = pmt[0].text or "", pmt[1].text or ""
+    return _new_transfer(
+        e2e,
+        pmt[-1].text or "",
+        _amount009(k[1]),
+        date.fromisoformat((k[2].text or "").strip()),
+        k[i][0][0].text or "",
+        k[i + 1][0][0][0].text or "",
+        k[i + 2][0][0].text or "",
+        k[i + 3][0][0].text or "",
+        k[i + 4][0][0].text or "",
+        k[i + 5][0][0][0].text or "",
+        till,
+        _pvp(k[i + 6]) if n > i + 6 else None,
+        instr_id,
+        tx_id,
+    )
+
+
+def pacs009_counted(doc: _E) -> tuple[Pacs009, tuple[str | None, str | None]]:
+    """pacs.009 -> (model, (NbOfTxs, CtrlSum)).
+
+    GrpHdr by position (MsgId CreDtTm NbOfTxs CtrlSum? SttlmInf, order fixed by the schema);
+    each CdtTrfTxInf and its PmtId by tag, since CBPR+ puts optional elements we ignore
+    (PmtTpInf, SttlmPrty, InstgAgt, InstdAgt, intermediary agents, ...) between those we read.
+    Agents are read at FinInstnId/BICFI and accounts at Id/Othr/Id: the schema makes each the
+    first child where we read it.
     """
     parts = list(doc[0])
     grp = list(parts[0])
     txs: list[CreditTransfer] = []
     append = txs.append
     for tx in parts[1:]:
-        k = list(tx)
-        n = len(k)
-        pmt = list(k[0])
-        instr_id: str | None = None
-        tx_id: str | None = None
-        if len(pmt) == 4:
-            instr_id, e2e, tx_id = pmt[0].text or "", pmt[1].text or "", pmt[2].text or ""
-        elif len(pmt) == 2:
-            e2e = pmt[0].text or ""
-        elif pmt[0].tag == _T009_INSTR:
-            instr_id, e2e = pmt[0].text or "", pmt[1].text or ""
-        else:
-            e2e, tx_id = pmt[0].text or "", pmt[1].text or ""
-        amt = k[1]
-        ccy = amt.get("Ccy") or ""
-        text = amt.text or ""
-        # from_iso_amount's own fast path, inlined for the usual "123.45" of a 2-decimal
-        # currency; anything else (and every error) goes through from_iso_amount.
-        digits = text[:-3] + text[-2:] if len(text) > 3 and text[-3] == "." else ""
-        if ccy in _TWO_DECIMALS and digits.isdigit() and digits.isascii():
-            minor = int(digits)
-            if not 0 < minor <= MAX_MINOR_UNITS:
-                minor = from_iso_amount(text, ccy)
-        else:
-            minor = from_iso_amount(text, ccy)
-        settlement_date = date.fromisoformat((k[2].text or "").strip())
+        transfer = _plain_transfer(tx)
+        if transfer is not None:
+            append(transfer)
+            continue
+        k = {c.tag: c for c in tx}
+        pmt = {c.tag: c.text for c in k[_T009_PMTID]}
         till: time | None = None
-        i = 3
-        if n == 11 or (n == 10 and k[3].tag == _T009_REQ):
-            till = parse_time(k[3][0].text or "")
-            i = 4
+        req = k.get(_T009_REQ)
+        if req is not None:
+            till_el = req.find(_T009_TILL)
+            if till_el is not None:
+                till = parse_time(till_el.text or "")
+        splmtry = k.get(_T009_SPLMTRY)
         append(
             _new_transfer(
-                e2e,
-                pmt[-1].text or "",
-                _new_money(minor, ccy),
-                settlement_date,
-                k[i][0][0].text or "",
-                k[i + 1][0][0][0].text or "",
-                k[i + 2][0][0].text or "",
-                k[i + 3][0][0].text or "",
-                k[i + 4][0][0].text or "",
-                k[i + 5][0][0][0].text or "",
+                pmt[_T009_E2E] or "",
+                pmt[_T009_UETR] or "",
+                _amount009(k[_T009_AMT]),
+                date.fromisoformat((k[_T009_DATE].text or "").strip()),
+                k[_T009_DBTR][0][0].text or "",
+                k[_T009_DBTR_ACCT][0][0][0].text or "",
+                k[_T009_DBTR_AGT][0][0].text or "",
+                k[_T009_CDTR_AGT][0][0].text or "",
+                k[_T009_CDTR][0][0].text or "",
+                k[_T009_CDTR_ACCT][0][0][0].text or "",
                 till,
-                _pvp(k[i + 6]) if n > i + 6 else None,
-                instr_id,
-                tx_id,
+                None if splmtry is None else _pvp(splmtry),
+                pmt.get(_T009_INSTR),
+                pmt.get(_T009_TXID),
             )
         )
-    # The schema admits only INDA, INGA or CLRG in SttlmMtd (SettlementMethod).
+    # The schema admits only INDA, INGA or CLRG in SttlmMtd (SettlementMethod), first in SttlmInf.
     method: Any = grp[-1][0].text or ""
     message = _new_pacs009(grp[0].text or "", parse_datetime(grp[1].text or ""), tuple(txs), method)
     return message, (grp[2].text or "", (grp[3].text or "") if len(grp) == 5 else None)
@@ -384,32 +476,52 @@ def admi002(doc: _E) -> Admi002:
 _H = _Ns(HEAD_NS)
 
 
-_T_BIZSVC, _T_DUP = _H("BizSvc"), _H("PssblDplct")
+_T_FR, _T_TO, _T_BIZID, _T_MSGDEF, _T_BIZSVC, _T_CREDT, _T_DUP = map(
+    _H, ("Fr", "To", "BizMsgIdr", "MsgDefIdr", "BizSvc", "CreDt", "PssblDplct")
+)
 
 
 def app_header(el: _E) -> AppHeader:
-    # Fr To BizMsgIdr MsgDefIdr BizSvc? CreDt PssblDplct? Sgntr? (order fixed by the schema)
+    # Fr To BizMsgIdr MsgDefIdr BizSvc? CreDt PssblDplct? Sgntr? by position (the shape we
+    # emit); a CBPR+ header with CharSet, MktPrctc, CpyDplct, Prty or Rltd by tag.
     k = list(el)
-    n = len(k)
-    biz_svc: str | None = None
-    i = 4
-    if k[4].tag == _T_BIZSVC:
-        biz_svc = k[4].text or ""
-        i = 5
-    created_text = k[i].text or ""
+    i = 5 if k[4].tag == _T_BIZSVC else 4
+    if k[0].tag == _T_FR and k[i].tag == _T_CREDT:
+        created_text = k[i].text or ""
+        created = datetime.fromisoformat(created_text.strip())
+        if created.tzinfo is None:
+            raise ValueError(f"date-time {created_text!r} has no offset")
+        dup: bool | None = None
+        if len(k) > i + 1 and k[i + 1].tag == _T_DUP:
+            dup = (k[i + 1].text or "").strip() in ("true", "1")
+        return _new_header(
+            k[0][0][0][0].text or "",
+            k[1][0][0][0].text or "",
+            k[2].text or "",
+            k[3].text or "",
+            created,
+            (k[4].text or "") if i == 5 else None,
+            dup,
+        )
+    return _tagged_header(el)
+
+
+def _tagged_header(el: _E) -> AppHeader:
+    k = {c.tag: c for c in el}
+    created_text = k[_T_CREDT].text or ""
     created = datetime.fromisoformat(created_text.strip())
     if created.tzinfo is None:
         raise ValueError(f"date-time {created_text!r} has no offset")
-    dup: bool | None = None
-    if n > i + 1 and k[i + 1].tag == _T_DUP:
-        dup = (k[i + 1].text or "").strip() in ("true", "1")
+    svc = k.get(_T_BIZSVC)
+    dup_el = k.get(_T_DUP)
+    dup: bool | None = None if dup_el is None else (dup_el.text or "").strip() in ("true", "1")
     return _new_header(
-        k[0][0][0][0].text or "",
-        k[1][0][0][0].text or "",
-        k[2].text or "",
-        k[3].text or "",
+        k[_T_FR][0][0][0].text or "",
+        k[_T_TO][0][0][0].text or "",
+        k[_T_BIZID].text or "",
+        k[_T_MSGDEF].text or "",
         created,
-        biz_svc,
+        None if svc is None else (svc.text or ""),
         dup,
     )
 

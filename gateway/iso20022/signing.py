@@ -176,7 +176,13 @@ def sign_envelope(data: bytes, key_pem: str | bytes, cert_pem: str | bytes) -> b
     header = root[0]
     for old in header.findall(_SGNTR):
         header.remove(old)
-    sgntr = etree.SubElement(header, _SGNTR)
+    # Sgntr comes last in the header but for a CBPR+ related header (Rltd), which follows it.
+    related = header.find(f"{{{HEAD_NS}}}Rltd")
+    sgntr = etree.Element(_SGNTR)
+    if related is None:
+        header.append(sgntr)
+    else:
+        related.addprevious(sgntr)
     # The enveloped-signature transform removes the Signature, leaving Sgntr empty: digest
     # the envelope in exactly that state, before the Signature exists.
     digest = hashlib.sha256(_c14n(root.getroottree())).digest()

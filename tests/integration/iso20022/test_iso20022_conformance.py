@@ -30,6 +30,7 @@ from gateway.iso20022 import (
     header_for,
 )
 from gateway.iso20022.xmlsafe import ENVELOPE_SCHEMA, schema
+from tests.unit.iso20022.cbpr_messages import Drawn, cbpr_messages
 from tests.unit.iso20022.iso20022_samples import (
     CONNECTOR_BIC,
     GATEWAY_BIC,
@@ -175,3 +176,21 @@ def test_base_valid_content_outside_the_guideline_is_refused_by_ours() -> None:
     raw = build(pacs009()).replace(b"<SttlmMtd>CLRG</SttlmMtd>", b"<SttlmMtd>COVE</SttlmMtd>")
     _assert_base_valid(raw)
     assert not schema("pacs.009.001.08.xsd")(etree.fromstring(raw))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cbpr_messages)
+def test_generated_cbpr_messages_are_valid_against_the_base_and_ours(drawn: Drawn) -> None:
+    """The CBPR+ generator builds what the base admits (so the acceptance tests built on it
+    test real CBPR+ shapes), and our guideline admits all of it."""
+    _require_base()
+    _assert_base_valid(drawn.raw)
+    assert schema(ENVELOPE_SCHEMA)(etree.fromstring(drawn.raw))
+
+
+@pytest.mark.parametrize(
+    "path", sorted((REPO / "tests/unit/iso20022/cbpr").glob("*.xml")), ids=lambda p: p.stem
+)
+def test_cbpr_style_samples_are_valid_against_the_base(path: Path) -> None:
+    _require_base()
+    _assert_base_valid(path.read_bytes())
