@@ -1,5 +1,5 @@
 """A redemption whose reference names no exchange wallet is held; an operator pays it, once,
-into the wallet the exchange asks for, and the decision is recorded."""
+into the wallet the exchange asks for, and the decision is recorded. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -17,16 +17,14 @@ from tests.integration.stablecoin_flows.support import (
 pytestmark = pytest.mark.chain
 
 
-def test_an_operator_pays_a_held_redemption_exactly_once(
-    sqlite_engine: Engine, dep: Deployment
-) -> None:
-    with running_flow(sqlite_engine, dep) as flow:
+def test_an_operator_pays_a_held_redemption_exactly_once(engine: Engine, dep: Deployment) -> None:
+    with running_flow(engine, dep) as flow:
         assert flow.mint("a", 100_00, dep.holders[0].address).json()["state"] == "minted"
         dep.client.redeem(dep.holders[0], 7_00, "typo-wallet")
         held = watcher.poll(flow.uow, flow.sc).redemptions
         assert [r.state.value for r in held] == ["held"]
         tx_hash, log_index = held[0].tx_hash, held[0].log_index
-        before = balance(sqlite_engine, EXCHANGE_WALLET)
+        before = balance(engine, EXCHANGE_WALLET)
         operator = flow.client("operator")
         path = f"/v1/stablecoin/redemptions/{tx_hash}/{log_index}/pay"
 
@@ -41,7 +39,7 @@ def test_an_operator_pays_a_held_redemption_exactly_once(
             json={"wallet_id": EXCHANGE_WALLET, "reason": "typo"},
         )
         assert missing.status_code == 404
-        assert balance(sqlite_engine, EXCHANGE_WALLET) == before
+        assert balance(engine, EXCHANGE_WALLET) == before
 
         paid = operator.post(
             path, json={"wallet_id": EXCHANGE_WALLET, "reason": "exchange ticket 42: typo"}
@@ -52,12 +50,12 @@ def test_an_operator_pays_a_held_redemption_exactly_once(
         assert body["resolved_by"]
         assert body["resolved_at"]
         assert "ticket 42" in body["reason"]
-        assert balance(sqlite_engine, EXCHANGE_WALLET) == before + 7_00
+        assert balance(engine, EXCHANGE_WALLET) == before + 7_00
 
         again = operator.post(path, json={"wallet_id": EXCHANGE_WALLET, "reason": "again"})
         assert again.status_code == 409
         assert again.json()["code"] == "REDEMPTION_NOT_HELD"
-        assert balance(sqlite_engine, EXCHANGE_WALLET) == before + 7_00
+        assert balance(engine, EXCHANGE_WALLET) == before + 7_00
 
         reconciled = service.reconcile(flow.uow, flow.sc)
         assert reconciled is not None

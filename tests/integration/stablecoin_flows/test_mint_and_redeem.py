@@ -66,10 +66,10 @@ def test_mint_then_redeem_moves_dt_and_tokens_exactly_once(engine: Engine, dep: 
 
 
 def test_mint_the_contract_refuses_is_refunded_exactly_once(
-    sqlite_engine: Engine, dep: Deployment
+    engine: Engine, dep: Deployment
 ) -> None:
     dep.client.transact(dep.admin, "revokeRole", MINTER_ROLE, dep.operator.address)
-    with running_flow(sqlite_engine, dep) as flow:
+    with running_flow(engine, dep) as flow:
         resp = flow.mint("order-r", 75_00, dep.holders[0].address)
         assert resp.status_code == 201, resp.text
         mint = resp.json()
@@ -78,8 +78,8 @@ def test_mint_the_contract_refuses_is_refunded_exactly_once(
         service.drive_mint(flow.uow, flow.sc, mint["id"])
         service.refund_mint(flow.uow, flow.sc, mint["id"])
         service.resume_mints(flow.uow, flow.sc)
-        assert balance(sqlite_engine, EXCHANGE_WALLET) == FUNDED
+        assert balance(engine, EXCHANGE_WALLET) == FUNDED
         assert flow.segregated() == 0
-        refund = ledger.get_transfer(LedgerUnitOfWork(sqlite_engine), f"refund-{mint['id']}")
+        refund = ledger.get_transfer(LedgerUnitOfWork(engine), f"refund-{mint['id']}")
         assert refund.amount == 75_00
         assert dep.client.total_supply() == 0
