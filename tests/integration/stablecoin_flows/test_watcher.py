@@ -1,4 +1,5 @@
-"""The redemption watcher against reorganisations (anvil snapshot/revert) and restarts."""
+"""The redemption watcher against reorganisations (anvil snapshot/revert) and restarts, on
+SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -54,10 +55,10 @@ def _flow(engine: Engine, dep: Deployment) -> Any:
 
 
 def test_redemption_reorganised_away_before_confirmations_moves_no_dt(
-    sqlite_engine: Engine, dep: Deployment
+    engine: Engine, dep: Deployment
 ) -> None:
     chain = dep.chain
-    with _flow(sqlite_engine, dep) as flow:
+    with _flow(engine, dep) as flow:
         _seed(flow, 500_00)
         watcher.poll(flow.uow, flow.sc)
         snap = chain.snapshot()
@@ -67,18 +68,66 @@ def test_redemption_reorganised_away_before_confirmations_moves_no_dt(
         chain.revert(snap)
         chain.mine(CONFIRMATIONS + 2)
         assert watcher.poll(flow.uow, flow.sc).redemptions == ()
-        assert balance(sqlite_engine, EXCHANGE_WALLET) == FUNDED
+        assert balance(engine, EXCHANGE_WALLET) == FUNDED
         assert flow.segregated() == 500_00
         reconciled = service.reconcile(flow.uow, flow.sc)
         assert reconciled is not None and reconciled.ok
         assert flow.client().get("/v1/stablecoin/redemptions").json()["redemptions"] == []
 
 
+def test_paid_redemption_reorganised_away_deeper_than_the_confirmations_halts_mints(
+    engine: Engine, dep: Deployment
+) -> None:
+    """Confirmations bound the reorganisations the gateway survives unaided: a burn paid after N
+    confirmations and then undone by a deeper one leaves tokens that the DT no longer backs.
+    Reconciliation must show that gap and halt mints."""
+    chain = dep.chain
+    with _flow(engine, dep) as flow:
+        _seed(flow, 500_00)
+        watcher.poll(flow.uow, flow.sc)
+        fork = dep.client.block_number()
+        snap = chain.snapshot()
+        dep.client.redeem(dep.holders[0], 100_00, EXCHANGE_WALLET)
+        chain.mine(CONFIRMATIONS)
+        [paid] = watcher.poll(flow.uow, flow.sc).redemptions
+        assert paid.state.value == "paid"
+        assert balance(engine, EXCHANGE_WALLET) == FUNDED + 100_00
+        assert flow.segregated() == 400_00
+        before = service.reconcile(flow.uow, flow.sc)
+        assert before is not None and before.ok and before.total_supply == 400_00
+
+        # A longer branch without the burn replaces every block since the fork: deeper than
+        # the confirmations the payout waited for.
+        reorganised_from = watcher.load_cursor(flow.uow, flow.sc)
+        assert reorganised_from is not None
+        assert dep.client.block_number() - fork > CONFIRMATIONS
+        chain.revert(snap)
+        chain.mine(CONFIRMATIONS + 4)
+        assert dep.client.block_hash(paid.block_number) != paid.block_hash
+        assert dep.client.total_supply() == 500_00
+
+        rescanned = watcher.poll(flow.uow, flow.sc)
+        assert rescanned.rewound_from == reorganised_from.block_number
+        assert rescanned.redemptions == ()  # the burn is gone: nothing new to pay
+        gap = service.reconcile(flow.uow, flow.sc)
+        assert gap is not None and not gap.ok
+        assert gap.gap == -100_00  # 400.00 of DT behind 500.00 of tokens
+        shown = flow.client().get("/v1/stablecoin/reconciliation").json()
+        assert shown["minting_halted"] and shown["gap"] == -100_00
+
+        supply = dep.client.total_supply()
+        refused = flow.mint("after-the-reorganisation", 5_00, dep.holders[1].address)
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["code"] == "MINTS_HALTED"
+        assert balance(engine, EXCHANGE_WALLET) == FUNDED + 100_00
+        assert dep.client.total_supply() == supply
+
+
 def test_cursor_rewinds_when_its_block_hash_changed_and_pays_the_new_branch_once(
-    sqlite_engine: Engine, dep: Deployment
+    engine: Engine, dep: Deployment
 ) -> None:
     chain = dep.chain
-    with _flow(sqlite_engine, dep) as flow:
+    with _flow(engine, dep) as flow:
         _seed(flow, 500_00)
         snap = chain.snapshot()
         chain.mine(6)
@@ -94,16 +143,14 @@ def test_cursor_rewinds_when_its_block_hash_changed_and_pays_the_new_branch_once
         assert [r.amount for r in result.redemptions] == [40_00]
         assert result.cursor.block_hash == dep.client.block_hash(result.cursor.block_number)
         assert watcher.poll(flow.uow, flow.sc).redemptions == ()
-        assert balance(sqlite_engine, EXCHANGE_WALLET) == FUNDED + 40_00
+        assert balance(engine, EXCHANGE_WALLET) == FUNDED + 40_00
         reconciled = service.reconcile(flow.uow, flow.sc)
         assert reconciled is not None and reconciled.ok
 
 
-def test_restarted_watcher_resumes_from_its_stored_cursor(
-    sqlite_engine: Engine, dep: Deployment
-) -> None:
+def test_restarted_watcher_resumes_from_its_stored_cursor(engine: Engine, dep: Deployment) -> None:
     chain = dep.chain
-    with _flow(sqlite_engine, dep) as flow:
+    with _flow(engine, dep) as flow:
         _seed(flow, 500_00)
         dep.client.redeem(dep.holders[0], 10_00, EXCHANGE_WALLET)
         chain.mine(CONFIRMATIONS)
@@ -125,5 +172,5 @@ def test_restarted_watcher_resumes_from_its_stored_cursor(
         second = watcher.poll(flow.uow, restarted)
         assert scanned == [first.cursor.block_number + 1]
         assert [r.amount for r in second.redemptions] == [20_00]
-        assert balance(sqlite_engine, EXCHANGE_WALLET) == FUNDED + 30_00
+        assert balance(engine, EXCHANGE_WALLET) == FUNDED + 30_00
         assert flow.segregated() == 470_00
