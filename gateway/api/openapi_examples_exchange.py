@@ -40,7 +40,7 @@ from gateway.db import TransientDatabaseError
 from gateway.ledger import model as lm
 from gateway.stablecoin import endpoints as ep
 from gateway.stablecoin import model as sm
-from gateway.stablecoin.chain import ChainUnavailable
+from gateway.stablecoin.chain_errors import ChainUnavailable
 from gateway.stablecoin.service import mint_payload, redemption_payload
 
 HOLDER = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"

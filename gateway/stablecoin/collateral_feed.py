@@ -20,7 +20,7 @@ from datetime import datetime
 
 from gateway.collateral import entries as fmt
 from gateway.collateral import service as collateral
-from gateway.stablecoin.chain import MintedEvent, RedeemedEvent
+from gateway.stablecoin.chain_values import MintedEvent, RedeemedEvent
 from gateway.stablecoin.model import redemption_transfer_id
 from gateway.stablecoin.runtime import Stablecoin
 from gateway.stablecoin.store import StablecoinUnitOfWork

@@ -36,17 +36,15 @@ from gateway.ledger.model import (
 )
 from gateway.logcontext import binds
 from gateway.stablecoin import admission, webhooks
-from gateway.stablecoin.chain import (
-    Attestation,
+from gateway.stablecoin.chain_errors import (
     ChainUnavailable,
     ContractReverted,
     InvalidChainInput,
     MintRequestAlreadyUsed,
     ReserveGuardRefused,
-    SubmittedTx,
     TransactionNotConfirmed,
-    TxResult,
 )
+from gateway.stablecoin.chain_values import Attestation, SubmittedTx, TxResult
 from gateway.stablecoin.model import (
     UNSETTLED,
     CollateralShortfall,

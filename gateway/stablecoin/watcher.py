@@ -31,7 +31,7 @@ from gateway.faults import crash_point
 from gateway.ledger import service as ledger
 from gateway.ledger.model import WalletKind, WalletStatus
 from gateway.stablecoin import collateral_feed, webhooks
-from gateway.stablecoin.chain import RedeemedEvent
+from gateway.stablecoin.chain_values import RedeemedEvent
 from gateway.stablecoin.model import (
     Cursor,
     Redemption,

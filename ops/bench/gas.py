@@ -25,7 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from gateway.stablecoin.chain import Attestation, StablecoinChain
+from gateway.stablecoin.chain import StablecoinChain
+from gateway.stablecoin.chain_values import Attestation
 from gateway.stablecoin.devchain import ChainKind, DevChain, start_devchain
 
 

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 from eth_account.signers.local import LocalAccount
 
-from gateway.stablecoin.chain import Attestation, StablecoinChain
+from gateway.stablecoin.chain import StablecoinChain
+from gateway.stablecoin.chain_values import Attestation
 from gateway.stablecoin.contract import EMPTY_LOG_ROOT
 from gateway.stablecoin.devchain import DevChain
 

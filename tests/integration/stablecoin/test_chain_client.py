@@ -10,10 +10,10 @@ import pytest
 
 from gateway.errors import GatewayError, Unavailable
 from gateway.stablecoin import devchain as devchain_module
-from gateway.stablecoin.chain import (
+from gateway.stablecoin.chain import StablecoinChain
+from gateway.stablecoin.chain_errors import (
     ChainUnavailable,
     InvalidChainInput,
-    StablecoinChain,
     TransactionNotConfirmed,
 )
 from gateway.stablecoin.devchain import DevChain, start_devchain

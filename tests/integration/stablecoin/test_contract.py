@@ -9,19 +9,17 @@ import pytest
 from eth_account.messages import encode_typed_data
 from eth_utils.crypto import keccak
 
-from gateway.stablecoin.chain import (
+from gateway.stablecoin.chain_errors import (
     AccountBlocked,
-    Attestation,
     AttestationRejected,
     ContractPaused,
     ContractReverted,
     InvalidChainInput,
-    LogAnchor,
     MintRequestAlreadyUsed,
     MissingRole,
     ReserveGuardRefused,
-    attestation_typed_data,
 )
+from gateway.stablecoin.chain_values import Attestation, LogAnchor, attestation_typed_data
 from gateway.stablecoin.contract import (
     ATTESTATION_TYPE,
     ATTESTOR_ROLE,

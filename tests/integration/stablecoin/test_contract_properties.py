@@ -24,15 +24,14 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from gateway.stablecoin.chain import (
-    Attestation,
+from gateway.stablecoin.chain import StablecoinChain
+from gateway.stablecoin.chain_errors import (
     AttestationRejected,
     ContractReverted,
-    LogAnchor,
     MintRequestAlreadyUsed,
     ReserveGuardRefused,
-    StablecoinChain,
 )
+from gateway.stablecoin.chain_values import Attestation, LogAnchor
 from gateway.stablecoin.devchain import DevChain
 from tests.integration.stablecoin.support import WALLET_REF, deploy_token
 

@@ -12,7 +12,7 @@ from gateway.ledger import service as ledger
 from gateway.ledger.model import MakeTransfer
 from gateway.ledger.store import LedgerUnitOfWork
 from gateway.stablecoin import service, watcher
-from gateway.stablecoin.chain import Attestation
+from gateway.stablecoin.chain_values import Attestation
 from gateway.stablecoin.contract import MINTER_ROLE
 from gateway.stablecoin.runtime import Stablecoin
 from gateway.stablecoin.service import ensure_segregated_wallet

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from eth_typing import ChecksumAddress
 
-from gateway.stablecoin.chain import NonceAllocator
+from gateway.stablecoin.transactions import NonceAllocator
 
 ALICE = ChecksumAddress("0x" + "aa" * 20)  # type: ignore[arg-type]
 BOB = ChecksumAddress("0x" + "bb" * 20)  # type: ignore[arg-type]
