@@ -15,7 +15,7 @@ from typing import Any
 from gateway.config import Settings
 from gateway.connector.app import create_app
 from gateway.connector.faults import FaultRule, Faults
-from gateway.connector.service import Connector
+from gateway.connector.runtime import Connector
 
 
 def serve(

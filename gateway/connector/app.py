@@ -15,7 +15,7 @@ from litestar.types import HTTPScope, Receive, Send
 
 from gateway.connector import apidoc
 from gateway.connector.faults import FaultRule
-from gateway.connector.service import Connector, Inbound
+from gateway.connector.runtime import Connector, Inbound, Unsent
 from gateway.errors import HTTP_STATUS_BY_KIND, GatewayError, InvalidInput
 from gateway.httpinput import check_json_body, refuse_unstorable_input
 from gateway.iso20022.amounts import MAX_MINOR_UNITS
@@ -87,7 +87,7 @@ def create_app(connector: Connector, *, manage_lifecycle: bool = True) -> Litest
 
     # Trades and instructions, which may create PvPs: on threads of their own, which send a
     # new PvP's pacs.009 themselves once the answer is on its way (Connector.handle_requests).
-    requests: Batcher[Callable[[], Any], Any] = Batcher(
+    requests: Batcher[Callable[[Unsent], Any], Any] = Batcher(
         c.handle_requests,
         name="connector-requests",
         threads=2,

@@ -16,10 +16,13 @@ import os
 import random
 import signal
 import threading
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from gateway.config import FaultSettings
 from gateway.errors import InvalidInput
+from gateway.faults import crash_point
 
 log = logging.getLogger(__name__)
 
@@ -134,4 +137,16 @@ class Faults:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-__all__ = ["CRASH_STEPS", "KINDS", "FaultKind", "FaultRule", "Faults"]
+def fire_steps(
+    faults: Faults, settings: FaultSettings, steps: Iterable[tuple[str, str | None]]
+) -> None:
+    """After a commit, the fault steps its work reached, in order (a crash injected at one
+    finds that work durable): ``crash_after`` rules, and the process's crash point of a
+    decision (``connector.decided``, from ``faults.crash_points``)."""
+    for step, pvp_id in steps:
+        if step == "decided":
+            crash_point("connector.decided", settings)
+        faults.crash_after(step, pvp_id)
+
+
+__all__ = ["CRASH_STEPS", "KINDS", "FaultKind", "FaultRule", "Faults", "fire_steps"]

@@ -17,6 +17,7 @@ import pytest
 
 from gateway.connector import Connector, store
 from gateway.connector.keys import generate_identity
+from gateway.connector.outbox import transaction
 from gateway.connector.store import now_ms
 from gateway.sqlite import walsync
 from gateway.sqlite.fastsql import run, savepoint
@@ -40,25 +41,36 @@ def _connector(tmp_path: Path, *, threads: bool) -> Iterator[Connector]:
         connector.stop()
 
 
+def _insert_trades(connector: Connector, n: int) -> list[str]:
+    """``n`` trades' PvPs written in one transaction, nothing handed out: their rows' ids."""
+    with transaction(connector.engine) as work:
+        connector.matching.insert(
+            work, [connector.matching.trade(Env.trade_body()) for _ in range(n)]
+        )
+    return work.sent
+
+
 def test_only_commits_that_queued_rows_send_the_dispatcher_looking(tmp_path: Path) -> None:
     # No dispatcher: the flag is left for us to read.
     with _connector(tmp_path, threads=False) as connector:
-        connector._fresh = False
-        connector._notify()  # a delivery finished, say: nothing new to look for
-        assert not connector._fresh
+        connector.delivery._fresh = False
+        connector.delivery.committed([])  # a delivery finished, say: nothing new to look for
+        assert not connector.delivery._fresh
 
         # A trade, committed on another thread (as the HTTP handlers do): its two pacs.009.
         body = Env.trade_body()
         worker = threading.Thread(target=connector.create_trade, args=(body,))
         worker.start()
         worker.join()
-        assert connector._fresh
+        assert connector.delivery._fresh
 
-        connector._fresh = False
-        assert connector._dispatch_due() == 2  # nothing in flight: still one prepared plan
-        assert connector._inflight and connector._dispatch_due() == 0  # in flight: not again
-        connector._notify()
-        assert not connector._fresh
+        connector.delivery._fresh = False
+        assert connector.delivery.dispatch_due() == 2  # nothing in flight: still one prepared plan
+        assert (
+            connector.delivery._inflight and connector.delivery.dispatch_due() == 0
+        )  # in flight: not again
+        connector.delivery.committed([])
+        assert not connector.delivery._fresh
 
 
 def test_deliveries_are_recorded_together_and_stay_in_flight_until_then(tmp_path: Path) -> None:
@@ -68,20 +80,22 @@ def test_deliveries_are_recorded_together_and_stay_in_flight_until_then(tmp_path
         with store.reader(connector.engine) as conn:
             rows = run(conn, store.SELECT_DUE_OUTBOX, due).all()
         assert len(rows) == 2
-        connector._inflight.update(r.id for r in rows)  # handed to the lanes, which report:
+        connector.delivery._inflight.update(
+            r.id for r in rows
+        )  # handed to the lanes, which report:
         for row in rows:
-            connector._done.put((row, "sent"))
+            connector.delivery._done.put((row, "sent"))
 
-        connector._finish_delivered()  # just delivered: not recorded yet...
+        connector.delivery._finish_delivered()  # just delivered: not recorded yet...
         with store.reader(connector.engine) as conn:
             assert [r.id for r in run(conn, store.SELECT_DUE_OUTBOX, due)] == [r.id for r in rows]
-        assert connector._inflight == {r.id for r in rows}  # ...so not handed out again
-        assert connector._dispatch_due() == 0
+        assert connector.delivery._inflight == {r.id for r in rows}  # ...so not handed out again
+        assert connector.delivery.dispatch_due() == 0
 
-        connector._finish_delivered(force=True)  # the next poll, or once 50 ms have passed
+        connector.delivery._finish_delivered(force=True)  # the next poll, or once 50 ms have passed
         with store.reader(connector.engine) as conn:
             assert run(conn, store.SELECT_DUE_OUTBOX, due).all() == []
-        assert not connector._inflight
+        assert not connector.delivery._inflight
 
 
 def test_the_dispatcher_is_woken_only_when_it_would_not_look_soon(tmp_path: Path) -> None:
@@ -93,38 +107,38 @@ def test_the_dispatcher_is_woken_only_when_it_would_not_look_soon(tmp_path: Path
         due = {"now": now_ms(), "busy": [0], "limit": 10}
         with store.reader(connector.engine) as conn:
             row = run(conn, store.SELECT_DUE_OUTBOX, due).all()[0]  # a pacs.009
-        wake = connector._wake
+        wake = connector.delivery._wake
 
         wake.clear()
-        connector._notify()  # a commit that queued nothing
+        connector.delivery.committed([])  # a commit that queued nothing
         assert not wake.is_set()
 
         # Nothing waits to be recorded: it sleeps up to 0.2 s, and the first delivery wakes it.
-        assert not connector._unrecorded
-        connector._report([(row, "sent")])
+        assert not connector.delivery._unrecorded
+        connector.delivery._report([(row, "sent")])
         assert wake.is_set()
 
         wake.clear()
-        connector._finish_delivered()  # that delivery now waits: it records within 50 ms
-        assert connector._unrecorded
-        connector._report([(row, "sent")])
+        connector.delivery._finish_delivered()  # that delivery now waits: it records within 50 ms
+        assert connector.delivery._unrecorded
+        connector.delivery._report([(row, "sent")])
         assert not wake.is_set()
-        connector._report([(row, "retry")])  # to hand out again: at once
+        connector.delivery._report([(row, "retry")])  # to hand out again: at once
         assert wake.is_set()
-        assert connector._done.qsize() == 2  # the first was taken to be recorded
+        assert connector.delivery._done.qsize() == 2  # the first was taken to be recorded
 
 
 def test_a_thread_that_committed_rows_hands_them_out_itself(tmp_path: Path) -> None:
     with _connector(tmp_path, threads=True) as connector:  # the dispatcher runs
         rounds: list[tuple[str, int]] = []
-        dispatch_due = connector._dispatch_due
+        dispatch_due = connector.delivery.dispatch_due
 
         def recorded(keep: list[Any] | None = None, **kw: Any) -> int:
             n = dispatch_due(keep, **kw)
             rounds.append((threading.current_thread().name, n))
             return n
 
-        connector._dispatch_due = recorded  # type: ignore[method-assign]
+        connector.delivery.dispatch_due = recorded  # type: ignore[method-assign]
         worker = threading.Thread(
             target=connector.create_trade, args=(Env.trade_body(),), name="trade-worker"
         )
@@ -144,24 +158,19 @@ def test_a_thread_hands_out_its_own_rows_without_waiting_for_another_writers_fsy
     real_fsync = walsync.fsync_path
     monkeypatch.setattr(walsync, "fsync_path", lambda path: (fsyncs.append(path), real_fsync(path)))
     with _connector(tmp_path, threads=False) as connector:
-        with connector._tx() as conn:
-            connector._insert_pvps(conn, [connector._trade(Env.trade_body())])
-        mine = connector._local.wrote
-        assert len(mine) == 2  # the pair's message ids, for this thread's _notify
-        connector._local.wrote = []
-        with connector._tx() as conn:  # another PvP's pair: another thread's, say
-            connector._insert_pvps(conn, [connector._trade(Env.trade_body())])
-        connector._local.wrote = []
+        mine = _insert_trades(connector, 1)
+        assert len(mine) == 2  # the pair's message ids, for this thread to hand out
+        _insert_trades(connector, 1)  # another PvP's pair: another thread's, say
         other_writer = walsync.group_sync(connector.engine)  # ...between COMMIT and fsync
         assert other_writer is not None
         other_writer.before_commit()
         try:
             fsyncs.clear()
             kept: list[Any] = []
-            assert connector._dispatch_due(kept, msg_ids=mine) == 2
+            assert connector.delivery.dispatch_due(kept, msg_ids=mine) == 2
             assert sorted(r.msg_id for r in kept) == sorted(mine) and fsyncs == []
             # Every due row (the other pair) waits for an fsync that covers that writer.
-            assert connector._dispatch_due() == 2 and len(fsyncs) == 1
+            assert connector.delivery.dispatch_due() == 2 and len(fsyncs) == 1
         finally:
             other_writer.committed()
 
@@ -170,19 +179,20 @@ def test_rows_rolled_back_with_their_savepoint_are_not_handed_out(tmp_path: Path
     with _connector(tmp_path, threads=True) as connector:
         delivered: list[str] = []
 
-        def recorded(row: Any, _lane: Any) -> str:
+        def recorded(row: Any, _lane: Any, _batch: Any = None) -> str:
             delivered.append(row.msg_id)
             return "sent"
 
-        connector._deliver = recorded  # type: ignore[method-assign]
-        with connector._tx() as conn:
-            with contextlib.suppress(RuntimeError), savepoint(conn):
-                connector._insert_pvps(conn, [connector._trade(Env.trade_body())])
+        connector.delivery.deliver = recorded  # type: ignore[method-assign]
+        matching = connector.matching
+        with transaction(connector.engine) as work:
+            with contextlib.suppress(RuntimeError), savepoint(work.conn):
+                matching.insert(work, [matching.trade(Env.trade_body())])
                 raise RuntimeError("this PvP is refused")
-            refused = list(connector._local.wrote)
-            connector._insert_pvps(conn, [connector._trade(Env.trade_body())])
-            kept = connector._local.wrote[len(refused) :]
-        connector._notify()
+            refused = list(work.sent)
+            matching.insert(work, [matching.trade(Env.trade_body())])
+            kept = work.sent[len(refused) :]
+        connector.delivery.committed(work.sent)
         deadline = time.monotonic() + 10
         while len(delivered) < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -194,17 +204,16 @@ def test_after_answering_a_reception_thread_delivers_a_pair_itself(tmp_path: Pat
     with _connector(tmp_path, threads=True) as connector:  # the dispatcher runs
         delivered: list[tuple[str, str]] = []
 
-        def recorded(row: Any, _lane: Any) -> str:
+        def recorded(row: Any, _lane: Any, _batch: Any = None) -> str:
             delivered.append((threading.current_thread().name, row.destination_bic))
             return "sent"
 
-        connector._deliver = recorded  # type: ignore[method-assign]
+        connector.delivery.deliver = recorded  # type: ignore[method-assign]
 
         def reception() -> None:
             # What a reception's transaction does when it decides: two rows, one per network
             # (here a trade's pacs.009s), committed without handing them out yet...
-            with connector._tx() as conn:
-                connector._insert_pvps(conn, [connector._trade(Env.trade_body())])
+            connector.handle_requests([functools.partial(connector.create_trade, Env.trade_body())])
             connector.after_answers(True)  # ...then, its answers sent, it delivers them
 
         worker = threading.Thread(target=reception, name="reception")
@@ -224,15 +233,14 @@ def test_a_reception_thread_that_may_not_wait_hands_its_pair_to_the_lanes(
     with _connector(tmp_path, threads=True) as connector:
         delivered: list[str] = []
 
-        def recorded(row: Any, _lane: Any) -> str:
+        def recorded(row: Any, _lane: Any, _batch: Any = None) -> str:
             delivered.append(threading.current_thread().name)
             return "sent"
 
-        connector._deliver = recorded  # type: ignore[method-assign]
+        connector.delivery.deliver = recorded  # type: ignore[method-assign]
 
         def reception() -> None:
-            with connector._tx() as conn:
-                connector._insert_pvps(conn, [connector._trade(Env.trade_body())])
+            connector.handle_requests([functools.partial(connector.create_trade, Env.trade_body())])
             connector.after_answers(False)
 
         worker = threading.Thread(target=reception, name="reception")
@@ -246,11 +254,10 @@ def test_a_reception_thread_that_may_not_wait_hands_its_pair_to_the_lanes(
 
 def test_more_than_a_pair_goes_to_the_lanes(tmp_path: Path) -> None:
     with _connector(tmp_path, threads=False) as connector:
-        with connector._tx() as conn:
-            connector._insert_pvps(conn, [connector._trade(Env.trade_body()) for _ in range(2)])
+        _insert_trades(connector, 2)
         kept: list[Any] = []
-        assert connector._dispatch_due(kept) == 4
-        assert kept == [] and len(connector._inflight) == 4  # in flight, on their lanes
+        assert connector.delivery.dispatch_due(kept) == 4
+        assert kept == [] and len(connector.delivery._inflight) == 4  # in flight, on their lanes
 
 
 def test_a_request_thread_hands_out_what_its_calls_queued_only_after_answering(
@@ -263,22 +270,22 @@ def test_a_request_thread_hands_out_what_its_calls_queued_only_after_answering(
     with _connector(tmp_path, threads=True) as connector:
         rounds: list[str] = []
         delivered: list[tuple[str, str]] = []
-        dispatch_due, deliver = connector._dispatch_due, connector._deliver
+        dispatch_due, deliver = connector.delivery.dispatch_due, connector.delivery.deliver
 
         def recorded_round(keep: list[Any] | None = None, **kw: Any) -> int:
             rounds.append(threading.current_thread().name)
             return dispatch_due(keep, **kw)
 
-        def recorded_delivery(row: Any, lane: Any) -> str:
+        def recorded_delivery(row: Any, lane: Any, batch: Any = None) -> str:
             delivered.append((threading.current_thread().name, row.destination_bic))
-            return deliver(row, lane)
+            return deliver(row, lane, batch)
 
-        connector._dispatch_due = recorded_round  # type: ignore[method-assign]
-        connector._deliver = recorded_delivery  # type: ignore[method-assign]
+        connector.delivery.dispatch_due = recorded_round  # type: ignore[method-assign]
+        connector.delivery.deliver = recorded_delivery  # type: ignore[method-assign]
         outcomes: list[Any] = []
 
         def requests_thread() -> None:
-            def refused() -> None:
+            def refused(_unsent: list[str]) -> None:
                 raise ValueError("not a trade")
 
             calls = [functools.partial(connector.create_trade, Env.trade_body()), refused]
@@ -298,4 +305,4 @@ def test_a_request_thread_hands_out_what_its_calls_queued_only_after_answering(
         assert sorted(delivered) == sorted(
             [("connector-requests-0", BIC), ("connector-requests-0", "CBAUAEAA")]
         )
-        assert not getattr(connector._local, "deferred", False)
+        assert not any(connector._answering.values())  # nothing left for a later answer

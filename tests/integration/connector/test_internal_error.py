@@ -20,7 +20,7 @@ def test_an_unexpected_error_is_logged_and_answered_as_a_problem(
 ) -> None:
     connector = Connector(connector_settings(tmp_path))
 
-    def broken(_data: object) -> None:
+    def broken(*_args: object) -> None:
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr(connector, "create_trade", broken)

@@ -150,15 +150,15 @@ def _ask(env: Env, uetr: str):  # type: ignore[no-untyped-def]
 
 def test_status_requests_at_every_stage(env: Env) -> None:
     env.dt.silent = True
-    pvp_id = env.trade(seconds=1.5)
+    pvp_id = env.trade(seconds=30)
     _wait(lambda: bool(env.dt.legs))
     [uetr] = list(env.dt.legs)
     # Undecided and in time: PDNG.
     assert _ask(env, uetr).status == "PDNG"
     # Undecided past the deadline (here: inside the margin): the connector decides ABORT right
-    # then, answers RJCT and cancels the leg. A huge margin keeps the sweeper from racing it.
-    env.connector.sweep = lambda: None  # type: ignore[method-assign]
-    env.connector.margin = 10_000
+    # then, answers RJCT and cancels the leg. The handlers' margin only: the sweeper looks for
+    # overdue PvPs with the configured 300 ms, so it stays out of this one for 30 s.
+    env.connector.handlers.margin = 60_000
     answer = _ask(env, uetr)
     assert (answer.status, answer.reason) == ("RJCT", "TMOT")
     view = env.pvp(pvp_id)
@@ -167,7 +167,7 @@ def test_status_requests_at_every_stage(env: Env) -> None:
     # Decided ABORT: RJCT again, and the leg is cancelled again.
     assert _ask(env, uetr).status == "RJCT"
     # After a COMMIT: ACSP with the fulfilment.
-    env.connector.margin = 300
+    env.connector.handlers.margin = 300
     env.dt.silent = False
     pvp2 = env.trade()
     env.wait(pvp2, _settled)

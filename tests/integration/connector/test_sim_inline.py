@@ -22,13 +22,13 @@ SIM = "CBAUAEAA"
 def _lane_deliveries(env: Env, monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     """Records each delivery to a simulated bank through its lane."""
     seen: list[bytes] = []
-    real = env.connector._deliver_simulated
+    real = env.connector.delivery._deliver_simulated
 
     def recording(raw: bytes, *args: Any, **kw: Any) -> None:
         seen.append(raw)
         real(raw, *args, **kw)
 
-    monkeypatch.setattr(env.connector, "_deliver_simulated", recording)
+    monkeypatch.setattr(env.connector.delivery, "_deliver_simulated", recording)
     return seen
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
@@ -90,18 +91,24 @@ def test_deliveries_to_a_simulated_bank_share_transactions_and_one_failure_spare
     delivered again, and everything settles exactly once."""
     conn = env.connector
     sizes: list[int] = []
-    deliver_batch = conn._deliver_batch
+    deliver_batch = conn.delivery._deliver_batch
 
-    def recorded(rows: list[Any], lane: Any) -> list[tuple[Any, str]]:
+    batching: set[int] = set()  # the threads inside a batch of deliveries
+
+    def recorded(rows: list[Any], lane: Any) -> tuple[list[tuple[Any, str]], list[str]]:
         sizes.append(len(rows))
-        return deliver_batch(rows, lane)
+        batching.add(threading.get_ident())
+        try:
+            return deliver_batch(rows, lane)
+        finally:
+            batching.discard(threading.get_ident())
 
-    conn._deliver_batch = recorded  # type: ignore[method-assign]
+    conn.delivery._deliver_batch = recorded  # type: ignore[method-assign]
     handle = conn.sim.handle
     failed: list[bool] = []
 
     def fails_once(raw: bytes, bic: str, conn: Any = None, **kw: Any) -> Any:
-        in_batch = getattr(env.connector._local, "conn", None) is not None
+        in_batch = threading.get_ident() in batching
         if not failed and in_batch and b"pacs.009" in raw:
             failed.append(in_batch)
             raise RuntimeError("simulated bank down for one message")
@@ -143,7 +150,7 @@ def test_the_simulated_bank_takes_messages_as_built_and_parses_what_it_was_not_h
     env.wait(first, lambda v: v["state"] == "settled")
     assert parsed == []
     # Nothing handed over: every message to the bank is parsed back, and settles the same.
-    monkeypatch.setattr(env.connector, "_built", _Forgets())
+    monkeypatch.setattr(env.connector.outbox, "_built", _Forgets())
     second = env.trade(kzt=1001, aed=11)
     env.wait(second, lambda v: v["state"] == "settled")
     names = [raw.split(b"<MsgDefIdr>")[1].split(b"<")[0] for raw in parsed]
