@@ -153,7 +153,7 @@ def test_a_redemption_is_paid_by_one_transfer_whose_id_is_its_log_position() -> 
         tx_hash="0xABcd",
         log_index=7,
         amount=500,
-        currency="KZT",
+        currency="KZX",
         segregated="seg",
         wallet_id="ex-1",
     )
@@ -162,7 +162,7 @@ def test_a_redemption_is_paid_by_one_transfer_whose_id_is_its_log_position() -> 
         debit_wallet_id="seg",
         credit_wallet_id="ex-1",
         amount=500,
-        currency="KZT",
+        currency="KZX",
         reference="stablecoin redemption 0xABcd:7",
     )
 
