@@ -8,6 +8,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from gateway.threads import start_thread
@@ -32,6 +33,16 @@ def take_queued(source: queue.SimpleQueue[T | None], first: T, limit: int) -> tu
             return items, True
         items.append(more)
     return items, False
+
+
+@dataclass(frozen=True, slots=True)
+class Answered(Generic[R]):
+    """What a :class:`Batcher`'s ``handle`` may return instead of bare outcomes: the outcomes,
+    and the work that follows them for this batch (in place of the batcher's own ``then``),
+    so that what the batch produced reaches that work as an argument."""
+
+    outcomes: Sequence[R | BaseException]
+    then: Callable[[bool], None] | None = None
 
 
 class _Job(Generic[T, R]):
@@ -74,12 +85,13 @@ class Batcher(Generic[T, R]):
     answer): true only while another of the batcher's threads stays out of such waits, free to
     take new items. Two parties whose threads post to each other's batchers could otherwise
     all wait on each other's answers at once, until their HTTP timeouts (with
-    ``threads=1``, never).
+    ``threads=1``, never). A ``handle`` that returns :class:`Answered` names the work that
+    follows its own batch, with what the batch produced bound to it.
     """
 
     def __init__(
         self,
-        handle: Callable[[list[T]], Sequence[R | BaseException]],
+        handle: Callable[[list[T]], Sequence[R | BaseException] | Answered[R]],
         *,
         name: str,
         threads: int = 1,
@@ -129,13 +141,18 @@ class Batcher(Generic[T, R]):
                 return
 
     def _run(self, jobs: list[_Job[T, R]]) -> None:
+        then = self._then
         try:
-            outcomes = list(self._handle([job.item for job in jobs]))
+            result = self._handle([job.item for job in jobs])
+            if isinstance(result, Answered):
+                outcomes, then = list(result.outcomes), result.then
+            else:
+                outcomes = list(result)
             if len(outcomes) != len(jobs):
                 raise RuntimeError(f"{self._name}: {len(outcomes)} outcomes for {len(jobs)} items")
         except BaseException as exc:  # every caller learns of it; the thread carries on
             log.exception("%s: a batch of %d failed", self._name, len(jobs))
-            outcomes = [exc] * len(jobs)
+            outcomes, then = [exc] * len(jobs), self._then
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[R], R | BaseException]]]
         by_loop = {}
         for job, outcome in zip(jobs, outcomes, strict=True):
@@ -143,12 +160,12 @@ class Batcher(Generic[T, R]):
         for loop, settled in by_loop.items():
             with contextlib.suppress(RuntimeError):  # that loop closed: nobody waits any more
                 loop.call_soon_threadsafe(_settle, settled)
-        if self._then is not None:
+        if then is not None:
             with self._lock:
                 may_wait = self._waiting < self._threads_wanted - 1
                 self._waiting += may_wait
             try:
-                self._then(may_wait)
+                then(may_wait)
             except Exception:
                 log.exception("%s: the work after a batch failed", self._name)
             finally:
@@ -157,4 +174,4 @@ class Batcher(Generic[T, R]):
                         self._waiting -= 1
 
 
-__all__ = ["Batcher", "take_queued"]
+__all__ = ["Answered", "Batcher", "take_queued"]

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from gateway.messaging.queues import Batcher
+from gateway.messaging.queues import Answered, Batcher
 
 
 class Refused(Exception):
@@ -156,3 +156,31 @@ def test_a_single_thread_never_waits_on_another_party() -> None:
     finally:
         batcher.stop()
     assert allowed == [False, False, False]
+
+
+def test_the_work_after_a_batch_gets_what_that_batch_produced() -> None:
+    """A handle that returns ``Answered`` names the work that follows its own batch, after
+    the callers' answers, on the same thread."""
+    after: list[tuple[list[int], str, bool]] = []
+
+    def handle(items: list[int]) -> Answered[int]:
+        produced = [i * 10 for i in items]
+
+        def then(may_wait: bool) -> None:
+            after.append((produced, threading.current_thread().name, may_wait))
+
+        return Answered(produced, then=then)
+
+    batcher: Batcher[int, int] = Batcher(handle, name="test-answered")
+
+    async def main() -> list[int]:
+        return [await batcher.submit(i) for i in (1, 2)]
+
+    try:
+        assert asyncio.run(main()) == [10, 20]
+    finally:
+        batcher.stop()  # joins the thread: its work after the last batch is done
+    assert [(p, name.startswith("test-answered-"), w) for p, name, w in after] == [
+        ([10], True, False),
+        ([20], True, False),
+    ]
