@@ -307,7 +307,7 @@ class PvPController(Controller):
             created_at=data.value_time,
             updated_at=data.value_time,
         )
-        stored, created = service.instruct(rt.uow(), inst, rt.ctx)
+        stored, created = rt.instruct(inst)
         return Response(InstructionOut.of(stored), status_code=201 if created else 200)
 
     @get(
@@ -351,13 +351,11 @@ class PvPController(Controller):
         principal: NamedDependency[Principal],
     ) -> PvPOut:
         rt = _runtime(state)
-        service.resolve(
-            rt.uow(),
+        rt.resolve(
             ref,
             data.action,
             data.reason,
             service.Actor(principal.key_id, principal.label),
-            rt.ctx,
             fulfilment=data.fulfilment,
         )
         return PvPOut.of(service.view(rt.uow(), ref, subject=None, is_operator=True))

@@ -1,9 +1,5 @@
-"""PvP tables and the SQL repository. Tables never leave this module.
-
-Deduplication lives in the database: ``pvp_leg.uetr`` is the primary key (one leg per UETR) and
-``uq_pvp_message_id`` makes a sender's message id unique per message type, so two concurrent
-receptions of the same message cannot both be stored (the loser retries and finds the winner).
-"""
+"""The PvP repository and unit of work: the SQL behind the use cases. The tables and their
+rows' conversions are in :mod:`gateway.pvp.rows`; nothing outside this package sees a row."""
 
 from __future__ import annotations
 
@@ -14,268 +10,32 @@ from typing import Any, Literal, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
-from sqlmodel import Field, SQLModel
 
 from gateway import telemetry
-from gateway.db import SqlUnitOfWork, autoincrement_field, partial_index, table_of, utc_field
+from gateway.db import SqlUnitOfWork
 from gateway.ledger.store import SqlLedgerRepository
 from gateway.messaging.outbox import OutboxMessage, OutboxRepository, outbox_t
-from gateway.pvp.model import (
-    FINAL_STATES,
-    Instruction,
-    InstructionState,
-    Leg,
-    LegState,
-    LegTerms,
-    MessageRecord,
-    Side,
+from gateway.pvp.model import FINAL_STATES, Instruction, Leg, LegState, MessageRecord
+from gateway.pvp.rows import (
+    AuditRow,
+    InboxRow,
+    InstructionRow,
+    LegRow,
+    MessageLegRow,
+    MessageRow,
+    audit_t,
+    inbox_t,
+    instruction_of,
+    instruction_t,
+    instruction_values,
+    leg_of,
+    leg_t,
+    leg_values,
+    message_leg_t,
+    message_t,
 )
 from gateway.sqlite import fastsql
 from gateway.sqlite.fastsql import run
-
-
-class LegRow(SQLModel, table=True):
-    __tablename__ = "pvp_leg"
-    __table_args__ = (
-        # Locked legs by deadline (the deadline check, the alerts).
-        partial_index("ix_pvp_leg_locked_deadline", "deadline", where="state = 'locked'"),
-        sa.CheckConstraint("amount IS NULL OR amount > 0", name="ck_pvp_leg_amount_pos"),
-    )
-    uetr: str = Field(primary_key=True, max_length=36)
-    state: str = Field(max_length=16)
-    pvp_id: str | None = Field(default=None, max_length=35, index=True)
-    leg: str | None = Field(default=None, max_length=8)
-    msg_id: str | None = Field(default=None, max_length=35)
-    end_to_end_id: str | None = Field(default=None, max_length=35, index=True)
-    instr_id: str | None = Field(default=None, max_length=35)
-    tx_id: str | None = Field(default=None, max_length=35)
-    amount: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, nullable=True))
-    currency: str | None = Field(default=None, max_length=3)
-    debtor_bic: str | None = Field(default=None, max_length=11)
-    debtor_account: str | None = Field(default=None, max_length=34)
-    creditor_bic: str | None = Field(default=None, max_length=11)
-    creditor_account: str | None = Field(default=None, max_length=34)
-    condition: str | None = Field(default=None, max_length=64)
-    deadline: datetime | None = utc_field(nullable=True)
-    reason: str | None = Field(default=None, max_length=4)
-    fulfilment: str | None = Field(default=None, max_length=64)
-    status_requested_at: datetime | None = utc_field(nullable=True)
-    status_requests: int = 0
-    alert_at: datetime | None = utc_field(nullable=True)
-    resolved_by: str | None = Field(default=None, max_length=64)
-    created_at: datetime = utc_field()
-    updated_at: datetime = utc_field()
-
-
-class MessageRow(SQLModel, table=True):
-    __tablename__ = "pvp_message"
-    __table_args__ = (
-        sa.UniqueConstraint(
-            "direction", "sender_bic", "msg_def_id", "msg_id", name="uq_pvp_message_id"
-        ),
-    )
-    id: int | None = autoincrement_field()
-    direction: str = Field(max_length=8)
-    """``in``, ``out``, or ``rejected`` (refused inbound: its sender is unknown, so NULL)."""
-    sender_bic: str | None = Field(default=None, max_length=11)
-    receiver_bic: str | None = Field(default=None, max_length=11)
-    msg_def_id: str | None = Field(default=None, max_length=32)
-    msg_id: str | None = Field(default=None, max_length=35)
-    sha256: str = Field(max_length=64)
-    reason: str | None = Field(default=None, max_length=4)
-    raw: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))
-    created_at: datetime = utc_field()
-
-
-class MessageLegRow(SQLModel, table=True):
-    """Which leg a message concerns. Read by UETR only, so the key starts with it, and on
-    SQLite the rows are that key's b-tree (no rowid table, no second index): one b-tree
-    written per link instead of three (a sixth of the gateway's log writes per PvP)."""
-
-    __tablename__ = "pvp_message_leg"
-    __table_args__ = {"sqlite_with_rowid": False}
-    uetr: str = Field(primary_key=True, max_length=36)
-    message_id: int = Field(
-        sa_column=sa.Column(
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            sa.ForeignKey("pvp_message.id"),
-            primary_key=True,
-        )
-    )
-
-
-class InboxRow(SQLModel, table=True):
-    __tablename__ = "pvp_inbox"
-    # Items not processed yet, in order.
-    __table_args__ = (
-        partial_index("ix_pvp_inbox_pending", "message_id", where="processed_at IS NULL"),
-    )
-    message_id: int = Field(
-        sa_column=sa.Column(
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            sa.ForeignKey("pvp_message.id"),
-            primary_key=True,
-        )
-    )
-    received_at: datetime = utc_field()
-    available_at: datetime = utc_field()
-    processed_at: datetime | None = utc_field(nullable=True)
-    attempts: int = 0
-    last_error: str | None = Field(default=None, max_length=1000)
-
-
-class InstructionRow(SQLModel, table=True):
-    __tablename__ = "pvp_instruction"
-    __table_args__ = (
-        sa.CheckConstraint("sell_amount > 0 AND buy_amount > 0", name="ck_pvp_instr_amounts"),
-    )
-    instruction_id: str = Field(primary_key=True, max_length=35)
-    subject: str = Field(max_length=128, index=True)
-    party_bic: str = Field(max_length=11)
-    counterparty_bic: str = Field(max_length=11)
-    sell_currency: str = Field(max_length=3)
-    sell_amount: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
-    sell_account: str = Field(max_length=34)
-    buy_currency: str = Field(max_length=3)
-    buy_amount: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
-    buy_account: str = Field(max_length=34)
-    value_time: datetime = utc_field()
-    state: str = Field(max_length=16)
-    reason: str | None = Field(default=None, max_length=200)
-    pvp_id: str | None = Field(default=None, max_length=35, index=True)
-    uetr: str | None = Field(default=None, max_length=36)
-    fingerprint: str = Field(max_length=64)
-    created_at: datetime = utc_field()
-    updated_at: datetime = utc_field()
-
-
-class AuditRow(SQLModel, table=True):
-    __tablename__ = "pvp_audit"
-    id: int | None = autoincrement_field()
-    ref: str = Field(max_length=64)
-    uetr: str = Field(max_length=36, index=True)
-    action: str = Field(max_length=16)
-    actor_key_id: str = Field(max_length=32)
-    actor_label: str = Field(default="", max_length=200)
-    reason: str = Field(max_length=1000)
-    created_at: datetime = utc_field()
-
-
-leg_t = table_of(LegRow)
-message_t = table_of(MessageRow)
-message_leg_t = table_of(MessageLegRow)
-inbox_t = table_of(InboxRow)
-instruction_t = table_of(InstructionRow)
-audit_t = table_of(AuditRow)
-
-
-# ------------------------------------------------------------------ row <-> domain
-
-
-def _leg(row: Any) -> Leg:
-    terms = None
-    if row.msg_id is not None:
-        terms = LegTerms(
-            msg_id=row.msg_id,
-            end_to_end_id=row.end_to_end_id,
-            pvp_id=row.pvp_id,
-            leg=row.leg,
-            amount=row.amount,
-            currency=row.currency,
-            debtor_bic=row.debtor_bic,
-            debtor_account=row.debtor_account,
-            creditor_bic=row.creditor_bic,
-            creditor_account=row.creditor_account,
-            condition=row.condition,
-            deadline=row.deadline,
-            instr_id=row.instr_id,
-            tx_id=row.tx_id,
-        )
-    return Leg(
-        uetr=row.uetr,
-        state=LegState(row.state),
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        terms=terms,
-        reason=row.reason,
-        fulfilment=row.fulfilment,
-        status_requested_at=row.status_requested_at,
-        status_requests=row.status_requests,
-        alert_at=row.alert_at,
-        resolved_by=row.resolved_by,
-    )
-
-
-def _leg_values(leg: Leg) -> dict[str, Any]:
-    t = leg.terms
-    return {
-        "uetr": leg.uetr,
-        "state": leg.state.value,
-        "pvp_id": t.pvp_id if t else None,
-        "leg": t.leg if t else None,
-        "msg_id": t.msg_id if t else None,
-        "end_to_end_id": t.end_to_end_id if t else None,
-        "instr_id": t.instr_id if t else None,
-        "tx_id": t.tx_id if t else None,
-        "amount": t.amount if t else None,
-        "currency": t.currency if t else None,
-        "debtor_bic": t.debtor_bic if t else None,
-        "debtor_account": t.debtor_account if t else None,
-        "creditor_bic": t.creditor_bic if t else None,
-        "creditor_account": t.creditor_account if t else None,
-        "condition": t.condition if t else None,
-        "deadline": t.deadline if t else None,
-        "reason": leg.reason,
-        "fulfilment": leg.fulfilment,
-        "status_requested_at": leg.status_requested_at,
-        "status_requests": leg.status_requests,
-        "alert_at": leg.alert_at,
-        "resolved_by": leg.resolved_by,
-        "created_at": leg.created_at,
-        "updated_at": leg.updated_at,
-    }
-
-
-def _instruction(row: Any) -> Instruction:
-    return Instruction(
-        instruction_id=row.instruction_id,
-        subject=row.subject,
-        party_bic=row.party_bic,
-        counterparty_bic=row.counterparty_bic,
-        sell=Side(row.sell_currency, row.sell_amount, row.sell_account),
-        buy=Side(row.buy_currency, row.buy_amount, row.buy_account),
-        value_time=row.value_time,
-        state=InstructionState(row.state),
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        reason=row.reason,
-        pvp_id=row.pvp_id,
-        uetr=row.uetr,
-    )
-
-
-def _instruction_values(i: Instruction) -> dict[str, Any]:
-    return {
-        "instruction_id": i.instruction_id,
-        "subject": i.subject,
-        "party_bic": i.party_bic,
-        "counterparty_bic": i.counterparty_bic,
-        "sell_currency": i.sell.currency,
-        "sell_amount": i.sell.amount,
-        "sell_account": i.sell.account,
-        "buy_currency": i.buy.currency,
-        "buy_amount": i.buy.amount,
-        "buy_account": i.buy.account,
-        "value_time": i.value_time,
-        "state": i.state.value,
-        "reason": i.reason,
-        "pvp_id": i.pvp_id,
-        "uetr": i.uetr,
-        "fingerprint": i.fingerprint(),
-        "created_at": i.created_at,
-        "updated_at": i.updated_at,
-    }
-
 
 # Statements of the per-message path, built once. Building a Core statement and its cache
 # key on every call cost 3-5x the execution itself (70-100 µs against ~20 µs on SQLite);
@@ -371,7 +131,7 @@ class SqlPvPRepository:
         if not ids:
             return {}
         q = _LEGS_FOR_UPDATE[self._pg]
-        legs = {r.uetr: _leg(r) for r in run(self.conn, q, {"uetrs": ids})}
+        legs = {r.uetr: leg_of(r) for r in run(self.conn, q, {"uetrs": ids})}
         self._open.update(u for u, leg in legs.items() if leg.state not in FINAL_STATES)
         return legs
 
@@ -379,23 +139,23 @@ class SqlPvPRepository:
         ids = sorted(set(uetrs))
         if not ids:
             return {}
-        return {r.uetr: _leg(r) for r in run(self.conn, _LEGS_BY_UETR, {"uetrs": ids})}
+        return {r.uetr: leg_of(r) for r in run(self.conn, _LEGS_BY_UETR, {"uetrs": ids})}
 
     def legs_by_ref(self, ref: str) -> list[Leg]:
         """Legs whose PvP id, UETR or EndToEndId (the DT instruction id) is ``ref``."""
         q = leg_t.select().where(
             sa.or_(leg_t.c.pvp_id == ref, leg_t.c.uetr == ref, leg_t.c.end_to_end_id == ref)
         )
-        return [_leg(r) for r in self.conn.execute(q.order_by(leg_t.c.created_at))]
+        return [leg_of(r) for r in self.conn.execute(q.order_by(leg_t.c.created_at))]
 
     def insert_legs(self, legs: Sequence[Leg]) -> None:
         if legs:
-            run(self.conn, _INSERT_LEG, [_leg_values(leg) for leg in legs])
+            run(self.conn, _INSERT_LEG, [leg_values(leg) for leg in legs])
 
     def update_legs(self, legs: Sequence[Leg]) -> None:
         rows = []
         for leg in legs:
-            values = _leg_values(leg)
+            values = leg_values(leg)
             values["k_uetr"] = values.pop("uetr")  # the key, not a column to set
             rows.append(values)
             if leg.state in FINAL_STATES and leg.uetr in self._open:
@@ -407,10 +167,10 @@ class SqlPvPRepository:
 
     def locked_legs_past(self, cutoff: datetime, limit: int) -> list[Leg]:
         rows = self.conn.execute(_LOCKED_LEGS_PAST, {"cutoff": cutoff, "limit": limit})
-        return [_leg(r) for r in rows]
+        return [leg_of(r) for r in rows]
 
     def alerted_legs(self, limit: int) -> list[Leg]:
-        return [_leg(r) for r in self.conn.execute(_ALERTED_LEGS, {"limit": limit})]
+        return [leg_of(r) for r in self.conn.execute(_ALERTED_LEGS, {"limit": limit})]
 
     # messages --------------------------------------------------------------
 
@@ -540,7 +300,7 @@ class SqlPvPRepository:
     def instruction(self, instruction_id: str, *, for_update: bool = False) -> Instruction | None:
         q = instruction_t.select().where(instruction_t.c.instruction_id == instruction_id)
         row = self.conn.execute(self._for_update(q) if for_update else q).first()
-        return None if row is None else _instruction(row)
+        return None if row is None else instruction_of(row)
 
     def instruction_fingerprint(self, instruction_id: str) -> str | None:
         q = sa.select(instruction_t.c.fingerprint).where(
@@ -554,17 +314,17 @@ class SqlPvPRepository:
         if not keys:
             return {}
         q = _INSTRUCTIONS_FOR_UPDATE[self._pg]
-        return {r.instruction_id: _instruction(r) for r in run(self.conn, q, {"ids": keys})}
+        return {r.instruction_id: instruction_of(r) for r in run(self.conn, q, {"ids": keys})}
 
     def instructions_by_pvp(self, pvp_id: str) -> list[Instruction]:
         q = instruction_t.select().where(instruction_t.c.pvp_id == pvp_id)
-        return [_instruction(r) for r in self.conn.execute(q)]
+        return [instruction_of(r) for r in self.conn.execute(q)]
 
     def insert_instruction(self, inst: Instruction) -> None:
-        self.conn.execute(instruction_t.insert(), _instruction_values(inst))
+        self.conn.execute(instruction_t.insert(), instruction_values(inst))
 
     def update_instruction(self, inst: Instruction) -> None:
-        values = _instruction_values(inst)
+        values = instruction_values(inst)
         self.conn.execute(
             instruction_t.update()
             .where(instruction_t.c.instruction_id == inst.instruction_id)
@@ -615,8 +375,9 @@ class SqlPvPRepository:
 class PvPUnitOfWork(SqlUnitOfWork):
     """One transaction over the ledger, the outbox and the PvP tables.
 
-    ``after_commit`` hooks run once the transaction is durable (they wake the outbox dispatcher
-    and the inbox workers); a rolled-back unit runs none.
+    With ``claim_outbound_for``, what its transaction queues in the outbox is claimed for the
+    caller (``claimed``), which sends it once the transaction commits; without, a dispatcher
+    does. Legs made final are counted (``gateway.telemetry``) once it commits.
     """
 
     ledger: SqlLedgerRepository
@@ -627,7 +388,6 @@ class PvPUnitOfWork(SqlUnitOfWork):
         self, engine: Any, *, readonly: bool = False, claim_outbound_for: timedelta | None = None
     ) -> None:
         super().__init__(engine, readonly=readonly)
-        self._hooks: list[Any] = []
         self.claim_outbound_for = claim_outbound_for
         self._claimed: list[OutboxMessage] = []
 
@@ -638,7 +398,6 @@ class PvPUnitOfWork(SqlUnitOfWork):
         self.outbox = OutboxRepository(conn, claim_for=self.claim_outbound_for)
         self._claimed = self.outbox.claimed
         self.pvp = SqlPvPRepository(conn)
-        self._hooks = []
 
     @property
     def claimed(self) -> list[OutboxMessage]:
@@ -650,29 +409,21 @@ class PvPUnitOfWork(SqlUnitOfWork):
     @contextmanager
     def savepoint(self) -> Iterator[None]:
         """A nested transaction: leaving it by an exception undoes only what it did, in the
-        database and here (the messages it claimed for sending, the hooks it added)."""
-        hooks, claimed = len(self._hooks), len(self.outbox.claimed)
-        finished = len(self.pvp.finished)
+        database and here (the messages it claimed for sending, the legs it made final)."""
+        claimed, finished = len(self.outbox.claimed), len(self.pvp.finished)
         try:
             with fastsql.savepoint(self.conn):
                 yield
         except BaseException:
-            del self._hooks[hooks:]
             del self.outbox.claimed[claimed:]
             del self.pvp.finished[finished:]
             raise
-
-    def after_commit(self, hook: Any) -> None:
-        self._hooks.append(hook)
 
     def commit(self) -> None:
         super().commit()
         finished, self.pvp.finished = self.pvp.finished, []
         for state, seconds in finished:
             telemetry.leg_finished(state, seconds)
-        hooks, self._hooks = self._hooks, []
-        for hook in hooks:
-            hook()
 
 
 __all__ = [
@@ -684,4 +435,10 @@ __all__ = [
     "MessageRow",
     "PvPUnitOfWork",
     "SqlPvPRepository",
+    "audit_t",
+    "inbox_t",
+    "instruction_t",
+    "leg_t",
+    "message_leg_t",
+    "message_t",
 ]

@@ -446,14 +446,11 @@ def test_the_gateway_publishes_the_certificate_it_signs_with(world: PvPWorld) ->
 
 def test_a_message_stored_but_not_processed_is_processed_on_recovery(world: PvPWorld) -> None:
     """What a kill -9 between the 202 and the processing leaves: an inbox row, a received leg."""
-    from dataclasses import replace
-
     from gateway.pvp import service
 
     _funded(world)
     leg = Leg(uetr(), 250_000)
-    asleep = replace(world.runtime.ctx, notify_inbox=lambda _items: None)
-    ack = service.receive_message(world.runtime.uow(), world.pacs009(leg), asleep)
+    ack = service.receive_message(world.runtime.uow(), world.pacs009(leg), world.runtime.ctx)
     assert ack.duplicate is False
     assert world.leg_state(leg.uetr) == "received"
     assert world.pvp(leg.uetr)["legs"][0]["status"] == "PDNG"
@@ -467,27 +464,24 @@ def test_a_message_stored_but_not_processed_is_processed_on_recovery(world: PvPW
 def test_queued_messages_are_applied_in_one_transaction_and_a_failing_one_spares_the_rest(
     world: PvPWorld,
 ) -> None:
-    from dataclasses import replace
-
-    from gateway.iso20022 import Message
     from gateway.pvp import service
     from gateway.pvp.store import inbox_t, message_t
 
     _funded(world)
     legs = [Leg(uetr(), 100_000) for _ in range(4)]
-    queued: list[tuple[int, Message | None]] = []
-    quiet = replace(world.runtime.ctx, notify_inbox=queued.extend)
+    ctx = world.runtime.ctx
+    queued: list[service.InboxItem] = []
     for leg in legs:
-        service.receive_message(world.runtime.uow(), world.pacs009(leg), quiet)
+        queued += service.receive_messages(world.runtime.uow(), [world.pacs009(leg)], ctx).inbox
     assert len(queued) == 4
 
     # Two items, one commit (the dispatchers' own commits, on their threads, are not counted).
     with commits_on_this_thread(world.engine) as commits:
-        assert service.process_inbox_items(world.runtime.uow(), queued[:2], world.runtime.ctx) == [
-            True,
-            True,
-        ]
+        processed = service.process_items(world.runtime.uow(), queued[:2], ctx)
+    assert processed.applied == [True, True]
+    assert processed.claimed == []  # queued for a dispatcher, which the caller wakes
     assert len(commits) == 1
+    world.runtime.wake_dispatcher()
     for leg in legs[:2]:
         world.connector.wait_status(leg.uetr, "ACSP")
 
@@ -508,9 +502,7 @@ def test_queued_messages_are_applied_in_one_transaction_and_a_failing_one_spares
 def test_envelopes_received_together_share_one_transaction_and_a_refused_one_spares_the_rest(
     world: PvPWorld,
 ) -> None:
-    from dataclasses import replace
-
-    from gateway.iso20022 import Message, MessageRejected
+    from gateway.iso20022 import MessageRejected
     from gateway.pvp import service
     from gateway.pvp.keys import generate
 
@@ -528,11 +520,10 @@ def test_envelopes_received_together_share_one_transaction_and_a_refused_one_spa
         good,  # the same bytes again: acknowledged as a duplicate
         world.pacs009(first),  # a UETR already instructed (by the first): AM05
     ]
-    queued: list[tuple[int, Message | None]] = []
-    quiet = replace(world.runtime.ctx, notify_inbox=queued.extend)
     with commits_on_this_thread(world.engine) as commits:
-        outcomes = service.receive_messages(world.runtime.uow(), raws, quiet)
+        got = service.receive_messages(world.runtime.uow(), raws, world.runtime.ctx)
     assert len(commits) == 1
+    outcomes, queued = got.outcomes, got.inbox
     kinds = [o.code if isinstance(o, MessageRejected) else o.duplicate for o in outcomes]
     assert kinds == [False, "DS0B", False, "DU01", True, "AM05"]
     assert [m.id for _, m in queued if m is not None] == ["P9-BATCH", outcomes[2].msg_id]

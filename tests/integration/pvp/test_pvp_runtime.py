@@ -1,95 +1,108 @@
 """The PvP runtime's threads: a committed outbox message wakes one dispatcher, not all; who
-processes a message that was just stored, and when."""
+processes a message that was just stored, and when; what a failed transaction sends."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from gateway.config import load_settings
-from gateway.iso20022 import Message
-from gateway.pvp import service
+from gateway.pvp.reception import Reception
 from gateway.pvp.runtime import PvPRuntime
 from gateway.pvp.store import inbox_t
 from tests.integration.pvp.conftest import Leg, PvPWorld, uetr
 
 
-def test_each_outbox_notification_wakes_one_dispatcher(engine: Engine, tmp_path: Path) -> None:
+def _until(pred: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.005)
+
+
+@contextmanager
+def _transactions_by_thread(engine: Engine, event: str) -> Iterator[list[str]]:
+    """The names of the threads on which ``engine`` begins (or commits) a transaction."""
+    seen: list[str] = []
+    lock = threading.Lock()
+
+    def record(_conn: object) -> None:
+        with lock:
+            seen.append(threading.current_thread().name)
+
+    sa.event.listen(engine, event, record)
+    try:
+        yield seen
+    finally:
+        sa.event.remove(engine, event, record)
+
+
+def _asleep(runtime: PvPRuntime) -> int:
+    """Dispatchers waiting to be woken (a woken one leaves the condition's waiters at once,
+    and comes back only once it has drained the outbox)."""
+    return len(runtime._outbox_cond._waiters)  # type: ignore[attr-defined]
+
+
+def test_each_wake_up_wakes_one_dispatcher(engine: Engine, tmp_path: Path) -> None:
     settings = load_settings(
         environ={},
         data_dir=str(tmp_path / "data"),
         database={"url": str(engine.url)},
         pvp={"workers": 1, "dispatchers": 4},
     )
-    # No timed polls during the test: only notifications wake dispatchers.
+    # No timed polls during the test: only wake-ups make dispatchers claim.
     runtime = PvPRuntime(settings, engine, idle=30.0)
-    claims: list[str] = []
-    lock = threading.Lock()
-    drain = runtime.dispatcher.run_once
+    with _transactions_by_thread(engine, "begin") as begun:
 
-    def counted() -> int:
-        with lock:
-            claims.append(threading.current_thread().name)
-        return drain()
+        def claims() -> int:  # each drain of an empty outbox is one claim transaction
+            return sum(name.startswith("pvp-outbox-") for name in list(begun))
 
-    runtime.dispatcher.run_once = counted  # type: ignore[method-assign]
-    runtime.start()  # notifies once itself
-    try:
-        deadline = time.monotonic() + 5
-        while not claims and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(0.2)
-        assert len(claims) == 1
-        for _ in range(5):
-            runtime.notify_outbox()
-            time.sleep(0.1)
-        # One empty claim per notification; waking all four cost four (and, in a burst, a
-        # write transaction each).
-        assert len(claims) == 6
-        notified_burst = 20
-        for _ in range(notified_burst):
-            runtime.notify_outbox()
-        time.sleep(0.3)
-        assert 6 < len(claims) <= 6 + notified_burst
-    finally:
-        runtime.stop()
+        runtime.start()  # wakes one itself
+        try:
+            _until(lambda: _asleep(runtime) == 4 and claims() >= 1)
+            assert claims() == 1
+            for i in range(5):
+                runtime.wake_dispatcher()
+                _until(lambda i=i: _asleep(runtime) == 4 and claims() >= 2 + i)  # type: ignore[misc]
+                # One empty claim per wake-up; waking all four cost four (and, in a burst, a
+                # write transaction each).
+                assert claims() == 2 + i
+            burst = 20
+            for _ in range(burst):
+                runtime.wake_dispatcher()
+            _until(lambda: _asleep(runtime) == 4 and claims() > 6)
+            assert claims() <= 6 + burst
+        finally:
+            runtime.stop()
 
 
-def _inbox_rows(world: PvPWorld) -> int:
+def _inbox_rows(world: PvPWorld) -> list[sa.Row[tuple[object, ...]]]:
     with world.engine.connect() as conn:
-        return int(conn.execute(sa.select(sa.func.count()).select_from(inbox_t)).scalar_one())
+        return list(conn.execute(inbox_t.select()))
 
 
 def test_at_low_load_a_message_is_applied_in_the_transaction_that_stores_it(
     world: PvPWorld,
 ) -> None:
     """One commit before the 202 stores and applies the pacs.009: the leg is locked when the
-    answer arrives, no inbox item was needed, no worker or later transaction processed it,
-    and the reception thread sends the ACSP."""
+    answer arrives, and no inbox item was needed (so no worker or later transaction processed
+    it); the reception thread sends the ACSP."""
     world.wallet("hsbk-dt", fund=1_000_000)
     world.wallet("cbuae-dt")
-    processed: list[int] = []
-    process = world.runtime.process
-
-    def recorded(message_id: int, message: Message | None = None) -> None:
-        processed.append(message_id)
-        process(message_id, message)
-
-    world.runtime.process = recorded  # type: ignore[method-assign]
     leg = Leg(uetr(), 250_000)
     assert world.post(world.pacs009(leg)).status_code == 202
     assert world.leg_state(leg.uetr) == "locked"
     assert world.balance("hsbk-dt") == (1_000_000, 250_000)
     world.connector.wait_status(leg.uetr, "ACSP")
-    assert processed == []
-    assert _inbox_rows(world) == 0
+    assert _inbox_rows(world) == []
 
 
 def test_with_process_on_receipt_off_the_reception_thread_processes_after_the_202(
@@ -103,105 +116,141 @@ def test_with_process_on_receipt_off_the_reception_thread_processes_after_the_20
     )
     world.wallet("hsbk-dt", fund=1_000_000)
     world.wallet("cbuae-dt")
-    processed_on: list[str] = []
-    process = world.runtime.process
-
-    def recorded(message_id: int, message: Message | None = None) -> None:
-        processed_on.append(threading.current_thread().name)
-        process(message_id, message)
-
-    world.runtime.process = recorded  # type: ignore[method-assign]
     leg = Leg(uetr(), 250_000)
-    assert world.post(world.pacs009(leg)).status_code == 202
-    world.connector.wait_status(leg.uetr, "ACSP")
-    assert len(processed_on) == 1 and processed_on[0].startswith("pvp-reception-")
-    assert _inbox_rows(world) == 1
+    with _transactions_by_thread(world.engine, "commit") as committed:
+        assert world.post(world.pacs009(leg)).status_code == 202
+        world.connector.wait_status(leg.uetr, "ACSP")  # sent after the processing's commit
+    on_reception = [n for n in committed if n.startswith("pvp-reception-")]
+    assert len(on_reception) >= 2  # stored, then processed
+    assert not [n for n in committed if n.startswith("pvp-inbox-")]
+    [item] = _inbox_rows(world)
+    assert item.processed_at is not None
+
+
+def _refuse(engine: Engine, trigger: str, writes: str, when: str = "TRUE") -> None:
+    """``writes`` (``INSERT ON outbox``, ...) fail while ``when`` holds, as a database
+    refusing them would."""
+    if engine.dialect.name == "sqlite":
+        ddl = [
+            f"CREATE TRIGGER {trigger} BEFORE {writes} WHEN {when}"
+            f" BEGIN SELECT RAISE(ABORT, 'injected: {trigger}'); END"
+        ]
+    else:
+        ddl = [
+            f"CREATE FUNCTION {trigger}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            f" IF {when} THEN RAISE EXCEPTION 'injected: {trigger}'; END IF; RETURN NEW; END $$",
+            f"CREATE TRIGGER {trigger} BEFORE {writes} FOR EACH ROW EXECUTE FUNCTION {trigger}()",
+        ]
+    with engine.begin() as conn:
+        for statement in ddl:
+            conn.exec_driver_sql(statement)
+
+
+def _allow(engine: Engine, trigger: str, writes: str) -> None:
+    on = "" if engine.dialect.name == "sqlite" else f" ON {writes.split()[-1]}"
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"DROP TRIGGER {trigger}{on}")
 
 
 def test_a_message_whose_application_fails_on_receipt_stays_stored_and_is_applied_later(
-    world: PvPWorld, monkeypatch: pytest.MonkeyPatch
+    world: PvPWorld,
 ) -> None:
-    """The first application fails after it locked the funds and queued the ACSP: its
+    """The first application fails after it locked the funds, as it queues the ACSP: its
     savepoint takes all of that back (the reply it claimed included), the message stays stored
     with an inbox item, and the next attempt applies it once: one lock, one ACSP."""
     world.wallet("hsbk-dt", fund=1_000_000)
     world.wallet("cbuae-dt")
-    apply = service._apply
-    calls: list[int] = []
-
-    def failing_once(*args: Any) -> None:
-        calls.append(1)
-        apply(*args)
-        if len(calls) == 1:
-            raise RuntimeError("injected failure after the lock")
-
-    monkeypatch.setattr(service, "_apply", failing_once)
+    # Queueing a reply fails while no inbox item exists: applying the message in the
+    # transaction that stores it fails (after the lock), processing it later does not.
+    _refuse(
+        world.engine, "test_no_reply", "INSERT ON outbox", "NOT EXISTS (SELECT 1 FROM pvp_inbox)"
+    )
     leg = Leg(uetr(), 250_000)
     assert world.post(world.pacs009(leg)).status_code == 202
     world.connector.wait_status(leg.uetr, "ACSP")
-    assert len(calls) == 2
     assert world.balance("hsbk-dt") == (1_000_000, 250_000)
-    assert _inbox_rows(world) == 1
-    time.sleep(0.2)  # a second ACSP, had the rolled-back one been sent, would be here by now
+    [item] = _inbox_rows(world)
+    assert item.processed_at is not None  # applied from the inbox, the second time
+    # A claimed reply of the failed attempt would have been sent before the inbox item was
+    # processed, so before this ACSP existed.
     assert [s.status for s in world.connector.statuses(leg.uetr)] == ["ACSP"]
 
 
+def test_a_reception_whose_transaction_fails_sends_nothing_it_had_queued(
+    world: PvPWorld,
+) -> None:
+    """Two pacs.009s received together: the first is applied and its ACSP queued (claimed
+    for sending); the second cannot lock, and its inbox item cannot be stored either, which
+    fails the whole transaction. Nothing of it comes back to be sent (over HTTP: the
+    connector gets an error, not the reply of a lock that does not exist); a retry is
+    applied once."""
+    world.wallet("hsbk-dt", fund=1_000_000)
+    world.wallet("cbuae-dt")
+    _refuse(world.engine, "test_no_lock", "UPDATE ON pvp_leg", "NEW.amount = 13")
+    _refuse(world.engine, "test_no_inbox", "INSERT ON pvp_inbox")
+    first, second = Leg(uetr(), 250_000), Leg(uetr(), 13)
+    with pytest.raises(Exception, match="injected: test_no_inbox"):
+        world.runtime.receive([world.pacs009(first), world.pacs009(second)], process=True)
+    assert world.post(world.pacs009(second)).status_code >= 500
+    assert world.balance("hsbk-dt") == (1_000_000, 0)
+    assert world.connector.statuses(first.uetr) == []
+    _allow(world.engine, "test_no_inbox", "INSERT ON pvp_inbox")
+    [answer], got = world.runtime.receive([world.pacs009(first)], process=True)
+    assert answer.status == 202 and len(got.claimed) == 1
+    world.runtime._after_reception(got, True)
+    assert [s.status for s in world.connector.statuses(first.uetr)] == ["ACSP"]
+    assert world.balance("hsbk-dt") == (1_000_000, 250_000)
+
+
+def _stored(world: PvPWorld, *legs: Leg) -> Reception:
+    """What a reception that stored the legs' pacs.009s (one each) without applying them
+    produced, on this thread."""
+    answers, got = world.runtime.receive([world.pacs009(leg) for leg in legs])
+    assert [a.status for a in answers] == [202] * len(legs)
+    return got
+
+
 @pytest.mark.parametrize(
-    ("stored", "may_wait"),
+    ("count", "may_wait"),
     [
         # Several messages stored in one reception transaction (a backlog) are the workers'
         # to process, in transactions of many, while the reception thread goes back to storing.
-        pytest.param([(1, None), (2, None)], True, id="stored-together"),
+        pytest.param(2, True, id="stored-together"),
         # When the other reception threads are all posting replies, the last one must stay
         # free for the connector's posts (gateway.messaging.queues.Batcher): what it stored goes
         # to the workers, even alone, since processing it means posting the reply and waiting.
-        pytest.param([(1, None)], False, id="may-not-wait"),
+        pytest.param(1, False, id="may-not-wait"),
     ],
 )
 def test_what_the_reception_thread_does_not_process_goes_to_the_workers(
-    world: PvPWorld, stored: list[tuple[int, Message | None]], may_wait: bool
+    world: PvPWorld, count: int, may_wait: bool
 ) -> None:
-    runtime = world.runtime
-    queued: list[list[tuple[int, Message | None]]] = []
-    inbox, runtime._inbox = runtime._inbox, _Recording(queued)  # type: ignore[assignment]
-    runtime.process_batch = _fail  # type: ignore[method-assign]
-    try:
-        runtime._received.items = list(stored)
-        runtime.process_received(may_wait)
-    finally:
-        runtime._inbox = inbox  # the workers' stop sentinels go there
-    assert queued == [stored]
-    assert runtime._received.items is None
-
-
-def test_a_reception_whose_transaction_fails_sends_nothing_it_had_queued(
-    world: PvPWorld, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The pacs.009 is applied and its ACSP queued, then the commit fails: the connector gets
-    an error, not the reply of a lock that does not exist; its retry is applied once."""
     world.wallet("hsbk-dt", fund=1_000_000)
     world.wallet("cbuae-dt")
-    real = service.retrying
-    failures = [RuntimeError("the commit failed")]
+    legs = [Leg(uetr(), 1_000) for _ in range(count)]
+    got = _stored(world, *legs)
+    assert len(got.inbox) == count and got.claimed == []
+    with _transactions_by_thread(world.engine, "commit") as committed:
+        world.runtime._after_reception(got, may_wait)
+        for leg in legs:
+            world.connector.wait_status(leg.uetr, "ACSP")
+    me = threading.current_thread().name
+    assert me not in committed  # nothing processed on the thread that stored them
+    assert [n for n in committed if n.startswith("pvp-inbox-")]
 
-    def failing_commit(uow: Any, work: Any, **kw: Any) -> Any:
-        if not failures:
-            return real(uow, work, **kw)
-        with uow:
-            work()
-            assert uow.outbox.claimed  # the ACSP, queued and claimed for sending
-            raise failures.pop()
 
-    monkeypatch.setattr(service, "retrying", failing_commit)
-    leg = Leg(uetr(), 250_000)
-    raw = world.pacs009(leg)
-    assert world.post(raw).status_code >= 500
-    time.sleep(0.3)
-    assert world.connector.statuses(leg.uetr) == []
-    assert world.balance("hsbk-dt") == (1_000_000, 0)
-    assert world.post(raw).status_code == 202
-    world.connector.wait_status(leg.uetr, "ACSP")
-    assert world.balance("hsbk-dt") == (1_000_000, 250_000)
+def test_one_message_stored_alone_is_processed_by_the_thread_that_stored_it(
+    world: PvPWorld,
+) -> None:
+    world.wallet("hsbk-dt", fund=1_000_000)
+    world.wallet("cbuae-dt")
+    leg = Leg(uetr(), 1_000)
+    got = _stored(world, leg)
+    with _transactions_by_thread(world.engine, "commit") as committed:
+        world.runtime._after_reception(got, True)
+        # Processed and its reply sent before that returned.
+        assert [s.status for s in world.connector.statuses(leg.uetr)] == ["ACSP"]
+    assert not [n for n in committed if n.startswith("pvp-inbox-")]
 
 
 def test_replies_the_reception_thread_may_not_wait_to_send_go_to_a_dispatcher(
@@ -221,9 +270,7 @@ def test_replies_the_reception_thread_may_not_wait_to_send_go_to_a_dispatcher(
 
     runtime.dispatcher.deliver = deliver  # type: ignore[assignment,method-assign]
     reply = object()
-    runtime._received.uow = SimpleNamespace(claimed=[reply])
-    runtime._received.items = []
-    runtime.process_received(False)
+    runtime._after_reception(Reception([], [], [reply]), False)  # type: ignore[list-item]
     assert done.wait(5)
     [(thread, claimed)] = sent_on
     assert thread.startswith("pvp-outbox-") and claimed == [reply]
@@ -233,26 +280,9 @@ def test_a_reception_whose_envelopes_are_all_refused_has_nothing_to_send(
     world: PvPWorld,
 ) -> None:
     """Refused before any transaction began (not XML): the answer is the admi.002, and the
-    work after the answers finds nothing claimed, stored or to process (it used to fail on a
-    unit of work that never began, an error logged per junk post)."""
+    reception produced nothing claimed, stored or to process."""
     runtime = world.runtime
-    runtime.process_batch = _fail  # type: ignore[method-assign]
-    [answer] = runtime._receive_here([b"<not-xml"])
+    [answer], got = runtime.receive([b"<not-xml"], process=True)
     assert answer.status == 400 and b"admi.002" in answer.body
-    runtime.process_received(True)
-    assert runtime._received.uow is None and runtime._received.items is None
-
-
-class _Recording:
-    def __init__(self, into: list[list[tuple[int, Message | None]]]) -> None:
-        self.into = into
-
-    def put(self, items: list[tuple[int, Message | None]]) -> None:
-        self.into.append(items)
-
-    def empty(self) -> bool:
-        return not self.into
-
-
-def _fail(*_: object) -> None:
-    raise AssertionError("processed on the reception thread")
+    assert got.claimed == [] and got.inbox == []
+    runtime._after_reception(got, True)
