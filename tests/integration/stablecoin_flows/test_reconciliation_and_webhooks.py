@@ -1,5 +1,5 @@
 """Reconciliation halts mints on a gap and resumes them; webhooks are signed, retried, and
-carry one event id per status change."""
+carry one event id per status change. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -37,10 +37,10 @@ def _operator_transfer(flow: Flow, tid: str, debit: str, credit: str, amount: in
 
 
 def test_gap_halts_new_mints_until_a_reconciliation_finds_none(
-    sqlite_engine: Engine, dep: Deployment
+    engine: Engine, dep: Deployment
 ) -> None:
     holder = dep.holders[0].address
-    with running_flow(sqlite_engine, dep) as flow:
+    with running_flow(engine, dep) as flow:
         assert flow.mint("a", 100_00, holder).json()["state"] == "minted"
         dep.client.redeem(dep.holders[0], 30_00, EXCHANGE_WALLET)
         watcher.poll(flow.uow, flow.sc)
@@ -56,10 +56,10 @@ def test_gap_halts_new_mints_until_a_reconciliation_finds_none(
         shown = flow.client().get("/v1/stablecoin/reconciliation").json()
         assert shown["minting_halted"] and shown["gap"] == -10_00
 
-        before = (balance(sqlite_engine, EXCHANGE_WALLET), dep.client.total_supply())
+        before = (balance(engine, EXCHANGE_WALLET), dep.client.total_supply())
         refused = flow.mint("b", 5_00, holder)
         assert refused.status_code == 503 and refused.json()["code"] == "MINTS_HALTED"
-        assert (balance(sqlite_engine, EXCHANGE_WALLET), dep.client.total_supply()) == before
+        assert (balance(engine, EXCHANGE_WALLET), dep.client.total_supply()) == before
 
         _operator_transfer(flow, "leak-back", "bank-1", seg, 10_00)
         resolved = service.reconcile(flow.uow, flow.sc)
@@ -104,37 +104,33 @@ def test_a_surplus_in_the_segregated_wallet_halts_new_mints_until_corrected(
 
 
 def test_mints_in_flight_and_held_redemptions_are_not_a_gap(
-    sqlite_engine: Engine, dep: Deployment
+    engine: Engine, dep: Deployment
 ) -> None:
-    with running_flow(sqlite_engine, dep) as flow:
+    with running_flow(engine, dep) as flow:
         assert flow.mint("a", 100_00, dep.holders[0].address).json()["state"] == "minted"
         dep.client.redeem(dep.holders[0], 7_00, "no-such-wallet")
         result = watcher.poll(flow.uow, flow.sc)
         assert [r.state.value for r in result.redemptions] == ["held"]
-        assert balance(sqlite_engine, EXCHANGE_WALLET) == FUNDED - 100_00
+        assert balance(engine, EXCHANGE_WALLET) == FUNDED - 100_00
         reconciled = service.reconcile(flow.uow, flow.sc)
         assert reconciled is not None and reconciled.ok
         assert reconciled.unpaid_redemptions == 7_00
 
 
-def test_webhooks_are_signed_retried_and_deduplicable(
-    sqlite_engine: Engine, dep: Deployment
-) -> None:
+def test_webhooks_are_signed_retried_and_deduplicable(engine: Engine, dep: Deployment) -> None:
     with (
         webhook_receiver(fail_first=3) as receiver,
-        running_flow(
-            sqlite_engine, dep, webhook_url=receiver.url, webhook_exchange=EXCHANGE
-        ) as flow,
+        running_flow(engine, dep, webhook_url=receiver.url, webhook_exchange=EXCHANGE) as flow,
     ):
         # What `dt-gateway serve` does at start: the configured URL becomes an endpoint.
-        uow = partial(WebhookUnitOfWork, sqlite_engine)
+        uow = partial(WebhookUnitOfWork, engine)
         endpoints_service.adopt_legacy_url(uow, flow.settings)
         holder = dep.holders[0]
         mint = flow.mint("w", 20_00, holder.address).json()
         dep.client.redeem(holder, 5_00, EXCHANGE_WALLET)
         watcher.poll(flow.uow, flow.sc)
-        sender = webhooks.WebhookSender(sqlite_engine, endpoints_service.policy_of(flow.settings))
-        dispatcher = OutboxDispatcher(sqlite_engine, {webhooks.TOPIC: sender})
+        sender = webhooks.WebhookSender(engine, endpoints_service.policy_of(flow.settings))
+        dispatcher = OutboxDispatcher(engine, {webhooks.TOPIC: sender})
         deadline = time.monotonic() + 15
         while len(receiver.deliveries) < 3 and time.monotonic() < deadline:
             dispatcher.run_once()
@@ -160,7 +156,7 @@ def test_webhooks_are_signed_retried_and_deduplicable(
             )
             assert lower["x-dt-event-id"] == json.loads(body)["id"]
         assert len({e["id"] for e in events}) == 3
-        with sqlite_engine.connect() as conn:
+        with engine.connect() as conn:
             attempts = [r.attempts for r in conn.execute(outbox_t.select())]
         assert sum(attempts) == 3 + 3  # three refusals, each retried with backoff
 
