@@ -80,7 +80,8 @@ def _uetrs(message: Message) -> list[str]:
     return [t.original.uetr for t in message.transactions]
 
 
-def _terms(msg: Pacs009, tx: CreditTransfer, ctx: PvPContext) -> LegTerms:
+def leg_terms(msg: Pacs009, tx: CreditTransfer, ctx: PvPContext) -> LegTerms:
+    """What a pacs.009 transaction asks of its leg (its deadline, or the default one)."""
     deadline = tx.deadline_at or (msg.created + timedelta(seconds=ctx.default_deadline_seconds))
     return LegTerms(
         msg_id=msg.msg_id,
@@ -159,9 +160,9 @@ def _store(
         for i, tx in enumerate(message.transactions):
             leg = existing.get(tx.uetr)
             if leg is None:
-                new_legs.append(Leg.receive(tx.uetr, _terms(message, tx, ctx), now))
+                new_legs.append(Leg.receive(tx.uetr, leg_terms(message, tx, ctx), now))
             elif leg.is_tombstone:
-                late.append(leg.with_terms(_terms(message, tx, ctx), now))
+                late.append(leg.with_terms(leg_terms(message, tx, ctx), now))
             else:
                 raise DuplicateMessage(
                     "AM05",
@@ -330,4 +331,11 @@ def record_rejection(
     return signed
 
 
-__all__ = ["Ack", "Reception", "receive_message", "receive_messages", "record_rejection"]
+__all__ = [
+    "Ack",
+    "Reception",
+    "leg_terms",
+    "receive_message",
+    "receive_messages",
+    "record_rejection",
+]
