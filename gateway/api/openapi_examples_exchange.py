@@ -41,7 +41,7 @@ from gateway.ledger import model as lm
 from gateway.stablecoin import endpoints as ep
 from gateway.stablecoin import model as sm
 from gateway.stablecoin.chain_errors import ChainUnavailable
-from gateway.stablecoin.service import mint_payload, redemption_payload
+from gateway.stablecoin.events import mint_payload, redemption_payload
 
 HOLDER = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
 """The customer's address the exchange mints to (EIP-55)."""

@@ -4,7 +4,7 @@ with its body's schema and example and the two headers every delivery carries.
 
 The event types are derived from the states they report (``mint.<MintState>``,
 ``redemption.<RedemptionState>``) and the test event, so a new state is documented with it;
-the payload structs here mirror :func:`gateway.stablecoin.service.mint_payload` and
+the payload structs here mirror :func:`gateway.stablecoin.events.mint_payload` and
 ``redemption_payload``, and the completeness test checks that they still do.
 """
 
@@ -33,8 +33,8 @@ from gateway.api import openapi_examples_exchange as x
 from gateway.api.openapi_examples import LATER
 from gateway.api.schemas import TiynAmount
 from gateway.stablecoin.endpoints import TEST_EVENT, event_body
+from gateway.stablecoin.events import mint_payload, redemption_payload
 from gateway.stablecoin.model import MintState, RedemptionState
-from gateway.stablecoin.service import mint_payload, redemption_payload
 from gateway.stablecoin.webhooks import EVENT_ID_HEADER, SIGNATURE_HEADER, sign
 
 EventId = Annotated[

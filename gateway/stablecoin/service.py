@@ -1,5 +1,6 @@
-"""Stablecoin use cases: request and drive mints, refunds, reserve attestations, reconciliation.
-The only place that commits stablecoin state (the watcher's pass lives in ``watcher.py``).
+"""Stablecoin use cases: request and drive mints, refunds, reconciliation, paying held
+redemptions. With :mod:`~gateway.stablecoin.reserve` (attestations) and the watcher's pass
+(:mod:`~gateway.stablecoin.watcher`), the only place that commits stablecoin state.
 
 Exactly-once, the short version:
 
@@ -18,12 +19,11 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from eth_utils.address import is_checksum_address, to_checksum_address
 
-from gateway.collateral.anchoring import AnchorPoint, AnchorUnavailable, anchor_point
-from gateway.collateral.tlog import EMPTY_ROOT
+from gateway.collateral.anchoring import AnchorUnavailable
 from gateway.db import retrying, utcnow
 from gateway.errors import GatewayError, InvalidInput, TransientError
 from gateway.faults import crash_point
@@ -35,7 +35,7 @@ from gateway.ledger.model import (
     WalletNotFound,
 )
 from gateway.logcontext import binds
-from gateway.stablecoin import admission, webhooks
+from gateway.stablecoin import admission
 from gateway.stablecoin.chain_errors import (
     ChainUnavailable,
     ContractReverted,
@@ -44,7 +44,8 @@ from gateway.stablecoin.chain_errors import (
     ReserveGuardRefused,
     TransactionNotConfirmed,
 )
-from gateway.stablecoin.chain_values import Attestation, SubmittedTx, TxResult
+from gateway.stablecoin.chain_values import SubmittedTx, TxResult
+from gateway.stablecoin.events import record_mint_event, record_redemption_event
 from gateway.stablecoin.model import (
     UNSETTLED,
     CollateralShortfall,
@@ -60,11 +61,11 @@ from gateway.stablecoin.model import (
     Reconciliation,
     Redemption,
     RedemptionNotFound,
-    event_id_of,
     redemption_payout,
     redemption_transfer_id,
     request_id_of,
 )
+from gateway.stablecoin.reserve import ensure_reserve
 from gateway.stablecoin.runtime import Stablecoin
 from gateway.stablecoin.store import StablecoinUnitOfWork
 
@@ -74,52 +75,8 @@ T = TypeVar("T")
 
 MINT_GAS_LIMIT = 150_000
 """Gas limit of a mint sent without an estimate (the worst case measured is ~100,500)."""
-ATTESTATION_GAS_LIMIT = 100_000
-"""Gas limit of an attestation sent without an estimate (measured: ~51,000; the contract's
-first, ~68,200)."""
 UowFactory = Callable[..., StablecoinUnitOfWork]
 """``uow()`` for a write transaction, ``uow(readonly=True)`` for reads."""
-
-
-def mint_payload(m: Mint) -> dict[str, Any]:
-    return {
-        "mint_id": m.id,
-        "state": m.state.value,
-        "amount": m.amount,
-        "source_wallet_id": m.source_wallet_id,
-        "evm_address": m.evm_address,
-        "contract_address": m.contract_address,
-        "request_id": "0x" + m.request_id,
-        "tx_hash": m.tx_hash,
-        "block_number": m.block_number,
-        "error_code": m.error_code,
-        "idempotency_key": m.idempotency_key,
-    }
-
-
-def redemption_payload(r: Redemption) -> dict[str, Any]:
-    return {
-        "tx_hash": r.tx_hash,
-        "log_index": r.log_index,
-        "block_number": r.block_number,
-        "redeemer": r.redeemer,
-        "amount": r.amount,
-        "dt_wallet_ref": r.dt_wallet_ref,
-        "state": r.state.value,
-        "transfer_id": r.transfer_id,
-        "reason": r.reason,
-    }
-
-
-def _mint_event(uow: StablecoinUnitOfWork, sc: Stablecoin, m: Mint, now: datetime) -> None:
-    webhooks.enqueue(
-        uow.outbox,
-        exchange=m.exchange,
-        event_id=event_id_of("mint", m.id, m.state.value, m.tx_hash or ""),
-        event_type=f"mint.{m.state.value}",
-        data=mint_payload(m),
-        now=now,
-    )
 
 
 # ------------------------------------------------------------------ set-up
@@ -241,7 +198,7 @@ def request_mint(
             at,
         )
         write.stablecoin.add_mint(m)
-        _mint_event(write, sc, m, at)
+        record_mint_event(write.outbox, m, at)
         return m, True
 
     mint, created = retrying(write, accept)
@@ -268,7 +225,7 @@ def _transition(
         if moved is None:
             return current
         write.stablecoin.update_mint(moved)
-        _mint_event(write, sc, moved, at)
+        record_mint_event(write.outbox, moved, at)
         return moved
 
     return retrying(write, work)
@@ -310,7 +267,7 @@ def refund_mint(uow: UowFactory, sc: Stablecoin, mint_id: str) -> Mint:
             at,
         )
         write.stablecoin.update_mint(refunded)
-        _mint_event(write, sc, refunded, at)
+        record_mint_event(write.outbox, refunded, at)
         return refunded
 
     try:
@@ -457,108 +414,6 @@ def get_mint(uow: UowFactory, mint_id: str, exchange: str | None = None) -> Mint
     return m
 
 
-# ------------------------------------------------------------------ reserve
-
-
-def _anchor(uow: UowFactory, sc: Stablecoin) -> AnchorPoint:
-    """The log's tree to attest, holding every DT movement committed so far, and the reserve
-    its entries show; with no log kept, the empty tree and the wallet's balance."""
-    if sc.collateral is None:
-        read = uow(readonly=True)
-        with read:
-            wallet = read.ledger.wallet(sc.segregated_wallet_id)
-        return AnchorPoint(0, EMPTY_ROOT, wallet.posted if wallet else 0)
-    return anchor_point(uow().engine, sc.collateral)  # the log is in the stablecoin's database
-
-
-def ensure_reserve(
-    uow: UowFactory,
-    sc: Stablecoin,
-    amount: int,
-    *,
-    refusal: ReserveGuardRefused | None = None,
-    seen_generation: int | None = None,
-    ticket: int | None = None,
-) -> None:
-    """Post an attestation of the segregated wallet's DT balance (the reserve guard refused a
-    mint of ``amount``: the reserve is short or stale; or a mint's ``ticket`` is not covered).
-
-    The attestation anchors the collateral log: it is made from a signed checkpoint that holds
-    every DT movement committed before (the log is integrated on demand, so the mint does not
-    wait for the next period), and the reserve is the balance that checkpoint's entries show.
-    One poster per process at a time; a caller that saw the guard refuse before another
-    thread's attestation (``seen_generation`` moved on) just retries its mint. Raises
-    :class:`CollateralShortfall` when even the whole balance cannot cover the mint (a gap:
-    reconciliation will halt minting).
-    """
-    if sc.attestor is None:
-        if refusal is not None:
-            raise refusal
-        return
-    with sc.attest_lock:
-        if seen_generation is not None and seen_generation != sc.attest_generation:
-            return
-        if ticket is not None and ticket <= sc.covered_ticket:
-            return
-        if refusal is not None:
-            sc.attest_sequence = None  # the chain disagrees with us: re-read its state
-        covering = sc.last_ticket  # read before the log is anchored: these mints' DT is in it
-        point = _anchor(uow, sc)
-        supply_after = refusal.error_args.get("supplyAfter") if refusal else None
-        if supply_after is not None and point.reserve < int(supply_after):
-            raise CollateralShortfall(
-                f"segregated DT {point.reserve} cannot back a supply of {supply_after}",
-                segregated_balance=point.reserve,
-            )
-        for _ in range(3):
-            if sc.attest_sequence is None:
-                sc.attest_sequence = sc.chain.latest_attestation().sequence
-            attestation = Attestation(
-                reserve=point.reserve,
-                sequence=sc.attest_sequence + 1,
-                timestamp=sc.chain_time(),
-                wallet_ref_hash=Attestation.wallet_ref_hash_of(sc.segregated_wallet_id),
-                log_size=point.size,
-                log_root=point.root,
-            )
-            try:
-                # Not awaited: the attestation and the mints after it come from one sender,
-                # so the chain includes them in nonce order.
-                sc.chain.submit_attestation(
-                    sc.operator,
-                    attestation,
-                    attestor=sc.attestor,
-                    gas=ATTESTATION_GAS_LIMIT if refusal is None else None,
-                )
-            except ContractReverted as exc:
-                sc.attest_sequence = None  # another poster got there first: re-read it
-                if exc.error_name == "LogAnchorBehind":  # it anchored a newer tree
-                    point = _anchor(uow, sc)
-                elif exc.error_name != "AttestationReplayed":
-                    raise
-                continue
-            sc.attest_sequence = attestation.sequence
-            sc.attest_generation += 1
-            sc.covered_ticket = max(sc.covered_ticket, covering)
-            log.info(
-                "attested reserve %d (sequence %d) at log size %d",
-                point.reserve,
-                attestation.sequence,
-                point.size,
-            )
-            return
-
-
-def attest_after_payouts(uow: UowFactory, sc: Stablecoin) -> None:
-    """Attest the reserve again once redemptions were paid, so that the reserve on chain falls
-    with the DT and the log's anchor moves past the payouts. Only logged if it fails: the next
-    mint attests anyway."""
-    try:
-        ensure_reserve(uow, sc, 0)
-    except GatewayError as exc:
-        log.warning("no attestation after redemption payouts: %s: %s", exc.code, exc.detail)
-
-
 # ------------------------------------------------------------------ reconciliation
 
 
@@ -668,14 +523,7 @@ def pay_held_redemption(
             at,
         )
         write.stablecoin.update_redemption(paid)
-        webhooks.enqueue(
-            write.outbox,
-            exchange=paid.exchange,
-            event_id=event_id_of("redemption", paid.tx_hash, paid.log_index, paid.state.value),
-            event_type=f"redemption.{paid.state.value}",
-            data=redemption_payload(paid),
-            now=at,
-        )
+        record_redemption_event(write.outbox, paid, at)
         return paid
 
     paid = retrying(write, work)
@@ -692,17 +540,13 @@ def pay_held_redemption(
 
 __all__ = [
     "UowFactory",
-    "attest_after_payouts",
     "checksum_address",
     "drive_mint",
-    "ensure_reserve",
     "ensure_segregated_wallet",
     "get_mint",
     "latest_reconciliation",
-    "mint_payload",
     "pay_held_redemption",
     "reconcile",
-    "redemption_payload",
     "refund_mint",
     "request_mint",
     "resume_mints",

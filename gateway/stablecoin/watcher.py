@@ -30,22 +30,19 @@ from gateway.errors import GatewayError
 from gateway.faults import crash_point
 from gateway.ledger import service as ledger
 from gateway.ledger.model import WalletKind, WalletStatus
-from gateway.stablecoin import collateral_feed, webhooks
+from gateway.stablecoin import collateral_feed
 from gateway.stablecoin.chain_values import RedeemedEvent
+from gateway.stablecoin.events import record_redemption_event
 from gateway.stablecoin.model import (
     Cursor,
     Redemption,
     RedemptionState,
-    event_id_of,
     redemption_payout,
     redemption_transfer_id,
 )
+from gateway.stablecoin.reserve import attest_after_payouts
 from gateway.stablecoin.runtime import Stablecoin
-from gateway.stablecoin.service import (
-    UowFactory,
-    attest_after_payouts,
-    redemption_payload,
-)
+from gateway.stablecoin.service import UowFactory
 from gateway.stablecoin.store import StablecoinUnitOfWork
 
 log = logging.getLogger(__name__)
@@ -179,14 +176,7 @@ def _record(
         reason=reason,
     )
     uow.stablecoin.add_redemption(r)
-    webhooks.enqueue(
-        uow.outbox,
-        exchange=r.exchange,
-        event_id=event_id_of("redemption", ev.tx_hash, ev.log_index, state.value),
-        event_type=f"redemption.{state.value}",
-        data=redemption_payload(r),
-        now=now,
-    )
+    record_redemption_event(uow.outbox, r, now)
     return r
 
 

@@ -34,8 +34,8 @@ from gateway.api.problems import TYPE_BASE
 from gateway.config import load_settings
 from gateway.messaging.serving import serve_in_thread
 from gateway.stablecoin.endpoints import TEST_EVENT
+from gateway.stablecoin.events import mint_payload, redemption_payload
 from gateway.stablecoin.model import MintState, RedemptionState
-from gateway.stablecoin.service import mint_payload, redemption_payload
 from gateway.stablecoin.webhooks import EVENT_ID_HEADER, SIGNATURE_HEADER, verify
 from tests.conftest import migrated_engine
 
