@@ -15,7 +15,7 @@ problem body. The domain never raises HTTP exceptions.
      └── Unavailable           kind=unavailable   a dependency is down; retrying may help
           └── TransientError        a race or deadlock: the service layer retries it itself
 
-Capabilities subclass these (e.g. ``gateway.ledger.model.InsufficientFunds``).
+Capabilities subclass these (e.g. ``gateway.ledger.errors.InsufficientFunds``).
 
 This module imports only the standard library, so domain models may use it.
 """

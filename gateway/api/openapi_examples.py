@@ -38,6 +38,7 @@ from gateway.api.partner import (
 )
 from gateway.db import TransientDatabaseError
 from gateway.errors import GatewayError, IdempotencyConflict, Unavailable
+from gateway.ledger import errors as le
 from gateway.ledger import model as lm
 from gateway.problemdoc import Refusal
 from gateway.pvp.model import (
@@ -163,38 +164,38 @@ _LOCK_IN = s.LockCreate(
 )
 
 _MOVE = (
-    lm.WalletNotFound,
-    lm.InvalidId,
-    lm.InvalidAmount,
+    le.WalletNotFound,
+    le.InvalidId,
+    le.InvalidAmount,
     IdempotencyConflict,
-    lm.InsufficientFunds,
-    lm.CurrencyMismatch,
-    lm.WalletFrozen,
-    lm.WalletClosed,
-    lm.NotAllowed,
+    le.InsufficientFunds,
+    le.CurrencyMismatch,
+    le.WalletFrozen,
+    le.WalletClosed,
+    le.NotAllowed,
     *_WRITE,
 )
 """What a movement of DT (transfer, issuance, redemption) can be refused for."""
 
 LEDGER: dict[str, Documented] = {
     "POST /v1/wallets": Documented(
-        refusals=(lm.InvalidId, lm.WalletExists, lm.NotAllowed, *_WRITE),
+        refusals=(le.InvalidId, le.WalletExists, le.NotAllowed, *_WRITE),
         request=s.WalletCreate(
             id=BANK_WALLET, kind=lm.WalletKind.PARTICIPANT, owner="Halyk Bank", currency="KZT"
         ),
         responses={201: _wallet(posted=0)},
     ),
     "GET /v1/wallets/{wallet_id}": Documented(
-        refusals=(lm.WalletNotFound, *_DB),
+        refusals=(le.WalletNotFound, *_DB),
         parameters={"wallet_id": BANK_WALLET},
         responses={200: _wallet(reserved=AMOUNT)},
     ),
     "POST /v1/wallets/{wallet_id}/status": Documented(
         refusals=(
-            lm.WalletNotFound,
-            lm.IllegalTransition,
-            lm.WalletNotEmpty,
-            lm.NotAllowed,
+            le.WalletNotFound,
+            le.IllegalTransition,
+            le.WalletNotEmpty,
+            le.NotAllowed,
             *_WRITE,
         ),
         parameters={"wallet_id": BANK_WALLET},
@@ -202,7 +203,7 @@ LEDGER: dict[str, Documented] = {
         responses={200: _wallet(status=lm.WalletStatus.FROZEN)},
     ),
     "GET /v1/wallets/{wallet_id}/history": Documented(
-        refusals=(lm.WalletNotFound, *_DB),
+        refusals=(le.WalletNotFound, *_DB),
         parameters={"wallet_id": BANK_WALLET, "cursor": 41, "limit": 100},
         responses={
             200: s.HistoryOut(
@@ -217,7 +218,7 @@ LEDGER: dict[str, Documented] = {
         },
     ),
     "POST /v1/transfers": Documented(
-        refusals=(lm.SameWallet, *_MOVE),
+        refusals=(le.SameWallet, *_MOVE),
         request=_TRANSFER_IN,
         responses={
             201: _transfer(
@@ -230,7 +231,7 @@ LEDGER: dict[str, Documented] = {
         },
     ),
     "GET /v1/transfers/{transfer_id}": Documented(
-        refusals=(lm.TransferNotFound, *_DB),
+        refusals=(le.TransferNotFound, *_DB),
         parameters={"transfer_id": "tr-2026-0001"},
         responses={
             200: _transfer(
@@ -268,14 +269,14 @@ LEDGER: dict[str, Documented] = {
     ),
     "POST /v1/batches": Documented(
         refusals=(
-            lm.SameWallet,
-            lm.WalletExists,
-            lm.LockNotFound,
-            lm.LockAlreadyResolved,
-            lm.LockExpired,
-            lm.ConditionMismatch,
-            lm.IllegalTransition,
-            lm.WalletNotEmpty,
+            le.SameWallet,
+            le.WalletExists,
+            le.LockNotFound,
+            le.LockAlreadyResolved,
+            le.LockExpired,
+            le.ConditionMismatch,
+            le.IllegalTransition,
+            le.WalletNotEmpty,
             *_MOVE,
         ),
         request=s.BatchCreate(
@@ -315,22 +316,22 @@ LEDGER: dict[str, Documented] = {
         },
     ),
     "POST /v1/locks": Documented(
-        refusals=(lm.SameWallet, *_MOVE),
+        refusals=(le.SameWallet, *_MOVE),
         request=_LOCK_IN,
         responses={201: _lock(lm.LockState.PENDING)},
     ),
     "GET /v1/locks/{lock_id}": Documented(
-        refusals=(lm.LockNotFound, *_DB),
+        refusals=(le.LockNotFound, *_DB),
         parameters={"lock_id": "pvp-7f3a-dt"},
         responses={200: _lock(lm.LockState.PENDING)},
     ),
     "POST /v1/locks/{lock_id}/commit": Documented(
         refusals=(
-            lm.LockNotFound,
-            lm.LockAlreadyResolved,
-            lm.LockExpired,
-            lm.ConditionMismatch,
-            lm.WalletClosed,
+            le.LockNotFound,
+            le.LockAlreadyResolved,
+            le.LockExpired,
+            le.ConditionMismatch,
+            le.WalletClosed,
             *_WRITE,
         ),
         parameters={"lock_id": "pvp-7f3a-dt"},
@@ -338,7 +339,7 @@ LEDGER: dict[str, Documented] = {
         responses={200: _lock(lm.LockState.POSTED, FULFILMENT)},
     ),
     "POST /v1/locks/{lock_id}/release": Documented(
-        refusals=(lm.LockNotFound, lm.LockAlreadyResolved, lm.LockExpired, *_WRITE),
+        refusals=(le.LockNotFound, le.LockAlreadyResolved, le.LockExpired, *_WRITE),
         parameters={"lock_id": "pvp-7f3a-dt"},
         request=s.LockRelease(),
         responses={200: _lock(lm.LockState.VOIDED)},
@@ -421,7 +422,7 @@ _CERTIFICATE = (
 
 PARTNER: dict[str, Documented] = {
     "POST /v1/pvp": Documented(
-        refusals=(IdempotencyConflict, NotYourWallet, lm.CurrencyMismatch, *_DB),
+        refusals=(IdempotencyConflict, NotYourWallet, le.CurrencyMismatch, *_DB),
         request=InstructionCreate(
             instruction_id="INSTR-2026-0001",
             party_bic="HSBKKZKX",
@@ -445,9 +446,9 @@ PARTNER: dict[str, Documented] = {
             NotAwaitingOperator,
             IllegalLegTransition,
             FulfilmentMismatch,
-            lm.LockAlreadyResolved,
-            lm.LockExpired,
-            lm.ConditionMismatch,
+            le.LockAlreadyResolved,
+            le.LockExpired,
+            le.ConditionMismatch,
             *_DB,
         ),
         parameters={"ref": "PVP-7F3A"},

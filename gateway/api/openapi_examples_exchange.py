@@ -37,6 +37,7 @@ from gateway.api.webhooks import (
     RedeliveryOut,
 )
 from gateway.db import TransientDatabaseError
+from gateway.ledger import errors as le
 from gateway.ledger import model as lm
 from gateway.stablecoin import endpoints as ep
 from gateway.stablecoin import model as sm
@@ -114,15 +115,15 @@ STABLECOIN: dict[str, Documented] = {
     "POST /v1/stablecoin/mints": Documented(
         refusals=(
             sm.IdempotencyKeyMissing,
-            lm.InvalidAmount,
+            le.InvalidAmount,
             sm.InvalidEvmAddress,
             sm.ForeignWallet,
-            lm.WalletNotFound,
+            le.WalletNotFound,
             sm.IdempotencyKeyReused,
             sm.MintingPaused,
-            lm.InsufficientFunds,
-            lm.WalletFrozen,
-            lm.WalletClosed,
+            le.InsufficientFunds,
+            le.WalletFrozen,
+            le.WalletClosed,
             sm.NotAnExchangeWallet,
             sm.MintLimitExceeded,
             sm.ReceiverIsZeroAddress,
@@ -212,8 +213,8 @@ STABLECOIN: dict[str, Documented] = {
             sm.RedemptionNotFound,
             sm.RedemptionNotHeld,
             sm.NotAnExchangeWallet,
-            lm.WalletClosed,
-            lm.InsufficientFunds,
+            le.WalletClosed,
+            le.InsufficientFunds,
             *_NOT_CONFIGURED,
             *_DB,
         ),

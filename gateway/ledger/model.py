@@ -15,7 +15,8 @@ Invariants, enforced here and again by CHECK constraints in the store:
   neither send nor receive;
 - a lock resolves at most once (``LOCK_TRANSITIONS``).
 
-This module imports only the standard library and ``gateway.errors``.
+This module imports only the standard library, ``gateway.errors`` and the ledger's errors
+(:mod:`gateway.ledger.errors`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,22 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from gateway.errors import Conflict, IdempotencyConflict, InvalidInput, NotFound, Unprocessable
+from gateway.errors import InvalidInput
+from gateway.ledger.errors import (
+    ConditionMismatch,
+    CurrencyMismatch,
+    IllegalTransition,
+    InsufficientFunds,
+    InvalidAmount,
+    InvalidId,
+    LockAlreadyResolved,
+    LockExpired,
+    NotAllowed,
+    SameWallet,
+    WalletClosed,
+    WalletFrozen,
+    WalletNotEmpty,
+)
 
 MAX_AMOUNT = 2**63 - 1
 """Largest amount one operation may carry (fits a signed 64-bit column)."""
@@ -43,95 +59,6 @@ ISSUANCE_WALLET_PREFIX = "issuance-"
 def issuance_wallet_id(currency: str) -> str:
     """The central bank's issuance wallet for ``currency`` (created with the schema)."""
     return ISSUANCE_WALLET_PREFIX + currency
-
-
-# --------------------------------------------------------------------------- errors
-
-
-class InvalidAmount(InvalidInput):
-    code = "AM12"
-    title = "Invalid amount"
-
-
-class InvalidId(InvalidInput):
-    code = "INVALID_ID"
-    title = "Invalid id"
-
-
-class WalletNotFound(NotFound):
-    code = "AC01"
-    title = "Unknown wallet"
-
-
-class LockNotFound(NotFound):
-    code = "LOCK_NOT_FOUND"
-    title = "Unknown lock"
-
-
-class TransferNotFound(NotFound):
-    code = "TRANSFER_NOT_FOUND"
-    title = "Unknown transfer"
-
-
-class WalletExists(IdempotencyConflict):
-    title = "Wallet id already used with different attributes"
-
-
-class InsufficientFunds(Unprocessable):
-    code = "AM04"
-    title = "Insufficient funds"
-
-
-class CurrencyMismatch(Unprocessable):
-    code = "AM11"
-    title = "Currency does not match the wallet"
-
-
-class WalletFrozen(Unprocessable):
-    code = "AC06"
-    title = "Wallet is frozen"
-
-
-class WalletClosed(Unprocessable):
-    code = "AC04"
-    title = "Wallet is closed"
-
-
-class SameWallet(InvalidInput):
-    code = "SAME_WALLET"
-    title = "Debit and credit wallet are the same"
-
-
-class NotAllowed(Unprocessable):
-    code = "NOT_ALLOWED"
-    title = "Operation not allowed on this wallet"
-
-
-class IllegalTransition(Conflict):
-    code = "ILLEGAL_TRANSITION"
-    title = "State does not allow this change"
-
-
-class LockAlreadyResolved(Conflict):
-    code = "LOCK_RESOLVED"
-    title = "Lock already resolved"
-
-
-class LockExpired(Conflict):
-    code = "LOCK_EXPIRED"
-    title = "Lock expired"
-
-
-class ConditionMismatch(Unprocessable):
-    """The fulfilment's SHA-256 is not the lock's condition (Interledger's F05)."""
-
-    code = "CONDITION_MISMATCH"
-    title = "Fulfilment does not match the lock's condition"
-
-
-class WalletNotEmpty(Conflict):
-    code = "WALLET_NOT_EMPTY"
-    title = "Wallet still holds or awaits funds"
 
 
 # --------------------------------------------------------------------------- state
@@ -588,41 +515,24 @@ __all__ = [
     "CentralBankMovement",
     "Command",
     "CommitLock",
-    "ConditionMismatch",
     "CreateLock",
-    "CurrencyMismatch",
     "Entry",
     "HistoryPage",
-    "IllegalTransition",
-    "InsufficientFunds",
-    "InvalidAmount",
-    "InvalidId",
     "InvariantReport",
     "Issue",
     "Lock",
-    "LockAlreadyResolved",
-    "LockExpired",
-    "LockNotFound",
     "LockState",
     "MakeTransfer",
-    "NotAllowed",
     "OpenWallet",
     "Operation",
     "Redeem",
     "ReleaseLock",
     "Result",
-    "SameWallet",
     "SetWalletStatus",
     "Transfer",
     "TransferKind",
-    "TransferNotFound",
     "Wallet",
-    "WalletClosed",
-    "WalletExists",
-    "WalletFrozen",
     "WalletKind",
-    "WalletNotEmpty",
-    "WalletNotFound",
     "WalletStatus",
     "fulfilment_matches",
     "issuance_wallet_id",

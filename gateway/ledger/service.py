@@ -30,6 +30,13 @@ from typing import Any, Protocol, TypeVar
 
 from gateway.db import retrying, utcnow
 from gateway.errors import GatewayError, IdempotencyConflict, InvalidInput
+from gateway.ledger.errors import (
+    LockNotFound,
+    NotAllowed,
+    TransferNotFound,
+    WalletExists,
+    WalletNotFound,
+)
 from gateway.ledger.model import (
     MAX_AMOUNT,
     CommitLock,
@@ -39,10 +46,8 @@ from gateway.ledger.model import (
     InvariantReport,
     Issue,
     Lock,
-    LockNotFound,
     LockState,
     MakeTransfer,
-    NotAllowed,
     OpenWallet,
     Operation,
     Redeem,
@@ -51,11 +56,8 @@ from gateway.ledger.model import (
     SetWalletStatus,
     Transfer,
     TransferKind,
-    TransferNotFound,
     Wallet,
-    WalletExists,
     WalletKind,
-    WalletNotFound,
     WalletStatus,
     issuance_wallet_id,
 )

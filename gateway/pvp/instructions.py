@@ -20,6 +20,7 @@ from gateway.errors import IdempotencyConflict, InvalidInput
 from gateway.iso20022 import Pacs002
 from gateway.ledger import model as lm
 from gateway.ledger import service as ledger
+from gateway.ledger.errors import CurrencyMismatch
 from gateway.pvp.context import INSTRUCTION_TOPIC, PvPContext, bic11, new_msg_id
 from gateway.pvp.model import (
     Instruction,
@@ -88,7 +89,7 @@ def instruct(
             # The same answer for a wallet that does not exist: no probing of wallet ids.
             raise NotYourWallet(f"this key does not act for DT wallet {inst.dt_wallet}")
         if wallet.currency != inst.DT_CURRENCY:
-            raise lm.CurrencyMismatch(f"wallet {wallet.id} holds {wallet.currency}")
+            raise CurrencyMismatch(f"wallet {wallet.id} holds {wallet.currency}")
         uow.pvp.insert_instruction(inst)
         uow.outbox.add(
             INSTRUCTION_TOPIC,

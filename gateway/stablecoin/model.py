@@ -49,7 +49,8 @@ from gateway.errors import (
     Unavailable,
     Unprocessable,
 )
-from gateway.ledger.model import MAX_AMOUNT, InvalidAmount, MakeTransfer
+from gateway.ledger.errors import InvalidAmount
+from gateway.ledger.model import MAX_AMOUNT, MakeTransfer
 
 # --------------------------------------------------------------------------- errors
 

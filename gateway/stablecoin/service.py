@@ -28,12 +28,8 @@ from gateway.db import retrying, utcnow
 from gateway.errors import GatewayError, InvalidInput, TransientError
 from gateway.faults import crash_point
 from gateway.ledger import service as ledger
-from gateway.ledger.model import (
-    MakeTransfer,
-    OpenWallet,
-    WalletKind,
-    WalletNotFound,
-)
+from gateway.ledger.errors import WalletNotFound
+from gateway.ledger.model import MakeTransfer, OpenWallet, WalletKind
 from gateway.logcontext import binds
 from gateway.stablecoin import admission
 from gateway.stablecoin.chain_errors import (

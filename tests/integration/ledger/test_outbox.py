@@ -11,7 +11,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from gateway.ledger import service
-from gateway.ledger.model import InsufficientFunds, Issue, MakeTransfer, OpenWallet, WalletKind
+from gateway.ledger.errors import InsufficientFunds
+from gateway.ledger.model import Issue, MakeTransfer, OpenWallet, WalletKind
 from gateway.ledger.store import LedgerUnitOfWork
 from gateway.messaging.outbox import (
     OutboxDispatcher,

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 from web3 import Web3
 
 from gateway.ledger import service as ledger
-from gateway.ledger.model import TransferNotFound
+from gateway.ledger.errors import TransferNotFound
 from gateway.ledger.store import LedgerUnitOfWork
 from gateway.stablecoin import service
 from gateway.stablecoin.devchain import DevChain

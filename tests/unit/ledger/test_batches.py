@@ -8,11 +8,10 @@ import pytest
 
 from gateway.errors import IdempotencyConflict, InvalidInput, TransientError
 from gateway.ledger import service
+from gateway.ledger.errors import InsufficientFunds, InvalidAmount, WalletNotFound
 from gateway.ledger.model import (
     CommitLock,
     CreateLock,
-    InsufficientFunds,
-    InvalidAmount,
     Issue,
     LockState,
     MakeTransfer,
@@ -20,7 +19,6 @@ from gateway.ledger.model import (
     Redeem,
     ReleaseLock,
     WalletKind,
-    WalletNotFound,
 )
 from tests.unit.ledger.fakes import NOW, FakeUnitOfWork, balances, fund, open_wallets, run, run_one
 

@@ -8,15 +8,9 @@ from typing import Any
 import pytest
 
 from gateway.errors import IdempotencyConflict
+from gateway.ledger.errors import InsufficientFunds
 from gateway.ledger.group import GroupCommitter, _Pending
-from gateway.ledger.model import (
-    InsufficientFunds,
-    Issue,
-    MakeTransfer,
-    OpenWallet,
-    Transfer,
-    WalletKind,
-)
+from gateway.ledger.model import Issue, MakeTransfer, OpenWallet, Transfer, WalletKind
 from gateway.ledger.service import apply
 from tests.unit.ledger.fakes import FakeUnitOfWork
 

@@ -9,23 +9,25 @@ import pytest
 
 from gateway.errors import GatewayError, IdempotencyConflict, InvalidInput
 from gateway.ledger import service
-from gateway.ledger.model import (
-    CommitLock,
+from gateway.ledger.errors import (
     ConditionMismatch,
-    CreateLock,
     CurrencyMismatch,
     InsufficientFunds,
     InvalidAmount,
     LockAlreadyResolved,
     LockExpired,
     LockNotFound,
-    LockState,
     NotAllowed,
-    ReleaseLock,
-    SetWalletStatus,
     WalletClosed,
     WalletFrozen,
     WalletNotFound,
+)
+from gateway.ledger.model import (
+    CommitLock,
+    CreateLock,
+    LockState,
+    ReleaseLock,
+    SetWalletStatus,
     WalletStatus,
 )
 from tests.unit.ledger.fakes import NOW, FakeUnitOfWork, balances, fund, open_wallets, run_one

@@ -12,31 +12,33 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from gateway.errors import GatewayError, InvalidInput
-from gateway.ledger.model import (
-    MAX_AMOUNT,
-    CommitLock,
+from gateway.ledger.errors import (
     ConditionMismatch,
-    CreateLock,
     CurrencyMismatch,
     IllegalTransition,
     InsufficientFunds,
     InvalidAmount,
     InvalidId,
-    Issue,
-    Lock,
     LockAlreadyResolved,
     LockExpired,
-    LockState,
-    MakeTransfer,
     NotAllowed,
-    OpenWallet,
-    Redeem,
     SameWallet,
-    Wallet,
     WalletClosed,
     WalletFrozen,
-    WalletKind,
     WalletNotEmpty,
+)
+from gateway.ledger.model import (
+    MAX_AMOUNT,
+    CommitLock,
+    CreateLock,
+    Issue,
+    Lock,
+    LockState,
+    MakeTransfer,
+    OpenWallet,
+    Redeem,
+    Wallet,
+    WalletKind,
     WalletStatus,
 )
 

@@ -8,22 +8,24 @@ import pytest
 
 from gateway.errors import GatewayError, IdempotencyConflict, InvalidInput
 from gateway.ledger import service
-from gateway.ledger.model import (
-    MAX_AMOUNT,
-    CreateLock,
+from gateway.ledger.errors import (
     CurrencyMismatch,
     InsufficientFunds,
     InvalidAmount,
-    Issue,
-    MakeTransfer,
     NotAllowed,
-    Redeem,
     SameWallet,
-    SetWalletStatus,
-    TransferKind,
     WalletClosed,
     WalletFrozen,
     WalletNotFound,
+)
+from gateway.ledger.model import (
+    MAX_AMOUNT,
+    CreateLock,
+    Issue,
+    MakeTransfer,
+    Redeem,
+    SetWalletStatus,
+    TransferKind,
     WalletStatus,
 )
 from tests.unit.ledger.fakes import NOW, FakeUnitOfWork, balances, fund, open_wallets, run_one

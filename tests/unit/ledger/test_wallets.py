@@ -7,18 +7,14 @@ from datetime import timedelta
 import pytest
 
 from gateway.ledger import service
-from gateway.ledger.model import (
-    CreateLock,
+from gateway.ledger.errors import (
     IllegalTransition,
     NotAllowed,
-    OpenWallet,
-    SetWalletStatus,
     WalletExists,
-    WalletKind,
     WalletNotEmpty,
     WalletNotFound,
-    WalletStatus,
 )
+from gateway.ledger.model import CreateLock, OpenWallet, SetWalletStatus, WalletKind, WalletStatus
 from tests.unit.ledger.fakes import NOW, FakeUnitOfWork, balances, fund, open_wallets, run, run_one
 
 

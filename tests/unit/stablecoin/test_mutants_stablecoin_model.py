@@ -13,7 +13,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from gateway.errors import GatewayError, InvalidInput
-from gateway.ledger.model import MAX_AMOUNT, InvalidAmount, MakeTransfer
+from gateway.ledger.errors import InvalidAmount
+from gateway.ledger.model import MAX_AMOUNT, MakeTransfer
 from gateway.stablecoin.model import (
     IdempotencyKeyMissing,
     IllegalMintTransition,
