@@ -1,0 +1,412 @@
+"""The ledger's hot path: the statements every command runs, as prebuilt SQL per dialect on the
+driver's own cursor.
+
+SQLAlchemy's per-statement work (compile cache lookup, IN-list expansion, bind and result
+processors) costs more than these statements themselves, so they skip it: one
+``SELECT ... FOR UPDATE`` per kind of row a batch touches (in id order), then one multi-row write
+per table (``executemany`` on SQLite, ``unnest`` arrays on PostgreSQL). Driver errors are wrapped
+back into SQLAlchemy's exception classes (``raise_driver_error``), so ``gateway.db`` still sees an
+``IntegrityError`` for a unique-key race and retries it. The tables themselves, and the reads off
+the hot path, are :mod:`gateway.ledger.store`'s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, NoReturn, cast
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from gateway.ledger.model import (
+    Lock,
+    LockState,
+    Transfer,
+    TransferKind,
+    Wallet,
+    WalletKind,
+    WalletStatus,
+)
+from gateway.sqlite.fastsql import raise_driver_error
+
+_WALLET_COLS = "id, kind, owner, currency, status, posted, reserved, created_at, fingerprint"
+_TRANSFER_COLS = (
+    "id, kind, debit_wallet_id, credit_wallet_id, amount, currency, reference, created_at,"
+    " fingerprint"
+)
+_LOCK_COLS = (
+    "id, debit_wallet_id, credit_wallet_id, amount, currency, state, condition, fulfilment,"
+    " reference, expires_at, created_at, resolved_at, fingerprint"
+)
+_ENTRY_COLS = (
+    "wallet_id, op, ref_id, posted_delta, reserved_delta, posted_after, reserved_after, created_at"
+)
+
+
+def _sqlite_ts(value: datetime | None) -> str | None:
+    """Bind a UTC datetime exactly as ``UtcDateTime`` does on SQLite (naive UTC, 6 digits)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to a UTC column")
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _sqlite_read_ts(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+def _pg_ts(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise ValueError("naive datetime given to a UTC column")
+    return value
+
+
+def _pg_read_ts(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _unnest(table: str, cols: str, types: Sequence[str], ordered: bool = False) -> str:
+    """``INSERT ... SELECT FROM unnest(arrays)``: many rows in one PostgreSQL statement."""
+    arrays = ", ".join(f"%s::{t}[]" for t in types)
+    if ordered:  # keep the arrays' order for serial columns (entries' seq)
+        names = ", ".join(f"c{i}" for i in range(len(types)))
+        return (
+            f"INSERT INTO {table} ({cols}) SELECT {names} FROM unnest({arrays})"
+            f" WITH ORDINALITY AS v({names}, ord) ORDER BY ord"
+        )
+    return f"INSERT INTO {table} ({cols}) SELECT * FROM unnest({arrays})"
+
+
+_PG_INSERT_WALLETS = _unnest(
+    "ledger_wallet",
+    _WALLET_COLS,
+    ("text", "text", "text", "text", "text", "bigint", "bigint", "timestamptz", "text"),
+)
+_PG_INSERT_TRANSFERS = _unnest(
+    "ledger_transfer",
+    _TRANSFER_COLS,
+    ("text", "text", "text", "text", "bigint", "text", "text", "timestamptz", "text"),
+)
+_LOCK_TYPES = "text text text bigint text text text text text timestamptz timestamptz timestamptz"
+_PG_INSERT_LOCKS = _unnest("ledger_lock", _LOCK_COLS, (*_LOCK_TYPES.split(), "text"))
+_PG_INSERT_ENTRIES = _unnest(
+    "ledger_entry",
+    _ENTRY_COLS,
+    ("text", "text", "text", "bigint", "bigint", "bigint", "bigint", "timestamptz"),
+    ordered=True,
+)
+_PG_UPDATE_WALLETS = (
+    "UPDATE ledger_wallet AS w SET status = v.status, posted = v.posted, reserved = v.reserved"
+    " FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[])"
+    " AS v(id, status, posted, reserved) WHERE w.id = v.id"
+)
+_PG_UPDATE_LOCKS = (
+    "UPDATE ledger_lock AS l SET state = v.state, fulfilment = v.fulfilment,"
+    " resolved_at = v.resolved_at"
+    " FROM unnest(%s::text[], %s::text[], %s::text[], %s::timestamptz[])"
+    " AS v(id, state, fulfilment, resolved_at) WHERE l.id = v.id"
+)
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows to per-column lists, the shape ``unnest`` takes."""
+    return [list(col) for col in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
+
+
+class HotPathLedgerSql:
+    """The reads and writes every ledger command runs, on one connection inside the caller's
+    transaction, through the driver's own cursor."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._pg = conn.dialect.name != "sqlite"
+        self._for_update = self._pg
+        self._ts: Callable[[datetime | None], Any] = _pg_ts if self._pg else _sqlite_ts
+        self._read_ts: Callable[[Any], datetime | None] = (
+            _pg_read_ts if self._pg else _sqlite_read_ts
+        )
+        self._cursor: Any = None
+
+    # raw driver access ----------------------------------------------------
+
+    def _cur(self) -> Any:
+        if self._cursor is None:
+            self._cursor = self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        return self._cursor
+
+    def _fail(self, exc: Exception, sql: str, params: Any) -> NoReturn:
+        raise_driver_error(self.conn, exc, sql, params)
+
+    def _fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        cur = self._cur()
+        try:
+            cur.execute(sql, params)
+            return cast(list[tuple[Any, ...]], cur.fetchall())
+        except Exception as exc:
+            self._fail(exc, sql, params)
+
+    def _write(self, sql: str, params: Sequence[Any]) -> None:
+        try:
+            self._cur().execute(sql, params)
+        except Exception as exc:
+            self._fail(exc, sql, params)
+
+    def _write_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        try:
+            self._cur().executemany(sql, rows)
+        except Exception as exc:
+            self._fail(exc, sql, rows)
+
+    def _insert(self, table: str, cols: str, pg_many: str, rows: list[tuple[Any, ...]]) -> None:
+        """One row: a plain INSERT (cheapest to bind); many: unnest on PostgreSQL, executemany
+        on SQLite (a C loop over one prepared statement)."""
+        width = len(rows[0])
+        if not self._pg:
+            self._write_many(f"INSERT INTO {table} ({cols}) VALUES ({_marks(width)})", rows)
+        elif len(rows) == 1:
+            self._write(
+                f"INSERT INTO {table} ({cols}) VALUES ({', '.join(['%s'] * width)})", rows[0]
+            )
+        else:
+            self._write(pg_many, _columns(rows, width))
+
+    def _update(
+        self, table: str, sets: Sequence[str], pg_many: str, rows: list[tuple[Any, ...]]
+    ) -> None:
+        """Rows are (id, *values for ``sets``)."""
+        if not self._pg:
+            assignments = ", ".join(f"{c} = ?{i}" for i, c in enumerate(sets, start=2))
+            self._write_many(f"UPDATE {table} SET {assignments} WHERE id = ?1", rows)
+        elif len(rows) == 1:
+            assignments = ", ".join(f"{c} = %s" for c in sets)
+            row = rows[0]
+            self._write(f"UPDATE {table} SET {assignments} WHERE id = %s", (*row[1:], row[0]))
+        else:
+            self._write(pg_many, _columns(rows, len(rows[0])))
+
+    @contextmanager
+    def pipelined(self) -> Iterator[None]:
+        """Send the writes inside the block in one network round trip (psycopg pipeline mode).
+
+        Errors surface when the block ends, still as SQLAlchemy exceptions; on SQLite (no
+        network) this does nothing.
+        """
+        if not self._pg:
+            yield
+            return
+        driver = self.conn.connection.driver_connection
+        try:
+            with driver.pipeline():  # type: ignore[union-attr]
+                yield
+        except sa.exc.DBAPIError:
+            raise
+        except Exception as exc:
+            self._fail(exc, "pipeline", None)
+
+    def _select_by_ids(
+        self, table: str, cols: str, ids: Collection[str], *, lock: bool
+    ) -> list[tuple[Any, ...]]:
+        ordered = sorted(ids)
+        if self._pg:
+            if len(ordered) == 1:
+                sql = f"SELECT {cols} FROM {table} WHERE id = %s"
+                return self._fetch(sql + " FOR UPDATE" if lock else sql, ordered)
+            sql = f"SELECT {cols} FROM {table} WHERE id = ANY(%s) ORDER BY id"
+            return self._fetch(sql + " FOR UPDATE" if lock else sql, (ordered,))
+        sql = f"SELECT {cols} FROM {table} WHERE id IN ({_marks(len(ordered))}) ORDER BY id"
+        return self._fetch(sql, ordered)
+
+    def _wallet_of(self, r: tuple[Any, ...]) -> Wallet:
+        return Wallet(
+            id=r[0],
+            kind=WalletKind(r[1]),
+            owner=r[2],
+            currency=r[3],
+            status=WalletStatus(r[4]),
+            posted=r[5],
+            reserved=r[6],
+            created_at=cast(datetime, self._read_ts(r[7])),
+            fingerprint=r[8],
+        )
+
+    def _transfer_of(self, r: tuple[Any, ...]) -> Transfer:
+        return Transfer(
+            id=r[0],
+            kind=TransferKind(r[1]),
+            debit_wallet_id=r[2],
+            credit_wallet_id=r[3],
+            amount=r[4],
+            currency=r[5],
+            reference=r[6],
+            created_at=cast(datetime, self._read_ts(r[7])),
+            fingerprint=r[8],
+        )
+
+    def _lock_of(self, r: tuple[Any, ...]) -> Lock:
+        read_ts = self._read_ts
+        return Lock(
+            id=r[0],
+            debit_wallet_id=r[1],
+            credit_wallet_id=r[2],
+            amount=r[3],
+            currency=r[4],
+            state=LockState(r[5]),
+            condition=r[6],
+            fulfilment=r[7],
+            reference=r[8],
+            expires_at=read_ts(r[9]),
+            created_at=cast(datetime, read_ts(r[10])),
+            resolved_at=read_ts(r[11]),
+            fingerprint=r[12],
+        )
+
+    # reads ----------------------------------------------------------------
+
+    def wallets_for_update(self, ids: Collection[str]) -> dict[str, Wallet]:
+        """Load and row-lock wallets, always in id order, so concurrent batches cannot deadlock."""
+        if not ids:
+            return {}
+        rows = self._select_by_ids("ledger_wallet", _WALLET_COLS, ids, lock=self._for_update)
+        return {r[0]: self._wallet_of(r) for r in rows}
+
+    def locks_for_update(self, ids: Collection[str]) -> dict[str, Lock]:
+        """Locks are row-locked before wallets, in id order (the global lock order)."""
+        if not ids:
+            return {}
+        rows = self._select_by_ids("ledger_lock", _LOCK_COLS, ids, lock=self._for_update)
+        return {r[0]: self._lock_of(r) for r in rows}
+
+    def transfers(self, ids: Collection[str]) -> dict[str, Transfer]:
+        if not ids:
+            return {}
+        rows = self._select_by_ids("ledger_transfer", _TRANSFER_COLS, ids, lock=False)
+        return {r[0]: self._transfer_of(r) for r in rows}
+
+    def wallet(self, wallet_id: str) -> Wallet | None:
+        return self.wallets_by_id([wallet_id]).get(wallet_id)
+
+    def wallets_by_id(self, ids: Collection[str]) -> dict[str, Wallet]:
+        """Wallets without a row lock (reads)."""
+        if not ids:
+            return {}
+        rows = self._select_by_ids("ledger_wallet", _WALLET_COLS, ids, lock=False)
+        return {r[0]: self._wallet_of(r) for r in rows}
+
+    def lock(self, lock_id: str) -> Lock | None:
+        rows = self._select_by_ids("ledger_lock", _LOCK_COLS, [lock_id], lock=False)
+        return self._lock_of(rows[0]) if rows else None
+
+    def transfer(self, transfer_id: str) -> Transfer | None:
+        return self.transfers([transfer_id]).get(transfer_id)
+
+    # writes ---------------------------------------------------------------
+
+    def insert_wallets(self, wallets: Sequence[Wallet]) -> None:
+        if not wallets:
+            return
+        ts = self._ts
+        rows = [
+            (
+                w.id,
+                w.kind.value,
+                w.owner,
+                w.currency,
+                w.status.value,
+                w.posted,
+                w.reserved,
+                ts(w.created_at),
+                w.fingerprint,
+            )
+            for w in wallets
+        ]
+        self._insert("ledger_wallet", _WALLET_COLS, _PG_INSERT_WALLETS, rows)
+
+    def update_wallets(self, wallets: Iterable[Wallet]) -> None:
+        rows = [(w.id, w.status.value, w.posted, w.reserved) for w in wallets]
+        if not rows:
+            return
+        self._update("ledger_wallet", ("status", "posted", "reserved"), _PG_UPDATE_WALLETS, rows)
+
+    def insert_transfers(self, transfers: Sequence[Transfer]) -> None:
+        if not transfers:
+            return
+        ts = self._ts
+        rows = [
+            (
+                t.id,
+                t.kind.value,
+                t.debit_wallet_id,
+                t.credit_wallet_id,
+                t.amount,
+                t.currency,
+                t.reference,
+                ts(t.created_at),
+                t.fingerprint,
+            )
+            for t in transfers
+        ]
+        self._insert("ledger_transfer", _TRANSFER_COLS, _PG_INSERT_TRANSFERS, rows)
+
+    def insert_locks(self, locks: Sequence[Lock]) -> None:
+        if not locks:
+            return
+        ts = self._ts
+        rows = [
+            (
+                lk.id,
+                lk.debit_wallet_id,
+                lk.credit_wallet_id,
+                lk.amount,
+                lk.currency,
+                lk.state.value,
+                lk.condition,
+                lk.fulfilment,
+                lk.reference,
+                ts(lk.expires_at),
+                ts(lk.created_at),
+                ts(lk.resolved_at),
+                lk.fingerprint,
+            )
+            for lk in locks
+        ]
+        self._insert("ledger_lock", _LOCK_COLS, _PG_INSERT_LOCKS, rows)
+
+    def update_locks(self, locks: Iterable[Lock]) -> None:
+        ts = self._ts
+        rows = [(lk.id, lk.state.value, lk.fulfilment, ts(lk.resolved_at)) for lk in locks]
+        if not rows:
+            return
+        self._update("ledger_lock", ("state", "fulfilment", "resolved_at"), _PG_UPDATE_LOCKS, rows)
+
+    def insert_entries(self, entries: Sequence[dict[str, Any]]) -> None:
+        if not entries:
+            return
+        ts = self._ts
+        rows = [
+            (
+                e["wallet_id"],
+                e["op"],
+                e["ref_id"],
+                e["posted_delta"],
+                e["reserved_delta"],
+                e["posted_after"],
+                e["reserved_after"],
+                ts(e["created_at"]),
+            )
+            for e in entries
+        ]
+        self._insert("ledger_entry", _ENTRY_COLS, _PG_INSERT_ENTRIES, rows)
+
+
+__all__ = ["HotPathLedgerSql"]
