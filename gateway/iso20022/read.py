@@ -209,16 +209,21 @@ def _plain_transfer(tx: _E) -> CreditTransfer | None:
     """
     k = list(tx)
     n = len(k)
-    if n < 9 or k[1].tag != _T009_AMT:
-        return None
-    i = 4 if k[3].tag == _T009_REQ else 3
-    if k[i].tag != _T009_DBTR or k[i + 4].tag != _T009_CDTR:
-        return None
-    if n != i + 6 and not (n == i + 7 and k[-1].tag == _T009_SPLMTRY):
+    # Nine children are required; each further one is an optional element. The shape holds
+    # when the optional ones present are exactly SttlmTmReq (at 3) and/or SplmtryData (last).
+    if n == 9:
+        i = 3
+    elif n == 10:
+        i = 4 if k[3].tag == _T009_REQ else 3
+        if i == 3 and k[9].tag != _T009_SPLMTRY:
+            return None
+    elif n == 11 and k[3].tag == _T009_REQ and k[10].tag == _T009_SPLMTRY:
+        i = 4
+    else:
         return None
     pmt = list(k[0])
-    if pmt[-1].tag != _T009_UETR:
-        return None
+    if len(pmt) > 2 and pmt[-1].tag != _T009_UETR:
+        return None  # ClrSysRef
     till: time | None = None
     if i == 4:
         req = k[3]
