@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 from web3 import Web3
 from web3.contract import Contract
+from web3.exceptions import ContractLogicError, Web3Exception
 
 from ops.chaos.processes import ROOT
 from ops.chaos.system import (
@@ -95,6 +96,8 @@ class Record:
     unresolved: list[str] = field(default_factory=list)
     """Operations still without a definitive answer at the deadline."""
     done: Counter[str] = field(default_factory=Counter)
+    client_errors: list[str] = field(default_factory=list)
+    """Exceptions of the clients themselves (not answers of the system)."""
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
@@ -156,7 +159,12 @@ class Clients:
     # --- the operations -----------------------------------------------------------------------
 
     def run(self, op: Op) -> None:
-        getattr(self, f"_{op.kind}")(op)
+        try:
+            getattr(self, f"_{op.kind}")(op)
+        except Exception as exc:  # a fault of the runner's own: reported, fails the run
+            with self.record.lock:
+                self.record.client_errors.append(f"{op}: {exc!r}"[:500])
+            return
         with self.record.lock:
             self.record.done[op.kind] += 1
 
@@ -207,9 +215,9 @@ class Clients:
                 amount = min(op.amount, balance)
                 fn = self.token.functions.redeem(amount, EXCHANGE_WALLET)
                 tx = fn.transact({"from": holder})
-            except (OSError, httpx.HTTPError, ValueError, ConnectionError) as exc:
-                if isinstance(exc, ValueError) and "revert" in str(exc).lower():
-                    return  # another burn of this holder's took the balance first
+            except ContractLogicError:
+                return  # another burn of this holder's took the balance first
+            except (OSError, Web3Exception, ValueError):  # the node is down or restarting
                 time.sleep(RETRY_PAUSE)
                 continue
             with self.record.lock:

@@ -76,6 +76,7 @@ def chaos_run(
         checks["no_server_errors"] = invariants.no_server_errors(record, chaos.done)
         checks["settled"] = {"ok": not waiting, "waiting": waiting}
         checks["restarts"] = {"ok": not chaos.errors, "errors": chaos.errors}
+        checks["clients"] = {"ok": not record.client_errors, "errors": record.client_errors[:10]}
         report = {
             "seed": seed,
             "ok": all(c["ok"] for c in checks.values()),
