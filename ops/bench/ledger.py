@@ -9,9 +9,11 @@
 - batched: 100 locks in one batch transaction, then their 100 commits in another.
 
 SQLite runs WAL with FULL durability (group commit, gateway.sqlite.walsync); PostgreSQL runs with
-its defaults (fsync on, synchronous_commit on). Usage:
+its defaults (fsync on, synchronous_commit on), on a fresh database created and dropped here.
+Beside each PostgreSQL figure: the statements and round trips per pair, counted in the driver
+(``ops/bench/pgcount.py``). Usage:
 
-    .venv/bin/python ops/bench/ledger.py [--pairs N] [--workers W] [--pg-url URL] [--no-pg]
+    .venv/bin/python ops/bench/ledger.py [--pairs N] [--workers W] [--pg-admin-url URL] [--no-pg]
 
 The last line is one JSON object.
 """
@@ -21,10 +23,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import secrets
+import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -35,6 +40,10 @@ from gateway.ledger import service
 from gateway.ledger.group import GroupCommitter
 from gateway.ledger.model import CommitLock, CreateLock, Issue, OpenWallet, WalletKind
 from gateway.ledger.store import LedgerUnitOfWork
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import pgcount
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
@@ -64,7 +73,7 @@ def _pair_ops(client: int, i: int, prefix: str) -> tuple[CreateLock, CommitLock]
 
 def run_single(
     engine: sa.Engine, pairs: int, clients: int, prefix: str, *, grouped: bool = False
-) -> float:
+) -> tuple[float, int]:
     """One operation per call. ``grouped``: calls go through the group committer, as the HTTP
     API's do, so concurrent callers share transactions (and fsyncs)."""
     per_client = pairs // clients
@@ -90,10 +99,12 @@ def run_single(
     elapsed = time.perf_counter() - start
     if committer is not None:
         committer.stop()
-    return per_client * clients / elapsed
+    return per_client * clients / elapsed, per_client * clients
 
 
-def run_batched(engine: sa.Engine, pairs: int, clients: int, prefix: str, size: int = 100) -> float:
+def run_batched(
+    engine: sa.Engine, pairs: int, clients: int, prefix: str, size: int = 100
+) -> tuple[float, int]:
     per_client = pairs // clients // size * size
     work = [[_pair_ops(c, i, prefix) for i in range(per_client)] for c in range(clients)]
 
@@ -110,22 +121,35 @@ def run_batched(engine: sa.Engine, pairs: int, clients: int, prefix: str, size: 
         t.start()
     for t in threads:
         t.join()
-    return per_client * clients / (time.perf_counter() - start)
+    return per_client * clients / (time.perf_counter() - start), per_client * clients
 
 
-def bench(url: str, pairs: int, workers: int) -> dict[str, float]:
+Figures = dict[str, tuple[float, dict[str, float] | None]]
+"""Per run: lock+commit pairs per second, and per pair the driver's counters (PostgreSQL)."""
+
+
+def bench(url: str, pairs: int, workers: int, counts: Path | None = None) -> Figures:
     engine = make_engine(DatabaseSettings(url=url, pool_size=max(workers, 2)))
     upgrade(engine)
     setup(engine, max(workers, 16))
     run_single(engine, min(pairs, 200), 1, "warm")
-    out = {
-        "single_1_client": run_single(engine, pairs, 1, "s1"),
-        f"single_{workers}_clients": run_single(engine, pairs, workers, "sn"),
-        "single_grouped_1_client": run_single(engine, pairs, 1, "g1", grouped=True),
-        "single_grouped_16_clients": run_single(engine, pairs * 2, 16, "g16", grouped=True),
-        "batched_1_client": run_batched(engine, pairs * 10, 1, "b1"),
-        f"batched_{workers}_clients": run_batched(engine, pairs * 10, workers, "bn"),
+
+    def counted(run: Callable[[], tuple[float, int]]) -> tuple[float, dict[str, float] | None]:
+        before = pgcount.read(counts) if counts else None
+        rate, n = run()
+        if counts is None or before is None:
+            return rate, None
+        return rate, pgcount.per(before, pgcount.read(counts), n)
+
+    runs: dict[str, Callable[[], tuple[float, int]]] = {
+        "single_1_client": lambda: run_single(engine, pairs, 1, "s1"),
+        f"single_{workers}_clients": lambda: run_single(engine, pairs, workers, "sn"),
+        "single_grouped_1_client": lambda: run_single(engine, pairs, 1, "g1", grouped=True),
+        "single_grouped_16_clients": lambda: run_single(engine, pairs * 2, 16, "g16", grouped=True),
+        "batched_1_client": lambda: run_batched(engine, pairs * 10, 1, "b1"),
+        f"batched_{workers}_clients": lambda: run_batched(engine, pairs * 10, workers, "bn"),
     }
+    out = {name: counted(run) for name, run in runs.items()}
     report = service.check_invariants(LedgerUnitOfWork(engine))
     assert report.ok, report.violations
     engine.dispose()
@@ -140,36 +164,58 @@ def main() -> None:
     parser.add_argument("--no-pg", action="store_true")
     args = parser.parse_args()
 
-    results: dict[str, dict[str, float]] = {}
+    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    results: dict[str, Figures] = {}
     with tempfile.TemporaryDirectory() as tmp:
         results["sqlite"] = bench(f"sqlite:///{Path(tmp) / 'bench.db'}", args.pairs, args.workers)
-    if not args.no_pg:
-        admin = sa.create_engine(args.pg_admin_url, isolation_level="AUTOCOMMIT")
-        name = f"dtg_bench_{secrets.token_hex(4)}"
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        try:
-            url = args.pg_admin_url.rsplit("/", 1)[0] + "/" + name
-            results["postgresql"] = bench(url, args.pairs, args.workers)
-        finally:
-            with admin.connect() as conn:
-                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        counts = Path(tmp) / "pg-counts"
+        if not args.no_pg:
+            pgcount.install(counts)
+            results["postgresql"] = _bench_pg(args, counts)
+    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     for db, figures in results.items():
-        for name, value in figures.items():
-            print(f"{db:<11} {name:<20} {value:>10,.0f} lock+commit pairs/s")
-    summary = {
+        for name, (value, per_pair) in figures.items():
+            line = f"{db:<11} {name:<26} {value:>10,.0f} lock+commit pairs/s"
+            if per_pair is not None:
+                line += (
+                    f"   per pair: {per_pair['statements']:.2f} statements,"
+                    f" {per_pair['round_trips']:.2f} round trips,"
+                    f" {per_pair['transactions']:.2f} transactions"
+                )
+            print(line)
+    sqlite = {k: v for k, (v, _) in results["sqlite"].items()}
+    summary: dict[str, float] = {
         "sqlite_single_pairs_per_s": round(
-            max(results["sqlite"][k] for k in results["sqlite"] if k.startswith("single"))
+            max(sqlite[k] for k in sqlite if k.startswith("single"))
         ),
         "sqlite_batched_pairs_per_s": round(
-            max(results["sqlite"][k] for k in results["sqlite"] if k.startswith("batched"))
+            max(sqlite[k] for k in sqlite if k.startswith("batched"))
         ),
     }
     if "postgresql" in results:
-        pg = results["postgresql"]
+        pg = {k: v for k, (v, _) in results["postgresql"].items()}
         summary["pg_single_pairs_per_s"] = round(max(pg[k] for k in pg if k.startswith("single")))
         summary["pg_batched_pairs_per_s"] = round(max(pg[k] for k in pg if k.startswith("batched")))
+        one = results["postgresql"]["single_1_client"][1]
+        if one is not None:
+            summary["pg_single_round_trips_per_pair"] = round(one["round_trips"], 2)
+            summary["pg_single_statements_per_pair"] = round(one["statements"], 2)
     print(json.dumps(summary))
+
+
+def _bench_pg(args: argparse.Namespace, counts: Path) -> Figures:
+    """The PostgreSQL runs, on a database of their own, dropped at the end."""
+    admin = sa.create_engine(args.pg_admin_url, isolation_level="AUTOCOMMIT")
+    name = f"dtg_bench_{secrets.token_hex(4)}"
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        url = args.pg_admin_url.rsplit("/", 1)[0] + "/" + name
+        return bench(url, args.pairs, args.workers, counts)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
 
 
 if __name__ == "__main__":

@@ -20,10 +20,14 @@ subprocesses on SQLite files (durable settings: WAL, FULL durability by group co
 Completion is detected from balances (the receivers' totals), so polling adds no per-PvP
 load while the clock runs. Each process runs on a core of its own (the gateway on the first
 CPU, the connector on the second: ``cpus``, ``connector.cpus``), as each would on its own
-machine; ``--no-pin`` lets the operating system place them. Usage:
+machine; ``--no-pin`` lets the operating system place them.
+
+``--db postgresql`` runs both processes on PostgreSQL instead, each on a fresh database created
+and dropped here, and prints per PvP the statements and round trips of each process, counted
+in its driver (``ops/bench/pgcount.py``), and the CPU of their PostgreSQL backends. Usage:
 
     .venv/bin/python ops/bench/pvp.py [--burst N] [--batched-burst N] [--seconds S]
-        [--latency-rate R] [--no-pin]
+        [--latency-rate R] [--no-pin] [--db sqlite|postgresql] [--pg-admin-url URL]
 
 The last line is one JSON object.
 """
@@ -34,6 +38,7 @@ import argparse
 import json
 import os
 import re
+import secrets
 import shutil
 import statistics
 import sys
@@ -45,6 +50,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
 
 from gateway.config import ConnectorSettings
@@ -53,6 +59,9 @@ from gateway.sqlite.walsync import SLOW_FSYNC_SECONDS, slow_fsync_reports
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import pgcount  # noqa: E402
 
 from tests.e2e.pvp.harness import (  # noqa: E402
     AED_PAYER,
@@ -66,6 +75,7 @@ from tests.e2e.pvp.harness import (  # noqa: E402
 )
 
 KZT, AED = 1_00, 1
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
 def _trade_body(pvp_id: str, deadline_s: float) -> dict[str, Any]:
@@ -331,8 +341,89 @@ def _cpu_all(world: PvPWorld) -> dict[str, float]:
     }
 
 
-def run_burst(world: PvPWorld, sub: Submitter, n: int, label: str, chunk: int = 1) -> float:
+class PgMeter:
+    """Both processes on PostgreSQL: a fresh database each (dropped by :meth:`drop`), their
+    driver's counters (``pgcount``) and their backends' CPU."""
+
+    def __init__(self, admin_url: str, counts: Path) -> None:
+        self.admin_url = admin_url
+        self.counts = counts
+        self.names: dict[str, str] = {}
+
+    def create(self) -> dict[str, str]:
+        """Create one database per process; their URLs by process."""
+        tag = secrets.token_hex(4)
+        self.names = {p: f"dtg_bench_{p}_{tag}" for p in ("gateway", "connector")}
+        self._admin(*(f'CREATE DATABASE "{n}"' for n in self.names.values()))
+        base = self.admin_url.rsplit("/", 1)[0]
+        return {p: f"{base}/{n}" for p, n in self.names.items()}
+
+    def drop(self) -> None:
+        self._admin(*(f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)' for n in self.names.values()))
+
+    def _admin(self, *statements: str) -> list[list[Any]]:
+        """Run ``statements`` on the server, outside any transaction; their rows."""
+        engine = sa.create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
+        try:
+            with engine.connect() as conn:
+                results = [conn.exec_driver_sql(s) for s in statements]
+                return [list(r.all()) if r.returns_rows else [] for r in results]
+        finally:
+            engine.dispose()
+
+    def snapshot(self, world: PvPWorld) -> dict[str, dict[str, float]]:
+        """Each process's counters so far, and the CPU seconds of each backend of its
+        database (by pid: backends that ended in between are not counted)."""
+        assert world.gateway.proc is not None and world.connector.proc is not None
+        pids = {"gateway": world.gateway.proc.pid, "connector": world.connector.proc.pid}
+        out: dict[str, dict[str, float]] = {
+            p: {k: float(v) for k, v in pgcount.read(self.counts / str(pid)).items()}
+            for p, pid in pids.items()
+        }
+        names = ", ".join(f"'{n}'" for n in self.names.values())
+        (rows,) = self._admin(f"SELECT pid FROM pg_stat_activity WHERE datname IN ({names})")
+        backends: dict[str, float] = {}
+        for (pid,) in rows:
+            try:
+                backends[str(pid)] = _cpu_s(pid)
+            except OSError:  # the backend ended
+                continue
+        out["backends"] = backends
+        return out
+
+    @staticmethod
+    def report(
+        before: dict[str, dict[str, float]], after: dict[str, dict[str, float]], n: int
+    ) -> dict[str, float]:
+        """Per PvP: statements and round trips of each process, the backends' CPU ms."""
+        figures: dict[str, float] = {}
+        parts = []
+        for p in ("gateway", "connector"):
+            st = (after[p]["statements"] - before[p]["statements"]) / n
+            rt = (after[p]["round_trips"] - before[p]["round_trips"]) / n
+            tx = (after[p]["transactions"] - before[p]["transactions"]) / n
+            figures |= {f"{p}_statements": st, f"{p}_round_trips": rt}
+            parts.append(f"{p} {st:.1f} statements, {rt:.1f} round trips, {tx:.1f} transactions")
+        cpu = (
+            sum(v - before["backends"].get(pid, 0.0) for pid, v in after["backends"].items())
+            * 1000
+            / n
+        )
+        figures["backends_cpu_ms"] = cpu
+        print("  PostgreSQL per PvP: " + "; ".join(parts) + f"; backends' CPU {cpu:.1f} ms")
+        return figures
+
+
+def run_burst(
+    world: PvPWorld,
+    sub: Submitter,
+    n: int,
+    label: str,
+    chunk: int = 1,
+    pg: PgMeter | None = None,
+) -> float:
     aed0, kzt0 = world.aed(AED_RECEIVER)["available"], world.wallet(CB_WALLET)["posted"]
+    pg0 = pg.snapshot(world) if pg else None
     cpu0 = _cpu_all(world)
     t0 = time.time()
     ids = sub.burst(n, deadline_s=300, chunk=chunk)
@@ -343,6 +434,8 @@ def run_burst(world: PvPWorld, sub: Submitter, n: int, label: str, chunk: int = 
     cpu = {k: (v - cpu0[k]) * 1000 / n for k, v in _cpu_all(world).items()}
     print(f"{label}: {n} PvPs in {t_end - t0:.2f} s (submitted in {t_sub:.2f} s): {rate:.0f}/s")
     print("  CPU ms per PvP: " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()))
+    if pg is not None and pg0 is not None:
+        pg.report(pg0, pg.snapshot(world), n)
     return rate
 
 
@@ -359,9 +452,15 @@ def _slow_fsyncs(log: Path, since: int) -> tuple[int, float]:
 
 
 def run_latency(
-    world: PvPWorld, sub: Submitter, rate: float, seconds: float, dump: Path | None = None
-) -> tuple[float, float]:
+    world: PvPWorld,
+    sub: Submitter,
+    rate: float,
+    seconds: float,
+    dump: Path | None = None,
+    pg: PgMeter | None = None,
+) -> tuple[float, float, dict[str, float]]:
     aed0, kzt0 = world.aed(AED_RECEIVER)["available"], world.wallet(CB_WALLET)["posted"]
+    pg0 = pg.snapshot(world) if pg else None
     cpu0 = _cpu_all(world)
     assert world.gateway.proc is not None and world.connector.proc is not None
     pids = {"gateway": world.gateway.proc.pid, "connector": world.connector.proc.pid}
@@ -373,6 +472,7 @@ def run_latency(
     _wait_settled(world, aed0 + len(ids) * AED, kzt0 + len(ids) * KZT, timeout=300)
     elapsed = time.monotonic() - started
     used = {k: v - cpu0[k] for k, v in _cpu_all(world).items()}
+    pg1 = pg.snapshot(world) if pg else None
     threads1 = {name: _cpu_by_thread(pid) for name, pid in pids.items()}
     cpu = {k: v * 1000 / len(ids) for k, v in used.items()}
     trails = {i: _trail(world, i) for i in ids}
@@ -390,6 +490,7 @@ def run_latency(
         f"max {confirmed[-1]:.1f} ms"
     )
     print("  CPU ms per PvP: " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()))
+    per_pvp = pg.report(pg0, pg1, len(ids)) if pg and pg0 and pg1 else {}
     # A process's Python work runs a thread at a time: its share of one CPU is how busy
     # it was, and what its messages queue behind.
     print(
@@ -429,7 +530,7 @@ def run_latency(
     for name, values in steps.items():
         values.sort()
         print(f"    {name}: {statistics.median(values):.1f} / {_pct(values, 0.99):.1f}")
-    return p50, p99
+    return p50, p99, per_pvp
 
 
 def _settings(pairs: list[str]) -> dict[str, str]:
@@ -498,10 +599,29 @@ def main() -> None:
         help="let the operating system place both processes (default: the gateway on the "
         "first CPU this process may use, the connector on the second, when there are two)",
     )
+    parser.add_argument(
+        "--db",
+        choices=("sqlite", "postgresql"),
+        default="sqlite",
+        help="both processes on SQLite files, or each on a fresh PostgreSQL database",
+    )
+    parser.add_argument(
+        "--pg-admin-url",
+        default=PG_ADMIN,
+        help="with --db postgresql: a database URL of the server, allowed to create databases",
+    )
     args = parser.parse_args()
 
+    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"machine reference: {machine_reference():.0f} µs of CPU per pacs.009 signature")
     tmp = Path(tempfile.mkdtemp(prefix="dtgw-bench-pvp-"))
+    pg = PgMeter(args.pg_admin_url, tmp / "pg-counts") if args.db == "postgresql" else None
+    urls: dict[str, str] = {}
+    counting: dict[str, str] = {}
+    if pg is not None:
+        urls = pg.create()
+        pg.counts.mkdir()
+        counting = pgcount.process_env(pg.counts)
     # The connector with its product defaults, not the tests' quick redelivery (a decision
     # re-sent after 1 s of backlog makes more backlog).
     defaults = ConnectorSettings()
@@ -516,12 +636,15 @@ def main() -> None:
     )
     world = PvPWorld(
         tmp,
+        gateway_db_url=urls.get("gateway"),
         log_level="WARNING",
         gateway_settings={
+            **counting,
             **({"DT_GATEWAY_CPUS": str(cpus[0])} if pin else {}),
             **_settings(args.gateway_env),  # last: what is asked for wins
         },
         connector_settings={
+            **counting,
             **({"DT_GATEWAY_CONNECTOR__CPUS": str(cpus[1])} if pin else {}),
             "DT_GATEWAY_CONNECTOR__REDELIVER_AFTER_MS": str(defaults.redeliver_after_ms),
             "DT_GATEWAY_CONNECTOR__RETRY_BASE_MS": str(defaults.retry_base_ms),
@@ -533,8 +656,8 @@ def main() -> None:
                 else {}
             ),
             **(
-                {"DT_GATEWAY_CONNECTOR__DATABASE_URL": args.connector_db}
-                if args.connector_db
+                {"DT_GATEWAY_CONNECTOR__DATABASE_URL": args.connector_db or urls["connector"]}
+                if args.connector_db or urls
                 else {}
             ),
             **_settings(args.connector_env),  # last: what is asked for wins
@@ -546,10 +669,10 @@ def main() -> None:
         sub = Submitter(world.connector.url, world.admin_token)
         run_burst(world, sub, 100, "warm-up")
         chunk = args.trades_per_request
-        unbatched = run_burst(world, sub, args.burst, "unbatched", chunk)
+        unbatched = run_burst(world, sub, args.burst, "unbatched", chunk, pg)
         time.sleep(3)  # the latency run starts from a quiet system, not the burst's tail
         rate = args.latency_rate or unbatched / 2
-        p50, p99 = run_latency(world, sub, rate, args.seconds, args.dump)
+        p50, p99, per_pvp = run_latency(world, sub, rate, args.seconds, args.dump, pg)
         world.connector.kill()
         world.connector.start(
             {
@@ -558,7 +681,7 @@ def main() -> None:
             }
         )
         batched = run_burst(
-            world, sub, args.batched_burst, f"batched (batch_max {args.batch_max})", chunk
+            world, sub, args.batched_burst, f"batched (batch_max {args.batch_max})", chunk, pg
         )
         inv, sim = world.invariants(), world.sim_check()
         if not (inv["ok"] and sim["ok"]):
@@ -569,20 +692,24 @@ def main() -> None:
         raise
     finally:
         world.close()
+        if pg is not None and not args.keep:
+            pg.drop()
+    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if args.keep:
         print(f"databases and logs kept in {world.tmp}")
     else:
         shutil.rmtree(world.tmp, ignore_errors=True)
-    print(
-        json.dumps(
-            {
-                "unbatched_pvp_per_s": round(unbatched, 1),
-                "p50_ms": round(p50, 1),
-                "p99_ms": round(p99, 1),
-                "batched_pvp_per_s": round(batched, 1),
-            }
-        )
-    )
+    figures = {
+        "unbatched_pvp_per_s": round(unbatched, 1),
+        "p50_ms": round(p50, 1),
+        "p99_ms": round(p99, 1),
+        "batched_pvp_per_s": round(batched, 1),
+    }
+    if pg is not None:
+        # The latency run's (one PvP at a time through each path): per PvP, each process.
+        figures |= {f"{k}_per_pvp": round(v, 1) for k, v in per_pvp.items()}
+        figures = {f"pg_{k}": v for k, v in figures.items()}
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":
