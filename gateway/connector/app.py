@@ -92,7 +92,6 @@ def create_app(connector: Connector, *, manage_lifecycle: bool = True) -> Litest
         name="connector-requests",
         threads=2,
         limit=32,
-        then=c.after_answers,
     )
 
     async def _request(func: Callable[..., Any], *args: Any) -> Any:
@@ -139,7 +138,6 @@ def create_app(connector: Connector, *, manage_lifecycle: bool = True) -> Litest
         name="connector-reception",
         threads=c.cfg.reception_threads,
         limit=32,
-        then=c.after_answers,
     )
 
     @asgi(isodoor.PATH, copy_scope=False)

@@ -8,7 +8,8 @@ The path of a message, by calls:
    :meth:`Handlers.take` -> ``process`` -> ``on_pacs002`` / ``on_camt029`` / ``on_pacs028``
    / ``on_admi002`` (a decision: :meth:`Handlers.decide`, its outbox rows in the same
    transaction); the answers (202) go back;
-2. :meth:`Connector.after_answers` on the same thread -> :meth:`Delivery.committed` with the
+2. :meth:`Connector.after_answers` on the same thread, once the answers are out (the
+   ``Answered`` work that ``handle_receptions`` returns) -> :meth:`Delivery.committed` with the
    outbox rows those commits wrote: delivered from this thread if their lanes are idle, else
    handed to the lanes (:meth:`Delivery.deliver` -> post, or a simulated bank's turn).
 
@@ -19,6 +20,7 @@ undecided PvPs past their deadline are aborted, decided ones are re-delivered.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -39,6 +41,7 @@ from gateway.connector.sim import SimulatedNetworks
 from gateway.connector.sweeper import Sweeper
 from gateway.connector.views import pvp_view, read_messages, read_pvp
 from gateway.faults import crash_point
+from gateway.messaging.queues import Answered
 from gateway.threads import start_thread
 
 Unsent = list[str]
@@ -81,10 +84,6 @@ class Connector:
             settings, self.engine, self.handlers, self.delivery, self.reception, self.faults
         )
         self._threads: list[threading.Thread] = []
-        # What a reception or request thread's commits queued while it answered, until its
-        # after_answers (``Batcher`` calls both on that thread, one after the other).
-        self._answering: dict[int, Unsent] = {}
-        self._answering_lock = threading.Lock()
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -191,20 +190,19 @@ class Connector:
             self.delivery.committed(received.sent)
         return received.answers
 
-    def handle_receptions(self, raws: list[bytes]) -> list[Inbound]:
+    def handle_receptions(self, raws: list[bytes]) -> Answered[Inbound]:
         """:meth:`receive_batch` on a reception thread (``gateway.messaging.queues.
-        Batcher``): what it queued (a decision, typically) is delivered by
-        :meth:`after_answers`."""
+        Batcher``): the answers, and :meth:`after_answers` with what their commits queued (a
+        decision, typically), for the thread to deliver once the answers are out."""
         received = self.reception.receive(raws)
-        self._keep_for_after_answers(received.sent)
-        return received.answers
+        return Answered(received.answers, then=functools.partial(self.after_answers, received.sent))
 
-    def handle_requests(self, calls: Sequence[Callable[[Unsent], Any]]) -> list[Any]:
+    def handle_requests(self, calls: Sequence[Callable[[Unsent], Any]]) -> Answered[Any]:
         """Calls of the HTTP API that may queue outbox rows (trades, instructions), on a
         request thread (``gateway.messaging.queues.Batcher``), each given the list their
-        commits' rows go to: each call's result, or the exception it raised. What their
-        commits queue is delivered by :meth:`after_answers`: a new PvP's pacs.009 then goes out
-        from this thread, without waking a lane's thread for it."""
+        commits' rows go to: each call's result, or the exception it raised, and
+        :meth:`after_answers` with what their commits queued: a new PvP's pacs.009 then goes
+        out from this thread, without waking a lane's thread for it."""
         unsent: Unsent = []
         outcomes: list[Any] = []
         for call in calls:
@@ -212,22 +210,15 @@ class Connector:
                 outcomes.append(call(unsent))
             except Exception as exc:  # this caller's answer; the others go on
                 outcomes.append(exc)
-        self._keep_for_after_answers(unsent)
-        return outcomes
+        return Answered(outcomes, then=functools.partial(self.after_answers, unsent))
 
-    def _keep_for_after_answers(self, unsent: Unsent) -> None:
-        with self._answering_lock:
-            self._answering.setdefault(threading.get_ident(), []).extend(unsent)
-
-    def after_answers(self, may_wait: bool) -> None:
+    def after_answers(self, unsent: Unsent, may_wait: bool) -> None:
         """On a reception thread (:meth:`handle_receptions`) or a request thread
-        (:meth:`handle_requests`), after its answers went out: deliver what it queued (a
-        decision, a new PvP's pacs.009) from this thread if the lanes are idle and
-        ``may_wait`` (another thread of its kind stays free for what comes meanwhile, see
+        (:meth:`handle_requests`), after its answers went out: deliver what its commits queued
+        (``unsent``: a decision, a new PvP's pacs.009) from this thread if the lanes are idle
+        and ``may_wait`` (another thread of its kind stays free for what comes meanwhile, see
         Batcher), else through the lanes. Not before the answers: the sender of what was
         received may be the one it posts to, and a caller waits for its answer meanwhile."""
-        with self._answering_lock:
-            unsent = self._answering.pop(threading.get_ident(), [])
         self.delivery.committed(unsent, deliver_here=may_wait)
 
     def process_pending_inbox(self, older_than_ms: int) -> None:

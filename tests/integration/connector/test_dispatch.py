@@ -213,8 +213,11 @@ def test_after_answering_a_reception_thread_delivers_a_pair_itself(tmp_path: Pat
         def reception() -> None:
             # What a reception's transaction does when it decides: two rows, one per network
             # (here a trade's pacs.009s), committed without handing them out yet...
-            connector.handle_requests([functools.partial(connector.create_trade, Env.trade_body())])
-            connector.after_answers(True)  # ...then, its answers sent, it delivers them
+            answered = connector.handle_requests(
+                [functools.partial(connector.create_trade, Env.trade_body())]
+            )
+            assert answered.then is not None
+            answered.then(True)  # ...then, its answers sent, it delivers them
 
         worker = threading.Thread(target=reception, name="reception")
         worker.start()
@@ -240,8 +243,11 @@ def test_a_reception_thread_that_may_not_wait_hands_its_pair_to_the_lanes(
         connector.delivery.deliver = recorded  # type: ignore[method-assign]
 
         def reception() -> None:
-            connector.handle_requests([functools.partial(connector.create_trade, Env.trade_body())])
-            connector.after_answers(False)
+            answered = connector.handle_requests(
+                [functools.partial(connector.create_trade, Env.trade_body())]
+            )
+            assert answered.then is not None
+            answered.then(False)
 
         worker = threading.Thread(target=reception, name="reception")
         worker.start()
@@ -289,9 +295,11 @@ def test_a_request_thread_hands_out_what_its_calls_queued_only_after_answering(
                 raise ValueError("not a trade")
 
             calls = [functools.partial(connector.create_trade, Env.trade_body()), refused]
-            outcomes.extend(connector.handle_requests(calls))
+            answered = connector.handle_requests(calls)
+            outcomes.extend(answered.outcomes)
             outcomes.append(list(rounds))  # nothing handed out while answering
-            connector.after_answers(True)
+            assert answered.then is not None
+            answered.then(True)
 
         worker = threading.Thread(target=requests_thread, name="connector-requests-0")
         worker.start()
@@ -305,4 +313,3 @@ def test_a_request_thread_hands_out_what_its_calls_queued_only_after_answering(
         assert sorted(delivered) == sorted(
             [("connector-requests-0", BIC), ("connector-requests-0", "CBAUAEAA")]
         )
-        assert not any(connector._answering.values())  # nothing left for a later answer
