@@ -144,7 +144,7 @@ class Handlers:
     def take(self, work: Work, msg: Message, sender: str, sha: str, raw: bytes) -> bool:
         """Process a message and store it, processed, in ``work``; False (nothing done) for
         the same bytes again, DU01 for other bytes under its id. Its bytes go in the inbox
-        row only if no PvP's log has them (see ``store.inbox``)."""
+        row only if no PvP's log has them (see ``schema.inbox``)."""
         if self.seen(work, msg, sender, sha):
             return False
         in_log = self.process(work, msg, sender, raw)

@@ -19,8 +19,9 @@ from sqlalchemy.engine import Engine
 from gateway.config import ConnectorSettings
 from gateway.connector import store
 from gateway.connector.messages import iso
+from gateway.connector.schema import participants
 from gateway.connector.sim import SimulatedNetworks
-from gateway.connector.store import now_ms, participants
+from gateway.connector.store import now_ms
 from gateway.errors import InvalidInput, NotFound, Unauthorized
 from gateway.iso20022 import CURRENCY_EXPONENTS
 from gateway.sqlite.fastsql import run

@@ -28,7 +28,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from gateway.config import Settings
-from gateway.connector import store
+from gateway.connector import schema, store
 from gateway.connector.delivery import Delivery
 from gateway.connector.faults import Faults
 from gateway.connector.handlers import Handlers
@@ -88,7 +88,7 @@ class Connector:
     # --- lifecycle --------------------------------------------------------------------------
 
     def start(self, *, threads: bool = True) -> None:
-        store.create_schema(self.engine)
+        schema.create_schema(self.engine)
         self.sim.seed({k: dict(v) for k, v in self.cfg.sim_accounts.items()})
         if self.cfg.gateway_endpoint:
             self.registry.upsert(

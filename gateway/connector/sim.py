@@ -31,7 +31,8 @@ from sqlalchemy.engine import Connection, Engine
 
 from gateway.connector import store
 from gateway.connector.faults import Faults
-from gateway.connector.store import now_ms, sim_accounts, sim_issuance, sim_locks
+from gateway.connector.schema import sim_accounts, sim_issuance, sim_locks
+from gateway.connector.store import now_ms
 from gateway.errors import InvalidInput, NotFound
 from gateway.ids import sortable_id
 from gateway.iso20022 import (

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from gateway.connector import store
+from gateway.connector import schema, store
 
 
 def test_a_decision_sent_before_redelivery_was_scheduled_is_due_after_a_restart(
     tmp_path: Path,
 ) -> None:
     engine = store.make_engine(f"sqlite:///{tmp_path / 'connector.db'}")
-    store.create_schema(engine)
+    schema.create_schema(engine)
     leg = {
         "pvp_id": "P1",
         "uetr": "00000000-0000-4000-8000-000000000001",
@@ -31,7 +31,7 @@ def test_a_decision_sent_before_redelivery_was_scheduled_is_due_after_a_restart(
     }
     with engine.begin() as conn:
         conn.execute(
-            store.pvps.insert(),
+            schema.pvps.insert(),
             {
                 "id": "P1",
                 "deadline": 10**13,
@@ -42,16 +42,16 @@ def test_a_decision_sent_before_redelivery_was_scheduled_is_due_after_a_restart(
             },
         )
         # As a database from before ``redeliver_at`` holds it: sent, no redelivery time.
-        conn.execute(store.legs.insert(), {**leg, "leg": "DT", "decision_sent_at": 5_000})
+        conn.execute(schema.legs.insert(), {**leg, "leg": "DT", "decision_sent_at": 5_000})
         conn.execute(
-            store.legs.insert(),
+            schema.legs.insert(),
             {**leg, "leg": "FX", "uetr": leg["uetr"][:-1] + "2", "status": "instructed"},
         )
 
-    store.create_schema(engine)  # the restart
+    schema.create_schema(engine)  # the restart
 
     with engine.connect() as conn:
-        rows = {r.leg: r.redeliver_at for r in conn.execute(sa.select(store.legs))}
+        rows = {r.leg: r.redeliver_at for r in conn.execute(sa.select(schema.legs))}
         assert rows == {"DT": 5_000, "FX": None}  # a leg without a decision stays unscheduled
         stale = conn.execute(store.SELECT_STALE_LEGS, {"now": 6_000, "limit": 10}).all()
         assert [(r.pvp_id, r.leg) for r in stale] == [("P1", "DT")]

@@ -21,6 +21,7 @@ from sqlmodel import SQLModel
 import gateway.tables  # noqa: F401  (registers every table on SQLModel.metadata)
 from gateway import db
 from gateway.config import DatabaseSettings
+from gateway.connector import schema as cschema
 from gateway.connector import store as cstore
 from gateway.messaging.outbox import OutboxDispatcher
 from gateway.pvp import store as pstore
@@ -38,7 +39,7 @@ def _plan(path: Path, statement: Any, dialect: sa.Dialect) -> list[str]:
 # reads those rows, not the table.
 _PARTIAL = {
     ix.name
-    for metadata in (cstore.metadata, SQLModel.metadata)
+    for metadata in (cschema.metadata, SQLModel.metadata)
     for table in metadata.sorted_tables
     for ix in table.indexes
     if ix.dialect_options["sqlite"]["where"] is not None
@@ -61,7 +62,7 @@ def _scans(plan: list[str]) -> list[str]:
 def connector_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, sa.Dialect]:
     path = tmp_path_factory.mktemp("plans") / "connector.db"
     engine = cstore.make_engine(f"sqlite:///{path}")
-    cstore.create_schema(engine)
+    cschema.create_schema(engine)
     return path, engine.dialect
 
 
