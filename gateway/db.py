@@ -6,6 +6,17 @@ on; every write transaction starts with ``BEGIN IMMEDIATE`` so that SQLite's sin
 taken up front instead of failing on lock upgrade. PostgreSQL runs through psycopg 3 at READ
 COMMITTED; stores take row locks in a fixed order and :func:`retrying` retries the rare deadlock
 or serialization failure, so neither reaches a caller.
+
+PostgreSQL connections are not pinged at every checkout (``pool_pre_ping``: a round trip before
+every transaction, a sixth of a ledger operation's), only at a checkout after
+:data:`PG_PING_IDLE_S` unused, which a busy pool never reaches and a quiet one (where a restarted
+server or a dropped connection would show) always does; a connection lives at most
+:data:`PG_POOL_RECYCLE_S`. One found dead when used anyway (the server restarted under load)
+is invalidated by SQLAlchemy and its unit of work retried on another by :func:`retrying`, as a
+deadlock is, unless it died at the commit, whose outcome is then unknown: that error reaches
+the caller, as it did with the ping. psycopg prepares a statement on a connection
+after its fifth execution (its default ``prepare_threshold``), which every hot path's
+statements reach within the first messages.
 """
 
 from __future__ import annotations
@@ -42,8 +53,15 @@ class SchemaOutOfDate(GatewayError):
     title = "Database schema is not at the newest migration"
 
 
+PG_POOL_RECYCLE_S = 1800
+"""PostgreSQL connections are replaced after this long (checked at checkout, no round trip)."""
+PG_PING_IDLE_S = 10.0
+"""A PostgreSQL connection unused this long is pinged when next checked out."""
+
+
 class TransientDatabaseError(TransientError):
-    """Deadlock, serialization failure, lock timeout or a lost unique-key race: retry."""
+    """Deadlock, serialization failure, lock timeout, a lost unique-key race, or a connection
+    found dead before the commit: retry."""
 
     code = "DB_RETRY"
 
@@ -162,9 +180,34 @@ def make_engine(settings: DatabaseSettings) -> Engine:
         )
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return sa.create_engine(
-        url, pool_size=settings.pool_size, max_overflow=settings.pool_size, pool_pre_ping=True
+    engine = sa.create_engine(
+        url,
+        pool_size=settings.pool_size,
+        max_overflow=settings.pool_size,
+        pool_recycle=PG_POOL_RECYCLE_S,
     )
+    _ping_when_idle(engine, PG_PING_IDLE_S)
+    return engine
+
+
+def _ping_when_idle(engine: Engine, idle_s: float) -> None:
+    """Ping a pooled connection at checkout only if it sat unused ``idle_s`` or more; a dead
+    one is replaced by the pool (``DisconnectionError`` in a checkout listener)."""
+
+    def checkin(_dbapi_conn: Any, record: Any) -> None:
+        record.info["checked_in_at"] = time.monotonic()
+
+    def checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("checked_in_at")
+        if since is None or time.monotonic() - since < idle_s:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except Exception as exc:
+            raise sa.exc.DisconnectionError(f"idle connection is gone: {exc}") from exc
+
+    sa.event.listen(engine, "checkin", checkin)
+    sa.event.listen(engine, "checkout", checkout)
 
 
 # ------------------------------------------------------------------ migrations
@@ -288,6 +331,7 @@ class SqlUnitOfWork:
         self.readonly = readonly
         self._conn: Connection | None = None
         self._tx: sa.engine.Transaction | None = None
+        self._committing = False
 
     @property
     def conn(self) -> Connection:
@@ -299,6 +343,7 @@ class SqlUnitOfWork:
         if self.readonly:
             conn = conn.execution_options(**{READONLY: True})
         self._conn = conn
+        self._committing = False
         with translate_db_errors():
             self._tx = conn.begin()
         self._bind(conn)
@@ -309,6 +354,7 @@ class SqlUnitOfWork:
 
     def commit(self) -> None:
         assert self._tx is not None
+        self._committing = True
         with translate_db_errors():
             self._tx.commit()
 
@@ -324,8 +370,16 @@ class SqlUnitOfWork:
             self._conn.close()
             self._conn = None
         transient = as_transient(exc) if exc is not None else None
+        if transient is None and _died_before_commit(exc, self._committing):
+            transient = TransientDatabaseError(f"the database connection was lost: {exc}")
         if transient is not None:
             raise transient from exc
+
+
+def _died_before_commit(exc: BaseException | None, committing: bool) -> bool:
+    """The connection was found dead (and invalidated) before the commit was sent: nothing of
+    the unit was stored, so it can run again on another connection."""
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated and not committing
 
 
 __all__ = [
