@@ -107,6 +107,25 @@ _PG_UPDATE_WALLETS = (
     " FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[])"
     " AS v(id, status, posted, reserved) WHERE w.id = v.id"
 )
+# The batch's reads in one pipeline (one round trip): its locks, then its transfers, then its
+# wallets, named or reached through the locks that the batch resolves. The wallets' statement
+# runs after the locks' (statements of a pipeline run in order), so rows are still locked in
+# the global order; a lock's wallets never change, so reading them there is as good as from
+# the locks' rows fetched first.
+_PG_LOCKS_FOR_UPDATE = (
+    f"SELECT {_LOCK_COLS} FROM ledger_lock WHERE id = ANY(%s) ORDER BY id FOR UPDATE"
+)
+_PG_TRANSFERS = f"SELECT {_TRANSFER_COLS} FROM ledger_transfer WHERE id = ANY(%s) ORDER BY id"
+_PG_WALLETS_OF_LOCKS_FOR_UPDATE = (
+    f"SELECT {_WALLET_COLS} FROM ledger_wallet WHERE id = ANY("
+    "%s::text[]"
+    " || ARRAY(SELECT debit_wallet_id FROM ledger_lock WHERE id = ANY(%s::text[]))"
+    " || ARRAY(SELECT credit_wallet_id FROM ledger_lock WHERE id = ANY(%s::text[]))"
+    ") ORDER BY id FOR UPDATE"
+)
+_PG_WALLETS_FOR_UPDATE = (
+    f"SELECT {_WALLET_COLS} FROM ledger_wallet WHERE id = ANY(%s) ORDER BY id FOR UPDATE"
+)
 _PG_UPDATE_LOCKS = (
     "UPDATE ledger_lock AS l SET state = v.state, fulfilment = v.fulfilment,"
     " resolved_at = v.resolved_at"
@@ -286,6 +305,61 @@ class HotPathLedgerSql:
             return {}
         rows = self._select_by_ids("ledger_lock", _LOCK_COLS, ids, lock=self._for_update)
         return {r[0]: self._lock_of(r) for r in rows}
+
+    def read_for_batch(
+        self,
+        lock_ids: Collection[str],
+        transfer_ids: Collection[str],
+        wallet_ids: Collection[str],
+        wallets_of_locks: Collection[str],
+    ) -> tuple[dict[str, Lock], dict[str, Transfer], dict[str, Wallet]]:
+        """What a batch reads before it applies: its locks (row-locked), its transfers, and
+        its wallets (row-locked): ``wallet_ids`` and those of the stored locks among
+        ``wallets_of_locks``. On PostgreSQL in one round trip (after the transaction's BEGIN);
+        the same rows, locked in the same order, as :meth:`locks_for_update`,
+        :meth:`transfers` then :meth:`wallets_for_update` would return."""
+        if not self._pg:
+            locks = self.locks_for_update(lock_ids)
+            ids = set(wallet_ids)
+            for lock_id in wallets_of_locks:
+                if (lk := locks.get(lock_id)) is not None:
+                    ids |= {lk.debit_wallet_id, lk.credit_wallet_id}
+            return locks, self.transfers(transfer_ids), self.wallets_for_update(ids)
+        driver: Any = self.conn.connection.driver_connection
+        queries: list[tuple[str, tuple[Any, ...]]] = []
+        if lock_ids:
+            queries.append((_PG_LOCKS_FOR_UPDATE, (sorted(lock_ids),)))
+        if transfer_ids:
+            queries.append((_PG_TRANSFERS, (sorted(transfer_ids),)))
+        if wallets_of_locks:
+            of_locks = sorted(wallets_of_locks)
+            queries.append(
+                (_PG_WALLETS_OF_LOCKS_FOR_UPDATE, (sorted(wallet_ids), of_locks, of_locks))
+            )
+        elif wallet_ids:
+            queries.append((_PG_WALLETS_FOR_UPDATE, (sorted(wallet_ids),)))
+        rows: list[list[tuple[Any, ...]]] = []
+        with self.pipelined():
+            cursors = [driver.cursor() for _ in queries]
+            for cur, (sql, params) in zip(cursors, queries, strict=True):
+                try:
+                    cur.execute(sql, params)
+                except Exception as exc:
+                    self._fail(exc, sql, params)
+            for cur, (sql, params) in zip(cursors, queries, strict=True):
+                try:
+                    rows.append(cur.fetchall())
+                except Exception as exc:
+                    self._fail(exc, sql, params)
+        found = iter(rows)
+        locks = {r[0]: self._lock_of(r) for r in next(found)} if lock_ids else {}
+        transfers = {r[0]: self._transfer_of(r) for r in next(found)} if transfer_ids else {}
+        wallets = (
+            {r[0]: self._wallet_of(r) for r in next(found)}
+            if wallets_of_locks or wallet_ids
+            else {}
+        )
+        return locks, transfers, wallets
 
     def transfers(self, ids: Collection[str]) -> dict[str, Transfer]:
         if not ids:

@@ -366,6 +366,28 @@ def _wallet_ids(op: Operation, locks: dict[str, Lock]) -> tuple[str, ...]:
     return (lk.debit_wallet_id, lk.credit_wallet_id) if lk else ()
 
 
+def _read(
+    repo: LedgerRepository, ops: Sequence[Operation]
+) -> tuple[dict[str, Lock], dict[str, Transfer], dict[str, Wallet]]:
+    """Row-lock and load what ``ops`` touch: locks by id, then wallets by id (the global
+    order), and the transfers they name. A repository may read it all at once
+    (``read_for_batch``: one round trip on PostgreSQL); ``read_for_batch`` is optional so
+    that in-memory fakes need not implement it, and the plain reads below are its oracle."""
+    lock_ids = {op.id for op in ops if isinstance(op, CreateLock | CommitLock | ReleaseLock)}
+    transfer_ids = {op.id for op in ops if isinstance(op, MakeTransfer | Issue | Redeem)}
+    resolving = {op.id for op in ops if isinstance(op, CommitLock | ReleaseLock)}
+    read_for_batch: Callable[..., Any] | None = getattr(repo, "read_for_batch", None)
+    if read_for_batch is not None:
+        named = {w for op in ops for w in _wallet_ids(op, {})}
+        found: tuple[dict[str, Lock], dict[str, Transfer], dict[str, Wallet]]
+        found = read_for_batch(lock_ids, transfer_ids, named, resolving)
+        return found
+    locks = repo.locks_for_update(lock_ids)
+    transfers = repo.transfers(transfer_ids)
+    wallet_ids = {w for op in ops for w in _wallet_ids(op, locks)}
+    return locks, transfers, repo.wallets_for_update(wallet_ids)
+
+
 def execute(uow: UnitOfWork, ops: Sequence[Operation], now: datetime | None = None) -> list[Result]:
     """Apply ``ops`` inside the caller's open unit of work, without committing.
 
@@ -376,12 +398,8 @@ def execute(uow: UnitOfWork, ops: Sequence[Operation], now: datetime | None = No
     for i, op in enumerate(ops):
         _validate(op, i if len(ops) > 1 else None)
     repo = uow.ledger
-    lock_ids = {op.id for op in ops if isinstance(op, CreateLock | CommitLock | ReleaseLock)}
-    locks = repo.locks_for_update(lock_ids)
-    transfer_ids = {op.id for op in ops if isinstance(op, MakeTransfer | Issue | Redeem)}
-    transfers = repo.transfers(transfer_ids)
-    wallet_ids = {w for op in ops for w in _wallet_ids(op, locks)}
-    batch = _Batch(repo.wallets_for_update(wallet_ids), locks, transfers, now)
+    locks, transfers, wallets = _read(repo, ops)
+    batch = _Batch(wallets, locks, transfers, now)
     batch.awaited = {
         op.id
         for op in ops
