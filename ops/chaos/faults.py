@@ -15,6 +15,8 @@ from typing import Any
 from ops.chaos.system import System
 
 FX_NETWORK = "CBAUAEAA"
+START_PATIENCE = 60.0
+"""Seconds a killed process may take to start again, counting its refused starts."""
 MESSAGE_FAULTS: list[dict[str, Any]] = [
     {"kind": "drop", "probability": 0.03},
     {"kind": "duplicate", "probability": 0.03},
@@ -64,6 +66,8 @@ class Chaos:
     kills: list[Kill]
     done: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    refusals: list[dict[str, Any]] = field(default_factory=list)
+    """Starts that failed (the process exited at start) before one succeeded."""
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -96,7 +100,7 @@ class Chaos:
         started, wall = time.monotonic(), time.time()
         process.kill()
         time.sleep(kill.down)
-        process.start()
+        self._start_again(kill.victim, t0)
         if kill.victim == "connector":
             arm(self.system)
         with self._lock:
@@ -108,6 +112,30 @@ class Chaos:
                     "wall": wall,
                 }
             )
+
+    def _start_again(self, victim: str, t0: float) -> None:
+        """Start the process as an orchestrator does: again after a second while it exits
+        at start (a replica refuses to start while the chain node is down); each refusal is
+        reported. One that will not start within ``START_PATIENCE`` seconds is an error."""
+        process = self.system.processes[victim]
+        give_up = time.monotonic() + START_PATIENCE
+        while True:
+            try:
+                process.start()
+                return
+            except AssertionError as exc:
+                if time.monotonic() > give_up:
+                    raise
+                last = [line for line in str(exc).splitlines() if line.strip()][-1:]
+                with self._lock:
+                    self.refusals.append(
+                        {
+                            "victim": victim,
+                            "at": round(time.monotonic() - t0, 2),
+                            "said": (last[0] if last else str(exc))[:300],
+                        }
+                    )
+                time.sleep(1.0)
 
     def stop(self) -> None:
         """No further kills beyond each process's first; waits for them and their restarts."""

@@ -90,6 +90,7 @@ def chaos_run(
                 "dropped_connections": record.dropped_connections,
             },
             "kills": chaos.done,
+            "refused_starts": chaos.refusals,
             "anvil_lost_mempool": system.anvil.lost_mempool,
             "seconds": round(time.monotonic() - began, 1),
             "startup": system.timings,
@@ -125,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         settle_seconds=args.settle,
         pg_admin_url=args.pg_admin_url,
     )
+    for refusal in report["refused_starts"]:
+        print(f"refused start: {refusal['victim']} at {refusal['at']} s: {refusal['said']}")
     for name, check in report["invariants"].items():
         print(f"{'ok  ' if check['ok'] else 'FAIL'} {name}")
     if report["ok"] and not args.keep and not args.workdir:
