@@ -20,16 +20,16 @@ import hashlib
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 from gateway.config import Settings
 from gateway.connector import store
 from gateway.connector.faults import Faults
 from gateway.connector.messages import decision_message, decision_status, new_id, original
-from gateway.connector.model import Leg, LegStatus, PvP, PvPState
+from gateway.connector.model import Decision, DecisionKind, LegStatus, PvPState
 from gateway.connector.outbox import Outbox, Outgoing, Step, Work, logged, write_log
 from gateway.connector.sim import SimulatedNetworks
-from gateway.connector.store import now_ms
+from gateway.connector.store import Found, LegRow, PvPRow, now_ms
 from gateway.iso20022 import (
     Admi002,
     Camt029,
@@ -44,30 +44,7 @@ from gateway.sqlite.fastsql import run
 log = logging.getLogger(__name__)
 
 
-class Found(NamedTuple):
-    """A leg found by UETR: ``pvp`` and ``leg`` are the same row (see SELECT_LEG_BY_UETR)."""
-
-    pvp: Any
-    leg: Any
-    decision: Any
-
-
-def _leg(row: Any) -> Leg:
-    return Leg(
-        row.pvp_id,
-        row.leg,
-        LegStatus(row.status),
-        bool(row.acknowledged),
-        row.reason,
-        row.locked_at,
-    )
-
-
-def _pvp(row: Any) -> PvP:
-    return PvP(row.id, row.deadline, row.condition, PvPState(row.state))
-
-
-def update_leg(work: Work, leg: Any, **values: Any) -> None:
+def update_leg(work: Work, leg: LegRow, **values: Any) -> None:
     run(work.conn, store.UPDATE_LEG, {"k_pvp": leg.pvp_id, "k_leg": leg.leg, **values})
 
 
@@ -76,8 +53,8 @@ def complete(work: Work, pvp_id: str) -> None:
     run(work.conn, store.COMPLETE_PVP, {"k_id": pvp_id})
 
 
-def decision_of(work: Work, pvp_id: str) -> Any:
-    return run(work.conn, store.SELECT_DECISION, {"pvp_id": pvp_id}).first()
+def decision_of(work: Work, pvp_id: str) -> Decision | None:
+    return store.read_decision(work.conn, pvp_id)
 
 
 class Handlers:
@@ -198,17 +175,13 @@ class Handlers:
         return bool(touched)
 
     def leg_by_uetr(self, work: Work, uetr: str) -> Found | None:
-        """The leg of ``uetr`` with its PvP and decision, in one row (see the statement)."""
+        """The leg of ``uetr`` with its PvP and decision, in one read."""
         conn = work.conn
         if conn.dialect.name != "sqlite":
             # Lock the PvP first, then read (at once, or another transaction's change could be
             # missed); SQLite's writer lock already serialises every writing transaction.
             run(conn, store.LOCK_PVP_OF_UETR, {"uetr": uetr}).all()
-        row = run(conn, store.SELECT_LEG_BY_UETR, {"uetr": uetr}).first()
-        if row is None:
-            return None
-        decision = None if row.decision is None else _Decided(row.decision, row.decision_reason)
-        return Found(row, row, decision)
+        return store.find_leg(conn, uetr)
 
     def on_pacs002(self, work: Work, msg: Pacs002, sender: str) -> list[str]:
         """A network's status of legs: ACSP (locked), ACSC (settled), RJCT."""
@@ -224,7 +197,7 @@ class Handlers:
 
     def on_status(self, work: Work, found: Found, st: TransactionStatus) -> None:
         pvp, row, decision = found
-        leg = _leg(row)
+        leg = row.as_leg()
         if st.status == "ACSP":
             if leg.status is LegStatus.INSTRUCTED:
                 locked = leg.lock(now_ms())
@@ -232,15 +205,15 @@ class Handlers:
                 work.steps.append(Step("received_acsp", pvp.id))
             if decision is None:
                 self.try_commit(work, pvp)
-            elif decision.decision == "ABORT":
+            elif decision.kind is DecisionKind.ABORT:
                 # Locked after the abort (a late or re-sent pacs.009): cancel it again, and
                 # wait for a new camt.029 even if an earlier one came.
                 relocked = leg.lock_after_abort()
                 update_leg(work, row, status=relocked.status, acknowledged=relocked.acknowledged)
                 run(work.conn, store.UPDATE_PVP, {"k_id": pvp.id, "state": PvPState.ABORTED})
-                self.send_decisions(work, pvp, [row], "ABORT", decision.reason)
+                self.send_decisions(work, pvp, [row], DecisionKind.ABORT, decision.reason)
         elif st.status == "ACSC":
-            if decision is None or decision.decision != "COMMIT":
+            if decision is None or not decision.is_commit:
                 log.critical("PvP %s leg %s settled without COMMIT", pvp.id, leg.leg)
             settled = leg.settle()
             update_leg(work, row, status=settled.status, acknowledged=True)
@@ -252,8 +225,10 @@ class Handlers:
                 update_leg(work, row, status=rejected.status, reason=rejected.reason)
                 if decision is None:
                     detail = f"leg {leg.leg} rejected by {row.network_bic}"
-                    self.decide(work, pvp, "ABORT", st.reason or "NARR", detail)
-            elif decision is not None and decision.decision == "ABORT" and st.reason == "DS02":
+                    self.decide(work, pvp, DecisionKind.ABORT, st.reason or "NARR", detail)
+            elif (
+                decision is not None and decision.kind is DecisionKind.ABORT and st.reason == "DS02"
+            ):
                 released = leg.release_after_abort()
                 update_leg(work, row, status=released.status, acknowledged=True)
                 complete(work, pvp.id)
@@ -271,7 +246,7 @@ class Handlers:
                 continue
             pvp, row = found.pvp, found.leg
             touched.append(pvp.id)
-            answered = _leg(row).cancellation_answered(refused=res.status == "RJCR")
+            answered = row.as_leg().cancellation_answered(refused=res.status == "RJCR")
             if answered.status is LegStatus.REFUSED:
                 log.critical("PvP %s: %s refused the cancellation of %s", pvp.id, sender, row.leg)
             update_leg(work, row, status=answered.status, acknowledged=True)
@@ -297,15 +272,20 @@ class Handlers:
                 continue
             pvp, leg, decision = found
             touched.append(pvp.id)
-            if decision is None and _pvp(pvp).past_margin(now_ms(), self.margin):
-                self.decide(work, pvp, "ABORT", "TMOT", "deadline passed (asked by pacs.028)")
+            if decision is None and pvp.as_pvp().past_margin(now_ms(), self.margin):
+                detail = "deadline passed (asked by pacs.028)"
+                self.decide(work, pvp, DecisionKind.ABORT, "TMOT", detail)
                 decision = decision_of(work, pvp.id)
-            elif decision is not None and decision.decision == "ABORT" and not leg.acknowledged:
-                self.send_decisions(work, pvp, [leg], "ABORT", decision.reason)
+            elif (
+                decision is not None
+                and decision.kind is DecisionKind.ABORT
+                and not leg.acknowledged
+            ):
+                self.send_decisions(work, pvp, [leg], DecisionKind.ABORT, decision.reason)
             if decision is None:
                 answers.append(TransactionStatus(original=original(leg), status="PDNG"))
             else:
-                answers.append(decision_status(pvp, leg, decision.decision, decision.reason))
+                answers.append(decision_status(pvp, leg, decision.kind, decision.reason))
         reply = Pacs002(msg_id=new_id(), created=datetime.now(UTC), transactions=tuple(answers))
         self.enqueue(work, touched or [], sender, reply)
         return touched
@@ -324,32 +304,32 @@ class Handlers:
 
     # --- the decision -------------------------------------------------------------------
 
-    def try_commit(self, work: Work, pvp: Any) -> None:
+    def try_commit(self, work: Work, pvp: PvPRow) -> None:
         """COMMIT if both legs are locked before ``deadline - margin``."""
-        rows = run(work.conn, store.SELECT_LEGS_OF, {"pvp_id": pvp.id}).all()
+        rows = store.read_legs(work.conn, pvp.id)
         now = now_ms()
-        if _pvp(pvp).may_commit([_leg(r) for r in rows], now, self.margin):
-            self.decide(work, pvp, "COMMIT", None, "both legs locked in time", rows, now)
+        if pvp.as_pvp().may_commit([r.as_leg() for r in rows], now, self.margin):
+            detail = "both legs locked in time"
+            self.decide(work, pvp, DecisionKind.COMMIT, None, detail, rows, now)
 
     def abort_if_overdue(self, work: Work, pvp_id: str) -> bool:
         """ABORT (TMOT) a PvP still pending past ``deadline - margin``; whether it did."""
         conn = work.conn
-        q = store.SELECT_PVP if conn.dialect.name == "sqlite" else store.SELECT_PVP_FOR_UPDATE
-        row = run(conn, q, {"pvp_id": pvp_id}).one()
-        pvp = _pvp(row)
+        row = store.read_pvp(conn, pvp_id, for_update=conn.dialect.name != "sqlite")
+        pvp = row.as_pvp()
         if pvp.state is not PvPState.PENDING or not pvp.past_margin(now_ms(), self.margin):
             return False
-        self.decide(work, row, "ABORT", "TMOT", "deadline - margin passed")
+        self.decide(work, row, DecisionKind.ABORT, "TMOT", "deadline - margin passed")
         return True
 
     def decide(
         self,
         work: Work,
-        pvp: Any,
-        decision: str,
+        pvp: PvPRow,
+        decision: DecisionKind,
         reason: str | None,
         detail: str,
-        leg_rows: Sequence[Any] | None = None,
+        leg_rows: Sequence[LegRow] | None = None,
         now: int | None = None,
     ) -> None:
         """Record THE decision and queue its delivery to every leg, in ``work``
@@ -358,9 +338,9 @@ class Handlers:
         if decision_of(work, pvp.id) is not None:
             return
         now = now_ms() if now is None else now
-        current = _pvp(pvp)
-        if decision == "COMMIT":
-            legs = [] if leg_rows is None else [_leg(r) for r in leg_rows]
+        current = pvp.as_pvp()
+        if decision is DecisionKind.COMMIT:
+            legs = [] if leg_rows is None else [r.as_leg() for r in leg_rows]
             decided, made = current.commit(legs, now, self.margin, detail[:300])
         else:
             decided, made = current.abort(reason or "NARR", detail[:300], now)
@@ -374,19 +354,24 @@ class Handlers:
         run(work.conn, store.INSERT_DECISION, row)
         run(work.conn, store.UPDATE_PVP, {"k_id": pvp.id, "state": decided.state})
         if leg_rows is None:
-            leg_rows = run(work.conn, store.SELECT_LEGS_OF, {"pvp_id": pvp.id}).all()
+            leg_rows = store.read_legs(work.conn, pvp.id)
         self.send_decisions(work, pvp, leg_rows, decision, reason)
         log.info("PvP %s: %s (%s)", pvp.id, decision, detail)
         work.steps.insert(0, Step("decided", pvp.id))
 
-    def redeliver_at(self, leg: Any, since: int | None = None) -> int:
+    def redeliver_at(self, leg: LegRow, since: int | None = None) -> int:
         """Exponential backoff of re-sending a decision, from ``since`` (ms; default now): it
         does not pile up under backlog."""
-        wait = self.cfg.redeliver_after_ms * 2 ** min(int(leg.redeliveries or 0), 16)
+        wait = self.cfg.redeliver_after_ms * 2 ** min(leg.redeliveries or 0, 16)
         return (now_ms() if since is None else since) + int(min(self.cfg.redeliver_cap_ms, wait))
 
     def send_decisions(
-        self, work: Work, pvp: Any, leg_rows: Sequence[Any], decision: str, reason: str | None
+        self,
+        work: Work,
+        pvp: PvPRow,
+        leg_rows: Sequence[LegRow],
+        decision: DecisionKind,
+        reason: str | None,
     ) -> None:
         """The decision to each of ``leg_rows``: one statement per table for them all."""
         batched = self.cfg.batch_max > 1
@@ -415,9 +400,8 @@ class Handlers:
         """Send a decision a network has not acknowledged again, unless it is not even sent
         yet, or was delivered less than a period ago (count from the delivery)."""
         conn = work.conn
-        pvp = run(conn, store.SELECT_PVP, {"pvp_id": pvp_id}).one()
-        leg_key = {"pvp_id": pvp_id, "leg": leg_name}
-        leg = run(conn, store.SELECT_LEG, leg_key).one()
+        pvp = store.read_pvp(conn, pvp_id)
+        leg = store.read_leg(conn, pvp_id, leg_name)
         delivery = run(
             conn, store.DELIVERY_STATE, {"pvp_id": pvp_id, "destination_bic": leg.network_bic}
         ).one()
@@ -435,15 +419,10 @@ class Handlers:
             # backlog (every copy is answered again): count the period from the delivery.
             update_leg(work, leg, redeliver_at=self.redeliver_at(leg, since=delivered))
             return
-        log.info("PvP %s: re-sending %s to %s", pvp_id, decision.decision, leg.network_bic)
+        log.info("PvP %s: re-sending %s to %s", pvp_id, decision.kind, leg.network_bic)
         update_leg(work, leg, redeliveries=leg.redeliveries + 1)
-        leg = run(conn, store.SELECT_LEG, leg_key).one()
-        self.send_decisions(work, pvp, [leg], decision.decision, decision.reason)
-
-
-class _Decided(NamedTuple):
-    decision: str
-    reason: str | None
+        leg = store.read_leg(conn, pvp_id, leg_name)
+        self.send_decisions(work, pvp, [leg], decision.kind, decision.reason)
 
 
 __all__ = ["Found", "Handlers", "complete", "decision_of", "update_leg"]

@@ -3,16 +3,22 @@ on the tables of :mod:`gateway.connector.schema`.
 
 Durability as in the gateway: SQLite in WAL with FULL durability by group commit
 (:mod:`gateway.sqlite.walsync`) and ``BEGIN IMMEDIATE`` (a plain ``BEGIN`` for pure reads, see
-``reader``); PostgreSQL by URL. The statements of the per-PvP path are built once, at the end.
+``reader``); PostgreSQL by URL. The statements of the per-PvP path are built once; what the
+decision path reads comes back as typed rows (:class:`PvPRow`, :class:`LegRow`, the model's
+:class:`~gateway.connector.model.Decision`), at the end.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from gateway.connector.model import Decision, DecisionKind, Leg, LegStatus, PvP, PvPState
 from gateway.connector.schema import (
     decisions,
     inbox,
@@ -30,6 +36,7 @@ from gateway.connector.schema import (
 )
 from gateway.sqlite.engine import reader as sqlite_reader
 from gateway.sqlite.engine import sqlite_engine
+from gateway.sqlite.fastsql import run
 
 
 def now_ms() -> int:
@@ -104,7 +111,10 @@ SET_INSTRUCTIONS_MATCHED = (
 )
 
 # pvps and decisions
-SELECT_PVP = sa.select(pvps).where(pvps.c.id == _b("pvp_id"))
+# The columns of a PvPRow, in its order.
+SELECT_PVP = sa.select(
+    pvps.c.id, pvps.c.deadline, pvps.c.condition, pvps.c.secret, pvps.c.state
+).where(pvps.c.id == _b("pvp_id"))
 # PostgreSQL: the row lock that serialises the work on one PvP (SQLite has the writer lock).
 SELECT_PVP_FOR_UPDATE = SELECT_PVP.with_for_update()
 SELECT_PVP_ID = sa.select(pvps.c.id).where(pvps.c.id == _b("pvp_id"))
@@ -155,8 +165,8 @@ SELECT_LEGS_OF = sa.select(legs).where(legs.c.pvp_id == _b("pvp_id")).order_by(l
 SELECT_LEG = sa.select(legs).where((legs.c.pvp_id == _b("pvp_id")) & (legs.c.leg == _b("leg")))
 INSERT_LEG = legs.insert()
 UPDATE_LEG = legs.update().where((legs.c.pvp_id == _b("k_pvp")) & (legs.c.leg == _b("k_leg")))
-# A leg with its PvP and decision in one row: the tables have no column name in common but
-# ``reason`` (the decision's is ``decision_reason``).
+# A leg with its PvP and decision in one row (read by position: ``find_leg``): the tables
+# have no column name in common but ``reason`` (the decision's is ``decision_reason``).
 SELECT_LEG_BY_UETR = (
     sa.select(
         legs,
@@ -167,6 +177,8 @@ SELECT_LEG_BY_UETR = (
         pvps.c.state,
         decisions.c.decision,
         decisions.c.reason.label("decision_reason"),
+        decisions.c.detail.label("decision_detail"),
+        decisions.c.decided_at,
     )
     .select_from(
         legs.join(pvps, pvps.c.id == legs.c.pvp_id).outerjoin(
@@ -311,4 +323,127 @@ INSERT_SIM_LOCK = sim_locks.insert()
 SET_SIM_LOCK_STATE = sim_locks.update().where(sim_locks.c.uetr == _b("k_uetr"))
 
 
-__all__ = ["make_engine", "now_ms", "reader"]
+# --- typed rows of the decision path ---------------------------------------------------------
+#
+# What the handlers read of a PvP, its legs and its decision, as frozen dataclasses built from
+# the row's values by position (no per-column lookups); the model's verbs take
+# ``as_pvp()`` / ``as_leg()``.
+
+
+@dataclass(frozen=True, slots=True)
+class PvPRow:
+    """A PvP's terms and state: what a decision and its messages need."""
+
+    id: str
+    deadline: int
+    condition: str
+    secret: str
+    state: PvPState
+
+    def as_pvp(self) -> PvP:
+        return PvP(self.id, self.deadline, self.condition, self.state)
+
+
+@dataclass(frozen=True, slots=True)
+class LegRow:
+    """A leg, every column of ``legs`` in the table's order."""
+
+    pvp_id: str
+    leg: str
+    uetr: str
+    network_bic: str
+    currency: str
+    amount: int
+    debtor_bic: str
+    debtor_account: str
+    creditor_bic: str
+    creditor_account: str
+    end_to_end_id: str
+    pacs009_msg_id: str
+    status: LegStatus
+    reason: str | None
+    locked_at: int | None
+    acknowledged: bool
+    decision_sent_at: int | None
+    decision_queued: bool
+    redeliver_at: int | None
+    redeliveries: int
+
+    def as_leg(self) -> Leg:
+        return Leg(
+            self.pvp_id, self.leg, self.status, self.acknowledged, self.reason, self.locked_at
+        )
+
+
+_LEG_WIDTH = len(legs.c)
+_LEG_STATUS = list(legs.c.keys()).index("status")
+if tuple(f.name for f in fields(LegRow)) != tuple(legs.c.keys()):
+    raise RuntimeError("LegRow's fields must be the columns of legs, in order")
+
+
+def leg_row(row: Sequence[Any]) -> LegRow:
+    """The leg in the first columns of ``row`` (``select(legs, ...)``)."""
+    values = list(row[:_LEG_WIDTH])
+    values[_LEG_STATUS] = LegStatus(values[_LEG_STATUS])
+    return LegRow(*values)
+
+
+class Found(NamedTuple):
+    """A leg found by UETR, with its PvP and, once decided, the decision."""
+
+    pvp: PvPRow
+    leg: LegRow
+    decision: Decision | None
+
+
+def read_pvp(conn: Connection, pvp_id: str, *, for_update: bool = False) -> PvPRow:
+    """The PvP ``pvp_id``; ``for_update`` (PostgreSQL): its row locked until the commit."""
+    statement = SELECT_PVP_FOR_UPDATE if for_update else SELECT_PVP
+    id_, deadline, condition, secret, state = run(conn, statement, {"pvp_id": pvp_id}).one()
+    return PvPRow(id_, deadline, condition, secret, PvPState(state))
+
+
+def read_legs(conn: Connection, pvp_id: str) -> list[LegRow]:
+    """The PvP's legs, by name."""
+    return [leg_row(r) for r in run(conn, SELECT_LEGS_OF, {"pvp_id": pvp_id})]
+
+
+def read_leg(conn: Connection, pvp_id: str, leg: str) -> LegRow:
+    return leg_row(run(conn, SELECT_LEG, {"pvp_id": pvp_id, "leg": leg}).one())
+
+
+def read_decision(conn: Connection, pvp_id: str) -> Decision | None:
+    row = run(conn, SELECT_DECISION, {"pvp_id": pvp_id}).first()
+    if row is None:
+        return None
+    pvp, kind, reason, detail, decided_at = row
+    return Decision(pvp, DecisionKind(kind), reason, detail or "", decided_at)
+
+
+def find_leg(conn: Connection, uetr: str) -> Found | None:
+    """The leg of ``uetr`` with its PvP and decision, in one read (see SELECT_LEG_BY_UETR)."""
+    row = run(conn, SELECT_LEG_BY_UETR, {"uetr": uetr}).first()
+    if row is None:
+        return None
+    leg = leg_row(row)
+    id_, deadline, condition, secret, state, kind, reason, detail, decided_at = row[_LEG_WIDTH:]
+    pvp = PvPRow(id_, deadline, condition, secret, PvPState(state))
+    if kind is None:
+        return Found(pvp, leg, None)
+    return Found(pvp, leg, Decision(id_, DecisionKind(kind), reason, detail or "", decided_at))
+
+
+__all__ = [
+    "Found",
+    "LegRow",
+    "PvPRow",
+    "find_leg",
+    "leg_row",
+    "make_engine",
+    "now_ms",
+    "read_decision",
+    "read_leg",
+    "read_legs",
+    "read_pvp",
+    "reader",
+]
