@@ -27,7 +27,7 @@ from gateway.connector import store
 from gateway.connector.faults import Faults
 from gateway.connector.messages import decision_message, decision_status, new_id, original
 from gateway.connector.model import Decision, DecisionKind, LegStatus, PvPState
-from gateway.connector.outbox import Outbox, Outgoing, Step, Work, logged, write_log
+from gateway.connector.outbox import Outbox, Outgoing, Step, Work, logged
 from gateway.connector.sim import SimulatedNetworks
 from gateway.connector.store import Found, LegRow, PvPRow, now_ms
 from gateway.iso20022 import (
@@ -92,7 +92,7 @@ class Handlers:
             item.outbox["sent_at"] = item.outbox["created_at"]
             item.outbox["attempts"] = 1
         run(work.conn, store.INSERT_OUTBOX, [item.outbox for item in items])
-        write_log(work.conn, [item.log for item in items])
+        work.log.extend(item.log for item in items)
         for item in inline:
             msg = item.message
             assert msg is not None
@@ -157,7 +157,9 @@ class Handlers:
 
     def process(self, work: Work, msg: Message, sender: str, raw: bytes) -> bool:
         """Apply an inbound message in ``work``'s transaction; whether it concerned a PvP
-        (then its bytes are in that PvP's message log)."""
+        (then its bytes are in that PvP's message log, before what processing it produced:
+        a decision after the ACSP that caused it, an answer after its question)."""
+        at, caused_from = now_ms(), len(work.log)
         if isinstance(msg, Pacs002):
             touched = self.on_pacs002(work, msg, sender)
         elif isinstance(msg, Camt029):
@@ -170,8 +172,8 @@ class Handlers:
             log.warning("%s sent %s: not expected by the connector", sender, msg.MESSAGE_ID)
             touched = []
         if touched:
-            entry = logged(touched, "in", sender, msg.MESSAGE_ID, msg.id, raw)
-            write_log(work.conn, [entry])
+            entry = logged(touched, "in", sender, msg.MESSAGE_ID, msg.id, raw, at)
+            work.log.insert(caused_from, entry)
         return bool(touched)
 
     def leg_by_uetr(self, work: Work, uetr: str) -> Found | None:

@@ -47,6 +47,10 @@ class Work:
     sent: list[str] = field(default_factory=list)
     """Message ids of the outbox rows written, not answered in the transaction."""
     steps: list[Step] = field(default_factory=list)
+    log: list[Logged] = field(default_factory=list)
+    """Message log entries, in causal order, written just before the commit: an inbound
+    message is placed before what processing it produced (:meth:`Handlers.process`), which
+    is written before the message itself is known to concern a PvP."""
 
 
 @contextmanager
@@ -54,16 +58,19 @@ def transaction(engine: Engine, within: Work | None = None) -> Iterator[Work]:
     """A write transaction; ``within`` another's (a lane's batch), a savepoint of it that
     records what it produced there."""
     if within is not None:
-        reached = len(within.steps)
+        reached, logged_before = len(within.steps), len(within.log)
         try:
             with savepoint(within.conn):
                 yield within
         except BaseException:
             del within.steps[reached:]  # rolled back: those steps were not reached after all
+            del within.log[logged_before:]  # nor those messages stored
             raise
         return
     with engine.begin() as conn:
-        yield Work(conn)
+        work = Work(conn)
+        yield work
+        write_log(conn, work.log)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,11 +98,17 @@ class Outgoing:
 
 
 def logged(
-    pvp_ids: list[str], direction: str, peer: str, name: str, msg_id: str, raw: bytes
+    pvp_ids: list[str],
+    direction: str,
+    peer: str,
+    name: str,
+    msg_id: str,
+    raw: bytes,
+    at: int | None = None,
 ) -> Logged:
     sha = hashlib.sha256(raw).hexdigest()
     pvps = tuple(dict.fromkeys(pvp_ids))
-    return Logged(pvps, direction, peer, name, msg_id, raw, sha, now_ms())
+    return Logged(pvps, direction, peer, name, msg_id, raw, sha, now_ms() if at is None else at)
 
 
 def write_log(conn: Connection, entries: list[Logged]) -> None:
