@@ -1,9 +1,11 @@
 """parse() and build(): the layers between bytes and typed messages.
 
-parse: size, DTD and encoding checks -> hardened lxml parse -> depth -> message type and
-version -> schema (lxml XMLSchema, usage guideline) -> signature (when a certificate is
-pinned) -> typed model -> business rules -> duplicate hook. Each layer refuses with a
-:class:`MessageRejected` carrying an ISO reason code and the XPath of the fault.
+parse: size, DTD and encoding checks -> hardened lxml parse -> envelope shape -> signature
+(when a certificate is pinned, against the sender's) -> message type and version -> schema
+(lxml XMLSchema, usage guideline) -> depth -> typed model -> business rules -> duplicate hook.
+Each layer refuses with a :class:`MessageRejected` carrying an ISO reason code and the XPath
+of the fault. The signature comes before anything that reads the content: a message its
+sender did not sign is refused DS0B and nothing else is said about it.
 """
 
 from __future__ import annotations
@@ -124,12 +126,18 @@ def parse(
             check_depth(root, max_depth)
             raise _envelope_rejection(root)
         header_el, doc = root[0], root[1]
+    else:
+        header_el, doc = None, root
+    if cert_pem is None and certificate_of is not None:
+        cert_pem = _sender_certificate(root, header_el, doc, certificate_of, max_depth)
+    if cert_pem is not None:
+        _authenticate(root, header_el, doc, cert_pem, max_depth)
+    if header_el is not None:
         spec = BY_DOCUMENT_TAG.get(doc.tag) or _spec_of(
             doc.tag, "/BizMsg/Document", root, max_depth
         )
         schema_file = ENVELOPE_SCHEMA
     else:
-        header_el, doc = None, root
         spec = BY_DOCUMENT_TAG.get(root_tag) or _spec_of(root_tag, "/Document", root, max_depth)
         schema_file = spec.schema_file
     validator, walk = validation_plan(schema_file, root_tag, max_depth)
@@ -139,21 +147,6 @@ def parse(
     if walk is None or (walk and next(root.iter(*walk), None) is not None):
         check_depth(root, max_depth)
     enveloped = header_el is not None
-    if certificate_of is not None and cert_pem is None and header_el is not None:
-        sender = header_el.findtext(_FROM_BIC) or ""
-        cert_pem = certificate_of(sender)
-        if cert_pem is None:
-            raise SignatureInvalid(
-                f"sender {sender[:11]} is not registered with a certificate",
-                msg_id=_peek_id(header_el, doc),
-            )
-    if cert_pem is not None:
-        from gateway.iso20022.signing import verify_tree
-
-        try:
-            verify_tree(root, cert_pem)
-        except SignatureInvalid as exc:  # the message's id, looked up only for a refusal
-            raise SignatureInvalid(exc.detail, msg_id=_peek_id(header_el, doc)) from None
     fast = _FAST.get(spec.message_id)
     counts: tuple[str | None, str | None] | None = None
     try:
@@ -192,7 +185,59 @@ def parse(
     return _new_parsed(header, message, cert_pem is not None)
 
 
-_FROM_BIC = "/".join(f"{{{HEAD_NS}}}{name}" for name in ("Fr", "FIId", "FinInstnId", "BICFI"))
+_FROM_BIC = tuple(f"{{{HEAD_NS}}}{name}" for name in ("Fr", "FIId", "FinInstnId", "BICFI"))
+_BIC = re.compile(r"[A-Z0-9]{4}[A-Z]{2}[A-Z0-9]{2}(?:[A-Z0-9]{3})?")
+
+
+def _sender_certificate(
+    root: etree._Element,
+    header_el: etree._Element | None,
+    doc: etree._Element,
+    certificate_of: Callable[[str], str | bytes | None],
+    max_depth: int,
+) -> str | bytes:
+    """The pinned certificate of the sender the header names (AppHdr/Fr/FIId/FinInstnId/
+    BICFI), read before the schema has checked anything: one first-child look-up per level
+    (work bounded by the header's size, already limited), and a BIC's shape required before
+    anyone is asked about it. No sender, or one without a certificate: DS0B."""
+    node = header_el
+    for tag in _FROM_BIC:
+        node = node.find(tag) if node is not None else None
+    sender = (node.text or "") if node is not None else ""
+    if header_el is None or not _BIC.fullmatch(sender):
+        check_depth(root, max_depth)
+        what = "a bare Document" if header_el is None else "an envelope whose header"
+        raise SignatureInvalid(
+            f"{what} names no sender BIC (AppHdr/Fr/FIId/FinInstnId/BICFI): nothing to verify",
+            msg_id=_peek_id(header_el, doc),
+        )
+    cert_pem = certificate_of(sender)
+    if cert_pem is None:
+        check_depth(root, max_depth)
+        raise SignatureInvalid(
+            f"sender {sender} is not registered with a certificate",
+            msg_id=_peek_id(header_el, doc),
+        )
+    return cert_pem
+
+
+def _authenticate(
+    root: etree._Element,
+    header_el: etree._Element | None,
+    doc: etree._Element,
+    cert_pem: str | bytes,
+    max_depth: int,
+) -> None:
+    """The envelope's signature against ``cert_pem``, before its content is looked at: an
+    unsigned or wrongly signed message is refused DS0B (or FF01 when nested too deep, a
+    limit like size), never with the codes its content would earn."""
+    from gateway.iso20022.signing import verify_tree
+
+    try:
+        verify_tree(root, cert_pem)
+    except SignatureInvalid as exc:  # the message's id, looked up only for a refusal
+        check_depth(root, max_depth)
+        raise SignatureInvalid(exc.detail, msg_id=_peek_id(header_el, doc)) from None
 
 
 def _spec_of(

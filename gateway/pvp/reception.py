@@ -113,15 +113,27 @@ class _Checked:
 
 
 def _check(raw: bytes, ctx: PvPContext, now: datetime) -> _Checked:
-    """Parse, verify and address-check an envelope; raises :class:`MessageRejected`."""
+    """Parse, verify and address-check an envelope; raises :class:`MessageRejected`.
+
+    The signature is checked first, against the certificate pinned for the sender the header
+    names (only the connector has one), before the schema or any rule reads the content
+    (:func:`gateway.iso20022.parse`): an envelope the connector did not sign is refused DS0B
+    whatever else is wrong with it."""
     sha = hashlib.sha256(raw).hexdigest()
-    if ctx.connector_cert_pem is None:
+    cert = ctx.connector_cert_pem
+    if cert is None:
         # Unsigned input is never trusted: a gateway without a pinned connector refuses all.
         raise SignatureInvalid("no connector certificate is pinned (iso20022.connector_cert_pem)")
-    parsed = parse(raw, cert_pem=ctx.connector_cert_pem, settings=ctx.iso, now=now)
+    connector = bic11(ctx.connector_bic)
+    parsed = parse(
+        raw,
+        certificate_of=lambda bic: cert if bic11(bic) == connector else None,
+        settings=ctx.iso,
+        now=now,
+    )
     header = parsed.header
     message = parsed.message
-    if header is None:  # parse refuses an unsigned bare Document when a cert is pinned
+    if header is None:  # parse refuses a bare Document: it names no sender
         raise MessageRejected("FF01", "an envelope is required", xpath="/")
     if bic11(header.to_bic) != bic11(ctx.gateway_bic):
         raise MessageRejected(
