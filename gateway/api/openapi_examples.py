@@ -388,6 +388,9 @@ def _leg(state: str, status: str, alert: bool) -> LegOut:
         alert=alert,
         alert_at=AT + timedelta(minutes=15) if alert else None,
         resolved_by=None,
+        decision="COMMIT" if state == "settled" else None,
+        decision_cause=("operator" if alert else "fulfilment") if state == "settled" else None,
+        decided_at=LATER if state == "settled" else None,
         created_at=AT,
         updated_at=LATER,
     )

@@ -19,7 +19,7 @@ from gateway.api.ratelimit import door_check, door_refused, scope_host
 from gateway.auth import Principal, Role
 from gateway.messaging import isodoor
 from gateway.pvp import service
-from gateway.pvp.model import Instruction, InstructionState, Leg, Side
+from gateway.pvp.model import DecisionKind, Instruction, InstructionState, Leg, Side
 from gateway.pvp.runtime import PvPRuntime
 
 IsoId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9.:\-]{0,34}$")]
@@ -140,12 +140,24 @@ class LegOut(Struct):
     alert: bool
     alert_at: datetime | None
     resolved_by: str | None
+    decision: Literal["COMMIT", "ABORT", "RJCT"] | None
+    """What the gateway applied to the leg: COMMIT (lock committed), ABORT (released, or
+    cancelled before it was locked), RJCT (the pacs.009 refused, nothing locked); null while
+    the leg is open."""
+    decision_cause: (
+        Literal["fulfilment", "camt.056", "pacs.002", "deadline", "operator", "refusal"] | None
+    )
+    """What caused it: the connector's fulfilment, its camt.056, its unasked pacs.002 RJCT,
+    the deadline (its RJCT to the gateway's status request, or a pacs.009 refused TM01), an
+    operator, or the pacs.009's refusal (by the ledger or for its terms)."""
+    decided_at: datetime | None
     created_at: datetime
     updated_at: datetime
 
     @classmethod
     def of(cls, leg: Leg) -> LegOut:
         t = leg.terms
+        d = leg.decision
         status, _ = leg.status()
         return cls(
             uetr=leg.uetr,
@@ -167,6 +179,9 @@ class LegOut(Struct):
             alert=leg.alert_at is not None,
             alert_at=leg.alert_at,
             resolved_by=leg.resolved_by,
+            decision=d.kind.value if d else None,
+            decision_cause=d.cause.value if d and d.cause else None,
+            decided_at=d.at if d else None,
             created_at=leg.created_at,
             updated_at=leg.updated_at,
         )
@@ -194,8 +209,9 @@ class PvPOut(Struct):
     ref: str
     pvp_id: str | None
     decision: Literal["commit", "abort"] | None
-    """As far as the gateway knows: a settled DT leg means the connector committed; a
-    released or cancelled one that it aborted."""
+    """As far as the gateway knows, from the decisions it applied to its legs: a leg
+    committed means the connector committed; a leg aborted or refused (the connector never
+    commits a PvP one of whose legs was refused) that it aborted."""
     instruction: InstructionOut | None
     legs: list[LegOut]
     messages: list[MessageOut]
@@ -203,11 +219,11 @@ class PvPOut(Struct):
 
     @classmethod
     def of(cls, v: service.PvPView) -> PvPOut:
-        states = {leg.state.value for leg in v.legs}
+        kinds = {leg.decision.kind for leg in v.legs if leg.decision is not None}
         decision: Literal["commit", "abort"] | None = None
-        if "settled" in states:
+        if DecisionKind.COMMIT in kinds:
             decision = "commit"
-        elif states & {"released", "cancelled"}:
+        elif kinds:
             decision = "abort"
         return cls(
             ref=v.ref,

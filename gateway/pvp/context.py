@@ -33,6 +33,9 @@ class PvPContext:
     status_retry_seconds: float = 5.0
     last_resort_seconds: float = 300.0
     default_deadline_seconds: float = 60.0
+    safety_margin_seconds: float = 0.5
+    """The connector commits only before deadline - margin (``connector.safety_margin_ms``):
+    a pacs.009 whose deadline is closer than that is refused TM01, nothing locked."""
     inbox_retry_after_seconds: float = 5.0
     """How long the recovery job leaves a fresh inbox item to the worker it was handed to."""
 

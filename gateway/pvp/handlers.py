@@ -3,7 +3,8 @@ applying one message to the legs and the DT ledger and queueing the signed repli
 caller's unit of work (which the caller commits).
 
 - pacs.009: lock each transaction's DT amount (a ``received`` leg becomes ``locked``, or
-  ``rejected`` with the ledger's reason); answered ACSP / RJCT in one pacs.002.
+  ``rejected`` with the ledger's reason, or TM01 when its deadline has passed or is closer than
+  the connector's safety margin); answered ACSP / RJCT in one pacs.002.
 - pacs.002 from the connector: ACSP/ACSC with the fulfilment commits the lock (``settled``,
   answered ACSC); RJCT releases it (the connector's ABORT).
 - camt.056: cancel a leg not yet locked, release a locked one; answered by camt.029.
@@ -44,6 +45,8 @@ from gateway.pvp.model import (
     ARDT,
     CH16,
     NARR,
+    TM01,
+    DecisionCause,
     FulfilmentMismatch,
     Leg,
     LegState,
@@ -135,6 +138,9 @@ def on_pacs009(uow: PvPUnitOfWork, msg: Pacs009, ctx: PvPContext, now: datetime)
             decided[tx.uetr] = leg.reject("CH21", now)
         elif tx.amount.currency != DT_CURRENCY:
             decided[tx.uetr] = leg.reject(AM03, now)
+        elif leg.too_late(now, ctx.safety_margin_seconds):
+            decided[tx.uetr] = leg.reject(TM01, now)
+            log.info("pvp leg %s rejected: deadline %s is past or too close", tx.uetr, leg.deadline)
         else:
             ops.append(
                 (
@@ -257,7 +263,7 @@ def on_camt056(uow: PvPUnitOfWork, msg: Camt056, ctx: PvPContext, now: datetime)
     for uetr, error in _ledger_batch(uow, releases, now).items():
         if error is not None:
             raise error
-        changed.append(legs[uetr].release(now))
+        changed.append(legs[uetr].release(now, cause=DecisionCause.CAMT056))
     uow.pvp.insert_legs(new)
     uow.pvp.update_legs(changed)
     for conf, status in (("CNCL", "ACCR"), ("RJCR", "RJCR")):

@@ -11,6 +11,11 @@ DT ledger. Its state moves only along ``LEG_TRANSITIONS``::
 A camt.056 for a UETR the gateway never saw creates the leg directly as ``cancelled`` (a
 tombstone): a late pacs.009 for it is answered RJCT DS02 and locks nothing.
 
+Every move to a final state records the :class:`Decision` the gateway applied, and what
+caused it: COMMIT (a fulfilment, or an operator), ABORT (a camt.056, the connector's RJCT, its
+RJCT answering the gateway's status request past the deadline, or an operator) or RJCT (the
+pacs.009 refused: by the ledger, for its terms, or for a deadline already too close, TM01).
+
 An *instruction* is what a DT participant bank asked the gateway to send to the connector for
 matching (``INSTRUCTION_TRANSITIONS``): accepted -> sent -> matched -> settled | failed.
 
@@ -59,6 +64,8 @@ RC01 = "RC01"  # the creditor agent is not the gateway
 NARR = "NARR"  # reason in AddtlInf (unknown UETR)
 ARDT = "ARDT"  # already settled (camt.029 RJCR)
 MS03 = "MS03"  # any other refusal of the ledger
+TM01 = "TM01"  # received after the cut-off: the settlement deadline has passed, or is
+# closer than the safety margin, so the connector could not commit in time
 
 _LEDGER_CODES: dict[str, str] = {
     "AM04": AM04,
@@ -139,6 +146,41 @@ FINAL_STATES = frozenset(s for s, to in LEG_TRANSITIONS.items() if not to)
 StatusCode = Literal["PDNG", "ACSP", "ACSC", "RJCT"]
 
 
+class DecisionKind(StrEnum):
+    COMMIT = "COMMIT"
+    """The lock committed to the beneficiary."""
+    ABORT = "ABORT"
+    """The lock released, or the leg cancelled before it was locked."""
+    RJCT = "RJCT"
+    """The pacs.009 refused: nothing was locked."""
+
+
+class DecisionCause(StrEnum):
+    FULFILMENT = "fulfilment"
+    """The connector's pacs.002 carrying the secret."""
+    CAMT056 = "camt.056"
+    """The connector's cancellation request."""
+    CONNECTOR_RJCT = "pacs.002"
+    """The connector's pacs.002 RJCT (its ABORT), unasked."""
+    DEADLINE = "deadline"
+    """The deadline: the connector's RJCT answering the gateway's status request (pacs.028)
+    past it, or a pacs.009 refused because it was too close (TM01)."""
+    OPERATOR = "operator"
+    """An audited operator decision past the last-resort deadline."""
+    REFUSAL = "refusal"
+    """The pacs.009 refused by the ledger (AM04, AC01, ...) or for its terms (AM03, CH21)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the gateway applied to a leg, why, and when: recorded with the final state."""
+
+    kind: DecisionKind
+    cause: DecisionCause | None
+    """None only for a leg released before causes were recorded (migration 0012)."""
+    at: datetime
+
+
 @dataclass(frozen=True, slots=True)
 class LegTerms:
     """What the pacs.009 transaction said (absent on a tombstone)."""
@@ -173,6 +215,8 @@ class Leg:
     alert_at: datetime | None = None
     resolved_by: str | None = None
     """``connector`` or ``operator:<key id>``: who took the decision that resolved the leg."""
+    decision: Decision | None = None
+    """The decision the gateway applied (None until the leg is final)."""
 
     @property
     def lock_id(self) -> str:
@@ -207,6 +251,7 @@ class Leg:
             updated_at=now,
             reason=DS02,
             resolved_by="connector",
+            decision=Decision(DecisionKind.ABORT, DecisionCause.CAMT056, now),
         )
 
     def with_terms(self, terms: LegTerms, now: datetime) -> Leg:
@@ -217,10 +262,17 @@ class Leg:
         return self._move(LegState.LOCKED, now)
 
     def reject(self, reason: str, now: datetime) -> Leg:
-        return self._move(LegState.REJECTED, now, reason=reason)
+        cause = DecisionCause.DEADLINE if reason == TM01 else DecisionCause.REFUSAL
+        return self._move(
+            LegState.REJECTED, now, reason=reason, decision=Decision(DecisionKind.RJCT, cause, now)
+        )
 
     def cancel(self, now: datetime) -> Leg:
-        return self._move(LegState.CANCELLED, now, reason=DS02, resolved_by="connector")
+        """A camt.056 before the pacs.009 was applied."""
+        decision = Decision(DecisionKind.ABORT, DecisionCause.CAMT056, now)
+        return self._move(
+            LegState.CANCELLED, now, reason=DS02, resolved_by="connector", decision=decision
+        )
 
     def settle(self, fulfilment: str, now: datetime, *, by: str = "connector") -> Leg:
         condition = self.terms.condition if self.terms else None
@@ -229,12 +281,42 @@ class Leg:
                 f"SHA-256 of the fulfilment is not the condition of leg {self.uetr}",
                 uetr=self.uetr,
             )
+        cause = DecisionCause.OPERATOR if by != "connector" else DecisionCause.FULFILMENT
         return self._move(
-            LegState.SETTLED, now, fulfilment=fulfilment.lower(), alert_at=None, resolved_by=by
+            LegState.SETTLED,
+            now,
+            fulfilment=fulfilment.lower(),
+            alert_at=None,
+            resolved_by=by,
+            decision=Decision(DecisionKind.COMMIT, cause, now),
         )
 
-    def release(self, now: datetime, *, by: str = "connector") -> Leg:
-        return self._move(LegState.RELEASED, now, reason=DS02, alert_at=None, resolved_by=by)
+    def release(
+        self, now: datetime, *, by: str = "connector", cause: DecisionCause | None = None
+    ) -> Leg:
+        """ABORT: by ``cause``; by default an operator's, or the connector's RJCT (answering
+        the gateway's status request, if it had asked, so past the deadline)."""
+        if cause is None:
+            if by != "connector":
+                cause = DecisionCause.OPERATOR
+            elif self.status_requests:
+                cause = DecisionCause.DEADLINE
+            else:
+                cause = DecisionCause.CONNECTOR_RJCT
+        return self._move(
+            LegState.RELEASED,
+            now,
+            reason=DS02,
+            alert_at=None,
+            resolved_by=by,
+            decision=Decision(DecisionKind.ABORT, cause, now),
+        )
+
+    def too_late(self, now: datetime, margin_s: float) -> bool:
+        """Its deadline has passed or is within ``margin_s``: the connector commits only
+        before deadline - margin, so a lock taken now could only wait to be released."""
+        deadline = self.deadline
+        return deadline is not None and (deadline - now).total_seconds() <= margin_s
 
     def status_requested(self, now: datetime) -> Leg:
         return replace(self, status_requested_at=now, status_requests=self.status_requests + 1)
@@ -410,6 +492,10 @@ __all__ = [
     "FINAL_STATES",
     "INSTRUCTION_TRANSITIONS",
     "LEG_TRANSITIONS",
+    "TM01",
+    "Decision",
+    "DecisionCause",
+    "DecisionKind",
     "FulfilmentMismatch",
     "IllegalLegTransition",
     "Instruction",

@@ -15,7 +15,17 @@ import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
 from gateway.db import autoincrement_field, partial_index, table_of, utc_field
-from gateway.pvp.model import Instruction, InstructionState, Leg, LegState, LegTerms, Side
+from gateway.pvp.model import (
+    Decision,
+    DecisionCause,
+    DecisionKind,
+    Instruction,
+    InstructionState,
+    Leg,
+    LegState,
+    LegTerms,
+    Side,
+)
 
 
 class LegRow(SQLModel, table=True):
@@ -47,6 +57,10 @@ class LegRow(SQLModel, table=True):
     status_requests: int = 0
     alert_at: datetime | None = utc_field(nullable=True)
     resolved_by: str | None = Field(default=None, max_length=64)
+    decision: str | None = Field(default=None, max_length=8)
+    """COMMIT, ABORT or RJCT: what the gateway applied (set with the final state)."""
+    decision_cause: str | None = Field(default=None, max_length=16)
+    decided_at: datetime | None = utc_field(nullable=True)
     created_at: datetime = utc_field()
     updated_at: datetime = utc_field()
 
@@ -187,11 +201,19 @@ def leg_of(row: Any) -> Leg:
         status_requests=row.status_requests,
         alert_at=row.alert_at,
         resolved_by=row.resolved_by,
+        decision=None
+        if row.decision is None
+        else Decision(
+            DecisionKind(row.decision),
+            None if row.decision_cause is None else DecisionCause(row.decision_cause),
+            row.decided_at,
+        ),
     )
 
 
 def leg_values(leg: Leg) -> dict[str, Any]:
     t = leg.terms
+    d = leg.decision
     return {
         "uetr": leg.uetr,
         "state": leg.state.value,
@@ -215,6 +237,9 @@ def leg_values(leg: Leg) -> dict[str, Any]:
         "status_requests": leg.status_requests,
         "alert_at": leg.alert_at,
         "resolved_by": leg.resolved_by,
+        "decision": d.kind.value if d else None,
+        "decision_cause": d.cause.value if d and d.cause else None,
+        "decided_at": d.at if d else None,
         "created_at": leg.created_at,
         "updated_at": leg.updated_at,
     }

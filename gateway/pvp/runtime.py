@@ -110,6 +110,7 @@ class PvPRuntime:
             status_retry_seconds=cfg.status_retry_seconds,
             last_resort_seconds=cfg.last_resort_seconds,
             default_deadline_seconds=cfg.default_deadline_seconds,
+            safety_margin_seconds=settings.connector.safety_margin_ms / 1000,
             inbox_retry_after_seconds=cfg.inbox_retry_after_seconds,
         )
         # Inbox items arrive in lists: what one reception transaction stored, one wake-up.

@@ -190,15 +190,26 @@ class PvPWorld:
         header = header_for(message, from_bic=CONNECTOR_BIC, to_bic=GATEWAY_BIC)
         return sign_envelope(build(message, header), identity.key_pem, identity.cert_pem)
 
+    def sign(self, raw: bytes, identity: SigningIdentity = CONNECTOR_ID) -> bytes:
+        """An envelope built elsewhere, signed as the connector signs (or as ``identity``)."""
+        return sign_envelope(raw, identity.key_pem, identity.cert_pem)
+
     def post(self, raw: bytes) -> httpx.Response:
         return self.anonymous.post(
             "/iso20022/messages", content=raw, headers={"content-type": "application/xml"}
         )
 
-    def pacs009(self, *legs: Leg, deadline_in: float = 60.0, mid: str | None = None) -> bytes:
+    def pacs009(
+        self,
+        *legs: Leg,
+        deadline_in: float = 60.0,
+        mid: str | None = None,
+        created_ago: float = 0.0,
+    ) -> bytes:
         mid = mid or msg_id("P9")
         now = datetime.now(UTC)
         due = now + timedelta(seconds=deadline_in)
+        now -= timedelta(seconds=created_ago)
         txs = []
         for leg in legs:
             leg.msg_id = mid

@@ -11,6 +11,9 @@ import pytest
 
 from gateway.errors import InvalidInput
 from gateway.pvp.model import (
+    Decision,
+    DecisionCause,
+    DecisionKind,
     FulfilmentMismatch,
     IllegalLegTransition,
     Instruction,
@@ -76,6 +79,7 @@ def test_a_tombstone_is_cancelled_by_the_connector_with_ds02_and_no_terms() -> N
         updated_at=T0,
         reason="DS02",
         resolved_by="connector",
+        decision=Decision(DecisionKind.ABORT, DecisionCause.CAMT056, T0),
     )
     assert tomb.deadline is None
     assert tomb.with_terms(terms(), T1) == replace(tomb, terms=terms(), updated_at=T1)
@@ -85,10 +89,19 @@ def test_each_move_changes_the_state_the_time_and_only_what_it_says() -> None:
     leg = received()
     assert leg.lock(T1) == replace(leg, state=LegState.LOCKED, updated_at=T1)
     assert leg.reject("AC06", T1) == replace(
-        leg, state=LegState.REJECTED, updated_at=T1, reason="AC06"
+        leg,
+        state=LegState.REJECTED,
+        updated_at=T1,
+        reason="AC06",
+        decision=Decision(DecisionKind.RJCT, DecisionCause.REFUSAL, T1),
     )
     assert leg.cancel(T1) == replace(
-        leg, state=LegState.CANCELLED, updated_at=T1, reason="DS02", resolved_by="connector"
+        leg,
+        state=LegState.CANCELLED,
+        updated_at=T1,
+        reason="DS02",
+        resolved_by="connector",
+        decision=Decision(DecisionKind.ABORT, DecisionCause.CAMT056, T1),
     )
 
 
@@ -102,8 +115,11 @@ def test_a_settlement_keeps_the_fulfilment_in_lower_case_clears_the_alert_and_na
         fulfilment=SECRET.hex(),
         alert_at=None,
         resolved_by="operator:k1",
+        decision=Decision(DecisionKind.COMMIT, DecisionCause.OPERATOR, T1),
     )
-    assert alerted.settle(SECRET.hex(), T1).resolved_by == "connector"
+    by_connector = alerted.settle(SECRET.hex(), T1)
+    assert by_connector.resolved_by == "connector"
+    assert by_connector.decision == Decision(DecisionKind.COMMIT, DecisionCause.FULFILMENT, T1)
 
 
 def test_a_release_is_ds02_clears_the_alert_and_names_who() -> None:
@@ -115,6 +131,7 @@ def test_a_release_is_ds02_clears_the_alert_and_names_who() -> None:
         reason="DS02",
         alert_at=None,
         resolved_by="operator:k1",
+        decision=Decision(DecisionKind.ABORT, DecisionCause.OPERATOR, T1),
     )
     assert alerted.release(T1).resolved_by == "connector"
 
