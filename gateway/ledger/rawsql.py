@@ -338,19 +338,14 @@ class HotPathLedgerSql:
             )
         elif wallet_ids:
             queries.append((_PG_WALLETS_FOR_UPDATE, (sorted(wallet_ids),)))
-        rows: list[list[tuple[Any, ...]]] = []
-        with self.pipelined():
-            cursors = [driver.cursor() for _ in queries]
+        cursors = [driver.cursor() for _ in queries]
+        with self.pipelined():  # its end waits for every result: one round trip
             for cur, (sql, params) in zip(cursors, queries, strict=True):
                 try:
                     cur.execute(sql, params)
                 except Exception as exc:
                     self._fail(exc, sql, params)
-            for cur, (sql, params) in zip(cursors, queries, strict=True):
-                try:
-                    rows.append(cur.fetchall())
-                except Exception as exc:
-                    self._fail(exc, sql, params)
+        rows = [cur.fetchall() for cur in cursors]
         found = iter(rows)
         locks = {r[0]: self._lock_of(r) for r in next(found)} if lock_ids else {}
         transfers = {r[0]: self._transfer_of(r) for r in next(found)} if transfer_ids else {}
