@@ -391,6 +391,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_verifier_arguments(p)
     p.set_defaults(func=cmd_verify_collateral)
 
+    from gateway.connector import partnerscenarios
+
+    p = sub.add_parser(
+        "partner-check",
+        help="run the connector's scenarios against a partner central bank's endpoint",
+    )
+    partnerscenarios.add_arguments(p)
+    p.set_defaults(func=partnerscenarios.main)
+
     from gateway.collateral.witness_server import add_arguments as add_witness_arguments
 
     p = sub.add_parser("witness", help="run a C2SP tlog-witness that cosigns logs' checkpoints")

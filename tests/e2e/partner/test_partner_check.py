@@ -1,0 +1,80 @@
+"""``dt-gateway partner-check`` against a reference partner written without the gateway's
+message code (lxml + signxml), over real HTTP on 127.0.0.1: every step passes; and against the
+same partner broken on purpose, where the check names each failing test case and exits 1."""
+
+from __future__ import annotations
+
+import io
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stdout
+from pathlib import Path
+
+from gateway.cli import main
+from tests.e2e.partner.refpartner import ReferencePartner
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def _partner(broken: frozenset[str] = frozenset()) -> Iterator[tuple[ReferencePartner, str, int]]:
+    port = _free_port()
+    partner = ReferencePartner(
+        bic="CBAUAEAA",
+        connector_url=f"http://127.0.0.1:{port}",
+        accounts={"EBIL-AED": 1_000_000},
+        broken=broken,
+    )
+    server = partner.serve()
+    try:
+        yield partner, f"http://127.0.0.1:{server.server_address[1]}", port
+    finally:
+        server.shutdown()
+        server.server_close()
+        partner.close()
+
+
+def _check(tmp_path: Path, partner: ReferencePartner, endpoint: str, port: int) -> tuple[int, str]:
+    cert = tmp_path / "partner.pem"
+    cert.write_text(partner.cert_pem)
+    args = ["partner-check", "--endpoint", endpoint, "--bic", "CBAUAEAA", "--currency", "AED"]
+    args += ["--cert", str(cert), "--listen", f"127.0.0.1:{port}", "--late-seconds", "1"]
+    out = io.StringIO()
+    with redirect_stdout(out):
+        code = main(args)
+    return code, out.getvalue()
+
+
+def test_the_reference_partner_passes_every_step(tmp_path: Path) -> None:
+    with _partner() as (partner, endpoint, port):
+        code, report = _check(tmp_path, partner, endpoint, port)
+        balance = partner.accounts["EBIL-AED"]
+    assert code == 0, report
+    assert "FAIL" not in report and "RESULT: PASS" in report
+    assert "Test cases: 9, passed 9, failed 0" in report
+    # Settled legs moved money; released, rejected and refused ones did not.
+    settled = sum(1 for leg in partner.legs.values() if leg.state == "settled")
+    assert settled >= 4 and balance == 1_000_000 - 100 * settled
+
+
+def test_a_broken_partner_fails_and_each_failing_step_is_named(tmp_path: Path) -> None:
+    broken = frozenset({"accept_unsigned", "release_at_deadline", "cancel_settled"})
+    with _partner(broken) as (partner, endpoint, port):
+        code, report = _check(tmp_path, partner, endpoint, port)
+    assert code == 1, report
+    failed = {
+        line.removeprefix("FAILED: ") for line in report.splitlines() if line.startswith("FAILED: ")
+    }
+    assert failed == {
+        "late fulfilment: COMMIT after the deadline",
+        "camt.056 after settlement",
+        "bad signature",
+    }, report
+    assert "FAIL  signed by another key: admi.002 DS0B" in report
+    assert "expected camt.029 RJCR\n" in report and "got camt.029 ACCR (MsgId" in report
+    assert "expected pacs.002 ACSC\n" in report and "got pacs.002 RJCT DS02 (MsgId" in report
+    assert "RESULT: FAIL" in report
