@@ -420,7 +420,7 @@ class CollateralRepository:
         ).all()
         return {str(r.transfer_id): str(r.tx_hash) for r in rows if r.tx_hash is not None}
 
-    def _unused_last_pending_of_kind(self, wallet_id: str, kinds: Sequence[str]) -> str | None:
+    def last_pending_of_kind(self, wallet_id: str, kinds: Sequence[str]) -> str | None:
         """The body of the newest pool row of these kinds (already encoded), if any."""
         row = self.conn.execute(
             sa.select(_pending_t.c.body)

@@ -94,7 +94,7 @@ def poll(uow: UowFactory, sc: Stablecoin) -> PollResult:
         return PollResult(cursor, rewound_from=rewound_from)
     to = min(safe, cursor.block_number + sc.settings.max_block_range)
     events = sc.chain.redeemed_events(cursor.block_number + 1, to)
-    chain_range = collateral_feed.read_range(sc, cursor.block_number + 1, to)
+    chain_range = collateral_feed.read_range(uow, sc, cursor.block_number + 1, to)
     new_cursor = Cursor(sc.contract, to, sc.chain.block_hash(to))
     if events:
         crash_point("redeem.after_event", sc.faults)
@@ -110,10 +110,10 @@ def poll(uow: UowFactory, sc: Stablecoin) -> PollResult:
         current = write.stablecoin.cursor(sc.contract)
         if (current.block_number if current else None) != (start_block if stored else None):
             return ()  # another pass moved the cursor meanwhile: it did this work
-        collateral_feed.pool_events(write, sc, chain_range, events, now)
+        supply = collateral_feed.pool_events(write, sc, chain_range, events, now)
         paid = tuple(r for ev in events if (r := _record(write, sc, ev, now)) is not None)
         stated = collateral_feed.pool_statement(
-            write, sc, chain_range, len(events), to, new_cursor.block_hash, now
+            write, sc, chain_range, supply, len(events), to, new_cursor.block_hash, now
         )
         write.stablecoin.save_cursor(new_cursor, now)
         return paid
