@@ -18,6 +18,7 @@ from gateway.collateral import witnessing
 from gateway.collateral.store import CollateralUnitOfWork
 from gateway.config import Settings
 from gateway.db import utcnow
+from gateway.errors import GatewayError
 from gateway.ledger import service as ledger
 from gateway.ledger.store import LedgerUnitOfWork
 from gateway.messaging.outbox import OutboxDispatcher, Sender
@@ -28,6 +29,63 @@ from gateway.stablecoin.runtime import Stablecoin
 from gateway.stablecoin.store import StablecoinUnitOfWork
 
 log = logging.getLogger(__name__)
+
+
+class FailureLog:
+    """How one job's failures reach the log. While a dependency is down a job fails at every
+    run, several times a second: the first failure of a run of failures of one kind is logged
+    with its traceback, then one summary line at most every ``every`` seconds while the run
+    lasts, and one line when the job next succeeds. A failure of another kind starts a new run.
+    ``monotonic`` gives the seconds these intervals are measured in."""
+
+    def __init__(self, job: str, monotonic: Callable[[], float], every: float = 30.0) -> None:
+        self.job = job
+        self.monotonic = monotonic
+        self.every = every
+        self.kind: str | None = None
+        """The kind of the failures of the current run (None: the job is not failing)."""
+        self.failures = 0
+        self.unreported = 0
+        self.since = 0.0
+        self.reported_at = 0.0
+
+    @staticmethod
+    def kind_of(exc: BaseException) -> str:
+        code = exc.code if isinstance(exc, GatewayError) else None
+        return f"{type(exc).__module__}.{type(exc).__qualname__}" + (f" {code}" if code else "")
+
+    def failed(self, exc: BaseException) -> None:
+        now, kind = self.monotonic(), self.kind_of(exc)
+        if kind != self.kind:
+            self.kind, self.failures, self.unreported = kind, 1, 0
+            self.since = self.reported_at = now
+            log.error("job %s failed", self.job, exc_info=exc)
+            return
+        self.failures += 1
+        self.unreported += 1
+        if now - self.reported_at >= self.every:
+            log.error(
+                "job %s still failing: %d more failures in %.0f s, %d since it began %.0f s "
+                "ago; the last: %s",
+                self.job,
+                self.unreported,
+                now - self.reported_at,
+                self.failures,
+                now - self.since,
+                exc,
+            )
+            self.unreported, self.reported_at = 0, now
+
+    def succeeded(self) -> None:
+        if self.kind is None:
+            return
+        log.warning(
+            "job %s recovered after %d failures in %.0f s",
+            self.job,
+            self.failures,
+            self.monotonic() - self.since,
+        )
+        self.kind = None
 
 
 class Jobs:
@@ -74,6 +132,7 @@ class Jobs:
         most of these jobs run every second or more often. Until then no other replica can
         take it, so running meanwhile is as safe as right after a renewal."""
         held_until = 0.0
+        failures = FailureLog(name, self.monotonic)
 
         def run() -> None:
             nonlocal held_until
@@ -85,8 +144,9 @@ class Jobs:
                         return
                     held_until = now + ttl.total_seconds()
                 fn()
-            except Exception:  # a job failure must not kill the scheduler; it runs again
-                log.exception("job %s failed", name)
+                failures.succeeded()
+            except Exception as exc:  # a job failure must not kill the scheduler; it runs again
+                failures.failed(exc)
 
         return run
 
@@ -206,4 +266,4 @@ class Jobs:
             leases.release(self.engine, name, self.holder)
 
 
-__all__ = ["Jobs"]
+__all__ = ["FailureLog", "Jobs"]
