@@ -42,11 +42,15 @@ HTTP_STATUS_BY_KIND: dict[ErrorKind, int] = {
 
 
 class GatewayError(Exception):
-    """Base of all deliberate errors. ``detail`` is safe to show to the caller."""
+    """Base of all deliberate errors. ``detail`` is safe to show to the caller unless
+    ``detail_is_public`` says otherwise."""
 
     code: ClassVar[str] = "GATEWAY_ERROR"
     kind: ClassVar[ErrorKind] = "unprocessable"
     title: ClassVar[str] = "Request refused"
+    detail_is_public: ClassVar[bool] = True
+    """False where ``detail`` names internal systems (a node's address, its own words): an
+    HTTP answer then carries ``title`` as its detail, and the full ``detail`` goes to the log."""
 
     def __init__(self, detail: str = "", **extra: Any) -> None:
         super().__init__(detail or self.title)

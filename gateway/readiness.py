@@ -30,6 +30,7 @@ from gateway.collateral.runtime import CollateralLog
 from gateway.collateral.store import CollateralUnitOfWork
 from gateway.config import Settings
 from gateway.db import schema_revisions, utcnow
+from gateway.errors import GatewayError
 from gateway.stablecoin.runtime import Stablecoin
 
 
@@ -145,6 +146,8 @@ def _guarded(probe: Probe) -> Check:
     try:
         return probe()
     except Exception as exc:  # the dependency is down: that is the answer, not an error
+        if isinstance(exc, GatewayError) and not exc.detail_is_public:
+            return Check(False, f"unreachable: {type(exc).__name__}: {exc.title}")
         text = str(exc).splitlines()[0][:200] if str(exc) else ""
         return Check(False, f"unreachable: {type(exc).__name__}{': ' + text if text else ''}")
 

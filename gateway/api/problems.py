@@ -60,7 +60,8 @@ def gateway_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response
     status = HTTP_STATUS_BY_KIND[exc.kind]
     if status >= 500:
         log.warning("%s: %s", exc.code, exc.detail)
-    return problem(status, exc.code, exc.title, exc.detail, **exc.extra)
+    detail = exc.detail if exc.detail_is_public else exc.title
+    return problem(status, exc.code, exc.title, detail, **exc.extra)
 
 
 def http_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:

@@ -52,7 +52,8 @@ class StablecoinChain:
 
     ``confirmations``, ``poll_latency``, ``receipt_timeout``, ``gas_margin`` and
     ``fee_cache_seconds`` tune how its transactions are sent and awaited
-    (:class:`~gateway.stablecoin.transactions.TransactionSender`).
+    (:class:`~gateway.stablecoin.transactions.TransactionSender`); ``chain_id`` is the chain
+    the node must serve (None: whichever it does). Making a client asks the node nothing.
     """
 
     def __init__(
@@ -66,6 +67,7 @@ class StablecoinChain:
         receipt_timeout: float = 60.0,
         gas_margin: float = 1.2,
         fee_cache_seconds: float = 0.0,
+        chain_id: int | None = None,
     ) -> None:
         if confirmations < 1:
             raise InvalidChainInput("confirmations must be at least 1 (1 = mined)")
@@ -79,6 +81,7 @@ class StablecoinChain:
             receipt_timeout=receipt_timeout,
             gas_margin=gas_margin,
             fee_cache_seconds=fee_cache_seconds,
+            chain_id=chain_id,
         )
         self._address: ChecksumAddress | None = None
         self._token_name: str | None = None
@@ -95,13 +98,14 @@ class StablecoinChain:
     def from_settings(
         cls, settings: StablecoinSettings, w3: Web3 | None = None, **kwargs: Any
     ) -> StablecoinChain:
-        """A client per ``settings`` (rpc_url, contract_address, confirmations). Pass ``w3`` for
-        the embedded dev chain (empty ``rpc_url``), e.g. ``start_devchain().w3``."""
+        """A client per ``settings`` (rpc_url, contract_address, confirmations, chain_id). Pass
+        ``w3`` for the embedded dev chain (empty ``rpc_url``), e.g. ``start_devchain().w3``."""
         if w3 is None:
             if not settings.rpc_url:
                 raise InvalidChainInput("no rpc_url: start a dev chain and pass its w3")
             w3 = http_web3(settings.rpc_url)
         kwargs.setdefault("confirmations", settings.confirmations)
+        kwargs.setdefault("chain_id", settings.chain_id)
         return cls(w3, settings.contract_address, **kwargs)
 
     # ------------------------------------------------------------------ identity

@@ -32,8 +32,12 @@ from gateway.stablecoin.contract import ContractArtifact, DecodedRevert
 
 
 class ChainUnavailable(Unavailable):
+    """``detail`` is the node's own reason, often with its address: it goes to the log, and a
+    client sees the title."""
+
     code = "CHAIN_UNAVAILABLE"
     title = "The chain node is unreachable or refused the request"
+    detail_is_public = False
 
 
 class TransactionNotConfirmed(Unavailable):

@@ -71,7 +71,8 @@ class Stablecoin:
 
     @classmethod
     def from_settings(cls, settings: Settings, w3: Web3 | None = None) -> Stablecoin:
-        """Needs ``contract_address`` and ``operator_key``; ``w3`` for the in-process chain."""
+        """Needs ``contract_address`` and ``operator_key``; ``w3`` for the in-process chain.
+        Without ``chain_id`` the node is asked for it (ChainUnavailable while it is down)."""
         sc = settings.stablecoin
         if not sc.contract_address or sc.operator_key is None:
             raise StablecoinNotConfigured(
@@ -88,8 +89,12 @@ class Stablecoin:
         )
         attestor = account_from_key(sc.attestor_key.get_secret_value()) if sc.attestor_key else None
         wallet_id = sc.segregated_wallet_id or default_segregated_wallet_id(sc.contract_address)
+        # With the chain id configured, nothing here asks the node, so a replica starts while
+        # the node is down (its chain routes answer 503 until it is back); the client checks
+        # the node serves that chain before the first transaction.
+        chain_id = sc.chain_id if sc.chain_id is not None else chain.chain_id
         collateral = CollateralLog.from_settings(
-            settings, chain_id=chain.chain_id, contract=str(chain.address), wallet_id=wallet_id
+            settings, chain_id=chain_id, contract=str(chain.address), wallet_id=wallet_id
         )
         return cls(
             settings=sc,

@@ -92,7 +92,8 @@ class TransactionSender:
     itself included (1 = mined). ``poll_latency`` is the pause between receipt polls: keep it
     small, web3 (not the node) is the bottleneck on a local chain. ``fee_cache_seconds``: reuse
     the pending block's base fee this long (0: read it for every transaction); the max fee is
-    twice the base fee, so a second of staleness is safe.
+    twice the base fee, so a second of staleness is safe. ``chain_id``: the chain the node
+    must serve (None: whichever it does), checked when the chain id is first needed.
     """
 
     def __init__(
@@ -105,6 +106,7 @@ class TransactionSender:
         receipt_timeout: float = 60.0,
         gas_margin: float = 1.2,
         fee_cache_seconds: float = 0.0,
+        chain_id: int | None = None,
     ) -> None:
         if confirmations < 1:
             raise InvalidChainInput("confirmations must be at least 1 (1 = mined)")
@@ -119,6 +121,7 @@ class TransactionSender:
         self.nonces = NonceAllocator(
             lambda addr: int(self.w3.eth.get_transaction_count(addr, "pending"))
         )
+        self._expected_chain_id = chain_id
         self._chain_id: int | None = None
         self._priority_fee: int | None = None
 
@@ -126,7 +129,11 @@ class TransactionSender:
     def chain_id(self) -> int:
         if self._chain_id is None:
             with translating(self.artifact, "eth_chainId"):
-                self._chain_id = int(self.w3.eth.chain_id)
+                served = int(self.w3.eth.chain_id)
+            expected = self._expected_chain_id
+            if expected is not None and served != expected:
+                raise ChainUnavailable(f"the node serves chain {served}, not chain {expected}")
+            self._chain_id = served
         return self._chain_id
 
     def send(
