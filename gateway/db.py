@@ -356,7 +356,11 @@ class SqlUnitOfWork:
         assert self._tx is not None
         self._committing = True
         with translate_db_errors():
+            self._commit_pending()
             self._tx.commit()
+
+    def _commit_pending(self) -> None:
+        """Subclasses send here what they held back to go with the COMMIT."""
 
     def rollback(self) -> None:
         if self._tx is not None and self._tx.is_active:

@@ -13,7 +13,7 @@ the hot path, are :mod:`gateway.ledger.store`'s.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any, NoReturn, cast
 
@@ -147,8 +147,15 @@ class HotPathLedgerSql:
     """The reads and writes every ledger command runs, on one connection inside the caller's
     transaction, through the driver's own cursor."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, *, commit_with_writes: bool = False) -> None:
+        """``commit_with_writes``: the caller commits right after the writes (the ledger's own
+        units of work), so on PostgreSQL the writes' pipeline stays open for the COMMIT
+        (:meth:`commit_with_writes`); anything else that runs on the connection before it must
+        call :meth:`settle` first (the reads here do)."""
         self.conn = conn
+        self._defer = commit_with_writes and conn.dialect.name != "sqlite"
+        self._open: Any = None
+        """The writes' pipeline (a psycopg context manager), open until the commit."""
         self._pg = conn.dialect.name != "sqlite"
         self._for_update = self._pg
         self._ts: Callable[[datetime | None], Any] = _pg_ts if self._pg else _sqlite_ts
@@ -218,25 +225,78 @@ class HotPathLedgerSql:
     def pipelined(self) -> Iterator[None]:
         """Send the writes inside the block in one network round trip (psycopg pipeline mode).
 
-        Errors surface when the block ends, still as SQLAlchemy exceptions; on SQLite (no
-        network) this does nothing.
+        Errors surface when the block ends (or, when the COMMIT goes with the writes, at the
+        commit), still as SQLAlchemy exceptions; on SQLite (no network) this does nothing.
         """
         if not self._pg:
             yield
             return
-        driver = self.conn.connection.driver_connection
+        with self._pipeline(keep_open=self._defer):
+            yield
+
+    @contextmanager
+    def _pipeline(self, *, keep_open: bool = False) -> Iterator[None]:
+        self.settle()
+        pipeline = self.conn.connection.driver_connection.pipeline()  # type: ignore[union-attr]
+        pipeline.__enter__()
         try:
-            with driver.pipeline():  # type: ignore[union-attr]
-                yield
+            yield
+        except BaseException as exc:
+            self._end(pipeline, exc)
+            raise
+        if keep_open:
+            self._open = pipeline
+        else:
+            self._end(pipeline)
+
+    def _end(self, pipeline: Any, exc: BaseException | None = None) -> None:
+        """Leave a pipeline, waiting for all it sent: one round trip. Its errors are raised
+        as SQLAlchemy's (an error of the block, ``exc``, wins)."""
+        try:
+            if exc is None:
+                pipeline.__exit__(None, None, None)
+            else:
+                pipeline.__exit__(type(exc), exc, exc.__traceback__)
         except sa.exc.DBAPIError:
             raise
+        except Exception as error:
+            if error is exc:
+                raise
+            self._fail(error, "pipeline", None)
+
+    def settle(self) -> None:
+        """Wait for writes still in the open pipeline, before reading anything."""
+        if self._open is not None:
+            pipeline, self._open = self._open, None
+            self._end(pipeline)
+
+    def commit_with_writes(self) -> None:
+        """Send COMMIT behind the writes still in the pipeline and wait for both: one round
+        trip where the writes and the commit took two. The transaction is then over in the
+        database (the caller's commit finds nothing left to do); a failed write or commit is
+        raised here, as the commit's error."""
+        if self._open is None:
+            return
+        pipeline, self._open = self._open, None
+        try:
+            self._cur().execute("COMMIT")
         except Exception as exc:
-            self._fail(exc, "pipeline", None)
+            self._end(pipeline, exc)
+            raise
+        self._end(pipeline)
+
+    def abandon(self) -> None:
+        """Leave an open pipeline without its results: the transaction is rolling back."""
+        if self._open is not None:
+            pipeline, self._open = self._open, None
+            with suppress(Exception):
+                pipeline.__exit__(None, None, None)
 
     def _select_by_ids(
         self, table: str, cols: str, ids: Collection[str], *, lock: bool
     ) -> list[tuple[Any, ...]]:
         ordered = sorted(ids)
+        self.settle()
         if self._pg:
             if len(ordered) == 1:
                 sql = f"SELECT {cols} FROM {table} WHERE id = %s"
@@ -339,7 +399,7 @@ class HotPathLedgerSql:
         elif wallet_ids:
             queries.append((_PG_WALLETS_FOR_UPDATE, (sorted(wallet_ids),)))
         cursors = [driver.cursor() for _ in queries]
-        with self.pipelined():  # its end waits for every result: one round trip
+        with self._pipeline():  # its end waits for every result: one round trip
             for cur, (sql, params) in zip(cursors, queries, strict=True):
                 try:
                     cur.execute(sql, params)

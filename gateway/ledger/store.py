@@ -143,6 +143,10 @@ class SqlLedgerRepository(HotPathLedgerSql):
     (:class:`~gateway.ledger.rawsql.HotPathLedgerSql`) and, here, the reads off it (history,
     expiry, the invariant check's totals) as SQLAlchemy Core queries on the tables."""
 
+    def _run(self, q: sa.Executable) -> Any:
+        self.settle()  # writes left for the COMMIT first: the query must see them
+        return self.conn.execute(q)
+
     def history(self, wallet_id: str, after_seq: int, limit: int) -> list[Entry]:
         q = (
             entry_t.select()
@@ -150,7 +154,7 @@ class SqlLedgerRepository(HotPathLedgerSql):
             .order_by(entry_t.c.seq)
             .limit(limit)
         )
-        return [_entry(r) for r in self.conn.execute(q)]
+        return [_entry(r) for r in self._run(q)]
 
     def expired_lock_ids(self, now: datetime, limit: int) -> list[str]:
         q = (
@@ -159,7 +163,7 @@ class SqlLedgerRepository(HotPathLedgerSql):
             .order_by(lock_t.c.expires_at)
             .limit(limit)
         )
-        return list(self.conn.execute(q).scalars())
+        return list(self._run(q).scalars())
 
     def has_pending_locks_to(self, wallet_id: str) -> bool:
         q = (
@@ -169,14 +173,14 @@ class SqlLedgerRepository(HotPathLedgerSql):
             )
             .limit(1)
         )
-        return self.conn.execute(q).first() is not None
+        return self._run(q).first() is not None
 
     def all_wallets(self) -> list[Wallet]:
-        return [_wallet(r) for r in self.conn.execute(wallet_t.select().order_by(wallet_t.c.id))]
+        return [_wallet(r) for r in self._run(wallet_t.select().order_by(wallet_t.c.id))]
 
     def wallets_owned(self, owner: str, kind: WalletKind) -> list[Wallet]:
         q = wallet_t.select().where(wallet_t.c.owner == owner, wallet_t.c.kind == kind.value)
-        return [_wallet(r) for r in self.conn.execute(q.order_by(wallet_t.c.id))]
+        return [_wallet(r) for r in self._run(q.order_by(wallet_t.c.id))]
 
     def pending_reserved_by_wallet(self) -> dict[str, int]:
         q = (
@@ -184,13 +188,13 @@ class SqlLedgerRepository(HotPathLedgerSql):
             .where(lock_t.c.state == LockState.PENDING.value)
             .group_by(lock_t.c.debit_wallet_id)
         )
-        return {wid: int(total) for wid, total in self.conn.execute(q)}
+        return {wid: int(total) for wid, total in self._run(q)}
 
     def transfer_totals(self) -> dict[TransferKind, int]:
         q = sa.select(transfer_t.c.kind, sa.func.sum(transfer_t.c.amount)).group_by(
             transfer_t.c.kind
         )
-        return {TransferKind(kind): int(total) for kind, total in self.conn.execute(q)}
+        return {TransferKind(kind): int(total) for kind, total in self._run(q)}
 
     def entry_totals_by_wallet(self) -> dict[str, tuple[int, int]]:
         q = sa.select(
@@ -198,18 +202,40 @@ class SqlLedgerRepository(HotPathLedgerSql):
             sa.func.sum(entry_t.c.posted_delta),
             sa.func.sum(entry_t.c.reserved_delta),
         ).group_by(entry_t.c.wallet_id)
-        return {wid: (int(p), int(r)) for wid, p, r in self.conn.execute(q)}
+        return {wid: (int(p), int(r)) for wid, p, r in self._run(q)}
 
 
 class LedgerUnitOfWork(SqlUnitOfWork):
     """A transaction with the ledger and the outbox: what the ledger service needs."""
 
     ledger: SqlLedgerRepository
-    outbox: OutboxRepository
 
     def _bind(self, conn: Connection) -> None:
-        self.ledger = SqlLedgerRepository(conn)
-        self.outbox = OutboxRepository(conn)
+        # The ledger's use cases commit right after their writes, so on PostgreSQL the COMMIT
+        # goes with them (one round trip); whatever else uses the transaction first (the
+        # outbox, the connection) waits for the writes.
+        self.ledger = SqlLedgerRepository(conn, commit_with_writes=True)
+        self._outbox = OutboxRepository(conn)
+
+    @property
+    def outbox(self) -> OutboxRepository:
+        self.ledger.settle()
+        return self._outbox
+
+    @property
+    def conn(self) -> Connection:
+        connection = super().conn
+        self.ledger.settle()
+        return connection
+
+    def _commit_pending(self) -> None:
+        self.ledger.commit_with_writes()
+
+    def rollback(self) -> None:
+        ledger: SqlLedgerRepository | None = getattr(self, "ledger", None)
+        if ledger is not None:
+            ledger.abandon()
+        super().rollback()
 
 
 __all__ = [
