@@ -117,14 +117,17 @@ class CountingConnection(psycopg.Connection[Any]):
         try:
             return super().wait(gen, *args, **kw)
         finally:
-            began = idle and self.pgconn.transaction_status != pq.TransactionStatus.IDLE
+            now_idle = self.pgconn.transaction_status == pq.TransactionStatus.IDLE
+            # A COMMIT sent as a statement (in a pipeline, behind the writes) ends a
+            # transaction too: the cursor counted its statement.
+            ended = 1 if not idle and now_idle else 0
             if name in _ENDS and not idle:
-                _add(statements=1, round_trips=trips, transactions=1)
-            elif began:
+                _add(statements=1, round_trips=trips, transactions=ended)
+            elif idle and not now_idle:
                 # psycopg sent BEGIN first and waited for it, in a pipeline too (it syncs).
                 _add(statements=1, round_trips=trips + 1)
             else:
-                _add(round_trips=trips)
+                _add(round_trips=trips, transactions=ended)
 
     @classmethod
     def connect(cls, *args: Any, **kw: Any) -> Any:
