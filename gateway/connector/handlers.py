@@ -1,8 +1,9 @@
 """The connector's protocol: one handler per inbound message type (pacs.002, camt.029,
 pacs.028, admi.002) and one for the decision, each working in the caller's unit of work
-(:class:`~gateway.connector.outbox.Work`) and recording there what it produced: outbox rows to
-hand to the lanes once committed, and the fault steps reached. None of them commits or calls
-back into the runtime.
+(:class:`~gateway.connector.outbox.Work`), reading and writing the tables through the
+repository (:class:`~gateway.connector.repository.Repository`), and recording in the unit of
+work what it produced: outbox rows to hand to the lanes once committed, and the fault steps
+reached. None of them commits or calls back into the runtime.
 
 The decision is THE decision of a PvP (``decisions`` row, final by the store's triggers),
 taken in the same transaction as the outbox rows that deliver it: COMMIT once both legs are
@@ -23,11 +24,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.config import Settings
-from gateway.connector import store
 from gateway.connector.faults import Faults
 from gateway.connector.messages import decision_message, decision_status, new_id, original
-from gateway.connector.model import Decision, DecisionKind, LegStatus, PvPState
+from gateway.connector.model import DecisionKind, LegStatus, PvPState
 from gateway.connector.outbox import Outbox, Outgoing, Step, Work, logged
+from gateway.connector.repository import Repository, SqlRepository
 from gateway.connector.sim import SimulatedNetworks
 from gateway.connector.store import Found, LegRow, PvPRow, now_ms
 from gateway.iso20022 import (
@@ -39,30 +40,22 @@ from gateway.iso20022 import (
     Pacs028,
     TransactionStatus,
 )
-from gateway.sqlite.fastsql import run
 
 log = logging.getLogger(__name__)
 
 
-def update_leg(work: Work, leg: LegRow, **values: Any) -> None:
-    run(work.conn, store.UPDATE_LEG, {"k_pvp": leg.pvp_id, "k_leg": leg.leg, **values})
-
-
-def complete(work: Work, pvp_id: str) -> None:
-    """Settled or cancelled once every network acknowledged (``PvP.complete``, in SQL)."""
-    run(work.conn, store.COMPLETE_PVP, {"k_id": pvp_id})
-
-
-def decision_of(work: Work, pvp_id: str) -> Decision | None:
-    return store.read_decision(work.conn, pvp_id)
-
-
 class Handlers:
     """The handlers, with what they need: the settings, the outbox's message builder, the
-    simulated banks (for answers in the sender's transaction) and the fault rules."""
+    simulated banks (for answers in the sender's transaction), the fault rules and the
+    repository of the connector's tables (by default the SQL one)."""
 
     def __init__(
-        self, settings: Settings, outbox: Outbox, sim: SimulatedNetworks, faults: Faults
+        self,
+        settings: Settings,
+        outbox: Outbox,
+        sim: SimulatedNetworks,
+        faults: Faults,
+        repo: Repository | None = None,
     ) -> None:
         self.settings = settings
         self.cfg = settings.connector
@@ -71,6 +64,7 @@ class Handlers:
         self.outbox = outbox
         self.sim = sim
         self.faults = faults
+        self.repo: Repository = SqlRepository() if repo is None else repo
 
     # --- writing what to send -----------------------------------------------------------
 
@@ -91,7 +85,7 @@ class Handlers:
         for item in inline:
             item.outbox["sent_at"] = item.outbox["created_at"]
             item.outbox["attempts"] = 1
-        run(work.conn, store.INSERT_OUTBOX, [item.outbox for item in items])
+        self.repo.insert_outbox(work, [item.outbox for item in items])
         work.log.extend(item.log for item in items)
         for item in inline:
             msg = item.message
@@ -130,12 +124,8 @@ class Handlers:
 
     def seen(self, work: Work, msg: Message, sender: str, sha: str) -> bool:
         """Whether the message was received before (same bytes); DU01 for other bytes."""
-        old = run(
-            work.conn,
-            store.SELECT_INBOX_SHA,
-            {"sender_bic": sender, "msg_def_id": msg.MESSAGE_ID, "msg_id": msg.id},
-        ).first()
-        if old is not None and old.sha256 != sha:
+        old = self.repo.inbox_sha(work, sender, msg.MESSAGE_ID, msg.id)
+        if old is not None and old != sha:
             raise MessageRejected(
                 "DU01", "message id already received with other content", msg_id=msg.id
             )
@@ -153,7 +143,7 @@ class Handlers:
             "received_at": now_ms(),
             "processed": processed,
         }
-        run(work.conn, store.INSERT_INBOX, row)
+        self.repo.insert_inbox(work, row)
 
     def process(self, work: Work, msg: Message, sender: str, raw: bytes) -> bool:
         """Apply an inbound message in ``work``'s transaction; whether it concerned a PvP
@@ -177,13 +167,9 @@ class Handlers:
         return bool(touched)
 
     def leg_by_uetr(self, work: Work, uetr: str) -> Found | None:
-        """The leg of ``uetr`` with its PvP and decision, in one read."""
-        conn = work.conn
-        if conn.dialect.name != "sqlite":
-            # Lock the PvP first, then read (at once, or another transaction's change could be
-            # missed); SQLite's writer lock already serialises every writing transaction.
-            run(conn, store.LOCK_PVP_OF_UETR, {"uetr": uetr}).all()
-        return store.find_leg(conn, uetr)
+        """The leg of ``uetr`` with its PvP and decision, the PvP locked (one read on SQLite,
+        whose writer lock serialises the writers already)."""
+        return self.repo.find_leg(work, uetr)
 
     def on_pacs002(self, work: Work, msg: Pacs002, sender: str) -> list[str]:
         """A network's status of legs: ACSP (locked), ACSC (settled), RJCT."""
@@ -203,7 +189,7 @@ class Handlers:
         if st.status == "ACSP":
             if leg.status is LegStatus.INSTRUCTED:
                 locked = leg.lock(now_ms())
-                update_leg(work, row, status=locked.status, locked_at=locked.locked_at)
+                self.repo.update_leg(work, row, status=locked.status, locked_at=locked.locked_at)
                 work.steps.append(Step("received_acsp", pvp.id))
             if decision is None:
                 self.try_commit(work, pvp)
@@ -211,20 +197,22 @@ class Handlers:
                 # Locked after the abort (a late or re-sent pacs.009): cancel it again, and
                 # wait for a new camt.029 even if an earlier one came.
                 relocked = leg.lock_after_abort()
-                update_leg(work, row, status=relocked.status, acknowledged=relocked.acknowledged)
-                run(work.conn, store.UPDATE_PVP, {"k_id": pvp.id, "state": PvPState.ABORTED})
+                self.repo.update_leg(
+                    work, row, status=relocked.status, acknowledged=relocked.acknowledged
+                )
+                self.repo.update_pvp(work, pvp.id, PvPState.ABORTED)
                 self.send_decisions(work, pvp, [row], DecisionKind.ABORT, decision.reason)
         elif st.status == "ACSC":
             if decision is None or not decision.is_commit:
                 log.critical("PvP %s leg %s settled without COMMIT", pvp.id, leg.leg)
             settled = leg.settle()
-            update_leg(work, row, status=settled.status, acknowledged=True)
-            complete(work, pvp.id)
+            self.repo.update_leg(work, row, status=settled.status, acknowledged=True)
+            self.repo.complete(work, pvp.id)
             work.steps.append(Step("acknowledged", pvp.id))
         elif st.status == "RJCT":
             if leg.status is LegStatus.INSTRUCTED:
                 rejected = leg.reject(st.reason)
-                update_leg(work, row, status=rejected.status, reason=rejected.reason)
+                self.repo.update_leg(work, row, status=rejected.status, reason=rejected.reason)
                 if decision is None:
                     detail = f"leg {leg.leg} rejected by {row.network_bic}"
                     self.decide(work, pvp, DecisionKind.ABORT, st.reason or "NARR", detail)
@@ -232,8 +220,8 @@ class Handlers:
                 decision is not None and decision.kind is DecisionKind.ABORT and st.reason == "DS02"
             ):
                 released = leg.release_after_abort()
-                update_leg(work, row, status=released.status, acknowledged=True)
-                complete(work, pvp.id)
+                self.repo.update_leg(work, row, status=released.status, acknowledged=True)
+                self.repo.complete(work, pvp.id)
             else:
                 log.error(
                     "PvP %s leg %s: RJCT %s in state %s", pvp.id, leg.leg, st.reason, leg.status
@@ -251,8 +239,8 @@ class Handlers:
             answered = row.as_leg().cancellation_answered(refused=res.status == "RJCR")
             if answered.status is LegStatus.REFUSED:
                 log.critical("PvP %s: %s refused the cancellation of %s", pvp.id, sender, row.leg)
-            update_leg(work, row, status=answered.status, acknowledged=True)
-            complete(work, pvp.id)
+            self.repo.update_leg(work, row, status=answered.status, acknowledged=True)
+            self.repo.complete(work, pvp.id)
             work.steps.append(Step("acknowledged", pvp.id))
         return touched
 
@@ -277,7 +265,7 @@ class Handlers:
             if decision is None and pvp.as_pvp().past_margin(now_ms(), self.margin):
                 detail = "deadline passed (asked by pacs.028)"
                 self.decide(work, pvp, DecisionKind.ABORT, "TMOT", detail)
-                decision = decision_of(work, pvp.id)
+                decision = self.repo.read_decision(work, pvp.id)
             elif (
                 decision is not None
                 and decision.kind is DecisionKind.ABORT
@@ -301,14 +289,14 @@ class Handlers:
             msg.reason,
             msg.description,
         )
-        row = run(work.conn, store.SELECT_OUTBOX_PVP_BY_MSG_ID, {"msg_id": msg.related_ref}).first()
-        return [row.pvp_id] if row is not None and row.pvp_id else []
+        pvp_id = self.repo.pvp_of_message(work, msg.related_ref)
+        return [pvp_id] if pvp_id else []
 
     # --- the decision -------------------------------------------------------------------
 
     def try_commit(self, work: Work, pvp: PvPRow) -> None:
         """COMMIT if both legs are locked before ``deadline - margin``."""
-        rows = store.read_legs(work.conn, pvp.id)
+        rows = self.repo.read_legs(work, pvp.id)
         now = now_ms()
         if pvp.as_pvp().may_commit([r.as_leg() for r in rows], now, self.margin):
             detail = "both legs locked in time"
@@ -316,8 +304,7 @@ class Handlers:
 
     def abort_if_overdue(self, work: Work, pvp_id: str) -> bool:
         """ABORT (TMOT) a PvP still pending past ``deadline - margin``; whether it did."""
-        conn = work.conn
-        row = store.read_pvp(conn, pvp_id, for_update=conn.dialect.name != "sqlite")
+        row = self.repo.read_pvp(work, pvp_id, for_update=True)
         pvp = row.as_pvp()
         if pvp.state is not PvPState.PENDING or not pvp.past_margin(now_ms(), self.margin):
             return False
@@ -337,7 +324,7 @@ class Handlers:
         """Record THE decision and queue its delivery to every leg, in ``work``
         (``leg_rows``: the PvP's legs if the caller just read them in it; ``now``: when the
         caller found it due, the moment the commit rule was checked at)."""
-        if decision_of(work, pvp.id) is not None:
+        if self.repo.read_decision(work, pvp.id) is not None:
             return
         now = now_ms() if now is None else now
         current = pvp.as_pvp()
@@ -346,17 +333,10 @@ class Handlers:
             decided, made = current.commit(legs, now, self.margin, detail[:300])
         else:
             decided, made = current.abort(reason or "NARR", detail[:300], now)
-        row = {
-            "pvp_id": pvp.id,
-            "decision": made.kind.value,
-            "reason": reason,
-            "detail": made.detail,
-            "decided_at": made.decided_at,
-        }
-        run(work.conn, store.INSERT_DECISION, row)
-        run(work.conn, store.UPDATE_PVP, {"k_id": pvp.id, "state": decided.state})
+        self.repo.insert_decision(work, made)
+        self.repo.update_pvp(work, pvp.id, decided.state)
         if leg_rows is None:
-            leg_rows = store.read_legs(work.conn, pvp.id)
+            leg_rows = self.repo.read_legs(work, pvp.id)
         self.send_decisions(work, pvp, leg_rows, decision, reason)
         log.info("PvP %s: %s (%s)", pvp.id, decision, detail)
         work.steps.insert(0, Step("decided", pvp.id))
@@ -396,35 +376,34 @@ class Handlers:
             updates.append(update)
         self.write_outgoing(work, outgoing)
         if updates:
-            run(work.conn, store.UPDATE_LEG, updates)
+            self.repo.update_legs(work, updates)
 
     def redeliver(self, work: Work, pvp_id: str, leg_name: str) -> None:
         """Send a decision a network has not acknowledged again, unless it is not even sent
         yet, or was delivered less than a period ago (count from the delivery)."""
-        conn = work.conn
-        pvp = store.read_pvp(conn, pvp_id)
-        leg = store.read_leg(conn, pvp_id, leg_name)
-        delivery = run(
-            conn, store.DELIVERY_STATE, {"pvp_id": pvp_id, "destination_bic": leg.network_bic}
-        ).one()
-        decision = decision_of(work, pvp_id)
+        pvp = self.repo.read_pvp(work, pvp_id)
+        leg = self.repo.read_leg(work, pvp_id, leg_name)
+        delivery = self.repo.delivery_state(work, pvp_id, leg.network_bic)
+        decision = self.repo.read_decision(work, pvp_id)
         if leg.acknowledged or decision is None:
             return
         if delivery.unsent or leg.decision_queued:
             # Not even sent yet (a backlog): wait another period, no new message.
-            update_leg(work, leg, decision_sent_at=now_ms(), redeliver_at=self.redeliver_at(leg))
+            self.repo.update_leg(
+                work, leg, decision_sent_at=now_ms(), redeliver_at=self.redeliver_at(leg)
+            )
             return
         delivered = delivery.last_sent_at
         if delivered is not None and now_ms() < delivered + self.cfg.redeliver_after_ms:
             # Delivered (202: stored by the receiver) less than a period ago: its answer may
             # still be queued behind a backlog over there. Re-sending now only adds to that
             # backlog (every copy is answered again): count the period from the delivery.
-            update_leg(work, leg, redeliver_at=self.redeliver_at(leg, since=delivered))
+            self.repo.update_leg(work, leg, redeliver_at=self.redeliver_at(leg, since=delivered))
             return
         log.info("PvP %s: re-sending %s to %s", pvp_id, decision.kind, leg.network_bic)
-        update_leg(work, leg, redeliveries=leg.redeliveries + 1)
-        leg = store.read_leg(conn, pvp_id, leg_name)
+        self.repo.update_leg(work, leg, redeliveries=leg.redeliveries + 1)
+        leg = self.repo.read_leg(work, pvp_id, leg_name)
         self.send_decisions(work, pvp, [leg], decision.kind, decision.reason)
 
 
-__all__ = ["Found", "Handlers", "complete", "decision_of", "update_leg"]
+__all__ = ["Found", "Handlers"]
