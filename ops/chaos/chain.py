@@ -2,8 +2,9 @@
 
 A real node that crashes keeps its mined blocks and loses its mempool. anvil keeps everything
 in memory, so before the kill its mining is switched off and its state dumped
-(``anvil_dumpState``: accounts, blocks, receipts, and the state at each past block, which the
-gateway reads: its watcher asks ``totalSupply`` at the block before the range it scans); it
+(``anvil_dumpState(false)``: accounts, blocks, receipts and the current state, without the
+state at each past block, as a pruned node keeps them: the redemption watcher starts each
+range from the supply its newest chain entry records, not from a past block's state); it
 starts again on the same port from that dump (``--load-state``). What it loses is what a
 crashed node loses: transactions sent after mining stopped, which were never mined (their
 senders must send them again).
@@ -96,7 +97,7 @@ class Anvil:
             return
         assert self.proc is not None
         self.rpc("evm_setAutomine", False)
-        dump = self.rpc("anvil_dumpState", True)  # with the past blocks' states
+        dump = self.rpc("anvil_dumpState", False)  # without past blocks' states, as pruned
         pending = self.rpc("txpool_status")
         self.lost_mempool += int(pending.get("pending", "0x0"), 16)
         os.kill(self.proc.pid, signal.SIGKILL)
