@@ -71,7 +71,7 @@ from tests.e2e.pvp.harness import (  # noqa: E402
     DT_WALLET,
     FX_BANK,
     GATEWAY_BIC,
-    PvPWorld,
+    PvPProcesses,
 )
 
 KZT, AED = 1_00, 1
@@ -166,7 +166,7 @@ class Submitter:
         return ids
 
 
-def _wait_settled(world: PvPWorld, expect_aed: int, expect_kzt: int, timeout: float) -> None:
+def _wait_settled(world: PvPProcesses, expect_aed: int, expect_kzt: int, timeout: float) -> None:
     end = time.monotonic() + timeout
     while True:
         aed = world.aed(AED_RECEIVER)["available"]
@@ -182,7 +182,7 @@ def _at(value: str) -> float:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
-def _trail(world: PvPWorld, pvp_id: str) -> list[tuple[str, str, str, float]]:
+def _trail(world: PvPProcesses, pvp_id: str) -> list[tuple[str, str, str, float]]:
     """The PvP's messages as the connector logged them once both legs settled:
     (direction, peer BIC, message, at) in order."""
     end = time.monotonic() + 30
@@ -204,7 +204,7 @@ def _settled_at(trail: list[tuple[str, str, str, float]]) -> float:
     return max(at for d, _, name, at in trail if d == "in" and name.startswith("pacs.002"))
 
 
-def _dt_settled_at(world: PvPWorld, pvp_id: str) -> float:
+def _dt_settled_at(world: PvPProcesses, pvp_id: str) -> float:
     """When the gateway settled the PvP's DT leg: the leg's time, set by the transaction
     that settled it (a settled leg never changes again)."""
     legs = [leg for leg in world.gateway_pvp(pvp_id)["legs"] if leg["state"] == "settled"]
@@ -332,7 +332,7 @@ def _busy_by_thread(
     return ", ".join(f"{g} {s:.0f} %" for s, g in ranked) or "none over 0.5 %"
 
 
-def _cpu_all(world: PvPWorld) -> dict[str, float]:
+def _cpu_all(world: PvPProcesses) -> dict[str, float]:
     assert world.gateway.proc is not None and world.connector.proc is not None
     return {
         "gateway": _cpu_s(world.gateway.proc.pid),
@@ -371,7 +371,7 @@ class PgMeter:
         finally:
             engine.dispose()
 
-    def snapshot(self, world: PvPWorld) -> dict[str, dict[str, float]]:
+    def snapshot(self, world: PvPProcesses) -> dict[str, dict[str, float]]:
         """Each process's counters so far, and the CPU seconds of each backend of its
         database (by pid: backends that ended in between are not counted)."""
         assert world.gateway.proc is not None and world.connector.proc is not None
@@ -415,7 +415,7 @@ class PgMeter:
 
 
 def run_burst(
-    world: PvPWorld,
+    world: PvPProcesses,
     sub: Submitter,
     n: int,
     label: str,
@@ -452,7 +452,7 @@ def _slow_fsyncs(log: Path, since: int) -> tuple[int, float]:
 
 
 def run_latency(
-    world: PvPWorld,
+    world: PvPProcesses,
     sub: Submitter,
     rate: float,
     seconds: float,
@@ -634,7 +634,7 @@ def main() -> None:
         if pin
         else "CPUs: both processes placed by the operating system"
     )
-    world = PvPWorld(
+    world = PvPProcesses(
         tmp,
         gateway_db_url=urls.get("gateway"),
         log_level="WARNING",

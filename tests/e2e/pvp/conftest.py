@@ -8,17 +8,18 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.pvp.harness import PvPWorld
+from tests.e2e.pvp.harness import PvPProcesses
 
 
 @pytest.fixture
-def make_world(tmp_path: Path) -> Iterator[Callable[..., PvPWorld]]:
-    """Build and set up a world (keyword arguments go to :class:`PvPWorld`); stopped at the end."""
-    worlds: list[PvPWorld] = []
+def make_world(tmp_path: Path) -> Iterator[Callable[..., PvPProcesses]]:
+    """Build and set up a world (keyword arguments go to :class:`PvPProcesses`); stopped at the
+    end."""
+    worlds: list[PvPProcesses] = []
 
-    def make(**kw: Any) -> PvPWorld:
+    def make(**kw: Any) -> PvPProcesses:
         setup = kw.pop("setup", {})
-        world = PvPWorld(tmp_path / f"world{len(worlds)}", **kw)
+        world = PvPProcesses(tmp_path / f"world{len(worlds)}", **kw)
         worlds.append(world)
         return world.setup(**setup)
 
@@ -30,5 +31,5 @@ def make_world(tmp_path: Path) -> Iterator[Callable[..., PvPWorld]]:
 
 
 @pytest.fixture
-def world(make_world: Callable[..., PvPWorld]) -> PvPWorld:
+def world(make_world: Callable[..., PvPProcesses]) -> PvPProcesses:
     return make_world()

@@ -1,6 +1,7 @@
-"""Both parties of a PvP as real processes: ``dt-gateway serve`` and ``dt-gateway connector``.
+"""Both parties of a PvP as real processes: ``dt-gateway serve`` and ``dt-gateway connector``
+(for the gateway in this process with a fake connector, see ``tests/support/inprocess_pvp.py``).
 
-:class:`PvPWorld` gives each process its own database (a SQLite file under the test's tmp
+:class:`PvPProcesses` gives each process its own database (a SQLite file under the test's tmp
 directory; the gateway's may be a PostgreSQL URL), migrates the gateway with ``dt-gateway db
 upgrade``, creates API keys with ``dt-gateway keys create``, wires the two parties (the
 connector's certificate pinned in the gateway's settings; the gateway registered at the connector
@@ -46,7 +47,7 @@ PACS009 = "pacs.009.001.08"
 
 
 @dataclass
-class PvPWorld:
+class PvPProcesses:
     """A gateway and a connector, wired to each other, with funded accounts on both sides."""
 
     tmp: Path
@@ -125,7 +126,7 @@ class PvPWorld:
 
     # --- set-up -------------------------------------------------------------------------------
 
-    def setup(self, *, dt: int = 10_000_000_00, aed: int = 100_000_000) -> PvPWorld:
+    def setup(self, *, dt: int = 10_000_000_00, aed: int = 100_000_000) -> PvPProcesses:
         """Migrate, create keys, start both processes, wire them, fund both sides."""
         run_cli(self.gateway_env, "db", "upgrade")
         self.operator_token = json.loads(
@@ -416,7 +417,7 @@ __all__ = [
     "FX_BANK",
     "GATEWAY_BIC",
     "Process",
-    "PvPWorld",
+    "PvPProcesses",
     "Timeout",
     "run_cli",
     "wait_for",

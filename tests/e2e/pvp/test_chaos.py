@@ -18,7 +18,7 @@ from tests.e2e.pvp.harness import (
     AED_RECEIVER,
     CB_WALLET,
     DT_WALLET,
-    PvPWorld,
+    PvPProcesses,
 )
 
 FX_NETWORK = "CBAUAEAA"
@@ -43,14 +43,14 @@ class Trade:
     aed: int
 
 
-def inject_faults(world: PvPWorld) -> None:
+def inject_faults(world: PvPProcesses) -> None:
     """Faults live in the connector's memory: re-armed after each of its restarts."""
     for rule in MESSAGE_FAULTS:
         world.call(world.conn, "POST", "/v1/faults", json=rule)
 
 
 def test_randomized_pvps_with_faults_and_kills_end_atomic_and_reconcile(
-    make_world: Callable[..., PvPWorld],
+    make_world: Callable[..., PvPProcesses],
 ) -> None:
     seed = int(os.environ.get("DT_GATEWAY_TEST_SEED", random.randrange(2**32)))
     rng = random.Random(seed)

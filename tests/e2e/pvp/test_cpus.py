@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.e2e.pvp.harness import AED_RECEIVER, Process, PvPWorld
+from tests.e2e.pvp.harness import AED_RECEIVER, Process, PvPProcesses
 
 
 def _thread_cpus(process: Process) -> set[str]:
@@ -21,7 +21,7 @@ def _thread_cpus(process: Process) -> set[str]:
 
 
 def test_each_process_runs_its_threads_on_its_own_cpus(
-    make_world: Callable[..., PvPWorld],
+    make_world: Callable[..., PvPProcesses],
 ) -> None:
     cpus = sorted(os.sched_getaffinity(0))
     gateway_cpu, connector_cpu = str(cpus[0]), str(cpus[-1])

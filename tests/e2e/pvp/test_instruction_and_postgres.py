@@ -15,13 +15,13 @@ from tests.e2e.pvp.harness import (
     DT_BANK,
     DT_WALLET,
     FX_BANK,
-    PvPWorld,
+    PvPProcesses,
     wait_for,
 )
 
 
 def test_participant_instruction_matched_by_auto_counter_instruction(
-    make_world: Callable[..., PvPWorld],
+    make_world: Callable[..., PvPProcesses],
 ) -> None:
     """HSBK instructs at its gateway; the connector files EBIL's mirror instruction
     (``auto_counter_instruct``); the PvP settles and the instruction follows its DT leg."""
@@ -60,11 +60,11 @@ def test_participant_instruction_matched_by_auto_counter_instruction(
 class TestGatewayOnPostgreSQL:
     @pytest.fixture
     def world(
-        self, make_world: Callable[..., PvPWorld], pg_database_factory: Callable[[], str]
-    ) -> PvPWorld:
+        self, make_world: Callable[..., PvPProcesses], pg_database_factory: Callable[[], str]
+    ) -> PvPProcesses:
         return make_world(gateway_db_url=pg_database_factory())
 
-    def test_settles_and_aborts_atomically(self, world: PvPWorld) -> None:
+    def test_settles_and_aborts_atomically(self, world: PvPProcesses) -> None:
         before = world.wallet(DT_WALLET)["posted"]
         ok = world.trade(kzt=7_000_00, aed=5_60)
         too_much = world.trade(kzt=before + 1, aed=1_00)

@@ -15,16 +15,16 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.e2e.pvp.harness import AED_RECEIVER, CB_WALLET, DT_WALLET, GATEWAY_BIC, PvPWorld
+from tests.e2e.pvp.harness import AED_RECEIVER, CB_WALLET, DT_WALLET, GATEWAY_BIC, PvPProcesses
 
 KILLED = -signal.SIGKILL
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PvPWorld]:
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PvPProcesses]:
     """One pair of processes for the module: each test kills and restarts them, keeping
     their databases, and uses its own PvP ids."""
-    w = PvPWorld(tmp_path_factory.mktemp("pvp-recovery"))
+    w = PvPProcesses(tmp_path_factory.mktemp("pvp-recovery"))
     try:
         yield w.setup()
     finally:
@@ -32,7 +32,7 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PvPWorld]:
 
 
 @pytest.fixture
-def world(shared: PvPWorld) -> Iterator[PvPWorld]:
+def world(shared: PvPProcesses) -> Iterator[PvPProcesses]:
     yield shared
     # Whatever a test left behind: both processes up, without crash points or faults.
     for proc in (shared.connector, shared.gateway):
@@ -45,7 +45,7 @@ def crash_env(*points: str) -> dict[str, str]:
     return {"DT_GATEWAY_FAULTS__CRASH_POINTS": json.dumps(list(points))}
 
 
-def expect_outcome(world: PvPWorld, pvp_id: str, dt_before: int, amount: int) -> str:
+def expect_outcome(world: PvPProcesses, pvp_id: str, dt_before: int, amount: int) -> str:
     view = world.wait_final(pvp_id, timeout=30)
     decision = world.assert_atomic(pvp_id)
     assert view["decision"]["decision"] == decision
@@ -72,7 +72,7 @@ def expect_outcome(world: PvPWorld, pvp_id: str, dt_before: int, amount: int) ->
     ],
 )
 def test_gateway_killed_between_lock_and_commit(
-    world: PvPWorld, point: str, outcome: str, on_receipt: bool
+    world: PvPProcesses, point: str, outcome: str, on_receipt: bool
 ) -> None:
     world.gateway.restart(
         {**crash_env(point), "DT_GATEWAY_PVP__PROCESS_ON_RECEIPT": str(on_receipt).lower()}
@@ -89,7 +89,7 @@ def test_gateway_killed_between_lock_and_commit(
 
 
 def test_gateway_killed_while_locked_past_the_deadline_asks_and_aborts(
-    world: PvPWorld,
+    world: PvPProcesses,
 ) -> None:
     """The gateway locks, then dies for longer than the PvP's deadline: the connector cannot
     have both ACSP in time and aborts; the restarted gateway releases on its camt.056."""
@@ -105,7 +105,7 @@ def test_gateway_killed_while_locked_past_the_deadline_asks_and_aborts(
     assert world.connector_pvp(pvp_id)["decision"]["reason"] == "TMOT"
 
 
-def test_gateway_kill_9_from_outside_while_locked(world: PvPWorld) -> None:
+def test_gateway_kill_9_from_outside_while_locked(world: PvPProcesses) -> None:
     before = world.wallet(DT_WALLET)["posted"]
     cb_before = world.wallet(CB_WALLET)["posted"]
     pvp_id = "PVP-kill-locked-1"
@@ -130,7 +130,7 @@ def test_gateway_kill_9_from_outside_while_locked(world: PvPWorld) -> None:
 
 
 @pytest.mark.parametrize("step", ["matched", "received_acsp", "decided", "sent_decision"])
-def test_connector_killed_after_deciding_and_before_sending(world: PvPWorld, step: str) -> None:
+def test_connector_killed_after_deciding_and_before_sending(world: PvPProcesses, step: str) -> None:
     before = world.wallet(DT_WALLET)["posted"]
     aed_before = world.aed(AED_RECEIVER)["available"]
     world.call(world.conn, "POST", "/v1/faults", json={"kind": "crash_after", "step": step})

@@ -33,7 +33,7 @@ from tests.e2e.pvp.harness import (
     CB_WALLET,
     CONNECTOR_BIC,
     GATEWAY_BIC,
-    PvPWorld,
+    PvPProcesses,
     wait_for,
 )
 
@@ -41,10 +41,10 @@ FX_NETWORK = "CBAUAEAA"  # the simulated UAE central bank inside the connector
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PvPWorld]:
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PvPProcesses]:
     # Decisions are not re-sent for 20 s here, so that a test can hold one back (a delay
     # fault) and see what the gateway does meanwhile.
-    w = PvPWorld(
+    w = PvPProcesses(
         tmp_path_factory.mktemp("pvp-scenarios"),
         connector_settings={"DT_GATEWAY_CONNECTOR__REDELIVER_AFTER_MS": "20000"},
     )
@@ -55,7 +55,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PvPWorld]:
 
 
 @pytest.fixture(autouse=True)
-def _no_faults(world: PvPWorld) -> Iterator[None]:
+def _no_faults(world: PvPProcesses) -> Iterator[None]:
     yield
     world.call(world.conn, "DELETE", "/v1/faults")
 
@@ -64,7 +64,7 @@ def new_pvp_id() -> str:
     return "PVP" + uuid.uuid4().hex[:20]
 
 
-def dt_wallet(world: PvPWorld, amount: int) -> str:
+def dt_wallet(world: PvPProcesses, amount: int) -> str:
     """A fresh participant wallet holding ``amount`` DT."""
     wallet = "w-" + uuid.uuid4().hex[:10]
     world.call(
@@ -78,11 +78,11 @@ def dt_wallet(world: PvPWorld, amount: int) -> str:
     return wallet
 
 
-def fault(world: PvPWorld, **rule: Any) -> None:
+def fault(world: PvPProcesses, **rule: Any) -> None:
     world.call(world.conn, "POST", "/v1/faults", json=rule)
 
 
-def balances(world: PvPWorld, wallet: str) -> dict[str, int]:
+def balances(world: PvPProcesses, wallet: str) -> dict[str, int]:
     w, cb = world.wallet(wallet), world.wallet(CB_WALLET)
     return {
         "dt_payer": w["posted"],
@@ -98,7 +98,9 @@ def statuses(messages: list[Any]) -> list[tuple[str, str | None]]:
     return [(t.status, t.reason) for m in messages for t in m.transactions]
 
 
-def hold_decisions(world: PvPWorld, pvp_id: str, ms: int = 3000, count: int | None = None) -> None:
+def hold_decisions(
+    world: PvPProcesses, pvp_id: str, ms: int = 3000, count: int | None = None
+) -> None:
     """Delay what the connector sends the gateway after the pacs.009 (its decision)."""
     for kind in ("pacs.002", "camt.056"):
         fault(
@@ -112,7 +114,7 @@ def hold_decisions(world: PvPWorld, pvp_id: str, ms: int = 3000, count: int | No
         )
 
 
-def test_dt_aed_pvp_settles_both_legs(world: PvPWorld) -> None:
+def test_dt_aed_pvp_settles_both_legs(world: PvPProcesses) -> None:
     wallet = dt_wallet(world, 5_000_00)
     before = balances(world, wallet)
     pvp_id = world.trade(kzt=1_234_56, aed=9_87, dt_wallet=wallet)
@@ -142,7 +144,7 @@ def test_dt_aed_pvp_settles_both_legs(world: PvPWorld) -> None:
     world.assert_conserved()
 
 
-def test_insufficient_dt_aborts_and_releases_the_foreign_leg(world: PvPWorld) -> None:
+def test_insufficient_dt_aborts_and_releases_the_foreign_leg(world: PvPProcesses) -> None:
     wallet = dt_wallet(world, 100_00)
     before = balances(world, wallet)
     pvp_id = world.trade(kzt=100_01, aed=5_00, dt_wallet=wallet)
@@ -159,7 +161,7 @@ def test_insufficient_dt_aborts_and_releases_the_foreign_leg(world: PvPWorld) ->
     world.assert_conserved()
 
 
-def test_foreign_leg_rejected_releases_the_dt_lock(world: PvPWorld) -> None:
+def test_foreign_leg_rejected_releases_the_dt_lock(world: PvPProcesses) -> None:
     wallet = dt_wallet(world, 5_000_00)
     before = balances(world, wallet)
     pvp_id = new_pvp_id()
@@ -178,7 +180,7 @@ def test_foreign_leg_rejected_releases_the_dt_lock(world: PvPWorld) -> None:
 
 
 @pytest.mark.parametrize("late", ["FX", "DT"])
-def test_deadline_passes_before_the_second_lock(world: PvPWorld, late: str) -> None:
+def test_deadline_passes_before_the_second_lock(world: PvPProcesses, late: str) -> None:
     wallet = dt_wallet(world, 5_000_00)
     before = balances(world, wallet)
     pvp_id = new_pvp_id()
@@ -218,7 +220,7 @@ def test_deadline_passes_before_the_second_lock(world: PvPWorld, late: str) -> N
     world.assert_conserved()
 
 
-def test_duplicated_messages_move_money_once(world: PvPWorld) -> None:
+def test_duplicated_messages_move_money_once(world: PvPProcesses) -> None:
     wallet = dt_wallet(world, 5_000_00)
     before = balances(world, wallet)
     pvp_id = new_pvp_id()
@@ -234,7 +236,7 @@ def test_duplicated_messages_move_money_once(world: PvPWorld) -> None:
     world.assert_conserved()
 
 
-def test_replayed_messages_in_any_order_change_nothing(world: PvPWorld) -> None:
+def test_replayed_messages_in_any_order_change_nothing(world: PvPProcesses) -> None:
     wallet = dt_wallet(world, 5_000_00)
     pvp_id = world.trade(kzt=1_000_00, aed=1_00, dt_wallet=wallet)
     world.wait_final(pvp_id)
@@ -257,7 +259,7 @@ def test_replayed_messages_in_any_order_change_nothing(world: PvPWorld) -> None:
     world.assert_conserved()
 
 
-def test_reordered_messages_between_concurrent_pvps(world: PvPWorld) -> None:
+def test_reordered_messages_between_concurrent_pvps(world: PvPProcesses) -> None:
     wallets = [dt_wallet(world, 1_000_00) for _ in range(6)]
     fault(world, kind="reorder", probability=0.5, count=8, destination_bic=GATEWAY_BIC)
     fault(world, kind="reorder", probability=0.5, count=8, destination_bic=FX_NETWORK)
@@ -271,7 +273,7 @@ def test_reordered_messages_between_concurrent_pvps(world: PvPWorld) -> None:
     world.assert_conserved()
 
 
-def test_fulfilment_that_does_not_match_the_condition_changes_nothing(world: PvPWorld) -> None:
+def test_fulfilment_that_does_not_match_the_condition_changes_nothing(world: PvPProcesses) -> None:
     wallet = dt_wallet(world, 5_000_00)
     pvp_id = new_pvp_id()
     hold_decisions(world, pvp_id, ms=2500)
@@ -307,7 +309,7 @@ def test_fulfilment_that_does_not_match_the_condition_changes_nothing(world: PvP
     world.assert_conserved()
 
 
-def test_camt056_after_settlement_is_refused(world: PvPWorld) -> None:
+def test_camt056_after_settlement_is_refused(world: PvPProcesses) -> None:
     wallet = dt_wallet(world, 5_000_00)
     pvp_id = world.trade(kzt=2_500_00, aed=2_50, dt_wallet=wallet)
     world.wait_final(pvp_id)
@@ -338,7 +340,7 @@ def test_camt056_after_settlement_is_refused(world: PvPWorld) -> None:
     world.assert_conserved()
 
 
-def _ask_status(world: PvPWorld, pvp_id: str) -> None:
+def _ask_status(world: PvPProcesses, pvp_id: str) -> None:
     req = Pacs028(
         "FAKE" + uuid.uuid4().hex[:20],
         datetime.now(UTC),
@@ -347,7 +349,9 @@ def _ask_status(world: PvPWorld, pvp_id: str) -> None:
     assert world.send_as_connector(req).status_code == 202
 
 
-def _wait_answer(world: PvPWorld, pvp_id: str, expected: tuple[str, str | None], n: int) -> None:
+def _wait_answer(
+    world: PvPProcesses, pvp_id: str, expected: tuple[str, str | None], n: int
+) -> None:
     """The ``n``-th pacs.002 the gateway sent for this PvP has ``expected`` status."""
 
     def probe() -> list[tuple[str, str | None]] | None:
@@ -358,7 +362,7 @@ def _wait_answer(world: PvPWorld, pvp_id: str, expected: tuple[str, str | None],
     assert got[n - 1] == expected, got
 
 
-def test_pacs028_answered_at_every_stage(world: PvPWorld) -> None:
+def test_pacs028_answered_at_every_stage(world: PvPProcesses) -> None:
     # locked (decision held back) -> ACSP; settled -> ACSC
     wallet = dt_wallet(world, 5_000_00)
     pvp_id = new_pvp_id()
@@ -395,7 +399,7 @@ def test_pacs028_answered_at_every_stage(world: PvPWorld) -> None:
 
 @pytest.mark.parametrize("decision", ["COMMIT", "ABORT"])
 def test_gateway_asks_with_pacs028_when_the_decision_is_late(
-    world: PvPWorld, decision: str
+    world: PvPProcesses, decision: str
 ) -> None:
     """The decision to the gateway is held back past the deadline: the gateway asks the
     connector (pacs.028) and acts on the answer instead of deciding on its own."""

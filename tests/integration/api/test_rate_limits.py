@@ -21,17 +21,7 @@ from gateway import auth
 from gateway.api.app import create_app
 from gateway.config import Settings, load_settings
 from gateway.messaging.serving import serve_in_thread
-from gateway.pvp.runtime import PvPRuntime
-from tests.integration.pvp.conftest import (
-    CONNECTOR_BIC,
-    CONNECTOR_ID,
-    GATEWAY_BIC,
-    FakeConnector,
-    Leg,
-    PvPWorld,
-    _serve_connector,
-    uetr,
-)
+from tests.support.inprocess_pvp import InProcessPvP, Leg, serve_inprocess_pvp, uetr
 
 FROM = "X-Forwarded-For"
 
@@ -135,37 +125,15 @@ def test_openapi_declares_the_429_with_retry_after(engine: Engine) -> None:
 
 
 @pytest.fixture
-def door(engine: Engine, tmp_path: Path) -> Iterator[PvPWorld]:
+def door(engine: Engine, tmp_path: Path) -> Iterator[InProcessPvP]:
     """A PvP gateway whose door allows each address two refused posts, then one an hour."""
-    box: list[PvPRuntime] = []
-    fake = FakeConnector(gateway_cert=lambda: box[0].keyring.identity().cert_pem)
-    with _serve_connector(fake) as connector_url:
-        fake.url = connector_url
-        settings = load_settings(
-            environ={},
-            data_dir=str(tmp_path / "data"),
-            database={"url": str(engine.url)},
-            iso20022={"connector_cert_pem": CONNECTOR_ID.cert_pem.decode()},
-            connector={"url": connector_url, "gateway_bic": GATEWAY_BIC},
-            pvp={"connector_bic": CONNECTOR_BIC, "workers": 1, "dispatchers": 1},
-            ratelimit={"door_refusal_burst": 2, "door_refusals_per_second": 1 / 3600},
-        )
-        runtime = PvPRuntime(settings, engine, idle=0.05)
-        box.append(runtime)
-        token = auth.create_key(engine, "operator").token
-        with serve_in_thread(create_app(settings, engine, pvp=runtime)) as url:
-            operator = httpx.Client(
-                base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=10
-            )
-            anonymous = httpx.Client(base_url=url, timeout=10)
-            try:
-                yield PvPWorld(url, engine, runtime, operator, anonymous, fake, tmp_path)
-            finally:
-                operator.close()
-                anonymous.close()
+    pvp = {"workers": 1, "dispatchers": 1}
+    ratelimit = {"door_refusal_burst": 2, "door_refusals_per_second": 1 / 3600}
+    with serve_inprocess_pvp(engine, tmp_path, pvp, ratelimit=ratelimit) as world:
+        yield world
 
 
-def _post(world: PvPWorld, raw: bytes, address: str) -> httpx.Response:
+def _post(world: InProcessPvP, raw: bytes, address: str) -> httpx.Response:
     return world.anonymous.post(
         "/iso20022/messages",
         content=raw,
@@ -173,7 +141,7 @@ def _post(world: PvPWorld, raw: bytes, address: str) -> httpx.Response:
     )
 
 
-def test_the_pinned_connector_is_never_limited_at_the_door(door: PvPWorld) -> None:
+def test_the_pinned_connector_is_never_limited_at_the_door(door: InProcessPvP) -> None:
     door.wallet("hsbk-dt", fund=1_000_000)
     door.wallet("cbuae-dt")
     connector = "192.0.2.10"
@@ -184,7 +152,7 @@ def test_the_pinned_connector_is_never_limited_at_the_door(door: PvPWorld) -> No
     assert [r.status_code for r in signed] == [202] * 10  # beyond the door's burst of 2
 
 
-def test_refused_posts_use_up_their_address_then_429(door: PvPWorld) -> None:
+def test_refused_posts_use_up_their_address_then_429(door: InProcessPvP) -> None:
     junk = b"<not-iso20022/>"
     forged = door.pacs009(Leg(uetr(), 100)).replace(b"KZT", b"KZT ", 1)  # breaks the signature
     attacker = "203.0.113.66"
@@ -198,7 +166,7 @@ def test_refused_posts_use_up_their_address_then_429(door: PvPWorld) -> None:
     _refused(_post(door, door.pacs009(Leg(uetr(), 100)), attacker))
 
 
-def test_a_wrong_media_type_at_the_door_counts_as_refused(door: PvPWorld) -> None:
+def test_a_wrong_media_type_at_the_door_counts_as_refused(door: InProcessPvP) -> None:
     statuses = [
         door.anonymous.post(
             "/iso20022/messages",

@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from gateway.iso20022 import Admi002, Camt029, Pacs002, Pacs028, parse
+from gateway.iso20022 import Camt029, Pacs002, Pacs028, parse
 from gateway.messaging.outbox import outbox_t
 from gateway.pvp.store import inbox_t
-from tests.integration.pvp.conftest import CONDITION, SECRET, Leg, PvPWorld, uetr
 from tests.support.commits import commits_on_this_thread
+from tests.support.inprocess_pvp import CONDITION, SECRET, InProcessPvP, Leg, funded, refusal, uetr
 
 
-def _funded(w: PvPWorld, amount: int = 1_000_000) -> None:
-    w.wallet("hsbk-dt", fund=amount)
-    w.wallet("cbuae-dt")
-
-
-def _settled(w: PvPWorld) -> Leg:
+def _settled(w: InProcessPvP) -> Leg:
     """A funded DT leg of 250,000, locked and then settled (ACSP, then ACSC sent)."""
-    _funded(w)
+    funded(w)
     leg = Leg(uetr(), 250_000)
     w.post(w.pacs009(leg))
     w.connector.wait_status(leg.uetr, "ACSP")
@@ -27,8 +22,8 @@ def _settled(w: PvPWorld) -> Leg:
     return leg
 
 
-def test_pacs009_locks_the_dt_leg_and_answers_acsp(world: PvPWorld) -> None:
-    _funded(world)
+def test_pacs009_locks_the_dt_leg_and_answers_acsp(world: InProcessPvP) -> None:
+    funded(world)
     leg = Leg(uetr(), 250_000)
     r = world.post(world.pacs009(leg))
     assert r.status_code == 202, r.text
@@ -44,8 +39,8 @@ def test_pacs009_locks_the_dt_leg_and_answers_acsp(world: PvPWorld) -> None:
     assert ("in", "pacs.009.001.08") in dirs and ("out", "pacs.002.001.10") in dirs
 
 
-def test_insufficient_funds_is_rejected_am04_and_nothing_moves(world: PvPWorld) -> None:
-    _funded(world, 100)
+def test_insufficient_funds_is_rejected_am04_and_nothing_moves(world: InProcessPvP) -> None:
+    funded(world, 100)
     leg = Leg(uetr(), 250_000)
     assert world.post(world.pacs009(leg)).status_code == 202
     st = world.connector.wait_status(leg.uetr, "RJCT")
@@ -55,8 +50,8 @@ def test_insufficient_funds_is_rejected_am04_and_nothing_moves(world: PvPWorld) 
     assert world.leg_state(leg.uetr) == "rejected"
 
 
-def test_fulfilment_settles_and_answers_acsc(world: PvPWorld) -> None:
-    _funded(world)
+def test_fulfilment_settles_and_answers_acsc(world: InProcessPvP) -> None:
+    funded(world)
     leg = Leg(uetr(), 250_000)
     world.post(world.pacs009(leg))
     world.connector.wait_status(leg.uetr, "ACSP")
@@ -68,7 +63,9 @@ def test_fulfilment_settles_and_answers_acsc(world: PvPWorld) -> None:
     assert view["legs"][0]["state"] == "settled" and view["decision"] == "commit"
 
 
-def test_re_sent_decisions_share_the_answer_still_waiting_in_the_outbox(world: PvPWorld) -> None:
+def test_re_sent_decisions_share_the_answer_still_waiting_in_the_outbox(
+    world: InProcessPvP,
+) -> None:
     leg = _settled(world)
     unsent = sa.select(sa.func.count()).where(outbox_t.c.sent_at.is_(None))
 
@@ -101,8 +98,8 @@ def test_re_sent_decisions_share_the_answer_still_waiting_in_the_outbox(world: P
     assert world.balance("cbuae-dt") == (250_000, 0)
 
 
-def test_wrong_fulfilment_is_rejected_ch16_and_the_leg_stays_locked(world: PvPWorld) -> None:
-    _funded(world)
+def test_wrong_fulfilment_is_rejected_ch16_and_the_leg_stays_locked(world: InProcessPvP) -> None:
+    funded(world)
     leg = Leg(uetr(), 250_000)
     world.post(world.pacs009(leg))
     world.connector.wait_status(leg.uetr, "ACSP")
@@ -116,8 +113,8 @@ def test_wrong_fulfilment_is_rejected_ch16_and_the_leg_stays_locked(world: PvPWo
     world.connector.wait_status(leg.uetr, "ACSC")
 
 
-def test_camt056_releases_a_locked_leg_cncl(world: PvPWorld) -> None:
-    _funded(world)
+def test_camt056_releases_a_locked_leg_cncl(world: InProcessPvP) -> None:
+    funded(world)
     leg = Leg(uetr(), 250_000)
     world.post(world.pacs009(leg))
     world.connector.wait_status(leg.uetr, "ACSP")
@@ -130,7 +127,7 @@ def test_camt056_releases_a_locked_leg_cncl(world: PvPWorld) -> None:
     assert view["decision"] == "abort"
 
 
-def test_camt056_after_settlement_is_refused_rjcr(world: PvPWorld) -> None:
+def test_camt056_after_settlement_is_refused_rjcr(world: InProcessPvP) -> None:
     leg = _settled(world)
     world.post(world.camt056(leg))
     reply = world.connector.wait(lambda: world.connector.messages(Camt029))[0]
@@ -140,9 +137,9 @@ def test_camt056_after_settlement_is_refused_rjcr(world: PvPWorld) -> None:
 
 
 def test_camt056_before_pacs009_leaves_a_tombstone_and_the_late_pacs009_is_rejected(
-    world: PvPWorld,
+    world: InProcessPvP,
 ) -> None:
-    _funded(world)
+    funded(world)
     leg = Leg(uetr(), 250_000, msg_id="P9-never-seen")
     world.post(world.camt056(leg))
     reply = world.connector.wait(lambda: world.connector.messages(Camt029))[0]
@@ -155,8 +152,8 @@ def test_camt056_before_pacs009_leaves_a_tombstone_and_the_late_pacs009_is_rejec
     assert world.leg_state(leg.uetr) == "cancelled"
 
 
-def test_duplicate_message_is_acknowledged_again_and_processed_once(world: PvPWorld) -> None:
-    _funded(world)
+def test_duplicate_message_is_acknowledged_again_and_processed_once(world: InProcessPvP) -> None:
+    funded(world)
     leg = Leg(uetr(), 250_000)
     raw = world.pacs009(leg)
     first = world.post(raw)
@@ -172,68 +169,54 @@ def test_duplicate_message_is_acknowledged_again_and_processed_once(world: PvPWo
     assert len(world.connector.statuses(leg.uetr)) == 1
 
 
-def _admi(r: object) -> Admi002:
-    import httpx
-
-    assert isinstance(r, httpx.Response)
-    assert r.status_code == 400, r.text
-    assert r.headers["content-type"].startswith("application/xml")
-    # the reject is signed by the gateway
-    from tests.integration.pvp.conftest import PvPWorld as _W  # noqa: F401
-
-    msg = parse(r.content).message
-    assert isinstance(msg, Admi002)
-    return msg
-
-
-def test_same_msgid_other_bytes_is_refused_du01(world: PvPWorld) -> None:
-    _funded(world)
+def test_same_msgid_other_bytes_is_refused_du01(world: InProcessPvP) -> None:
+    funded(world)
     leg = Leg(uetr(), 250_000)
     world.post(world.pacs009(leg, mid="P9-SAME"))
     other = Leg(uetr(), 1_000)
-    admi = _admi(world.post(world.pacs009(other, mid="P9-SAME")))
+    admi = refusal(world.post(world.pacs009(other, mid="P9-SAME")))
     assert admi.reason == "DU01" and admi.related_ref == "P9-SAME"
 
 
-def test_second_pacs009_for_a_known_uetr_is_refused_am05(world: PvPWorld) -> None:
-    _funded(world)
+def test_second_pacs009_for_a_known_uetr_is_refused_am05(world: InProcessPvP) -> None:
+    funded(world)
     leg = Leg(uetr(), 250_000)
     world.post(world.pacs009(leg))
-    admi = _admi(world.post(world.pacs009(leg)))
+    admi = refusal(world.post(world.pacs009(leg)))
     assert admi.reason == "AM05"
 
 
-def test_bad_signature_is_refused_ds0b(world: PvPWorld) -> None:
+def test_bad_signature_is_refused_ds0b(world: InProcessPvP) -> None:
     from gateway.pvp.keys import generate
 
-    _funded(world)
+    funded(world)
     leg = Leg(uetr(), 250_000)
     forged = world.envelope(
         parse(world.pacs009(leg), cert_pem=None).message, identity=generate("EVILXXXXXXX")
     )
-    admi = _admi(world.post(forged))
+    admi = refusal(world.post(forged))
     assert admi.reason == "DS0B"
     raw = world.pacs009(leg).replace(b">2500.00<", b">2600.00<")
     assert b">2600.00<" in raw
-    assert _admi(world.post(raw)).reason == "DS0B"  # the signature is checked first
+    assert refusal(world.post(raw)).reason == "DS0B"  # the signature is checked first
     assert world.balance("hsbk-dt") == (1_000_000, 0)
 
 
-def test_hostile_xml_is_refused_ff01_and_no_balance_moves(world: PvPWorld) -> None:
-    _funded(world)
+def test_hostile_xml_is_refused_ff01_and_no_balance_moves(world: InProcessPvP) -> None:
+    funded(world)
     bomb = (
         b'<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaaaaaa">'
         b'<!ENTITY b "&a;&a;&a;&a;&a;&a;">]><BizMsg>&b;</BizMsg>'
     )
     for junk in (bomb, b"not xml at all", b"<a>" * 100 + b"</a>" * 100):
-        admi = _admi(world.post(junk))
+        admi = refusal(world.post(junk))
         assert admi.reason == "FF01"
         assert admi.related_ref == "NONREF"
     assert world.balance("hsbk-dt") == (1_000_000, 0)
 
 
-def test_pacs028_is_answered_with_the_status_at_every_stage(world: PvPWorld) -> None:
-    _funded(world)
+def test_pacs028_is_answered_with_the_status_at_every_stage(world: InProcessPvP) -> None:
+    funded(world)
     unknown = Leg(uetr(), 1, msg_id="P9-unknown")
     world.post(world.pacs028(unknown))
     st = world.connector.wait_status(unknown.uetr, "RJCT")
@@ -273,9 +256,9 @@ def test_pacs028_is_answered_with_the_status_at_every_stage(world: PvPWorld) -> 
 
 
 def test_a_lock_past_its_deadline_makes_the_gateway_ask_then_act_on_abort(
-    world: PvPWorld,
+    world: InProcessPvP,
 ) -> None:
-    _funded(world)
+    funded(world)
     leg = Leg(uetr(), 250_000)
     world.post(world.pacs009(leg, deadline_in=1.5))  # beyond the safety margin (0.5 s)
     world.connector.wait_status(leg.uetr, "ACSP")
@@ -292,9 +275,9 @@ def test_a_lock_past_its_deadline_makes_the_gateway_ask_then_act_on_abort(
 
 
 def test_last_resort_alerts_and_waits_for_an_audited_operator_decision(
-    world: PvPWorld,
+    world: InProcessPvP,
 ) -> None:
-    _funded(world)
+    funded(world)
     leg = Leg(uetr(), 250_000, pvp_id="PVP-STUCK")
     world.post(world.pacs009(leg, deadline_in=1.5))  # beyond the safety margin (0.5 s)
     world.connector.wait_status(leg.uetr, "ACSP")
@@ -331,9 +314,9 @@ def test_last_resort_alerts_and_waits_for_an_audited_operator_decision(
 
 
 def test_multi_transaction_pacs009_locks_in_one_batch_and_a_failing_leg_spares_the_others(
-    world: PvPWorld,
+    world: InProcessPvP,
 ) -> None:
-    _funded(world, 300_000)
+    funded(world, 300_000)
     good1, poor, good2 = (
         Leg(uetr(), 100_000, e2e="E2E-a"),
         Leg(uetr(), 10**9, e2e="E2E-b"),
@@ -354,8 +337,8 @@ def test_multi_transaction_pacs009_locks_in_one_batch_and_a_failing_leg_spares_t
     assert world.balance("cbuae-dt") == (200_000, 0)
 
 
-def test_replies_are_retried_when_the_connector_fails(world: PvPWorld) -> None:
-    _funded(world)
+def test_replies_are_retried_when_the_connector_fails(world: InProcessPvP) -> None:
+    funded(world)
     world.connector.failures = 3
     leg = Leg(uetr(), 250_000)
     world.post(world.pacs009(leg))
@@ -377,11 +360,11 @@ def _instruction(
 
 
 def test_a_participant_instruction_reaches_the_connector_and_follows_its_dt_leg(
-    world: PvPWorld,
+    world: InProcessPvP,
 ) -> None:
     from gateway import auth
 
-    _funded(world)
+    funded(world)
     token = auth.create_key(world.engine, "participant", subject="hsbk-dt").token
     bank = world.client(token)
     r = bank.post("/v1/pvp", json=_instruction())
@@ -411,10 +394,10 @@ def test_a_participant_instruction_reaches_the_connector_and_follows_its_dt_leg(
     assert bank.get("/v1/pvp/PVP-M1").json()["instruction"]["instruction_id"] == "hsbk-2026-0001"
 
 
-def test_a_participant_cannot_sell_from_a_wallet_it_does_not_own(world: PvPWorld) -> None:
+def test_a_participant_cannot_sell_from_a_wallet_it_does_not_own(world: InProcessPvP) -> None:
     from gateway import auth
 
-    _funded(world)
+    funded(world)
     world.wallet("other-dt", fund=10)
     token = auth.create_key(world.engine, "participant", subject="hsbk-dt").token
     bank = world.client(token)
@@ -436,7 +419,7 @@ def test_a_participant_cannot_sell_from_a_wallet_it_does_not_own(world: PvPWorld
     )
 
 
-def test_the_gateway_publishes_the_certificate_it_signs_with(world: PvPWorld) -> None:
+def test_the_gateway_publishes_the_certificate_it_signs_with(world: InProcessPvP) -> None:
     r = world.anonymous.get("/iso20022/certificate")
     assert r.status_code == 200
     assert r.content.startswith(b"-----BEGIN CERTIFICATE-----")
@@ -444,11 +427,11 @@ def test_the_gateway_publishes_the_certificate_it_signs_with(world: PvPWorld) ->
     assert (world.tmp / "data" / "iso20022" / "gateway-cert.pem").read_bytes() == r.content
 
 
-def test_a_message_stored_but_not_processed_is_processed_on_recovery(world: PvPWorld) -> None:
+def test_a_message_stored_but_not_processed_is_processed_on_recovery(world: InProcessPvP) -> None:
     """What a kill -9 between the 202 and the processing leaves: an inbox row, a received leg."""
     from gateway.pvp import service
 
-    _funded(world)
+    funded(world)
     leg = Leg(uetr(), 250_000)
     ack = service.receive_message(world.runtime.uow(), world.pacs009(leg), world.runtime.ctx)
     assert ack.duplicate is False
@@ -462,12 +445,12 @@ def test_a_message_stored_but_not_processed_is_processed_on_recovery(world: PvPW
 
 
 def test_queued_messages_are_applied_in_one_transaction_and_a_failing_one_spares_the_rest(
-    world: PvPWorld,
+    world: InProcessPvP,
 ) -> None:
     from gateway.pvp import service
     from gateway.pvp.store import inbox_t, message_t
 
-    _funded(world)
+    funded(world)
     legs = [Leg(uetr(), 100_000) for _ in range(4)]
     ctx = world.runtime.ctx
     queued: list[service.InboxItem] = []
@@ -500,13 +483,13 @@ def test_queued_messages_are_applied_in_one_transaction_and_a_failing_one_spares
 
 
 def test_envelopes_received_together_share_one_transaction_and_a_refused_one_spares_the_rest(
-    world: PvPWorld,
+    world: InProcessPvP,
 ) -> None:
     from gateway.iso20022 import MessageRejected
     from gateway.pvp import service
     from gateway.pvp.keys import generate
 
-    _funded(world)
+    funded(world)
     first, second, third = (Leg(uetr(), 100_000) for _ in range(3))
     forged = world.envelope(
         parse(world.pacs009(second), cert_pem=None).message, identity=generate("EVILXXXXXXX")
@@ -533,10 +516,10 @@ def test_envelopes_received_together_share_one_transaction_and_a_refused_one_spa
     assert world.balance("hsbk-dt") == (1_000_000, 200_000)
 
 
-def test_concurrent_posts_are_each_answered_for_their_own_envelope(world: PvPWorld) -> None:
+def test_concurrent_posts_are_each_answered_for_their_own_envelope(world: InProcessPvP) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    _funded(world)
+    funded(world)
     legs = [Leg(uetr(), 10_000) for _ in range(24)]
     raws = [world.pacs009(leg) for leg in legs]
     raws[5] = raws[5].replace(b">100.00<", b">999.00<")  # tampered: refused alone
@@ -544,7 +527,7 @@ def test_concurrent_posts_are_each_answered_for_their_own_envelope(world: PvPWor
         answers = list(pool.map(world.post, raws))
     for i, (raw, r) in enumerate(zip(raws, answers, strict=True)):
         if i == 5:
-            assert _admi(r).reason == "DS0B"
+            assert refusal(r).reason == "DS0B"
             continue
         assert r.status_code == 202, r.text
         assert r.json()["msg_id"] == parse(raw, cert_pem=None).message.id
@@ -555,7 +538,7 @@ def test_concurrent_posts_are_each_answered_for_their_own_envelope(world: PvPWor
     assert world.balance("hsbk-dt") == (1_000_000, 230_000)
 
 
-def test_the_iso20022_door_refuses_what_is_not_a_posted_xml_body(world: PvPWorld) -> None:
+def test_the_iso20022_door_refuses_what_is_not_a_posted_xml_body(world: InProcessPvP) -> None:
     raw = world.pacs009(Leg(uetr(), 1))
     r = world.anonymous.post(
         "/iso20022/messages", content=raw, headers={"content-type": "text/plain"}

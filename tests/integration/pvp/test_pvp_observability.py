@@ -9,7 +9,7 @@ import pytest
 
 from gateway import telemetry
 from gateway.logcontext import ContextFilter
-from tests.integration.pvp.conftest import Leg, PvPWorld, uetr
+from tests.support.inprocess_pvp import InProcessPvP, Leg, uetr
 
 
 def _finished(state: str) -> tuple[float, float]:
@@ -26,7 +26,7 @@ def _finished(state: str) -> tuple[float, float]:
     return counted, observed
 
 
-def test_a_settled_leg_is_counted_and_timed_once(world: PvPWorld) -> None:
+def test_a_settled_leg_is_counted_and_timed_once(world: InProcessPvP) -> None:
     world.wallet("hsbk-dt", fund=1_000_000)
     world.wallet("cbuae-dt")
     before = _finished("settled")
@@ -47,7 +47,7 @@ def test_a_settled_leg_is_counted_and_timed_once(world: PvPWorld) -> None:
 
 
 def test_a_rejected_leg_is_logged_with_its_uetr_and_pvp_id(
-    world: PvPWorld, caplog: pytest.LogCaptureFixture
+    world: InProcessPvP, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.handler.addFilter(ContextFilter())
     caplog.set_level(logging.INFO, logger="gateway.pvp")

@@ -11,18 +11,19 @@ import sqlalchemy as sa
 from gateway.iso20022 import build, header_for, parse
 from gateway.pvp.keys import generate
 from gateway.pvp.store import leg_t, message_t
-from tests.integration.pvp.conftest import (
+from tests.support.inprocess_pvp import (
     CONNECTOR_BIC,
     GATEWAY_BIC,
     SECRET,
+    InProcessPvP,
     Leg,
-    PvPWorld,
+    funded,
+    refusal,
     uetr,
 )
-from tests.integration.pvp.test_pvp_gateway import _admi, _funded
 
 
-def _unsigned_with_content_errors(world: PvPWorld, leg: Leg) -> bytes:
+def _unsigned_with_content_errors(world: InProcessPvP, leg: Leg) -> bytes:
     """A pacs.009 envelope, unsigned, with a mandatory element missing, an element CBPR+ never
     admits and a control sum that is not the sum."""
     message = parse(world.pacs009(leg)).message
@@ -35,7 +36,7 @@ def _unsigned_with_content_errors(world: PvPWorld, leg: Leg) -> bytes:
     return broken
 
 
-def _stored(world: PvPWorld) -> tuple[int, int]:
+def _stored(world: InProcessPvP) -> tuple[int, int]:
     """(legs, messages stored as received) in the gateway's database."""
     with world.engine.connect() as conn:
         legs = conn.execute(sa.select(sa.func.count()).select_from(leg_t)).scalar_one()
@@ -46,54 +47,56 @@ def _stored(world: PvPWorld) -> tuple[int, int]:
 
 
 def test_an_unsigned_envelope_full_of_content_errors_is_refused_ds0b_and_nothing_stored(
-    world: PvPWorld,
+    world: InProcessPvP,
 ) -> None:
-    _funded(world)
+    funded(world)
     broken = _unsigned_with_content_errors(world, Leg(uetr(), 250_000))
-    admi = _admi(world.post(broken))
+    admi = refusal(world.post(broken))
     assert admi.reason == "DS0B"
     assert admi.error_location == "/BizMsg/AppHdr/Sgntr"
     assert _stored(world) == (0, 0)
     assert world.balance("hsbk-dt") == (1_000_000, 0)
 
 
-def test_a_wrongly_signed_envelope_is_refused_ds0b_whatever_its_content(world: PvPWorld) -> None:
-    _funded(world)
+def test_a_wrongly_signed_envelope_is_refused_ds0b_whatever_its_content(
+    world: InProcessPvP,
+) -> None:
+    funded(world)
     broken = _unsigned_with_content_errors(world, Leg(uetr(), 250_000))
     impostor = generate(CONNECTOR_BIC)  # names the connector, signs with another key
-    admi = _admi(world.post(world.sign(broken, impostor)))
+    admi = refusal(world.post(world.sign(broken, impostor)))
     assert admi.reason == "DS0B"
     assert _stored(world) == (0, 0)
 
 
 def test_a_validly_signed_envelope_with_content_errors_gets_its_content_code(
-    world: PvPWorld,
+    world: InProcessPvP,
 ) -> None:
-    _funded(world)
+    funded(world)
     broken = _unsigned_with_content_errors(world, Leg(uetr(), 250_000))
     signed = world.sign(broken)
-    admi = _admi(world.post(signed))
+    admi = refusal(world.post(signed))
     assert admi.reason not in ("DS0B", "FF01")
     assert admi.reason in ("CH21", "CH17", "AM10")
     assert _stored(world) == (0, 0)
 
 
 def test_a_sender_other_than_the_connector_is_refused_ds0b_even_with_its_key(
-    world: PvPWorld,
+    world: InProcessPvP,
 ) -> None:
     """The certificate is the one pinned for the sender the header names: only the connector
     has one at the gateway."""
-    _funded(world)
+    funded(world)
     message = parse(world.pacs009(Leg(uetr(), 250_000))).message
     header = header_for(message, from_bic="EVILKZKAXXX", to_bic=GATEWAY_BIC)
     raw = world.sign(build(message, header))  # the connector's own key
-    admi = _admi(world.post(raw))
+    admi = refusal(world.post(raw))
     assert admi.reason == "DS0B"
     assert _stored(world) == (0, 0)
 
 
-def test_a_pacs009_past_its_deadline_is_refused_tm01_and_moves_nothing(world: PvPWorld) -> None:
-    _funded(world)
+def test_a_pacs009_past_its_deadline_is_refused_tm01_and_moves_nothing(world: InProcessPvP) -> None:
+    funded(world)
     leg = Leg(uetr(), 250_000, pvp_id="PVP-LATE")
     r = world.post(world.pacs009(leg, deadline_in=-60, created_ago=120))
     assert r.status_code == 202, r.text
@@ -108,9 +111,9 @@ def test_a_pacs009_past_its_deadline_is_refused_tm01_and_moves_nothing(world: Pv
 
 
 def test_a_pacs009_whose_deadline_is_within_the_safety_margin_is_refused_tm01(
-    world: PvPWorld,
+    world: InProcessPvP,
 ) -> None:
-    _funded(world)
+    funded(world)
     leg = Leg(uetr(), 250_000)
     world.post(world.pacs009(leg, deadline_in=0.2))  # the margin is 0.5 s
     assert world.connector.wait_status(leg.uetr, "RJCT").reason == "TM01"
@@ -124,8 +127,8 @@ def _decision(view: dict[str, Any]) -> tuple[str, str | None, str | None, str | 
     return leg["state"], leg["decision"], leg["decision_cause"], leg["reason"]
 
 
-def test_every_leg_shows_the_decision_the_gateway_applied(world: PvPWorld) -> None:
-    _funded(world, 2_000_000)
+def test_every_leg_shows_the_decision_the_gateway_applied(world: InProcessPvP) -> None:
+    funded(world, 2_000_000)
     committed, cancelled, refused, asked = (Leg(uetr(), 250_000) for _ in range(4))
     refused.amount = 5_000_000
     for i, leg in enumerate((committed, cancelled, refused, asked)):
@@ -159,8 +162,8 @@ def test_every_leg_shows_the_decision_the_gateway_applied(world: PvPWorld) -> No
     ]
 
 
-def test_a_camt056_before_the_pacs009_shows_an_abort(world: PvPWorld) -> None:
-    _funded(world)
+def test_a_camt056_before_the_pacs009_shows_an_abort(world: InProcessPvP) -> None:
+    funded(world)
     leg = Leg(uetr(), 250_000, pvp_id="PVP-EARLY", msg_id="P9-not-yet")
     world.post(world.camt056(leg))
     world.wait_state(leg.uetr, "cancelled")
@@ -171,8 +174,8 @@ def test_a_camt056_before_the_pacs009_shows_an_abort(world: PvPWorld) -> None:
     assert _decision(view) == ("cancelled", "ABORT", "camt.056", "DS02")
 
 
-def test_an_operator_decision_shows_as_such(world: PvPWorld) -> None:
-    _funded(world)
+def test_an_operator_decision_shows_as_such(world: InProcessPvP) -> None:
+    funded(world)
     leg = Leg(uetr(), 250_000, pvp_id="PVP-OPS")
     world.post(world.pacs009(leg, deadline_in=1.5))
     world.connector.wait_status(leg.uetr, "ACSP")

@@ -17,7 +17,7 @@ from gateway.config import load_settings
 from gateway.pvp.reception import Reception
 from gateway.pvp.runtime import PvPRuntime
 from gateway.pvp.store import inbox_t
-from tests.integration.pvp.conftest import Leg, PvPWorld, uetr
+from tests.support.inprocess_pvp import InProcessPvP, Leg, uetr
 
 
 def _until(pred: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -84,13 +84,13 @@ def test_each_wake_up_wakes_one_dispatcher(engine: Engine, tmp_path: Path) -> No
             runtime.stop()
 
 
-def _inbox_rows(world: PvPWorld) -> list[sa.Row[tuple[object, ...]]]:
+def _inbox_rows(world: InProcessPvP) -> list[sa.Row[tuple[object, ...]]]:
     with world.engine.connect() as conn:
         return list(conn.execute(inbox_t.select()))
 
 
 def test_at_low_load_a_message_is_applied_in_the_transaction_that_stores_it(
-    world: PvPWorld,
+    world: InProcessPvP,
 ) -> None:
     """One commit before the 202 stores and applies the pacs.009: the leg is locked when the
     answer arrives, and no inbox item was needed (so no worker or later transaction processed
@@ -106,7 +106,7 @@ def test_at_low_load_a_message_is_applied_in_the_transaction_that_stores_it(
 
 
 def test_with_process_on_receipt_off_the_reception_thread_processes_after_the_202(
-    world: PvPWorld,
+    world: InProcessPvP,
 ) -> None:
     """``pvp.process_on_receipt`` off: stored and answered first, then applied in a second
     transaction by the thread that stored it, with no worker woken for it."""
@@ -153,7 +153,7 @@ def _allow(engine: Engine, trigger: str, writes: str) -> None:
 
 
 def test_a_message_whose_application_fails_on_receipt_stays_stored_and_is_applied_later(
-    world: PvPWorld,
+    world: InProcessPvP,
 ) -> None:
     """The first application fails after it locked the funds, as it queues the ACSP: its
     savepoint takes all of that back (the reply it claimed included), the message stays stored
@@ -177,7 +177,7 @@ def test_a_message_whose_application_fails_on_receipt_stays_stored_and_is_applie
 
 
 def test_a_reception_whose_transaction_fails_sends_nothing_it_had_queued(
-    world: PvPWorld,
+    world: InProcessPvP,
 ) -> None:
     """Two pacs.009s received together: the first is applied and its ACSP queued (claimed
     for sending); the second cannot lock, and its inbox item cannot be stored either, which
@@ -202,7 +202,7 @@ def test_a_reception_whose_transaction_fails_sends_nothing_it_had_queued(
     assert world.balance("hsbk-dt") == (1_000_000, 250_000)
 
 
-def _stored(world: PvPWorld, *legs: Leg) -> Reception:
+def _stored(world: InProcessPvP, *legs: Leg) -> Reception:
     """What a reception that stored the legs' pacs.009s (one each) without applying them
     produced, on this thread."""
     answers, got = world.runtime.receive([world.pacs009(leg) for leg in legs])
@@ -223,7 +223,7 @@ def _stored(world: PvPWorld, *legs: Leg) -> Reception:
     ],
 )
 def test_what_the_reception_thread_does_not_process_goes_to_the_workers(
-    world: PvPWorld, count: int, may_wait: bool
+    world: InProcessPvP, count: int, may_wait: bool
 ) -> None:
     world.wallet("hsbk-dt", fund=1_000_000)
     world.wallet("cbuae-dt")
@@ -240,7 +240,7 @@ def test_what_the_reception_thread_does_not_process_goes_to_the_workers(
 
 
 def test_one_message_stored_alone_is_processed_by_the_thread_that_stored_it(
-    world: PvPWorld,
+    world: InProcessPvP,
 ) -> None:
     world.wallet("hsbk-dt", fund=1_000_000)
     world.wallet("cbuae-dt")
@@ -254,7 +254,7 @@ def test_one_message_stored_alone_is_processed_by_the_thread_that_stored_it(
 
 
 def test_replies_the_reception_thread_may_not_wait_to_send_go_to_a_dispatcher(
-    world: PvPWorld,
+    world: InProcessPvP,
 ) -> None:
     """Applied on receipt while every other reception thread waits on a post: the replies it
     claimed are sent by an outbox dispatcher, not by this thread, and not left to their lease."""
@@ -277,7 +277,7 @@ def test_replies_the_reception_thread_may_not_wait_to_send_go_to_a_dispatcher(
 
 
 def test_a_reception_whose_envelopes_are_all_refused_has_nothing_to_send(
-    world: PvPWorld,
+    world: InProcessPvP,
 ) -> None:
     """Refused before any transaction began (not XML): the answer is the admi.002, and the
     reception produced nothing claimed, stored or to process."""
