@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from gateway.ids import sortable_id
@@ -31,8 +31,12 @@ def new_id(prefix: str = "C") -> str:
     return sortable_id(prefix)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def ms_to_dt(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
+    """The instant ``ms`` milliseconds after the epoch, exactly (no float on the way)."""
+    return _EPOCH + timedelta(milliseconds=ms)
 
 
 def iso(ms: int | None) -> str | None:
@@ -55,14 +59,17 @@ class PvPSecret:
 
 
 def credit_transfer(pvp: Any, leg: Any) -> CreditTransfer:
-    """A leg's transaction of a pacs.009 (``pvp``: id, deadline, condition)."""
+    """A leg's transaction of a pacs.009 (``pvp``: id, deadline, condition).
+
+    Its TillTm is the deadline to the millisecond: a receiver that refuses a pacs.009 too close
+    to TillTm must not see an earlier deadline than the one the connector decides by."""
     deadline_dt = ms_to_dt(pvp.deadline)
     return CreditTransfer(
         end_to_end_id=leg.end_to_end_id,
         uetr=leg.uetr,
         amount=Money(leg.amount, leg.currency),
         settlement_date=deadline_dt.date(),
-        deadline=deadline_dt.timetz().replace(microsecond=0),
+        deadline=deadline_dt.timetz(),
         debtor_bic=leg.debtor_bic,
         debtor_account=leg.debtor_account,
         debtor_agent_bic=leg.debtor_bic,
