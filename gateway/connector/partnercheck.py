@@ -10,8 +10,9 @@ answers a partner's ``pacs.028`` with what it decided. The scenarios are in
 
 - :class:`Inbox`: what the partner sent, waited for by UETR;
 - :class:`Session`: sending, expecting and recording steps; :class:`Report`: the verdicts,
-  printed as each test case ends, with a summary and the exit code (1 on any failure), in the
-  manner of Mojaloop's Testing Toolkit (per request, its assertions; then totals).
+  printed as each step ends (as text, or as JSON lines for a pipeline), with a summary and the
+  exit code (1 on any failure), in the manner of Mojaloop's Testing Toolkit (per request, its
+  assertions; then totals).
 """
 
 from __future__ import annotations
@@ -207,37 +208,64 @@ class Verdict:
 
 @dataclass(slots=True)
 class Report:
+    """The verdicts, written as they come: as text, or with ``as_json`` one JSON object per
+    step (``"type": "step"``) and a last one with the totals (``"type": "summary"``)."""
+
     out: TextIO
+    as_json: bool = False
     verdicts: list[Verdict] = field(default_factory=list)
     cases: list[str] = field(default_factory=list)
 
     def begin(self, case: str) -> None:
         self.cases.append(case)
-        self.out.write(f"\n[{len(self.cases)}] {case}\n")
+        if not self.as_json:
+            self.out.write(f"\n[{len(self.cases)}] {case}\n")
 
     def record(self, verdict: Verdict) -> None:
         self.verdicts.append(verdict)
         mark = "PASS" if verdict.ok else "FAIL"
-        self.out.write(f"    {mark}  {verdict.step}\n")
-        if not verdict.ok:
-            for line in verdict.detail.splitlines():
-                self.out.write(f"          {line}\n")
+        if self.as_json:
+            line = {"type": "step", "case_number": len(self.cases), "case": verdict.case}
+            line |= {"step": verdict.step, "result": mark, "detail": verdict.detail}
+            self.out.write(json.dumps(line) + "\n")
+        else:
+            self.out.write(f"    {mark}  {verdict.step}\n")
+            if not verdict.ok:
+                for text in verdict.detail.splitlines():
+                    self.out.write(f"          {text}\n")
         self.out.flush()
 
     def failed_cases(self) -> list[str]:
         return list(dict.fromkeys(v.case for v in self.verdicts if not v.ok))
 
     def summary(self) -> int:
+        """Write the totals; the exit code: 1 if any step failed, else 0."""
         failed = self.failed_cases()
         steps = len(self.verdicts)
         passed = sum(v.ok for v in self.verdicts)
-        self.out.write(
-            f"\nTest cases: {len(self.cases)}, passed {len(self.cases) - len(failed)}, "
-            f"failed {len(failed)}\nSteps: {steps}, passed {passed}, failed {steps - passed}\n"
-        )
-        for case in failed:
-            self.out.write(f"FAILED: {case}\n")
-        self.out.write("RESULT: " + ("FAIL" if failed else "PASS") + "\n")
+        result = "FAIL" if failed else "PASS"
+        if self.as_json:
+            totals = {
+                "type": "summary",
+                "result": result,
+                "cases": len(self.cases),
+                "cases_passed": len(self.cases) - len(failed),
+                "cases_failed": len(failed),
+                "steps": steps,
+                "steps_passed": passed,
+                "steps_failed": steps - passed,
+                "failed_cases": failed,
+            }
+            self.out.write(json.dumps(totals) + "\n")
+        else:
+            self.out.write(
+                f"\nTest cases: {len(self.cases)}, passed {len(self.cases) - len(failed)}, "
+                f"failed {len(failed)}\nSteps: {steps}, passed {passed}, failed {steps - passed}\n"
+            )
+            for case in failed:
+                self.out.write(f"FAILED: {case}\n")
+            self.out.write(f"RESULT: {result}\n")
+        self.out.flush()
         return 1 if failed else 0
 
 
@@ -270,7 +298,9 @@ def now() -> datetime:
 
 
 def deadline_in(seconds: float) -> datetime:
-    return now() + timedelta(seconds=seconds)
+    """``seconds`` from now (negative: ago), to the millisecond, as TillTm carries it."""
+    at = now() + timedelta(seconds=seconds)
+    return at.replace(microsecond=at.microsecond // 1000 * 1000)
 
 
 @dataclass(slots=True)

@@ -44,6 +44,9 @@ from gateway.iso20022 import (
     TransactionStatus,
 )
 
+PAST_SECONDS = 30.0
+"""How long ago the past-deadline leg's TillTm was: past any partner's margin and clock skew."""
+
 
 class _Signer:
     def __init__(self) -> None:
@@ -61,7 +64,7 @@ def new_leg(s: Session, *, account: str | None = None, seconds: float | None = N
         uetr=uetr,
         amount=Money(t.amount, t.currency),
         settlement_date=deadline.date(),
-        deadline=deadline.timetz().replace(microsecond=0),
+        deadline=deadline.timetz(),
         debtor_bic=t.debtor[0],
         debtor_account=account or t.debtor[1],
         debtor_agent_bic=t.debtor[0],
@@ -220,6 +223,30 @@ def reordering(s: Session) -> None:
     expect_answer(s, step, leg.uetr, since, Pacs002, "RJCT", "DS02")
 
 
+def past_deadline(s: Session) -> None:
+    leg = new_leg(s, seconds=-PAST_SECONDS)
+    since = s.inbox.mark()
+    s.send(f"a pacs.009 whose TillTm passed {PAST_SECONDS:.0f} s ago accepted (202)", leg.pacs009)
+    step = "pacs.002 RJCT TM01: refused, nothing locked"
+    expect_answer(s, step, leg.uetr, since, Pacs002, "RJCT", "TM01")
+    ask_status(s, leg.original, "RJCT", "TM01")
+
+
+def wrong_fulfilment(s: Session) -> None:
+    leg = new_leg(s)
+    lock(s, leg)
+    wrong = secrets.token_hex(32)
+    terms = PvPTerms(leg.pvp_id, "FX", leg.condition, fulfilment=wrong)
+    decision = TransactionStatus(original=leg.original, status="ACSP", pvp=terms)
+    since = s.inbox.mark()
+    msg = Pacs002(msg_id=new_id("PC"), created=now(), transactions=(decision,))
+    s.send("COMMIT with a fulfilment that does not match accepted (202)", msg)
+    step = "pacs.002 RJCT CH16: nothing settled"
+    expect_answer(s, step, leg.uetr, since, Pacs002, "RJCT", "CH16")
+    ask_status(s, leg.original, "ACSP")  # still locked
+    settle(s, leg)
+
+
 def late_fulfilment(s: Session, late_seconds: float) -> None:
     leg = new_leg(s, seconds=late_seconds)
     lock(s, leg)
@@ -265,6 +292,8 @@ def scenarios(late_seconds: float) -> list[tuple[str, Callable[[Session], None]]
         ("partner rejection: a leg it cannot lock", partner_rejection),
         ("duplicates: the same message twice, a MsgId or UETR reused", duplicates),
         ("reordering: the camt.056 before its pacs.009", reordering),
+        ("past deadline: a pacs.009 whose TillTm has passed", past_deadline),
+        ("wrong fulfilment: a COMMIT whose Flfmt does not match", wrong_fulfilment),
         ("late fulfilment: COMMIT after the deadline", lambda s: late_fulfilment(s, late_seconds)),
         ("camt.056 after settlement", camt056_after_settlement),
         ("pacs.028 at each stage", status_at_each_stage),
@@ -286,18 +315,20 @@ def run_check(
     timeout: float = 10.0,
     late_seconds: float = 3.0,
     out: TextIO | None = None,
+    as_json: bool = False,
 ) -> int:
-    """Every scenario against ``target``, reported on ``out``; 0 if all passed, else 1."""
+    """Every scenario against ``target``, reported on ``out`` (``as_json``: JSON lines, the
+    opening lines then on stderr); 0 if all passed, else 1."""
     out = out or sys.stdout
     me = _Identity(*(identity or generate_identity(f"partner-check {bic}")))
-    report = Report(out)
+    report = Report(out, as_json=as_json)
     holder: list[Session] = []
     inbox = Inbox(target, me, bic, lambda request: holder[0].answer_status(request))
     server = serve(inbox, listen[0], listen[1], me.cert_pem)
     session = Session(target, inbox, me, report, timeout)
     holder.append(session)
     host, port = server.server_address[:2]
-    out.write(
+    (sys.stderr if as_json else out).write(
         f"partner-check: {target.bic} ({target.currency}) at {target.endpoint}\n"
         f"the connector {bic} listens on http://{host!s}:{port}"
         " (POST /iso20022/messages, GET /v1/certificate)\n"
@@ -327,6 +358,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--amount", type=int, default=100, help="minor units per leg")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for an answer")
     p.add_argument("--late-seconds", type=float, default=3.0, help="deadline of the late leg")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per step, then one with the totals (no text report)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -353,6 +389,7 @@ def main(args: argparse.Namespace) -> int:
         identity=identity,
         timeout=args.timeout,
         late_seconds=args.late_seconds,
+        as_json=args.json,
     )
 
 

@@ -33,9 +33,16 @@ DOC = {
     "camt.029.001.09": "urn:iso:std:iso:20022:tech:xsd:camt.029.001.09",
     "admi.002.001.01": "urn:iso:std:iso:20022:tech:xsd:admi.002.001.01",
 }
-FAULTS = frozenset({"accept_unsigned", "release_at_deadline", "cancel_settled"})
+FAULTS = frozenset(
+    {"accept_unsigned", "release_at_deadline", "cancel_settled", "lock_late", "any_fulfilment"}
+)
 """accept_unsigned: no signature check; release_at_deadline: a lock past its TillTm is
-released on its own; cancel_settled: a camt.056 after settlement is answered CNCL."""
+released on its own; cancel_settled: a camt.056 after settlement is answered CNCL; lock_late:
+a pacs.009 whose TillTm has passed is locked; any_fulfilment: a COMMIT settles whatever its
+Flfmt."""
+MARGIN = dt.timedelta(milliseconds=500)
+"""A pacs.009 whose TillTm is this close, or past, is refused TM01: the lock could only wait
+for the ABORT."""
 
 
 def identity(name: str) -> tuple[str, str]:
@@ -191,7 +198,10 @@ class ReferencePartner:
                 statuses.append((original, "RJCT", "DS02"))
                 continue
             reason = None
-            if account not in self.accounts:
+            late = deadline - MARGIN <= dt.datetime.now(dt.UTC)
+            if late and "lock_late" not in self.broken:
+                reason = "TM01"
+            elif account not in self.accounts:
                 reason = "AC01"
             elif self.accounts[account] < amount:
                 reason = "AM04"
@@ -219,7 +229,8 @@ class ReferencePartner:
             if leg is None or not flfmt:
                 continue
             self._expire(leg)
-            if hashlib.sha256(bytes.fromhex(flfmt)).hexdigest() != leg.condition:
+            matches = hashlib.sha256(bytes.fromhex(flfmt)).hexdigest() == leg.condition
+            if not matches and "any_fulfilment" not in self.broken:
                 statuses.append((leg.original, "RJCT", "CH16"))
                 continue
             if leg.state == "locked":

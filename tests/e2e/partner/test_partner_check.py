@@ -1,10 +1,12 @@
 """``dt-gateway partner-check`` against a reference partner written without the gateway's
-message code (lxml + signxml), over real HTTP on 127.0.0.1: every step passes; and against the
-same partner broken on purpose, where the check names each failing test case and exits 1."""
+message code (lxml + signxml), over real HTTP on 127.0.0.1: every step passes (reported as JSON
+lines); and against the same partner broken on purpose, where the check names each failing
+test case and exits 1."""
 
 from __future__ import annotations
 
 import io
+import json
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stdout
@@ -38,11 +40,13 @@ def _partner(broken: frozenset[str] = frozenset()) -> Iterator[tuple[ReferencePa
         partner.close()
 
 
-def _check(tmp_path: Path, partner: ReferencePartner, endpoint: str, port: int) -> tuple[int, str]:
+def _check(
+    tmp_path: Path, partner: ReferencePartner, endpoint: str, port: int, *more: str
+) -> tuple[int, str]:
     cert = tmp_path / "partner.pem"
     cert.write_text(partner.cert_pem)
     args = ["partner-check", "--endpoint", endpoint, "--bic", "CBAUAEAA", "--currency", "AED"]
-    args += ["--cert", str(cert), "--listen", f"127.0.0.1:{port}", "--late-seconds", "1"]
+    args += ["--cert", str(cert), "--listen", f"127.0.0.1:{port}", "--late-seconds", "2", *more]
     out = io.StringIO()
     with redirect_stdout(out):
         code = main(args)
@@ -51,18 +55,38 @@ def _check(tmp_path: Path, partner: ReferencePartner, endpoint: str, port: int) 
 
 def test_the_reference_partner_passes_every_step(tmp_path: Path) -> None:
     with _partner() as (partner, endpoint, port):
-        code, report = _check(tmp_path, partner, endpoint, port)
+        code, report = _check(tmp_path, partner, endpoint, port, "--json")
         balance = partner.accounts["EBIL-AED"]
     assert code == 0, report
-    assert "FAIL" not in report and "RESULT: PASS" in report
-    assert "Test cases: 9, passed 9, failed 0" in report
+    # --json: one object per step, then the totals; nothing else on stdout.
+    *steps, summary = [json.loads(line) for line in report.splitlines()]
+    assert {(s["type"], s["result"], s["detail"]) for s in steps} == {("step", "PASS", "")}
+    assert [s["case_number"] for s in steps] == sorted(s["case_number"] for s in steps)
+    cases = {s["case_number"]: s["case"] for s in steps}
+    assert sorted(cases) == list(range(1, 12))
+    assert cases[6] == "past deadline: a pacs.009 whose TillTm has passed"
+    assert "pacs.002 RJCT TM01: refused, nothing locked" in {s["step"] for s in steps}
+    assert "pacs.002 RJCT CH16: nothing settled" in {s["step"] for s in steps}
+    assert summary == {
+        "type": "summary",
+        "result": "PASS",
+        "cases": 11,
+        "cases_passed": 11,
+        "cases_failed": 0,
+        "steps": len(steps),
+        "steps_passed": len(steps),
+        "steps_failed": 0,
+        "failed_cases": [],
+    }
     # Settled legs moved money; released, rejected and refused ones did not.
     settled = sum(1 for leg in partner.legs.values() if leg.state == "settled")
     assert settled >= 4 and balance == 1_000_000 - 100 * settled
 
 
 def test_a_broken_partner_fails_and_each_failing_step_is_named(tmp_path: Path) -> None:
-    broken = frozenset({"accept_unsigned", "release_at_deadline", "cancel_settled"})
+    broken = frozenset(
+        {"accept_unsigned", "release_at_deadline", "cancel_settled", "lock_late", "any_fulfilment"}
+    )
     with _partner(broken) as (partner, endpoint, port):
         code, report = _check(tmp_path, partner, endpoint, port)
     assert code == 1, report
@@ -70,6 +94,8 @@ def test_a_broken_partner_fails_and_each_failing_step_is_named(tmp_path: Path) -
         line.removeprefix("FAILED: ") for line in report.splitlines() if line.startswith("FAILED: ")
     }
     assert failed == {
+        "past deadline: a pacs.009 whose TillTm has passed",
+        "wrong fulfilment: a COMMIT whose Flfmt does not match",
         "late fulfilment: COMMIT after the deadline",
         "camt.056 after settlement",
         "bad signature",
@@ -77,4 +103,6 @@ def test_a_broken_partner_fails_and_each_failing_step_is_named(tmp_path: Path) -
     assert "FAIL  signed by another key: admi.002 DS0B" in report
     assert "expected camt.029 RJCR\n" in report and "got camt.029 ACCR (MsgId" in report
     assert "expected pacs.002 ACSC\n" in report and "got pacs.002 RJCT DS02 (MsgId" in report
+    assert "expected pacs.002 RJCT TM01\n" in report and "got pacs.002 ACSP (MsgId" in report
+    assert "expected pacs.002 RJCT CH16\n" in report and "got pacs.002 ACSC (MsgId" in report
     assert "RESULT: FAIL" in report
