@@ -9,6 +9,9 @@ picks due rows after a failed delivery, in batched mode, and at its poll. A lane
 the bank's handling and the connector's processing of its answers. Lanes report back to the
 dispatcher, which marks every row delivered since its last round sent in one transaction
 (then fires the fault steps of delivery). Faults (drop, delay, duplicate, reorder) apply here.
+
+A :data:`Watcher` (:meth:`Delivery.watch`) is told what delivery does, on the thread doing it:
+how tests see who delivered what without replacing any of it.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +51,13 @@ _RECORD_WITHIN = 0.05
 """Deliveries are recorded (``sent_at``) at most this many seconds late, several in one
 transaction, or once this many wait:"""
 _RECORD_MAX = 256
+
+Watcher = Callable[[str, Sequence[Any], str], None]
+"""Called ``(event, rows, detail)`` on the thread of the event: ``handed_out`` (outbox rows
+found due and handed to their lanes, ``detail`` ``lanes``, or kept by the thread to deliver
+itself, ``here``), ``batch`` (rows a simulated bank's lane delivers in one transaction,
+``detail`` the lane), ``delivered`` (one row; ``detail`` its outcome: ``sent``, ``retry`` or
+``held``; in a batch, as its own delivery ended: the batch's transaction may yet fail)."""
 
 
 @dataclass(slots=True)
@@ -99,6 +110,15 @@ class Delivery:
         self._delayed: set[int] = set()
         self._held_lock = threading.Lock()
         self._held: tuple[Any, int] | None = None  # a reordered row and when it was held
+        self._watchers: list[Watcher] = []
+
+    def watch(self, watcher: Watcher) -> None:
+        """Tell ``watcher`` what delivery does from now on (see :data:`Watcher`)."""
+        self._watchers.append(watcher)
+
+    def _tell(self, event: str, rows: Sequence[Any], detail: str) -> None:
+        for watcher in self._watchers:
+            watcher(event, rows, detail)
 
     def start_dispatcher(self) -> threading.Thread:
         self.running = True
@@ -271,6 +291,8 @@ class Delivery:
         if more:  # more may be due once some are delivered
             self._fresh = True
             self._wake.set()
+        if rows and self._watchers:
+            self._tell("handed_out", rows, "here" if kept else "lanes")
         if kept and keep is not None:
             keep.extend(rows)
         return len(rows)
@@ -363,10 +385,13 @@ class Delivery:
 
     def _deliver_logged(self, row: Any, lane: Lane, batch: Work | None = None) -> str:
         try:
-            return self.deliver(row, lane, batch)
+            outcome = self.deliver(row, lane, batch)
         except Exception:
             log.exception("delivery of outbox row %s failed", row.id)
-            return "retry"
+            outcome = "retry"
+        if self._watchers:
+            self._tell("delivered", [row], outcome)
+        return outcome
 
     def _deliver_batch(
         self, rows: list[Any], lane: Lane
@@ -376,6 +401,8 @@ class Delivery:
         the outbox rows the batch wrote. If the transaction fails, none is delivered: all are
         handed out again."""
         outcomes: list[tuple[Any, str]] = []
+        if self._watchers:
+            self._tell("batch", rows, lane.dest)
         try:
             with transaction(self.engine) as batch:
                 for row in rows:

@@ -1,6 +1,10 @@
 """Who hands committed outbox rows to the lanes: the thread that committed them, right after
 its commit, while the dispatcher runs; the dispatcher when it was woken by a commit that queued
-rows (not at every wake-up), polls for retries, or runs batches."""
+rows (not at every wake-up), polls for retries, or runs batches.
+
+Deliveries are real: the DT network is an HTTP peer on 127.0.0.1 that accepts every message,
+the simulated bank is the connector's own; who handed out and delivered what is seen through
+the delivery's watcher (``Delivery.watch``)."""
 
 from __future__ import annotations
 
@@ -8,8 +12,9 @@ import contextlib
 import functools
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -25,20 +30,69 @@ from tests.integration.connector.conftest import Env, connector_settings
 from tests.integration.connector.fakenet import BIC
 
 
+class _Accepts(BaseHTTPRequestHandler):
+    """A DT network that accepts (202) every message and answers nothing."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(202)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+
 @contextmanager
 def _connector(tmp_path: Path, *, threads: bool) -> Iterator[Connector]:
     """A started connector (its dispatcher and sweeper running if ``threads``) with a DT
-    network registered at an address where nothing listens. The simulated bank's rows go
-    through its lane too, as they do under faults (see ``sim_inline``)."""
+    network registered. The simulated bank's rows go through its lane too, as they do under
+    faults (see ``sim_inline``)."""
     connector = Connector(connector_settings(tmp_path, sim_inline=False))
     connector.start(threads=threads)
+    peer = ThreadingHTTPServer(("127.0.0.1", 0), _Accepts)
+    serving = threading.Thread(target=peer.serve_forever, name="dt-network")
+    serving.start()
     try:
         _key, cert = generate_identity("a DT network")
-        network = {"bic": BIC, "currency": "KZT", "endpoint": "http://127.0.0.1:9"}
+        endpoint = f"http://127.0.0.1:{peer.server_address[1]}"
+        network = {"bic": BIC, "currency": "KZT", "endpoint": endpoint}
         connector.register_participant({**network, "certificate_pem": cert})
         yield connector
     finally:
         connector.stop()
+        peer.shutdown()
+        serving.join()
+        peer.server_close()
+
+
+Seen = list[tuple[str, str, Any, str]]
+"""(thread, event, row, detail) of each row in what the delivery's watcher was told."""
+
+
+def _watch(connector: Connector) -> Seen:
+    seen: Seen = []
+
+    def watcher(event: str, rows: Sequence[Any], detail: str) -> None:
+        name = threading.current_thread().name
+        seen.extend((name, event, row, detail) for row in rows)
+
+    connector.delivery.watch(watcher)
+    return seen
+
+
+def _until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def _sent(seen: Seen) -> list[tuple[str, Any]]:
+    """(thread, row) of each delivery that went out."""
+    return [
+        (who, row) for who, event, row, detail in seen if (event, detail) == ("delivered", "sent")
+    ]
 
 
 def _insert_trades(connector: Connector, n: int) -> list[str]:
@@ -130,22 +184,15 @@ def test_the_dispatcher_is_woken_only_when_it_would_not_look_soon(tmp_path: Path
 
 def test_a_thread_that_committed_rows_hands_them_out_itself(tmp_path: Path) -> None:
     with _connector(tmp_path, threads=True) as connector:  # the dispatcher runs
-        rounds: list[tuple[str, int]] = []
-        dispatch_due = connector.delivery.dispatch_due
-
-        def recorded(keep: list[Any] | None = None, **kw: Any) -> int:
-            n = dispatch_due(keep, **kw)
-            rounds.append((threading.current_thread().name, n))
-            return n
-
-        connector.delivery.dispatch_due = recorded  # type: ignore[method-assign]
+        seen = _watch(connector)
         worker = threading.Thread(
             target=connector.create_trade, args=(Env.trade_body(),), name="trade-worker"
         )
         worker.start()
         worker.join()
         # Both pacs.009 went to their lanes from the committing thread, before it returned.
-        assert ("trade-worker", 2) in rounds
+        handed_out = [(who, detail) for who, event, _, detail in seen if event == "handed_out"]
+        assert handed_out == [("trade-worker", "lanes")] * 2
 
 
 def test_a_thread_hands_out_its_own_rows_without_waiting_for_another_writers_fsync(
@@ -177,13 +224,7 @@ def test_a_thread_hands_out_its_own_rows_without_waiting_for_another_writers_fsy
 
 def test_rows_rolled_back_with_their_savepoint_are_not_handed_out(tmp_path: Path) -> None:
     with _connector(tmp_path, threads=True) as connector:
-        delivered: list[str] = []
-
-        def recorded(row: Any, _lane: Any, _batch: Any = None) -> str:
-            delivered.append(row.msg_id)
-            return "sent"
-
-        connector.delivery.deliver = recorded  # type: ignore[method-assign]
+        seen = _watch(connector)
         matching = connector.matching
         with transaction(connector.engine) as work:
             with contextlib.suppress(RuntimeError), savepoint(work.conn):
@@ -193,22 +234,16 @@ def test_rows_rolled_back_with_their_savepoint_are_not_handed_out(tmp_path: Path
             matching.insert(work, [matching.trade(Env.trade_body())])
             kept = work.sent[len(refused) :]
         connector.delivery.committed(work.sent)
-        deadline = time.monotonic() + 10
-        while len(delivered) < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(0.1)  # nothing more comes
-        assert len(refused) == 2 and sorted(delivered) == sorted(kept)
+        # Handed out on this thread before committed() returned: the two rows kept, alone.
+        handed_out = [row.msg_id for _, event, row, _ in seen if event == "handed_out"]
+        assert len(refused) == 2 and sorted(handed_out) == sorted(kept)
+        _until(lambda: len(_sent(seen)) >= 2)
+        assert sorted(row.msg_id for _, row in _sent(seen)) == sorted(kept)
 
 
 def test_after_answering_a_reception_thread_delivers_a_pair_itself(tmp_path: Path) -> None:
     with _connector(tmp_path, threads=True) as connector:  # the dispatcher runs
-        delivered: list[tuple[str, str]] = []
-
-        def recorded(row: Any, _lane: Any, _batch: Any = None) -> str:
-            delivered.append((threading.current_thread().name, row.destination_bic))
-            return "sent"
-
-        connector.delivery.deliver = recorded  # type: ignore[method-assign]
+        seen = _watch(connector)
 
         def reception() -> None:
             # What a reception's transaction does when it decides: two rows, one per network
@@ -223,7 +258,8 @@ def test_after_answering_a_reception_thread_delivers_a_pair_itself(tmp_path: Pat
         worker.start()
         worker.join()
         # On that thread, the remote network first (a post waits), the simulated bank after.
-        assert [who for who, _ in delivered] == ["reception", "reception"]
+        delivered = [(who, row.destination_bic) for who, row in _sent(seen)]
+        assert [who for who, _ in delivered[:2]] == ["reception", "reception"]
         assert delivered[0][1] == BIC and delivered[1][1] in connector.sim.by_bic
 
 
@@ -234,13 +270,7 @@ def test_a_reception_thread_that_may_not_wait_hands_its_pair_to_the_lanes(
     the networks post meanwhile (gateway.messaging.queues.Batcher), so the lanes deliver its
     pair."""
     with _connector(tmp_path, threads=True) as connector:
-        delivered: list[str] = []
-
-        def recorded(row: Any, _lane: Any, _batch: Any = None) -> str:
-            delivered.append(threading.current_thread().name)
-            return "sent"
-
-        connector.delivery.deliver = recorded  # type: ignore[method-assign]
+        seen = _watch(connector)
 
         def reception() -> None:
             answered = connector.handle_requests(
@@ -252,10 +282,8 @@ def test_a_reception_thread_that_may_not_wait_hands_its_pair_to_the_lanes(
         worker = threading.Thread(target=reception, name="reception")
         worker.start()
         worker.join()
-        deadline = time.monotonic() + 10
-        while len(delivered) < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert len(delivered) == 2 and "reception" not in delivered
+        _until(lambda: len(_sent(seen)) >= 2)
+        assert "reception" not in [who for who, _ in _sent(seen)]
 
 
 def test_more_than_a_pair_goes_to_the_lanes(tmp_path: Path) -> None:
@@ -274,20 +302,7 @@ def test_a_request_thread_hands_out_what_its_calls_queued_only_after_answering(
     same thread delivers a new PvP's pair itself when the lanes are idle, without waking a
     lane's thread for it."""
     with _connector(tmp_path, threads=True) as connector:
-        rounds: list[str] = []
-        delivered: list[tuple[str, str]] = []
-        dispatch_due, deliver = connector.delivery.dispatch_due, connector.delivery.deliver
-
-        def recorded_round(keep: list[Any] | None = None, **kw: Any) -> int:
-            rounds.append(threading.current_thread().name)
-            return dispatch_due(keep, **kw)
-
-        def recorded_delivery(row: Any, lane: Any, batch: Any = None) -> str:
-            delivered.append((threading.current_thread().name, row.destination_bic))
-            return deliver(row, lane, batch)
-
-        connector.delivery.dispatch_due = recorded_round  # type: ignore[method-assign]
-        connector.delivery.deliver = recorded_delivery  # type: ignore[method-assign]
+        seen = _watch(connector)
         outcomes: list[Any] = []
 
         def requests_thread() -> None:
@@ -297,7 +312,7 @@ def test_a_request_thread_hands_out_what_its_calls_queued_only_after_answering(
             calls = [functools.partial(connector.create_trade, Env.trade_body()), refused]
             answered = connector.handle_requests(calls)
             outcomes.extend(answered.outcomes)
-            outcomes.append(list(rounds))  # nothing handed out while answering
+            outcomes.append([who for who, *_ in seen])  # nothing handed out while answering
             assert answered.then is not None
             answered.then(True)
 
@@ -310,6 +325,7 @@ def test_a_request_thread_hands_out_what_its_calls_queued_only_after_answering(
         assert "connector-requests-0" not in rounds_before
         # Then the pair went out from the request thread itself: the DT network's pacs.009
         # and the simulated bank's.
-        assert sorted(delivered) == sorted(
+        delivered = [(who, row.destination_bic) for who, row in _sent(seen)]
+        assert sorted(delivered[:2]) == sorted(
             [("connector-requests-0", BIC), ("connector-requests-0", "CBAUAEAA")]
         )
