@@ -55,6 +55,10 @@ class PvPProcesses:
     connector_settings: dict[str, str] = field(default_factory=dict)
     gateway_settings: dict[str, str] = field(default_factory=dict)
     log_level: str = "WARNING"
+    safety_margin_ms: int = 300
+    """Both processes' ``connector.safety_margin_ms``: the connector commits only before
+    deadline - margin, and the gateway refuses (TM01) a pacs.009 closer to its deadline than
+    that, so with two margins a leg could be refused that the connector still counts on."""
 
     def __post_init__(self) -> None:
         self.tmp.mkdir(parents=True, exist_ok=True)
@@ -84,7 +88,7 @@ class PvPProcesses:
                 "DT_GATEWAY_CONNECTOR__SIGNING_KEY_PEM": self.connector_identity.key_pem.decode(),
                 "DT_GATEWAY_CONNECTOR__SIGNING_CERT_PEM": self.connector_identity.cert_pem.decode(),
                 "DT_GATEWAY_CONNECTOR__ADMIN_TOKEN": self.admin_token,
-                "DT_GATEWAY_CONNECTOR__SAFETY_MARGIN_MS": "300",
+                "DT_GATEWAY_CONNECTOR__SAFETY_MARGIN_MS": str(self.safety_margin_ms),
                 "DT_GATEWAY_CONNECTOR__REDELIVER_AFTER_MS": "1000",
                 "DT_GATEWAY_CONNECTOR__RETRY_BASE_MS": "20",
                 "DT_GATEWAY_CONNECTOR__RETRY_CAP_MS": "500",
@@ -106,6 +110,7 @@ class PvPProcesses:
             "DT_GATEWAY_HTTP__PUBLIC_URL": f"http://127.0.0.1:{gateway_port}",
             "DT_GATEWAY_CONNECTOR__URL": self.connector.url,
             "DT_GATEWAY_CONNECTOR__GATEWAY_BIC": GATEWAY_BIC,
+            "DT_GATEWAY_CONNECTOR__SAFETY_MARGIN_MS": str(self.safety_margin_ms),
             "DT_GATEWAY_PVP__CONNECTOR_BIC": CONNECTOR_BIC,
             "DT_GATEWAY_ISO20022__SIGNING_KEY_PEM": self.identity.key_pem.decode(),
             "DT_GATEWAY_ISO20022__SIGNING_CERT_PEM": self.identity.cert_pem.decode(),
