@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -19,16 +19,16 @@ from tests.integration.connector.fakenet import BIC as DT_BANK_BIC
 SIM = "CBAUAEAA"
 
 
-def _lane_deliveries(env: Env, monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
-    """Records each delivery to a simulated bank through its lane."""
-    seen: list[bytes] = []
-    real = env.connector.delivery._deliver_simulated
+def _lane_deliveries(env: Env) -> list[str]:
+    """The message types delivered to the simulated bank through its lane, as they go (the
+    delivery's watcher: ``Delivery.watch``)."""
+    seen: list[str] = []
 
-    def recording(raw: bytes, *args: Any, **kw: Any) -> None:
-        seen.append(raw)
-        real(raw, *args, **kw)
+    def watcher(event: str, rows: Sequence[Any], detail: str) -> None:
+        if event == "delivered" and detail == "sent":
+            seen.extend(r.msg_def_id for r in rows if r.destination_bic == SIM)
 
-    monkeypatch.setattr(env.connector.delivery, "_deliver_simulated", recording)
+    env.connector.delivery.watch(watcher)
     return seen
 
 
@@ -46,9 +46,9 @@ def _sim_rows(env: Env, pvp_id: str) -> list[Any]:
 
 
 def test_the_simulated_leg_is_locked_with_the_trade_and_settled_with_the_decision(
-    env: Env, monkeypatch: pytest.MonkeyPatch
+    env: Env,
 ) -> None:
-    lanes = _lane_deliveries(env, monkeypatch)
+    lanes = _lane_deliveries(env)
     pvp_id = env.trade(kzt=1000, aed=10)
     # Answered before the trade's 201: nothing waits for a lane.
     fx = next(leg for leg in env.pvp(pvp_id)["legs"] if leg["network_bic"] == SIM)
@@ -78,24 +78,24 @@ def test_the_simulated_leg_is_locked_with_the_trade_and_settled_with_the_decisio
 
 @pytest.mark.parametrize("how", ["a fault rule", "the setting"])
 def test_with_a_fault_rule_or_the_setting_off_the_bank_is_reached_through_its_lane(
-    make_env: Callable[..., Env], monkeypatch: pytest.MonkeyPatch, how: str
+    make_env: Callable[..., Env], how: str
 ) -> None:
     env = make_env(sim_inline=how != "the setting")
     if how == "a fault rule":
         rule = {"kind": "drop", "pvp_id": "PVP-NONE-SUCH"}  # matches nothing here
         assert env.http.post("/v1/faults", json=rule).status_code == 201
-    lanes = _lane_deliveries(env, monkeypatch)
+    lanes = _lane_deliveries(env)
     pvp_id = env.trade(kzt=1000, aed=10)
     env.wait(pvp_id, lambda v: v["state"] == "settled")
-    assert len(lanes) == 2  # the pacs.009 and the decision
+    assert lanes == ["pacs.009.001.08", "pacs.002.001.10"]  # the pacs.009 and the decision
     assert env.balance("HSBK-AED")["available"] == 10
 
 
 def test_a_simulated_leg_the_payer_cannot_fund_is_refused_and_nothing_moves(
-    env: Env, monkeypatch: pytest.MonkeyPatch
+    env: Env,
 ) -> None:
     """Answered in the trade's transaction, a refusal aborts the PvP as through a lane."""
-    lanes = _lane_deliveries(env, monkeypatch)
+    lanes = _lane_deliveries(env)
     before = env.balance("EBIL-AED")
     pvp_id = env.trade(kzt=1000, aed=before["available"] + 1)
     view = env.wait(pvp_id, lambda v: v["state"] == "cancelled")

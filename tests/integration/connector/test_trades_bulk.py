@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from tests.integration.connector.conftest import Env
@@ -88,27 +87,25 @@ def test_deliveries_to_a_simulated_bank_share_transactions_and_one_failure_spare
 ) -> None:
     """Rows queued together for the simulated bank go in one transaction, each in its own
     savepoint: faults still apply per row, a row whose handling fails is undone alone and
-    delivered again, and everything settles exactly once."""
+    delivered again, and everything settles exactly once.
+
+    The batches are seen through the delivery's watcher; the one failure is the simulated
+    bank's handling replaced to fail once (no fault rule makes the bank's handling fail)."""
     conn = env.connector
     sizes: list[int] = []
-    deliver_batch = conn.delivery._deliver_batch
+    batched: set[bytes] = set()  # the payloads of rows delivered in a batch
 
-    batching: set[int] = set()  # the threads inside a batch of deliveries
+    def watcher(event: str, rows: Sequence[Any], _detail: str) -> None:
+        if event == "batch":
+            sizes.append(len(rows))
+            batched.update(r.payload for r in rows)
 
-    def recorded(rows: list[Any], lane: Any) -> tuple[list[tuple[Any, str]], list[str]]:
-        sizes.append(len(rows))
-        batching.add(threading.get_ident())
-        try:
-            return deliver_batch(rows, lane)
-        finally:
-            batching.discard(threading.get_ident())
-
-    conn.delivery._deliver_batch = recorded  # type: ignore[method-assign]
+    conn.delivery.watch(watcher)
     handle = conn.sim.handle
     failed: list[bool] = []
 
     def fails_once(raw: bytes, bic: str, conn: Any = None, **kw: Any) -> Any:
-        in_batch = threading.get_ident() in batching
+        in_batch = raw in batched
         if not failed and in_batch and b"pacs.009" in raw:
             failed.append(in_batch)
             raise RuntimeError("simulated bank down for one message")
