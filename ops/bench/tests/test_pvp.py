@@ -9,7 +9,7 @@ from types import ModuleType
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "ops" / "bench" / "pvp.py"
+BENCH = Path(__file__).resolve().parents[1] / "pvp.py"
 
 
 @pytest.fixture(scope="module")
