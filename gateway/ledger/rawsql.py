@@ -107,6 +107,10 @@ _PG_UPDATE_WALLETS = (
     " FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[])"
     " AS v(id, status, posted, reserved) WHERE w.id = v.id"
 )
+# A batch resolving more locks reads them first and their wallets after: a round trip is
+# nothing next to such a batch's work, and the planner may scan the locks' table for the
+# subquery's long id list where the locks' own read uses the index.
+_PG_MAX_LOCKS_IN_ONE_READ = 16
 # The batch's reads in one pipeline (one round trip): its locks, then its transfers, then its
 # wallets, named or reached through the locks that the batch resolves. The wallets' statement
 # runs after the locks' (statements of a pipeline run in order), so rows are still locked in
@@ -378,7 +382,7 @@ class HotPathLedgerSql:
         ``wallets_of_locks``. On PostgreSQL in one round trip (after the transaction's BEGIN);
         the same rows, locked in the same order, as :meth:`locks_for_update`,
         :meth:`transfers` then :meth:`wallets_for_update` would return."""
-        if not self._pg:
+        if not self._pg or len(wallets_of_locks) > _PG_MAX_LOCKS_IN_ONE_READ:
             locks = self.locks_for_update(lock_ids)
             ids = set(wallet_ids)
             for lock_id in wallets_of_locks:

@@ -32,8 +32,10 @@ def test_batch_reads_match_the_plain_reads(engine: Engine) -> None:
             CreateLock("lk-1", "a", "b", 10, condition=_condition(b"1")),
             CreateLock("lk-2", "c", "d", 20),
             MakeTransfer("t-1", "e", "a", 5),
-        ],
+        ]
+        + [CreateLock(f"many-{i:02}", wallets[i % 5], wallets[(i + 1) % 5], 1) for i in range(20)],
     )
+    many = {f"many-{i:02}" for i in range(20)}
     cases = [
         # (lock ids, transfer ids, wallets named, locks whose wallets are read too)
         ({"lk-1", "lk-2", "lk-new"}, {"t-1", "t-new"}, {"e"}, {"lk-1", "lk-2", "lk-new"}),
@@ -41,6 +43,8 @@ def test_batch_reads_match_the_plain_reads(engine: Engine) -> None:
         (set(), {"t-1"}, {"a", "e", "nobody"}, set()),
         ({"lk-1"}, set(), {"c"}, set()),
         (set(), set(), set(), set()),
+        # More locks than PostgreSQL reads together with their wallets.
+        (many | {"lk-1"}, set(), {"e"}, many | {"lk-1"}),
     ]
     uow = LedgerUnitOfWork(engine)
     for lock_ids, transfer_ids, named, of_locks in cases:
