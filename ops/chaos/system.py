@@ -42,6 +42,10 @@ BANK_A, BANK_B = "bank-a-dt", "bank-b-dt"  # plain ledger traffic between two ba
 FUNDS = {DT_WALLET: 10**12, EXCHANGE_WALLET: 10**12, BANK_A: 10**11, BANK_B: 10**11}
 AED_FUNDS = 10**12
 HOLDERS = 4  # token holders, anvil's dev accounts 4..7
+SAFETY_MARGIN_MS = "300"
+"""Every process's ``connector.safety_margin_ms``: the connector commits only before deadline -
+margin and the gateway refuses (TM01) a pacs.009 closer to its deadline than that, so the two
+must agree or the gateway refuses legs the connector still counts on."""
 
 
 def create_database(admin_url: str) -> str:
@@ -173,7 +177,7 @@ class System:
                     self.connector_identity.cert_pem.decode()
                 ),
                 "DT_GATEWAY_CONNECTOR__ADMIN_TOKEN": self.admin_token,
-                "DT_GATEWAY_CONNECTOR__SAFETY_MARGIN_MS": "300",
+                "DT_GATEWAY_CONNECTOR__SAFETY_MARGIN_MS": SAFETY_MARGIN_MS,
                 "DT_GATEWAY_CONNECTOR__REDELIVER_AFTER_MS": "1000",
                 "DT_GATEWAY_CONNECTOR__RETRY_BASE_MS": "20",
                 "DT_GATEWAY_CONNECTOR__RETRY_CAP_MS": "500",
@@ -225,6 +229,7 @@ class System:
             "DT_GATEWAY_COLLATERAL__LOG_KEY": self.log_key,
             "DT_GATEWAY_CONNECTOR__URL": self.connector.url,
             "DT_GATEWAY_CONNECTOR__GATEWAY_BIC": GATEWAY_BIC,
+            "DT_GATEWAY_CONNECTOR__SAFETY_MARGIN_MS": SAFETY_MARGIN_MS,
             "DT_GATEWAY_PVP__CONNECTOR_BIC": CONNECTOR_BIC,
             "DT_GATEWAY_PVP__CONNECTOR_TOKEN": self.connector_token,
             "DT_GATEWAY_ISO20022__SIGNING_KEY_PEM": self.identity.key_pem.decode(),
