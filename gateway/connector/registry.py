@@ -10,7 +10,7 @@ import re
 import secrets
 import threading
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -28,16 +28,20 @@ from gateway.sqlite.fastsql import run
 
 BIC_RE = re.compile(r"[A-Z]{6}[A-Z2-9][A-Z0-9]([A-Z0-9]{3})?")
 ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.:\-]{0,34}")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
 
 
 def parse_time(value: str, field: str) -> int:
+    """Milliseconds since the epoch of an ISO 8601 date-time with an offset, exactly: whole
+    milliseconds of the instant, any finer digits dropped (a float timestamp can lose one)."""
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except (ValueError, AttributeError):
         raise InvalidInput(f"{field}: not an ISO 8601 date-time") from None
     if parsed.tzinfo is None:
         raise InvalidInput(f"{field}: a date-time with an offset is required")
-    return int(parsed.timestamp() * 1000)
+    return (parsed - _EPOCH) // _MS
 
 
 def check_bic(value: Any, field: str) -> str:
