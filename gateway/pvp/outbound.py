@@ -26,16 +26,8 @@ def queue_message(
     """Sign, store and queue one outbound message in the caller's transaction; its id."""
     header = header_for(message, from_bic=ctx.gateway_bic, to_bic=ctx.connector_bic, created=now)
     signed = build(message, header, signer=ctx.signer())
-    uow.pvp.add_message(
-        "out",
-        signed,
-        hashlib.sha256(signed).hexdigest(),
-        now,
-        sender=bic11(ctx.gateway_bic),
-        receiver=bic11(ctx.connector_bic),
-        msg_def_id=message.MESSAGE_ID,
-        msg_id=message.id,
-        uetrs=uetrs,
+    record_outbound(
+        uow, ctx, signed, now, msg_def_id=message.MESSAGE_ID, msg_id=message.id, uetrs=uetrs
     )
     uow.outbox.add(
         ISO_TOPIC,
@@ -46,6 +38,33 @@ def queue_message(
         now=now,
     )
     return message.id
+
+
+def record_outbound(
+    uow: PvPUnitOfWork,
+    ctx: PvPContext,
+    signed: bytes,
+    now: datetime,
+    *,
+    msg_def_id: str,
+    msg_id: str,
+    uetrs: Iterable[str] = (),
+    reason: str | None = None,
+) -> None:
+    """Store a signed message from the gateway to the connector in the message trail, with its
+    SHA-256, in the caller's transaction (queueing it to send is the caller's choice)."""
+    uow.pvp.add_message(
+        "out",
+        signed,
+        hashlib.sha256(signed).hexdigest(),
+        now,
+        sender=bic11(ctx.gateway_bic),
+        receiver=bic11(ctx.connector_bic),
+        msg_def_id=msg_def_id,
+        msg_id=msg_id,
+        reason=reason,
+        uetrs=uetrs,
+    )
 
 
 def original_of(leg: Leg) -> OriginalRef:
@@ -72,4 +91,4 @@ def status_of(leg: Leg, original: OriginalRef) -> TransactionStatus:
     return tx_status(original, code, reason)
 
 
-__all__ = ["original_of", "queue_message", "status_of", "tx_status"]
+__all__ = ["original_of", "queue_message", "record_outbound", "status_of", "tx_status"]

@@ -43,6 +43,7 @@ from gateway.pvp import handlers
 from gateway.pvp.context import PvPContext, bic11, new_msg_id
 from gateway.pvp.inbox import AFTER_APPLYING, InboxItem
 from gateway.pvp.model import Leg, LegTerms
+from gateway.pvp.outbound import record_outbound
 from gateway.pvp.store import PvPUnitOfWork
 
 log = logging.getLogger(__name__)
@@ -326,13 +327,11 @@ def record_rejection(
                 msg_id=(rejection.msg_id or "")[:35] or None,
                 reason=rejection.code[:4],
             )
-            uow.pvp.add_message(
-                "out",
+            record_outbound(
+                uow,
+                ctx,
                 signed,
-                hashlib.sha256(signed).hexdigest(),
                 now,
-                sender=bic11(ctx.gateway_bic),
-                receiver=bic11(ctx.connector_bic),
                 msg_def_id=admi.MESSAGE_ID,
                 msg_id=out_id,
                 reason=rejection.code[:4],
