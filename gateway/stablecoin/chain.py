@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, Unpack
 
 import requests
 from eth_abi.abi import encode as abi_encode
@@ -38,7 +38,7 @@ from gateway.stablecoin.chain_values import (
     sign_attestation,
 )
 from gateway.stablecoin.contract import ContractArtifact, load_artifact
-from gateway.stablecoin.transactions import TransactionSender
+from gateway.stablecoin.transactions import SendOptions, TransactionSender
 
 _PAUSED = keccak(text="paused()")[:4]
 _IS_BLOCKLISTED = keccak(text="isBlocklisted(address)")[:4]
@@ -50,10 +50,11 @@ _IS_BLOCKLISTED = keccak(text="isBlocklisted(address)")[:4]
 class StablecoinChain:
     """The stablecoin contract at ``address`` on the chain behind ``w3``.
 
-    ``confirmations``, ``poll_latency``, ``receipt_timeout``, ``gas_margin`` and
-    ``fee_cache_seconds`` tune how its transactions are sent and awaited
-    (:class:`~gateway.stablecoin.transactions.TransactionSender`); ``chain_id`` is the chain
-    the node must serve (None: whichever it does). Making a client asks the node nothing.
+    ``sending`` (``confirmations``, ``poll_latency``, ``receipt_timeout``, ``gas_margin``,
+    ``fee_cache_seconds``, ``chain_id``: :class:`~gateway.stablecoin.transactions.SendOptions`)
+    tunes how its transactions are sent and awaited, with the defaults of
+    :class:`~gateway.stablecoin.transactions.TransactionSender`, which checks them. Making a
+    client asks the node nothing.
     """
 
     def __init__(
@@ -62,27 +63,11 @@ class StablecoinChain:
         address: str | None = None,
         *,
         artifact: ContractArtifact | None = None,
-        confirmations: int = 1,
-        poll_latency: float = 0.01,
-        receipt_timeout: float = 60.0,
-        gas_margin: float = 1.2,
-        fee_cache_seconds: float = 0.0,
-        chain_id: int | None = None,
+        **sending: Unpack[SendOptions],
     ) -> None:
-        if confirmations < 1:
-            raise InvalidChainInput("confirmations must be at least 1 (1 = mined)")
         self.w3 = w3
         self.artifact = artifact or load_artifact()
-        self.transactions = TransactionSender(
-            w3,
-            self.artifact,
-            confirmations=confirmations,
-            poll_latency=poll_latency,
-            receipt_timeout=receipt_timeout,
-            gas_margin=gas_margin,
-            fee_cache_seconds=fee_cache_seconds,
-            chain_id=chain_id,
-        )
+        self.transactions = TransactionSender(w3, self.artifact, **sending)
         self._address: ChecksumAddress | None = None
         self._token_name: str | None = None
         self._abi_contract = w3.eth.contract(abi=self.artifact.abi)

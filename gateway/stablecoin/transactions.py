@@ -15,7 +15,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypedDict
 
 import requests
 from eth_account.signers.local import LocalAccount
@@ -83,6 +83,18 @@ def _is_nonce_error(message: str) -> bool:
 def _is_already_known(message: str) -> bool:
     text = message.lower()
     return "already known" in text or "already imported" in text
+
+
+class SendOptions(TypedDict, total=False):
+    """How a :class:`TransactionSender` sends and awaits transactions (each optional, with
+    the sender's default), for whatever builds one on a caller's behalf."""
+
+    confirmations: int
+    poll_latency: float
+    receipt_timeout: float
+    gas_margin: float
+    fee_cache_seconds: float
+    chain_id: int | None
 
 
 class TransactionSender:
@@ -277,4 +289,4 @@ class TransactionSender:
         return reverted(None, function)
 
 
-__all__ = ["NonceAllocator", "TransactionSender"]
+__all__ = ["NonceAllocator", "SendOptions", "TransactionSender"]
