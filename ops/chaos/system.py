@@ -42,10 +42,45 @@ BANK_A, BANK_B = "bank-a-dt", "bank-b-dt"  # plain ledger traffic between two ba
 FUNDS = {DT_WALLET: 10**12, EXCHANGE_WALLET: 10**12, BANK_A: 10**11, BANK_B: 10**11}
 AED_FUNDS = 10**12
 HOLDERS = 4  # token holders, anvil's dev accounts 4..7
-SAFETY_MARGIN_MS = "300"
+SAFETY_MARGIN_MS = 300
 """Every process's ``connector.safety_margin_ms``: the connector commits only before deadline -
 margin and the gateway refuses (TM01) a pacs.009 closer to its deadline than that, so the two
 must agree or the gateway refuses legs the connector still counts on."""
+CONNECTOR_TUNING = {
+    "DT_GATEWAY_CONNECTOR__REDELIVER_AFTER_MS": "1000",
+    "DT_GATEWAY_CONNECTOR__RETRY_BASE_MS": "20",
+    "DT_GATEWAY_CONNECTOR__RETRY_CAP_MS": "500",
+    "DT_GATEWAY_CONNECTOR__SWEEP_INTERVAL_MS": "100",
+    "DT_GATEWAY_CONNECTOR__AUTO_COUNTER_INSTRUCT": json.dumps(
+        {FX_BANK: {"AED": AED_PAYER, "KZT": CB_WALLET}}
+    ),
+}
+"""The connector's settings for a run on one machine: quick retries and sweeps, and the foreign
+bank's counter-instruction (AED from its simulated account, DT to the central bank's wallet)
+sent on its behalf."""
+GATEWAY_PVP_TUNING = {
+    "DT_GATEWAY_PVP__GRACE_SECONDS": "0.5",
+    "DT_GATEWAY_PVP__STATUS_RETRY_SECONDS": "1",
+    "DT_GATEWAY_PVP__SWEEP_SECONDS": "0.5",
+    "DT_GATEWAY_PVP__INBOX_RETRY_AFTER_SECONDS": "2",
+}
+"""The gateway's PvP timings for a run on one machine: deadlines and retries in seconds."""
+
+
+def register_gateway(connector: httpx.Client, endpoint: str, certificate_pem: bytes) -> str:
+    """Register the gateway at the connector as the KZT network (``connector``: its admin
+    client), with its endpoint and certificate; the token the gateway instructs with."""
+    registered = connector.post(
+        "/v1/participants",
+        json={
+            "bic": GATEWAY_BIC,
+            "currency": "KZT",
+            "endpoint": endpoint,
+            "certificate_pem": certificate_pem.decode(),
+        },
+    )
+    assert registered.status_code == 201, registered.text
+    return str(registered.json()["token"])
 
 
 def create_database(admin_url: str) -> str:
@@ -177,14 +212,8 @@ class System:
                     self.connector_identity.cert_pem.decode()
                 ),
                 "DT_GATEWAY_CONNECTOR__ADMIN_TOKEN": self.admin_token,
-                "DT_GATEWAY_CONNECTOR__SAFETY_MARGIN_MS": SAFETY_MARGIN_MS,
-                "DT_GATEWAY_CONNECTOR__REDELIVER_AFTER_MS": "1000",
-                "DT_GATEWAY_CONNECTOR__RETRY_BASE_MS": "20",
-                "DT_GATEWAY_CONNECTOR__RETRY_CAP_MS": "500",
-                "DT_GATEWAY_CONNECTOR__SWEEP_INTERVAL_MS": "100",
-                "DT_GATEWAY_CONNECTOR__AUTO_COUNTER_INSTRUCT": json.dumps(
-                    {FX_BANK: {"AED": AED_PAYER, "KZT": CB_WALLET}}
-                ),
+                "DT_GATEWAY_CONNECTOR__SAFETY_MARGIN_MS": str(SAFETY_MARGIN_MS),
+                **CONNECTOR_TUNING,
             },
             port,
             self.workdir / "connector.log",
@@ -192,17 +221,9 @@ class System:
         )
         self.connector.start()
         self.conn = self.client(self.connector.url, self.admin_token)
-        registered = self.conn.post(
-            "/v1/participants",
-            json={
-                "bic": GATEWAY_BIC,
-                "currency": "KZT",
-                "endpoint": self.balancer.url,
-                "certificate_pem": self.identity.cert_pem.decode(),
-            },
+        self.connector_token = register_gateway(
+            self.conn, self.balancer.url, self.identity.cert_pem
         )
-        assert registered.status_code == 201, registered.text
-        self.connector_token = registered.json()["token"]
 
     def _gateway_env(self) -> dict[str, str]:
         env = {
@@ -229,16 +250,13 @@ class System:
             "DT_GATEWAY_COLLATERAL__LOG_KEY": self.log_key,
             "DT_GATEWAY_CONNECTOR__URL": self.connector.url,
             "DT_GATEWAY_CONNECTOR__GATEWAY_BIC": GATEWAY_BIC,
-            "DT_GATEWAY_CONNECTOR__SAFETY_MARGIN_MS": SAFETY_MARGIN_MS,
+            "DT_GATEWAY_CONNECTOR__SAFETY_MARGIN_MS": str(SAFETY_MARGIN_MS),
             "DT_GATEWAY_PVP__CONNECTOR_BIC": CONNECTOR_BIC,
             "DT_GATEWAY_PVP__CONNECTOR_TOKEN": self.connector_token,
             "DT_GATEWAY_ISO20022__SIGNING_KEY_PEM": self.identity.key_pem.decode(),
             "DT_GATEWAY_ISO20022__SIGNING_CERT_PEM": self.identity.cert_pem.decode(),
             "DT_GATEWAY_ISO20022__CONNECTOR_CERT_PEM": self.connector_identity.cert_pem.decode(),
-            "DT_GATEWAY_PVP__GRACE_SECONDS": "0.5",
-            "DT_GATEWAY_PVP__STATUS_RETRY_SECONDS": "1",
-            "DT_GATEWAY_PVP__SWEEP_SECONDS": "0.5",
-            "DT_GATEWAY_PVP__INBOX_RETRY_AFTER_SECONDS": "2",
+            **GATEWAY_PVP_TUNING,
         }
 
     def _fund(self) -> None:

@@ -32,15 +32,20 @@ from gateway.messaging.serving import free_port
 from gateway.pvp.keys import generate
 from ops.chaos.processes import Process, Timeout, run_cli, wait_for
 from ops.chaos.processes import clean_env as _clean_env
-
-GATEWAY_BIC = "NBKZKZKAXXX"
-CONNECTOR_BIC = "SWHQBEBBXXX"
-DT_BANK = "HSBKKZKX"  # the DT participant bank (sells KZT)
-FX_BANK = "EBILAEAD"  # the foreign bank (sells AED)
-DT_WALLET = "hsbk-dt"  # participant wallet that pays the DT leg
-CB_WALLET = "cbuae-dt"  # the foreign central bank's DT wallet that receives it
-AED_PAYER = "EBIL-AED"  # simulated AED account that pays the FX leg
-AED_RECEIVER = "HSBK-AED"  # simulated AED account that receives it
+from ops.chaos.system import (
+    AED_PAYER,
+    AED_RECEIVER,
+    CB_WALLET,
+    CONNECTOR_BIC,
+    CONNECTOR_TUNING,
+    DT_BANK,
+    DT_WALLET,
+    FX_BANK,
+    GATEWAY_BIC,
+    GATEWAY_PVP_TUNING,
+    SAFETY_MARGIN_MS,
+    register_gateway,
+)
 
 FINAL = {"settled", "cancelled"}
 PACS009 = "pacs.009.001.08"
@@ -55,7 +60,7 @@ class PvPProcesses:
     connector_settings: dict[str, str] = field(default_factory=dict)
     gateway_settings: dict[str, str] = field(default_factory=dict)
     log_level: str = "WARNING"
-    safety_margin_ms: int = 300
+    safety_margin_ms: int = SAFETY_MARGIN_MS
     """Both processes' ``connector.safety_margin_ms``: the connector commits only before
     deadline - margin, and the gateway refuses (TM01) a pacs.009 closer to its deadline than
     that, so with two margins a leg could be refused that the connector still counts on."""
@@ -89,13 +94,7 @@ class PvPProcesses:
                 "DT_GATEWAY_CONNECTOR__SIGNING_CERT_PEM": self.connector_identity.cert_pem.decode(),
                 "DT_GATEWAY_CONNECTOR__ADMIN_TOKEN": self.admin_token,
                 "DT_GATEWAY_CONNECTOR__SAFETY_MARGIN_MS": str(self.safety_margin_ms),
-                "DT_GATEWAY_CONNECTOR__REDELIVER_AFTER_MS": "1000",
-                "DT_GATEWAY_CONNECTOR__RETRY_BASE_MS": "20",
-                "DT_GATEWAY_CONNECTOR__RETRY_CAP_MS": "500",
-                "DT_GATEWAY_CONNECTOR__SWEEP_INTERVAL_MS": "100",
-                "DT_GATEWAY_CONNECTOR__AUTO_COUNTER_INSTRUCT": json.dumps(
-                    {FX_BANK: {"AED": AED_PAYER, "KZT": CB_WALLET}}
-                ),
+                **CONNECTOR_TUNING,
                 **self.connector_settings,
             },
             connector_port,
@@ -114,10 +113,7 @@ class PvPProcesses:
             "DT_GATEWAY_PVP__CONNECTOR_BIC": CONNECTOR_BIC,
             "DT_GATEWAY_ISO20022__SIGNING_KEY_PEM": self.identity.key_pem.decode(),
             "DT_GATEWAY_ISO20022__SIGNING_CERT_PEM": self.identity.cert_pem.decode(),
-            "DT_GATEWAY_PVP__GRACE_SECONDS": "0.5",
-            "DT_GATEWAY_PVP__STATUS_RETRY_SECONDS": "1",
-            "DT_GATEWAY_PVP__SWEEP_SECONDS": "0.5",
-            "DT_GATEWAY_PVP__INBOX_RETRY_AFTER_SECONDS": "2",
+            **GATEWAY_PVP_TUNING,
             **self.gateway_settings,
         }
         self.gateway = Process(
@@ -154,18 +150,9 @@ class PvPProcesses:
         self.conn = self._client(self.connector.url, self.admin_token)
         cert = self.conn.get("/v1/certificate").json()["certificate_pem"]
         assert cert.encode() == self.connector_identity.cert_pem
-        registered = self.conn.post(
-            "/v1/participants",
-            json={
-                "bic": GATEWAY_BIC,
-                "currency": "KZT",
-                "endpoint": self.gateway.url,
-                "certificate_pem": self.identity.cert_pem.decode(),
-            },
-        )
-        assert registered.status_code == 201, registered.text
+        token = register_gateway(self.conn, self.gateway.url, self.identity.cert_pem)
         self.gateway_env["DT_GATEWAY_ISO20022__CONNECTOR_CERT_PEM"] = cert
-        self.gateway_env["DT_GATEWAY_PVP__CONNECTOR_TOKEN"] = registered.json()["token"]
+        self.gateway_env["DT_GATEWAY_PVP__CONNECTOR_TOKEN"] = token
         self.gateway.start()
         self.op = self._client(self.gateway.url, self.operator_token)
         self.gateway_http = self._client(self.gateway.url)
