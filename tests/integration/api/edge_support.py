@@ -24,7 +24,7 @@ from gateway.messaging.serving import serve_in_thread
 from gateway.stablecoin.devchain import DevChain
 from gateway.stablecoin.runtime import Stablecoin
 from tests.conftest import migrated_engine
-from tests.integration.stablecoin_flows.support import deploy, make_settings, setup_exchanges
+from tests.support.stablecoin import deploy, make_settings, setup_exchanges
 
 PROBLEM = "application/problem+json"
 LIMITS = HttpLimits(head_timeout=2.0, body_idle_timeout=2.0)

@@ -23,7 +23,7 @@ from tests.integration.api.edge_support import (
     read_answer,
     read_until_closed,
 )
-from tests.integration.stablecoin_flows.support import EXCHANGE_WALLET
+from tests.support.stablecoin import EXCHANGE_WALLET
 
 pytestmark = pytest.mark.chain
 

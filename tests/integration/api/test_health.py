@@ -26,7 +26,7 @@ from gateway.messaging.serving import free_port, serve_in_thread
 from gateway.stablecoin.devchain import start_anvil
 from gateway.stablecoin.runtime import Stablecoin
 from tests.conftest import require_anvil
-from tests.integration.stablecoin_flows.support import deploy, make_settings
+from tests.support.stablecoin import deploy, make_settings
 
 
 def _settings(engine: Engine, **sections: Any) -> Settings:

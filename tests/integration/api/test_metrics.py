@@ -29,7 +29,7 @@ from gateway.stablecoin import service as stablecoin
 from gateway.stablecoin import watcher
 from gateway.stablecoin.devchain import DevChain
 from gateway.stablecoin.runtime import Stablecoin
-from tests.integration.stablecoin_flows.support import (
+from tests.support.stablecoin import (
     EXCHANGE,
     EXCHANGE_WALLET,
     deploy,

@@ -16,7 +16,7 @@ import pytest
 from gateway.collateral import entries as fmt
 from gateway.collateral import note, tlog, verifier
 from gateway.collateral.verdict import ExitCode
-from tests.integration.collateral.support import ORIGIN, Chain, History, Log, serving
+from tests.support.collateral import ORIGIN, Chain, History, Log, serving
 
 
 def _b64(data: bytes) -> str:

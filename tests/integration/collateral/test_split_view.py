@@ -23,8 +23,8 @@ from gateway.collateral.verdict import ExitCode
 from gateway.config import load_settings
 from gateway.messaging.serving import serve_in_thread
 from tests.conftest import migrated_engine
-from tests.integration.collateral.support import ORIGIN, Chain, Server
-from tests.integration.collateral.witnesses import (
+from tests.support.collateral import ORIGIN, Chain, Server
+from tests.support.witnesses import (
     RunningWitness,
     deposit,
     integrate,

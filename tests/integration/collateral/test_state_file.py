@@ -12,7 +12,7 @@ from gateway.collateral import note, tlog
 from gateway.collateral.replay import Replay
 from gateway.collateral.state import State, load, save
 from gateway.collateral.verdict import ExitCode, Failure
-from tests.integration.collateral.support import ORIGIN, Chain, History, Log
+from tests.support.collateral import ORIGIN, Chain, History, Log
 
 
 def _state() -> State:

@@ -19,7 +19,7 @@ from gateway import cli
 from gateway.collateral import entries as fmt
 from gateway.collateral import note, verifier
 from gateway.collateral.verdict import ExitCode
-from tests.integration.collateral.support import (
+from tests.support.collateral import (
     CONTRACT,
     EXCHANGE,
     ORIGIN,

@@ -12,7 +12,7 @@ import pytest
 
 from gateway.collateral import note, verifier
 from gateway.collateral.verdict import ExitCode
-from tests.integration.collateral.support import ORIGIN, Chain, History, Log, serving
+from tests.support.collateral import ORIGIN, Chain, History, Log, serving
 
 Run = Callable[..., tuple[int, dict[str, object]]]
 

@@ -23,7 +23,7 @@ from gateway.config import load_settings
 from gateway.db import utcnow
 from gateway.errors import InvalidInput
 from gateway.messaging.serving import free_port, serve_in_thread
-from tests.integration.collateral.witnesses import (
+from tests.support.witnesses import (
     deposit,
     integrate,
     make_log,

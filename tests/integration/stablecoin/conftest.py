@@ -1,19 +1,36 @@
-"""Chains and deployments for the stablecoin tests.
+"""Fixtures of the stablecoin tests: ``dep``, a fresh contract deployment per test on the
+session's anvil (tests/conftest.py), so no test shares contract state; ``anvil_chain`` and
+``tester_chain``, an anvil of ten accounts and the in-process eth-tester chain, one per session;
+``sqlite_engine``, a migrated SQLite database. The contract tests' deployments are in
+``contract/conftest.py``.
 
-One anvil and one in-process eth-tester chain per session; ``chain`` runs a test on each.
-Tests load the committed artifacts (only the artifact check compiles). Every ``token`` is a
-fresh deployment with a fresh client, so tests never share contract state or nonce caches.
-"""
+- ``contract/``: the contract and the chain client, on anvil and the in-process chain;
+- ``flows/``: the gateway's stablecoin over HTTP: mints, redemptions, refunds, the watcher,
+  reconciliation, the collateral log, crashes and chain outages;
+- ``webhooks/``: webhook endpoints per exchange and their deliveries."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
+from sqlalchemy.engine import Engine
 
 from gateway.stablecoin.devchain import DevChain, start_anvil, start_eth_tester
-from tests.conftest import require_anvil
-from tests.integration.stablecoin.support import Token, deploy_token
+from tests.conftest import migrated_engine, require_anvil
+from tests.support.stablecoin import Deployment, deploy
+
+
+@pytest.fixture
+def dep(anvil: DevChain) -> Deployment:
+    return deploy(anvil)
+
+
+@pytest.fixture
+def sqlite_engine(sqlite_url: str) -> Iterator[Engine]:
+    eng = migrated_engine(sqlite_url)
+    yield eng
+    eng.dispose()
 
 
 @pytest.fixture(scope="session")
@@ -29,20 +46,3 @@ def tester_chain() -> Iterator[DevChain]:
     chain = start_eth_tester(accounts=10)
     yield chain
     chain.stop()
-
-
-@pytest.fixture(params=["anvil", "eth-tester"])
-def chain(request: pytest.FixtureRequest) -> DevChain:
-    name = "anvil_chain" if request.param == "anvil" else "tester_chain"
-    devchain: DevChain = request.getfixturevalue(name)
-    return devchain
-
-
-@pytest.fixture
-def token(chain: DevChain) -> Token:
-    return deploy_token(chain)
-
-
-@pytest.fixture
-def anvil_token(anvil_chain: DevChain) -> Token:
-    return deploy_token(anvil_chain)

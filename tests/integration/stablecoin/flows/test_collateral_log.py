@@ -24,7 +24,7 @@ from gateway.ledger.model import MakeTransfer, OpenWallet, WalletKind
 from gateway.ledger.store import LedgerUnitOfWork
 from gateway.stablecoin.contract import MINTER_ROLE
 from gateway.stablecoin.runtime import default_segregated_wallet_id
-from tests.integration.stablecoin_flows.processes import (
+from tests.integration.stablecoin.flows.processes import (
     BIN,
     gateway,
     logged_transfers,
@@ -32,7 +32,7 @@ from tests.integration.stablecoin_flows.processes import (
     run_verifier,
     wait_for,
 )
-from tests.integration.stablecoin_flows.support import (
+from tests.support.stablecoin import (
     EXCHANGE_WALLET,
     Deployment,
     setup_exchanges,

@@ -22,8 +22,8 @@ from sqlalchemy.engine import Engine
 from gateway.messaging.serving import free_port
 from gateway.stablecoin.chain_errors import ChainUnavailable
 from gateway.stablecoin.devchain import ANVIL_CHAIN_ID
-from tests.integration.stablecoin_flows.node import Node
-from tests.integration.stablecoin_flows.support import (
+from tests.integration.stablecoin.flows.node import Node
+from tests.support.stablecoin import (
     EXCHANGE,
     EXCHANGE_WALLET,
     FUNDED,

@@ -26,8 +26,8 @@ from sqlalchemy.engine import Engine
 from gateway.messaging.serving import free_port
 from gateway.stablecoin import watcher
 from gateway.stablecoin.runtime import default_segregated_wallet_id
-from tests.integration.stablecoin_flows.processes import wait_for
-from tests.integration.stablecoin_flows.support import (
+from tests.integration.stablecoin.flows.processes import wait_for
+from tests.support.stablecoin import (
     EXCHANGE,
     EXCHANGE_WALLET,
     FUNDED,

@@ -15,7 +15,7 @@ from eth_utils.crypto import keccak
 
 from gateway.stablecoin.contract import load_artifact
 from gateway.stablecoin.model import request_id_of
-from tests.integration.stablecoin.support import Token
+from tests.integration.stablecoin.contract.support import Token
 
 KNOWN_ANSWERS = {
     "0123456789abcdef0123456789abcdef": (

@@ -16,7 +16,7 @@ from gateway.ledger.store import LedgerUnitOfWork
 from gateway.stablecoin import watcher
 from gateway.stablecoin.contract import MINTER_ROLE
 from gateway.stablecoin.model import Redemption
-from tests.integration.stablecoin_flows.support import (
+from tests.support.stablecoin import (
     EXCHANGE,
     EXCHANGE_WALLET,
     FUNDED,

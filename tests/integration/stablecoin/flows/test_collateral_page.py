@@ -34,17 +34,17 @@ from gateway.messaging.serving import serve_in_thread
 from gateway.stablecoin import service, watcher
 from gateway.stablecoin.contract import MINTER_ROLE
 from gateway.stablecoin.runtime import Stablecoin
-from tests.integration.collateral.witnesses import running_witness
-from tests.integration.stablecoin_flows.support import (
+from tests.support.stablecoin import (
     Deployment,
     Flow,
     setup_exchanges,
 )
+from tests.support.witnesses import running_witness
 
 pytestmark = pytest.mark.chain
 
 CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACT = Path(__file__).resolve().parents[3] / "var" / "test-artifacts" / "collateral-page.png"
+ARTIFACT = Path(__file__).resolve().parents[4] / "var" / "test-artifacts" / "collateral-page.png"
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,7 @@ from gateway.stablecoin.chain_errors import (
 )
 from gateway.stablecoin.chain_values import Attestation, LogAnchor
 from gateway.stablecoin.devchain import DevChain
-from tests.integration.stablecoin.support import WALLET_REF, deploy_token
+from tests.integration.stablecoin.contract.support import WALLET_REF, deploy_token
 
 pytestmark = [pytest.mark.chain, pytest.mark.slow]
 

@@ -22,7 +22,7 @@ from gateway.collateral.note import Signer
 from gateway.collateral.runtime import origin_of
 from gateway.messaging.serving import free_port
 from gateway.pvp.keys import generate
-from tests.integration.stablecoin_flows.support import (
+from tests.support.stablecoin import (
     EXCHANGE,
     EXCHANGE_WALLET,
     WEBHOOK_SECRET,

@@ -12,7 +12,7 @@ import pytest
 
 from gateway.stablecoin.devchain import DevChain
 from tests.conftest import migrated_engine
-from tests.integration.stablecoin_flows.support import (
+from tests.support.stablecoin import (
     EXCHANGE_WALLET,
     FUNDED,
     OTHER_EXCHANGE,

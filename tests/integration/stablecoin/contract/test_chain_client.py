@@ -17,7 +17,7 @@ from gateway.stablecoin.chain_errors import (
     TransactionNotConfirmed,
 )
 from gateway.stablecoin.devchain import DevChain, start_devchain
-from tests.integration.stablecoin.support import Token
+from tests.integration.stablecoin.contract.support import Token
 
 pytestmark = pytest.mark.chain
 
@@ -68,7 +68,7 @@ def test_estimate_gas_names_the_revert(token: Token) -> None:
 
 
 def test_confirmations_wait_for_blocks_on_top(anvil_chain: DevChain) -> None:
-    from tests.integration.stablecoin.support import deploy_token
+    from tests.integration.stablecoin.contract.support import deploy_token
 
     t = deploy_token(anvil_chain)
     client = StablecoinChain(

@@ -20,8 +20,8 @@ from gateway.stablecoin.chain_values import Attestation
 from gateway.stablecoin.contract import MINTER_ROLE
 from gateway.stablecoin.service import ensure_segregated_wallet
 from gateway.stablecoin.store import StablecoinUnitOfWork
-from tests.integration.stablecoin_flows.node import Node
-from tests.integration.stablecoin_flows.support import (
+from tests.integration.stablecoin.flows.node import Node
+from tests.support.stablecoin import (
     EXCHANGE_WALLET,
     FUNDED,
     OTHER_WALLET,

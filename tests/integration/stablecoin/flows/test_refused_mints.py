@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from gateway.stablecoin.devchain import DevChain
 from tests.conftest import migrated_engine
-from tests.integration.stablecoin_flows.support import (
+from tests.support.stablecoin import (
     EXCHANGE,
     EXCHANGE_WALLET,
     OTHER_EXCHANGE,

@@ -19,7 +19,7 @@ from gateway.errors import GatewayError
 from gateway.messaging.outbox import outbox_t
 from gateway.stablecoin import endpoints_service, webhooks
 from gateway.stablecoin.endpoints_store import WebhookUnitOfWork
-from tests.integration.stablecoin.webhook_support import (
+from tests.integration.stablecoin.webhooks.support import (
     HookGateway,
     deliveries,
     hook_gateway,
@@ -29,7 +29,7 @@ from tests.integration.stablecoin.webhook_support import (
     signed_by,
     unsent_deliveries,
 )
-from tests.integration.stablecoin_flows.support import (
+from tests.support.stablecoin import (
     EXCHANGE,
     OTHER_EXCHANGE,
     webhook_receiver,

@@ -1,4 +1,4 @@
-"""Shared helpers for the stablecoin tests (a module, not a conftest, so tests can import it)."""
+"""Shared helpers for the contract tests (a module, not a conftest, so tests can import it)."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 from gateway.stablecoin import service
 from gateway.stablecoin.contract import MINTER_ROLE
 from gateway.stablecoin.model import Mint, MintState
-from tests.integration.stablecoin_flows.support import (
+from tests.support.stablecoin import (
     EXCHANGE_WALLET,
     FUNDED,
     Deployment,

@@ -23,15 +23,15 @@ from gateway.collateral import entries as fmt
 from gateway.collateral import note
 from gateway.collateral.verdict import ExitCode
 from gateway.stablecoin.chain import StablecoinChain
-from tests.integration.collateral.support import Log, Server
-from tests.integration.stablecoin_flows.processes import (
+from tests.integration.stablecoin.flows.processes import (
     BIN,
     gateway,
     post_mint,
     run_verifier,
     wait_for,
 )
-from tests.integration.stablecoin_flows.support import (
+from tests.support.collateral import Log, Server
+from tests.support.stablecoin import (
     EXCHANGE_WALLET,
     Deployment,
     setup_exchanges,

@@ -19,7 +19,7 @@ import httpx
 from sqlalchemy.engine import Engine
 
 from gateway.messaging.serving import free_port
-from tests.integration.stablecoin_flows.support import EXCHANGE_WALLET, Deployment
+from tests.support.stablecoin import EXCHANGE_WALLET, Deployment
 
 BIN = Path(sys.executable).parent / "dt-gateway"
 

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 from gateway.messaging.outbox import OutboxDispatcher, outbox_t
 from gateway.stablecoin import endpoints_service, service, watcher, webhooks
 from gateway.stablecoin.endpoints_store import WebhookUnitOfWork
-from tests.integration.stablecoin_flows.support import (
+from tests.support.stablecoin import (
     EXCHANGE,
     EXCHANGE_WALLET,
     FUNDED,

@@ -19,7 +19,7 @@ from gateway.jobs import Jobs
 from gateway.messaging.serving import free_port, serve_in_thread
 from gateway.stablecoin.devchain import DevChain
 from gateway.stablecoin.runtime import Stablecoin
-from tests.integration.stablecoin.webhook_support import (
+from tests.integration.stablecoin.webhooks.support import (
     HookGateway,
     deliveries,
     settings_for,
@@ -27,7 +27,7 @@ from tests.integration.stablecoin.webhook_support import (
     unsent_deliveries,
     wait_for,
 )
-from tests.integration.stablecoin_flows.support import (
+from tests.support.stablecoin import (
     EXCHANGE,
     EXCHANGE_WALLET,
     OTHER_EXCHANGE,

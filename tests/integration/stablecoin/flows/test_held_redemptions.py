@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from gateway.stablecoin import service, watcher
-from tests.integration.stablecoin_flows.support import (
+from tests.support.stablecoin import (
     EXCHANGE_WALLET,
     Deployment,
     balance,

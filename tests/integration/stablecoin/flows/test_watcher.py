@@ -16,7 +16,7 @@ from gateway.stablecoin.chain_values import Attestation
 from gateway.stablecoin.contract import MINTER_ROLE
 from gateway.stablecoin.runtime import Stablecoin
 from gateway.stablecoin.service import ensure_segregated_wallet
-from tests.integration.stablecoin_flows.support import (
+from tests.support.stablecoin import (
     EXCHANGE_WALLET,
     FUNDED,
     OTHER_WALLET,

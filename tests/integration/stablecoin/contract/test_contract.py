@@ -29,7 +29,7 @@ from gateway.stablecoin.contract import (
     load_artifact,
 )
 from gateway.stablecoin.devchain import DevChain
-from tests.integration.stablecoin.support import (
+from tests.integration.stablecoin.contract.support import (
     INITIAL_RESERVE,
     MAX_AGE,
     WALLET_REF,
@@ -256,7 +256,7 @@ def test_mint_up_to_the_reserve_and_not_one_tiyn_beyond(token: Token) -> None:
 
 
 def test_nothing_mints_before_the_first_attestation(chain: object) -> None:
-    from tests.integration.stablecoin.support import deploy_token
+    from tests.integration.stablecoin.contract.support import deploy_token
 
     fresh = deploy_token(chain, reserve=None)  # type: ignore[arg-type]
     with pytest.raises(ReserveGuardRefused) as err:

@@ -1,5 +1,6 @@
-"""Shared pieces of the stablecoin flow tests: a deployed contract, a configured gateway over
-real HTTP, an exchange with a DT wallet and a key, a webhook receiver on 127.0.0.1."""
+"""The stablecoin served for tests: a deployed contract, a configured gateway over real HTTP, an
+exchange with a DT wallet and a key, a webhook receiver on 127.0.0.1. Used by the stablecoin
+tests (``tests/integration/stablecoin/``) and the API tests that need a stablecoin."""
 
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ from gateway.stablecoin import service
 from gateway.stablecoin.devchain import DevChain
 from gateway.stablecoin.model import Mint, MintRequest, MintState
 from gateway.stablecoin.runtime import Stablecoin
-from tests.integration.stablecoin_flows.support import (
+from tests.support.stablecoin import (
     EXCHANGE,
     EXCHANGE_WALLET,
     FUNDED,

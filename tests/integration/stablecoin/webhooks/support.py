@@ -24,7 +24,7 @@ from gateway.messaging.outbox import OutboxDispatcher, outbox_t
 from gateway.messaging.serving import free_port, serve_in_thread
 from gateway.stablecoin import endpoints_service, webhooks
 from gateway.stablecoin.endpoints_store import WebhookUnitOfWork
-from tests.integration.stablecoin_flows.support import EXCHANGE, OTHER_EXCHANGE, Receiver
+from tests.support.stablecoin import EXCHANGE, OTHER_EXCHANGE, Receiver
 
 
 def settings_for(engine: Engine, tmp: Path, port: int, **sections: Any) -> Settings:

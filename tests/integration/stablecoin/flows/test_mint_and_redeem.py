@@ -10,7 +10,7 @@ from gateway.ledger import service as ledger
 from gateway.ledger.store import LedgerUnitOfWork
 from gateway.stablecoin import service, watcher
 from gateway.stablecoin.contract import MINTER_ROLE
-from tests.integration.stablecoin_flows.support import (
+from tests.support.stablecoin import (
     EXCHANGE_WALLET,
     FUNDED,
     OTHER_EXCHANGE,
