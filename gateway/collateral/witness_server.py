@@ -47,6 +47,7 @@ from gateway.collateral.witness import (
 )
 
 __all__ = [
+    "DISCARD_LIMIT",
     "MAX_CONNECTIONS",
     "WitnessServer",
     "add_arguments",
@@ -59,6 +60,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MAX_CONNECTIONS = 64
+
+DISCARD_LIMIT = 8 << 20
+"""The most of a too-large body read (and dropped) before the 413 answer."""
 SOCKET_TIMEOUT = 15.0
 """Seconds a connection may stay silent (while sending its request, or idle between two)."""
 KEY_FILE = "witness.key"
@@ -96,6 +100,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if int(length) > MAX_REQUEST_SIZE:
             self.close_connection = True
+            self._discard(int(length))
             self._answer(413, f"the body is larger than {MAX_REQUEST_SIZE} bytes\n")
             return
         body = self.rfile.read(int(length))
@@ -115,6 +120,17 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer(500, "the witness could not record the checkpoint\n")
             return
         self._answer(200, line)
+
+    def _discard(self, length: int) -> None:
+        """Read and drop up to :data:`DISCARD_LIMIT` bytes of a body refused for its size:
+        closing a socket with unread data resets the connection, and the client would lose
+        the answer with it. A longer body is cut off (the read timeout bounds a slow one)."""
+        left = min(length, DISCARD_LIMIT)
+        while left > 0:
+            chunk = self.rfile.read(min(left, 1 << 16))
+            if not chunk:
+                return
+            left -= len(chunk)
 
     def do_GET(self) -> None:
         if self.headers.get("Content-Length", "0") != "0":
