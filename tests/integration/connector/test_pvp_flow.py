@@ -42,8 +42,9 @@ def test_happy_path_commits_and_settles_both_legs(env: Env) -> None:
     assert names[:2] == [("out", "pacs.009"), ("out", "pacs.009")]
     assert ("in", "pacs.002") in names
     assert all(m["xml"].startswith("<?xml") for m in msgs)
-    # The decision never changes, and the store refuses to change it.
-    time.sleep(0.3)
+    # The decision never changes, and the store refuses to change it: a sweep (the one thing
+    # that decides on its own) leaves it as it was.
+    env.connector.sweep()
     assert env.pvp(pvp_id)["decision"] == view["decision"]
     with pytest.raises(sa.exc.DBAPIError), env.connector.engine.begin() as conn:
         conn.exec_driver_sql("UPDATE decisions SET decision='ABORT'")
