@@ -7,38 +7,17 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from gateway.iso20022 import CreditTransfer, Money, Pacs009, PvPTerms
+from gateway.iso20022 import Pacs009
 from gateway.pvp.model import Decision, DecisionCause, DecisionKind, LegState
-from tests.unit.ledger.fakes import NOW, balances, fund, open_wallets
-from tests.unit.pvp.fakes import CTX, GATEWAY_BIC, FakePvPUnitOfWork, apply, receive
-from tests.unit.pvp.test_handlers import CONDITION, U1, cancel, decision, statuses
+from tests.unit.ledger.fakes import NOW, balances
+from tests.unit.pvp.builders import U1, cancel, credit_transfer, decision, statuses
+from tests.unit.pvp.fakes import CTX, FakePvPUnitOfWork, apply, receive
 
 MARGIN = timedelta(seconds=CTX.safety_margin_seconds)
 
 
-@pytest.fixture
-def uow() -> FakePvPUnitOfWork:
-    u = FakePvPUnitOfWork()
-    open_wallets(u, "hsbk-dt", "cbuae-dt")
-    fund(u, "hsbk-dt", 1_000_000)
-    return u
-
-
 def pacs009(deadline: datetime, uetr: str = U1, amount: int = 250_000) -> Pacs009:
-    tx = CreditTransfer(
-        end_to_end_id=f"E2E-{uetr[-4:]}",
-        uetr=uetr,
-        amount=Money(amount, "KZT"),
-        settlement_date=deadline.date(),
-        debtor_bic="HSBKKZKXXXX",
-        debtor_account="hsbk-dt",
-        debtor_agent_bic=GATEWAY_BIC,
-        creditor_agent_bic=GATEWAY_BIC,
-        creditor_bic="CBAUAEAAXXX",
-        creditor_account="cbuae-dt",
-        deadline=deadline.timetz(),
-        pvp=PvPTerms("PVP-1", "DT", CONDITION),
-    )
+    tx = credit_transfer(uetr, amount, deadline, deadline.timetz())
     return Pacs009("P9-1", NOW - timedelta(seconds=5), (tx,))
 
 

@@ -3,90 +3,32 @@ and the DT ledger, and what it answers."""
 
 from __future__ import annotations
 
-import hashlib
 from datetime import timedelta
 
 import pytest
 
-from gateway.iso20022 import (
-    Camt029,
-    Camt056,
-    CancellationRequest,
-    CreditTransfer,
-    Money,
-    OriginalRef,
-    Pacs002,
-    Pacs009,
-    Pacs028,
-    PvPTerms,
-    StatusRequest,
-    TransactionStatus,
-)
+from gateway.iso20022 import Camt029, Pacs009, Pacs028, StatusRequest
 from gateway.ledger.model import LockState
 from gateway.pvp import handlers
 from gateway.pvp.model import LegState
-from tests.unit.ledger.fakes import NOW, balances, fund, open_wallets
-from tests.unit.pvp.fakes import CTX, GATEWAY_BIC, FakePvPUnitOfWork, apply, receive
-
-U1, U2, U3, U9 = (f"00000000-0000-4000-8000-00000000000{i}" for i in (1, 2, 3, 9))
-SECRET = bytes(range(32))
-CONDITION = hashlib.sha256(SECRET).hexdigest()
-
-
-@pytest.fixture
-def uow() -> FakePvPUnitOfWork:
-    u = FakePvPUnitOfWork()
-    open_wallets(u, "hsbk-dt", "cbuae-dt")
-    fund(u, "hsbk-dt", 1_000_000)
-    return u
+from tests.unit.ledger.fakes import NOW, balances
+from tests.unit.pvp.builders import (
+    U1,
+    U2,
+    U3,
+    U9,
+    cancel,
+    credit_transfer,
+    decision,
+    original,
+    statuses,
+)
+from tests.unit.pvp.fakes import CTX, FakePvPUnitOfWork, apply, receive
 
 
 def pacs009(*legs: tuple[str, int], msg_id: str = "P9-1") -> Pacs009:
-    txs = tuple(
-        CreditTransfer(
-            end_to_end_id=f"E2E-{uetr[-4:]}",
-            uetr=uetr,
-            amount=Money(amount, "KZT"),
-            settlement_date=NOW.date(),
-            debtor_bic="HSBKKZKXXXX",
-            debtor_account="hsbk-dt",
-            debtor_agent_bic=GATEWAY_BIC,
-            creditor_agent_bic=GATEWAY_BIC,
-            creditor_bic="CBAUAEAAXXX",
-            creditor_account="cbuae-dt",
-            deadline=(NOW + timedelta(minutes=1)).timetz(),
-            pvp=PvPTerms("PVP-1", "DT", CONDITION),
-        )
-        for uetr, amount in legs
-    )
-    return Pacs009(msg_id, NOW, txs)
-
-
-def original(uetr: str, msg_id: str = "P9-1") -> OriginalRef:
-    return OriginalRef(msg_id, "pacs.009.001.08", f"E2E-{uetr[-4:]}", uetr)
-
-
-def decision(uetr: str, status: str, secret: bytes | None = SECRET, mid: str = "D2") -> Pacs002:
-    pvp = None
-    if secret is not None:
-        pvp = PvPTerms("PVP-1", "DT", hashlib.sha256(secret).hexdigest(), secret.hex())
-    tx = TransactionStatus(original(uetr), status, pvp=pvp)  # type: ignore[arg-type]
-    return Pacs002(mid, NOW, (tx,))
-
-
-def cancel(uetr: str, amount: int = 250_000) -> Camt056:
-    req = CancellationRequest("X-1", original(uetr), Money(amount, "KZT"), reason="TMOT")
-    return Camt056("C56-1", "SWHQBEBBXXX", GATEWAY_BIC, NOW, (req,))
-
-
-def statuses(uow: FakePvPUnitOfWork) -> list[tuple[str, str, str | None]]:
-    """(UETR, status, reason) of every pacs.002 the gateway queued, in order."""
-    return [
-        (t.original.uetr, t.status, t.reason)
-        for m in uow.sent()
-        if isinstance(m, Pacs002)
-        for t in m.transactions
-    ]
+    deadline = (NOW + timedelta(minutes=1)).timetz()
+    return Pacs009(msg_id, NOW, tuple(credit_transfer(u, a, NOW, deadline) for u, a in legs))
 
 
 def locked(uow: FakePvPUnitOfWork, uetr: str, amount: int = 250_000) -> None:

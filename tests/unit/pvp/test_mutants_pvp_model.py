@@ -3,9 +3,8 @@ boundaries of the deadline rules (the changes a mutation run found no test notic
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
@@ -16,41 +15,16 @@ from gateway.pvp.model import (
     DecisionKind,
     FulfilmentMismatch,
     IllegalLegTransition,
-    Instruction,
     InstructionState,
     Leg,
     LegState,
-    LegTerms,
     Side,
     fulfilment_matches,
     iso_reason,
 )
+from tests.unit.pvp.builders import COND, SECRET, T0, instruction, received, terms
 
-T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 T1 = T0 + timedelta(seconds=7)
-SECRET = bytes(range(32))
-COND = hashlib.sha256(SECRET).hexdigest()
-
-
-def terms(condition: str | None = COND, deadline: datetime = T0) -> LegTerms:
-    return LegTerms(
-        msg_id="P9-1",
-        end_to_end_id="hsbk-1",
-        pvp_id="PVP-1",
-        leg="DT",
-        amount=100,
-        currency="KZT",
-        debtor_bic="HSBKKZKX",
-        debtor_account="hsbk-dt",
-        creditor_bic="CBAUAEAA",
-        creditor_account="cbuae-dt",
-        condition=condition,
-        deadline=deadline,
-    )
-
-
-def received(condition: str | None = COND) -> Leg:
-    return Leg.receive("u-1", terms(condition), T0)
 
 
 def locked(**changes: object) -> Leg:
@@ -216,22 +190,6 @@ def test_every_ledger_refusal_has_its_iso_reason() -> None:
 
 
 # ----------------------------------------------------------------------------- instructions
-
-
-def instruction(**kw: object) -> Instruction:
-    base: dict[str, object] = {
-        "instruction_id": "hsbk-1",
-        "subject": "hsbk-dt",
-        "party_bic": "HSBKKZKX",
-        "counterparty_bic": "EBILAEAD",
-        "sell": Side("KZT", 100, "hsbk-dt"),
-        "buy": Side("AED", 8, "HSBKKZKX"),
-        "value_time": T0,
-        "state": InstructionState.ACCEPTED,
-        "created_at": T0,
-        "updated_at": T0,
-    }
-    return Instruction(**{**base, **kw})  # type: ignore[arg-type]
 
 
 def test_the_fingerprint_is_the_sha256_of_the_terms_as_sorted_json() -> None:

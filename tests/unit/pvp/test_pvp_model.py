@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from hypothesis import given
@@ -14,86 +13,60 @@ from gateway.pvp.model import (
     LEG_TRANSITIONS,
     FulfilmentMismatch,
     IllegalLegTransition,
-    Instruction,
     InstructionState,
     Leg,
     LegState,
-    LegTerms,
     Side,
     iso_reason,
 )
-
-NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
-SECRET = bytes(range(32))
-COND = hashlib.sha256(SECRET).hexdigest()
-
-
-def terms(deadline: datetime = NOW) -> LegTerms:
-    return LegTerms(
-        msg_id="P9-1",
-        end_to_end_id="hsbk-1",
-        pvp_id="PVP-1",
-        leg="DT",
-        amount=100,
-        currency="KZT",
-        debtor_bic="HSBKKZKX",
-        debtor_account="hsbk-dt",
-        creditor_bic="CBAUAEAA",
-        creditor_account="cbuae-dt",
-        condition=COND,
-        deadline=deadline,
-    )
-
-
-def received() -> Leg:
-    return Leg.receive("u-1", terms(), NOW)
+from tests.unit.pvp.builders import SECRET, T0, instruction, received, terms
 
 
 def test_a_leg_locks_then_settles_with_the_right_fulfilment() -> None:
-    leg = received().lock(NOW).settle(SECRET.hex(), NOW)
+    leg = received().lock(T0).settle(SECRET.hex(), T0)
     assert leg.state is LegState.SETTLED and leg.status() == ("ACSC", None)
     assert leg.resolved_by == "connector"
 
 
 def test_a_wrong_fulfilment_is_refused_ch16_and_changes_nothing() -> None:
-    locked = received().lock(NOW)
+    locked = received().lock(T0)
     with pytest.raises(FulfilmentMismatch) as err:
-        locked.settle("00" * 32, NOW)
+        locked.settle("00" * 32, T0)
     assert err.value.code == "CH16"
     assert locked.state is LegState.LOCKED
 
 
 def test_settled_is_final_so_a_release_after_it_is_refused() -> None:
-    settled = received().lock(NOW).settle(SECRET.hex(), NOW)
+    settled = received().lock(T0).settle(SECRET.hex(), T0)
     with pytest.raises(IllegalLegTransition):
-        settled.release(NOW)
+        settled.release(T0)
 
 
 def test_statuses_reported_to_a_pacs028() -> None:
     assert received().status() == ("PDNG", None)
-    assert received().lock(NOW).status() == ("ACSP", None)
-    assert received().reject("AM04", NOW).status() == ("RJCT", "AM04")
-    assert received().lock(NOW).release(NOW).status() == ("RJCT", "DS02")
-    assert Leg.tombstone("u-2", NOW).status() == ("RJCT", "DS02")
+    assert received().lock(T0).status() == ("ACSP", None)
+    assert received().reject("AM04", T0).status() == ("RJCT", "AM04")
+    assert received().lock(T0).release(T0).status() == ("RJCT", "DS02")
+    assert Leg.tombstone("u-2", T0).status() == ("RJCT", "DS02")
 
 
 def test_a_tombstone_stays_cancelled_when_the_late_pacs009_arrives() -> None:
-    tomb = Leg.tombstone("u-2", NOW)
-    late = tomb.with_terms(terms(), NOW)
+    tomb = Leg.tombstone("u-2", T0)
+    late = tomb.with_terms(terms(), T0)
     assert late.state is LegState.CANCELLED and not late.is_tombstone
     with pytest.raises(IllegalLegTransition):
-        late.lock(NOW)
+        late.lock(T0)
 
 
 def test_deadline_rules_ask_after_grace_and_alert_after_last_resort() -> None:
-    leg = Leg.receive("u-1", terms(deadline=NOW), NOW).lock(NOW)
-    assert not leg.needs_status_request(NOW + timedelta(seconds=1), 2, 5)
-    assert leg.needs_status_request(NOW + timedelta(seconds=2), 2, 5)
-    asked = leg.status_requested(NOW + timedelta(seconds=2))
-    assert not asked.needs_status_request(NOW + timedelta(seconds=3), 2, 5)
-    assert asked.needs_status_request(NOW + timedelta(seconds=7), 2, 5)
-    assert not leg.past_last_resort(NOW + timedelta(seconds=299), 300)
-    assert leg.past_last_resort(NOW + timedelta(seconds=300), 300)
+    leg = Leg.receive("u-1", terms(deadline=T0), T0).lock(T0)
+    assert not leg.needs_status_request(T0 + timedelta(seconds=1), 2, 5)
+    assert leg.needs_status_request(T0 + timedelta(seconds=2), 2, 5)
+    asked = leg.status_requested(T0 + timedelta(seconds=2))
+    assert not asked.needs_status_request(T0 + timedelta(seconds=3), 2, 5)
+    assert asked.needs_status_request(T0 + timedelta(seconds=7), 2, 5)
+    assert not leg.past_last_resort(T0 + timedelta(seconds=299), 300)
+    assert leg.past_last_resort(T0 + timedelta(seconds=300), 300)
 
 
 @given(st.lists(st.sampled_from(["lock", "reject", "cancel", "settle", "release"]), max_size=8))
@@ -103,15 +76,15 @@ def test_every_move_follows_the_transition_table(verbs: list[str]) -> None:
         before = leg.state
         try:
             if verb == "lock":
-                leg = leg.lock(NOW)
+                leg = leg.lock(T0)
             elif verb == "reject":
-                leg = leg.reject("AM04", NOW)
+                leg = leg.reject("AM04", T0)
             elif verb == "cancel":
-                leg = leg.cancel(NOW)
+                leg = leg.cancel(T0)
             elif verb == "settle":
-                leg = leg.settle(SECRET.hex(), NOW)
+                leg = leg.settle(SECRET.hex(), T0)
             else:
-                leg = leg.release(NOW)
+                leg = leg.release(T0)
         except IllegalLegTransition:
             assert leg.state is before
             continue
@@ -127,22 +100,6 @@ def test_ledger_refusals_map_to_iso_reasons() -> None:
     assert iso_reason("SOMETHING_NEW") == "MS03"
 
 
-def instruction(**kw: object) -> Instruction:
-    base: dict[str, object] = {
-        "instruction_id": "hsbk-1",
-        "subject": "hsbk-dt",
-        "party_bic": "HSBKKZKX",
-        "counterparty_bic": "EBILAEAD",
-        "sell": Side("KZT", 100, "hsbk-dt"),
-        "buy": Side("AED", 8, "HSBKKZKX"),
-        "value_time": NOW,
-        "state": InstructionState.ACCEPTED,
-        "created_at": NOW,
-        "updated_at": NOW,
-    }
-    return Instruction(**{**base, **kw})  # type: ignore[arg-type]
-
-
 def test_an_instruction_needs_exactly_one_dt_side() -> None:
     instruction().validate()
     assert instruction().dt_wallet == "hsbk-dt"
@@ -152,10 +109,10 @@ def test_an_instruction_needs_exactly_one_dt_side() -> None:
 
 
 def test_an_instruction_follows_its_dt_leg() -> None:
-    inst = instruction().sent(NOW)
-    leg = received().lock(NOW)
-    matched = inst.follow(leg, NOW)
+    inst = instruction().sent(T0)
+    leg = received().lock(T0)
+    matched = inst.follow(leg, T0)
     assert matched.state is InstructionState.MATCHED and matched.pvp_id == "PVP-1"
-    assert matched.follow(leg.settle(SECRET.hex(), NOW), NOW).state is InstructionState.SETTLED
-    failed = inst.follow(received().reject("AM04", NOW), NOW)
+    assert matched.follow(leg.settle(SECRET.hex(), T0), T0).state is InstructionState.SETTLED
+    failed = inst.follow(received().reject("AM04", T0), T0)
     assert failed.state is InstructionState.FAILED and failed.reason == "AM04"
