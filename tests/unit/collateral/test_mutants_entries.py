@@ -12,42 +12,14 @@ import pytest
 from gateway.collateral.entries import (
     MAX_SIZE,
     ChainBurn,
-    ChainMint,
     DtMovement,
     Entry,
     EntryError,
-    Statement,
     decode,
     encode,
     redemption_transfer_id,
 )
-
-TX = "0x" + "ab" * 32
-ADDR = "0x" + "cd" * 20
-TIME = "2026-12-06T14:44:30.123Z"
-
-DT = DtMovement(transfer_id="dep-1", op="transfer", amount=1500, balance=1500, time=TIME)
-MINT = ChainMint(
-    tx_hash=TX,
-    log_index=3,
-    block=12,
-    to=ADDR,
-    amount=1500,
-    request_id="0x" + "01" * 32,
-    transfer_id="dep-1",
-    supply=1500,
-)
-BURN = ChainBurn(
-    tx_hash=TX,
-    log_index=4,
-    block=13,
-    from_=ADDR,
-    amount=500,
-    dt_wallet_ref="KZ-wallet-7",
-    transfer_id=redemption_transfer_id(TX, 4),
-    supply=1000,
-)
-STATEMENT = Statement(block=13, block_hash="0x" + "ef" * 32, supply=1000, reserve=1000, time=TIME)
+from tests.unit.collateral.samples import BURN, DT, MINT, STATEMENT, TX
 
 
 def _with(entry: Entry, attr: str, value: object) -> Entry:
