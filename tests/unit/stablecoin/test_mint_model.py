@@ -2,56 +2,34 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 
 from gateway.stablecoin.model import (
     MINT_TRANSITIONS,
     IllegalMintTransition,
-    Mint,
     MintState,
     Reconciliation,
     event_id_of,
     redemption_transfer_id,
     request_id_of,
 )
-
-NOW = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def _mint(state: MintState = MintState.ACCEPTED) -> Mint:
-    return Mint(
-        id="m1",
-        exchange="x",
-        idempotency_key="k",
-        fingerprint="f",
-        source_wallet_id="w",
-        segregated_wallet_id="s",
-        contract_address="0x" + "11" * 20,
-        evm_address="0x" + "22" * 20,
-        amount=100,
-        request_id=request_id_of("m1").hex(),
-        state=state,
-        created_at=NOW,
-        updated_at=NOW,
-    )
+from tests.unit.stablecoin.builders import T0, mint
 
 
 def test_minted_and_refunded_are_final() -> None:
     assert MINT_TRANSITIONS[MintState.MINTED] == frozenset()
     assert MINT_TRANSITIONS[MintState.REFUNDED] == frozenset()
     with pytest.raises(IllegalMintTransition):
-        _mint(MintState.MINTED).fail("X", "late", NOW)
+        mint(MintState.MINTED).fail("X", "late", T0)
     with pytest.raises(IllegalMintTransition):
-        _mint(MintState.REFUNDED).refund(NOW)
+        mint(MintState.REFUNDED).refund(T0)
 
 
 def test_refund_only_after_failure() -> None:
     with pytest.raises(IllegalMintTransition):
-        _mint().refund(NOW)
-    failed = _mint().submit("0xabc", NOW).fail("CONTRACT_PAUSED", "paused", NOW)
-    assert failed.refund(NOW).state is MintState.REFUNDED
+        mint().refund(T0)
+    failed = mint().submit("0xabc", T0).fail("CONTRACT_PAUSED", "paused", T0)
+    assert failed.refund(T0).state is MintState.REFUNDED
     assert failed.refund_transfer_id == "refund-m1"
 
 
@@ -66,7 +44,7 @@ def test_ids_are_deterministic() -> None:
 def test_gap_counts_what_is_not_yet_on_chain() -> None:
     r = Reconciliation.compute(
         contract_address="c",
-        checked_at=NOW,
+        checked_at=T0,
         block_number=1,
         segregated_balance=1_000,
         pending_mints=100,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
@@ -19,7 +19,6 @@ from gateway.stablecoin.model import (
     IdempotencyKeyMissing,
     IllegalMintTransition,
     InvalidEvmAddress,
-    Mint,
     MintRequest,
     MintState,
     Reconciliation,
@@ -34,8 +33,8 @@ from gateway.stablecoin.model import (
     redemption_payout,
     redemption_transfer_id,
 )
+from tests.unit.stablecoin.builders import T0, mint
 
-T0 = datetime(2026, 3, 4, 5, 6, tzinfo=UTC)
 T1 = T0 + timedelta(seconds=12)
 ADDRESS = "0x" + "Ab" * 20
 KEY_RULE = "send an Idempotency-Key header of 1 to 128 visible ASCII"
@@ -169,24 +168,6 @@ def test_a_redemption_is_paid_by_one_transfer_whose_id_is_its_log_position() -> 
 
 
 # ----------------------------------------------------------------------------- mints
-
-
-def mint(state: MintState = MintState.ACCEPTED) -> Mint:
-    return Mint(
-        id="m1",
-        exchange="x",
-        idempotency_key="k",
-        fingerprint="f",
-        source_wallet_id="w",
-        segregated_wallet_id="s",
-        contract_address="0x" + "11" * 20,
-        evm_address="0x" + "22" * 20,
-        amount=100,
-        request_id="ab" * 32,
-        state=state,
-        created_at=T0,
-        updated_at=T0,
-    )
 
 
 def test_each_mint_move_changes_the_state_the_time_and_only_what_it_says() -> None:
