@@ -11,22 +11,15 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from gateway.collateral import entries as fmt
-from gateway.ledger import service as ledger
-from gateway.ledger.model import MakeTransfer
-from gateway.ledger.store import LedgerUnitOfWork
 from gateway.stablecoin import service, watcher
 from gateway.stablecoin.chain_errors import ChainUnavailable
-from gateway.stablecoin.chain_values import Attestation
-from gateway.stablecoin.contract import MINTER_ROLE
-from gateway.stablecoin.service import ensure_segregated_wallet
 from gateway.stablecoin.store import StablecoinUnitOfWork
 from tests.integration.stablecoin.flows.node import Node
+from tests.integration.stablecoin.flows.seeding import seed_holder
 from tests.support.stablecoin import (
     EXCHANGE_WALLET,
     FUNDED,
-    OTHER_WALLET,
     Deployment,
-    Flow,
     balance,
     deploy,
     running_flow,
@@ -41,24 +34,6 @@ def node(tmp_path: Path) -> Iterator[Node]:
     node.start()
     yield node
     node.stop()
-
-
-def _seed(flow: Flow, amount: int) -> None:
-    """Tokens for the first holder and their DT in the segregated wallet."""
-    dep = flow.dep
-    ensure_segregated_wallet(flow.uow(), flow.sc)
-    seed = MakeTransfer(
-        id="seed",
-        debit_wallet_id=OTHER_WALLET,
-        credit_wallet_id=flow.sc.segregated_wallet_id,
-        amount=amount,
-    )
-    ledger.apply_one(LedgerUnitOfWork(flow.engine), seed)
-    dep.client.transact(dep.admin, "grantRole", MINTER_ROLE, dep.admin.address)
-    now = int(dep.chain.w3.eth.get_block("latest")["timestamp"])
-    ref = Attestation.wallet_ref_hash_of(flow.sc.segregated_wallet_id)
-    dep.client.post_attestation(dep.admin, Attestation(amount, 1, now, ref), attestor=dep.attestor)
-    dep.client.mint(dep.admin, dep.holders[0].address, amount, b"\x01" * 32)
 
 
 def _chain_entries(engine: Engine, wallet_id: str) -> list[fmt.Entry]:
@@ -76,7 +51,7 @@ def test_a_burn_after_a_restart_without_past_states_is_paid_and_logged(
 ) -> None:
     dep: Deployment = deploy(node.devchain())
     with running_flow(engine, dep) as flow:
-        _seed(flow, 500_00)
+        seed_holder(flow, 500_00)
         watcher.poll(flow.uow, flow.sc)
         dep.chain.mine(3)  # blocks the watcher has not read when the node goes down
         seen = dep.client.block_number()

@@ -8,20 +8,13 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import Engine
 
-from gateway.ledger import service as ledger
-from gateway.ledger.model import MakeTransfer
-from gateway.ledger.store import LedgerUnitOfWork
 from gateway.stablecoin import service, watcher
-from gateway.stablecoin.chain_values import Attestation
-from gateway.stablecoin.contract import MINTER_ROLE
 from gateway.stablecoin.runtime import Stablecoin
-from gateway.stablecoin.service import ensure_segregated_wallet
+from tests.integration.stablecoin.flows.seeding import seed_holder
 from tests.support.stablecoin import (
     EXCHANGE_WALLET,
     FUNDED,
-    OTHER_WALLET,
     Deployment,
-    Flow,
     balance,
     running_flow,
 )
@@ -29,25 +22,6 @@ from tests.support.stablecoin import (
 pytestmark = pytest.mark.chain
 
 CONFIRMATIONS = 3
-
-
-def _seed(flow: Flow, amount: int) -> None:
-    """Tokens for the first holder and their DT in the segregated wallet, without the API (the
-    flow runs with 3 confirmations, which anvil's automine only gives when blocks are mined)."""
-    dep = flow.dep
-    ensure_segregated_wallet(flow.uow(), flow.sc)
-    seed = MakeTransfer(
-        id="seed",
-        debit_wallet_id=OTHER_WALLET,
-        credit_wallet_id=flow.sc.segregated_wallet_id,
-        amount=amount,
-    )
-    ledger.apply_one(LedgerUnitOfWork(flow.engine), seed)
-    dep.client.transact(dep.admin, "grantRole", MINTER_ROLE, dep.admin.address)
-    now = int(dep.chain.w3.eth.get_block("latest")["timestamp"])
-    ref = Attestation.wallet_ref_hash_of(flow.sc.segregated_wallet_id)
-    dep.client.post_attestation(dep.admin, Attestation(amount, 1, now, ref), attestor=dep.attestor)
-    dep.client.mint(dep.admin, dep.holders[0].address, amount, b"\x01" * 32)
 
 
 def _flow(engine: Engine, dep: Deployment) -> Any:
@@ -59,7 +33,7 @@ def test_redemption_reorganised_away_before_confirmations_moves_no_dt(
 ) -> None:
     chain = dep.chain
     with _flow(engine, dep) as flow:
-        _seed(flow, 500_00)
+        seed_holder(flow, 500_00)
         watcher.poll(flow.uow, flow.sc)
         snap = chain.snapshot()
         dep.client.redeem(dep.holders[0], 100_00, EXCHANGE_WALLET)
@@ -83,7 +57,7 @@ def test_paid_redemption_reorganised_away_deeper_than_the_confirmations_halts_mi
     Reconciliation must show that gap and halt mints."""
     chain = dep.chain
     with _flow(engine, dep) as flow:
-        _seed(flow, 500_00)
+        seed_holder(flow, 500_00)
         watcher.poll(flow.uow, flow.sc)
         fork = dep.client.block_number()
         snap = chain.snapshot()
@@ -128,7 +102,7 @@ def test_cursor_rewinds_when_its_block_hash_changed_and_pays_the_new_branch_once
 ) -> None:
     chain = dep.chain
     with _flow(engine, dep) as flow:
-        _seed(flow, 500_00)
+        seed_holder(flow, 500_00)
         snap = chain.snapshot()
         chain.mine(6)
         before = watcher.poll(flow.uow, flow.sc).cursor
@@ -151,7 +125,7 @@ def test_cursor_rewinds_when_its_block_hash_changed_and_pays_the_new_branch_once
 def test_restarted_watcher_resumes_from_its_stored_cursor(engine: Engine, dep: Deployment) -> None:
     chain = dep.chain
     with _flow(engine, dep) as flow:
-        _seed(flow, 500_00)
+        seed_holder(flow, 500_00)
         dep.client.redeem(dep.holders[0], 10_00, EXCHANGE_WALLET)
         chain.mine(CONFIRMATIONS)
         first = watcher.poll(flow.uow, flow.sc)
