@@ -17,7 +17,7 @@ from gateway.iso20022 import (
     TransactionStatus,
 )
 from gateway.pvp.model import Instruction, InstructionState, Leg, LegTerms, Side
-from tests.unit.ledger.fakes import NOW
+from tests.unit.ledger.fakes import NOW, fund, open_wallets
 from tests.unit.pvp.fakes import GATEWAY_BIC, FakePvPUnitOfWork
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -112,3 +112,11 @@ def statuses(uow: FakePvPUnitOfWork) -> list[tuple[str, str, str | None]]:
         if isinstance(m, Pacs002)
         for t in m.transactions
     ]
+
+
+def funded_uow() -> FakePvPUnitOfWork:
+    """hsbk-dt and cbuae-dt open, hsbk-dt holding 1,000,000: where the handlers' tests start."""
+    u = FakePvPUnitOfWork()
+    open_wallets(u, "hsbk-dt", "cbuae-dt")
+    fund(u, "hsbk-dt", 1_000_000)
+    return u

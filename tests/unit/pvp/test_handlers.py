@@ -20,10 +20,13 @@ from tests.unit.pvp.builders import (
     cancel,
     credit_transfer,
     decision,
+    funded_uow,
     original,
     statuses,
 )
 from tests.unit.pvp.fakes import CTX, FakePvPUnitOfWork, apply, receive
+
+uow = pytest.fixture(funded_uow, name="uow")
 
 
 def pacs009(*legs: tuple[str, int], msg_id: str = "P9-1") -> Pacs009:
