@@ -99,7 +99,13 @@ def _certificate_text(pem: bytes) -> str:
 
 
 def _c14n(node: etree._Element | etree._ElementTree) -> bytes:
-    return bytes(etree.tostring(node, method="c14n", exclusive=True, with_comments=False))
+    """Exclusive C14N; a tree it cannot canonicalise (a relative namespace URI, say: now met
+    before schema validation, since the signature is checked first) cannot carry our
+    signature."""
+    try:
+        return bytes(etree.tostring(node, method="c14n", exclusive=True, with_comments=False))
+    except etree.C14NError as exc:
+        raise SignatureInvalid(f"the signed content cannot be canonicalised: {exc}") from exc
 
 
 def _envelope(data: bytes) -> etree._Element:
