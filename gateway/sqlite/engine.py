@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -133,12 +134,20 @@ def _file_path(url: str) -> str | None:
     return str(Path(db_path).resolve())
 
 
-def sqlite_engine(url: str, *, busy_timeout_ms: int, pool_size: int, max_overflow: int) -> Engine:
+def sqlite_engine(
+    url: str,
+    *,
+    busy_timeout_ms: int,
+    pool_size: int,
+    max_overflow: int,
+    group_sync: Callable[[str], WalGroupSync] = WalGroupSync,
+) -> Engine:
     """An engine for the SQLite database at ``url``: WAL, group commit on a file database
     (FULL durability), the writer queue, readers by ``READONLY``, the busy timeout and
-    foreign keys on every connection."""
+    foreign keys on every connection. ``group_sync`` makes the group commit of a file
+    database from its path (a test gives it an fsync or a checkpoint it can hold)."""
     path = _file_path(url)
-    sync = WalGroupSync(path) if path is not None else None
+    sync = group_sync(path) if path is not None else None
     writers = _WriterQueue(busy_timeout_ms / 1000, sync)
     if sync is not None:
         sync.checkpointer.writer_lock = writers.lock

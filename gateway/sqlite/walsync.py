@@ -135,6 +135,16 @@ def fsync_path(path: str) -> None:
         os.close(fd)
 
 
+CheckpointFn = Callable[[sqlite3.Connection], tuple[int, int, int]]
+"""A checkpoint of the log on a connection: (busy, log pages, pages copied)."""
+
+
+def passive_checkpoint(conn: sqlite3.Connection) -> tuple[int, int, int]:
+    """One PASSIVE checkpoint: (busy, log pages, pages copied), as SQLite reports."""
+    row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    return int(row[0]), int(row[1]), int(row[2])
+
+
 def durability_pragmas(sync: WalGroupSync | None, page_size: int = PAGE_SIZE) -> list[str]:
     """What a connection to a SQLite database sets for its commits' durability: with
     ``sync`` (a file database), NORMAL, which leaves the log's fsync out of COMMIT for
@@ -200,18 +210,24 @@ class WalGroupSync:
     :meth:`barrier` when its transaction ends, before acting on what it read.
 
     ``fsync`` syncs the log by its path (:func:`fsync_path`); ``clock`` (seconds, monotonic)
-    times the fsyncs for the slow-fsync report.
+    times the fsyncs for the slow-fsync report; ``checkpoint`` is the checkpointer's copy
+    (:func:`passive_checkpoint`). The three are the edges below the ordering this class
+    keeps (the disk, time, SQLite's checkpoint), given here so that a test can hold or count
+    them: :func:`gateway.sqlite.engine.sqlite_engine` takes a factory of this class.
     """
 
     def __init__(
         self,
         db_path: str,
         *,
-        fsync: Callable[[str], None] | None = None,
+        fsync: Callable[[str], None] = fsync_path,
         clock: Callable[[], float] = time.monotonic,
+        checkpoint: CheckpointFn | None = None,
     ) -> None:
         self.wal_path = f"{db_path}-wal"
-        self.checkpointer = Checkpointer(db_path, CHECKPOINT_EVERY)
+        self.checkpointer = Checkpointer(
+            db_path, CHECKPOINT_EVERY, checkpoint=checkpoint or passive_checkpoint
+        )
         self._fsync = fsync
         self._clock = clock
         self._cv = threading.Condition(threading.Lock())
@@ -270,7 +286,7 @@ class WalGroupSync:
             self._cv.release()
             started = self._clock()
             try:
-                (self._fsync or fsync_path)(self.wal_path)
+                self._fsync(self.wal_path)
             finally:
                 took = self._clock() - started
                 self._cv.acquire()
@@ -305,7 +321,8 @@ class Checkpointer:
     second while anything was committed (transactions of many PvPs, in batched mode, write
     hundreds of pages each).
 
-    A PASSIVE checkpoint: it copies what no reader still needs into the database without
+    A PASSIVE checkpoint (``checkpoint``, :func:`passive_checkpoint` unless given): it
+    copies what no reader still needs into the database without
     waiting for, or blocking, readers and writers (SQLite's checkpoint lock is not its write
     lock), and the driver lets go of the GIL while it runs. A writer that starts once the
     whole log is copied writes the log again from its start, so the file stays small.
@@ -319,9 +336,10 @@ class Checkpointer:
     IDLE_SECONDS = 10.0
     PERIOD_SECONDS = 1.0
 
-    def __init__(self, db_path: str, every: int) -> None:
+    def __init__(self, db_path: str, every: int, *, checkpoint: CheckpointFn | None = None) -> None:
         self.db_path = db_path
         self.every = max(1, every)
+        self._checkpoint = checkpoint or passive_checkpoint
         self._commits = 0
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -340,11 +358,6 @@ class Checkpointer:
                     if self._thread is None:
                         self._thread = start_thread(self._run, "sqlite-checkpoint")
 
-    def checkpoint(self, conn: sqlite3.Connection) -> tuple[int, int, int]:
-        """One PASSIVE checkpoint: (busy, log pages, pages copied), as SQLite reports."""
-        row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        return int(row[0]), int(row[1]), int(row[2])
-
     def _round(self) -> None:
         """Copy the log into the database beside the writers, then once more with the
         process's writer lock held: no writer of this process can append between that copy
@@ -355,10 +368,10 @@ class Checkpointer:
         conn = sqlite3.connect(self.db_path, timeout=10, isolation_level=None)
         try:
             conn.execute("PRAGMA synchronous=NORMAL")
-            self.checkpoint(conn)
+            self._checkpoint(conn)
             if self.writer_lock is not None:
                 with self.writer_lock:
-                    self.checkpoint(conn)
+                    self._checkpoint(conn)
         finally:
             conn.close()
 

@@ -18,8 +18,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from gateway.connector import Connector, store
 from gateway.connector.keys import generate_identity
 from gateway.connector.outbox import transaction
@@ -196,14 +194,11 @@ def test_a_thread_that_committed_rows_hands_them_out_itself(tmp_path: Path) -> N
 
 
 def test_a_thread_hands_out_its_own_rows_without_waiting_for_another_writers_fsync(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
     """After its commit (durable by then), a thread looks up the rows it wrote by their
     message ids: that read need not wait for the fsync of another writer between its COMMIT
     and its fsync, which a look for every due row must (it could see that writer's rows)."""
-    fsyncs: list[str] = []
-    real_fsync = walsync.fsync_path
-    monkeypatch.setattr(walsync, "fsync_path", lambda path: (fsyncs.append(path), real_fsync(path)))
     with _connector(tmp_path, threads=False) as connector:
         mine = _insert_trades(connector, 1)
         assert len(mine) == 2  # the pair's message ids, for this thread to hand out
@@ -212,12 +207,14 @@ def test_a_thread_hands_out_its_own_rows_without_waiting_for_another_writers_fsy
         assert other_writer is not None
         other_writer.before_commit()
         try:
-            fsyncs.clear()
+            synced = other_writer.fsyncs  # the engine's fsyncs so far
             kept: list[Any] = []
             assert connector.delivery.dispatch_due(kept, msg_ids=mine) == 2
-            assert sorted(r.msg_id for r in kept) == sorted(mine) and fsyncs == []
+            assert sorted(r.msg_id for r in kept) == sorted(mine)
+            assert other_writer.fsyncs == synced
             # Every due row (the other pair) waits for an fsync that covers that writer.
-            assert connector.delivery.dispatch_due() == 2 and len(fsyncs) == 1
+            assert connector.delivery.dispatch_due() == 2
+            assert other_writer.fsyncs == synced + 1
         finally:
             other_writer.committed()
 

@@ -5,6 +5,7 @@ makes a commit durable before anyone can learn of it."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sqlite3
@@ -12,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -21,6 +23,7 @@ from gateway.config import DatabaseSettings
 from gateway.connector import store as connector_store
 from gateway.db import SqlUnitOfWork, make_engine
 from gateway.sqlite import walsync
+from gateway.sqlite.engine import sqlite_engine
 from gateway.sqlite.walsync import WalGroupSync
 
 
@@ -169,17 +172,18 @@ def test_slow_fsyncs_are_logged_at_most_once_a_second_with_their_count_and_the_l
     assert walsync.slow_fsync_reports("nothing slow here\n") == (0, 0.0)
 
 
-@pytest.fixture
-def recorded(monkeypatch: pytest.MonkeyPatch) -> RecordingFsync:
-    fsync = RecordingFsync()
-    real = walsync.fsync_path
-
-    def record_and_sync(path: str) -> None:
-        fsync(path)
-        real(path)
-
-    monkeypatch.setattr(walsync, "fsync_path", record_and_sync)
-    return fsync
+def _engine_with(db: Path, **edges: Any) -> Engine:
+    """The gateway's SQLite engine (its settings' defaults) on ``db``, its group commit given
+    ``edges`` (``fsync``, ``checkpoint``) that a test can hold or watch, in place of the
+    disk's and SQLite's own."""
+    settings = DatabaseSettings(url=f"sqlite:///{db}")
+    return sqlite_engine(
+        settings.url,
+        busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+        pool_size=settings.pool_size,
+        max_overflow=settings.pool_size,
+        group_sync=functools.partial(WalGroupSync, **edges),
+    )
 
 
 def _synchronous(engine: Engine) -> int:
@@ -187,33 +191,32 @@ def _synchronous(engine: Engine) -> int:
         return int(conn.exec_driver_sql("PRAGMA synchronous").scalar_one())
 
 
-def test_gateway_engine_commits_through_the_group_sync(
-    tmp_path: Path, recorded: RecordingFsync
-) -> None:
+def test_gateway_engine_commits_through_the_group_sync(tmp_path: Path) -> None:
     db = tmp_path / "gateway.db"
     engine = make_engine(DatabaseSettings(url=f"sqlite:///{db}"))
     try:
         assert _synchronous(engine) == 1  # NORMAL: the fsync is ours, after COMMIT
+        sync = _sync_of(engine)
+        assert sync.wal_path == f"{db.resolve()}-wal"
         with SqlUnitOfWork(engine) as uow:
             uow.conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
             uow.commit()
-        before = len(recorded.calls)
+        before = sync.fsyncs
         with SqlUnitOfWork(engine) as uow:
             uow.conn.exec_driver_sql("INSERT INTO t VALUES (1)")
             uow.commit()
-        assert len(recorded.calls) == before + 1
-        assert recorded.calls[-1] == f"{db.resolve()}-wal"
-        assert Path(recorded.calls[-1]).exists()
+        assert sync.fsyncs == before + 1
+        assert Path(sync.wal_path).exists()
         with SqlUnitOfWork(engine, readonly=True) as uow:  # nothing in flight: no fsync
             assert uow.conn.exec_driver_sql("SELECT x FROM t").scalar_one() == 1
             uow.commit()
-        assert len(recorded.calls) == before + 1
+        assert sync.fsyncs == before + 1
     finally:
         engine.dispose()
 
 
 def test_a_gateway_writer_past_its_fsync_does_not_wait_for_another_writers_fsync(
-    tmp_path: Path, recorded: RecordingFsync
+    tmp_path: Path,
 ) -> None:
     """Once a writer's commit is on disk, handing its connection back to the pool (a
     rollback, which reads nothing) does not wait for an fsync of another writer's commit;
@@ -223,17 +226,17 @@ def test_a_gateway_writer_past_its_fsync_does_not_wait_for_another_writers_fsync
         with SqlUnitOfWork(engine) as uow:
             uow.conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
             uow.commit()
-        sync = _gateway_sync(engine)
+        sync = _sync_of(engine)
         sync.before_commit()  # another writer, between its COMMIT and its fsync
         try:
-            before = len(recorded.calls)
+            before = sync.fsyncs
             with SqlUnitOfWork(engine) as uow:
                 uow.conn.exec_driver_sql("INSERT INTO t VALUES (1)")
                 uow.commit()
-            assert len(recorded.calls) == before + 1  # its own, and no other
+            assert sync.fsyncs == before + 1  # its own, and no other
             with SqlUnitOfWork(engine, readonly=True) as uow:
                 assert uow.conn.exec_driver_sql("SELECT count(*) FROM t").scalar_one() == 1
-            assert len(recorded.calls) == before + 2
+            assert sync.fsyncs == before + 2
         finally:
             sync.committed()
     finally:
@@ -244,23 +247,21 @@ def test_gateway_writers_do_not_hold_the_writer_lock_during_the_fsync(tmp_path: 
     """While one commit's fsync is in flight, another writer begins and commits."""
     release = threading.Event()
     entered = threading.Event()
+    hold = [False]  # the next fsync waits for release
 
-    engine = make_engine(DatabaseSettings(url=f"sqlite:///{tmp_path / 'gateway.db'}"))
+    def slow(path: str) -> None:
+        if hold[0]:
+            hold[0] = False
+            entered.set()
+            assert release.wait(10)
+        walsync.fsync_path(path)
+
+    engine = _engine_with(tmp_path / "gateway.db", fsync=slow)
     with SqlUnitOfWork(engine) as uow:
         uow.conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
         uow.commit()
-    slow_once = [True]
-    pool_sync = _gateway_sync(engine)
-    real = pool_sync._fsync
-
-    def slow(path: str) -> None:
-        if slow_once[0]:
-            slow_once[0] = False
-            entered.set()
-            assert release.wait(10)
-        (real or walsync.fsync_path)(path)
-
-    pool_sync._fsync = slow
+    pool_sync = _sync_of(engine)
+    hold[0] = True
 
     def first() -> None:
         with SqlUnitOfWork(engine) as uow:
@@ -297,37 +298,36 @@ def test_gateway_writers_do_not_hold_the_writer_lock_during_the_fsync(tmp_path: 
         engine.dispose()
 
 
-def _gateway_sync(engine: Engine) -> WalGroupSync:
-    """The WalGroupSync behind a gateway engine."""
+def _sync_of(engine: Engine) -> WalGroupSync:
+    """The WalGroupSync behind an engine (the gateway's or the connector's)."""
     sync = walsync.group_sync(engine)
     assert isinstance(sync, WalGroupSync)
     return sync
 
 
-def test_connector_engine_commits_through_the_group_sync(
-    tmp_path: Path, recorded: RecordingFsync
-) -> None:
+def test_connector_engine_commits_through_the_group_sync(tmp_path: Path) -> None:
     db = tmp_path / "connector.db"
     engine = connector_store.make_engine(f"sqlite:///{db}")
     try:
         assert _synchronous(engine) == 1
+        sync = _sync_of(engine)
+        assert sync.wal_path == f"{db.resolve()}-wal"
         with engine.begin() as conn:
             conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
-        before = len(recorded.calls)
+        before = sync.fsyncs
         with engine.begin() as conn:
             conn.execute(sa.text("INSERT INTO t VALUES (1)"))
-        assert len(recorded.calls) == before + 1
-        assert recorded.calls[-1] == f"{db.resolve()}-wal"
+        assert sync.fsyncs == before + 1
         with connector_store.reader(engine) as conn:
             assert conn.execute(sa.text("SELECT x FROM t")).scalar_one() == 1
-        assert len(recorded.calls) == before + 1
+        assert sync.fsyncs == before + 1
     finally:
         engine.dispose()
 
 
 @pytest.mark.parametrize("kind", ["gateway", "connector"])
 def test_a_no_sync_commit_does_not_wait_for_an_fsync_and_the_next_commit_covers_it(
-    tmp_path: Path, recorded: RecordingFsync, kind: str
+    tmp_path: Path, kind: str
 ) -> None:
     db = tmp_path / f"{kind}.db"
     engine = (
@@ -335,20 +335,21 @@ def test_a_no_sync_commit_does_not_wait_for_an_fsync_and_the_next_commit_covers_
         if kind == "gateway"
         else connector_store.make_engine(f"sqlite:///{db}")
     )
+    sync = _sync_of(engine)
     try:
         with engine.begin() as conn:
             conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
-        before = len(recorded.calls)
+        before = sync.fsyncs
         with engine.begin() as conn:
             conn.execution_options(**{walsync.NO_SYNC: True})
             conn.exec_driver_sql("INSERT INTO t VALUES (1)")
-        assert len(recorded.calls) == before  # no fsync for it
+        assert sync.fsyncs == before  # no fsync for it
         with engine.connect() as conn:  # committed: visible, and nothing waits for it
             assert conn.exec_driver_sql("SELECT count(*) FROM t").scalar_one() == 1
-        assert len(recorded.calls) == before
+        assert sync.fsyncs == before
         with engine.begin() as conn:  # the next commit's fsync covers both
             conn.exec_driver_sql("INSERT INTO t VALUES (2)")
-        assert len(recorded.calls) == before + 1
+        assert sync.fsyncs == before + 1
     finally:
         engine.dispose()
 
@@ -414,36 +415,27 @@ def test_new_databases_get_small_pages_and_older_ones_keep_theirs(
         old.dispose()
 
 
-@pytest.mark.parametrize("kind", ["gateway", "connector"])
 def test_the_log_is_checkpointed_on_a_thread_of_its_own_not_in_a_commit(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+    tmp_path: Path,
 ) -> None:
     """Held back, the checkpointer leaves the log past SQLite's own threshold (1000 pages)
     and no commit copies it into the database meanwhile; let go, it does (beside the writers,
     then once more under their lock), and the next writer starts the log again from its
-    beginning."""
+    beginning. (The connector's engine is the same ``sqlite_engine``.)"""
     asked = threading.Event()
     release = threading.Event()
     rounds: list[tuple[int, int, int]] = []
     copied = threading.Semaphore(0)  # one release per copy done
-    real = walsync.Checkpointer.checkpoint
-    db = tmp_path / f"{kind}.db"
+    db = tmp_path / "gateway.db"
 
-    def held(self: walsync.Checkpointer, conn: sqlite3.Connection) -> tuple[int, int, int]:
-        if Path(self.db_path) != db.resolve():  # an earlier test's checkpointer, still running
-            return real(self, conn)
+    def held(conn: sqlite3.Connection) -> tuple[int, int, int]:
         asked.set()
         assert release.wait(30)
-        rounds.append(real(self, conn))
+        rounds.append(walsync.passive_checkpoint(conn))
         copied.release()
         return rounds[-1]
 
-    monkeypatch.setattr(walsync.Checkpointer, "checkpoint", held)
-    engine = (
-        make_engine(DatabaseSettings(url=f"sqlite:///{db}"))
-        if kind == "gateway"
-        else connector_store.make_engine(f"sqlite:///{db}")
-    )
+    engine = _engine_with(db, checkpoint=held)
     wal = Path(f"{db}-wal")
     try:
         with engine.begin() as conn:
@@ -480,9 +472,21 @@ def test_the_log_is_checkpointed_on_a_thread_of_its_own_not_in_a_commit(
 
 
 def test_a_round_copies_again_under_the_writer_lock_what_was_committed_during_its_first_copy(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
-    engine = make_engine(DatabaseSettings(url=f"sqlite:///{tmp_path / 'gateway.db'}"))
+    calls: list[tuple[tuple[int, int, int], bool]] = []
+    writer_lock = threading.Lock()  # the engine's, once it is made
+
+    def spy(conn: sqlite3.Connection) -> tuple[int, int, int]:
+        result = walsync.passive_checkpoint(conn)
+        calls.append((result, writer_lock.locked()))
+        if len(calls) == 1:  # a writer commits while the first copy runs
+            writer = threading.Thread(target=insert)
+            writer.start()
+            writer.join(10)
+        return result
+
+    engine = _engine_with(tmp_path / "gateway.db", checkpoint=spy)
 
     def insert() -> None:
         with engine.begin() as conn:
@@ -492,23 +496,9 @@ def test_a_round_copies_again_under_the_writer_lock_what_was_committed_during_it
         with engine.begin() as conn:
             conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
         insert()
-        checkpointer = _gateway_sync(engine).checkpointer
-        assert checkpointer.writer_lock is not None
-        lock = checkpointer.writer_lock
-        assert isinstance(lock, type(threading.Lock()))
-        calls: list[tuple[tuple[int, int, int], bool]] = []
-        real = walsync.Checkpointer.checkpoint
-
-        def spy(self: walsync.Checkpointer, conn: sqlite3.Connection) -> tuple[int, int, int]:
-            result = real(self, conn)
-            calls.append((result, lock.locked()))
-            if len(calls) == 1:  # a writer commits while the first copy runs
-                writer = threading.Thread(target=insert)
-                writer.start()
-                writer.join(10)
-            return result
-
-        monkeypatch.setattr(walsync.Checkpointer, "checkpoint", spy)
+        checkpointer = _sync_of(engine).checkpointer
+        assert isinstance(checkpointer.writer_lock, type(threading.Lock()))
+        writer_lock = checkpointer.writer_lock
         checkpointer._round()
         [(_, first_locked), ((busy, log, copied), second_locked)] = calls
         assert not first_locked and second_locked
