@@ -174,10 +174,12 @@ CREATE INDEX IF NOT EXISTS evidence_origin ON evidence (origin, id);
 class WitnessState:
     """The witness's durable state in one SQLite file (module docstring: invariants).
 
-    One connection, used under :attr:`lock` from any thread."""
+    One connection, used under :attr:`lock` from any thread. ``evidence_kept``: how many
+    refusals are kept as evidence per log, the newest (:data:`EVIDENCE_KEPT`)."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, evidence_kept: int = EVIDENCE_KEPT) -> None:
         self.path = path
+        self.evidence_kept = evidence_kept
         self.lock = threading.Lock()
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -235,7 +237,7 @@ class WitnessState:
                     "DELETE FROM evidence WHERE origin = ? AND id <= ("
                     " SELECT id FROM evidence WHERE origin = ? ORDER BY id DESC"
                     " LIMIT 1 OFFSET ?)",
-                    (origin, origin, EVIDENCE_KEPT),
+                    (origin, origin, self.evidence_kept),
                 )
                 self._db.execute("COMMIT")
             except BaseException:

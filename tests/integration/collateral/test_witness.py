@@ -296,14 +296,20 @@ def test_concurrent_submissions_from_one_size_cosign_exactly_one(
 
 
 def test_evidence_is_kept_for_the_newest_refusals_only(
-    witness: Witness, at_nine: Tree, monkeypatch: pytest.MonkeyPatch
+    witness: Witness, tmp_path: Path, log_key: note.Signer
 ) -> None:
-    monkeypatch.setattr("gateway.collateral.witness.EVIDENCE_KEPT", 3)
-    split = at_nine.fork(4, "b")
-    for _ in range(5):
-        _refused(witness, split.request(9, 9))
-    assert len(witness.state.evidence(ORIGIN)) == 3
-    assert EVIDENCE_KEPT == 1000
+    assert witness.state.evidence_kept == EVIDENCE_KEPT == 1000
+    state = WitnessState(tmp_path / "few.db", evidence_kept=3)
+    keeps_three = Witness(note.Cosigner.generate("witness.test/w3"), [log_key.verifier()], state)
+    try:
+        tree = Tree.of(log_key, 20)
+        _cosigned(keeps_three, tree, 0, 9)
+        split = tree.fork(4, "b")
+        for _ in range(5):
+            _refused(keeps_three, split.request(9, 9))
+        assert len(state.evidence(ORIGIN)) == 3
+    finally:
+        state.close()
 
 
 # ----------------------------------------------------------------- one history, whatever comes
