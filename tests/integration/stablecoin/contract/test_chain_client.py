@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -118,8 +119,13 @@ def test_bad_inputs_are_refused_before_the_chain(token: Token) -> None:
         token.client.mint(token.minter, "not-an-address", 1, rid())
 
 
-def test_devchain_falls_back_to_the_in_process_chain(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(devchain_module, "find_anvil", lambda: None)
+def test_devchain_falls_back_to_the_in_process_chain(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A machine without anvil: no toolchain installed, none on PATH.
+    monkeypatch.setattr(devchain_module, "TOOLCHAIN_MODULES", tmp_path / "node_modules")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert devchain_module.find_anvil() is None
     with start_devchain(accounts=2) as chain:
         assert chain.kind == "eth-tester"
         assert chain.rpc_url is None
