@@ -7,6 +7,9 @@ from typing import Any
 
 import pytest
 from sqlalchemy.engine import Engine
+from web3 import Web3
+from web3.providers.rpc import HTTPProvider
+from web3.types import RPCEndpoint, RPCResponse
 
 from gateway.stablecoin import service, watcher
 from gateway.stablecoin.runtime import Stablecoin
@@ -26,6 +29,23 @@ CONFIRMATIONS = 3
 
 def _flow(engine: Engine, dep: Deployment) -> Any:
     return running_flow(engine, dep, confirmations=CONFIRMATIONS)
+
+
+class _RecordedNode(HTTPProvider):
+    """The chain node's JSON-RPC over HTTP, each request's method and parameters recorded."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.requests: list[tuple[str, Any]] = []
+
+    def make_request(self, method: RPCEndpoint, params: Any) -> RPCResponse:
+        self.requests.append((method, params))
+        return super().make_request(method, params)
+
+    def from_blocks(self) -> set[int]:
+        """The first block of every ``eth_getLogs`` range asked for."""
+        starts = [p[0]["fromBlock"] for m, p in self.requests if m == "eth_getLogs"]
+        return {int(b, 16) if isinstance(b, str) else int(b) for b in starts}
 
 
 def test_redemption_reorganised_away_before_confirmations_moves_no_dt(
@@ -131,20 +151,16 @@ def test_restarted_watcher_resumes_from_its_stored_cursor(engine: Engine, dep: D
         first = watcher.poll(flow.uow, flow.sc)
         assert len(first.redemptions) == 1
 
-        restarted = Stablecoin.from_settings(flow.settings)  # a new process: nothing in memory
+        # A new process (nothing in memory), whose requests to the node are seen.
+        assert chain.rpc_url is not None
+        node = _RecordedNode(chain.rpc_url)
+        restarted = Stablecoin.from_settings(flow.settings, Web3(node))
         assert watcher.load_cursor(flow.uow, restarted) == first.cursor
-        scanned: list[int] = []
-        real = restarted.chain.redeemed_events
-
-        def spy(from_block: int, to_block: int | str = "latest") -> Any:
-            scanned.append(from_block)
-            return real(from_block, to_block)
-
-        restarted.chain.redeemed_events = spy  # type: ignore[method-assign]
         dep.client.redeem(dep.holders[0], 20_00, EXCHANGE_WALLET)
         chain.mine(CONFIRMATIONS)
         second = watcher.poll(flow.uow, restarted)
-        assert scanned == [first.cursor.block_number + 1]
+        # Every range of logs it asked for starts after the stored cursor.
+        assert node.from_blocks() == {first.cursor.block_number + 1}
         assert [r.amount for r in second.redemptions] == [20_00]
         assert balance(engine, EXCHANGE_WALLET) == FUNDED + 30_00
         assert flow.segregated() == 470_00
