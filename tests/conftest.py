@@ -13,8 +13,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from gateway.config import DatabaseSettings
-from gateway.db import make_engine, upgrade
+from tests.support.anvil import require_anvil
+from tests.support.databases import migrated_engine
 
 if TYPE_CHECKING:
     from gateway.stablecoin.devchain import DevChain
@@ -78,12 +78,6 @@ def pg_url(pg_database_factory: Callable[[], str]) -> str:
     return pg_database_factory()
 
 
-def migrated_engine(url: str, pool_size: int = 10) -> Engine:
-    engine = make_engine(DatabaseSettings(url=url, pool_size=pool_size))
-    upgrade(engine)
-    return engine
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     """A migrated engine on a fresh SQLite file, then on a fresh PostgreSQL database."""
@@ -94,16 +88,6 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     eng = migrated_engine(url)
     yield eng
     eng.dispose()
-
-
-def require_anvil() -> None:
-    """anvil is part of every machine this project runs on: missing in CI is a failure."""
-    from gateway.stablecoin.devchain import find_anvil
-
-    if find_anvil() is None:
-        if os.environ.get("CI"):
-            pytest.fail("anvil is missing: run ops/setup-toolchain")
-        pytest.skip("anvil is missing: run ops/setup-toolchain")
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from ops.chaos.run import chaos_run
-from tests.conftest import require_anvil
+from tests.support.anvil import require_anvil
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.chain]
 

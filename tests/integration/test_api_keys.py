@@ -30,7 +30,7 @@ from gateway.config_ops import KeySettings
 from gateway.db import utcnow
 from gateway.errors import Unauthorized
 from gateway.messaging.serving import free_port, serve_in_thread
-from tests.conftest import migrated_engine
+from tests.support.databases import migrated_engine
 
 BIN = Path(sys.executable).parent / "dt-gateway"
 

@@ -30,7 +30,7 @@ from gateway.ledger.model import (
     WalletKind,
 )
 from gateway.ledger.store import LedgerUnitOfWork
-from tests.conftest import migrated_engine
+from tests.support.databases import migrated_engine
 
 BIN = Path(sys.executable).parent / "dt-gateway"
 

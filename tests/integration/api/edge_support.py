@@ -23,7 +23,7 @@ from gateway.messaging.httplimits import HttpLimits
 from gateway.messaging.serving import serve_in_thread
 from gateway.stablecoin.devchain import DevChain
 from gateway.stablecoin.runtime import Stablecoin
-from tests.conftest import migrated_engine
+from tests.support.databases import migrated_engine
 from tests.support.stablecoin import deploy, make_settings, setup_exchanges
 
 PROBLEM = "application/problem+json"

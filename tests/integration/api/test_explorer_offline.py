@@ -19,7 +19,7 @@ from gateway.api import explorer
 from gateway.api.app import create_app
 from gateway.config import load_settings
 from gateway.messaging.serving import serve_in_thread
-from tests.conftest import migrated_engine
+from tests.support.databases import migrated_engine
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[3] / "var" / "test-artifacts"

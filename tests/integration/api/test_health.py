@@ -25,7 +25,7 @@ from gateway.db import make_engine, upgrade, utcnow
 from gateway.messaging.serving import free_port, serve_in_thread
 from gateway.stablecoin.devchain import start_anvil
 from gateway.stablecoin.runtime import Stablecoin
-from tests.conftest import require_anvil
+from tests.support.anvil import require_anvil
 from tests.support.stablecoin import deploy, make_settings
 
 

@@ -153,7 +153,7 @@ def test_backlogs_and_states_are_read_from_the_database(engine: Engine) -> None:
 
 
 def test_sqlite_group_commit_is_measured(sqlite_url: str) -> None:
-    from tests.conftest import migrated_engine
+    from tests.support.databases import migrated_engine
 
     engine = migrated_engine(sqlite_url)
     before = _fsyncs()

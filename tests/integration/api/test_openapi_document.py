@@ -37,7 +37,7 @@ from gateway.stablecoin.endpoints import TEST_EVENT
 from gateway.stablecoin.events import mint_payload, redemption_payload
 from gateway.stablecoin.model import MintState, RedemptionState
 from gateway.stablecoin.webhooks import EVENT_ID_HEADER, SIGNATURE_HEADER, verify
-from tests.conftest import migrated_engine
+from tests.support.databases import migrated_engine
 
 METHODS = ("get", "put", "post", "delete", "patch")
 PROBLEM_JSON = "application/problem+json"

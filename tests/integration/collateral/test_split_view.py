@@ -22,8 +22,8 @@ from gateway.collateral.runtime import CollateralLog
 from gateway.collateral.verdict import ExitCode
 from gateway.config import load_settings
 from gateway.messaging.serving import serve_in_thread
-from tests.conftest import migrated_engine
 from tests.support.collateral import ORIGIN, Chain, Server
+from tests.support.databases import migrated_engine
 from tests.support.witnesses import (
     RunningWitness,
     deposit,

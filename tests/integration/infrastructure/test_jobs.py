@@ -78,7 +78,7 @@ def test_a_job_runs_on_one_replica_and_renews_its_lease_at_half_time(engine: Eng
 def test_a_sole_sqlite_server_sends_at_once_what_a_killed_run_had_claimed(
     sqlite_url: str,
 ) -> None:
-    from tests.conftest import migrated_engine
+    from tests.support.databases import migrated_engine
 
     engine = migrated_engine(sqlite_url)
     lease, now = timedelta(seconds=30), utcnow()

@@ -35,7 +35,7 @@ from gateway.ledger.model import (
     WalletKind,
 )
 from gateway.ledger.store import LedgerUnitOfWork, lock_t, transfer_t
-from tests.conftest import migrated_engine
+from tests.support.databases import migrated_engine
 
 pytestmark = pytest.mark.slow
 

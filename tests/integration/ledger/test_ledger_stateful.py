@@ -56,7 +56,7 @@ from gateway.ledger.model import (
     WalletStatus,
 )
 from gateway.ledger.store import LedgerUnitOfWork, entry_t, lock_t
-from tests.conftest import migrated_engine
+from tests.support.databases import migrated_engine
 
 T0 = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)
 ISSUANCE = "issuance-KZT"

@@ -17,7 +17,8 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from gateway.stablecoin.devchain import DevChain, start_anvil, start_eth_tester
-from tests.conftest import migrated_engine, require_anvil
+from tests.support.anvil import require_anvil
+from tests.support.databases import migrated_engine
 from tests.support.stablecoin import Deployment, deploy
 
 

@@ -27,7 +27,7 @@ from gateway.stablecoin.devchain import (
     dev_accounts,
     find_anvil,
 )
-from tests.conftest import require_anvil
+from tests.support.anvil import require_anvil
 
 ACCOUNTS = 12
 

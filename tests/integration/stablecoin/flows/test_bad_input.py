@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from gateway.stablecoin.devchain import DevChain
-from tests.conftest import migrated_engine
+from tests.support.databases import migrated_engine
 from tests.support.stablecoin import (
     EXCHANGE_WALLET,
     FUNDED,

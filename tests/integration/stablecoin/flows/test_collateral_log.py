@@ -132,7 +132,7 @@ def _lease_holder(engine: Engine) -> str | None:
 def test_two_replicas_one_integrates_and_the_other_takes_over_when_it_is_killed(
     pg_url: str, dep: Deployment, tmp_path: Path
 ) -> None:
-    from tests.conftest import migrated_engine
+    from tests.support.databases import migrated_engine
 
     engine = migrated_engine(pg_url)
     setup_exchanges(engine)

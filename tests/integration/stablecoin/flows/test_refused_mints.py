@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from gateway.stablecoin.devchain import DevChain
-from tests.conftest import migrated_engine
+from tests.support.databases import migrated_engine
 from tests.support.stablecoin import (
     EXCHANGE,
     EXCHANGE_WALLET,
