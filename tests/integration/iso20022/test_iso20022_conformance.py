@@ -30,8 +30,8 @@ from gateway.iso20022 import (
     header_for,
 )
 from gateway.iso20022.xmlsafe import ENVELOPE_SCHEMA, schema
-from tests.unit.iso20022.cbpr_messages import Drawn, cbpr_messages
-from tests.unit.iso20022.iso20022_samples import (
+from tests.support.cbpr_messages import Drawn, cbpr_messages
+from tests.support.iso20022_samples import (
     CONNECTOR_BIC,
     GATEWAY_BIC,
     NOW,

@@ -28,8 +28,8 @@ from gateway.iso20022 import (
     sign_envelope,
     verify_envelope,
 )
-from tests.unit.iso20022.iso20022_samples import CONNECTOR_BIC, GATEWAY_BIC, NOW, messages
-from tests.unit.iso20022.test_iso20022_signing import CONNECTOR, OTHER, RSA, Pair
+from tests.support.iso20022_samples import CONNECTOR_BIC, GATEWAY_BIC, NOW, messages
+from tests.unit.iso20022.signing_keys import CONNECTOR, OTHER, RSA, Pair
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from gateway.iso20022 import (
     parse,
     sign_envelope,
 )
-from tests.unit.iso20022.cbpr_messages import (
+from tests.support.cbpr_messages import (
     Drawn,
     cbpr_camt029,
     cbpr_camt056,
@@ -36,7 +36,7 @@ from tests.unit.iso20022.cbpr_messages import (
     cbpr_pacs009,
     cbpr_pacs028,
 )
-from tests.unit.iso20022.iso20022_samples import CONNECTOR_BIC, GATEWAY_BIC, NOW, samples
+from tests.support.iso20022_samples import CONNECTOR_BIC, GATEWAY_BIC, NOW, samples
 
 SAMPLES = Path(__file__).parent / "cbpr"
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -20,7 +20,7 @@ from gateway.iso20022.xmlsafe import (
     HEAD_NS,
     schema_depth,
 )
-from tests.unit.iso20022.iso20022_samples import CONNECTOR_BIC, GATEWAY_BIC, NOW, pacs009
+from tests.support.iso20022_samples import CONNECTOR_BIC, GATEWAY_BIC, NOW, pacs009
 
 VALID = build(
     pacs009(), header_for(pacs009(), from_bic=CONNECTOR_BIC, to_bic=GATEWAY_BIC, created=NOW)

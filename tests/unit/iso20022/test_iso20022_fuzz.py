@@ -16,7 +16,7 @@ from gateway.iso20022 import (
     header_for,
     parse,
 )
-from tests.unit.iso20022.iso20022_samples import CONNECTOR_BIC, GATEWAY_BIC, NOW, samples
+from tests.support.iso20022_samples import CONNECTOR_BIC, GATEWAY_BIC, NOW, samples
 
 SEEDS = []
 for _m in samples():

@@ -6,7 +6,7 @@ import pytest
 
 from gateway.config import Iso20022Settings
 from gateway.iso20022 import MessageRejected, build, header_for, parse
-from tests.unit.iso20022.iso20022_samples import CONNECTOR_BIC, GATEWAY_BIC, NOW, pacs009
+from tests.support.iso20022_samples import CONNECTOR_BIC, GATEWAY_BIC, NOW, pacs009
 
 VALID = build(
     pacs009(), header_for(pacs009(), from_bic=CONNECTOR_BIC, to_bic=GATEWAY_BIC, created=NOW)

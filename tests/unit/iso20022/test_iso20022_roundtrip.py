@@ -15,7 +15,7 @@ from gateway.iso20022 import (
     parse,
     wrap_envelope,
 )
-from tests.unit.iso20022.iso20022_samples import (
+from tests.support.iso20022_samples import (
     CONNECTOR_BIC,
     GATEWAY_BIC,
     NOW,

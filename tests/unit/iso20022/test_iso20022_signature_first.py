@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from gateway.iso20022 import MessageRejected, SignatureInvalid, build, parse, sign_envelope
-from tests.unit.iso20022.iso20022_samples import CONNECTOR_BIC, NOW, pacs009
-from tests.unit.iso20022.test_iso20022_signing import CONNECTOR, OTHER, UNSIGNED
+from tests.support.iso20022_samples import CONNECTOR_BIC, NOW, pacs009
+from tests.unit.iso20022.signing_keys import CONNECTOR, OTHER, UNSIGNED
 
 
 def _full_of_content_errors(envelope: bytes) -> bytes:

@@ -15,7 +15,7 @@ from lxml import etree
 
 from gateway.iso20022 import MessageRejected, ParsedMessage, build, header_for, parse, xmlsafe
 from gateway.iso20022.xmlsafe import ENVELOPE_SCHEMA, schema
-from tests.unit.iso20022.iso20022_samples import CONNECTOR_BIC, GATEWAY_BIC, NOW, pacs009
+from tests.support.iso20022_samples import CONNECTOR_BIC, GATEWAY_BIC, NOW, pacs009
 
 VALID = build(
     pacs009(3), header_for(pacs009(3), from_bic=CONNECTOR_BIC, to_bic=GATEWAY_BIC, created=NOW)

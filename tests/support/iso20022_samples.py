@@ -1,4 +1,4 @@
-"""Sample messages and hypothesis strategies for the ISO 20022 tests (shared with integration)."""
+"""Sample messages and hypothesis strategies for the ISO 20022 tests, unit and integration."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from lxml import etree
 
 from gateway.iso20022 import PVP_NS
 from gateway.iso20022.xmlsafe import ENVELOPE_NS, HEAD_NS, ISO_NS_PREFIX
-from tests.unit.iso20022.iso20022_samples import CONNECTOR_BIC, GATEWAY_BIC, NOW
+from tests.support.iso20022_samples import CONNECTOR_BIC, GATEWAY_BIC, NOW
 
 # The CBPR+ character sets: FIN X (restricted) for identifiers, the extended set for names.
 FINX = "0-9a-zA-Z/\\-?:().,'+ "
