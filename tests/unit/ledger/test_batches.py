@@ -20,7 +20,15 @@ from gateway.ledger.model import (
     ReleaseLock,
     WalletKind,
 )
-from tests.unit.ledger.fakes import NOW, FakeUnitOfWork, balances, fund, open_wallets, run, run_one
+from tests.support.ledger_fakes import (
+    NOW,
+    FakeUnitOfWork,
+    balances,
+    fund,
+    open_wallets,
+    run,
+    run_one,
+)
 
 
 @pytest.fixture

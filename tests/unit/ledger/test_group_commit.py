@@ -12,7 +12,7 @@ from gateway.ledger.errors import InsufficientFunds
 from gateway.ledger.group import GroupCommitter, _Pending
 from gateway.ledger.model import Issue, MakeTransfer, OpenWallet, Transfer, WalletKind
 from gateway.ledger.service import apply
-from tests.unit.ledger.fakes import FakeUnitOfWork
+from tests.support.ledger_fakes import FakeUnitOfWork
 
 
 def _funded() -> FakeUnitOfWork:

@@ -30,7 +30,7 @@ from gateway.ledger.model import (
     SetWalletStatus,
     WalletStatus,
 )
-from tests.unit.ledger.fakes import NOW, FakeUnitOfWork, balances, fund, open_wallets, run_one
+from tests.support.ledger_fakes import NOW, FakeUnitOfWork, balances, fund, open_wallets, run_one
 
 PREIMAGE = "ab" * 32
 CONDITION = hashlib.sha256(bytes.fromhex(PREIMAGE)).hexdigest()

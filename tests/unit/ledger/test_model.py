@@ -42,7 +42,7 @@ from gateway.ledger.model import (
     fulfilment_matches,
     issuance_wallet_id,
 )
-from tests.unit.ledger.fakes import NOW
+from tests.support.ledger_fakes import NOW
 
 PREIMAGE = "11" * 32
 CONDITION = hashlib.sha256(bytes.fromhex(PREIMAGE)).hexdigest()

@@ -28,7 +28,7 @@ from gateway.ledger.model import (
     TransferKind,
     WalletStatus,
 )
-from tests.unit.ledger.fakes import NOW, FakeUnitOfWork, balances, fund, open_wallets, run_one
+from tests.support.ledger_fakes import NOW, FakeUnitOfWork, balances, fund, open_wallets, run_one
 
 
 @pytest.fixture

@@ -15,7 +15,15 @@ from gateway.ledger.errors import (
     WalletNotFound,
 )
 from gateway.ledger.model import CreateLock, OpenWallet, SetWalletStatus, WalletKind, WalletStatus
-from tests.unit.ledger.fakes import NOW, FakeUnitOfWork, balances, fund, open_wallets, run, run_one
+from tests.support.ledger_fakes import (
+    NOW,
+    FakeUnitOfWork,
+    balances,
+    fund,
+    open_wallets,
+    run,
+    run_one,
+)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from gateway.iso20022 import (
     TransactionStatus,
 )
 from gateway.pvp.model import Instruction, InstructionState, Leg, LegTerms, Side
-from tests.unit.ledger.fakes import NOW, fund, open_wallets
+from tests.support.ledger_fakes import NOW, fund, open_wallets
 from tests.unit.pvp.fakes import GATEWAY_BIC, FakePvPUnitOfWork
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)

@@ -1,6 +1,6 @@
 """An in-memory PvP unit of work, for running the PvP handlers without I/O.
 
-It extends the ledger's fake (``tests.unit.ledger.fakes``) with the PvP repository and the
+It extends the ledger's fake (``tests.support.ledger_fakes``) with the PvP repository and the
 outbox, and keeps the properties of the SQL store that the handlers rely on:
 
 - transactions: what a unit of work did is undone unless it commits, and a ``savepoint()``
@@ -23,7 +23,7 @@ from gateway.pvp.context import PvPContext
 from gateway.pvp.keys import generate
 from gateway.pvp.model import Instruction, Leg
 from gateway.pvp.reception import leg_terms
-from tests.unit.ledger.fakes import NOW, ConstraintViolation, FakeUnitOfWork
+from tests.support.ledger_fakes import NOW, ConstraintViolation, FakeUnitOfWork
 
 GATEWAY_BIC = "NBKZKZKAXXX"
 CONNECTOR_BIC = "SWHQBEBBXXX"

@@ -9,7 +9,7 @@ import pytest
 
 from gateway.iso20022 import Pacs009
 from gateway.pvp.model import Decision, DecisionCause, DecisionKind, LegState
-from tests.unit.ledger.fakes import NOW, balances
+from tests.support.ledger_fakes import NOW, balances
 from tests.unit.pvp.builders import U1, cancel, credit_transfer, decision, funded_uow, statuses
 from tests.unit.pvp.fakes import CTX, FakePvPUnitOfWork, apply, receive
 

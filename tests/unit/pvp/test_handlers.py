@@ -11,7 +11,7 @@ from gateway.iso20022 import Camt029, Pacs009, Pacs028, StatusRequest
 from gateway.ledger.model import LockState
 from gateway.pvp import handlers
 from gateway.pvp.model import LegState
-from tests.unit.ledger.fakes import NOW, balances
+from tests.support.ledger_fakes import NOW, balances
 from tests.unit.pvp.builders import (
     U1,
     U2,

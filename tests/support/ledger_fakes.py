@@ -1,4 +1,5 @@
-"""An in-memory ledger repository and unit of work, for running the ledger service without I/O.
+"""An in-memory ledger repository and unit of work, for running the ledger service without I/O
+(the ledger's unit tests, and the PvP's, whose fake extends it: ``tests/unit/pvp/fakes.py``).
 
 The fake keeps the two properties of the SQL store that the service relies on:
 
