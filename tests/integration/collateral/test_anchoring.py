@@ -18,14 +18,14 @@ from gateway.collateral.tlog import EMPTY_ROOT
 from gateway.config import CollateralSettings
 from gateway.db import utcnow
 from gateway.sqlite.walsync import group_sync
-from tests.integration.collateral.test_log_service import (
+from tests.integration.collateral.support import (
     EXCHANGE,
     ORIGIN,
     SEG,
-    _log,
-    _move,
-    _setup_wallets,
-    _uow_factory,
+    make_log,
+    move,
+    setup_wallets,
+    uow_factory,
 )
 
 
@@ -49,15 +49,15 @@ def _balance_in_log(engine: Engine, size: int) -> int:
 def test_the_anchor_holds_the_deposit_just_committed_and_shows_its_balance(
     engine: Engine,
 ) -> None:
-    _setup_wallets(engine)
-    clog = _log()  # no integration job runs here: the anchor integrates on demand
-    _move(engine, "mint-1", EXCHANGE, SEG, 700)
+    setup_wallets(engine)
+    clog = make_log()  # no integration job runs here: the anchor integrates on demand
+    move(engine, "mint-1", EXCHANGE, SEG, 700)
     first = anchor_point(engine, clog)
     assert first == AnchorPoint(1, tlog.root_of([_leaf(engine, 0)]), 700)
     assert _signed_root(engine, 1) == first.root
 
-    _move(engine, "mint-2", EXCHANGE, SEG, 300)
-    _move(engine, "refund-1", SEG, EXCHANGE, 200)
+    move(engine, "mint-2", EXCHANGE, SEG, 300)
+    move(engine, "refund-1", SEG, EXCHANGE, 200)
     second = anchor_point(engine, clog)
     assert (second.size, second.reserve) == (3, 800)
     assert _signed_root(engine, 3) == second.root
@@ -68,9 +68,9 @@ def test_the_reserve_is_the_balance_at_the_anchored_size_among_chain_entries(
     engine: Engine,
 ) -> None:
     """Entries after the last DT movement (a mint, a statement) leave the reserve as it was."""
-    _setup_wallets(engine)
-    clog = _log()
-    _move(engine, "mint-1", EXCHANGE, SEG, 700)
+    setup_wallets(engine)
+    clog = make_log()
+    move(engine, "mint-1", EXCHANGE, SEG, 700)
     statement = service.statement_entry(9, "0x" + "ab" * 32, 0, 700, utcnow())
     with CollateralUnitOfWork(engine) as uow:  # pooled after the deposit, as the watcher does
         service.pool_chain_entries(uow, clog, [statement], utcnow())
@@ -82,9 +82,9 @@ def test_the_reserve_is_the_balance_at_the_anchored_size_among_chain_entries(
 def test_integration_reports_the_root_it_signed_and_the_balance_its_entries_show(
     engine: Engine,
 ) -> None:
-    _setup_wallets(engine)
-    clog, uow = _log(), _uow_factory(engine)
-    _move(engine, "mint-1", EXCHANGE, SEG, 700)
+    setup_wallets(engine)
+    clog, uow = make_log(), uow_factory(engine)
+    move(engine, "mint-1", EXCHANGE, SEG, 700)
     grown = service.integrate(uow, clog, balance=True)  # a batch with a DT movement
     assert (grown.size, grown.balance, grown.root) == (1, 700, _signed_root(engine, 1))
     statement = service.statement_entry(9, "0x" + "ab" * 32, 0, 700, utcnow())
@@ -105,16 +105,16 @@ def test_an_anchor_waits_for_no_fsync_of_its_own(engine: Engine) -> None:
     sync = group_sync(engine)
     if sync is None:
         return  # PostgreSQL commits durably; there is no group commit to spare
-    _setup_wallets(engine)
-    _move(engine, "mint-1", EXCHANGE, SEG, 700)
+    setup_wallets(engine)
+    move(engine, "mint-1", EXCHANGE, SEG, 700)
     before = sync.fsyncs
-    assert anchor_point(engine, _log()).size == 1
+    assert anchor_point(engine, make_log()).size == 1
     assert sync.fsyncs == before
 
 
 def test_an_empty_log_anchors_the_empty_tree_with_no_reserve(engine: Engine) -> None:
-    _setup_wallets(engine)
-    assert anchor_point(engine, _log()) == AnchorPoint(0, EMPTY_ROOT, 0)
+    setup_wallets(engine)
+    assert anchor_point(engine, make_log()) == AnchorPoint(0, EMPTY_ROOT, 0)
 
 
 def test_beside_other_integrators_every_deposit_committed_before_is_anchored(
@@ -122,15 +122,15 @@ def test_beside_other_integrators_every_deposit_committed_before_is_anchored(
 ) -> None:
     """Two replicas' integrators run all the time; each anchor asked for after a deposit
     committed holds it, whichever integrator sequenced it."""
-    _setup_wallets(engine)
+    setup_wallets(engine)
     settings = CollateralSettings()
-    signer = _log().signer
+    signer = make_log().signer
     replicas = [CollateralLog(SEG, ORIGIN, signer, settings) for _ in range(2)]
     stop = threading.Event()
 
     def integrator(clog: CollateralLog) -> None:
         while not stop.is_set():
-            service.integrate(_uow_factory(engine), clog)
+            service.integrate(uow_factory(engine), clog)
 
     threads = [threading.Thread(target=integrator, args=(r,)) for r in replicas]
     for t in threads:
@@ -139,7 +139,7 @@ def test_beside_other_integrators_every_deposit_committed_before_is_anchored(
         asker = CollateralLog(SEG, ORIGIN, signer, settings)
         total = 0
         for i in range(15):
-            _move(engine, f"mint-{i}", EXCHANGE, SEG, 10 + i)
+            move(engine, f"mint-{i}", EXCHANGE, SEG, 10 + i)
             total += 10 + i
             point = anchor_point(engine, asker)
             assert point.reserve == total

@@ -14,56 +14,24 @@ from sqlalchemy.engine import Engine
 
 from gateway.collateral import entries as fmt
 from gateway.collateral import service, tlog
-from gateway.collateral.note import Checkpoint, Signer, Verifier, open_note
+from gateway.collateral.note import Checkpoint, Verifier, open_note
 from gateway.collateral.runtime import CollateralLog
-from gateway.collateral.store import CollateralUnitOfWork
-from gateway.config import CollateralSettings
 from gateway.ledger import service as ledger
-from gateway.ledger.model import CreateLock, Issue, MakeTransfer, OpenWallet, WalletKind
+from gateway.ledger.model import CreateLock
 from gateway.ledger.store import LedgerUnitOfWork
-
-SEG = "segregated-test"
-EXCHANGE = "exchange-a"
-ORIGIN = "test.example/collateral/31337/0x00000000000000000000000000000000000000aa"
-
-
-def _uow_factory(engine: Engine) -> service.UowFactory:
-    def uow(*, readonly: bool = False) -> CollateralUnitOfWork:
-        return CollateralUnitOfWork(engine, readonly=readonly)
-
-    return uow
-
-
-def _log(**settings: object) -> CollateralLog:
-    return CollateralLog(
-        wallet_id=SEG,
-        origin=ORIGIN,
-        signer=Signer.generate(ORIGIN),
-        settings=CollateralSettings(**settings),  # type: ignore[arg-type]
-    )
-
-
-def _setup_wallets(engine: Engine) -> None:
-    ledger.apply(
-        LedgerUnitOfWork(engine),
-        [
-            OpenWallet(id=SEG, kind=WalletKind.SEGREGATED_COLLATERAL, owner="stablecoin test"),
-            OpenWallet(id=EXCHANGE, kind=WalletKind.EXCHANGE, owner="exchange a"),
-            OpenWallet(id="other", kind=WalletKind.PARTICIPANT, owner="a bank"),
-            Issue(id="issue-1", wallet_id=EXCHANGE, amount=1_000_000),
-        ],
-    )
-
-
-def _move(engine: Engine, tid: str, debit: str, credit: str, amount: int) -> None:
-    ledger.apply_one(
-        LedgerUnitOfWork(engine),
-        MakeTransfer(id=tid, debit_wallet_id=debit, credit_wallet_id=credit, amount=amount),
-    )
+from tests.integration.collateral.support import (
+    EXCHANGE,
+    ORIGIN,
+    SEG,
+    make_log,
+    move,
+    setup_wallets,
+    uow_factory,
+)
 
 
 def _served_entries(engine: Engine, clog: CollateralLog) -> list[bytes]:
-    uow = _uow_factory(engine)(readonly=True)
+    uow = uow_factory(engine)(readonly=True)
     with uow:
         size = uow.collateral.size(SEG)
         return uow.collateral.entry_range(SEG, 0, size)
@@ -72,16 +40,16 @@ def _served_entries(engine: Engine, clog: CollateralLog) -> list[bytes]:
 def test_only_posted_movements_of_the_segregated_wallet_are_logged_in_order(
     engine: Engine,
 ) -> None:
-    _setup_wallets(engine)
-    clog = _log()
-    _move(engine, "mint-1", EXCHANGE, SEG, 700)
-    _move(engine, "elsewhere", EXCHANGE, "other", 5)  # not the segregated wallet
+    setup_wallets(engine)
+    clog = make_log()
+    move(engine, "mint-1", EXCHANGE, SEG, 700)
+    move(engine, "elsewhere", EXCHANGE, "other", 5)  # not the segregated wallet
     ledger.apply_one(  # a lock reserves, it does not move posted DT
         LedgerUnitOfWork(engine),
         CreateLock(id="lock-1", debit_wallet_id=SEG, credit_wallet_id=EXCHANGE, amount=10),
     )
-    _move(engine, "refund-1", SEG, EXCHANGE, 200)
-    done = service.integrate(_uow_factory(engine), clog)
+    move(engine, "refund-1", SEG, EXCHANGE, 200)
+    done = service.integrate(uow_factory(engine), clog)
     assert (done.size, done.added) == (2, 2)
     first, second = (fmt.decode(b) for b in _served_entries(engine, clog))
     assert isinstance(first, fmt.DtMovement) and isinstance(second, fmt.DtMovement)
@@ -95,13 +63,13 @@ def test_only_posted_movements_of_the_segregated_wallet_are_logged_in_order(
 
 
 def test_the_checkpoint_signs_the_root_of_the_served_entries(engine: Engine) -> None:
-    _setup_wallets(engine)
-    clog = _log()
+    setup_wallets(engine)
+    clog = make_log()
     for i in range(5):
-        _move(engine, f"mint-{i}", EXCHANGE, SEG, 10 + i)
-    service.integrate(_uow_factory(engine), clog)
+        move(engine, f"mint-{i}", EXCHANGE, SEG, 10 + i)
+    service.integrate(uow_factory(engine), clog)
     clog.checkpoint = None
-    note, size = service.checkpoint(_uow_factory(engine), clog)
+    note, size = service.checkpoint(uow_factory(engine), clog)
     opened = open_note(note, [Verifier.from_vkey(clog.vkey)])
     cp = Checkpoint.parse(opened.text)
     assert (cp.origin, cp.size) == (ORIGIN, 5) and size == 5
@@ -111,19 +79,19 @@ def test_the_checkpoint_signs_the_root_of_the_served_entries(engine: Engine) -> 
 
 
 def test_batches_of_any_size_give_the_same_tree(engine: Engine) -> None:
-    _setup_wallets(engine)
-    clog = _log(batch_limit=3)
+    setup_wallets(engine)
+    clog = make_log(batch_limit=3)
     for i in range(10):
-        _move(engine, f"mint-{i}", EXCHANGE, SEG, 1 + i)
+        move(engine, f"mint-{i}", EXCHANGE, SEG, 1 + i)
     sizes = []
-    while (done := service.integrate(_uow_factory(engine), clog)).added:
+    while (done := service.integrate(uow_factory(engine), clog)).added:
         sizes.append(done.size)
     assert sizes == [3, 6, 9, 10]
     clog.frontier = None  # a restarted replica reloads the tree's edge from the tables
-    _move(engine, "mint-10", EXCHANGE, SEG, 11)
-    assert service.integrate(_uow_factory(engine), clog).size == 11
+    move(engine, "mint-10", EXCHANGE, SEG, 11)
+    assert service.integrate(uow_factory(engine), clog).size == 11
     bodies = _served_entries(engine, clog)
-    note, _ = service.checkpoint(_uow_factory(engine), _fresh_cache(clog))
+    note, _ = service.checkpoint(uow_factory(engine), _fresh_cache(clog))
     cp = Checkpoint.parse(open_note(note, [Verifier.from_vkey(clog.vkey)]).text)
     assert cp.root == tlog.root_of([tlog.leaf_hash(b) for b in bodies])
 
@@ -134,12 +102,12 @@ def _fresh_cache(clog: CollateralLog) -> CollateralLog:
 
 
 def test_served_proofs_and_tiles_verify(engine: Engine) -> None:
-    _setup_wallets(engine)
-    clog = _log(batch_limit=7)
-    uow = _uow_factory(engine)
+    setup_wallets(engine)
+    clog = make_log(batch_limit=7)
+    uow = uow_factory(engine)
     roots = {}
     for i in range(300):
-        _move(engine, f"mint-{i}", EXCHANGE, SEG, 1)
+        move(engine, f"mint-{i}", EXCHANGE, SEG, 1)
         if i % 37 == 0:
             service.integrate(uow, clog)
     while service.integrate(uow, clog).added:
@@ -192,9 +160,9 @@ def test_served_proofs_and_tiles_verify(engine: Engine) -> None:
 
 
 def test_two_integrators_at_once_never_double_or_lose_an_entry(engine: Engine) -> None:
-    _setup_wallets(engine)
-    uow = _uow_factory(engine)
-    one, other = _log(batch_limit=5), _log(batch_limit=5)
+    setup_wallets(engine)
+    uow = uow_factory(engine)
+    one, other = make_log(batch_limit=5), make_log(batch_limit=5)
     other.signer = one.signer
     stop = threading.Event()
     failures: list[BaseException] = []
@@ -210,7 +178,7 @@ def test_two_integrators_at_once_never_double_or_lose_an_entry(engine: Engine) -
     for t in threads:
         t.start()
     for i in range(60):
-        _move(engine, f"mint-{i}", EXCHANGE, SEG, 1)
+        move(engine, f"mint-{i}", EXCHANGE, SEG, 1)
     while True:
         r = uow(readonly=True)
         with r:
@@ -225,9 +193,9 @@ def test_two_integrators_at_once_never_double_or_lose_an_entry(engine: Engine) -
 
 
 def test_a_stale_checkpoint_is_signed_again_with_no_new_entries(engine: Engine) -> None:
-    _setup_wallets(engine)
-    clog = _log(resign_seconds=10)
-    uow = _uow_factory(engine)
+    setup_wallets(engine)
+    clog = make_log(resign_seconds=10)
+    uow = uow_factory(engine)
     t0 = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
     assert service.integrate(uow, clog, t0).signed  # the empty tree gets its checkpoint
     assert not service.integrate(uow, clog, t0 + timedelta(seconds=5)).signed
