@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -144,18 +145,18 @@ def test_release_returns_funds_once(gateway: Gateway) -> None:
 
 def test_expired_lock_cannot_be_resolved(gateway: Gateway) -> None:
     a, b = _funded(gateway)
-    soon = (datetime.now(UTC) + timedelta(milliseconds=300)).isoformat()
+    expires = datetime.now(UTC) + timedelta(seconds=1)  # far enough for the lock to be made
     lock = {
         "id": "l3",
         "debit_wallet_id": a,
         "credit_wallet_id": b,
         "amount": 1_000,
-        "expires_at": soon,
+        "expires_at": expires.isoformat(),
     }
     assert gateway.operator.post("/v1/locks", json=lock).status_code == 201
-    import time
-
-    time.sleep(0.4)
+    # The gateway reads this machine's clock: once it is past the expiry, so is the gateway's.
+    while datetime.now(UTC) <= expires:
+        time.sleep(0.01)
     _problem(gateway.operator.post("/v1/locks/l3/commit"), 409, "LOCK_EXPIRED")
     _problem(gateway.operator.post("/v1/locks/l3/release"), 409, "LOCK_EXPIRED")
     assert _balances(gateway) == {"a": (10_000, 1_000), "b": (0, 0)}
