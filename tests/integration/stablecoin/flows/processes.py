@@ -1,6 +1,6 @@
-"""Real gateway processes for the proof-of-collateral tests on anvil: start ``dt-gateway serve``
-with a deployment's settings (and crash points), mint over HTTP, read the log's dt entries from
-its public tiles, and run the public verifier as a separate process."""
+"""Real gateway processes for the crash and proof-of-collateral tests on anvil: start
+``dt-gateway serve`` with a deployment's settings (and crash points), mint over HTTP, read the
+log's dt entries from its public tiles, and run the public verifier as a separate process."""
 
 from __future__ import annotations
 
@@ -44,6 +44,9 @@ def gateway(
     crash: list[str],
     extra_env: dict[str, str] | None = None,
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """``dt-gateway serve`` on a free port with ``dep``'s settings, ``engine``'s database,
+    ``crash`` points and ``extra_env``, once healthy: (the process, its URL). Its output goes
+    to ``tmp/gateway-<port>.log``; it is stopped (SIGTERM, then SIGKILL) at the end."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DT_GATEWAY_")}
     env.update(dep.env())

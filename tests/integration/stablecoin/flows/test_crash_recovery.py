@@ -9,10 +9,8 @@ restarted process (without the crash point) finishes the work from the database 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,10 +21,9 @@ import httpx
 import pytest
 from sqlalchemy.engine import Engine
 
-from gateway.messaging.serving import free_port
 from gateway.stablecoin import watcher
 from gateway.stablecoin.runtime import default_segregated_wallet_id
-from tests.integration.stablecoin.flows.processes import wait_for
+from tests.integration.stablecoin.flows.processes import gateway, wait_for
 from tests.support.stablecoin import (
     EXCHANGE,
     EXCHANGE_WALLET,
@@ -40,8 +37,6 @@ from tests.support.stablecoin import (
 )
 
 pytestmark = pytest.mark.chain
-
-BIN = Path(sys.executable).parent / "dt-gateway"
 
 
 class Gateway:
@@ -57,45 +52,19 @@ class Gateway:
 def serve(
     engine: Engine, dep: Deployment, receiver: Receiver, token: str, tmp: Path, crash: list[str]
 ) -> Iterator[Gateway]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DT_GATEWAY_")}
-    env.update(dep.env())
-    env.update(
-        {
-            "DT_GATEWAY_DATABASE__URL": engine.url.render_as_string(hide_password=False),
-            "DT_GATEWAY_DATA_DIR": str(tmp),
-            "DT_GATEWAY_LOG_LEVEL": "WARNING",
-            "DT_GATEWAY_STABLECOIN__WEBHOOK_URL": receiver.url,
-            "DT_GATEWAY_STABLECOIN__WEBHOOK_EXCHANGE": EXCHANGE,
-            "DT_GATEWAY_WEBHOOKS__ALLOW_LOOPBACK": "true",
-            "DT_GATEWAY_FAULTS__CRASH_POINTS": json.dumps(crash),
-        }
-    )
-    log = open(tmp / f"gateway-{port}.log", "wb")  # noqa: SIM115 (closed below)
-    process = subprocess.Popen(
-        [str(BIN), "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    gateway = Gateway(process, f"http://127.0.0.1:{port}", token)
-    try:
-        wait_for(lambda: _healthy(gateway), 30, f"gateway on {port} did not start", process)
-        yield gateway
-    finally:
-        gateway.client.close()
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
-        log.close()
-
-
-def _healthy(gateway: Gateway) -> bool:
-    try:
-        return httpx.get(gateway.url + "/health", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
+    """``dt-gateway serve`` (``processes.gateway``) sending the exchange's webhooks to
+    ``receiver``, with a client of the exchange's ``token``."""
+    webhooks = {
+        "DT_GATEWAY_STABLECOIN__WEBHOOK_URL": receiver.url,
+        "DT_GATEWAY_STABLECOIN__WEBHOOK_EXCHANGE": EXCHANGE,
+        "DT_GATEWAY_WEBHOOKS__ALLOW_LOOPBACK": "true",
+    }
+    with gateway(engine, dep, tmp, crash, webhooks) as (process, url):
+        served = Gateway(process, url, token)
+        try:
+            yield served
+        finally:
+            served.client.close()
 
 
 def _mint(gw: Gateway, key: str, amount: int, to: str) -> httpx.Response:
