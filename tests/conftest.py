@@ -7,13 +7,14 @@ import secrets
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from tests.support.anvil import require_anvil
+from tests.support.browser import chromium
 from tests.support.databases import migrated_engine
 
 if TYPE_CHECKING:
@@ -99,3 +100,10 @@ def anvil() -> Iterator[DevChain]:
     chain = start_anvil(accounts=12)
     yield chain
     chain.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium, headless, one per test module (``tests/support/browser.py``)."""
+    with chromium() as launched:
+        yield launched

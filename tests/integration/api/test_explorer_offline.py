@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -19,47 +17,11 @@ from gateway.api import explorer
 from gateway.api.app import create_app
 from gateway.config import load_settings
 from gateway.messaging.serving import serve_in_thread
+from tests.support.browser import ARTIFACTS, Offline, localhost_only
 from tests.support.databases import migrated_engine
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[3] / "var" / "test-artifacts"
 MINT = "Mint stablecoins against DT"
 """An operation's summary, as each explorer shows it once it rendered the document."""
-
-
-@dataclass
-class Offline:
-    """A browser context that lets requests reach 127.0.0.1 only, and what it refused."""
-
-    context: Any
-    outside: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
-
-    def only_localhost(self, route: Any) -> None:
-        if urlsplit(route.request.url).hostname == "127.0.0.1":
-            route.continue_()
-        else:
-            self.outside.append(route.request.url)
-            route.abort()
-
-    def page(self) -> Any:
-        page = self.context.new_page()
-        page.on("response", lambda r: r.status >= 400 and self.failed.append(f"{r.status} {r.url}"))
-        return page
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} is missing: run ops/setup")
-        pytest.skip(f"{CHROMIUM} is missing: run ops/setup")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as pw:
-        # Debian's browser, never one Playwright would download.
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")
@@ -78,11 +40,8 @@ def gateway_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 def offline(browser: Any) -> Iterator[Offline]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    watched = Offline(context)
-    context.route("**/*", watched.only_localhost)
-    yield watched
-    context.close()
+    with localhost_only(browser) as watched:
+        yield watched
 
 
 def _shot(page: Any, name: str) -> None:

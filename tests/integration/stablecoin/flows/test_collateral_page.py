@@ -11,14 +11,12 @@ and as ``var/test-artifacts/collateral-page.png``.
 from __future__ import annotations
 
 import base64
-import os
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 from sqlalchemy.engine import Engine
@@ -34,6 +32,7 @@ from gateway.messaging.serving import serve_in_thread
 from gateway.stablecoin import service, watcher
 from gateway.stablecoin.contract import MINTER_ROLE
 from gateway.stablecoin.runtime import Stablecoin
+from tests.support.browser import ARTIFACTS, localhost_only
 from tests.support.stablecoin import (
     Deployment,
     Flow,
@@ -43,22 +42,7 @@ from tests.support.witnesses import running_witness
 
 pytestmark = pytest.mark.chain
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACT = Path(__file__).resolve().parents[4] / "var" / "test-artifacts" / "collateral-page.png"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} is missing: run ops/setup")
-        pytest.skip(f"{CHROMIUM} is missing: run ops/setup")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as pw:
-        # Debian's browser, never one Playwright would download.
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        yield b
-        b.close()
+ARTIFACT = ARTIFACTS / "collateral-page.png"
 
 
 def _kzt(text: str) -> int:
@@ -137,7 +121,8 @@ def _history(flow: Flow, dep: Deployment) -> tuple[list[str], dict[str, Any]]:
 def test_the_page_shows_the_apis_numbers_checks_its_proof_and_reaches_nothing_outside(
     sqlite_engine: Engine, dep: Deployment, browser: Any, tmp_path: Path
 ) -> None:
-    with witnessed_flow(sqlite_engine, dep, tmp_path) as (flow, witness):
+    with ExitStack() as stack:
+        flow, witness = stack.enter_context(witnessed_flow(sqlite_engine, dep, tmp_path))
         mint_txs, statement = _history(flow, dep)
         supply = 1_234_56 + 500_00 - 300_01
         service.reconcile(flow.uow, flow.sc)
@@ -149,26 +134,11 @@ def test_the_page_shows_the_apis_numbers_checks_its_proof_and_reaches_nothing_ou
         statements = api.get("/v1/collateral/statements", params={"limit": 1000}).json()
         movements = api.get("/v1/collateral/movements").json()["movements"]
 
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-        asked: list[str] = []
-        outside: list[str] = []
-
-        def only_localhost(route: Any) -> None:
-            url = route.request.url
-            if urlsplit(url).hostname == "127.0.0.1":
-                asked.append(url)
-                route.continue_()
-            else:
-                outside.append(url)
-                route.abort()
-
-        context.route("**/*", only_localhost)
-        page = context.new_page()
+        offline = stack.enter_context(localhost_only(browser))
+        page = offline.page()
         errors: list[str] = []
         page.on("console", lambda m: m.type == "error" and errors.append(m.text))
         page.on("pageerror", lambda e: errors.append(str(e)))
-        failed: list[str] = []
-        page.on("response", lambda r: r.status >= 400 and failed.append(f"{r.status} {r.url}"))
         page.goto(flow.url + "/collateral", wait_until="load")
         page.wait_for_selector("#browser-check[data-check]", state="attached")
         shot = tmp_path / "collateral-page.png"
@@ -228,12 +198,12 @@ def test_the_page_shows_the_apis_numbers_checks_its_proof_and_reaches_nothing_ou
         assert f"--witness '{witness.vkey}'" in command
 
         # Everything came from the gateway; nothing else was asked for, nothing failed.
-        assert outside == []
+        assert offline.outside == []
+        asked = offline.asked
         assert asked and all(u.startswith(flow.url + "/collateral") for u in asked), asked
-        assert failed == [] and errors == []
+        assert offline.failed == [] and errors == []
 
         # The gate is real: a request elsewhere is stopped and recorded.
         with pytest.raises(Exception, match="net::ERR_FAILED"):
             page.goto("http://198.51.100.7/", wait_until="commit")
-        assert outside == ["http://198.51.100.7/"]
-        context.close()
+        assert offline.outside == ["http://198.51.100.7/"]
