@@ -8,10 +8,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +51,35 @@ def _until(cond: Callable[[], Any], what: str, proc: subprocess.Popen[bytes]) ->
             pass
         time.sleep(0.05)
     raise AssertionError(what)
+
+
+@contextmanager
+def _dead_node(port: int) -> Iterator[Callable[[], int]]:
+    """The port of a node that is down, answering nothing: each connection is accepted and
+    closed at once, and counted (a request of the gateway's that failed)."""
+    server = socket.create_server(("127.0.0.1", port))
+    server.settimeout(0.05)
+    accepted = 0
+    done = threading.Event()
+
+    def refuse() -> None:
+        nonlocal accepted
+        while not done.is_set():
+            try:
+                connection, _ = server.accept()
+            except TimeoutError:
+                continue
+            connection.close()
+            accepted += 1
+
+    thread = threading.Thread(target=refuse, name="dead-node")
+    thread.start()
+    try:
+        yield lambda: accepted
+    finally:
+        done.set()
+        thread.join(5)
+        server.close()
 
 
 def _records(path: Path) -> list[dict[str, Any]]:
@@ -122,6 +154,8 @@ def test_a_replica_started_during_a_chain_outage_serves_and_picks_the_chain_up(
     # Then a summary line every 30 s at most (the outage lasts seconds), then the recovery.
     assert about_watcher[0] is with_traceback[0]
     assert about_watcher[-1]["msg"].startswith(f"job {WATCHER} recovered after ")
+    failures = int(about_watcher[-1]["msg"].split(" recovered after ")[1].split()[0])
+    assert failures >= 10, about_watcher[-1]["msg"]  # one traceback for all of them
     assert all(r["msg"].startswith(f"job {WATCHER} still failing") for r in about_watcher[1:-1])
     # The full reason, with the node's address, is for the log only.
     assert any(f"port={node.port}" in r["msg"] for r in records)
@@ -160,6 +194,8 @@ def _served_while_down(
     for answer in (mint, ready):
         assert "127.0.0.1" not in answer.text and str(node.port) not in answer.text
 
-    # The jobs fail at every run meanwhile (every 0.1 s): wait for a few dozen runs.
+    # The jobs fail at every run meanwhile (every 0.1 s): wait for a few dozen of their
+    # requests to the node to have failed.
     _until(lambda: f"job {WATCHER} failed" in log_path.read_text(), "no job failure", proc)
-    time.sleep(3)
+    with _dead_node(node.port) as refused:
+        _until(lambda: refused() >= 40, "the jobs stopped asking the node", proc)
