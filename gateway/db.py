@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, Self, TypeVar, cast
+from typing import Any, ClassVar, Protocol, Self, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -38,6 +38,7 @@ from sqlmodel import Field
 
 from gateway.config import DatabaseSettings
 from gateway.errors import GatewayError, TransientError
+from gateway.pgpipeline import Pending, PgPipeline
 from gateway.sqlite.engine import READONLY, sqlite_engine
 
 log = logging.getLogger(__name__)
@@ -324,7 +325,13 @@ class SqlUnitOfWork:
 
     Re-enterable: each ``with`` block is a fresh connection and transaction, so a service can
     retry the whole unit after a :class:`gateway.errors.TransientError`.
+
+    A subclass that sets :attr:`pipelined` gets, on PostgreSQL, one :class:`PgPipeline` for
+    its transaction (``pg``) that its repositories share; ``conn`` waits for what is queued
+    there before handing out the connection, and ``commit()`` sends COMMIT with it.
     """
+
+    pipelined: ClassVar[bool] = False
 
     def __init__(self, engine: Engine, *, readonly: bool = False) -> None:
         self.engine = engine
@@ -332,10 +339,14 @@ class SqlUnitOfWork:
         self._conn: Connection | None = None
         self._tx: sa.engine.Transaction | None = None
         self._committing = False
+        self.pg: PgPipeline | None = None
+        """The transaction's pipeline (a pipelined unit on PostgreSQL), else None."""
 
     @property
     def conn(self) -> Connection:
         assert self._conn is not None, "unit of work used outside its with block"
+        if self.pg is not None:
+            self.pg.settle()  # SQLAlchemy cannot run a statement inside a pipeline
         return self._conn
 
     def __enter__(self) -> Self:
@@ -346,6 +357,8 @@ class SqlUnitOfWork:
         self._committing = False
         with translate_db_errors():
             self._tx = conn.begin()
+        pg = self.pipelined and conn.dialect.name == "postgresql"
+        self.pg = PgPipeline(conn, keep_open=True) if pg else None
         self._bind(conn)
         return self
 
@@ -357,12 +370,16 @@ class SqlUnitOfWork:
         self._committing = True
         with translate_db_errors():
             self._commit_pending()
+            if self.pg is not None:
+                self.pg.commit()
             self._tx.commit()
 
     def _commit_pending(self) -> None:
         """Subclasses send here what they held back to go with the COMMIT."""
 
     def rollback(self) -> None:
+        if self.pg is not None:
+            self.pg.abandon()
         if self._tx is not None and self._tx.is_active:
             self._tx.rollback()
 
@@ -371,6 +388,8 @@ class SqlUnitOfWork:
             self.rollback()
         finally:
             assert self._conn is not None
+            if self.pg is not None:
+                self.pg.release()
             self._conn.close()
             self._conn = None
         transient = as_transient(exc) if exc is not None else None
@@ -387,6 +406,8 @@ def _died_before_commit(exc: BaseException | None, committing: bool) -> bool:
 
 
 __all__ = [
+    "Pending",
+    "PgPipeline",
     "SchemaOutOfDate",
     "SqlUnitOfWork",
     "TransientDatabaseError",

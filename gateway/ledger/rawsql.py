@@ -13,11 +13,10 @@ the hot path, are :mod:`gateway.ledger.store`'s.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, NoReturn, cast
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from gateway.ledger.model import (
@@ -29,6 +28,7 @@ from gateway.ledger.model import (
     WalletKind,
     WalletStatus,
 )
+from gateway.pgpipeline import PgPipeline
 from gateway.sqlite.fastsql import raise_driver_error
 
 _WALLET_COLS = "id, kind, owner, currency, status, posted, reserved, created_at, fingerprint"
@@ -149,18 +149,17 @@ def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
 
 class HotPathLedgerSql:
     """The reads and writes every ledger command runs, on one connection inside the caller's
-    transaction, through the driver's own cursor."""
+    transaction, through the driver's own cursor (on PostgreSQL, a :class:`PgPipeline`)."""
 
-    def __init__(self, conn: Connection, *, commit_with_writes: bool = False) -> None:
-        """``commit_with_writes``: the caller commits right after the writes (the ledger's own
-        units of work), so on PostgreSQL the writes' pipeline stays open for the COMMIT
-        (:meth:`commit_with_writes`); anything else that runs on the connection before it must
-        call :meth:`settle` first (the reads here do)."""
+    def __init__(self, conn: Connection, *, pipeline: PgPipeline | None = None) -> None:
+        """``pipeline``: the unit of work's, shared with its other repositories and open for
+        the whole transaction (the writes wait for the next read or the COMMIT); without, on
+        PostgreSQL, one of its own for each batch's reads and for its writes."""
         self.conn = conn
-        self._defer = commit_with_writes and conn.dialect.name != "sqlite"
-        self._open: Any = None
-        """The writes' pipeline (a psycopg context manager), open until the commit."""
         self._pg = conn.dialect.name != "sqlite"
+        self.pipe: PgPipeline | None = None
+        if self._pg:
+            self.pipe = pipeline if pipeline is not None else PgPipeline(conn, keep_open=False)
         self._for_update = self._pg
         self._ts: Callable[[datetime | None], Any] = _pg_ts if self._pg else _sqlite_ts
         self._read_ts: Callable[[Any], datetime | None] = (
@@ -179,6 +178,8 @@ class HotPathLedgerSql:
         raise_driver_error(self.conn, exc, sql, params)
 
     def _fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        if self.pipe is not None:
+            return self.pipe.fetch(sql, params)
         cur = self._cur()
         try:
             cur.execute(sql, params)
@@ -187,12 +188,18 @@ class HotPathLedgerSql:
             self._fail(exc, sql, params)
 
     def _write(self, sql: str, params: Sequence[Any]) -> None:
+        if self.pipe is not None:
+            self.pipe.execute(sql, params)
+            return
         try:
             self._cur().execute(sql, params)
         except Exception as exc:
             self._fail(exc, sql, params)
 
     def _write_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if self.pipe is not None:
+            self.pipe.executemany(sql, rows)
+            return
         try:
             self._cur().executemany(sql, rows)
         except Exception as exc:
@@ -227,80 +234,32 @@ class HotPathLedgerSql:
 
     @contextmanager
     def pipelined(self) -> Iterator[None]:
-        """Send the writes inside the block in one network round trip (psycopg pipeline mode).
-
-        Errors surface when the block ends (or, when the COMMIT goes with the writes, at the
-        commit), still as SQLAlchemy exceptions; on SQLite (no network) this does nothing.
-        """
-        if not self._pg:
+        """Send the writes inside the block together, with no round trip each (psycopg
+        pipeline mode): a pipeline of its own is left at the block's end (one round trip),
+        the unit of work's shared one sends them with its next read or the COMMIT. Errors are
+        raised as SQLAlchemy exceptions, when they come in; on SQLite this does nothing."""
+        pipe = self.pipe
+        if pipe is None or pipe.keep_open:
             yield
             return
-        with self._pipeline(keep_open=self._defer):
-            yield
-
-    @contextmanager
-    def _pipeline(self, *, keep_open: bool = False) -> Iterator[None]:
-        self.settle()
-        pipeline = self.conn.connection.driver_connection.pipeline()  # type: ignore[union-attr]
-        pipeline.__enter__()
+        pipe.open()
         try:
             yield
-        except BaseException as exc:
-            self._end(pipeline, exc)
+        except BaseException:
+            pipe.abandon()
             raise
-        if keep_open:
-            self._open = pipeline
-        else:
-            self._end(pipeline)
-
-    def _end(self, pipeline: Any, exc: BaseException | None = None) -> None:
-        """Leave a pipeline, waiting for all it sent: one round trip. Its errors are raised
-        as SQLAlchemy's (an error of the block, ``exc``, wins)."""
-        try:
-            if exc is None:
-                pipeline.__exit__(None, None, None)
-            else:
-                pipeline.__exit__(type(exc), exc, exc.__traceback__)
-        except sa.exc.DBAPIError:
-            raise
-        except Exception as error:
-            if error is exc:
-                raise
-            self._fail(error, "pipeline", None)
+        pipe.settle()
 
     def settle(self) -> None:
-        """Wait for writes still in the open pipeline, before reading anything."""
-        if self._open is not None:
-            pipeline, self._open = self._open, None
-            self._end(pipeline)
-
-    def commit_with_writes(self) -> None:
-        """Send COMMIT behind the writes still in the pipeline and wait for both: one round
-        trip where the writes and the commit took two. The transaction is then over in the
-        database (the caller's commit finds nothing left to do); a failed write or commit is
-        raised here, as the commit's error."""
-        if self._open is None:
-            return
-        pipeline, self._open = self._open, None
-        try:
-            self._cur().execute("COMMIT")
-        except Exception as exc:
-            self._end(pipeline, exc)
-            raise
-        self._end(pipeline)
-
-    def abandon(self) -> None:
-        """Leave an open pipeline without its results: the transaction is rolling back."""
-        if self._open is not None:
-            pipeline, self._open = self._open, None
-            with suppress(Exception):
-                pipeline.__exit__(None, None, None)
+        """Wait for the statements still queued and leave pipeline mode (before SQLAlchemy
+        runs a statement on the connection)."""
+        if self.pipe is not None:
+            self.pipe.settle()
 
     def _select_by_ids(
         self, table: str, cols: str, ids: Collection[str], *, lock: bool
     ) -> list[tuple[Any, ...]]:
         ordered = sorted(ids)
-        self.settle()
         if self._pg:
             if len(ordered) == 1:
                 sql = f"SELECT {cols} FROM {table} WHERE id = %s"
@@ -379,7 +338,7 @@ class HotPathLedgerSql:
     ) -> tuple[dict[str, Lock], dict[str, Transfer], dict[str, Wallet]]:
         """What a batch reads before it applies: its locks (row-locked), its transfers, and
         its wallets (row-locked): ``wallet_ids`` and those of the stored locks among
-        ``wallets_of_locks``. On PostgreSQL in one round trip (after the transaction's BEGIN);
+        ``wallets_of_locks``. On PostgreSQL in one round trip (with what the pipeline holds);
         the same rows, locked in the same order, as :meth:`locks_for_update`,
         :meth:`transfers` then :meth:`wallets_for_update` would return."""
         if not self._pg or len(wallets_of_locks) > _PG_MAX_LOCKS_IN_ONE_READ:
@@ -389,7 +348,6 @@ class HotPathLedgerSql:
                 if (lk := locks.get(lock_id)) is not None:
                     ids |= {lk.debit_wallet_id, lk.credit_wallet_id}
             return locks, self.transfers(transfer_ids), self.wallets_for_update(ids)
-        driver: Any = self.conn.connection.driver_connection
         queries: list[tuple[str, tuple[Any, ...]]] = []
         if lock_ids:
             queries.append((_PG_LOCKS_FOR_UPDATE, (sorted(lock_ids),)))
@@ -402,14 +360,10 @@ class HotPathLedgerSql:
             )
         elif wallet_ids:
             queries.append((_PG_WALLETS_FOR_UPDATE, (sorted(wallet_ids),)))
-        cursors = [driver.cursor() for _ in queries]
-        with self._pipeline():  # its end waits for every result: one round trip
-            for cur, (sql, params) in zip(cursors, queries, strict=True):
-                try:
-                    cur.execute(sql, params)
-                except Exception as exc:
-                    self._fail(exc, sql, params)
-        rows = [cur.fetchall() for cur in cursors]
+        pipe = self.pipe
+        assert pipe is not None
+        pending = [pipe.query(sql, params) for sql, params in queries]
+        rows = [p.rows() for p in pending]  # the first waits for them all: one round trip
         found = iter(rows)
         locks = {r[0]: self._lock_of(r) for r in next(found)} if lock_ids else {}
         transfers = {r[0]: self._transfer_of(r) for r in next(found)} if transfer_ids else {}

@@ -206,36 +206,23 @@ class SqlLedgerRepository(HotPathLedgerSql):
 
 
 class LedgerUnitOfWork(SqlUnitOfWork):
-    """A transaction with the ledger and the outbox: what the ledger service needs."""
+    """A transaction with the ledger and the outbox: what the ledger service needs.
 
+    On PostgreSQL its statements share the transaction's pipeline (``gateway.db``): the
+    BEGIN goes with the reads, the COMMIT with the writes, two round trips an operation."""
+
+    pipelined = True
     ledger: SqlLedgerRepository
 
     def _bind(self, conn: Connection) -> None:
-        # The ledger's use cases commit right after their writes, so on PostgreSQL the COMMIT
-        # goes with them (one round trip); whatever else uses the transaction first (the
-        # outbox, the connection) waits for the writes.
-        self.ledger = SqlLedgerRepository(conn, commit_with_writes=True)
+        self.ledger = SqlLedgerRepository(conn, pipeline=self.pg)
         self._outbox = OutboxRepository(conn)
 
     @property
     def outbox(self) -> OutboxRepository:
-        self.ledger.settle()
+        if self.pg is not None:
+            self.pg.settle()  # the outbox's statements are SQLAlchemy's
         return self._outbox
-
-    @property
-    def conn(self) -> Connection:
-        connection = super().conn
-        self.ledger.settle()
-        return connection
-
-    def _commit_pending(self) -> None:
-        self.ledger.commit_with_writes()
-
-    def rollback(self) -> None:
-        ledger: SqlLedgerRepository | None = getattr(self, "ledger", None)
-        if ledger is not None:
-            ledger.abandon()
-        super().rollback()
 
 
 __all__ = [

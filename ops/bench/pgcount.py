@@ -14,7 +14,8 @@ What is counted:
 - statements: each statement the server runs for the process: every ``execute``, every row of
   an ``executemany``, and BEGIN and COMMIT or ROLLBACK of each transaction;
 - round trips: each time the process waits for PostgreSQL's answer: a statement sent alone (a
-  transaction's BEGIN is one of its own, as psycopg sends it before the first statement), a
+  transaction's BEGIN is one of its own when psycopg sends it before the first statement; a
+  BEGIN the product queues itself, its connection in autocommit mode, is a statement), a
   COMMIT or ROLLBACK, and in pipeline mode each flush or sync whose results it waits for (the
   statements queued before it ride along). psycopg's first PREPARE of a statement on a
   connection adds one that is not counted (once per statement and connection, nothing per
@@ -123,7 +124,7 @@ class CountingConnection(psycopg.Connection[Any]):
             ended = 1 if not idle and now_idle else 0
             if name in _ENDS and not idle:
                 _add(statements=1, round_trips=trips, transactions=ended)
-            elif idle and not now_idle:
+            elif idle and not now_idle and not self.autocommit:
                 # psycopg sent BEGIN first and waited for it, in a pipeline too (it syncs).
                 _add(statements=1, round_trips=trips + 1)
             else:

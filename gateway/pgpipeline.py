@@ -1,0 +1,248 @@
+"""Psycopg's pipeline mode for the statements of one PostgreSQL transaction
+(:class:`PgPipeline`), shared by the repositories of a unit of work (``gateway.db``).
+
+On a network a statement costs a round trip to the server whatever it does; most of a
+message's statements need no answer before the next is sent (writes, savepoints, COMMIT), and
+the reads that do can often be sent together. ``docs/performance.md`` ("PostgreSQL round
+trips") has the counts per message and the decisions.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from typing import Any, cast
+
+from sqlalchemy.engine import Connection
+
+from gateway.sqlite.fastsql import raise_driver_error
+
+log = logging.getLogger(__name__)
+
+
+class Pending:
+    """A read queued in a :class:`PgPipeline`: its rows arrive with the pipeline's next sync."""
+
+    __slots__ = ("_cursor", "_pipe", "_rows", "ready")
+
+    def __init__(self, pipe: PgPipeline, cursor: Any) -> None:
+        self._pipe = pipe
+        self._cursor = cursor
+        self._rows: list[tuple[Any, ...]] | None = None
+        self.ready = False
+        """Synced: the rows are in (or the pipeline failed)."""
+
+    def rows(self) -> list[tuple[Any, ...]]:
+        """The read's rows; a round trip, for it and everything queued before, unless synced."""
+        if self._rows is None:
+            if not self.ready:
+                self._pipe.sync()
+            self._rows = self._cursor.fetchall()
+        return self._rows
+
+
+class PgPipeline:
+    """The statements of one PostgreSQL transaction in psycopg's pipeline mode: a statement
+    whose result nobody waits for costs no round trip of its own.
+
+    Writes (:meth:`execute`) and reads (:meth:`query`) are queued; a read's rows are fetched
+    when first asked for, and that one round trip brings the results of everything queued
+    before it. With ``keep_open`` (a unit of work's pipeline, shared by its repositories) it
+    stays open for the whole transaction: the transaction's BEGIN goes with its first
+    statements (psycopg would send it alone and wait: the driver connection is in autocommit
+    mode from our BEGIN to the end of the transaction, :meth:`release`), writes wait for the
+    next read, and :meth:`commit` sends COMMIT behind the last ones. Without, it is opened
+    for a batch of statements and left after it (:meth:`open`, :meth:`settle`), and a lone
+    statement runs as a plain one.
+
+    Errors of queued statements surface at the next sync (or as results come in), raised as
+    SQLAlchemy's, so :func:`retrying` still sees a deadlock or a unique-key race and retries
+    the unit: a failed statement fails the transaction, whichever statement reports it.
+    SQLAlchemy cannot run a statement inside a pipeline: :meth:`settle` waits for what is
+    queued and leaves pipeline mode first (the unit of work's ``conn`` does it).
+    """
+
+    def __init__(self, conn: Connection, *, keep_open: bool) -> None:
+        self.conn = conn
+        self.keep_open = keep_open
+        self._pipeline: Any = None
+        """psycopg's ``Pipeline`` while in pipeline mode."""
+        self._exit: Any = None
+        """Its context manager's ``__exit__``, which leaves pipeline mode."""
+        self._driver: Any = None
+        self._cursor: Any = None
+        self._queued: list[Pending] = []
+        self._began = False
+        self._savepoints = 0
+
+    def _drv(self) -> Any:
+        if self._driver is None:
+            self._driver = self.conn.connection.driver_connection
+        return self._driver
+
+    def _fail(self, exc: Exception, sql: str, params: Any) -> Any:
+        raise_driver_error(self.conn, exc, sql, params)
+
+    @property
+    def is_open(self) -> bool:
+        return self._pipeline is not None
+
+    def open(self) -> None:
+        """Enter pipeline mode (kept open: with the transaction's BEGIN, if none was sent)."""
+        if self._pipeline is not None:
+            return
+        from psycopg import pq
+
+        driver = self._drv()
+        begin = (
+            self.keep_open
+            and not self._began
+            and driver.pgconn.transaction_status == pq.TransactionStatus.IDLE
+        )
+        try:
+            if begin:
+                driver.autocommit = True  # no BEGIN of psycopg's, sent alone: ours, queued
+            manager = driver.pipeline()
+            pipeline = manager.__enter__()
+        except Exception as exc:
+            self._fail(exc, "pipeline", None)
+        self._pipeline, self._exit = pipeline, manager.__exit__
+        if begin:
+            self._began = True
+            self.execute("BEGIN")
+
+    def _direct(self) -> bool:
+        """A statement now runs as a plain one (not kept open, and no batch open)."""
+        return self._pipeline is None and not self.keep_open
+
+    def _cur(self) -> Any:
+        if self._cursor is None:
+            self._cursor = self._drv().cursor()
+        return self._cursor
+
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> None:
+        """Queue a statement whose result nobody reads."""
+        if not self._direct():
+            self.open()
+        try:
+            self._cur().execute(sql, params)
+        except Exception as exc:
+            self._fail(exc, sql, params)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if not self._direct():
+            self.open()
+        try:
+            self._cur().executemany(sql, rows)
+        except Exception as exc:
+            self._fail(exc, sql, rows)
+
+    def query(self, sql: str, params: Sequence[Any] | None = None) -> Pending:
+        """Queue a read; its rows come with the next sync (:meth:`Pending.rows`)."""
+        self.open()
+        cursor = self._drv().cursor()
+        try:
+            cursor.execute(sql, params)
+        except Exception as exc:
+            self._fail(exc, sql, params)
+        pending = Pending(self, cursor)
+        self._queued.append(pending)
+        return pending
+
+    def fetch(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+        """A read's rows now (with what is queued before it: one round trip)."""
+        if not self._direct():
+            return self.query(sql, params).rows()
+        cursor = self._cur()
+        try:
+            cursor.execute(sql, params)
+            return cast(list[tuple[Any, ...]], cursor.fetchall())
+        except Exception as exc:
+            return cast(list[tuple[Any, ...]], self._fail(exc, sql, params))
+
+    def _synced(self) -> None:
+        for pending in self._queued:
+            pending.ready = True
+        self._queued.clear()
+
+    def sync(self) -> None:
+        """Wait for everything queued: one round trip (not kept open: leaving the pipeline)."""
+        if self._pipeline is None:
+            return
+        if not self.keep_open:
+            self.settle()
+            return
+        try:
+            self._pipeline.sync()
+        except Exception as exc:
+            self._synced()
+            self._fail(exc, "sync", None)
+        self._synced()
+
+    def settle(self) -> None:
+        """Wait for everything queued and leave pipeline mode (one round trip, none if not
+        open): SQLAlchemy may then run statements on the connection."""
+        leave, self._pipeline, self._exit = self._exit, None, None
+        if leave is None:
+            return
+        try:
+            leave(None, None, None)
+        except Exception as exc:
+            self._synced()
+            self._fail(exc, "pipeline", None)
+        self._synced()
+
+    def commit(self) -> None:
+        """Send COMMIT behind what is queued and wait for both: one round trip where the
+        writes and the commit took two. The transaction is then over in the database (the
+        caller's commit finds nothing left to do); a failed write or commit is raised here.
+        Not open: nothing (SQLAlchemy's commit sends it)."""
+        if self._pipeline is None:
+            return
+        self.execute("COMMIT")
+        self.settle()
+        self._restore()
+
+    def abandon(self) -> None:
+        """Leave the pipeline without its results: the transaction is rolling back."""
+        leave, self._pipeline, self._exit = self._exit, None, None
+        self._synced()
+        if leave is not None:
+            with suppress(Exception):
+                leave(None, None, None)
+
+    def release(self) -> None:
+        """Once the transaction has ended: the driver connection back out of autocommit
+        mode, as the pool lent it (or discarded, if it cannot be)."""
+        self.abandon()
+        self._restore()
+
+    def _restore(self) -> None:
+        if not self._began:
+            return
+        self._began = False
+        try:
+            self._drv().autocommit = False
+        except Exception:
+            log.warning("a connection left in autocommit mode is discarded", exc_info=True)
+            with suppress(Exception):
+                self.conn.invalidate()
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A nested transaction, its statements queued like any: leaving the block by an
+        exception undoes what it did (a failure of the database's meanwhile wins)."""
+        self._savepoints += 1
+        name = f"pipelined_{self._savepoints}"
+        self.execute(f"SAVEPOINT {name}")
+        try:
+            yield
+        except BaseException:
+            self.execute(f"ROLLBACK TO SAVEPOINT {name}")
+            self.execute(f"RELEASE SAVEPOINT {name}")
+            raise
+        self.execute(f"RELEASE SAVEPOINT {name}")
+
+
+__all__ = ["Pending", "PgPipeline"]
