@@ -39,7 +39,7 @@ from gateway.ledger import model as lm
 from gateway.ledger import service as ledger
 from gateway.logcontext import bound
 from gateway.pvp.context import DT_CURRENCY, PACS009, PvPContext, new_msg_id
-from gateway.pvp.instructions import follow_instructions
+from gateway.pvp.instructions import follow_instructions, prefetch_followers
 from gateway.pvp.model import (
     AM03,
     ARDT,
@@ -57,6 +57,15 @@ from gateway.pvp.outbound import queue_message, status_of, tx_status
 from gateway.pvp.store import PvPUnitOfWork
 
 log = logging.getLogger(__name__)
+
+
+def uetrs_of(message: Message) -> list[str]:
+    """The UETRs of the legs a message concerns, in its order."""
+    if isinstance(message, Pacs009):
+        return [t.uetr for t in message.transactions]
+    if isinstance(message, Admi002):
+        return []
+    return [t.original.uetr for t in getattr(message, "transactions", ())]
 
 
 def _ledger_batch(
@@ -128,6 +137,7 @@ def _dispatch(uow: PvPUnitOfWork, message: Message, ctx: PvPContext, now: dateti
 def on_pacs009(uow: PvPUnitOfWork, msg: Pacs009, ctx: PvPContext, now: datetime) -> None:
     """Lock each ``received`` leg's amount (or reject it); one pacs.002 answers all."""
     legs = uow.pvp.legs_for_update(t.uetr for t in msg.transactions)
+    prefetch_followers(uow, legs.values())
     ops: list[tuple[str, lm.Operation]] = []
     decided: dict[str, Leg] = {}
     for tx in msg.transactions:
@@ -179,6 +189,7 @@ def on_pacs009(uow: PvPUnitOfWork, msg: Pacs009, ctx: PvPContext, now: datetime)
 def on_pacs002(uow: PvPUnitOfWork, msg: Pacs002, ctx: PvPContext, now: datetime) -> None:
     """The connector's decision: a fulfilment commits a locked leg, RJCT releases it."""
     legs = uow.pvp.legs_for_update(t.original.uetr for t in msg.transactions)
+    prefetch_followers(uow, legs.values())
     commits: list[tuple[str, lm.Operation]] = []
     releases: list[tuple[str, lm.Operation]] = []
     replies: dict[str, TransactionStatus] = {}
@@ -241,6 +252,7 @@ def on_pacs002(uow: PvPUnitOfWork, msg: Pacs002, ctx: PvPContext, now: datetime)
 def on_camt056(uow: PvPUnitOfWork, msg: Camt056, ctx: PvPContext, now: datetime) -> None:
     """Cancel or release each leg (a tombstone for an unknown UETR); camt.029 answers."""
     legs = uow.pvp.legs_for_update(t.original.uetr for t in msg.transactions)
+    prefetch_followers(uow, legs.values())
     releases: list[tuple[str, lm.Operation]] = []
     answers: dict[str, CancellationResolution] = {}
     new: list[Leg] = []
@@ -294,4 +306,4 @@ def on_pacs028(uow: PvPUnitOfWork, msg: Pacs028, ctx: PvPContext, now: datetime)
     queue_message(uow, ctx, Pacs002(new_msg_id(), now, tuple(statuses)), legs, now)
 
 
-__all__ = ["apply", "on_camt056", "on_pacs002", "on_pacs009", "on_pacs028"]
+__all__ = ["apply", "on_camt056", "on_pacs002", "on_pacs009", "on_pacs028", "uetrs_of"]

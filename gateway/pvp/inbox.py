@@ -72,7 +72,7 @@ def _process(
     uow: PvPUnitOfWork, message_id: int, parsed: Message | None, ctx: PvPContext, at: datetime
 ) -> str | None:
     """Claim and apply one inbox item; its message type, or None if it was processed."""
-    if not uow.pvp.inbox_claim(message_id):
+    if not uow.pvp.inbox_claim(message_id, at, () if parsed is None else handlers.uetrs_of(parsed)):
         return None
     message = parsed
     if message is None:

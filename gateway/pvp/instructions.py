@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Literal
@@ -120,6 +120,12 @@ def instruction_delivered(
     retrying(uow, work)
 
 
+def prefetch_followers(uow: PvPUnitOfWork, legs: Iterable[Leg]) -> None:
+    """The instructions that follow ``legs`` are asked for now (on PostgreSQL they come with
+    the next statement waited for): :func:`follow_instructions` will want them."""
+    uow.pvp.prefetch_instructions(leg.terms.end_to_end_id for leg in legs if leg.terms)
+
+
 def follow_instructions(uow: PvPUnitOfWork, legs: Sequence[Leg], now: datetime) -> None:
     """Instructions follow the DT leg whose EndToEndId is their id."""
     by_e2e = {leg.terms.end_to_end_id: leg for leg in legs if leg.terms is not None}
@@ -203,5 +209,6 @@ __all__ = [
     "instruct",
     "instruction_delivered",
     "instruction_payload",
+    "prefetch_followers",
     "resolve",
 ]

@@ -53,7 +53,7 @@ def record_outbound(
 ) -> None:
     """Store a signed message from the gateway to the connector in the message trail, with its
     SHA-256, in the caller's transaction (queueing it to send is the caller's choice)."""
-    uow.pvp.add_message(
+    uow.pvp.record_message(
         "out",
         signed,
         hashlib.sha256(signed).hexdigest(),

@@ -22,11 +22,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from gateway.db import retrying, utcnow
+from sqlalchemy.exc import DBAPIError
+
+from gateway.db import as_transient, retrying, utcnow
 from gateway.errors import TransientError
 from gateway.faults import crash_point
 from gateway.iso20022 import (
-    Admi002,
     AppHeader,
     CreditTransfer,
     DuplicateMessage,
@@ -71,14 +72,6 @@ class Reception:
     claimed: list[OutboxMessage]
     """Replies of the messages applied, queued already claimed for the caller to send (with a
     claiming unit of work; else a dispatcher sends them)."""
-
-
-def _uetrs(message: Message) -> list[str]:
-    if isinstance(message, Pacs009):
-        return [t.uetr for t in message.transactions]
-    if isinstance(message, Admi002):
-        return []
-    return [t.original.uetr for t in message.transactions]
 
 
 def leg_terms(msg: Pacs009, tx: CreditTransfer, ctx: PvPContext) -> LegTerms:
@@ -155,7 +148,8 @@ def _store(
     the same transaction, or calls :func:`_add_inbox`)."""
     repo = uow.pvp
     message = c.message
-    seen = repo.inbound_sha(c.sender, message.MESSAGE_ID, message.id)
+    uetrs = handlers.uetrs_of(message)
+    seen = repo.inbound_sha(c.sender, message.MESSAGE_ID, message.id, legs=uetrs)
     if seen == c.sha:
         return Ack(message.id, c.sha, duplicate=True)
     if seen is not None:
@@ -165,7 +159,6 @@ def _store(
             xpath="/BizMsg/AppHdr/BizMsgIdr",
             msg_id=message.id,
         )
-    uetrs = _uetrs(message)
     new_legs: list[Leg] = []
     late: list[Leg] = []
     if isinstance(message, Pacs009):
@@ -278,13 +271,22 @@ def _apply_in_savepoint(
             return True
     except TransientError:
         raise
-    except Exception:
-        log.warning(
-            "pvp: applying inbox item %s on receipt failed; left to the workers",
-            message_id,
-            exc_info=True,
-        )
+    except DBAPIError as exc:
+        if as_transient(exc) is not None:
+            raise  # a conflict (a deadlock, a unique-key race): the whole unit runs again
+        _left_to_workers(message_id)
         return False
+    except Exception:
+        _left_to_workers(message_id)
+        return False
+
+
+def _left_to_workers(message_id: int) -> None:
+    log.warning(
+        "pvp: applying inbox item %s on receipt failed; left to the workers",
+        message_id,
+        exc_info=True,
+    )
 
 
 def receive_message(
@@ -319,7 +321,7 @@ def record_rejection(
     signed = build(admi, header, signer=ctx.signer())
     try:
         with uow:
-            uow.pvp.add_message(
+            uow.pvp.record_message(
                 "rejected",
                 raw[: ctx.iso.max_message_bytes],
                 hashlib.sha256(raw).hexdigest(),

@@ -158,12 +158,16 @@ class SqlPvPRepository:
             values = leg_values(leg)
             values["k_uetr"] = values.pop("uetr")  # the key, not a column to set
             rows.append(values)
-            if leg.state in FINAL_STATES and leg.uetr in self._open:
-                self._open.discard(leg.uetr)
-                took = (leg.updated_at - leg.created_at).total_seconds()
-                self.finished.append((leg.state.value, took))
+            self._count_if_final(leg)
         if rows:
             run(self.conn, _UPDATE_LEG, rows)
+
+    def _count_if_final(self, leg: Leg) -> None:
+        """A leg this transaction read open and now makes final: for ``finished``."""
+        if leg.state in FINAL_STATES and leg.uetr in self._open:
+            self._open.discard(leg.uetr)
+            took = (leg.updated_at - leg.created_at).total_seconds()
+            self.finished.append((leg.state.value, took))
 
     def locked_legs_past(self, cutoff: datetime, limit: int) -> list[Leg]:
         rows = self.conn.execute(_LOCKED_LEGS_PAST, {"cutoff": cutoff, "limit": limit})
@@ -174,9 +178,13 @@ class SqlPvPRepository:
 
     # messages --------------------------------------------------------------
 
-    def inbound_sha(self, sender: str | None, msg_def_id: str, msg_id: str) -> str | None:
+    def inbound_sha(
+        self, sender: str | None, msg_def_id: str, msg_id: str, legs: Iterable[str] = ()
+    ) -> str | None:
         """The SHA-256 of the inbound message with this id from ``sender``, if received (the
-        same bytes again are a duplicate; other bytes under the same id are refused)."""
+        same bytes again are a duplicate; other bytes under the same id are refused).
+        ``legs``, the UETRs the message names, are for a repository that reads them for update
+        in the same round trip (PostgreSQL's, ``gateway.pvp.pgstore``)."""
         params = {"sender": sender, "def_id": msg_def_id, "msg_id": msg_id}
         row = run(self.conn, _INBOUND_SHA, params).first()
         return None if row is None else cast(str, row.sha256)
@@ -215,6 +223,35 @@ class SqlPvPRepository:
         if links:
             run(self.conn, _INSERT_MESSAGE_LEG, links)
         return message_id
+
+    def record_message(
+        self,
+        direction: Direction,
+        raw: bytes,
+        sha256: str,
+        now: datetime,
+        *,
+        sender: str | None = None,
+        receiver: str | None = None,
+        msg_def_id: str | None = None,
+        msg_id: str | None = None,
+        reason: str | None = None,
+        uetrs: Iterable[str] = (),
+    ) -> None:
+        """:meth:`add_message` for a caller that needs no id (one statement on PostgreSQL,
+        with no answer to wait for)."""
+        self.add_message(
+            direction,
+            raw,
+            sha256,
+            now,
+            sender=sender,
+            receiver=receiver,
+            msg_def_id=msg_def_id,
+            msg_id=msg_id,
+            reason=reason,
+            uetrs=uetrs,
+        )
 
     def reply_pending(self, uetr: str) -> bool:
         """Whether a message about this leg still waits in the outbox to be sent."""
@@ -266,8 +303,11 @@ class SqlPvPRepository:
             },
         )
 
-    def inbox_claim(self, message_id: int) -> bool:
-        """Row-lock the inbox item; True when it still awaits processing."""
+    def inbox_claim(self, message_id: int, now: datetime, legs: Iterable[str] = ()) -> bool:
+        """Row-lock the inbox item; True when it still awaits processing (then
+        :meth:`inbox_done` once applied). ``now`` and ``legs`` (the UETRs its message names)
+        are for PostgreSQL's repository, which marks it processed and reads the legs for update
+        in the same round trip."""
         row = run(self.conn, _INBOX_CLAIM[self._pg], {"id": message_id}).first()
         return row is not None and row.processed_at is None
 
@@ -315,6 +355,10 @@ class SqlPvPRepository:
             return {}
         q = _INSTRUCTIONS_FOR_UPDATE[self._pg]
         return {r.instruction_id: instruction_of(r) for r in run(self.conn, q, {"ids": keys})}
+
+    def prefetch_instructions(self, ids: Iterable[str]) -> None:
+        """Instructions :meth:`instructions_for_update` will be asked for: PostgreSQL's
+        repository reads them with the next statement it waits for (here: nothing)."""
 
     def instructions_by_pvp(self, pvp_id: str) -> list[Instruction]:
         q = instruction_t.select().where(instruction_t.c.pvp_id == pvp_id)
@@ -371,17 +415,28 @@ class SqlPvPRepository:
             for r in self.conn.execute(q)
         ]
 
+    # savepoints --------------------------------------------------------------
+
+    def snapshot(self) -> object:
+        """What a savepoint's rollback must restore here (nothing: no state but the rows)."""
+        return None
+
+    def restore(self, snapshot: object) -> None:
+        """Back to :meth:`snapshot` (the savepoint's rows were rolled back)."""
+
 
 class PvPUnitOfWork(SqlUnitOfWork):
     """One transaction over the ledger, the outbox and the PvP tables.
 
     With ``claim_outbound_for``, what its transaction queues in the outbox is claimed for the
     caller (``claimed``), which sends it once the transaction commits; without, a dispatcher
-    does. Legs made final are counted (``gateway.telemetry``) once it commits.
+    does. Legs made final are counted (``gateway.telemetry``) once it commits. On PostgreSQL
+    its statements share the transaction's pipeline (``gateway.db``) and the PvP tables'
+    are :mod:`gateway.pvp.pgstore`'s.
     """
 
+    pipelined = True
     ledger: SqlLedgerRepository
-    outbox: OutboxRepository
     pvp: SqlPvPRepository
 
     def __init__(
@@ -392,12 +447,23 @@ class PvPUnitOfWork(SqlUnitOfWork):
         self._claimed: list[OutboxMessage] = []
 
     def _bind(self, conn: Connection) -> None:
-        self.ledger = SqlLedgerRepository(conn)
+        self.ledger = SqlLedgerRepository(conn, pipeline=self.pg)
         # With claim_outbound_for, queued messages are claimed for the caller, which sends
         # them itself once this commits (see OutboxRepository).
-        self.outbox = OutboxRepository(conn, claim_for=self.claim_outbound_for)
-        self._claimed = self.outbox.claimed
-        self.pvp = SqlPvPRepository(conn)
+        self._outbox = OutboxRepository(conn, claim_for=self.claim_outbound_for)
+        self._claimed = self._outbox.claimed
+        if self.pg is None:
+            self.pvp = SqlPvPRepository(conn)
+        else:
+            from gateway.pvp.pgstore import PgPvPRepository  # it builds on this module
+
+            self.pvp = PgPvPRepository(conn, self.pg)
+
+    @property
+    def outbox(self) -> OutboxRepository:
+        if self.pg is not None:
+            self.pg.settle()  # the outbox's statements are SQLAlchemy's
+        return self._outbox
 
     @property
     def claimed(self) -> list[OutboxMessage]:
@@ -410,13 +476,15 @@ class PvPUnitOfWork(SqlUnitOfWork):
     def savepoint(self) -> Iterator[None]:
         """A nested transaction: leaving it by an exception undoes only what it did, in the
         database and here (the messages it claimed for sending, the legs it made final)."""
-        claimed, finished = len(self.outbox.claimed), len(self.pvp.finished)
+        claimed, finished = len(self._outbox.claimed), len(self.pvp.finished)
+        held = self.pvp.snapshot()
         try:
-            with fastsql.savepoint(self.conn):
+            with fastsql.savepoint(self.conn) if self.pg is None else self.pg.savepoint():
                 yield
         except BaseException:
-            del self.outbox.claimed[claimed:]
+            del self._outbox.claimed[claimed:]
             del self.pvp.finished[finished:]
+            self.pvp.restore(held)
             raise
 
     def commit(self) -> None:

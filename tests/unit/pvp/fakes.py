@@ -99,11 +99,19 @@ class FakePvPRepository:
         self.state.messages.append(StoredMessage(direction, msg_def_id, msg_id, raw, tuple(uetrs)))
         return len(self.state.messages)
 
+    def record_message(
+        self, direction: str, raw: bytes, sha256: str, now: datetime, **kw: Any
+    ) -> None:
+        self.add_message(direction, raw, sha256, now, **kw)
+
     def reply_pending(self, uetr: str) -> bool:
         return any(
             m.direction == "out" and uetr in m.uetrs and not self.state.outbox.get(m.msg_id or "")
             for m in self.state.messages
         )
+
+    def prefetch_instructions(self, ids: Iterable[str]) -> None:
+        pass
 
     def instructions_for_update(self, ids: Iterable[str]) -> dict[str, Instruction]:
         return {i: self.state.instructions[i] for i in sorted(ids) if i in self.state.instructions}

@@ -1,0 +1,313 @@
+"""The PvP repository on PostgreSQL: the per-message statements in the transaction's pipeline
+(:class:`gateway.pgpipeline.PgPipeline`), so that a message costs a few round trips, not one per
+statement. The SQLite repository (:class:`gateway.pvp.store.SqlPvPRepository`) is the oracle:
+the same rows, read and written, locked in the same order; what differs is when the driver
+waits for the server.
+
+- Writes (legs, messages and their links, inbox items, instructions) are queued: they go with
+  the next read the transaction waits for, or with its COMMIT.
+- A received message's duplicate check, the legs it names (read ``FOR UPDATE``) and an id for
+  storing it (``nextval``) are one round trip (:meth:`PgPvPRepository.inbound_sha`); an outbound
+  message needs no id back: its row and its links are one statement with nothing to wait for.
+- The legs a transaction has read for update or inserted are kept with their rows' locks, as it
+  last wrote them: the handler that applies a message finds the legs its storing read, with no
+  second ``SELECT ... FOR UPDATE``. A savepoint rolled back (its row locks released with it)
+  restores what was kept before it.
+- The instructions a handler will follow are asked for as soon as its legs are known
+  (:meth:`PgPvPRepository.prefetch_instructions`), so they come with its ledger reads.
+- Claiming an inbox item marks it processed in the same statement (``UPDATE ... RETURNING``);
+  the transaction undoes it if applying fails.
+
+Anything else (views, jobs, the operator's reads) runs through the base class's SQLAlchemy
+statements, after the pipeline has been waited for.
+"""
+
+from __future__ import annotations
+
+from collections import namedtuple
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from gateway.db import UtcDateTime
+from gateway.pgpipeline import Pending, PgPipeline
+from gateway.pvp.model import FINAL_STATES, Instruction, Leg
+from gateway.pvp.rows import (
+    inbox_t,
+    instruction_of,
+    instruction_t,
+    instruction_values,
+    leg_of,
+    leg_t,
+    leg_values,
+    message_t,
+)
+from gateway.pvp.store import Direction, SqlPvPRepository
+
+
+class _Table:
+    """One table's statements as SQL text, and its rows as named tuples whose date-times are
+    in UTC (what ``leg_of`` and ``instruction_of`` read, as from SQLAlchemy's rows)."""
+
+    def __init__(self, table: sa.Table, key: str) -> None:
+        self.columns = tuple(table.c.keys())
+        self._times = tuple(i for i, c in enumerate(table.c) if isinstance(c.type, UtcDateTime))
+        self._row: Any = namedtuple(f"{table.name}_row", self.columns)  # type: ignore[misc]
+        cols = ", ".join(self.columns)
+        marks = ", ".join(["%s"] * len(self.columns))
+        self.insert = f"INSERT INTO {table.name} ({cols}) VALUES ({marks})"
+        sets = ", ".join(f"{c} = %s" for c in self.columns if c != key)
+        self.update = f"UPDATE {table.name} SET {sets} WHERE {key} = %s"
+        self._key = key
+        by_keys = f"SELECT {cols} FROM {table.name} WHERE {key} = ANY(%s) ORDER BY {key}"
+        self.select = by_keys
+        self.select_for_update = by_keys + " FOR UPDATE"
+
+    def row(self, values: Sequence[Any]) -> Any:
+        out = list(values)
+        for i in self._times:
+            if out[i] is not None:
+                out[i] = out[i].astimezone(UTC)
+        return self._row._make(out)
+
+    def _bound(self, values: dict[str, Any], names: Iterable[str]) -> list[Any]:
+        out = [values[c] for c in names]
+        for v in out:
+            if isinstance(v, datetime) and v.tzinfo is None:
+                raise ValueError("naive datetime given to a UTC column")
+        return out
+
+    def insert_params(self, values: dict[str, Any]) -> list[Any]:
+        return self._bound(values, self.columns)
+
+    def update_params(self, values: dict[str, Any]) -> list[Any]:
+        out = self._bound(values, (c for c in self.columns if c != self._key))
+        out.append(values[self._key])
+        return out
+
+
+_LEGS = _Table(leg_t, "uetr")
+_INSTRUCTIONS = _Table(instruction_t, "instruction_id")
+_MESSAGE_COLS = (
+    "direction, sender_bic, receiver_bic, msg_def_id, msg_id, sha256, reason, raw, created_at"
+)
+_INBOUND_SHA = (
+    f"SELECT sha256 FROM {message_t.name} WHERE direction = 'in' AND sender_bic = %s"
+    " AND msg_def_id = %s AND msg_id = %s"
+)
+_NEXT_MESSAGE_ID = "SELECT nextval(pg_get_serial_sequence('pvp_message', 'id'))"
+_INSERT_MESSAGE = (
+    f"INSERT INTO pvp_message (id, {_MESSAGE_COLS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+_INSERT_LINKS = (
+    "INSERT INTO pvp_message_leg (uetr, message_id) SELECT u, %s FROM unnest(%s::text[]) AS u"
+)
+# A message and its links in one statement, for a caller that needs no id back (a CTE that
+# writes runs once whether or not the query reads it).
+_INSERT_MESSAGE_AND_LINKS = (
+    f"WITH m AS (INSERT INTO pvp_message ({_MESSAGE_COLS})"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id)"
+    " INSERT INTO pvp_message_leg (uetr, message_id) SELECT u, m.id FROM m, unnest(%s::text[]) AS u"
+)
+_INSERT_INBOX = (
+    f"INSERT INTO {inbox_t.name} (message_id, received_at, available_at, attempts)"
+    " VALUES (%s, %s, %s, 0)"
+)
+_CLAIM_INBOX = (
+    f"UPDATE {inbox_t.name} SET processed_at = %s, attempts = attempts + 1, last_error = NULL"
+    " WHERE message_id = %s AND processed_at IS NULL RETURNING message_id"
+)
+
+
+_Snapshot = tuple[dict[str, Leg | None], tuple[frozenset[str], Pending] | None]
+
+
+class PgPvPRepository(SqlPvPRepository):
+    """:class:`SqlPvPRepository` with its per-message statements in the pipeline (see the
+    module docstring). Its SQLAlchemy statements wait for the pipeline first (``conn``)."""
+
+    def __init__(self, conn: Connection, pipe: PgPipeline) -> None:
+        self.pipe = pipe
+        super().__init__(conn)
+        self._held: dict[str, Leg | None] = {}
+        """Legs this transaction holds the row locks of, as it last wrote them; None for a
+        UETR it read for update and found no leg of (it inserts it, or ignores it)."""
+        self._next_id: int | None = None
+        """A message id drawn with the duplicate check, for the message it stores next."""
+        self._prefetched: tuple[frozenset[str], Pending] | None = None
+
+    @property
+    def conn(self) -> Connection:
+        self.pipe.settle()  # SQLAlchemy cannot run a statement inside the pipeline
+        return self._conn
+
+    @conn.setter
+    def conn(self, conn: Connection) -> None:
+        self._conn = conn
+
+    # savepoints ------------------------------------------------------------
+
+    def snapshot(self) -> object:
+        return dict(self._held), self._prefetched
+
+    def restore(self, snapshot: object) -> None:
+        self._held, self._prefetched = cast(_Snapshot, snapshot)
+
+    # legs ------------------------------------------------------------------
+
+    def _queue_legs(self, uetrs: Iterable[str], *, lock: bool = True) -> Pending | None:
+        missing = sorted(set(uetrs) - self._held.keys())
+        if not missing:
+            return None
+        return self.pipe.query(_LEGS.select_for_update if lock else _LEGS.select, (missing,))
+
+    def _hold(self, pending: Pending | None, uetrs: Iterable[str]) -> None:
+        """Keep the legs of ``uetrs`` read for update (and which had none)."""
+        if pending is None:
+            return
+        for uetr in uetrs:
+            self._held.setdefault(uetr, None)
+        for row in pending.rows():
+            leg = leg_of(_LEGS.row(row))
+            self._held[leg.uetr] = leg
+
+    def _kept(self, uetrs: Iterable[str]) -> dict[str, Leg]:
+        return {u: leg for u in uetrs if (leg := self._held.get(u)) is not None}
+
+    def legs_for_update(self, uetrs: Iterable[str]) -> dict[str, Leg]:
+        wanted = sorted(set(uetrs))
+        self._hold(self._queue_legs(wanted), wanted)
+        legs = self._kept(wanted)
+        self._open.update(u for u, leg in legs.items() if leg.state not in FINAL_STATES)
+        return legs
+
+    def legs(self, uetrs: Iterable[str]) -> dict[str, Leg]:
+        wanted = sorted(set(uetrs))
+        found = self._kept(wanted)
+        pending = self._queue_legs(wanted, lock=False)
+        if pending is not None:
+            found |= {leg.uetr: leg for leg in (leg_of(_LEGS.row(r)) for r in pending.rows())}
+        return dict(sorted(found.items()))
+
+    def insert_legs(self, legs: Sequence[Leg]) -> None:
+        if legs:
+            self.pipe.executemany(
+                _LEGS.insert, [_LEGS.insert_params(leg_values(leg)) for leg in legs]
+            )
+            self._held.update((leg.uetr, leg) for leg in legs)
+
+    def update_legs(self, legs: Sequence[Leg]) -> None:
+        if not legs:
+            return
+        for leg in legs:
+            self._count_if_final(leg)
+        self.pipe.executemany(_LEGS.update, [_LEGS.update_params(leg_values(leg)) for leg in legs])
+        self._held.update((leg.uetr, leg) for leg in legs)
+
+    # messages --------------------------------------------------------------
+
+    def inbound_sha(
+        self, sender: str | None, msg_def_id: str, msg_id: str, legs: Iterable[str] = ()
+    ) -> str | None:
+        """With the legs read for update and an id drawn for storing the message: one round
+        trip (an id not used is a gap in the sequence, as a rolled-back insert leaves)."""
+        uetrs = list(legs)
+        sha = self.pipe.query(_INBOUND_SHA, (sender, msg_def_id, msg_id))
+        held = self._queue_legs(uetrs)
+        next_id = self.pipe.query(_NEXT_MESSAGE_ID)
+        found = sha.rows()
+        self._hold(held, uetrs)
+        self._next_id = int(next_id.rows()[0][0])
+        return None if not found else str(found[0][0])
+
+    def add_message(
+        self,
+        direction: Direction,
+        raw: bytes,
+        sha256: str,
+        now: datetime,
+        *,
+        sender: str | None = None,
+        receiver: str | None = None,
+        msg_def_id: str | None = None,
+        msg_id: str | None = None,
+        reason: str | None = None,
+        uetrs: Iterable[str] = (),
+    ) -> int:
+        message_id, self._next_id = self._next_id, None
+        if message_id is None:
+            message_id = int(self.pipe.fetch(_NEXT_MESSAGE_ID)[0][0])
+        values = (direction, sender, receiver, msg_def_id, msg_id, sha256, reason, raw, now)
+        self.pipe.execute(_INSERT_MESSAGE, (message_id, *values))
+        links = list(dict.fromkeys(uetrs))
+        if links:
+            self.pipe.execute(_INSERT_LINKS, (message_id, links))
+        return message_id
+
+    def record_message(
+        self,
+        direction: Direction,
+        raw: bytes,
+        sha256: str,
+        now: datetime,
+        *,
+        sender: str | None = None,
+        receiver: str | None = None,
+        msg_def_id: str | None = None,
+        msg_id: str | None = None,
+        reason: str | None = None,
+        uetrs: Iterable[str] = (),
+    ) -> None:
+        values = (direction, sender, receiver, msg_def_id, msg_id, sha256, reason, raw, now)
+        links = list(dict.fromkeys(uetrs))
+        self.pipe.execute(_INSERT_MESSAGE_AND_LINKS, (*values, links))
+
+    # inbox -----------------------------------------------------------------
+
+    def add_inbox(self, message_id: int, now: datetime, available_at: datetime) -> None:
+        self.pipe.execute(_INSERT_INBOX, (message_id, now, available_at))
+
+    def inbox_claim(self, message_id: int, now: datetime, legs: Iterable[str] = ()) -> bool:
+        """Row-lock the item and mark it processed, if it was not: one statement, with the
+        legs read for update in the same round trip (inbox item first, as on SQLite)."""
+        uetrs = list(legs)
+        claimed = self.pipe.query(_CLAIM_INBOX, (now, message_id))
+        held = self._queue_legs(uetrs)
+        taken = bool(claimed.rows())
+        self._hold(held, uetrs)
+        return taken
+
+    def inbox_done(self, message_id: int, now: datetime) -> None:
+        """Nothing left: :meth:`inbox_claim` marked it."""
+
+    # instructions ----------------------------------------------------------
+
+    def prefetch_instructions(self, ids: Iterable[str]) -> None:
+        keys = frozenset(ids)
+        if keys:
+            query = self.pipe.query(_INSTRUCTIONS.select_for_update, (sorted(keys),))
+            self._prefetched = (keys, query)
+
+    def instructions_for_update(self, ids: Iterable[str]) -> dict[str, Instruction]:
+        keys = set(ids)
+        if not keys:
+            return {}
+        rows: list[tuple[Any, ...]]
+        prefetched, self._prefetched = self._prefetched, None  # one use: they may change
+        if prefetched is not None and keys <= prefetched[0]:
+            rows = prefetched[1].rows()
+        else:
+            rows = self.pipe.fetch(_INSTRUCTIONS.select_for_update, (sorted(keys),))
+        found = (instruction_of(_INSTRUCTIONS.row(r)) for r in rows)
+        return {i.instruction_id: i for i in found if i.instruction_id in keys}
+
+    def update_instruction(self, inst: Instruction) -> None:
+        self._prefetched = None
+        values = instruction_values(inst)
+        self.pipe.execute(_INSTRUCTIONS.update, _INSTRUCTIONS.update_params(values))
+
+
+__all__ = ["PgPvPRepository"]
