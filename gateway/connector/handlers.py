@@ -29,8 +29,9 @@ from gateway.connector.messages import decision_message, decision_status, new_id
 from gateway.connector.model import DecisionKind, LegStatus, PvPState
 from gateway.connector.outbox import Outbox, Outgoing, Step, Work, logged
 from gateway.connector.repository import Repository, SqlRepository
+from gateway.connector.rows import Found, LegRow, PvPRow
 from gateway.connector.sim import SimulatedNetworks
-from gateway.connector.store import Found, LegRow, PvPRow, now_ms
+from gateway.connector.store import now_ms
 from gateway.iso20022 import (
     Admi002,
     Camt029,

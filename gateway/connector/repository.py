@@ -18,7 +18,7 @@ from typing import Any, NamedTuple, Protocol
 from gateway.connector import store
 from gateway.connector.model import Decision, PvPState
 from gateway.connector.outbox import Work
-from gateway.connector.store import Found, LegRow, PvPRow
+from gateway.connector.rows import Found, LegRow, PvPRow, QueuedDecision, QueuedLeg
 from gateway.sqlite.fastsql import run
 
 
@@ -57,6 +57,16 @@ class Repository(Protocol):
 
     def inbox_sha(self, work: Work, sender_bic: str, msg_def_id: str, msg_id: str) -> str | None:
         """The SHA-256 of the message received under that id, if one was."""
+        ...
+
+    def queued_legs(self, work: Work, limit: int) -> list[QueuedLeg]:
+        """Batched mode: up to ``limit`` legs waiting for their pacs.009 (status queued, PvP
+        pending), by the PvP's creation, PvP and leg."""
+        ...
+
+    def queued_decisions(self, work: Work, limit: int) -> list[QueuedDecision]:
+        """Batched mode: up to ``limit`` legs whose decision waits to be sent, by decision
+        time, PvP and leg."""
         ...
 
     def update_leg(self, work: Work, leg: LegRow, **values: Any) -> None: ...
@@ -117,6 +127,12 @@ class SqlRepository:
         key = {"sender_bic": sender_bic, "msg_def_id": msg_def_id, "msg_id": msg_id}
         row = run(work.conn, store.SELECT_INBOX_SHA, key).first()
         return None if row is None else row.sha256
+
+    def queued_legs(self, work: Work, limit: int) -> list[QueuedLeg]:
+        return store.read_queued_legs(work.conn, limit)
+
+    def queued_decisions(self, work: Work, limit: int) -> list[QueuedDecision]:
+        return store.read_queued_decisions(work.conn, limit)
 
     def update_leg(self, work: Work, leg: LegRow, **values: Any) -> None:
         run(work.conn, store.UPDATE_LEG, {"k_pvp": leg.pvp_id, "k_leg": leg.leg, **values})

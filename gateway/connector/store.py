@@ -3,22 +3,40 @@ on the tables of :mod:`gateway.connector.schema`.
 
 Durability as in the gateway: SQLite in WAL with FULL durability by group commit
 (:mod:`gateway.sqlite.walsync`) and ``BEGIN IMMEDIATE`` (a plain ``BEGIN`` for pure reads, see
-``reader``); PostgreSQL by URL. The statements of the per-PvP path are built once; what the
-decision path reads comes back as typed rows (:class:`PvPRow`, :class:`LegRow`, the model's
-:class:`~gateway.connector.model.Decision`), at the end.
+``reader``); PostgreSQL by URL. The statements of the per-PvP path are built once. What is
+read comes back as the typed rows of :mod:`gateway.connector.rows` (and the model's
+:class:`~gateway.connector.model.Decision`), built by the functions at the end.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
-from typing import Any, NamedTuple
+from dataclasses import fields
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from gateway.connector.model import Decision, DecisionKind, Leg, LegStatus, PvP, PvPState
+from gateway.connector.model import Decision, DecisionKind, LegStatus, PvPState
+from gateway.connector.rows import (
+    Found,
+    InboxRow,
+    InstructionRow,
+    LegKey,
+    LegRow,
+    MessageRow,
+    NewInstruction,
+    ParticipantRow,
+    PvPRecord,
+    PvPRow,
+    QueuedDecision,
+    QueuedLeg,
+    SimAccountRow,
+    SimLockRow,
+    SimLockState,
+    SweepProbe,
+)
 from gateway.connector.schema import (
     decisions,
     inbox,
@@ -111,10 +129,16 @@ SET_INSTRUCTIONS_MATCHED = (
 )
 
 # pvps and decisions
-# The columns of a PvPRow, in its order.
-SELECT_PVP = sa.select(
-    pvps.c.id, pvps.c.deadline, pvps.c.condition, pvps.c.secret, pvps.c.state
-).where(pvps.c.id == _b("pvp_id"))
+# The columns of a PvPRow, in its order, and those of a decision after them (as ``_decision``
+# reads them): the tables have no other column name in common than ``reason``.
+_PVP_COLUMNS = (pvps.c.id, pvps.c.deadline, pvps.c.condition, pvps.c.secret, pvps.c.state)
+_DECISION_COLUMNS = (
+    decisions.c.decision,
+    decisions.c.reason.label("decision_reason"),
+    decisions.c.detail.label("decision_detail"),
+    decisions.c.decided_at,
+)
+SELECT_PVP = sa.select(*_PVP_COLUMNS).where(pvps.c.id == _b("pvp_id"))
 # PostgreSQL: the row lock that serialises the work on one PvP (SQLite has the writer lock).
 SELECT_PVP_FOR_UPDATE = SELECT_PVP.with_for_update()
 SELECT_PVP_ID = sa.select(pvps.c.id).where(pvps.c.id == _b("pvp_id"))
@@ -141,14 +165,11 @@ COMPLETE_PVP = (
 )
 SELECT_DECISION = sa.select(decisions).where(decisions.c.pvp_id == _b("pvp_id"))
 INSERT_DECISION = decisions.insert()
-# A PvP with its decision and legs, one row per leg (decision columns prefixed).
+# A PvP with its decision and legs, one row per leg (leg columns prefixed).
 SELECT_PVP_VIEW = (
     sa.select(
-        pvps,
-        decisions.c.decision,
-        decisions.c.reason.label("decision_reason"),
-        decisions.c.detail.label("decision_detail"),
-        decisions.c.decided_at,
+        *_PVP_COLUMNS,
+        *_DECISION_COLUMNS,
         *(c.label("leg_" + c.key) for c in legs.c),
     )
     .select_from(
@@ -165,21 +186,9 @@ SELECT_LEGS_OF = sa.select(legs).where(legs.c.pvp_id == _b("pvp_id")).order_by(l
 SELECT_LEG = sa.select(legs).where((legs.c.pvp_id == _b("pvp_id")) & (legs.c.leg == _b("leg")))
 INSERT_LEG = legs.insert()
 UPDATE_LEG = legs.update().where((legs.c.pvp_id == _b("k_pvp")) & (legs.c.leg == _b("k_leg")))
-# A leg with its PvP and decision in one row (read by position: ``find_leg``): the tables
-# have no column name in common but ``reason`` (the decision's is ``decision_reason``).
+# A leg with its PvP and decision in one row (read by position: ``find_leg``).
 SELECT_LEG_BY_UETR = (
-    sa.select(
-        legs,
-        pvps.c.id,
-        pvps.c.deadline,
-        pvps.c.condition,
-        pvps.c.secret,
-        pvps.c.state,
-        decisions.c.decision,
-        decisions.c.reason.label("decision_reason"),
-        decisions.c.detail.label("decision_detail"),
-        decisions.c.decided_at,
-    )
+    sa.select(legs, *_PVP_COLUMNS, *_DECISION_COLUMNS)
     .select_from(
         legs.join(pvps, pvps.c.id == legs.c.pvp_id).outerjoin(
             decisions, decisions.c.pvp_id == legs.c.pvp_id
@@ -195,7 +204,7 @@ LOCK_PVP_OF_UETR = (
     .with_for_update(of=pvps)
 )
 SELECT_QUEUED_LEGS = (
-    sa.select(legs, pvps.c.created_at, pvps.c.deadline, pvps.c.condition)
+    sa.select(legs, *_PVP_COLUMNS, pvps.c.created_at)
     .join(pvps, pvps.c.id == legs.c.pvp_id)
     .where(literal_is(legs.c.status, "queued") & literal_is(pvps.c.state, "pending"))
     .order_by(pvps.c.created_at, legs.c.pvp_id, legs.c.leg)
@@ -203,12 +212,7 @@ SELECT_QUEUED_LEGS = (
 )
 SELECT_QUEUED_DECISIONS = (
     sa.select(
-        legs,
-        pvps.c.deadline,
-        pvps.c.condition,
-        pvps.c.secret,
-        decisions.c.decision,
-        decisions.c.reason.label("decision_reason"),
+        legs, *_PVP_COLUMNS, decisions.c.decision, decisions.c.reason.label("decision_reason")
     )
     .join(pvps, pvps.c.id == legs.c.pvp_id)
     .join(decisions, decisions.c.pvp_id == legs.c.pvp_id)
@@ -323,62 +327,17 @@ INSERT_SIM_LOCK = sim_locks.insert()
 SET_SIM_LOCK_STATE = sim_locks.update().where(sim_locks.c.uetr == _b("k_uetr"))
 
 
-# --- typed rows of the decision path ---------------------------------------------------------
+# --- typed rows, built by position ---------------------------------------------------------
 #
-# What the handlers read of a PvP, its legs and its decision, as frozen dataclasses built from
-# the row's values by position (no per-column lookups); the model's verbs take
-# ``as_pvp()`` / ``as_leg()``.
-
-
-@dataclass(frozen=True, slots=True)
-class PvPRow:
-    """A PvP's terms and state: what a decision and its messages need."""
-
-    id: str
-    deadline: int
-    condition: str
-    secret: str
-    state: PvPState
-
-    def as_pvp(self) -> PvP:
-        return PvP(self.id, self.deadline, self.condition, self.state)
-
-
-@dataclass(frozen=True, slots=True)
-class LegRow:
-    """A leg, every column of ``legs`` in the table's order."""
-
-    pvp_id: str
-    leg: str
-    uetr: str
-    network_bic: str
-    currency: str
-    amount: int
-    debtor_bic: str
-    debtor_account: str
-    creditor_bic: str
-    creditor_account: str
-    end_to_end_id: str
-    pacs009_msg_id: str
-    status: LegStatus
-    reason: str | None
-    locked_at: int | None
-    acknowledged: bool
-    decision_sent_at: int | None
-    decision_queued: bool
-    redeliver_at: int | None
-    redeliveries: int
-
-    def as_leg(self) -> Leg:
-        return Leg(
-            self.pvp_id, self.leg, self.status, self.acknowledged, self.reason, self.locked_at
-        )
-
+# What the statements above select, as the frozen dataclasses of ``gateway.connector.rows``:
+# each built from the row's values by position (no per-column lookups), states as the
+# model's enums.
 
 _LEG_WIDTH = len(legs.c)
 _LEG_STATUS = list(legs.c.keys()).index("status")
-if tuple(f.name for f in fields(LegRow)) != tuple(legs.c.keys()):
-    raise RuntimeError("LegRow's fields must be the columns of legs, in order")
+_PVP_WIDTH = len(_PVP_COLUMNS)
+if tuple(f.name for f in fields(MessageRow)) != tuple(SELECT_MESSAGES_OF.selected_columns.keys()):
+    raise RuntimeError("MessageRow's fields must be the columns of SELECT_MESSAGES_OF, in order")
 
 
 def leg_row(row: Sequence[Any]) -> LegRow:
@@ -388,19 +347,24 @@ def leg_row(row: Sequence[Any]) -> LegRow:
     return LegRow(*values)
 
 
-class Found(NamedTuple):
-    """A leg found by UETR, with its PvP and, once decided, the decision."""
+def _pvp_row(values: Sequence[Any]) -> PvPRow:
+    """The PvP in ``values``: ``_PVP_COLUMNS``."""
+    id_, deadline, condition, secret, state = values
+    return PvPRow(id_, deadline, condition, secret, PvPState(state))
 
-    pvp: PvPRow
-    leg: LegRow
-    decision: Decision | None
+
+def _decision(pvp_id: str, values: Sequence[Any]) -> Decision | None:
+    """The decision in ``values`` (``_DECISION_COLUMNS``, of an outer join: None if none)."""
+    kind, reason, detail, decided_at = values
+    if kind is None:
+        return None
+    return Decision(pvp_id, DecisionKind(kind), reason, detail or "", decided_at)
 
 
 def read_pvp(conn: Connection, pvp_id: str, *, for_update: bool = False) -> PvPRow:
     """The PvP ``pvp_id``; ``for_update`` (PostgreSQL): its row locked until the commit."""
     statement = SELECT_PVP_FOR_UPDATE if for_update else SELECT_PVP
-    id_, deadline, condition, secret, state = run(conn, statement, {"pvp_id": pvp_id}).one()
-    return PvPRow(id_, deadline, condition, secret, PvPState(state))
+    return _pvp_row(run(conn, statement, {"pvp_id": pvp_id}).one())
 
 
 def read_legs(conn: Connection, pvp_id: str) -> list[LegRow]:
@@ -414,10 +378,7 @@ def read_leg(conn: Connection, pvp_id: str, leg: str) -> LegRow:
 
 def read_decision(conn: Connection, pvp_id: str) -> Decision | None:
     row = run(conn, SELECT_DECISION, {"pvp_id": pvp_id}).first()
-    if row is None:
-        return None
-    pvp, kind, reason, detail, decided_at = row
-    return Decision(pvp, DecisionKind(kind), reason, detail or "", decided_at)
+    return None if row is None else _decision(row[0], row[1:])
 
 
 def find_leg(conn: Connection, uetr: str) -> Found | None:
@@ -425,12 +386,165 @@ def find_leg(conn: Connection, uetr: str) -> Found | None:
     row = run(conn, SELECT_LEG_BY_UETR, {"uetr": uetr}).first()
     if row is None:
         return None
-    leg = leg_row(row)
-    id_, deadline, condition, secret, state, kind, reason, detail, decided_at = row[_LEG_WIDTH:]
-    pvp = PvPRow(id_, deadline, condition, secret, PvPState(state))
-    if kind is None:
-        return Found(pvp, leg, None)
-    return Found(pvp, leg, Decision(id_, DecisionKind(kind), reason, detail or "", decided_at))
+    pvp = _pvp_row(row[_LEG_WIDTH : _LEG_WIDTH + _PVP_WIDTH])
+    return Found(pvp, leg_row(row), _decision(pvp.id, row[_LEG_WIDTH + _PVP_WIDTH :]))
+
+
+def read_pvp_record(conn: Connection, pvp_id: str) -> PvPRecord | None:
+    """The PvP with its decision and legs, in one read (SELECT_PVP_VIEW); None if there is
+    no such PvP."""
+    rows = run(conn, SELECT_PVP_VIEW, {"pvp_id": pvp_id}).all()
+    if not rows:
+        return None
+    first = rows[0]
+    pvp = _pvp_row(first[:_PVP_WIDTH])
+    at_legs = _PVP_WIDTH + len(_DECISION_COLUMNS)
+    decision = _decision(pvp.id, first[_PVP_WIDTH:at_legs])
+    # A PvP without legs (the outer join's one row of NULLs) has none.
+    return PvPRecord(pvp, decision, [leg_row(r[at_legs:]) for r in rows if r[at_legs] is not None])
+
+
+def pvp_exists(conn: Connection, pvp_id: str) -> bool:
+    return run(conn, SELECT_PVP_ID, {"pvp_id": pvp_id}).first() is not None
+
+
+def read_message_log(conn: Connection, pvp_id: str) -> list[MessageRow]:
+    """The PvP's message log, oldest first."""
+    return [MessageRow(*r) for r in run(conn, SELECT_MESSAGES_OF, {"pvp_id": pvp_id})]
+
+
+def pvp_values(pvp: PvPRow, created_at: int) -> dict[str, Any]:
+    """The columns of a new PvP's ``pvps`` row (``INSERT_PVP``)."""
+    return {
+        "id": pvp.id,
+        "deadline": pvp.deadline,
+        "condition": pvp.condition,
+        "secret": pvp.secret,
+        "state": pvp.state,
+        "created_at": created_at,
+    }
+
+
+_LEG_COLUMNS = tuple(legs.c.keys())
+
+
+def leg_values(leg: LegRow) -> dict[str, Any]:
+    """The columns of a new leg's row (``INSERT_LEG``): all of them."""
+    return {name: getattr(leg, name) for name in _LEG_COLUMNS}
+
+
+# batched mode
+
+
+def read_queued_legs(conn: Connection, limit: int) -> list[QueuedLeg]:
+    """Legs waiting for their pacs.009, oldest PvP first."""
+    pvp_end = _LEG_WIDTH + _PVP_WIDTH
+    return [
+        QueuedLeg(leg_row(r), _pvp_row(r[_LEG_WIDTH:pvp_end]), r[pvp_end])
+        for r in run(conn, SELECT_QUEUED_LEGS, {"limit": limit})
+    ]
+
+
+def read_queued_decisions(conn: Connection, limit: int) -> list[QueuedDecision]:
+    """Legs whose decision waits to be sent, oldest decision first."""
+    pvp_end = _LEG_WIDTH + _PVP_WIDTH
+    return [
+        QueuedDecision(
+            leg_row(r), _pvp_row(r[_LEG_WIDTH:pvp_end]), DecisionKind(r[pvp_end]), r[pvp_end + 1]
+        )
+        for r in run(conn, SELECT_QUEUED_DECISIONS, {"limit": limit})
+    ]
+
+
+# the sweeper and the inbox
+
+
+def sweep_probe(conn: Connection, *, due: int, now: int, cutoff: int) -> SweepProbe:
+    """Which of the sweeper's lists has anything (see SWEEP_PROBE): PvPs undecided at
+    ``due``, decisions due for redelivery at ``now``, inbound messages stored unprocessed
+    since ``cutoff`` or before."""
+    overdue, stale, inbox_ = run(
+        conn, SWEEP_PROBE, {"due": due, "now": now, "cutoff": cutoff}
+    ).one()
+    return SweepProbe(bool(overdue), bool(stale), bool(inbox_))
+
+
+def overdue_pvps(conn: Connection, due: int, limit: int) -> list[str]:
+    """Ids of PvPs still pending with ``deadline <= due``."""
+    return [r[0] for r in run(conn, SELECT_OVERDUE, {"due": due, "limit": limit})]
+
+
+def stale_legs(conn: Connection, now: int, limit: int) -> list[LegKey]:
+    """Legs whose decision is not acknowledged and due to be sent again at ``now``."""
+    return [LegKey(*r) for r in run(conn, SELECT_STALE_LEGS, {"now": now, "limit": limit})]
+
+
+def pending_inbox(conn: Connection, cutoff: int) -> list[InboxRow]:
+    """Inbound messages stored unprocessed, received at ``cutoff`` or before, in order."""
+    return [InboxRow(*r) for r in run(conn, SELECT_PENDING_INBOX, {"cutoff": cutoff})]
+
+
+# participants and instructions
+
+
+def read_participants(conn: Connection, *, by_registration: bool = False) -> list[ParticipantRow]:
+    """Every participant, by BIC or (``by_registration``) oldest first. Built at each call:
+    an administrative read of a small table, not a statement of the per-PvP path."""
+    order = participants.c.registered_at if by_registration else participants.c.bic
+    return [ParticipantRow(*r) for r in conn.execute(sa.select(participants).order_by(order))]
+
+
+def participant_by_token(conn: Connection, digest: str) -> ParticipantRow | None:
+    """The participant whose bearer token has SHA-256 ``digest`` (hex)."""
+    row = run(conn, SELECT_PARTICIPANT_BY_TOKEN, {"digest": digest}).first()
+    return None if row is None else ParticipantRow(*row)
+
+
+def read_instruction(
+    conn: Connection, party_bic: str, instruction_id: str
+) -> InstructionRow | None:
+    key = {"party_bic": party_bic, "instruction_id": instruction_id}
+    row = run(conn, SELECT_INSTRUCTION, key).first()
+    return None if row is None else InstructionRow(*row)
+
+
+_NEW_INSTRUCTION_FIELDS = tuple(f.name for f in fields(NewInstruction))
+
+
+def insert_instruction(conn: Connection, new: NewInstruction, created_at: int) -> None:
+    values = {name: getattr(new, name) for name in _NEW_INSTRUCTION_FIELDS}
+    run(conn, INSERT_INSTRUCTION, {**values, "created_at": created_at})
+
+
+def first_match(conn: Connection, wanted: dict[str, Any]) -> InstructionRow | None:
+    """The oldest open instruction with the terms ``wanted`` (SELECT_MATCH's parameters)."""
+    row = run(conn, SELECT_MATCH, wanted).first()
+    return None if row is None else InstructionRow(*row)
+
+
+# the simulated banks
+
+
+def read_sim_account(conn: Connection, currency: str, account: str) -> SimAccountRow | None:
+    row = run(conn, SELECT_SIM_ACCOUNT, {"currency": currency, "account": account}).first()
+    return None if row is None else SimAccountRow(*row)
+
+
+_SIM_LOCK_COLUMNS = tuple(sim_locks.c.keys())
+_SIM_LOCK_STATE = _SIM_LOCK_COLUMNS.index("state")
+
+
+def insert_sim_lock(conn: Connection, lock: SimLockRow) -> None:
+    run(conn, INSERT_SIM_LOCK, {name: getattr(lock, name) for name in _SIM_LOCK_COLUMNS})
+
+
+def read_sim_lock(conn: Connection, uetr: str) -> SimLockRow | None:
+    row = run(conn, SELECT_SIM_LOCK, {"uetr": uetr}).first()
+    if row is None:
+        return None
+    values = list(row)
+    values[_SIM_LOCK_STATE] = SimLockState(values[_SIM_LOCK_STATE])
+    return SimLockRow(*values)
 
 
 __all__ = [
@@ -438,12 +552,31 @@ __all__ = [
     "LegRow",
     "PvPRow",
     "find_leg",
+    "first_match",
+    "insert_instruction",
+    "insert_sim_lock",
     "leg_row",
+    "leg_values",
     "make_engine",
     "now_ms",
+    "overdue_pvps",
+    "participant_by_token",
+    "pending_inbox",
+    "pvp_exists",
+    "pvp_values",
     "read_decision",
+    "read_instruction",
     "read_leg",
     "read_legs",
+    "read_message_log",
+    "read_participants",
     "read_pvp",
+    "read_pvp_record",
+    "read_queued_decisions",
+    "read_queued_legs",
+    "read_sim_account",
+    "read_sim_lock",
     "reader",
+    "stale_legs",
+    "sweep_probe",
 ]

@@ -7,7 +7,9 @@ properties of the SQL store that the handlers rely on:
   of legs and PvPs that exist, and only of their columns; one inbox row per (sender, message
   type, message id);
 - completion as ``COMPLETE_PVP`` does it: committed -> settled, aborted -> cancelled once every
-  leg is acknowledged.
+  leg is acknowledged;
+- batched mode's queues in the statements' order: queued legs of pending PvPs by the PvP's
+  creation, decisions waiting to be sent by decision time (then PvP and leg).
 
 :class:`World` wires real handlers (real outbox: messages are built and checked against their
 schemas) to it, with both networks simulated banks reached through their lanes (never answered
@@ -36,8 +38,9 @@ from gateway.connector.model import Decision, LegStatus, PvPState
 from gateway.connector.outbox import Logged, Outbox, Work
 from gateway.connector.registry import Registry
 from gateway.connector.repository import DeliveryState
+from gateway.connector.rows import Found, LegRow, PvPRow, QueuedDecision, QueuedLeg
 from gateway.connector.sim import SimulatedNetworks
-from gateway.connector.store import Found, LegRow, PvPRow, now_ms
+from gateway.connector.store import now_ms
 from gateway.iso20022 import Message, Pacs002, Pacs028, StatusRequest, TransactionStatus
 from gateway.iso20022.models import TxStatus
 
@@ -61,6 +64,7 @@ class FakeRepository:
     """The connector's tables the handlers use, in memory."""
 
     pvps: dict[str, PvPRow] = field(default_factory=dict)
+    created_at: dict[str, int] = field(default_factory=dict)
     legs: dict[tuple[str, str], LegRow] = field(default_factory=dict)
     decisions: dict[str, Decision] = field(default_factory=dict)
     outbox: list[dict[str, Any]] = field(default_factory=list)
@@ -101,6 +105,25 @@ class FakeRepository:
     def inbox_sha(self, work: Work, sender_bic: str, msg_def_id: str, msg_id: str) -> str | None:
         row = self.inbox.get((sender_bic, msg_def_id, msg_id))
         return None if row is None else str(row["sha256"])
+
+    def queued_legs(self, work: Work, limit: int) -> list[QueuedLeg]:
+        queued = [
+            QueuedLeg(leg, self.pvps[leg.pvp_id], self.created_at[leg.pvp_id])
+            for leg in self.legs.values()
+            if leg.status is LegStatus.QUEUED and self.pvps[leg.pvp_id].state is PvPState.PENDING
+        ]
+        queued.sort(key=lambda q: (q.created_at, q.leg.pvp_id, q.leg.leg))
+        return queued[:limit]
+
+    def queued_decisions(self, work: Work, limit: int) -> list[QueuedDecision]:
+        queued = []
+        for leg in self.legs.values():
+            decision = self.decisions.get(leg.pvp_id)
+            if leg.decision_queued and decision is not None:
+                pvp = self.pvps[leg.pvp_id]
+                queued.append((decision, QueuedDecision(leg, pvp, decision.kind, decision.reason)))
+        queued.sort(key=lambda dq: (dq[0].decided_at, dq[1].leg.pvp_id, dq[1].leg.leg))
+        return [q for _, q in queued[:limit]]
 
     # --- writes ---
 
@@ -195,8 +218,10 @@ class World:
 
     # --- a PvP and what its networks say ---
 
-    def pvp(self, *, deadline_in_ms: int) -> PvPRow:
-        """A PvP whose pacs.009 went to both networks (legs ``DT`` and ``FX``)."""
+    def pvp(self, *, deadline_in_ms: int, status: LegStatus = LegStatus.INSTRUCTED) -> PvPRow:
+        """A PvP whose pacs.009 went to both networks (legs ``DT`` and ``FX``); ``status``
+        QUEUED: batched mode's, whose pacs.009 waits for a batch. Each is made after the one
+        before (a later ``created_at``), so that the order of creation is theirs."""
         n = len(self.repo.pvps) + 1
         secret = secrets.token_hex(32)
         pvp = PvPRow(
@@ -207,6 +232,7 @@ class World:
             state=PvPState.PENDING,
         )
         self.repo.pvps[pvp.id] = pvp
+        self.repo.created_at[pvp.id] = max([now_ms(), *self.repo.created_at.values()]) + 1
         for name, network, currency in (("DT", DT_NETWORK, "KZT"), ("FX", FX_NETWORK, "AED")):
             self.repo.legs[pvp.id, name] = LegRow(
                 pvp_id=pvp.id,
@@ -221,7 +247,7 @@ class World:
                 creditor_account=f"{name}-payee",
                 end_to_end_id=f"E2E-{pvp.id}-{name}",
                 pacs009_msg_id=f"M-{pvp.id}-{name}",
-                status=LegStatus.INSTRUCTED,
+                status=status,
                 reason=None,
                 locked_at=None,
                 acknowledged=False,
