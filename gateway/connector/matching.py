@@ -8,18 +8,18 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from types import SimpleNamespace
 from typing import Any
 
 from gateway.config import ConnectorSettings
 from gateway.connector import store
 from gateway.connector.handlers import Handlers
-from gateway.connector.messages import PvPRef, credit_transfer, new_id
+from gateway.connector.messages import credit_transfer, new_id
 from gateway.connector.model import LegStatus, PvPState
 from gateway.connector.outbox import Outbox, Outgoing, Work
 from gateway.connector.registry import Network, Registry, check_bic, check_id, parse_time
+from gateway.connector.rows import InstructionRow, LegRow, NewInstruction, PvPRow
 from gateway.connector.store import now_ms
 from gateway.errors import (
     Conflict,
@@ -50,12 +50,17 @@ class Side:
 
 @dataclass(frozen=True, slots=True)
 class NewPvP:
-    """A PvP not yet written: its row, its legs' rows (whole), and unbatched its pacs.009."""
+    """A PvP not yet written: its row, when it was made, its legs' rows (by name), and
+    unbatched its pacs.009."""
 
-    id: str
-    pvp: dict[str, Any]
-    legs: list[dict[str, Any]]
+    pvp: PvPRow
+    created_at: int
+    legs: list[LegRow]
     outgoing: list[Outgoing]
+
+    @property
+    def id(self) -> str:
+        return self.pvp.id
 
 
 def side(data: Any, name: str) -> Side:
@@ -84,13 +89,16 @@ def side(data: Any, name: str) -> Side:
     )
 
 
-def instruction_view(row: Any) -> dict[str, Any]:
+def instruction_view(
+    instruction: NewInstruction | InstructionRow, pvp_id: str | None
+) -> dict[str, Any]:
+    """An instruction as ``POST /v1/instructions`` answers it (``pvp_id``: what it matched)."""
     return {
-        "instruction_id": row["instruction_id"],
-        "party_bic": row["party_bic"],
-        "counterparty_bic": row["counterparty_bic"],
-        "status": "matched" if row["pvp_id"] else "open",
-        "pvp_id": row["pvp_id"],
+        "instruction_id": instruction.instruction_id,
+        "party_bic": instruction.party_bic,
+        "counterparty_bic": instruction.counterparty_bic,
+        "status": "matched" if pvp_id else "open",
+        "pvp_id": pvp_id,
     }
 
 
@@ -116,8 +124,8 @@ class Matching:
 
     # --- instructions -----------------------------------------------------------------------
 
-    def instruction_row(self, principal: Network, data: Any) -> dict[str, Any]:
-        """A checked instruction's row (``POST /v1/instructions``), before any transaction."""
+    def instruction_row(self, principal: Network, data: Any) -> NewInstruction:
+        """A checked instruction (``POST /v1/instructions``), before any transaction."""
         if not isinstance(data, dict):
             raise InvalidInput("a JSON object is required")
         iid = check_id(data.get("instruction_id"), "instruction_id")
@@ -142,84 +150,83 @@ class Matching:
         terms: tuple[object, ...] = (iid, party, counterparty, value_time)
         for one in (sell, buy):
             terms += (one.currency, one.amount, one.account)
-        return {
-            "instruction_id": iid,
-            "party_bic": party,
-            "counterparty_bic": counterparty,
-            "sell_currency": sell.currency,
-            "sell_amount": sell.amount,
-            "sell_account": sell.account,
-            "buy_currency": buy.currency,
-            "buy_amount": buy.amount,
-            "buy_account": buy.account,
-            "value_time": value_time,
-            "body_sha256": hashlib.sha256(repr(terms).encode()).hexdigest(),
-            "submitted_by": principal.bic,
-        }
+        return NewInstruction(
+            instruction_id=iid,
+            party_bic=party,
+            counterparty_bic=counterparty,
+            sell_currency=sell.currency,
+            sell_amount=sell.amount,
+            sell_account=sell.account,
+            buy_currency=buy.currency,
+            buy_amount=buy.amount,
+            buy_account=buy.account,
+            value_time=value_time,
+            body_sha256=hashlib.sha256(repr(terms).encode()).hexdigest(),
+            submitted_by=principal.bic,
+        )
 
-    def instruct(self, work: Work, row: dict[str, Any]) -> tuple[int, dict[str, Any], str | None]:
+    def instruct(self, work: Work, new: NewInstruction) -> tuple[int, dict[str, Any], str | None]:
         """File an instruction and match it: (status, view, the PvP made or None). The same
         instruction again answers 200 with what it became; another body under its id, DU01."""
-        party, iid = row["party_bic"], row["instruction_id"]
-        old = run(
-            work.conn, store.SELECT_INSTRUCTION, {"party_bic": party, "instruction_id": iid}
-        ).first()
+        old = store.read_instruction(work.conn, new.party_bic, new.instruction_id)
         if old is not None:
-            if old.body_sha256 != row["body_sha256"]:
-                raise IdempotencyConflict(f"instruction {iid} exists with another body")
-            return 200, instruction_view(old._mapping), None
-        run(work.conn, store.INSERT_INSTRUCTION, {**row, "created_at": now_ms()})
-        matched = self._match(work, row)
-        counterparty = row["counterparty_bic"]
+            if old.body_sha256 != new.body_sha256:
+                raise IdempotencyConflict(
+                    f"instruction {new.instruction_id} exists with another body"
+                )
+            return 200, instruction_view(old, old.pvp_id), None
+        store.insert_instruction(work.conn, new, now_ms())
+        matched = self._match(work, new)
+        counterparty = new.counterparty_bic
         if matched is None and counterparty in self.cfg.auto_counter_instruct:
-            mirror = self._mirror(row, dict(self.cfg.auto_counter_instruct[counterparty]))
-            run(work.conn, store.INSERT_INSTRUCTION, {**mirror, "created_at": now_ms()})
+            mirror = self._mirror(new, dict(self.cfg.auto_counter_instruct[counterparty]))
+            store.insert_instruction(work.conn, mirror, now_ms())
             matched = self._match(work, mirror)
-        return 201, instruction_view({**row, "pvp_id": matched}), matched
+        return 201, instruction_view(new, matched), matched
 
-    def _mirror(self, row: dict[str, Any], accounts: dict[str, str]) -> dict[str, Any]:
+    def _mirror(self, new: NewInstruction, accounts: dict[str, str]) -> NewInstruction:
         try:
-            sell_acc, buy_acc = accounts[row["buy_currency"]], accounts[row["sell_currency"]]
+            sell_acc, buy_acc = accounts[new.buy_currency], accounts[new.sell_currency]
         except KeyError as exc:
             raise Unprocessable(f"auto counterparty has no {exc.args[0]} account") from None
-        key = f"{row['party_bic']}/{row['instruction_id']}"
-        return {
-            **row,
-            "instruction_id": "auto-" + hashlib.sha256(key.encode()).hexdigest()[:28],
-            "party_bic": row["counterparty_bic"],
-            "counterparty_bic": row["party_bic"],
-            "sell_currency": row["buy_currency"],
-            "sell_amount": row["buy_amount"],
-            "sell_account": sell_acc,
-            "buy_currency": row["sell_currency"],
-            "buy_amount": row["sell_amount"],
-            "buy_account": buy_acc,
-            "body_sha256": "auto",
-            "submitted_by": self.bic,
-        }
+        key = f"{new.party_bic}/{new.instruction_id}"
+        return replace(
+            new,
+            instruction_id="auto-" + hashlib.sha256(key.encode()).hexdigest()[:28],
+            party_bic=new.counterparty_bic,
+            counterparty_bic=new.party_bic,
+            sell_currency=new.buy_currency,
+            sell_amount=new.buy_amount,
+            sell_account=sell_acc,
+            buy_currency=new.sell_currency,
+            buy_amount=new.sell_amount,
+            buy_account=buy_acc,
+            body_sha256="auto",
+            submitted_by=self.bic,
+        )
 
-    def _match(self, work: Work, row: dict[str, Any]) -> str | None:
+    def _match(self, work: Work, new: NewInstruction) -> str | None:
         window = int(self.cfg.match_window_seconds * 1000)
         wanted = {
-            "party_bic": row["counterparty_bic"],
-            "counterparty_bic": row["party_bic"],
-            "sell_currency": row["buy_currency"],
-            "sell_amount": row["buy_amount"],
-            "buy_currency": row["sell_currency"],
-            "buy_amount": row["sell_amount"],
-            "value_from": row["value_time"] - window,
-            "value_to": row["value_time"] + window,
+            "party_bic": new.counterparty_bic,
+            "counterparty_bic": new.party_bic,
+            "sell_currency": new.buy_currency,
+            "sell_amount": new.buy_amount,
+            "buy_currency": new.sell_currency,
+            "buy_amount": new.sell_amount,
+            "value_from": new.value_time - window,
+            "value_to": new.value_time + window,
         }
-        other = run(work.conn, store.SELECT_MATCH, wanted).first()
+        other = store.first_match(work.conn, wanted)
         if other is None:
             return None
         a = Side(
-            row["party_bic"],
-            row["sell_currency"],
-            row["sell_amount"],
-            row["sell_account"],
-            row["buy_account"],
-            row["instruction_id"],
+            new.party_bic,
+            new.sell_currency,
+            new.sell_amount,
+            new.sell_account,
+            new.buy_account,
+            new.instruction_id,
         )
         b = Side(
             other.party_bic,
@@ -230,11 +237,11 @@ class Matching:
             other.instruction_id,
         )
         pvp_id = new_id("PVP")
-        value_time = min(row["value_time"], other.value_time)
+        value_time = min(new.value_time, other.value_time)
         self.insert(work, [self.new_pvp(pvp_id, a, b, value_time)])
         matched = {
-            "k_party_bic": row["party_bic"],
-            "k_instruction_id": row["instruction_id"],
+            "k_party_bic": new.party_bic,
+            "k_instruction_id": new.instruction_id,
             "k_other_id": other.id,
             "k_pvp_id": pvp_id,
         }
@@ -282,7 +289,7 @@ class Matching:
             found = run(work.conn, store.SELECT_PVP_ID, {"pvp_id": news[0].id})
         else:
             found = run(work.conn, store.SELECT_PVP_IDS_IN, {"pvp_ids": list(index)})
-        existing = [r.id for r in found]
+        existing: list[str] = [r[0] for r in found]
         if existing:
             first = min(existing, key=index.__getitem__)
             where = f"trades[{index[first]}]: " if bulk else ""
@@ -300,61 +307,63 @@ class Matching:
             nets.append(net)
         secret = secrets.token_hex(32)
         condition = hashlib.sha256(bytes.fromhex(secret)).hexdigest()
-        pvp = {
-            "id": pvp_id,
-            "deadline": deadline,
-            "condition": condition,
-            "secret": secret,
-            "state": PvPState.PENDING.value,
-            "created_at": now_ms(),
-        }
+        pvp = PvPRow(pvp_id, deadline, condition, secret, PvPState.PENDING)
+        created_at = now_ms()
         names = _leg_names(a, b)
         batched = self.cfg.batch_max > 1
         status = LegStatus.QUEUED if batched else LegStatus.INSTRUCTED
-        leg_rows: list[dict[str, Any]] = [
-            {
-                "pvp_id": pvp_id,
-                "leg": leg,
-                "uetr": str(uuid.uuid4()),
-                "network_bic": net.bic,
-                "currency": one.currency,
-                "amount": one.amount,
-                "debtor_bic": one.bic,
-                "debtor_account": one.account,
-                "creditor_bic": other.bic,
-                "creditor_account": other.receive_account,
-                "end_to_end_id": one.reference,
-                "pacs009_msg_id": new_id(),
-                "status": status.value,
-                # The columns' defaults, given so that these dicts are whole rows.
-                "reason": None,
-                "locked_at": None,
-                "acknowledged": False,
-                "decision_sent_at": None,
-                "decision_queued": False,
-                "redeliver_at": None,
-                "redeliveries": 0,
-            }
-            for one, other, net, leg in ((a, b, nets[0], names[0]), (b, a, nets[1], names[1]))
-        ]
-        leg_rows.sort(key=lambda r: str(r["leg"]))  # the legs' order everywhere else
+        legs = sorted(  # by name: the legs' order everywhere else
+            (
+                LegRow(
+                    pvp_id=pvp_id,
+                    leg=leg,
+                    uetr=str(uuid.uuid4()),
+                    network_bic=net.bic,
+                    currency=one.currency,
+                    amount=one.amount,
+                    debtor_bic=one.bic,
+                    debtor_account=one.account,
+                    creditor_bic=other.bic,
+                    creditor_account=other.receive_account,
+                    end_to_end_id=one.reference,
+                    pacs009_msg_id=new_id(),
+                    status=status,
+                    # The columns' defaults, given so that these are whole rows.
+                    reason=None,
+                    locked_at=None,
+                    acknowledged=False,
+                    decision_sent_at=None,
+                    decision_queued=False,
+                    redeliver_at=None,
+                    redeliveries=0,
+                )
+                for one, other, net, leg in ((a, b, nets[0], names[0]), (b, a, nets[1], names[1]))
+            ),
+            key=_leg_name,
+        )
         outgoing = []
         if not batched:
-            ref = PvPRef(pvp_id, deadline, condition)
-            for row in leg_rows:
+            for leg_row in legs:
                 msg = Pacs009(
-                    msg_id=row["pacs009_msg_id"],
+                    msg_id=leg_row.pacs009_msg_id,
                     created=datetime.now(UTC),
-                    transactions=(credit_transfer(ref, SimpleNamespace(**row)),),
+                    transactions=(credit_transfer(pvp, leg_row),),
                 )
-                outgoing.append(self.outbox.outgoing([pvp_id], row["network_bic"], msg))
-        return NewPvP(pvp_id, pvp, leg_rows, outgoing)
+                outgoing.append(self.outbox.outgoing([pvp_id], leg_row.network_bic, msg))
+        return NewPvP(pvp, created_at, legs, outgoing)
 
     def insert(self, work: Work, news: list[NewPvP]) -> None:
         """New PvPs, their legs and their pacs.009: one statement per table for them all."""
-        run(work.conn, store.INSERT_PVP, [new.pvp for new in news])
-        run(work.conn, store.INSERT_LEG, [leg for new in news for leg in new.legs])
+        run(
+            work.conn, store.INSERT_PVP, [store.pvp_values(new.pvp, new.created_at) for new in news]
+        )
+        legs = [store.leg_values(leg) for new in news for leg in new.legs]
+        run(work.conn, store.INSERT_LEG, legs)
         self.handlers.write_outgoing(work, [out for new in news for out in new.outgoing])
+
+
+def _leg_name(leg: LegRow) -> str:
+    return leg.leg
 
 
 __all__ = ["MAX_BULK_TRADES", "Matching", "NewPvP", "Side", "instruction_view", "side"]

@@ -1,14 +1,18 @@
 """The ISO 20022 messages the connector sends, built from a PvP's rows: a leg's pacs.009, the
 decision to a network (pacs.002 ACSP with the fulfilment for COMMIT, camt.056 for ABORT) and
-the references they carry. Pure functions of their arguments."""
+the references they carry. Pure functions of their arguments: what they read of a PvP and a
+leg is stated by :class:`Terms`, :class:`SecretTerms` and :class:`LegTerms`, which the
+store's rows (:mod:`gateway.connector.rows`) and :class:`PvPRef` have."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Protocol
 
+from gateway.connector.model import DecisionKind
 from gateway.ids import sortable_id
 from gateway.iso20022 import (
     Camt056,
@@ -43,6 +47,49 @@ def iso(ms: int | None) -> str | None:
     return None if ms is None else ms_to_dt(ms).isoformat().replace("+00:00", "Z")
 
 
+class Terms(Protocol):
+    """What a message states of a PvP: its id, deadline (ms) and condition."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def deadline(self) -> int: ...
+    @property
+    def condition(self) -> str: ...
+
+
+class SecretTerms(Terms, Protocol):
+    """A PvP with its secret: the fulfilment a COMMIT reveals."""
+
+    @property
+    def secret(self) -> str: ...
+
+
+class LegTerms(Protocol):
+    """What a message states of a leg."""
+
+    @property
+    def leg(self) -> str: ...
+    @property
+    def uetr(self) -> str: ...
+    @property
+    def currency(self) -> str: ...
+    @property
+    def amount(self) -> int: ...
+    @property
+    def debtor_bic(self) -> str: ...
+    @property
+    def debtor_account(self) -> str: ...
+    @property
+    def creditor_bic(self) -> str: ...
+    @property
+    def creditor_account(self) -> str: ...
+    @property
+    def end_to_end_id(self) -> str: ...
+    @property
+    def pacs009_msg_id(self) -> str: ...
+
+
 @dataclass(frozen=True, slots=True)
 class PvPRef:
     id: str
@@ -50,16 +97,8 @@ class PvPRef:
     condition: str
 
 
-@dataclass(frozen=True, slots=True)
-class PvPSecret:
-    id: str
-    deadline: int
-    condition: str
-    secret: str
-
-
-def credit_transfer(pvp: Any, leg: Any) -> CreditTransfer:
-    """A leg's transaction of a pacs.009 (``pvp``: id, deadline, condition).
+def credit_transfer(pvp: Terms, leg: LegTerms) -> CreditTransfer:
+    """A leg's transaction of a pacs.009.
 
     Its TillTm is the deadline to the millisecond: a receiver that refuses a pacs.009 too close
     to TillTm must not see an earlier deadline than the one the connector decides by."""
@@ -80,7 +119,7 @@ def credit_transfer(pvp: Any, leg: Any) -> CreditTransfer:
     )
 
 
-def original(leg: Any) -> OriginalRef:
+def original(leg: LegTerms) -> OriginalRef:
     """The reference to a leg's pacs.009 that answers about it carry."""
     return OriginalRef(
         msg_id=leg.pacs009_msg_id,
@@ -90,9 +129,11 @@ def original(leg: Any) -> OriginalRef:
     )
 
 
-def decision_status(pvp: Any, leg: Any, decision: str, reason: str | None) -> TransactionStatus:
+def decision_status(
+    pvp: SecretTerms, leg: LegTerms, decision: DecisionKind, reason: str | None
+) -> TransactionStatus:
     """COMMIT: ACSP with the fulfilment (``pvp.secret``); ABORT: RJCT with its reason."""
-    if decision == "COMMIT":
+    if decision is DecisionKind.COMMIT:
         return TransactionStatus(
             original=original(leg),
             status="ACSP",
@@ -103,7 +144,7 @@ def decision_status(pvp: Any, leg: Any, decision: str, reason: str | None) -> Tr
     return TransactionStatus(original=original(leg), status="RJCT", reason=reason or "NARR")
 
 
-def cancellation(pvp: Any, leg: Any, reason: str | None) -> CancellationRequest:
+def cancellation(pvp: Terms, leg: LegTerms, reason: str | None) -> CancellationRequest:
     return CancellationRequest(
         cancellation_id=new_id("X"),
         original=original(leg),
@@ -114,11 +155,14 @@ def cancellation(pvp: Any, leg: Any, reason: str | None) -> CancellationRequest:
 
 
 def decision_message(
-    connector_bic: str, dest: str, decision: str, items: list[tuple[Any, Any, str | None]]
+    connector_bic: str,
+    dest: str,
+    decision: DecisionKind,
+    items: Sequence[tuple[SecretTerms, LegTerms, str | None]],
 ) -> Message:
     """One pacs.002 (COMMIT: ACSP + fulfilment) or camt.056 (ABORT) for (pvp, leg, reason)
     items, all to the network ``dest``."""
-    if decision == "COMMIT":
+    if decision is DecisionKind.COMMIT:
         return Pacs002(
             msg_id=new_id(),
             created=datetime.now(UTC),
@@ -137,8 +181,10 @@ __all__ = [
     "CAMT056",
     "PACS002",
     "PACS009",
+    "LegTerms",
     "PvPRef",
-    "PvPSecret",
+    "SecretTerms",
+    "Terms",
     "cancellation",
     "credit_transfer",
     "decision_message",
