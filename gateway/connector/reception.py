@@ -20,6 +20,7 @@ from gateway.connector.faults import Faults, fire_steps
 from gateway.connector.handlers import Handlers
 from gateway.connector.outbox import Work, transaction
 from gateway.connector.registry import Registry
+from gateway.connector.rows import InboxRow
 from gateway.connector.store import now_ms
 from gateway.iso20022 import (
     KeyPair,
@@ -167,10 +168,10 @@ class Reception:
     def process_pending_inbox(self, older_than_ms: int) -> None:
         cutoff = now_ms() - older_than_ms
         with store.reader(self.engine) as conn:
-            rows = run(conn, store.SELECT_PENDING_INBOX, {"cutoff": cutoff}).all()
+            rows = store.pending_inbox(conn, cutoff)
         self.process_inbox_rows(rows)
 
-    def process_inbox_rows(self, rows: Sequence[Any]) -> None:
+    def process_inbox_rows(self, rows: Sequence[InboxRow]) -> None:
         for row in rows:
             try:
                 message: Message | None = parse(row.raw, settings=self.settings.iso20022).message

@@ -5,8 +5,6 @@ inbound messages stored unprocessed. Mostly there is nothing: one probe finds ou
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Any
 
 from sqlalchemy.engine import Engine
 
@@ -17,10 +15,13 @@ from gateway.connector.faults import Faults, fire_steps
 from gateway.connector.handlers import Handlers
 from gateway.connector.outbox import transaction
 from gateway.connector.reception import Reception
+from gateway.connector.rows import InboxRow, LegKey
 from gateway.connector.store import now_ms
-from gateway.sqlite.fastsql import run
 
 log = logging.getLogger(__name__)
+
+_LIMIT = 500
+"""PvPs aborted, and decisions sent again, per sweep at most."""
 
 
 class Sweeper:
@@ -51,26 +52,24 @@ class Sweeper:
 
     def sweep(self) -> None:
         now = now_ms()
-        due = {"due": now + self.cfg.safety_margin_ms, "limit": 500}
-        stale_at = {"now": now, "limit": 500}
-        cutoff = {"cutoff": now - 2000}
+        due, cutoff = now + self.cfg.safety_margin_ms, now - 2000
         overdue: list[str] = []
-        stale: Sequence[Any] = ()
-        pending: Sequence[Any] = ()
+        stale: list[LegKey] = []
+        pending: list[InboxRow] = []
         with store.reader(self.engine) as conn:
-            probe = run(conn, store.SWEEP_PROBE, {**due, **stale_at, **cutoff}).one()
+            probe = store.sweep_probe(conn, due=due, now=now, cutoff=cutoff)
             if probe.overdue:
-                overdue = [r.id for r in run(conn, store.SELECT_OVERDUE, due)]
+                overdue = store.overdue_pvps(conn, due, _LIMIT)
             if probe.stale:
-                stale = run(conn, store.SELECT_STALE_LEGS, stale_at).all()
+                stale = store.stale_legs(conn, now, _LIMIT)
             if probe.inbox:
-                pending = run(conn, store.SELECT_PENDING_INBOX, cutoff).all()
+                pending = store.pending_inbox(conn, cutoff)
         for pvp_id in overdue:
             self.abort_if_overdue(pvp_id)
         if stale:
             with transaction(self.engine) as work:  # one transaction for the lot
-                for pvp_id, leg_name in stale:
-                    self.handlers.redeliver(work, pvp_id, leg_name)
+                for key in stale:
+                    self.handlers.redeliver(work, key.pvp_id, key.leg)
             self.delivery.committed(work.sent)
         self.reception.process_inbox_rows(pending)
         held_since = self.delivery.held_since
