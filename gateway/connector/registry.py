@@ -19,12 +19,12 @@ from sqlalchemy.engine import Engine
 from gateway.config import ConnectorSettings
 from gateway.connector import store
 from gateway.connector.messages import iso
+from gateway.connector.rows import ParticipantRow
 from gateway.connector.schema import participants
 from gateway.connector.sim import SimulatedNetworks
 from gateway.connector.store import now_ms
 from gateway.errors import InvalidInput, NotFound, Unauthorized
 from gateway.iso20022 import CURRENCY_EXPONENTS
-from gateway.sqlite.fastsql import run
 
 BIC_RE = re.compile(r"[A-Z]{6}[A-Z2-9][A-Z0-9]([A-Z0-9]{3})?")
 ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.:\-]{0,34}")
@@ -44,13 +44,13 @@ def parse_time(value: str, field: str) -> int:
     return (parsed - _EPOCH) // _MS
 
 
-def check_bic(value: Any, field: str) -> str:
+def check_bic(value: object, field: str) -> str:
     if not isinstance(value, str) or not BIC_RE.fullmatch(value):
         raise InvalidInput(f"{field}: not a BIC (8 or 11 characters, 7th not 0 or 1)")
     return value
 
 
-def check_id(value: Any, field: str) -> str:
+def check_id(value: object, field: str) -> str:
     if not isinstance(value, str) or not ID_RE.fullmatch(value):
         raise InvalidInput(f"{field}: 1-35 characters [A-Za-z0-9.:-], not starting with . : -")
     return value
@@ -70,6 +70,12 @@ class Network:
     endpoint: str | None
     cert_pem: str | None
 
+    @classmethod
+    def of(cls, participant: ParticipantRow) -> Network:
+        return cls(
+            participant.bic, participant.currency, participant.endpoint, participant.cert_pem
+        )
+
 
 class Registry:
     """The participants (in the store, and cached here as networks) and the rules of access."""
@@ -83,13 +89,9 @@ class Registry:
 
     def load(self) -> None:
         with store.reader(self.engine) as conn:
-            rows = list(
-                conn.execute(sa.select(participants).order_by(participants.c.registered_at))
-            )
+            rows = store.read_participants(conn, by_registration=True)
         with self._lock:
-            self._networks = {
-                r.bic: Network(r.bic, r.currency, r.endpoint, r.cert_pem) for r in rows
-            }
+            self._networks = {r.bic: Network.of(r) for r in rows}
 
     def upsert(
         self, bic: str, currency: str, endpoint: str | None, cert: str | None, token: str | None
@@ -135,7 +137,7 @@ class Registry:
 
     def listed(self) -> list[dict[str, Any]]:
         with store.reader(self.engine) as conn:
-            rows = list(conn.execute(sa.select(participants).order_by(participants.c.bic)))
+            rows = store.read_participants(conn)
         return [
             {
                 "bic": r.bic,
@@ -173,8 +175,8 @@ class Registry:
         except Unauthorized:
             principal = self.authenticate(authorization)
         with store.reader(self.engine) as conn:
-            rows = run(conn, store.SELECT_LEGS_OF, {"pvp_id": pvp_id}).all()
-        concerned = {bic for r in rows for bic in (r.network_bic, r.debtor_bic, r.creditor_bic)}
+            legs = store.read_legs(conn, pvp_id)
+        concerned = {bic for g in legs for bic in (g.network_bic, g.debtor_bic, g.creditor_bic)}
         if principal.bic not in concerned:
             raise NotFound(f"no PvP {pvp_id}")
 
@@ -184,10 +186,10 @@ class Registry:
             raise Unauthorized("a participant's bearer token is required")
         digest = hashlib.sha256(token.encode()).hexdigest()
         with store.reader(self.engine) as conn:
-            row = run(conn, store.SELECT_PARTICIPANT_BY_TOKEN, {"digest": digest}).first()
-        if row is None:
+            participant = store.participant_by_token(conn, digest)
+        if participant is None:
             raise Unauthorized("unknown token")
-        return Network(row.bic, row.currency, row.endpoint, row.cert_pem)
+        return Network.of(participant)
 
     def network_for(self, currency: str) -> Network | None:
         """The registered endpoint for ``currency`` (latest wins), else the simulated bank."""
