@@ -22,8 +22,8 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
-from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
@@ -31,6 +31,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from gateway.connector import store
 from gateway.connector.faults import Faults
+from gateway.connector.rows import SimLockRow, SimLockState
 from gateway.connector.schema import sim_accounts, sim_issuance, sim_locks
 from gateway.connector.store import now_ms
 from gateway.errors import InvalidInput, NotFound
@@ -39,6 +40,7 @@ from gateway.iso20022 import (
     Camt029,
     Camt056,
     CancellationResolution,
+    CreditTransfer,
     Message,
     MessageRejected,
     OriginalRef,
@@ -113,16 +115,13 @@ class SimulatedNetworks:
                 if currency not in self.banks:
                     continue
                 for account, amount in balances.items():
-                    key = {"currency": currency, "account": account}
-                    if run(conn, store.SELECT_SIM_ACCOUNT, key).first() is None:
+                    if store.read_sim_account(conn, currency, account) is None:
                         self.issue(currency, account, amount, conn)
 
     def balance(self, currency: str, account: str) -> dict[str, Any]:
         self._currency(currency)
         with store.reader(self.engine) as conn:
-            row = run(
-                conn, store.SELECT_SIM_ACCOUNT, {"currency": currency, "account": account}
-            ).first()
+            row = store.read_sim_account(conn, currency, account)
         if row is None:
             raise NotFound(f"no {currency} account {account!r}")
         return {
@@ -150,7 +149,8 @@ class SimulatedNetworks:
             ).scalar_one()
             locked = conn.execute(
                 sa.select(sa.func.coalesce(sa.func.sum(sim_locks.c.amount), 0)).where(
-                    (sim_locks.c.currency == currency) & (sim_locks.c.state == "locked")
+                    (sim_locks.c.currency == currency)
+                    & (sim_locks.c.state == SimLockState.LOCKED.value)
                 )
             ).scalar_one()
             negative = conn.execute(
@@ -210,9 +210,6 @@ class SimulatedNetworks:
         to = self.connector_bic
         return [(a, build(a, header_for(a, from_bic=bic, to_bic=to))) for a in answers]
 
-    def _lock_row(self, conn: Connection, uetr: str) -> Any:
-        return run(conn, store.SELECT_SIM_LOCK, {"uetr": uetr}).first()
-
     def _move(
         self, conn: Connection, currency: str, account: str, *, available: int = 0, held: int = 0
     ) -> int:
@@ -230,20 +227,29 @@ class SimulatedNetworks:
                 {"currency": currency, "account": account, "available": amount, "held": 0},
             )
 
-    def _status_of(self, row: Any) -> tuple[str, str | None]:
+    def _status_of(self, row: SimLockRow | None) -> tuple[str, str | None]:
         if row is None:
             return "RJCT", "NARR"
-        return {
-            "locked": ("ACSP", None),
-            "committed": ("ACSC", None),
-            "rejected": ("RJCT", row.reason or "NARR"),
-        }.get(row.state, ("RJCT", "DS02"))
+        if row.state is SimLockState.LOCKED:
+            return "ACSP", None
+        if row.state is SimLockState.COMMITTED:
+            return "ACSC", None
+        if row.state is SimLockState.REJECTED:
+            return "RJCT", row.reason or "NARR"
+        return "RJCT", "DS02"  # released, or cancelled before any pacs.009
 
-    def _status(self, row: Any, ref: OriginalRef | None = None) -> TransactionStatus:
+    def _status(self, row: SimLockRow | None, ref: OriginalRef | None = None) -> TransactionStatus:
         status, reason = self._status_of(row)
-        original = ref or OriginalRef(
-            msg_id=row.msg_id, msg_name_id=PACS009, end_to_end_id=row.end_to_end_id, uetr=row.uetr
-        )
+        if ref is not None:
+            original = ref
+        else:
+            assert row is not None
+            original = OriginalRef(
+                msg_id=row.msg_id,
+                msg_name_id=PACS009,
+                end_to_end_id=row.end_to_end_id,
+                uetr=row.uetr,
+            )
         return TransactionStatus(
             original=original,
             status=status,  # type: ignore[arg-type]
@@ -257,7 +263,7 @@ class SimulatedNetworks:
     def _on_pacs009(self, conn: Connection, currency: str, msg: Pacs009) -> Pacs002:
         out: list[TransactionStatus] = []
         for tx in msg.transactions:
-            row = self._lock_row(conn, tx.uetr)
+            row = store.read_sim_lock(conn, tx.uetr)
             if row is None:
                 row = self._lock(conn, currency, msg.msg_id, tx)
                 if row.reason is not None:
@@ -265,16 +271,14 @@ class SimulatedNetworks:
             out.append(self._status(row))
         return self._pacs002(out)
 
-    def _lock(self, conn: Connection, currency: str, msg_id: str, tx: Any) -> SimpleNamespace:
+    def _lock(self, conn: Connection, currency: str, msg_id: str, tx: CreditTransfer) -> SimLockRow:
         """Lock (or reject) a leg; returns the ``sim_locks`` row written."""
         pvp_id = tx.pvp.pvp_id if tx.pvp is not None else None
         reason: str | None = None
         fault = self.faults.fire(
             "reject", pvp_id=pvp_id, message_type=PACS009, destination_bic=self.banks[currency]
         )
-        debtor = run(
-            conn, store.SELECT_SIM_ACCOUNT, {"currency": currency, "account": tx.debtor_account}
-        ).first()
+        debtor = store.read_sim_account(conn, currency, tx.debtor_account)
         if fault is not None:
             reason = fault.reason
         elif tx.amount.currency != currency:
@@ -283,32 +287,32 @@ class SimulatedNetworks:
             reason = "AC01"
         elif debtor.available < tx.amount.minor:
             reason = "AM04"
-        row = {
-            "uetr": tx.uetr,
-            "currency": currency,
-            "pvp_id": pvp_id,
-            "msg_id": msg_id,
-            "end_to_end_id": tx.end_to_end_id,
-            "debtor_account": tx.debtor_account,
-            "creditor_account": tx.creditor_account,
-            "amount": tx.amount.minor,
-            "condition": tx.pvp.condition if tx.pvp is not None else None,
-            "state": "rejected" if reason else "locked",
-            "reason": reason,
-        }
-        run(conn, store.INSERT_SIM_LOCK, row)
+        row = SimLockRow(
+            uetr=tx.uetr,
+            currency=currency,
+            pvp_id=pvp_id,
+            msg_id=msg_id,
+            end_to_end_id=tx.end_to_end_id,
+            debtor_account=tx.debtor_account,
+            creditor_account=tx.creditor_account,
+            amount=tx.amount.minor,
+            condition=tx.pvp.condition if tx.pvp is not None else None,
+            state=SimLockState.REJECTED if reason else SimLockState.LOCKED,
+            reason=reason,
+        )
+        store.insert_sim_lock(conn, row)
         if reason is None:
             self._move(
                 conn, currency, tx.debtor_account, available=-tx.amount.minor, held=tx.amount.minor
             )
-        return SimpleNamespace(**row)
+        return row
 
     def _on_pacs002(self, conn: Connection, currency: str, msg: Pacs002) -> Pacs002:
         out: list[TransactionStatus] = []
         for tx in msg.transactions:
-            row = self._lock_row(conn, tx.original.uetr)
+            row = store.read_sim_lock(conn, tx.original.uetr)
             flfmt = tx.pvp.fulfilment if tx.pvp is not None else None
-            if row is not None and row.state == "locked" and flfmt is not None:
+            if row is not None and row.state is SimLockState.LOCKED and flfmt is not None:
                 if hashlib.sha256(bytes.fromhex(flfmt)).hexdigest() != row.condition:
                     out.append(
                         TransactionStatus(original=tx.original, status="RJCT", reason="CH16")
@@ -316,8 +320,8 @@ class SimulatedNetworks:
                     continue
                 self._move(conn, currency, row.debtor_account, held=-row.amount)
                 self._credit(conn, currency, row.creditor_account, row.amount)
-                run(conn, store.SET_SIM_LOCK_STATE, {"k_uetr": row.uetr, "state": "committed"})
-                row = SimpleNamespace(**{**row._mapping, "state": "committed"})
+                row = replace(row, state=SimLockState.COMMITTED)
+                run(conn, store.SET_SIM_LOCK_STATE, {"k_uetr": row.uetr, "state": row.state})
             out.append(self._status(row, None if row is not None else tx.original))
         return self._pacs002(out)
 
@@ -325,29 +329,29 @@ class SimulatedNetworks:
         answers: list[Camt029] = []
         resolutions: list[CancellationResolution] = []
         for tx in msg.transactions:
-            row = self._lock_row(conn, tx.original.uetr)
+            row = store.read_sim_lock(conn, tx.original.uetr)
             if row is None:
-                run(
-                    conn,
-                    store.INSERT_SIM_LOCK,
-                    {
-                        "uetr": tx.original.uetr,
-                        "currency": currency,
-                        "pvp_id": None,
-                        "msg_id": tx.original.msg_id,
-                        "end_to_end_id": tx.original.end_to_end_id,
-                        "debtor_account": "-",
-                        "creditor_account": "-",
-                        "amount": 0,
-                        "state": "cancelled",
-                    },
+                tombstone = SimLockRow(
+                    uetr=tx.original.uetr,
+                    currency=currency,
+                    pvp_id=None,
+                    msg_id=tx.original.msg_id,
+                    end_to_end_id=tx.original.end_to_end_id,
+                    debtor_account="-",
+                    creditor_account="-",
+                    amount=0,
+                    condition=None,
+                    state=SimLockState.CANCELLED,
+                    reason=None,
                 )
-            elif row.state == "locked":
+                store.insert_sim_lock(conn, tombstone)
+            elif row.state is SimLockState.LOCKED:
                 self._move(
                     conn, currency, row.debtor_account, held=-row.amount, available=row.amount
                 )
-                run(conn, store.SET_SIM_LOCK_STATE, {"k_uetr": row.uetr, "state": "released"})
-            refused = row is not None and row.state == "committed"
+                released = SimLockState.RELEASED
+                run(conn, store.SET_SIM_LOCK_STATE, {"k_uetr": row.uetr, "state": released})
+            refused = row is not None and row.state is SimLockState.COMMITTED
             resolutions.append(
                 CancellationResolution(
                     original=tx.original,
@@ -374,7 +378,7 @@ class SimulatedNetworks:
     def _on_pacs028(self, conn: Connection, msg: Pacs028) -> Pacs002:
         out = []
         for tx in msg.transactions:
-            row = self._lock_row(conn, tx.original.uetr)
+            row = store.read_sim_lock(conn, tx.original.uetr)
             out.append(self._status(row, None if row is not None else tx.original))
         return self._pacs002(out)
 
