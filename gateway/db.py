@@ -38,7 +38,8 @@ from sqlmodel import Field
 
 from gateway.config import DatabaseSettings
 from gateway.errors import GatewayError, TransientError
-from gateway.pgpipeline import Pending, PgPipeline
+from gateway.pgpipeline import OPTION as PIPELINE
+from gateway.pgpipeline import Pending, PgPipeline, pipeline_of
 from gateway.sqlite.engine import READONLY, sqlite_engine
 
 log = logging.getLogger(__name__)
@@ -357,8 +358,10 @@ class SqlUnitOfWork:
         self._committing = False
         with translate_db_errors():
             self._tx = conn.begin()
-        pg = self.pipelined and conn.dialect.name == "postgresql"
-        self.pg = PgPipeline(conn, keep_open=True) if pg else None
+        self.pg = None
+        if self.pipelined and conn.dialect.name == "postgresql":
+            self.pg = PgPipeline(conn, keep_open=True)
+            conn.execution_options(**{PIPELINE: self.pg})  # for pipeline_of(conn)
         self._bind(conn)
         return self
 
@@ -419,6 +422,7 @@ __all__ = [
     "is_sqlite",
     "make_engine",
     "partial_index",
+    "pipeline_of",
     "retrying",
     "schema_revisions",
     "table_of",

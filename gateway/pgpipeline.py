@@ -10,28 +10,51 @@ trips") has the counts per message and the decisions.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any, cast
 
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 from gateway.sqlite.fastsql import raise_driver_error
 
 log = logging.getLogger(__name__)
 
 
+OPTION = "dt_pg_pipeline"
+"""The execution option under which a unit of work's SQLAlchemy connection carries its
+pipeline (:func:`pipeline_of`)."""
+
+
+def pipeline_of(conn: Connection) -> PgPipeline | None:
+    """The pipeline of the unit of work ``conn`` belongs to, for a repository given only the
+    connection (None: SQLite, or a unit of work without one)."""
+    pipe: PgPipeline | None = conn.get_execution_options().get(OPTION)
+    return pipe
+
+
 class Pending:
     """A read queued in a :class:`PgPipeline`: its rows arrive with the pipeline's next sync."""
 
-    __slots__ = ("_cursor", "_pipe", "_rows", "ready")
+    __slots__ = ("_cursor", "_pipe", "_rows", "ready", "serial", "then")
 
-    def __init__(self, pipe: PgPipeline, cursor: Any) -> None:
+    def __init__(
+        self,
+        pipe: PgPipeline,
+        cursor: Any,
+        serial: int,
+        then: Callable[[list[tuple[Any, ...]]], None] | None = None,
+    ) -> None:
         self._pipe = pipe
         self._cursor = cursor
+        self.serial = serial
+        """Its place among the statements of the pipeline (see ``savepoint``)."""
         self._rows: list[tuple[Any, ...]] | None = None
         self.ready = False
         """Synced: the rows are in (or the pipeline failed)."""
+        self.then = then
+        """Called with the rows once they are in (by the sync that brings them)."""
 
     def rows(self) -> list[tuple[Any, ...]]:
         """The read's rows; a round trip, for it and everything queued before, unless synced."""
@@ -73,8 +96,11 @@ class PgPipeline:
         self._driver: Any = None
         self._cursor: Any = None
         self._queued: list[Pending] = []
+        self._failed: list[Pending] = []
+        """Reads of the last sync that failed: a savepoint's rollback keeps those before it."""
         self._began = False
         self._savepoints = 0
+        self._serial = 0
 
     def _drv(self) -> Any:
         if self._driver is None:
@@ -138,15 +164,24 @@ class PgPipeline:
         except Exception as exc:
             self._fail(exc, sql, rows)
 
-    def query(self, sql: str, params: Sequence[Any] | None = None) -> Pending:
-        """Queue a read; its rows come with the next sync (:meth:`Pending.rows`)."""
+    def query(
+        self,
+        sql: str,
+        params: Sequence[Any] | None = None,
+        *,
+        then: Callable[[list[tuple[Any, ...]]], None] | None = None,
+    ) -> Pending:
+        """Queue a read (or a write ``RETURNING``); its rows come with the next sync
+        (:meth:`Pending.rows`), which also calls ``then`` with them: a caller that needs them
+        only by the commit need not wait for them."""
         self.open()
         cursor = self._drv().cursor()
         try:
             cursor.execute(sql, params)
         except Exception as exc:
             self._fail(exc, sql, params)
-        pending = Pending(self, cursor)
+        self._serial += 1
+        pending = Pending(self, cursor, self._serial, then)
         self._queued.append(pending)
         return pending
 
@@ -161,10 +196,15 @@ class PgPipeline:
         except Exception as exc:
             return cast(list[tuple[Any, ...]], self._fail(exc, sql, params))
 
-    def _synced(self) -> None:
-        for pending in self._queued:
+    def _synced(self, *, ok: bool = True) -> None:
+        queued, self._queued = self._queued, []
+        for pending in queued:
             pending.ready = True
-        self._queued.clear()
+        self._failed = [] if ok else queued
+        if ok:
+            for pending in queued:
+                if pending.then is not None:
+                    pending.then(pending.rows())
 
     def sync(self) -> None:
         """Wait for everything queued: one round trip (not kept open: leaving the pipeline)."""
@@ -176,7 +216,7 @@ class PgPipeline:
         try:
             self._pipeline.sync()
         except Exception as exc:
-            self._synced()
+            self._synced(ok=False)
             self._fail(exc, "sync", None)
         self._synced()
 
@@ -189,7 +229,7 @@ class PgPipeline:
         try:
             leave(None, None, None)
         except Exception as exc:
-            self._synced()
+            self._synced(ok=False)
             self._fail(exc, "pipeline", None)
         self._synced()
 
@@ -207,7 +247,7 @@ class PgPipeline:
     def abandon(self) -> None:
         """Leave the pipeline without its results: the transaction is rolling back."""
         leave, self._pipeline, self._exit = self._exit, None, None
-        self._synced()
+        self._synced(ok=False)
         if leave is not None:
             with suppress(Exception):
                 leave(None, None, None)
@@ -232,17 +272,44 @@ class PgPipeline:
     @contextmanager
     def savepoint(self) -> Iterator[None]:
         """A nested transaction, its statements queued like any: leaving the block by an
-        exception undoes what it did (a failure of the database's meanwhile wins)."""
+        exception undoes what it did. A statement of the block that fails may be reported
+        only after it (by the commit, say), failing the whole transaction: the caller that
+        goes on after a failed block must be ready for that (``gateway.pvp.reception``)."""
         self._savepoints += 1
         name = f"pipelined_{self._savepoints}"
         self.execute(f"SAVEPOINT {name}")
+        since = self._serial + 1
         try:
             yield
-        except BaseException:
-            self.execute(f"ROLLBACK TO SAVEPOINT {name}")
-            self.execute(f"RELEASE SAVEPOINT {name}")
+        except BaseException as exc:
+            failed = isinstance(exc, DBAPIError)
+            if failed:
+                self._recover(since)
+            try:
+                self.execute(f"ROLLBACK TO SAVEPOINT {name}")
+                self.execute(f"RELEASE SAVEPOINT {name}")
+            except DBAPIError:
+                if failed:  # a failure from before the savepoint: the first one is the cause
+                    raise exc from exc.__cause__
+                raise
             raise
         self.execute(f"RELEASE SAVEPOINT {name}")
 
+    def _recover(self, since: int) -> None:
+        """After a statement failed inside a savepoint: a sync ends the pipeline's aborted
+        state (the errors it reports are that failure's), so that the ROLLBACK TO runs. What
+        was queued before the savepoint came in; what was queued in it is dropped with it."""
+        if self._pipeline is not None:
+            with suppress(Exception):
+                self._pipeline.sync()
+        queued, self._queued, self._failed = [*self._failed, *self._queued], [], []
+        for pending in queued:
+            pending.ready = True
+        for pending in queued:
+            if pending.serial < since and pending.then is not None:
+                # Came in, unless it failed itself: then the ROLLBACK TO fails too, later.
+                with suppress(Exception):
+                    pending.then(pending.rows())
 
-__all__ = ["Pending", "PgPipeline"]
+
+__all__ = ["OPTION", "Pending", "PgPipeline", "pipeline_of"]

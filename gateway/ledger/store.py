@@ -213,16 +213,11 @@ class LedgerUnitOfWork(SqlUnitOfWork):
 
     pipelined = True
     ledger: SqlLedgerRepository
+    outbox: OutboxRepository
 
     def _bind(self, conn: Connection) -> None:
         self.ledger = SqlLedgerRepository(conn, pipeline=self.pg)
-        self._outbox = OutboxRepository(conn)
-
-    @property
-    def outbox(self) -> OutboxRepository:
-        if self.pg is not None:
-            self.pg.settle()  # the outbox's statements are SQLAlchemy's
-        return self._outbox
+        self.outbox = OutboxRepository(conn)  # its add() queues in the pipeline too
 
 
 __all__ = [

@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,6 +25,7 @@ from gateway.db import (
     SqlUnitOfWork,
     autoincrement_field,
     partial_index,
+    pipeline_of,
     table_of,
     utc_field,
     utcnow,
@@ -94,9 +95,34 @@ class OutboxRepository:
         event_id: str | None = None,
         now: datetime | None = None,
     ) -> str:
-        """Queue a message in the caller's transaction; returns its event id."""
+        """Queue a message in the caller's transaction; returns its event id.
+
+        In a unit of work's PostgreSQL pipeline (``gateway.db.pipeline_of``) the insert is
+        queued with the transaction's other statements, no round trip of its own; a claimed
+        message gets its row id from the sync that brings it, by the commit at the latest."""
         now = now or utcnow()
         event_id = event_id or uuid.uuid4().hex
+        pipe = pipeline_of(self.conn)
+        if pipe is not None:
+            locked_until = None if self.claim_for is None else now + self.claim_for
+            params = (event_id, topic, destination, payload, headers, now, now, locked_until)
+            sql = (
+                "INSERT INTO outbox (event_id, topic, destination, payload, headers, created_at,"
+                " available_at, locked_until, attempts) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 0)"
+            )
+            if locked_until is None:
+                pipe.execute(sql, params)
+                return event_id
+            message = OutboxMessage(0, event_id, topic, destination, payload, headers, 0, now)
+            claimed, index = self.claimed, len(self.claimed)
+            claimed.append(message)
+
+            def numbered(rows: list[tuple[int]]) -> None:
+                if index < len(claimed) and claimed[index] is message:  # not rolled back
+                    claimed[index] = replace(message, id=int(rows[0][0]))
+
+            pipe.query(sql + " RETURNING id", params, then=numbered)
+            return event_id
         row = {
             "event_id": event_id,
             "topic": topic,

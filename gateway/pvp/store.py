@@ -437,6 +437,7 @@ class PvPUnitOfWork(SqlUnitOfWork):
 
     pipelined = True
     ledger: SqlLedgerRepository
+    outbox: OutboxRepository
     pvp: SqlPvPRepository
 
     def __init__(
@@ -450,20 +451,14 @@ class PvPUnitOfWork(SqlUnitOfWork):
         self.ledger = SqlLedgerRepository(conn, pipeline=self.pg)
         # With claim_outbound_for, queued messages are claimed for the caller, which sends
         # them itself once this commits (see OutboxRepository).
-        self._outbox = OutboxRepository(conn, claim_for=self.claim_outbound_for)
-        self._claimed = self._outbox.claimed
+        self.outbox = OutboxRepository(conn, claim_for=self.claim_outbound_for)
+        self._claimed = self.outbox.claimed
         if self.pg is None:
             self.pvp = SqlPvPRepository(conn)
         else:
             from gateway.pvp.pgstore import PgPvPRepository  # it builds on this module
 
             self.pvp = PgPvPRepository(conn, self.pg)
-
-    @property
-    def outbox(self) -> OutboxRepository:
-        if self.pg is not None:
-            self.pg.settle()  # the outbox's statements are SQLAlchemy's
-        return self._outbox
 
     @property
     def claimed(self) -> list[OutboxMessage]:
@@ -476,13 +471,13 @@ class PvPUnitOfWork(SqlUnitOfWork):
     def savepoint(self) -> Iterator[None]:
         """A nested transaction: leaving it by an exception undoes only what it did, in the
         database and here (the messages it claimed for sending, the legs it made final)."""
-        claimed, finished = len(self._outbox.claimed), len(self.pvp.finished)
+        claimed, finished = len(self.outbox.claimed), len(self.pvp.finished)
         held = self.pvp.snapshot()
         try:
             with fastsql.savepoint(self.conn) if self.pg is None else self.pg.savepoint():
                 yield
         except BaseException:
-            del self._outbox.claimed[claimed:]
+            del self.outbox.claimed[claimed:]
             del self.pvp.finished[finished:]
             self.pvp.restore(held)
             raise

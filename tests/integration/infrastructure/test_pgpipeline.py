@@ -1,0 +1,178 @@
+"""A unit of work's statements in one psycopg pipeline on PostgreSQL (``gateway/pgpipeline.py``):
+what is queued is seen by the next read and committed with the COMMIT, a savepoint that fails
+undoes only its own statements, failures reported late still fail the transaction, and the
+connection goes back to the pool as it was lent."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from gateway.db import PgPipeline, SqlUnitOfWork, pipeline_of
+from gateway.messaging.outbox import OutboxRepository, outbox_t
+from tests.support.databases import migrated_engine
+
+pytestmark = pytest.mark.postgres
+
+NOW = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
+
+
+class _Uow(SqlUnitOfWork):
+    pipelined = True
+    outbox: OutboxRepository
+
+    def _bind(self, conn: Connection) -> None:
+        self.outbox = OutboxRepository(conn, claim_for=timedelta(seconds=30))
+
+
+@pytest.fixture
+def engine(pg_url: str) -> Iterator[Engine]:
+    eng = migrated_engine(pg_url)
+    with eng.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    yield eng
+    eng.dispose()
+
+
+def _insert(pg: PgPipeline, *rows: tuple[int | None, str]) -> None:
+    for row in rows:
+        pg.execute("INSERT INTO t VALUES (%s, %s)", row)
+
+
+def _in_savepoint(
+    pg: PgPipeline, *rows: tuple[int, str], outbox: OutboxRepository | None = None
+) -> None:
+    """Inserts ``rows`` in a savepoint (and an outbox row first), then waits for them: a
+    duplicate key is reported inside the block."""
+    with pg.savepoint():
+        if outbox is not None:
+            outbox.add("topic", b"undone", event_id="undone", now=NOW)
+        _insert(pg, *rows)
+        pg.fetch("SELECT 1")
+
+
+def _refused_in_savepoint(pg: PgPipeline) -> None:
+    with pg.savepoint():
+        _insert(pg, (3, "c"))
+        raise ValueError("refused")
+
+
+def _commit_duplicate(uow: _Uow) -> None:
+    with uow:
+        assert uow.pg is not None
+        _insert(uow.pg, (1, "a"), (None, "no id"), (2, "b"))
+        uow.commit()
+
+
+def _rows(engine: Engine) -> list[tuple[int, str]]:
+    with engine.connect() as conn:
+        return [(r[0], r[1]) for r in conn.exec_driver_sql("SELECT id, v FROM t ORDER BY id")]
+
+
+def test_queued_writes_are_read_back_and_committed_with_the_commit(engine: Engine) -> None:
+    uow = _Uow(engine)
+    with uow:
+        pg = uow.pg
+        assert pg is not None and pipeline_of(uow.conn) is pg
+        pg.execute("INSERT INTO t VALUES (%s, %s)", (1, "a"))
+        pg.execute("INSERT INTO t VALUES (%s, %s)", (2, "b"))
+        assert pg.fetch("SELECT count(*) FROM t") == [(2,)]
+        pg.execute("UPDATE t SET v = %s WHERE id = %s", ("c", 2))
+        uow.commit()
+    assert _rows(engine) == [(1, "a"), (2, "c")]
+
+
+def test_nothing_is_kept_without_the_commit(engine: Engine) -> None:
+    uow = _Uow(engine)
+    with uow:
+        assert uow.pg is not None
+        uow.pg.execute("INSERT INTO t VALUES (%s, %s)", (1, "a"))
+        assert uow.pg.fetch("SELECT count(*) FROM t") == [(1,)]
+    assert _rows(engine) == []
+
+
+def test_a_write_that_fails_fails_the_commit_whenever_it_is_reported(engine: Engine) -> None:
+    with pytest.raises(IntegrityError):
+        _commit_duplicate(_Uow(engine))
+    assert _rows(engine) == []
+
+
+def test_a_savepoint_that_fails_undoes_only_its_own_statements(engine: Engine) -> None:
+    uow = _Uow(engine)
+    with uow:
+        pg = uow.pg
+        assert pg is not None
+        _insert(pg, (1, "a"))
+        with pytest.raises(IntegrityError):
+            _in_savepoint(pg, (2, "b"), (1, "again"))
+        with pytest.raises(ValueError, match="refused"):
+            _refused_in_savepoint(pg)
+        _insert(pg, (4, "d"))
+        uow.commit()
+    assert _rows(engine) == [(1, "a"), (4, "d")]
+
+
+def test_claimed_outbox_rows_get_their_ids_by_the_commit_and_not_from_a_failed_block(
+    engine: Engine,
+) -> None:
+    uow = _Uow(engine)
+    with uow:
+        pg = uow.pg
+        assert pg is not None
+        uow.outbox.add("topic", b"kept", event_id="kept", now=NOW)
+        with pytest.raises(IntegrityError):
+            _in_savepoint(pg, (1, "a"), (1, "again"), outbox=uow.outbox)
+        del uow.outbox.claimed[1:]  # as the PvP unit of work's savepoint does
+        uow.outbox.add("topic", b"after", event_id="after", now=NOW)
+        uow.commit()
+    with engine.connect() as conn:
+        ids = dict(conn.execute(sa.select(outbox_t.c.event_id, outbox_t.c.id)).all())
+    assert set(ids) == {"kept", "after"}
+    assert [(m.event_id, m.id) for m in uow.outbox.claimed] == [
+        ("kept", ids["kept"]),
+        ("after", ids["after"]),
+    ]
+
+
+def test_the_connection_goes_back_out_of_autocommit_mode(engine: Engine) -> None:
+    for commit in (True, False):
+        uow = _Uow(engine)
+        with uow:
+            assert uow.pg is not None
+            uow.pg.execute("INSERT INTO t VALUES (%s, %s)", (1, "a"))
+            driver = uow.pg.conn.connection.driver_connection
+            assert driver is not None and driver.autocommit  # our BEGIN, queued
+            if commit:
+                uow.commit()
+        assert not driver.autocommit
+        with engine.begin() as conn:  # the same pooled connection, as SQLAlchemy lends it
+            conn.exec_driver_sql("DELETE FROM t")
+            conn.exec_driver_sql("INSERT INTO t VALUES (9, 'z')")
+            conn.rollback()
+        assert _rows(engine) == ([(1, "a")] if commit else [])
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DELETE FROM t")
+
+
+def test_sqlalchemy_statements_wait_for_what_is_queued(engine: Engine) -> None:
+    uow = _Uow(engine)
+    with uow:
+        assert uow.pg is not None
+        uow.pg.execute("INSERT INTO t VALUES (%s, %s)", (1, "a"))
+        assert uow.conn.exec_driver_sql("SELECT v FROM t").scalar_one() == "a"
+        uow.pg.execute("INSERT INTO t VALUES (%s, %s)", (2, "b"))
+        uow.commit()
+    assert _rows(engine) == [(1, "a"), (2, "b")]
+
+
+def test_a_unit_of_work_that_is_not_pipelined_has_none(engine: Engine) -> None:
+    uow = SqlUnitOfWork(engine)
+    with uow:
+        assert uow.pg is None and pipeline_of(uow.conn) is None
+    with pytest.raises(DBAPIError), uow:
+        uow.conn.exec_driver_sql("SELECT * FROM no_such_table")
