@@ -338,7 +338,8 @@ class PvPSettings(_Section):
     inbox_batch: int = 32
     """Most inbound messages a worker applies in one transaction (it takes what is queued)."""
     dispatchers: int = 4
-    """Threads sending outbox rows to the connector as soon as they are committed."""
+    """Threads of the connector's outbox lane: they send what the threads that queued it may
+    not send themselves, and what the outbox dispatcher claims (retries, what a crash left)."""
     http_timeout_seconds: float = 5.0
     http_max_connections: int = 32
     inbox_retry_after_seconds: float = 5.0

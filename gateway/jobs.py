@@ -21,6 +21,7 @@ from gateway.db import utcnow
 from gateway.errors import GatewayError
 from gateway.ledger import service as ledger
 from gateway.ledger.store import LedgerUnitOfWork
+from gateway.messaging.lanes import LaneSettings
 from gateway.messaging.outbox import OutboxDispatcher, Sender
 from gateway.pvp.runtime import PvPRuntime
 from gateway.stablecoin import endpoints_service, watcher, webhooks
@@ -29,6 +30,10 @@ from gateway.stablecoin.runtime import Stablecoin
 from gateway.stablecoin.store import StablecoinUnitOfWork
 
 log = logging.getLogger(__name__)
+
+_LANE = LaneSettings(threads=2)
+"""The outbox job's lanes, one per destination host (an exchange's webhook endpoints): a
+slow or unreachable endpoint holds up its own deliveries only."""
 
 
 class FailureLog:
@@ -121,7 +126,7 @@ class Jobs:
                     settings.stablecoin.webhook_timeout_seconds,
                 ),
             )
-        self.dispatcher = OutboxDispatcher(engine, senders, clock=clock)
+        self.dispatcher = OutboxDispatcher(engine, senders, clock=clock, name="jobs", lanes=_LANE)
         self._names = ["ledger.expire_locks", "outbox.dispatch"]
         self.witness_transport: witnessing.HttpTransport | None = None
         self.scheduler = BackgroundScheduler(daemon=True)
@@ -154,7 +159,8 @@ class Jobs:
         return len(ledger.expire_locks(LedgerUnitOfWork(self.engine)))
 
     def dispatch_outbox(self) -> int:
-        return self.dispatcher.run_once()
+        """Hand what is due to the lanes of its destinations; how many rows."""
+        return self.dispatcher.dispatch()
 
     def _stablecoin_uow(
         self, *, readonly: bool = False, snapshot: bool = False
@@ -260,6 +266,7 @@ class Jobs:
     def stop(self) -> None:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
+        self.dispatcher.stop()  # the lanes deliver what is queued, then their deliveries recorded
         if self.witness_transport is not None:
             self.witness_transport.close()
         for name in self._names:

@@ -4,6 +4,11 @@ state change that causes them, and delivered afterwards, at least once, with bac
 A row is claimed by a dispatcher with a lease (``locked_until``): on PostgreSQL several
 replicas poll with ``FOR UPDATE SKIP LOCKED``, and a dispatcher that dies mid-delivery loses
 its lease, so the row is retried. Receivers deduplicate by ``event_id``.
+
+Delivery is the engine both parties share (:mod:`gateway.messaging.delivery`): this module
+gives it the gateway's rows (:class:`LeasedRows`: claimed with a lease, recorded with
+``sent_at``) and their transmission (the sender of each row's topic), as
+:class:`OutboxDispatcher`.
 """
 
 from __future__ import annotations
@@ -12,10 +17,9 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -30,6 +34,8 @@ from gateway.db import (
     utc_field,
     utcnow,
 )
+from gateway.messaging.delivery import Backoff, DeliveryEngine, Outcome, Recording, Sent
+from gateway.messaging.lanes import Lane, LaneSettings
 from gateway.sqlite.fastsql import run
 from gateway.sqlite.walsync import NO_SYNC
 
@@ -158,41 +164,49 @@ class OutboxUnitOfWork(SqlUnitOfWork):
 Sender = Callable[[OutboxMessage], None]
 """Delivers one message; raises to have it retried later."""
 
+_BACKOFF = Backoff(base=0.05, cap=60.0)
+_ONE_LANE_THREAD = LaneSettings()
+
 
 def backoff(attempts: int, base: float = 0.05, cap: float = 60.0) -> timedelta:
-    return timedelta(seconds=min(cap, base * 2 ** max(0, attempts - 1)))
+    return timedelta(seconds=Backoff(base, cap).after(attempts))
 
 
-class OutboxDispatcher:
-    """Claims due messages, hands each to the sender of its topic, records the outcome."""
+def lane_of(destination: str) -> str:
+    """The lane of a destination URL: its host and port (``""`` for none). The connector's
+    messages share one lane, each exchange's webhook endpoint host has its own."""
+    parts = destination.split("/", 3)
+    return parts[2] if len(parts) > 2 else ""
+
+
+class LeasedRows:
+    """The gateway's outbox rows for :class:`~gateway.messaging.delivery.DeliveryEngine`:
+    claimed with a lease written in the row (``locked_until``; on PostgreSQL ``FOR UPDATE
+    SKIP LOCKED``, so replicas claim different rows), recorded with ``sent_at``.
+
+    A row this process claimed stays held here until recorded or due again: claimed again
+    once its lease has passed (still queued behind a slow destination, say), its lease is
+    renewed but it is not handed out twice."""
 
     def __init__(
         self,
         engine: Engine,
-        senders: Mapping[str, Sender],
+        topics: list[str],
         *,
-        lease: timedelta = timedelta(seconds=30),
-        batch: int = 50,
-        clock: Callable[[], datetime] = utcnow,
-        record_within: float = 0.0,
-        monotonic: Callable[[], float] = time.monotonic,
+        lease: timedelta,
+        batch: int,
+        clock: Callable[[], datetime],
     ) -> None:
         self.engine = engine
-        self.senders = dict(senders)
         self.lease = lease
         self.batch = batch
         self.clock = clock  # the times written: claims, backoff, sent_at
-        self.monotonic = monotonic  # the seconds deliveries wait to be recorded (record_within)
-        # Deliveries are recorded at most this many seconds late, several in one transaction
-        # (see deliver); 0: each call of deliver records its own at once.
-        self.record_within = record_within
-        self._unrecorded: list[dict[str, Any]] = []
-        self._unrecorded_since = 0.0
-        self._unrecorded_lock = threading.Lock()
+        self._held: set[int] = set()
+        self._held_lock = threading.Lock()
         # Built once: a statement reused with bind parameters skips SQLAlchemy's per-call
         # construction and cache-key work (several times the cost of executing it). The
         # topics are a parameter too: a literal IN list sent fastsql back to SQLAlchemy.
-        self._topics = sorted(self.senders)
+        self.topics = sorted(topics)
         now: sa.BindParameter[datetime] = sa.bindparam("now")
         due = (
             outbox_t.select()
@@ -213,6 +227,145 @@ class OutboxDispatcher:
         )
         self._record = outbox_t.update().where(outbox_t.c.id == sa.bindparam("k_id"))
 
+    def claim_due(self) -> tuple[list[OutboxMessage], bool]:
+        now = self.clock()
+        with self.engine.begin() as conn:
+            q = self._due["sqlite" if conn.dialect.name == "sqlite" else "other"]
+            rows = list(run(conn, q, {"now": now, "topics": self.topics}))
+            if rows:
+                run(conn, self._lock, {"ids": [r.id for r in rows], "until": now + self.lease})
+        with self._held_lock:
+            claimed = [
+                OutboxMessage(
+                    id=r.id,
+                    event_id=r.event_id,
+                    topic=r.topic,
+                    destination=r.destination,
+                    payload=r.payload,
+                    headers=r.headers,
+                    attempts=r.attempts,
+                    created_at=r.created_at,
+                )
+                for r in rows
+                if r.id not in self._held
+            ]
+            self._held.update(msg.id for msg in claimed)
+        return claimed, len(rows) == self.batch
+
+    def release(self, rows: Sequence[OutboxMessage]) -> None:
+        # Due again: their claim was ended when they were rescheduled.
+        self._let_go(rows)
+
+    def _let_go(self, rows: Sequence[OutboxMessage]) -> None:
+        with self._held_lock:
+            self._held.difference_update(msg.id for msg in rows)
+
+    def record_sent(self, sent: Sequence[Sent[OutboxMessage]]) -> None:
+        records = [
+            {
+                "k_id": s.row.id,
+                "attempts": s.row.attempts + 1,
+                "sent_at": s.at,
+                "locked_until": None,
+            }
+            for s in sent
+        ]
+        with self.engine.begin() as conn:
+            # Lost in a crash, they are sent again: the commit need not wait for an fsync.
+            conn.execution_options(**{NO_SYNC: True})
+            run(conn, self._record, records)
+        self._let_go([s.row for s in sent])
+
+    def reschedule(
+        self, row: OutboxMessage, delay: float, attempts: int, error: str, batch: None
+    ) -> None:
+        again = {
+            "k_id": row.id,
+            "attempts": attempts,
+            "available_at": self.clock() + timedelta(seconds=delay),
+            "locked_until": None,
+            "last_error": error[:1000],
+        }
+        with self.engine.begin() as conn:
+            conn.execution_options(**{NO_SYNC: True})  # lost, the claim runs out: retried
+            run(conn, self._record, again)
+
+    def lane_of(self, row: OutboxMessage) -> str:
+        return lane_of(row.destination)
+
+    def label(self, row: OutboxMessage) -> str:
+        return f"{row.topic} {row.event_id}"
+
+    def now(self) -> datetime:
+        return self.clock()
+
+    def release_leases(self) -> int:
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                outbox_t.update()
+                .where(
+                    outbox_t.c.sent_at.is_(None),
+                    outbox_t.c.locked_until.is_not(None),
+                    outbox_t.c.topic.in_(self.topics),
+                )
+                .values(locked_until=None)
+            )
+        return int(result.rowcount or 0)
+
+
+class _TopicSenders:
+    """Transmits a row with the sender of its topic."""
+
+    def __init__(self, senders: Mapping[str, Sender]) -> None:
+        self.senders = senders
+
+    def transmit(self, row: OutboxMessage, lane: Lane[OutboxMessage], batch: None) -> Outcome:
+        self.senders[row.topic](row)
+        return "sent"
+
+
+class OutboxDispatcher:
+    """The gateway's outbox on the delivery engine (:mod:`gateway.messaging.delivery`): claims
+    due messages, hands each to the sender of its topic, records the outcome.
+
+    Driven three ways: :meth:`run_once` claims and delivers on the calling thread;
+    :meth:`dispatch` (the scheduled job) claims and hands the rows to the lanes of their
+    destinations, so that a slow endpoint holds up its own rows only; :meth:`start` runs the
+    engine's dispatcher thread (the PvP runtime), woken by :meth:`wake`. Rows a writer claimed
+    in its own transaction are delivered by it (:meth:`deliver`) or handed to the lanes
+    (:meth:`hand_out`)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        senders: Mapping[str, Sender],
+        *,
+        lease: timedelta = timedelta(seconds=30),
+        batch: int = 50,
+        clock: Callable[[], datetime] = utcnow,
+        record_within: float = 0.0,
+        monotonic: Callable[[], float] = time.monotonic,
+        name: str = "gateway",
+        lanes: LaneSettings = _ONE_LANE_THREAD,
+        poll: float = 0.2,
+    ) -> None:
+        self.engine = engine
+        self.senders = dict(senders)
+        self.lease = lease
+        self.rows = LeasedRows(engine, list(self.senders), lease=lease, batch=batch, clock=clock)
+        # Deliveries are recorded at most record_within seconds late, several in one
+        # transaction; 0: each as it is reported.
+        self.delivery: DeliveryEngine[OutboxMessage, None] = DeliveryEngine(
+            name,
+            self.rows,
+            _TopicSenders(self.senders),
+            lanes=lanes,
+            recording=Recording(within=record_within),
+            backoff=_BACKOFF,
+            poll=poll,
+            monotonic=monotonic,
+        )
+
     def release_leases(self) -> int:
         """Free the claims left on this dispatcher's topics by a process that died between
         claiming rows and recording their delivery (otherwise they wait out the lease).
@@ -220,17 +373,7 @@ class OutboxDispatcher:
         Only for a process that is the sole dispatcher of these topics, before it starts
         dispatching: the embedded SQLite deployment (one server per database file). With
         PostgreSQL replicas a claim may belong to a live peer, so leases just expire."""
-        with self.engine.begin() as conn:
-            result = conn.execute(
-                outbox_t.update()
-                .where(
-                    outbox_t.c.sent_at.is_(None),
-                    outbox_t.c.locked_until.is_not(None),
-                    outbox_t.c.topic.in_(list(self.senders)),
-                )
-                .values(locked_until=None)
-            )
-        return int(result.rowcount or 0)
+        return self.rows.release_leases()
 
     def release_leases_at_start(self) -> int:
         """:meth:`release_leases` where this process is the sole dispatcher of its topics,
@@ -243,114 +386,59 @@ class OutboxDispatcher:
             log.info(
                 "outbox: %d claim(s) of an earlier run released (%s)",
                 released,
-                ", ".join(self._topics),
+                ", ".join(self.rows.topics),
             )
         return released
 
-    def _claim(self) -> list[OutboxMessage]:
-        now = self.clock()
-        with self.engine.begin() as conn:
-            q = self._due["sqlite" if conn.dialect.name == "sqlite" else "other"]
-            rows = list(run(conn, q, {"now": now, "topics": self._topics}))
-            if rows:
-                run(conn, self._lock, {"ids": [r.id for r in rows], "until": now + self.lease})
-        return [
-            OutboxMessage(
-                id=r.id,
-                event_id=r.event_id,
-                topic=r.topic,
-                destination=r.destination,
-                payload=r.payload,
-                headers=r.headers,
-                attempts=r.attempts,
-                created_at=r.created_at,
-            )
-            for r in rows
-        ]
-
     def run_once(self) -> int:
-        """Deliver what is due; returns how many were delivered."""
+        """Deliver what is due on this thread; returns how many were delivered."""
         self.record_delivered()
-        return self.deliver(self._claim())
+        claimed, _ = self.rows.claim_due()
+        return self.deliver(claimed)
+
+    def dispatch(self) -> int:
+        """Record what waits, claim what is due and hand it to the lanes; how many."""
+        self.record_delivered()
+        return self.delivery.dispatch()
+
+    def deliver(self, claimed: list[OutboxMessage]) -> int:
+        """Send messages claimed by the caller, on this thread; returns how many were
+        delivered.
+
+        Deliveries are recorded together, several in one transaction (one commit instead of
+        one per message), at most ``record_within`` seconds late: by the dispatcher thread
+        while it runs, else by whoever delivers or polls next (:meth:`run_once`), and by
+        :meth:`stop`. Still claimed meanwhile, they are not sent again; a crash in between
+        only means delivered messages are sent again once their lease expires: delivery is
+        at least once, and receivers deduplicate by ``event_id``. A failure is recorded at
+        once: it ends the claim early, for a retry after the backoff."""
+        return self.delivery.deliver_here(claimed)
+
+    def hand_out(self, claimed: list[OutboxMessage]) -> int:
+        """Messages claimed by the caller, to the lanes of their destinations."""
+        return self.delivery.hand_out(claimed)
 
     def record_delivered(self) -> int:
         """Record the deliveries not recorded yet (see ``record_within``); how many."""
-        with self._unrecorded_lock:
-            rows, self._unrecorded = self._unrecorded, []
-        self._record_outcomes(rows, [])
-        return len(rows)
+        return self.delivery.record(force=True)
 
-    def _record_outcomes(self, sent: list[dict[str, Any]], failed: list[dict[str, Any]]) -> None:
-        if sent or failed:
-            with self.engine.begin() as conn:
-                # Lost in a crash, they are sent again: the commit need not wait for an fsync.
-                conn.execution_options(**{NO_SYNC: True})
-                for rows in (sent, failed):
-                    if rows:
-                        run(conn, self._record, rows)
+    def start(self, thread_name: str) -> None:
+        """Run the engine's dispatcher: woken by :meth:`wake`, polling for retries."""
+        self.delivery.start(thread_name)
 
-    def deliver(self, claimed: list[OutboxMessage]) -> int:
-        """Send messages claimed by the caller and record the outcomes; returns how many
-        were delivered.
+    def wake(self) -> None:
+        """A transaction that queued messages for the dispatcher has committed."""
+        self.delivery.wake()
 
-        The outcomes are recorded together, in one transaction after the last delivery (one
-        commit instead of one per message). A crash in between only means delivered messages
-        are sent again once their lease expires: delivery is at least once, and receivers
-        deduplicate by ``event_id``.
-
-        With ``record_within`` > 0, deliveries wait up to that long to be recorded together
-        with later ones (at low rates, one message per call: one transaction each otherwise);
-        still claimed meanwhile, they are not sent again. Whoever delivers or polls next
-        (:meth:`run_once`) records them once they are due, and :meth:`record_delivered`
-        at shutdown. Failures are recorded at once: they end the claim early, for a retry."""
-        delivered = 0
-        sent: list[dict[str, Any]] = []
-        failed: list[dict[str, Any]] = []
-        for msg in claimed:
-            try:
-                self.senders[msg.topic](msg)
-            except Exception as exc:  # any failure of the far side: retry with backoff
-                attempts = msg.attempts + 1
-                log.warning(
-                    "outbox %s %s attempt %d failed: %s", msg.topic, msg.event_id, attempts, exc
-                )
-                failed.append(
-                    {
-                        "k_id": msg.id,
-                        "attempts": attempts,
-                        "available_at": self.clock() + backoff(attempts),
-                        "locked_until": None,
-                        "last_error": str(exc)[:1000],
-                    }
-                )
-            else:
-                delivered += 1
-                sent.append(
-                    {
-                        "k_id": msg.id,
-                        "attempts": msg.attempts + 1,
-                        "sent_at": self.clock(),
-                        "locked_until": None,
-                    }
-                )
-        if self.record_within > 0:
-            now = self.monotonic()
-            with self._unrecorded_lock:
-                if sent and not self._unrecorded:
-                    self._unrecorded_since = now
-                self._unrecorded += sent
-                due = bool(failed) or (
-                    bool(self._unrecorded) and now - self._unrecorded_since >= self.record_within
-                )
-                if due:
-                    sent, self._unrecorded = self._unrecorded, []
-                else:
-                    sent = []
-        self._record_outcomes(sent, failed)
-        return delivered
+    def stop(self) -> None:
+        """Stop the dispatcher and the lanes, and record what they delivered."""
+        self.delivery.stop()
+        self.delivery.join()
+        self.delivery.stop_lanes()
 
 
 __all__ = [
+    "LeasedRows",
     "OutboxDispatcher",
     "OutboxMessage",
     "OutboxRepository",
@@ -358,4 +446,5 @@ __all__ = [
     "OutboxUnitOfWork",
     "Sender",
     "backoff",
+    "lane_of",
 ]

@@ -14,9 +14,10 @@ The path of one message the connector posts, by calls:
    a signed admi.002); the batcher sends them.
 4. Then, on the same thread, :meth:`PvPRuntime._after_reception`: the replies the reception
    claimed go to the connector (:meth:`PvPRuntime._send` -> ``OutboxDispatcher.deliver`` ->
-   :meth:`PvPRuntime.send_iso`), or to a dispatcher when this thread may not wait on a post;
-   a message stored but not applied is processed here (:meth:`PvPRuntime.process_batch`)
-   when it is alone and the workers are idle, else it is queued for the inbox workers.
+   :meth:`PvPRuntime.send_iso`), or to the connector's lane when this thread may not wait on
+   a post; a message stored but not applied is processed here
+   (:meth:`PvPRuntime.process_batch`) when it is alone and the workers are idle, else it is
+   queued for the inbox workers.
 5. :meth:`PvPRuntime.process_batch` (here, or on an inbox worker) calls
    :func:`gateway.pvp.inbox.process_items` (the handlers again, one commit for the batch)
    and sends the replies it claimed with :meth:`PvPRuntime._send`.
@@ -32,14 +33,14 @@ The threads:
   then periodically from ``gateway.jobs``: what a crash or a failure left behind). A worker
   takes every item queued at that moment (up to ``pvp.inbox_batch``) into one transaction; a
   row lock on the inbox item makes double processing harmless.
-- Outbox dispatchers send what no thread claimed: the other use cases' messages
-  (:meth:`PvPRuntime.instruct`, :meth:`PvPRuntime.resolve`,
-  :meth:`PvPRuntime.check_deadlines`), retries, and replies handed over. Each
-  :meth:`PvPRuntime.wake_dispatcher` wakes one of them (not all: every wake-up costs a claim
-  transaction, and with four dispatchers woken per message most of the gateway's CPU at low
-  rates went to empty claims), which then drains what is due. One dispatcher also polls
-  every ``idle`` seconds for retries whose backoff has passed; the others only as a safety
-  net, ``idle`` x 25.
+- The outbox (``gateway.messaging.delivery``, one engine with the connector's): the lane of
+  the connector, ``pvp.dispatchers`` threads, sends what a thread claimed but may not wait
+  to send, and what the other use cases queued (:meth:`PvPRuntime.instruct`,
+  :meth:`PvPRuntime.resolve`, :meth:`PvPRuntime.check_deadlines`: claimed in their
+  transaction and handed to the lane after the commit, no claim transaction of a
+  dispatcher's). The dispatcher thread (``pvp-outbox``) claims what no thread holds (retries
+  whose backoff has passed, what a crash left), when :meth:`PvPRuntime.wake_dispatcher` wakes
+  it and every ``idle`` seconds, and records deliveries, several in one transaction.
 - One pooled :class:`gateway.messaging.posting.Poster` talks to the connector.
 """
 
@@ -60,6 +61,7 @@ from sqlalchemy.engine import Engine
 
 from gateway.config import Settings
 from gateway.iso20022 import Message, MessageRejected
+from gateway.messaging.lanes import LaneSettings
 from gateway.messaging.outbox import OutboxDispatcher, OutboxMessage
 from gateway.messaging.posting import Poster, PostFailed
 from gateway.messaging.queues import Answered, Batcher, take_queued
@@ -123,9 +125,6 @@ class PvPRuntime:
             threads=cfg.reception_threads,
             limit=32,
         )
-        self._outbox_cond = threading.Condition()
-        self._outbox_pending = 0
-        self._handed: queue.SimpleQueue[list[OutboxMessage]] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._started = False
@@ -141,6 +140,15 @@ class PvPRuntime:
             # At low rates every reply is sent alone: recording each delivery in its own
             # transaction cost about one write transaction per message.
             record_within=0.05,
+            name="pvp",
+            # The connector is the one destination: its lane's threads send what the
+            # threads that claimed it may not, and what the dispatcher claims.
+            lanes=LaneSettings(
+                threads=max(1, cfg.dispatchers),
+                timeout=cfg.http_timeout_seconds,
+                max_connections=cfg.http_max_connections,
+            ),
+            poll=idle,
         )
 
     def uow(self) -> PvPUnitOfWork:
@@ -201,13 +209,14 @@ class PvPRuntime:
         """On a reception thread, after its answers went out: send the replies of what it
         applied, and process what it stored but did not apply, then send those replies;
         unless ``may_wait`` is false (the other reception threads are busy with replies of
-        their own: the connector's posts need one free, see Batcher). Then a dispatcher
-        sends the replies, and the workers process."""
+        their own: the connector's posts need one free, see Batcher). Then the connector's
+        lane sends the replies (still claimed: no dispatcher takes them meanwhile), and the
+        workers process."""
         if got.claimed:
             if may_wait:
                 self._send(got.claimed)
             else:
-                self._hand_to_dispatchers(got.claimed)
+                self.dispatcher.hand_out(got.claimed)
         if not got.inbox:
             return
         if self._processes_here(got.inbox, may_wait):
@@ -284,10 +293,9 @@ class PvPRuntime:
     # outbox ----------------------------------------------------------------
 
     def wake_dispatcher(self) -> None:
-        """Wake one outbox dispatcher: a transaction that queued a message has committed."""
-        with self._outbox_cond:
-            self._outbox_pending += 1
-            self._outbox_cond.notify()
+        """Wake the outbox dispatcher: a transaction that queued a message it did not claim
+        has committed."""
+        self.dispatcher.wake()
 
     def _send(self, claimed: list[OutboxMessage]) -> None:
         """Send messages this thread claimed in the transaction that queued them."""
@@ -298,33 +306,15 @@ class PvPRuntime:
                 log.exception("pvp: sending %d message(s) failed", len(claimed))
                 self.wake_dispatcher()
 
-    def _hand_to_dispatchers(self, claimed: list[OutboxMessage]) -> None:
-        """Messages this thread claimed but may not wait to send: a dispatcher sends them
-        (still claimed, no other dispatcher would until their lease ran out)."""
-        self._handed.put(claimed)
-        self.wake_dispatcher()
+    def _queueing_uow(self) -> PvPUnitOfWork:
+        """A unit of work whose messages go to the connector's lane once it commits (claimed
+        in its transaction: no dispatcher's claim, no wake-up of it), while the runtime runs;
+        stopped, left to the dispatcher, which finds them at start."""
+        return self._sending_uow() if self._started else self.uow()
 
-    def _dispatch(self, poll: float) -> None:
-        while not self._stop.is_set():
-            with self._outbox_cond:
-                if self._outbox_pending == 0:
-                    self._outbox_cond.wait(poll)
-                # What was notified so far is covered by the drain below; a commit during
-                # it wakes another dispatcher, or this one again.
-                self._outbox_pending = 0
-            if self._stop.is_set():
-                return
-            try:
-                while True:
-                    try:
-                        handed = self._handed.get_nowait()
-                    except queue.Empty:
-                        break
-                    self.dispatcher.deliver(handed)
-                while self.dispatcher.run_once() and not self._stop.is_set():
-                    pass
-            except Exception:
-                log.exception("pvp: outbox dispatch failed")
+    def _hand_out(self, uow: PvPUnitOfWork) -> None:
+        if uow.claim_outbound_for is not None and uow.claimed:
+            self.dispatcher.hand_out(uow.claimed)
 
     def send_iso(self, msg: OutboxMessage) -> None:
         try:
@@ -365,13 +355,13 @@ class PvPRuntime:
             return
         raise ConnectorRefused(f"HTTP {resp.status_code}: {resp.text[:300]}")
 
-    # use cases that leave their messages to a dispatcher ------------------
+    # use cases whose messages the connector's lane sends ------------------
 
     def instruct(self, inst: Instruction) -> tuple[Instruction, bool]:
         """A participant's instruction (``gateway.api.partner``); a new one is sent."""
-        stored, created = instructions.instruct(self.uow(), inst, self.ctx)
-        if created:
-            self.wake_dispatcher()
+        uow = self._queueing_uow()
+        stored, created = instructions.instruct(uow, inst, self.ctx)
+        self._hand_out(uow)
         return stored, created
 
     def resolve(
@@ -384,17 +374,18 @@ class PvPRuntime:
         fulfilment: str | None = None,
     ) -> list[Leg]:
         """An operator's decision (``gateway.api.partner``); the connector is told."""
+        uow = self._queueing_uow()
         done = instructions.resolve(
-            self.uow(), ref, action, reason, actor, self.ctx, fulfilment=fulfilment
+            uow, ref, action, reason, actor, self.ctx, fulfilment=fulfilment
         )
-        self.wake_dispatcher()
+        self._hand_out(uow)
         return done
 
     def check_deadlines(self) -> deadlines.DeadlineReport:
         """Scheduled (``gateway.jobs``): ask the connector about legs past their deadline."""
-        report = deadlines.check_deadlines(self.uow(), self.ctx)
-        if report.asked:
-            self.wake_dispatcher()
+        uow = self._queueing_uow()
+        report = deadlines.check_deadlines(uow, self.ctx)
+        self._hand_out(uow)
         return report
 
     # lifecycle -------------------------------------------------------------
@@ -408,12 +399,9 @@ class PvPRuntime:
             self.dispatcher.release_leases_at_start()
             for i in range(max(1, self.settings.pvp.workers)):
                 self._spawn(self._work, f"pvp-inbox-{i}")
-            for i in range(max(1, self.settings.pvp.dispatchers)):
-                poll = self.idle if i == 0 else self.idle * 25
-                self._spawn(lambda poll=poll: self._dispatch(poll), f"pvp-outbox-{i}")
+            self.dispatcher.start("pvp-outbox")
         self.reception.start()
         self.recover_inbox(everything=True)
-        self.wake_dispatcher()
 
     def _spawn(self, target: object, name: str) -> None:
         self._threads.append(start_thread(target, name))  # type: ignore[arg-type]
@@ -424,18 +412,17 @@ class PvPRuntime:
                 return
             self._started = False
             self._stop.set()
-            with self._outbox_cond:
-                self._outbox_cond.notify_all()
             for _ in self._threads:
                 self._inbox.put(None)
             for t in self._threads:
                 t.join(timeout=10)
             self._threads.clear()
-            try:
-                self.dispatcher.record_delivered()
-            except Exception:  # left claimed: sent again after the lease (or at restart)
-                log.exception("pvp: recording the last deliveries failed")
+            self.dispatcher.stop()  # what is queued is sent, what was sent recorded
         self.reception.stop()
+        try:
+            self.dispatcher.record_delivered()  # what the last receptions sent
+        except Exception:  # left claimed: sent again after the lease (or at restart)
+            log.exception("pvp: recording the last deliveries failed")
         self.client.close()
 
 

@@ -148,5 +148,5 @@ def test_gateway_pvp_statements_take_their_rows_by_key(
 def test_the_outbox_claim_searches_the_due_rows(gateway_db: tuple[Path, sa.Engine]) -> None:
     path, engine = gateway_db
     dispatcher = OutboxDispatcher(engine, {"a": lambda m: None, "b": lambda m: None})
-    plan = _plan(path, dispatcher._due["sqlite"], engine.dialect)
+    plan = _plan(path, dispatcher.rows._due["sqlite"], engine.dialect)
     assert "SCAN outbox USING INDEX ix_outbox_unsent" in plan, plan

@@ -334,20 +334,22 @@ def test_deliveries_recorded_late_share_a_transaction_and_are_never_sent_twice(
     assert sender.delivered == ["e1", "e2", "e3"]
     assert all(r.sent_at == T0 and r.locked_until is None for r in rows(engine))
 
-    # A failure is recorded at once (it ends the claim early, for a retry), with what waits.
+    # A failure is recorded at once (it ends the claim early, for a retry); what was
+    # delivered still waits.
     assert dispatcher.deliver(_queue_claimed(engine, lease, "e4")) == 1
     assert rows(engine)[3].sent_at is None
     sender.failures = 1
     assert dispatcher.deliver(_queue_claimed(engine, lease, "e5")) == 0
     by_event = {r.event_id: r for r in rows(engine)}
-    assert by_event["e4"].sent_at == T0 + lease
+    assert by_event["e4"].sent_at is None
     assert by_event["e5"].attempts == 1 and by_event["e5"].locked_until is None
     assert by_event["e5"].sent_at is None
 
     # At shutdown, what waits is recorded.
     assert dispatcher.deliver(_queue_claimed(engine, lease, "e6")) == 1
-    assert dispatcher.record_delivered() == 1
-    assert rows(engine)[5].sent_at == T0 + lease
+    assert dispatcher.record_delivered() == 2
+    by_event = {r.event_id: r for r in rows(engine)}
+    assert by_event["e4"].sent_at == by_event["e6"].sent_at == T0 + lease
 
 
 def test_deliveries_recorded_late_are_recorded_once_due_by_whoever_delivers_next(

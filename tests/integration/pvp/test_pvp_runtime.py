@@ -1,13 +1,15 @@
-"""The PvP runtime's threads: a committed outbox message wakes one dispatcher, not all; who
-processes a message that was just stored, and when; what a failed transaction sends."""
+"""The PvP runtime's threads: a wake-up of the outbox dispatcher is one claim; who processes
+a message that was just stored, and when, and who sends its reply; what a failed transaction
+sends."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -45,43 +47,41 @@ def _transactions_by_thread(engine: Engine, event: str) -> Iterator[list[str]]:
         sa.event.remove(engine, event, record)
 
 
-def _asleep(runtime: PvPRuntime) -> int:
-    """Dispatchers waiting to be woken (a woken one leaves the condition's waiters at once,
-    and comes back only once it has drained the outbox)."""
-    return len(runtime._outbox_cond._waiters)  # type: ignore[attr-defined]
-
-
-def test_each_wake_up_wakes_one_dispatcher(engine: Engine, tmp_path: Path) -> None:
+def test_each_wake_up_is_one_claim_and_lane_threads_never_claim(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """The outbox dispatcher claims when a commit that queued a message it did not claim wakes
+    it, or at its poll: one claim transaction per wake-up while it sleeps, fewer in a burst
+    (each claim costs a write transaction). The connector's lane threads only send."""
     settings = load_settings(
         environ={},
         data_dir=str(tmp_path / "data"),
         database={"url": str(engine.url)},
         pvp={"workers": 1, "dispatchers": 4},
     )
-    # No timed polls during the test: only wake-ups make dispatchers claim.
+    # No timed polls during the test: only wake-ups make the dispatcher claim.
     runtime = PvPRuntime(settings, engine, idle=30.0)
-    with _transactions_by_thread(engine, "begin") as begun:
+    with _transactions_by_thread(engine, "commit") as committed:
 
-        def claims() -> int:  # each drain of an empty outbox is one claim transaction
-            return sum(name.startswith("pvp-outbox-") for name in list(begun))
+        def claims() -> int:  # each look for due rows is one claim transaction
+            return sum(name == "pvp-outbox" for name in list(committed))
 
-        runtime.start()  # wakes one itself
+        runtime.start()  # its first round claims
         try:
-            _until(lambda: _asleep(runtime) == 4 and claims() >= 1)
+            _until(lambda: claims() >= 1)
             assert claims() == 1
             for i in range(5):
                 runtime.wake_dispatcher()
-                _until(lambda i=i: _asleep(runtime) == 4 and claims() >= 2 + i)  # type: ignore[misc]
-                # One empty claim per wake-up; waking all four cost four (and, in a burst, a
-                # write transaction each).
+                _until(lambda i=i: claims() >= 2 + i)  # type: ignore[misc]
                 assert claims() == 2 + i
             burst = 20
             for _ in range(burst):
                 runtime.wake_dispatcher()
-            _until(lambda: _asleep(runtime) == 4 and claims() > 6)
+            _until(lambda: claims() > 6)
             assert claims() <= 6 + burst
         finally:
             runtime.stop()
+    assert not [name for name in committed if name.startswith("pvp-send-")]
 
 
 def _inbox_rows(world: InProcessPvP) -> list[sa.Row[tuple[object, ...]]]:
@@ -253,27 +253,31 @@ def test_one_message_stored_alone_is_processed_by_the_thread_that_stored_it(
     assert not [n for n in committed if n.startswith("pvp-inbox-")]
 
 
-def test_replies_the_reception_thread_may_not_wait_to_send_go_to_a_dispatcher(
+def test_replies_the_reception_thread_may_not_wait_to_send_go_to_the_connectors_lane(
     world: InProcessPvP,
 ) -> None:
-    """Applied on receipt while every other reception thread waits on a post: the replies it
-    claimed are sent by an outbox dispatcher, not by this thread, and not left to their lease."""
-    runtime = world.runtime
-    sent_on: list[tuple[str, list[object]]] = []
+    """Applied on receipt while every other reception thread waits on a post: the reply it
+    claimed is sent by a thread of the connector's lane, not by this thread, and not left to
+    its lease (who delivered is seen through the delivery's watcher)."""
+    world.wallet("hsbk-dt", fund=1_000_000)
+    world.wallet("cbuae-dt")
+    delivered: list[tuple[str, str]] = []
     done = threading.Event()
 
-    def deliver(claimed: list[object]) -> int:
-        if claimed:  # a dispatcher's own poll delivers what it claimed, often nothing
-            sent_on.append((threading.current_thread().name, list(claimed)))
+    def watcher(event: str, rows: Sequence[Any], outcome: str) -> None:
+        if event == "delivered":
+            delivered.extend((threading.current_thread().name, outcome) for _ in rows)
             done.set()
-        return len(claimed)
 
-    runtime.dispatcher.deliver = deliver  # type: ignore[assignment,method-assign]
-    reply = object()
-    runtime._after_reception(Reception([], [], [reply]), False)  # type: ignore[list-item]
-    assert done.wait(5)
-    [(thread, claimed)] = sent_on
-    assert thread.startswith("pvp-outbox-") and claimed == [reply]
+    world.runtime.dispatcher.delivery.watch(watcher)
+    leg = Leg(uetr(), 1_000)
+    [answer], got = world.runtime.receive([world.pacs009(leg)], process=True)
+    assert answer.status == 202 and len(got.claimed) == 1
+    world.runtime._after_reception(got, False)
+    assert done.wait(10)
+    [(thread, outcome)] = delivered
+    world.connector.wait_status(leg.uetr, "ACSP")
+    assert thread.startswith("pvp-send-") and outcome == "sent"
 
 
 def test_a_reception_whose_envelopes_are_all_refused_has_nothing_to_send(
