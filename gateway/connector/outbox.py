@@ -74,6 +74,26 @@ def transaction(engine: Engine, within: Work | None = None) -> Iterator[Work]:
 
 
 @dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """An outbox row as delivery reads it (``store.SELECT_DUE_OUTBOX``,
+    ``SELECT_UNSENT_OUTBOX_BY_MSG_IDS``)."""
+
+    id: int
+    destination_bic: str
+    msg_def_id: str
+    msg_id: str
+    pvp_id: str | None
+    payload: bytes
+    attempts: int
+
+
+def outbox_row(r: Any) -> OutboxRow:
+    return OutboxRow(
+        r.id, r.destination_bic, r.msg_def_id, r.msg_id, r.pvp_id, r.payload, r.attempts
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Logged:
     """A message for the log of every PvP it concerns (its bytes are stored once)."""
 
@@ -186,12 +206,14 @@ class Outbox:
 __all__ = [
     "Logged",
     "Outbox",
+    "OutboxRow",
     "Outgoing",
     "PvPRef",
     "Step",
     "Work",
     "credit_transfer",
     "logged",
+    "outbox_row",
     "transaction",
     "write_log",
 ]

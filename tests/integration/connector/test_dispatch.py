@@ -4,7 +4,8 @@ rows (not at every wake-up), polls for retries, or runs batches.
 
 Deliveries are real: the DT network is an HTTP peer on 127.0.0.1 that accepts every message,
 the simulated bank is the connector's own; who handed out and delivered what is seen through
-the delivery's watcher (``Delivery.watch``)."""
+the delivery's watcher (``Delivery.watch``). When the dispatcher is woken is the engine's, on
+fakes: ``tests/unit/infrastructure/test_delivery.py``."""
 
 from __future__ import annotations
 
@@ -105,79 +106,44 @@ def _insert_trades(connector: Connector, n: int) -> list[str]:
 def test_only_commits_that_queued_rows_send_the_dispatcher_looking(tmp_path: Path) -> None:
     # No dispatcher: the flag is left for us to read.
     with _connector(tmp_path, threads=False) as connector:
-        connector.delivery._fresh = False
-        connector.delivery.committed([])  # a delivery finished, say: nothing new to look for
-        assert not connector.delivery._fresh
+        delivery = connector.delivery
+        delivery.engine._due = False
+        delivery.committed([])  # a delivery finished, say: nothing new to look for
+        assert not delivery.engine._due
 
         # A trade, committed on another thread (as the HTTP handlers do): its two pacs.009.
         body = Env.trade_body()
         worker = threading.Thread(target=connector.create_trade, args=(body,))
         worker.start()
         worker.join()
-        assert connector.delivery._fresh
+        assert delivery.engine._due
 
-        connector.delivery._fresh = False
-        assert connector.delivery.dispatch_due() == 2  # nothing in flight: still one prepared plan
-        assert (
-            connector.delivery._inflight and connector.delivery.dispatch_due() == 0
-        )  # in flight: not again
-        connector.delivery.committed([])
-        assert not connector.delivery._fresh
+        delivery.engine._due = False
+        assert delivery.dispatch_due() == 2  # nothing in flight: still one prepared plan
+        assert delivery.rows.ids and delivery.dispatch_due() == 0  # in flight: not again
+        delivery.committed([])
+        assert not delivery.engine._due
 
 
 def test_deliveries_are_recorded_together_and_stay_in_flight_until_then(tmp_path: Path) -> None:
     with _connector(tmp_path, threads=False) as connector:
         connector.create_trade(Env.trade_body())
-        due = {"now": now_ms(), "busy": [0], "limit": 10}
-        with store.reader(connector.engine) as conn:
-            rows = run(conn, store.SELECT_DUE_OUTBOX, due).all()
+        delivery = connector.delivery
+        rows, _ = delivery.rows.claim_due()  # in flight, as handed to the lanes, which report:
         assert len(rows) == 2
-        connector.delivery._inflight.update(
-            r.id for r in rows
-        )  # handed to the lanes, which report:
-        for row in rows:
-            connector.delivery._done.put((row, "sent"))
+        delivery.engine.report([(row, "sent") for row in rows])
 
-        connector.delivery._finish_delivered()  # just delivered: not recorded yet...
+        # Just delivered: not recorded yet (no dispatcher: the reporter records once due)...
+        due = {"now": now_ms(), "busy": [0], "limit": 10}
         with store.reader(connector.engine) as conn:
             assert [r.id for r in run(conn, store.SELECT_DUE_OUTBOX, due)] == [r.id for r in rows]
-        assert connector.delivery._inflight == {r.id for r in rows}  # ...so not handed out again
-        assert connector.delivery.dispatch_due() == 0
+        assert delivery.rows.ids == {r.id for r in rows}  # ...so not handed out again
+        assert delivery.dispatch_due() == 0
 
-        connector.delivery._finish_delivered(force=True)  # the next poll, or once 50 ms have passed
+        delivery.engine.record(force=True)  # the next poll, or once 50 ms have passed
         with store.reader(connector.engine) as conn:
             assert run(conn, store.SELECT_DUE_OUTBOX, due).all() == []
-        assert not connector.delivery._inflight
-
-
-def test_the_dispatcher_is_woken_only_when_it_would_not_look_soon(tmp_path: Path) -> None:
-    """Deliveries report to the dispatcher without waking it while it is about to record
-    anyway; a row to hand out again, or the first delivery while it sleeps long, wakes it. A
-    commit that queued nothing (unbatched) has nothing for it."""
-    with _connector(tmp_path, threads=False) as connector:
-        connector.create_trade(Env.trade_body())
-        due = {"now": now_ms(), "busy": [0], "limit": 10}
-        with store.reader(connector.engine) as conn:
-            row = run(conn, store.SELECT_DUE_OUTBOX, due).all()[0]  # a pacs.009
-        wake = connector.delivery._wake
-
-        wake.clear()
-        connector.delivery.committed([])  # a commit that queued nothing
-        assert not wake.is_set()
-
-        # Nothing waits to be recorded: it sleeps up to 0.2 s, and the first delivery wakes it.
-        assert not connector.delivery._unrecorded
-        connector.delivery._report([(row, "sent")])
-        assert wake.is_set()
-
-        wake.clear()
-        connector.delivery._finish_delivered()  # that delivery now waits: it records within 50 ms
-        assert connector.delivery._unrecorded
-        connector.delivery._report([(row, "sent")])
-        assert not wake.is_set()
-        connector.delivery._report([(row, "retry")])  # to hand out again: at once
-        assert wake.is_set()
-        assert connector.delivery._done.qsize() == 2  # the first was taken to be recorded
+        assert not delivery.rows.ids
 
 
 def test_a_thread_that_committed_rows_hands_them_out_itself(tmp_path: Path) -> None:
@@ -288,7 +254,7 @@ def test_more_than_a_pair_goes_to_the_lanes(tmp_path: Path) -> None:
         _insert_trades(connector, 2)
         kept: list[Any] = []
         assert connector.delivery.dispatch_due(kept) == 4
-        assert kept == [] and len(connector.delivery._inflight) == 4  # in flight, on their lanes
+        assert kept == [] and len(connector.delivery.rows.ids) == 4  # in flight, on their lanes
 
 
 def test_a_request_thread_hands_out_what_its_calls_queued_only_after_answering(
