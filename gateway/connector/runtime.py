@@ -11,7 +11,8 @@ The path of a message, by calls:
 2. :meth:`Connector.after_answers` on the same thread, once the answers are out (the
    ``Answered`` work that ``handle_receptions`` returns) -> :meth:`Delivery.committed` with the
    outbox rows those commits wrote: delivered from this thread if their lanes are idle, else
-   handed to the lanes (:meth:`Delivery.deliver` -> post, or a simulated bank's turn).
+   handed to the lanes (``DeliveryEngine`` -> :meth:`Transmission.transmit`: a post, or a
+   simulated bank's turn).
 
 A trade or an instruction goes the same way on a request thread (:meth:`handle_requests`).
 After a crash, :meth:`start` resumes from the database alone: unsent outbox rows are sent,
