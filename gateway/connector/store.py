@@ -52,6 +52,7 @@ from gateway.connector.schema import (
     sim_issuance,
     sim_locks,
 )
+from gateway.pgengine import postgres_engine
 from gateway.sqlite.engine import reader as sqlite_reader
 from gateway.sqlite.engine import sqlite_engine
 from gateway.sqlite.fastsql import run
@@ -64,18 +65,21 @@ def now_ms() -> int:
 def reader(engine: Engine, *, own_rows: bool = False) -> Connection:
     """A connection for reads alone (``with reader(engine) as conn``), the gateway's kind:
     see :func:`gateway.sqlite.engine.reader` (``own_rows``: the caller acts only on rows its
-    own thread committed and saw made durable)."""
-    return sqlite_reader(engine, own_rows=own_rows)
+    own thread committed and saw made durable). On PostgreSQL in autocommit mode: at READ
+    COMMITTED each statement reads its own snapshot in a transaction too, which would only
+    add a BEGIN and a ROLLBACK, each a round trip."""
+    if engine.dialect.name == "sqlite":
+        return sqlite_reader(engine, own_rows=own_rows)
+    return engine.connect().execution_options(isolation_level="AUTOCOMMIT")
 
 
 def make_engine(url: str, *, busy_timeout_ms: int = 10_000) -> Engine:
     """An engine with the gateway's durability settings (see the module docstring): on
-    SQLite the gateway's own design (:func:`gateway.sqlite.engine.sqlite_engine`)."""
+    SQLite the gateway's own design (:func:`gateway.sqlite.engine.sqlite_engine`), on
+    PostgreSQL the gateway's pool (:func:`gateway.pgengine.postgres_engine`)."""
     if url.startswith("sqlite"):
         return sqlite_engine(url, busy_timeout_ms=busy_timeout_ms, pool_size=10, max_overflow=20)
-    if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return sa.create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    return postgres_engine(url, pool_size=15, max_overflow=15)
 
 
 # --- statements built once ------------------------------------------------------------------
