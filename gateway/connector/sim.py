@@ -212,20 +212,20 @@ class SimulatedNetworks:
 
     def _move(
         self, conn: Connection, currency: str, account: str, *, available: int = 0, held: int = 0
-    ) -> int:
-        """Add to an account's funds; returns 1, or 0 if there is no such account."""
+    ) -> Any:
+        """Add to an account's funds (its ``rowcount``: 1, or 0 if there is no such account,
+        read on SQLite only: on PostgreSQL the update goes unanswered in the pipeline)."""
         params = {"k_currency": currency, "k_account": account, "d_available": available}
-        result = run(conn, store.MOVE_SIM_FUNDS, {**params, "d_held": held})
-        return int(result.rowcount)
+        return run(conn, store.MOVE_SIM_FUNDS, {**params, "d_held": held})
 
     def _credit(self, conn: Connection, currency: str, account: str, amount: int) -> None:
-        """Credit ``account``, opening it if needed (one statement when it exists)."""
-        if not self._move(conn, currency, account, available=amount):
-            run(
-                conn,
-                store.INSERT_SIM_ACCOUNT,
-                {"currency": currency, "account": account, "available": amount, "held": 0},
-            )
+        """Credit ``account``, opening it if needed: one statement when it exists, and on
+        PostgreSQL always (an upsert, which nothing waits for)."""
+        opened = {"currency": currency, "account": account, "available": amount, "held": 0}
+        if conn.dialect.name != "sqlite":
+            run(conn, store.CREDIT_SIM_ACCOUNT, opened)
+        elif not self._move(conn, currency, account, available=amount).rowcount:
+            run(conn, store.INSERT_SIM_ACCOUNT, opened)
 
     def _status_of(self, row: SimLockRow | None) -> tuple[str, str | None]:
         if row is None:

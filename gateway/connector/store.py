@@ -13,11 +13,14 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import fields
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.sql.base import Executable
 
+from gateway.connector import pgtx
 from gateway.connector.model import Decision, DecisionKind, LegStatus, PvPState
 from gateway.connector.rows import (
     Found,
@@ -76,10 +79,13 @@ def reader(engine: Engine, *, own_rows: bool = False) -> Connection:
 def make_engine(url: str, *, busy_timeout_ms: int = 10_000) -> Engine:
     """An engine with the gateway's durability settings (see the module docstring): on
     SQLite the gateway's own design (:func:`gateway.sqlite.engine.sqlite_engine`), on
-    PostgreSQL the gateway's pool (:func:`gateway.pgengine.postgres_engine`)."""
+    PostgreSQL the gateway's pool (:func:`gateway.pgengine.postgres_engine`) and write
+    transactions in one pipeline each (:mod:`gateway.connector.pgtx`)."""
     if url.startswith("sqlite"):
         return sqlite_engine(url, busy_timeout_ms=busy_timeout_ms, pool_size=10, max_overflow=20)
-    return postgres_engine(url, pool_size=15, max_overflow=15)
+    engine = postgres_engine(url, pool_size=15, max_overflow=15)
+    pgtx.install(engine)
+    return engine
 
 
 # --- statements built once ------------------------------------------------------------------
@@ -90,21 +96,42 @@ def make_engine(url: str, *, busy_timeout_ms: int = 10_000) -> Engine:
 # it runs with. Parameters of a WHERE clause start with ``k_`` where an UPDATE may also set
 # the column of that name. An INSERT or UPDATE without ``values()`` inserts or sets the
 # columns named by the parameters' keys (compiled once per set of keys).
+#
+# On PostgreSQL, in a write transaction, each is sent in the transaction's pipeline
+# (``gateway.connector.pgtx``): a write ``_queued`` (nobody reads its result or row count)
+# goes with the next statement waited for or with the COMMIT; a read, or a write whose result
+# is read, is ``_waited`` for, with what was queued before it. Both change nothing on SQLite.
 
 _b = sa.bindparam
+_S = TypeVar("_S", bound=Executable)
+
+
+def _queued(statement: _S) -> _S:
+    if isinstance(statement, sa.Insert):
+        # No id read back: PostgreSQL's one-row INSERT would otherwise carry ``RETURNING id``
+        # (SQLAlchemy's ``inserted_primary_key``), a result to wait for. Same SQL on SQLite.
+        statement = statement.inline()
+    return statement.execution_options(**pgtx.QUEUE)
+
+
+def _waited(statement: _S) -> _S:
+    return statement.execution_options(**pgtx.WAIT)
+
 
 # participants
-SELECT_PARTICIPANT_BY_TOKEN = sa.select(participants).where(
-    participants.c.token_sha256 == _b("digest")
+SELECT_PARTICIPANT_BY_TOKEN = _waited(
+    sa.select(participants).where(participants.c.token_sha256 == _b("digest"))
 )
 
 # instructions
-SELECT_INSTRUCTION = sa.select(instructions).where(
-    (instructions.c.party_bic == _b("party_bic"))
-    & (instructions.c.instruction_id == _b("instruction_id"))
+SELECT_INSTRUCTION = _waited(
+    sa.select(instructions).where(
+        (instructions.c.party_bic == _b("party_bic"))
+        & (instructions.c.instruction_id == _b("instruction_id"))
+    )
 )
-INSERT_INSTRUCTION = instructions.insert()
-SELECT_MATCH = (
+INSERT_INSTRUCTION = _queued(instructions.insert())
+SELECT_MATCH = _waited(
     sa.select(instructions)
     .where(
         (instructions.c.party_bic == _b("party_bic"))
@@ -120,7 +147,7 @@ SELECT_MATCH = (
     .order_by(instructions.c.id)
     .limit(1)
 )
-SET_INSTRUCTIONS_MATCHED = (
+SET_INSTRUCTIONS_MATCHED = _queued(
     instructions.update()
     .where(
         (
@@ -142,18 +169,20 @@ _DECISION_COLUMNS = (
     decisions.c.detail.label("decision_detail"),
     decisions.c.decided_at,
 )
-SELECT_PVP = sa.select(*_PVP_COLUMNS).where(pvps.c.id == _b("pvp_id"))
+SELECT_PVP = _waited(sa.select(*_PVP_COLUMNS).where(pvps.c.id == _b("pvp_id")))
 # PostgreSQL: the row lock that serialises the work on one PvP (SQLite has the writer lock).
 SELECT_PVP_FOR_UPDATE = SELECT_PVP.with_for_update()
-SELECT_PVP_ID = sa.select(pvps.c.id).where(pvps.c.id == _b("pvp_id"))
-SELECT_PVP_IDS_IN = sa.select(pvps.c.id).where(pvps.c.id.in_(_b("pvp_ids", expanding=True)))
-INSERT_PVP = pvps.insert()
-UPDATE_PVP = pvps.update().where(pvps.c.id == _b("k_id"))
+SELECT_PVP_ID = _waited(sa.select(pvps.c.id).where(pvps.c.id == _b("pvp_id")))
+SELECT_PVP_IDS_IN = _waited(
+    sa.select(pvps.c.id).where(pvps.c.id.in_(_b("pvp_ids", expanding=True)))
+)
+INSERT_PVP = _queued(pvps.insert())
+UPDATE_PVP = _queued(pvps.update().where(pvps.c.id == _b("k_id")))
 # Every network acknowledged: committed -> settled, aborted -> cancelled. ``IS NOT TRUE``
 # rather than ``IS FALSE``: with an equality on ``acknowledged`` SQLite searched the legs
 # through the index of unacknowledged legs (every one of every PvP in flight) for each
 # completion (quadratic in a burst); this way it takes the PvP's two legs by key.
-COMPLETE_PVP = (
+COMPLETE_PVP = _queued(
     pvps.update()
     .where(
         (pvps.c.id == _b("k_id"))
@@ -167,10 +196,10 @@ COMPLETE_PVP = (
         )
     )
 )
-SELECT_DECISION = sa.select(decisions).where(decisions.c.pvp_id == _b("pvp_id"))
-INSERT_DECISION = decisions.insert()
+SELECT_DECISION = _waited(sa.select(decisions).where(decisions.c.pvp_id == _b("pvp_id")))
+INSERT_DECISION = _queued(decisions.insert())
 # A PvP with its decision and legs, one row per leg (leg columns prefixed).
-SELECT_PVP_VIEW = (
+SELECT_PVP_VIEW = _waited(
     sa.select(
         *_PVP_COLUMNS,
         *_DECISION_COLUMNS,
@@ -186,12 +215,16 @@ SELECT_PVP_VIEW = (
 )
 
 # legs
-SELECT_LEGS_OF = sa.select(legs).where(legs.c.pvp_id == _b("pvp_id")).order_by(legs.c.leg)
-SELECT_LEG = sa.select(legs).where((legs.c.pvp_id == _b("pvp_id")) & (legs.c.leg == _b("leg")))
-INSERT_LEG = legs.insert()
-UPDATE_LEG = legs.update().where((legs.c.pvp_id == _b("k_pvp")) & (legs.c.leg == _b("k_leg")))
+SELECT_LEGS_OF = _waited(sa.select(legs).where(legs.c.pvp_id == _b("pvp_id")).order_by(legs.c.leg))
+SELECT_LEG = _waited(
+    sa.select(legs).where((legs.c.pvp_id == _b("pvp_id")) & (legs.c.leg == _b("leg")))
+)
+INSERT_LEG = _queued(legs.insert())
+UPDATE_LEG = _queued(
+    legs.update().where((legs.c.pvp_id == _b("k_pvp")) & (legs.c.leg == _b("k_leg")))
+)
 # A leg with its PvP and decision in one row (read by position: ``find_leg``).
-SELECT_LEG_BY_UETR = (
+SELECT_LEG_BY_UETR = _waited(
     sa.select(legs, *_PVP_COLUMNS, *_DECISION_COLUMNS)
     .select_from(
         legs.join(pvps, pvps.c.id == legs.c.pvp_id).outerjoin(
@@ -201,20 +234,20 @@ SELECT_LEG_BY_UETR = (
     .where(legs.c.uetr == _b("uetr"))
 )
 # PostgreSQL: lock the leg's PvP before reading it (as ``SELECT_PVP_FOR_UPDATE``).
-LOCK_PVP_OF_UETR = (
+LOCK_PVP_OF_UETR = _waited(
     sa.select(pvps.c.id)
     .join(legs, legs.c.pvp_id == pvps.c.id)
     .where(legs.c.uetr == _b("uetr"))
     .with_for_update(of=pvps)
 )
-SELECT_QUEUED_LEGS = (
+SELECT_QUEUED_LEGS = _waited(
     sa.select(legs, *_PVP_COLUMNS, pvps.c.created_at)
     .join(pvps, pvps.c.id == legs.c.pvp_id)
     .where(literal_is(legs.c.status, "queued") & literal_is(pvps.c.state, "pending"))
     .order_by(pvps.c.created_at, legs.c.pvp_id, legs.c.leg)
     .limit(_b("limit"))
 )
-SELECT_QUEUED_DECISIONS = (
+SELECT_QUEUED_DECISIONS = _waited(
     sa.select(
         legs, *_PVP_COLUMNS, decisions.c.decision, decisions.c.reason.label("decision_reason")
     )
@@ -226,17 +259,21 @@ SELECT_QUEUED_DECISIONS = (
 )
 
 # inbox, messages and outbox
-SELECT_INBOX_SHA = sa.select(inbox.c.sha256).where(
-    (inbox.c.sender_bic == _b("sender_bic"))
-    & (inbox.c.msg_def_id == _b("msg_def_id"))
-    & (inbox.c.msg_id == _b("msg_id"))
+SELECT_INBOX_SHA = _waited(
+    sa.select(inbox.c.sha256).where(
+        (inbox.c.sender_bic == _b("sender_bic"))
+        & (inbox.c.msg_def_id == _b("msg_def_id"))
+        & (inbox.c.msg_id == _b("msg_id"))
+    )
 )
-INSERT_INBOX = inbox.insert()
-SELECT_INBOX_PROCESSED = sa.select(inbox.c.processed).where(inbox.c.id == _b("id"))
-MARK_INBOX_PROCESSED = inbox.update().where(inbox.c.id == _b("k_id")).values(processed=True)
-INSERT_MESSAGE = pvp_messages.insert()
-INSERT_MESSAGE_BODY = message_bodies.insert().returning(message_bodies.c.id)
-SELECT_MESSAGES_OF = (
+INSERT_INBOX = _queued(inbox.insert())
+SELECT_INBOX_PROCESSED = _waited(sa.select(inbox.c.processed).where(inbox.c.id == _b("id")))
+MARK_INBOX_PROCESSED = _queued(
+    inbox.update().where(inbox.c.id == _b("k_id")).values(processed=True)
+)
+INSERT_MESSAGE = _queued(pvp_messages.insert())
+INSERT_MESSAGE_BODY = _waited(message_bodies.insert().returning(message_bodies.c.id))
+SELECT_MESSAGES_OF = _waited(
     sa.select(
         *(c for c in pvp_messages.c if c.key != "raw"),
         sa.func.coalesce(message_bodies.c.raw, pvp_messages.c.raw).label("raw"),
@@ -247,10 +284,10 @@ SELECT_MESSAGES_OF = (
     .where(pvp_messages.c.pvp_id == _b("pvp_id"))
     .order_by(pvp_messages.c.id)
 )
-INSERT_OUTBOX = outbox.insert()
-UPDATE_OUTBOX = outbox.update().where(outbox.c.id == _b("k_id"))
+INSERT_OUTBOX = _queued(outbox.insert())
+UPDATE_OUTBOX = _queued(outbox.update().where(outbox.c.id == _b("k_id")))
 # Due rows, but those already handed to a sender (``busy``): their payloads stay unread.
-SELECT_DUE_OUTBOX = (
+SELECT_DUE_OUTBOX = _waited(
     sa.select(outbox)
     .where(
         outbox.c.sent_at.is_(None)
@@ -262,14 +299,16 @@ SELECT_DUE_OUTBOX = (
 )
 # Of a PvP's single-PvP outbox rows to one network: how many still wait to be sent, and
 # when the last one was delivered (redelivery counts from delivery, not from the decision).
-DELIVERY_STATE = sa.select(
-    sa.func.coalesce(sa.func.sum(sa.case((outbox.c.sent_at.is_(None), 1), else_=0)), 0).label(
-        "unsent"
-    ),
-    sa.func.max(outbox.c.sent_at).label("last_sent_at"),
-).where((outbox.c.pvp_id == _b("pvp_id")) & (outbox.c.destination_bic == _b("destination_bic")))
+DELIVERY_STATE = _waited(
+    sa.select(
+        sa.func.coalesce(sa.func.sum(sa.case((outbox.c.sent_at.is_(None), 1), else_=0)), 0).label(
+            "unsent"
+        ),
+        sa.func.max(outbox.c.sent_at).label("last_sent_at"),
+    ).where((outbox.c.pvp_id == _b("pvp_id")) & (outbox.c.destination_bic == _b("destination_bic")))
+)
 # Rows a transaction of this thread wrote, by message id (unique to the row), not sent yet.
-SELECT_UNSENT_OUTBOX_BY_MSG_IDS = (
+SELECT_UNSENT_OUTBOX_BY_MSG_IDS = _waited(
     sa.select(outbox)
     .where(
         outbox.c.msg_id.in_(_b("msg_ids", expanding=True))
@@ -278,7 +317,9 @@ SELECT_UNSENT_OUTBOX_BY_MSG_IDS = (
     )
     .order_by(outbox.c.id)
 )
-SELECT_OUTBOX_PVP_BY_MSG_ID = sa.select(outbox.c.pvp_id).where(outbox.c.msg_id == _b("msg_id"))
+SELECT_OUTBOX_PVP_BY_MSG_ID = _waited(
+    sa.select(outbox.c.pvp_id).where(outbox.c.msg_id == _b("msg_id"))
+)
 
 # the sweeper: undecided PvPs past deadline - margin (``due``), decisions to send again,
 # inbound messages to process again
@@ -292,30 +333,34 @@ _STALE = (
     & (legs.c.redeliver_at <= _b("now"))
 )
 _PENDING_INBOX = inbox.c.processed.is_(False) & (inbox.c.received_at <= _b("cutoff"))
-SELECT_OVERDUE = sa.select(pvps.c.id).where(_OVERDUE).limit(_b("limit"))
-SELECT_STALE_LEGS = (
+SELECT_OVERDUE = _waited(sa.select(pvps.c.id).where(_OVERDUE).limit(_b("limit")))
+SELECT_STALE_LEGS = _waited(
     sa.select(legs.c.pvp_id, legs.c.leg)
     .join(pvps, pvps.c.id == legs.c.pvp_id)
     .where(_STALE)
     .limit(_b("limit"))
 )
-SELECT_PENDING_INBOX = sa.select(inbox).where(_PENDING_INBOX).order_by(inbox.c.id)
+SELECT_PENDING_INBOX = _waited(sa.select(inbox).where(_PENDING_INBOX).order_by(inbox.c.id))
 # Which of the three has anything, in one statement: mostly none has.
-SWEEP_PROBE = sa.select(
-    sa.exists(sa.select(pvps.c.id).where(_OVERDUE)).label("overdue"),
-    sa.exists(sa.select(legs.c.pvp_id).join(pvps, pvps.c.id == legs.c.pvp_id).where(_STALE)).label(
-        "stale"
-    ),
-    sa.exists(sa.select(inbox.c.id).where(_PENDING_INBOX)).label("inbox"),
+SWEEP_PROBE = _waited(
+    sa.select(
+        sa.exists(sa.select(pvps.c.id).where(_OVERDUE)).label("overdue"),
+        sa.exists(
+            sa.select(legs.c.pvp_id).join(pvps, pvps.c.id == legs.c.pvp_id).where(_STALE)
+        ).label("stale"),
+        sa.exists(sa.select(inbox.c.id).where(_PENDING_INBOX)).label("inbox"),
+    )
 )
 
 # the simulated banks
-SELECT_SIM_ACCOUNT = sa.select(sim_accounts).where(
-    (sim_accounts.c.currency == _b("currency")) & (sim_accounts.c.account == _b("account"))
+SELECT_SIM_ACCOUNT = _waited(
+    sa.select(sim_accounts).where(
+        (sim_accounts.c.currency == _b("currency")) & (sim_accounts.c.account == _b("account"))
+    )
 )
-INSERT_SIM_ACCOUNT = sim_accounts.insert()
+INSERT_SIM_ACCOUNT = _queued(sim_accounts.insert())
 # Adds (signed) amounts to an account's available and held funds.
-MOVE_SIM_FUNDS = (
+MOVE_SIM_FUNDS = _queued(
     sim_accounts.update()
     .where(
         (sim_accounts.c.currency == _b("k_currency")) & (sim_accounts.c.account == _b("k_account"))
@@ -325,10 +370,19 @@ MOVE_SIM_FUNDS = (
         held=sim_accounts.c.held + _b("d_held"),
     )
 )
-INSERT_SIM_ISSUANCE = sim_issuance.insert()
-SELECT_SIM_LOCK = sa.select(sim_locks).where(sim_locks.c.uetr == _b("uetr"))
-INSERT_SIM_LOCK = sim_locks.insert()
-SET_SIM_LOCK_STATE = sim_locks.update().where(sim_locks.c.uetr == _b("k_uetr"))
+# PostgreSQL: credit an account, opening it if need be (SQLite: MOVE_SIM_FUNDS, then
+# INSERT_SIM_ACCOUNT if it moved no row).
+_UPSERT_SIM_ACCOUNT = pg_insert(sim_accounts)
+CREDIT_SIM_ACCOUNT = _queued(
+    _UPSERT_SIM_ACCOUNT.on_conflict_do_update(
+        index_elements=[sim_accounts.c.currency, sim_accounts.c.account],
+        set_={"available": sim_accounts.c.available + _UPSERT_SIM_ACCOUNT.excluded.available},
+    )
+)
+INSERT_SIM_ISSUANCE = _queued(sim_issuance.insert())
+SELECT_SIM_LOCK = _waited(sa.select(sim_locks).where(sim_locks.c.uetr == _b("uetr")))
+INSERT_SIM_LOCK = _queued(sim_locks.insert())
+SET_SIM_LOCK_STATE = _queued(sim_locks.update().where(sim_locks.c.uetr == _b("k_uetr")))
 
 
 # --- typed rows, built by position ---------------------------------------------------------

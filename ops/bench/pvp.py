@@ -24,10 +24,14 @@ machine; ``--no-pin`` lets the operating system place them.
 
 ``--db postgresql`` runs both processes on PostgreSQL instead, each on a fresh database created
 and dropped here, and prints per PvP the statements and round trips of each process, counted
-in its driver (``ops/bench/pgcount.py``), and the CPU of their PostgreSQL backends. Usage:
+in its driver (``ops/bench/pgcount.py``), and the CPU of their PostgreSQL backends
+(``ops/bench/pgmeter.py``). With ``--replicas N`` it ends with an unbatched burst through N
+gateway replicas on the one database, behind a TCP balancer (``ops/bench/replicas.py``), and
+the conservation check after it. Usage:
 
     .venv/bin/python ops/bench/pvp.py [--burst N] [--batched-burst N] [--seconds S]
-        [--latency-rate R] [--no-pin] [--db sqlite|postgresql] [--pg-admin-url URL]
+        [--latency-rate R] [--no-pin] [--db sqlite|postgresql] [--replicas N]
+        [--pg-admin-url URL]
 
 The last line is one JSON object.
 """
@@ -38,7 +42,6 @@ import argparse
 import json
 import os
 import re
-import secrets
 import shutil
 import statistics
 import sys
@@ -50,7 +53,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
 
 from gateway.config import ConnectorSettings
@@ -62,6 +64,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pgcount  # noqa: E402
+from pgmeter import PgMeter, cpu_s  # noqa: E402
+from replicas import Replicas  # noqa: E402
 
 from tests.e2e.pvp.harness import (  # noqa: E402
     AED_PAYER,
@@ -285,11 +289,6 @@ def _stat_cpu_s(stat: Path) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process so far (Linux /proc)."""
-    return _stat_cpu_s(Path(f"/proc/{pid}/stat"))
-
-
 def _cpu_by_thread(pid: int) -> dict[str, tuple[str, float]]:
     """Per live thread of a process (by thread id): its group and CPU seconds so far. The
     group is its native name (``gateway.threads``) without the trailing ``-<n>``; the main
@@ -332,86 +331,17 @@ def _busy_by_thread(
     return ", ".join(f"{g} {s:.0f} %" for s, g in ranked) or "none over 0.5 %"
 
 
-def _cpu_all(world: PvPProcesses) -> dict[str, float]:
+def _pids(world: PvPProcesses, replicas: Replicas | None = None) -> dict[str, list[int]]:
+    """Each party's processes: the gateway's replicas (one, unless ``replicas`` were added)
+    and the connector."""
     assert world.gateway.proc is not None and world.connector.proc is not None
-    return {
-        "gateway": _cpu_s(world.gateway.proc.pid),
-        "connector": _cpu_s(world.connector.proc.pid),
-        "bench": sum(os.times()[:2]),
-    }
+    gateways = replicas.pids() if replicas is not None else [world.gateway.proc.pid]
+    return {"gateway": gateways, "connector": [world.connector.proc.pid]}
 
 
-class PgMeter:
-    """Both processes on PostgreSQL: a fresh database each (dropped by :meth:`drop`), their
-    driver's counters (``pgcount``) and their backends' CPU."""
-
-    def __init__(self, admin_url: str, counts: Path) -> None:
-        self.admin_url = admin_url
-        self.counts = counts
-        self.names: dict[str, str] = {}
-
-    def create(self) -> dict[str, str]:
-        """Create one database per process; their URLs by process."""
-        tag = secrets.token_hex(4)
-        self.names = {p: f"dtg_bench_{p}_{tag}" for p in ("gateway", "connector")}
-        self._admin(*(f'CREATE DATABASE "{n}"' for n in self.names.values()))
-        base = self.admin_url.rsplit("/", 1)[0]
-        return {p: f"{base}/{n}" for p, n in self.names.items()}
-
-    def drop(self) -> None:
-        self._admin(*(f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)' for n in self.names.values()))
-
-    def _admin(self, *statements: str) -> list[list[Any]]:
-        """Run ``statements`` on the server, outside any transaction; their rows."""
-        engine = sa.create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
-        try:
-            with engine.connect() as conn:
-                results = [conn.exec_driver_sql(s) for s in statements]
-                return [list(r.all()) if r.returns_rows else [] for r in results]
-        finally:
-            engine.dispose()
-
-    def snapshot(self, world: PvPProcesses) -> dict[str, dict[str, float]]:
-        """Each process's counters so far, and the CPU seconds of each backend of its
-        database (by pid: backends that ended in between are not counted)."""
-        assert world.gateway.proc is not None and world.connector.proc is not None
-        pids = {"gateway": world.gateway.proc.pid, "connector": world.connector.proc.pid}
-        out: dict[str, dict[str, float]] = {
-            p: {k: float(v) for k, v in pgcount.read(self.counts / str(pid)).items()}
-            for p, pid in pids.items()
-        }
-        names = ", ".join(f"'{n}'" for n in self.names.values())
-        (rows,) = self._admin(f"SELECT pid FROM pg_stat_activity WHERE datname IN ({names})")
-        backends: dict[str, float] = {}
-        for (pid,) in rows:
-            try:
-                backends[str(pid)] = _cpu_s(pid)
-            except OSError:  # the backend ended
-                continue
-        out["backends"] = backends
-        return out
-
-    @staticmethod
-    def report(
-        before: dict[str, dict[str, float]], after: dict[str, dict[str, float]], n: int
-    ) -> dict[str, float]:
-        """Per PvP: statements and round trips of each process, the backends' CPU ms."""
-        figures: dict[str, float] = {}
-        parts = []
-        for p in ("gateway", "connector"):
-            st = (after[p]["statements"] - before[p]["statements"]) / n
-            rt = (after[p]["round_trips"] - before[p]["round_trips"]) / n
-            tx = (after[p]["transactions"] - before[p]["transactions"]) / n
-            figures |= {f"{p}_statements": st, f"{p}_round_trips": rt}
-            parts.append(f"{p} {st:.1f} statements, {rt:.1f} round trips, {tx:.1f} transactions")
-        cpu = (
-            sum(v - before["backends"].get(pid, 0.0) for pid, v in after["backends"].items())
-            * 1000
-            / n
-        )
-        figures["backends_cpu_ms"] = cpu
-        print("  PostgreSQL per PvP: " + "; ".join(parts) + f"; backends' CPU {cpu:.1f} ms")
-        return figures
+def _cpu_all(pids: dict[str, list[int]]) -> dict[str, float]:
+    cpu = {party: sum(cpu_s(pid) for pid in party_pids) for party, party_pids in pids.items()}
+    return cpu | {"bench": sum(os.times()[:2])}
 
 
 def run_burst(
@@ -421,21 +351,27 @@ def run_burst(
     label: str,
     chunk: int = 1,
     pg: PgMeter | None = None,
+    replicas: Replicas | None = None,
 ) -> float:
     aed0, kzt0 = world.aed(AED_RECEIVER)["available"], world.wallet(CB_WALLET)["posted"]
-    pg0 = pg.snapshot(world) if pg else None
-    cpu0 = _cpu_all(world)
+    pids = _pids(world, replicas)
+    pg0 = pg.snapshot(pids) if pg else None
+    cpu0 = _cpu_all(pids)
+    gateway0 = {pid: cpu_s(pid) for pid in pids["gateway"]}
     t0 = time.time()
     ids = sub.burst(n, deadline_s=300, chunk=chunk)
     t_sub = time.time() - t0
     _wait_settled(world, aed0 + n * AED, kzt0 + n * KZT, timeout=600)
     t_end = max(_settled_at(_trail(world, i)) for i in ids[-50:])  # the last ones settle last
     rate = n / (t_end - t0)
-    cpu = {k: (v - cpu0[k]) * 1000 / n for k, v in _cpu_all(world).items()}
+    cpu = {k: (v - cpu0[k]) * 1000 / n for k, v in _cpu_all(pids).items()}
     print(f"{label}: {n} PvPs in {t_end - t0:.2f} s (submitted in {t_sub:.2f} s): {rate:.0f}/s")
     print("  CPU ms per PvP: " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()))
+    if replicas is not None:  # each replica's share: the balancer spread the connections
+        split = [(cpu_s(pid) - gateway0[pid]) * 1000 / n for pid in pids["gateway"]]
+        print("    by gateway replica: " + ", ".join(f"{ms:.1f}" for ms in split))
     if pg is not None and pg0 is not None:
-        pg.report(pg0, pg.snapshot(world), n)
+        pg.report(pg0, pg.snapshot(pids), n)
     return rate
 
 
@@ -460,10 +396,10 @@ def run_latency(
     pg: PgMeter | None = None,
 ) -> tuple[float, float, dict[str, float]]:
     aed0, kzt0 = world.aed(AED_RECEIVER)["available"], world.wallet(CB_WALLET)["posted"]
-    pg0 = pg.snapshot(world) if pg else None
-    cpu0 = _cpu_all(world)
-    assert world.gateway.proc is not None and world.connector.proc is not None
-    pids = {"gateway": world.gateway.proc.pid, "connector": world.connector.proc.pid}
+    groups = _pids(world)
+    pg0 = pg.snapshot(groups) if pg else None
+    cpu0 = _cpu_all(groups)
+    pids = {party: party_pids[0] for party, party_pids in groups.items()}
     threads0 = {name: _cpu_by_thread(pid) for name, pid in pids.items()}
     logs = {"gateway": world.gateway.log_path, "connector": world.connector.log_path}
     log_at = {name: log.stat().st_size for name, log in logs.items()}
@@ -471,8 +407,8 @@ def run_latency(
     ids = sub.steady(rate, seconds, deadline_s=60)
     _wait_settled(world, aed0 + len(ids) * AED, kzt0 + len(ids) * KZT, timeout=300)
     elapsed = time.monotonic() - started
-    used = {k: v - cpu0[k] for k, v in _cpu_all(world).items()}
-    pg1 = pg.snapshot(world) if pg else None
+    used = {k: v - cpu0[k] for k, v in _cpu_all(groups).items()}
+    pg1 = pg.snapshot(groups) if pg else None
     threads1 = {name: _cpu_by_thread(pid) for name, pid in pids.items()}
     cpu = {k: v * 1000 / len(ids) for k, v in used.items()}
     trails = {i: _trail(world, i) for i in ids}
@@ -606,11 +542,21 @@ def main() -> None:
         help="both processes on SQLite files, or each on a fresh PostgreSQL database",
     )
     parser.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="with --db postgresql: after the runs with one gateway, an unbatched burst with "
+        "this many gateway replicas on the one database, behind a TCP balancer that is the "
+        "connector's endpoint for the gateway from the start",
+    )
+    parser.add_argument(
         "--pg-admin-url",
         default=PG_ADMIN,
         help="with --db postgresql: a database URL of the server, allowed to create databases",
     )
     args = parser.parse_args()
+    if args.replicas > 1 and args.db != "postgresql":
+        parser.error("--replicas needs --db postgresql (one server per SQLite file)")
 
     print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"machine reference: {machine_reference():.0f} µs of CPU per pacs.009 signature")
@@ -663,9 +609,13 @@ def main() -> None:
             **_settings(args.connector_env),  # last: what is asked for wins
         },
     )
-    total = args.burst * 2 + args.batched_burst + 100_000
+    total = args.burst * 3 + args.batched_burst + 100_000
     world.setup(dt=total * KZT * 2, aed=total * AED * 2)
+    replicas = Replicas(world, args.replicas) if args.replicas > 1 else None
+    both: float | None = None
     try:
+        if replicas is not None:
+            replicas.front()
         sub = Submitter(world.connector.url, world.admin_token)
         run_burst(world, sub, 100, "warm-up")
         chunk = args.trades_per_request
@@ -683,6 +633,10 @@ def main() -> None:
         batched = run_burst(
             world, sub, args.batched_burst, f"batched (batch_max {args.batch_max})", chunk, pg
         )
+        if replicas is not None:
+            replicas.add()
+            label = f"unbatched, {args.replicas} gateway replicas"
+            both = run_burst(world, sub, args.burst, label, chunk, pg, replicas)
         inv, sim = world.invariants(), world.sim_check()
         if not (inv["ok"] and sim["ok"]):
             raise SystemExit(f"conservation failed: {inv} {sim}")
@@ -692,6 +646,8 @@ def main() -> None:
         raise
     finally:
         world.close()
+        if replicas is not None:
+            replicas.close()
         if pg is not None and not args.keep:
             pg.drop()
     print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
@@ -705,6 +661,8 @@ def main() -> None:
         "p99_ms": round(p99, 1),
         "batched_pvp_per_s": round(batched, 1),
     }
+    if both is not None:
+        figures |= {"replicas": args.replicas, "replicas_unbatched_pvp_per_s": round(both, 1)}
     if pg is not None:
         # The latency run's (one PvP at a time through each path): per PvP, each process.
         figures |= {f"{k}_per_pvp": round(v, 1) for k, v in per_pvp.items()}

@@ -1,0 +1,168 @@
+"""The connector's transactions on PostgreSQL in psycopg's pipeline mode: a statement whose
+result nobody waits for costs no round trip of its own.
+
+On a network every statement costs a round trip to the server, and most of a message's are
+writes that need no answer before the next statement is sent. :func:`install` sets the
+connector's PostgreSQL engine up so that, in a write transaction, the statements of
+:mod:`gateway.connector.store` go through one :class:`gateway.pgpipeline.PgPipeline` (the
+gateway's), whoever runs them (the handlers, the simulated banks, the message log and
+delivery's records alike):
+
+- marked :data:`QUEUE` (a write whose result and row count nobody reads): queued;
+- marked :data:`WAIT` (a read, or a write whose result is read): queued and waited for, one
+  round trip for it and everything queued before it;
+- the transaction's BEGIN goes with its first statement (psycopg would send it alone and
+  wait), and COMMIT with the last writes (:meth:`PgPipeline.commit`): a transaction that
+  reads once and writes costs two round trips, one that only writes one;
+- SAVEPOINT and RELEASE are queued; ROLLBACK TO waits (a rare path: a message refused);
+- any other statement first waits for what is queued, then runs as SQLAlchemy runs it.
+
+Errors of queued statements surface at the next wait, or at the commit: a failed statement
+fails the transaction, whichever statement reports it, and its caller's error handling (a
+batch taken again one message at a time, a delivery retried) runs as for any failure of the
+transaction. Connections in autocommit mode (``store.reader``'s) are left alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import suppress
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.sql.elements import (
+    ReleaseSavepointClause,
+    RollbackToSavepointClause,
+    SavepointClause,
+)
+
+from gateway.pgpipeline import PgPipeline
+
+OPTION = "connector_pg_pipeline"
+"""The execution option that marks a statement for the pipeline."""
+QUEUE: dict[str, Any] = {OPTION: "queue"}
+"""``statement.execution_options(**QUEUE)``: sent with the next statement waited for."""
+WAIT: dict[str, Any] = {OPTION: "wait"}
+"""``statement.execution_options(**WAIT)``: sent with what is queued, and waited for."""
+
+_KEY = "connector_pg_tx"
+_CLAUSES: dict[type, str] = {
+    SavepointClause: "queue",
+    ReleaseSavepointClause: "queue",
+    RollbackToSavepointClause: "recover",
+}
+
+
+class PgTx:
+    """One write transaction's pipeline."""
+
+    __slots__ = ("pipe",)
+
+    def __init__(self, conn: Connection) -> None:
+        self.pipe = PgPipeline(conn, keep_open=True)
+
+    def end(self) -> None:
+        """The transaction is rolling back: out of the pipeline, ROLLBACK, and the driver
+        connection as the pool lent it."""
+        self.pipe.abandon()
+        driver: Any = self.pipe.conn.connection.driver_connection
+        with suppress(Exception):
+            driver.rollback()  # psycopg sends ROLLBACK unless the transaction is over
+        self.pipe.release()
+
+
+def tx_of(conn: Connection) -> PgTx | None:
+    """The pipelined transaction ``conn`` is in, begun if need be; None on SQLite, outside a
+    transaction, and on a connection in autocommit mode."""
+    if conn.dialect.name == "sqlite" or not conn.in_transaction():
+        return None
+    return _tx(conn, begin=True)
+
+
+def _tx(conn: Connection, *, begin: bool) -> PgTx | None:
+    tx: PgTx | None = conn.get_execution_options().get(_KEY)
+    if tx is None and begin:
+        driver = conn.connection.driver_connection
+        if driver is None or driver.autocommit:
+            return None
+        tx = PgTx(conn)
+        conn.execution_options(**{_KEY: tx})  # on this Connection object only, until its end
+    return tx
+
+
+def _pop(conn: Connection) -> PgTx | None:
+    tx: PgTx | None = conn.get_execution_options().get(_KEY)
+    if tx is not None:
+        conn.execution_options(**{_KEY: None})
+    return tx
+
+
+def _mode(context: Any) -> str | None:
+    mode: str | None = context.execution_options.get(OPTION)
+    compiled = context.compiled
+    if compiled is None:
+        return mode
+    if mode is None:
+        return _CLAUSES.get(type(compiled.statement))
+    if mode == "queue" and compiled.effective_returning:
+        return "wait"  # SQLAlchemy reads what RETURNING brings as soon as it has run
+    return mode
+
+
+def _pipelined(context: Any, send: Callable[[], Any]) -> bool:
+    """Run the statement in the transaction's pipeline if it is marked; True if it did."""
+    conn: Connection = context.root_connection
+    mode = _mode(context)
+    tx = _tx(conn, begin=mode is not None)
+    if tx is None:
+        return False
+    if mode is None:
+        tx.pipe.settle()  # SQLAlchemy runs it outside pipeline mode
+        return False
+    if mode == "recover":
+        # A statement of the block may have failed, its error raised or still queued: a sync
+        # ends the pipeline's aborted state (the error it reports is that failure's; one
+        # before the savepoint makes the ROLLBACK TO fail in turn), so that the ROLLBACK TO
+        # runs.
+        with suppress(sa.exc.DBAPIError):
+            tx.pipe.sync()
+    tx.pipe.open()
+    send()
+    if mode != "queue":
+        tx.pipe.sync()
+    return True
+
+
+def install(engine: Engine) -> None:
+    """Run ``engine``'s write transactions as described above (PostgreSQL engines only)."""
+
+    def do_execute(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
+        return _pipelined(context, lambda: cursor.execute(statement, parameters))
+
+    def do_executemany(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
+        return _pipelined(context, lambda: cursor.executemany(statement, parameters))
+
+    def commit(conn: Connection) -> None:
+        tx = _pop(conn)
+        if tx is None:
+            return
+        try:
+            tx.pipe.open()  # COMMIT goes with what is queued
+            tx.pipe.commit()  # SQLAlchemy's own COMMIT then finds nothing to do
+        except BaseException:
+            tx.end()
+            raise
+
+    def rollback(conn: Connection) -> None:
+        tx = _pop(conn)
+        if tx is not None:
+            tx.end()
+
+    sa.event.listen(engine, "do_execute", do_execute)
+    sa.event.listen(engine, "do_executemany", do_executemany)
+    sa.event.listen(engine, "commit", commit)
+    sa.event.listen(engine, "rollback", rollback)
+
+
+__all__ = ["QUEUE", "WAIT", "PgTx", "install", "tx_of"]
