@@ -117,6 +117,7 @@ class Handlers:
         """Process a message and store it, processed, in ``work``; False (nothing done) for
         the same bytes again, DU01 for other bytes under its id. Its bytes go in the inbox
         row only if no PvP's log has them (see ``schema.inbox``)."""
+        self.repo.expect(work, _uetrs(msg))
         if self.seen(work, msg, sender, sha):
             return False
         in_log = self.process(work, msg, sender, raw)
@@ -405,6 +406,13 @@ class Handlers:
         self.repo.update_leg(work, leg, redeliveries=leg.redeliveries + 1)
         leg = self.repo.read_leg(work, pvp_id, leg_name)
         self.send_decisions(work, pvp, [leg], decision.kind, decision.reason)
+
+
+def _uetrs(msg: Message) -> list[str]:
+    """The legs an inbound message names (those its handler looks up)."""
+    if isinstance(msg, Pacs002 | Camt029 | Pacs028):
+        return [tx.original.uetr for tx in msg.transactions]
+    return []
 
 
 __all__ = ["Found", "Handlers"]

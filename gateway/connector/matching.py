@@ -354,11 +354,8 @@ class Matching:
 
     def insert(self, work: Work, news: list[NewPvP]) -> None:
         """New PvPs, their legs and their pacs.009: one statement per table for them all."""
-        run(
-            work.conn, store.INSERT_PVP, [store.pvp_values(new.pvp, new.created_at) for new in news]
-        )
-        legs = [store.leg_values(leg) for new in news for leg in new.legs]
-        run(work.conn, store.INSERT_LEG, legs)
+        pvps = [(new.pvp, new.created_at) for new in news]
+        self.handlers.repo.insert_pvps(work, pvps, [leg for new in news for leg in new.legs])
         self.handlers.write_outgoing(work, [out for new in news for out in new.outgoing])
 
 

@@ -21,23 +21,28 @@ Errors of queued statements surface at the next wait, or at the commit: a failed
 fails the transaction, whichever statement reports it, and its caller's error handling (a
 batch taken again one message at a time, a delivery retried) runs as for any failure of the
 transaction. Connections in autocommit mode (``store.reader``'s) are left alone.
+
+:class:`PgTx` also carries what the transaction's repository knows of the rows it locked
+(:mod:`gateway.connector.pgrepo`); it ends with the transaction.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import suppress
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.elements import (
     ReleaseSavepointClause,
     RollbackToSavepointClause,
     SavepointClause,
 )
 
-from gateway.pgpipeline import PgPipeline
+from gateway.pgpipeline import Pending, PgPipeline
 
 OPTION = "connector_pg_pipeline"
 """The execution option that marks a statement for the pipeline."""
@@ -55,12 +60,14 @@ _CLAUSES: dict[type, str] = {
 
 
 class PgTx:
-    """One write transaction's pipeline."""
+    """One write transaction's pipeline, and what its repository keeps (``state``)."""
 
-    __slots__ = ("pipe",)
+    __slots__ = ("pipe", "state")
 
     def __init__(self, conn: Connection) -> None:
         self.pipe = PgPipeline(conn, keep_open=True)
+        self.state: Any = None
+        """The repository's per-transaction knowledge (``gateway.connector.pgrepo``)."""
 
     def end(self) -> None:
         """The transaction is rolling back: out of the pipeline, ROLLBACK, and the driver
@@ -96,6 +103,34 @@ def _pop(conn: Connection) -> PgTx | None:
     if tx is not None:
         conn.execution_options(**{_KEY: None})
     return tx
+
+
+_FORMAT = psycopg_dialect(paramstyle="format")  # type: ignore[no-untyped-call]
+_compiled: dict[int, tuple[Executable, str, tuple[str, ...]]] = {}
+
+
+def _sql(statement: Executable) -> tuple[str, tuple[str, ...]]:
+    """``statement``'s SQL for psycopg, with positional parameters, and their names in order
+    (compiled once: statements are module constants)."""
+    entry = _compiled.get(id(statement))
+    if entry is None:
+        compiled: Any = statement.compile(dialect=_FORMAT)  # type: ignore[attr-defined]
+        entry = (statement, compiled.string, tuple(compiled.positiontup or ()))
+        _compiled[id(statement)] = entry
+    return entry[1], entry[2]
+
+
+def query(tx: PgTx, statement: Executable, params: Mapping[str, Any]) -> Pending:
+    """``statement`` (a read) queued in the transaction's pipeline: its rows (plain tuples,
+    in its columns' order) come with the next wait, or when first asked for."""
+    sql, names = _sql(statement)
+    return tx.pipe.query(sql, [params[name] for name in names])
+
+
+def send(tx: PgTx, statement: Executable, params: Mapping[str, Any]) -> None:
+    """``statement`` queued in the transaction's pipeline, its result unread (a row lock)."""
+    sql, names = _sql(statement)
+    tx.pipe.execute(sql, [params[name] for name in names])
 
 
 def _mode(context: Any) -> str | None:
@@ -159,10 +194,16 @@ def install(engine: Engine) -> None:
         if tx is not None:
             tx.end()
 
+    def rollback_savepoint(conn: Connection, _name: str, _context: Any) -> None:
+        tx = _tx(conn, begin=False)
+        if tx is not None:
+            tx.state = None  # what the repository knew may be undone: it reads again
+
     sa.event.listen(engine, "do_execute", do_execute)
     sa.event.listen(engine, "do_executemany", do_executemany)
     sa.event.listen(engine, "commit", commit)
     sa.event.listen(engine, "rollback", rollback)
+    sa.event.listen(engine, "rollback_savepoint", rollback_savepoint)
 
 
-__all__ = ["QUEUE", "WAIT", "PgTx", "install", "tx_of"]
+__all__ = ["QUEUE", "WAIT", "PgTx", "install", "query", "send", "tx_of"]

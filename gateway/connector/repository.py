@@ -13,6 +13,7 @@ transaction`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, NamedTuple, Protocol
 
 from gateway.connector import store
@@ -34,6 +35,11 @@ class Repository(Protocol):
     """The reads and writes of the decision path. Leg updates are dicts of column values keyed
     by ``k_pvp`` and ``k_leg`` (the leg), as :data:`gateway.connector.store.UPDATE_LEG` runs
     them; outbox and inbox rows are dicts of their columns."""
+
+    def expect(self, work: Work, uetrs: Sequence[str]) -> None:
+        """The legs of ``uetrs`` are about to be asked for (:meth:`find_leg`): a repository
+        may read them, with their PvPs locked, along with its next read (PostgreSQL)."""
+        ...
 
     def find_leg(self, work: Work, uetr: str) -> Found | None:
         """The leg of ``uetr`` with its PvP and decision; the PvP locked until the commit."""
@@ -69,6 +75,12 @@ class Repository(Protocol):
         time, PvP and leg."""
         ...
 
+    def insert_pvps(
+        self, work: Work, pvps: Sequence[tuple[PvPRow, int]], legs: Sequence[LegRow]
+    ) -> None:
+        """New PvPs, each with its creation time (ms), and all their legs."""
+        ...
+
     def update_leg(self, work: Work, leg: LegRow, **values: Any) -> None: ...
 
     def update_legs(self, work: Work, updates: list[dict[str, Any]]) -> None: ...
@@ -90,6 +102,9 @@ class Repository(Protocol):
 
 class SqlRepository:
     """:class:`Repository` on the connector's database. Stateless: one serves every thread."""
+
+    def expect(self, work: Work, uetrs: Sequence[str]) -> None:
+        """Nothing: each leg is read when asked for (SQLite reads cost no round trip)."""
 
     def find_leg(self, work: Work, uetr: str) -> Found | None:
         conn = work.conn
@@ -133,6 +148,14 @@ class SqlRepository:
 
     def queued_decisions(self, work: Work, limit: int) -> list[QueuedDecision]:
         return store.read_queued_decisions(work.conn, limit)
+
+    def insert_pvps(
+        self, work: Work, pvps: Sequence[tuple[PvPRow, int]], legs: Sequence[LegRow]
+    ) -> None:
+        """One statement per table for them all."""
+        conn = work.conn
+        run(conn, store.INSERT_PVP, [store.pvp_values(pvp, at) for pvp, at in pvps])
+        run(conn, store.INSERT_LEG, [store.leg_values(leg) for leg in legs])
 
     def update_leg(self, work: Work, leg: LegRow, **values: Any) -> None:
         run(work.conn, store.UPDATE_LEG, {"k_pvp": leg.pvp_id, "k_leg": leg.leg, **values})

@@ -36,8 +36,10 @@ from gateway.connector.handlers import Handlers
 from gateway.connector.keys import load_or_create_identity
 from gateway.connector.matching import Matching
 from gateway.connector.outbox import Outbox, transaction
+from gateway.connector.pgrepo import PgRepository
 from gateway.connector.reception import Inbound, Reception
 from gateway.connector.registry import Network, Registry
+from gateway.connector.repository import SqlRepository
 from gateway.connector.sim import SimulatedNetworks
 from gateway.connector.sweeper import Sweeper
 from gateway.connector.views import pvp_view, read_messages, read_pvp
@@ -73,7 +75,8 @@ class Connector:
         )
         self.registry = Registry(self.cfg, self.engine, self.sim)
         self.outbox = Outbox(self.bic, self.registry, self.sim, self)
-        self.handlers = Handlers(settings, self.outbox, self.sim, self.faults)
+        repo = SqlRepository() if self.engine.dialect.name == "sqlite" else PgRepository()
+        self.handlers = Handlers(settings, self.outbox, self.sim, self.faults, repo)
         self.matching = Matching(self.cfg, self.registry, self.outbox, self.handlers)
         self.delivery = Delivery(
             settings, self.engine, self.registry, self.sim, self.outbox, self.handlers, self.faults

@@ -16,6 +16,7 @@ from dataclasses import fields
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql.base import Executable
@@ -240,6 +241,29 @@ LOCK_PVP_OF_UETR = _waited(
     .where(legs.c.uetr == _b("uetr"))
     .with_for_update(of=pvps)
 )
+# PostgreSQL (``gateway.connector.pgrepo``): the PvPs of some legs (or some PvPs) locked, by
+# id (one order for every transaction that locks several at once), then every leg of theirs
+# with its PvP and decision, as SELECT_LEG_BY_UETR reads one; sent together, one round trip.
+_UETRS = _b("uetrs", type_=ARRAY(sa.String))
+_PVP_IDS = _b("pvp_ids", type_=ARRAY(sa.String))
+_LOCK_PVPS = sa.select(pvps.c.id).order_by(pvps.c.id).with_for_update(of=pvps)
+LOCK_PVPS_OF_UETRS = _LOCK_PVPS.join(legs, legs.c.pvp_id == pvps.c.id).where(
+    legs.c.uetr == sa.any_(_UETRS)
+)
+LOCK_PVPS = _LOCK_PVPS.where(pvps.c.id == sa.any_(_PVP_IDS))
+_LEGS_WITH_PVPS = (
+    sa.select(legs, *_PVP_COLUMNS, *_DECISION_COLUMNS)
+    .select_from(
+        legs.join(pvps, pvps.c.id == legs.c.pvp_id).outerjoin(
+            decisions, decisions.c.pvp_id == legs.c.pvp_id
+        )
+    )
+    .order_by(legs.c.pvp_id, legs.c.leg)
+)
+SELECT_PVPS_OF_UETRS = _LEGS_WITH_PVPS.where(
+    legs.c.pvp_id.in_(sa.select(legs.c.pvp_id).where(legs.c.uetr == sa.any_(_UETRS)))
+)
+SELECT_PVPS = _LEGS_WITH_PVPS.where(legs.c.pvp_id == sa.any_(_PVP_IDS))
 SELECT_QUEUED_LEGS = _waited(
     sa.select(legs, *_PVP_COLUMNS, pvps.c.created_at)
     .join(pvps, pvps.c.id == legs.c.pvp_id)
@@ -439,13 +463,16 @@ def read_decision(conn: Connection, pvp_id: str) -> Decision | None:
     return None if row is None else _decision(row[0], row[1:])
 
 
+def found(row: Sequence[Any]) -> Found:
+    """A leg with its PvP and decision: a row of SELECT_LEG_BY_UETR (or SELECT_PVPS...)."""
+    pvp = _pvp_row(row[_LEG_WIDTH : _LEG_WIDTH + _PVP_WIDTH])
+    return Found(pvp, leg_row(row), _decision(pvp.id, row[_LEG_WIDTH + _PVP_WIDTH :]))
+
+
 def find_leg(conn: Connection, uetr: str) -> Found | None:
     """The leg of ``uetr`` with its PvP and decision, in one read (see SELECT_LEG_BY_UETR)."""
     row = run(conn, SELECT_LEG_BY_UETR, {"uetr": uetr}).first()
-    if row is None:
-        return None
-    pvp = _pvp_row(row[_LEG_WIDTH : _LEG_WIDTH + _PVP_WIDTH])
-    return Found(pvp, leg_row(row), _decision(pvp.id, row[_LEG_WIDTH + _PVP_WIDTH :]))
+    return None if row is None else found(row)
 
 
 def read_pvp_record(conn: Connection, pvp_id: str) -> PvPRecord | None:
@@ -611,6 +638,7 @@ __all__ = [
     "PvPRow",
     "find_leg",
     "first_match",
+    "found",
     "insert_instruction",
     "insert_sim_lock",
     "leg_row",

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -71,6 +72,9 @@ class FakeRepository:
     inbox: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
 
     # --- reads ---
+
+    def expect(self, work: Work, uetrs: Sequence[str]) -> None:
+        pass
 
     def find_leg(self, work: Work, uetr: str) -> Found | None:
         for leg in self.legs.values():
@@ -126,6 +130,17 @@ class FakeRepository:
         return [q for _, q in queued[:limit]]
 
     # --- writes ---
+
+    def insert_pvps(
+        self, work: Work, pvps: Sequence[tuple[PvPRow, int]], legs: Sequence[LegRow]
+    ) -> None:
+        for pvp, created_at in pvps:
+            if pvp.id in self.pvps:
+                raise ConstraintViolation(f"PvP {pvp.id} exists")
+            self.pvps[pvp.id] = pvp
+            self.created_at[pvp.id] = created_at
+        for leg in legs:
+            self.legs[leg.pvp_id, leg.leg] = leg
 
     def update_leg(self, work: Work, leg: LegRow, **values: Any) -> None:
         self.update_legs(work, [{"k_pvp": leg.pvp_id, "k_leg": leg.leg, **values}])
