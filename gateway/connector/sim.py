@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -29,9 +29,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from gateway.connector import store
+from gateway.connector import pgtx, store
 from gateway.connector.faults import Faults
-from gateway.connector.rows import SimLockRow, SimLockState
+from gateway.connector.rows import SimAccountRow, SimLockRow, SimLockState
 from gateway.connector.schema import sim_accounts, sim_issuance, sim_locks
 from gateway.connector.store import now_ms
 from gateway.errors import InvalidInput, NotFound
@@ -61,6 +61,56 @@ PACS009 = "pacs.009.001.08"
 
 def new_id(prefix: str = "S") -> str:
     return sortable_id(prefix)
+
+
+class _Reads:
+    """The locks and accounts one message's handling reads. On SQLite each is read when asked
+    for; on PostgreSQL those the message names are read at once, one round trip in the
+    transaction's pipeline (:mod:`gateway.connector.pgtx`), and kept up to date with what the
+    handling writes (a transaction's reads see its own writes)."""
+
+    def __init__(
+        self, conn: Connection, currency: str, uetrs: list[str], accounts: Sequence[str] = ()
+    ) -> None:
+        self.conn = conn
+        self.currency = currency
+        self.locks: dict[str, SimLockRow | None] | None = None
+        self.accounts: dict[str, SimAccountRow | None] | None = None
+        tx = pgtx.tx_of(conn)
+        if tx is None:
+            return
+        locks = pgtx.query(tx, store.SELECT_SIM_LOCKS, {"uetrs": uetrs})
+        if accounts:
+            params = {"currency": currency, "accounts": list(accounts)}
+            found = pgtx.query(tx, store.SELECT_SIM_ACCOUNTS, params)
+            self.accounts = dict.fromkeys(accounts)
+            self.accounts.update((r[1], SimAccountRow(*r)) for r in found.rows())
+        self.locks = dict.fromkeys(uetrs)
+        self.locks.update((r[0], store.sim_lock_row(r)) for r in locks.rows())
+
+    def lock(self, uetr: str) -> SimLockRow | None:
+        if self.locks is None:
+            return store.read_sim_lock(self.conn, uetr)
+        return self.locks.get(uetr)
+
+    def account(self, account: str) -> SimAccountRow | None:
+        if self.accounts is None:
+            return store.read_sim_account(self.conn, self.currency, account)
+        return self.accounts.get(account)
+
+    def locked(self, row: SimLockRow) -> None:
+        """``row`` written (inserted, or its state set)."""
+        if self.locks is not None:
+            self.locks[row.uetr] = row
+
+    def held(self, account: str, amount: int) -> None:
+        """``amount`` of ``account``'s available funds moved to held."""
+        if self.accounts is not None:
+            row = self.accounts.get(account)
+            if row is not None:
+                self.accounts[account] = replace(
+                    row, available=row.available - amount, held=row.held + amount
+                )
 
 
 class SimulatedNetworks:
@@ -204,7 +254,7 @@ class SimulatedNetworks:
         elif isinstance(msg, Camt056):
             answers.extend(self._on_camt056(conn, currency, bic, msg))
         elif isinstance(msg, Pacs028):
-            answers.append(self._on_pacs028(conn, msg))
+            answers.append(self._on_pacs028(conn, currency, msg))
         else:
             log.info("simulated %s ignores %s", currency, msg.MESSAGE_ID)
         to = self.connector_bic
@@ -262,23 +312,27 @@ class SimulatedNetworks:
 
     def _on_pacs009(self, conn: Connection, currency: str, msg: Pacs009) -> Pacs002:
         out: list[TransactionStatus] = []
-        for tx in msg.transactions:
-            row = store.read_sim_lock(conn, tx.uetr)
+        txs = msg.transactions
+        reads = _Reads(conn, currency, [tx.uetr for tx in txs], [tx.debtor_account for tx in txs])
+        for tx in txs:
+            row = reads.lock(tx.uetr)
             if row is None:
-                row = self._lock(conn, currency, msg.msg_id, tx)
+                row = self._lock(conn, currency, msg.msg_id, tx, reads)
                 if row.reason is not None:
                     log.info("simulated %s rejects %s: %s", currency, tx.uetr, row.reason)
             out.append(self._status(row))
         return self._pacs002(out)
 
-    def _lock(self, conn: Connection, currency: str, msg_id: str, tx: CreditTransfer) -> SimLockRow:
+    def _lock(
+        self, conn: Connection, currency: str, msg_id: str, tx: CreditTransfer, reads: _Reads
+    ) -> SimLockRow:
         """Lock (or reject) a leg; returns the ``sim_locks`` row written."""
         pvp_id = tx.pvp.pvp_id if tx.pvp is not None else None
         reason: str | None = None
         fault = self.faults.fire(
             "reject", pvp_id=pvp_id, message_type=PACS009, destination_bic=self.banks[currency]
         )
-        debtor = store.read_sim_account(conn, currency, tx.debtor_account)
+        debtor = reads.account(tx.debtor_account)
         if fault is not None:
             reason = fault.reason
         elif tx.amount.currency != currency:
@@ -301,16 +355,19 @@ class SimulatedNetworks:
             reason=reason,
         )
         store.insert_sim_lock(conn, row)
+        reads.locked(row)
         if reason is None:
             self._move(
                 conn, currency, tx.debtor_account, available=-tx.amount.minor, held=tx.amount.minor
             )
+            reads.held(tx.debtor_account, tx.amount.minor)
         return row
 
     def _on_pacs002(self, conn: Connection, currency: str, msg: Pacs002) -> Pacs002:
         out: list[TransactionStatus] = []
+        reads = _Reads(conn, currency, [tx.original.uetr for tx in msg.transactions])
         for tx in msg.transactions:
-            row = store.read_sim_lock(conn, tx.original.uetr)
+            row = reads.lock(tx.original.uetr)
             flfmt = tx.pvp.fulfilment if tx.pvp is not None else None
             if row is not None and row.state is SimLockState.LOCKED and flfmt is not None:
                 if hashlib.sha256(bytes.fromhex(flfmt)).hexdigest() != row.condition:
@@ -322,14 +379,16 @@ class SimulatedNetworks:
                 self._credit(conn, currency, row.creditor_account, row.amount)
                 row = replace(row, state=SimLockState.COMMITTED)
                 run(conn, store.SET_SIM_LOCK_STATE, {"k_uetr": row.uetr, "state": row.state})
+                reads.locked(row)
             out.append(self._status(row, None if row is not None else tx.original))
         return self._pacs002(out)
 
     def _on_camt056(self, conn: Connection, currency: str, bic: str, msg: Camt056) -> list[Camt029]:
         answers: list[Camt029] = []
         resolutions: list[CancellationResolution] = []
+        reads = _Reads(conn, currency, [tx.original.uetr for tx in msg.transactions])
         for tx in msg.transactions:
-            row = store.read_sim_lock(conn, tx.original.uetr)
+            row = reads.lock(tx.original.uetr)
             if row is None:
                 tombstone = SimLockRow(
                     uetr=tx.original.uetr,
@@ -345,12 +404,14 @@ class SimulatedNetworks:
                     reason=None,
                 )
                 store.insert_sim_lock(conn, tombstone)
+                reads.locked(tombstone)
             elif row.state is SimLockState.LOCKED:
                 self._move(
                     conn, currency, row.debtor_account, held=-row.amount, available=row.amount
                 )
                 released = SimLockState.RELEASED
                 run(conn, store.SET_SIM_LOCK_STATE, {"k_uetr": row.uetr, "state": released})
+                reads.locked(replace(row, state=released))
             refused = row is not None and row.state is SimLockState.COMMITTED
             resolutions.append(
                 CancellationResolution(
@@ -375,10 +436,11 @@ class SimulatedNetworks:
                 )
         return answers
 
-    def _on_pacs028(self, conn: Connection, msg: Pacs028) -> Pacs002:
+    def _on_pacs028(self, conn: Connection, currency: str, msg: Pacs028) -> Pacs002:
         out = []
+        reads = _Reads(conn, currency, [tx.original.uetr for tx in msg.transactions])
         for tx in msg.transactions:
-            row = store.read_sim_lock(conn, tx.original.uetr)
+            row = reads.lock(tx.original.uetr)
             out.append(self._status(row, None if row is not None else tx.original))
         return self._pacs002(out)
 

@@ -405,6 +405,13 @@ CREDIT_SIM_ACCOUNT = _queued(
 )
 INSERT_SIM_ISSUANCE = _queued(sim_issuance.insert())
 SELECT_SIM_LOCK = _waited(sa.select(sim_locks).where(sim_locks.c.uetr == _b("uetr")))
+# PostgreSQL (``gateway.connector.sim``): the locks and debtors' accounts a message's
+# transactions name, read at once.
+SELECT_SIM_LOCKS = sa.select(sim_locks).where(sim_locks.c.uetr == sa.any_(_UETRS))
+SELECT_SIM_ACCOUNTS = sa.select(sim_accounts).where(
+    (sim_accounts.c.currency == _b("currency"))
+    & (sim_accounts.c.account == sa.any_(_b("accounts", type_=ARRAY(sa.String))))
+)
 INSERT_SIM_LOCK = _queued(sim_locks.insert())
 SET_SIM_LOCK_STATE = _queued(sim_locks.update().where(sim_locks.c.uetr == _b("k_uetr")))
 
@@ -623,13 +630,15 @@ def insert_sim_lock(conn: Connection, lock: SimLockRow) -> None:
     run(conn, INSERT_SIM_LOCK, {name: getattr(lock, name) for name in _SIM_LOCK_COLUMNS})
 
 
-def read_sim_lock(conn: Connection, uetr: str) -> SimLockRow | None:
-    row = run(conn, SELECT_SIM_LOCK, {"uetr": uetr}).first()
-    if row is None:
-        return None
+def sim_lock_row(row: Sequence[Any]) -> SimLockRow:
     values = list(row)
     values[_SIM_LOCK_STATE] = SimLockState(values[_SIM_LOCK_STATE])
     return SimLockRow(*values)
+
+
+def read_sim_lock(conn: Connection, uetr: str) -> SimLockRow | None:
+    row = run(conn, SELECT_SIM_LOCK, {"uetr": uetr}).first()
+    return None if row is None else sim_lock_row(row)
 
 
 __all__ = [
@@ -663,6 +672,7 @@ __all__ = [
     "read_sim_account",
     "read_sim_lock",
     "reader",
+    "sim_lock_row",
     "stale_legs",
     "sweep_probe",
 ]
