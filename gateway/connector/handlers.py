@@ -109,16 +109,20 @@ class Handlers:
         the message it was built from, if at hand) and the connector takes its answers."""
         for message, answer in self.sim.handle(raw, bic, conn=work.conn, message=built):
             sha = hashlib.sha256(answer).hexdigest()
-            self.take(work, message, bic, sha, answer)
+            self.take(work, message, bic, sha, answer, fresh=True)
 
     # --- inbound ------------------------------------------------------------------------
 
-    def take(self, work: Work, msg: Message, sender: str, sha: str, raw: bytes) -> bool:
+    def take(
+        self, work: Work, msg: Message, sender: str, sha: str, raw: bytes, *, fresh: bool = False
+    ) -> bool:
         """Process a message and store it, processed, in ``work``; False (nothing done) for
         the same bytes again, DU01 for other bytes under its id. Its bytes go in the inbox
-        row only if no PvP's log has them (see ``schema.inbox``)."""
+        row only if no PvP's log has them (see ``schema.inbox``). ``fresh``: a simulated
+        bank's answer built in this transaction, under a new id (``sortable_id``): no
+        duplicate to look for (the inbox's unique key would refuse one)."""
         self.repo.expect(work, _uetrs(msg))
-        if self.seen(work, msg, sender, sha):
+        if not fresh and self.seen(work, msg, sender, sha):
             return False
         in_log = self.process(work, msg, sender, raw)
         self.store_inbound(work, msg, sender, sha, b"" if in_log else raw, processed=True)
