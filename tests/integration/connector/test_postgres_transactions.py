@@ -1,0 +1,202 @@
+"""The connector's write transactions on PostgreSQL: one psycopg pipeline each
+(``gateway.connector.pgtx``) and the repository that keeps what it locked
+(``gateway.connector.pgrepo``), with the SQL repository as the oracle.
+
+A write queued in the pipeline reports its failure later than when it ran alone: these check
+that it still fails its transaction (or only its savepoint), that what the repository keeps
+is what a read of the database says, and that connections go back to the pool as lent."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from gateway.connector import schema, store
+from gateway.connector.model import Decision, DecisionKind, LegStatus, PvPState
+from gateway.connector.outbox import Work, transaction
+from gateway.connector.pgrepo import PgRepository
+from gateway.connector.repository import SqlRepository
+from gateway.connector.rows import LegRow, PvPRow
+from gateway.sqlite.fastsql import run
+
+pytestmark = pytest.mark.postgres
+
+PG = PgRepository()
+SQL = SqlRepository()
+
+
+@pytest.fixture
+def engine(pg_database_factory: Callable[[], str]) -> Iterator[Engine]:
+    eng = store.make_engine(pg_database_factory())
+    schema.create_schema(eng)
+    yield eng
+    eng.dispose()
+
+
+def _pvp(engine: Engine, pvp_id: str = "PVP1") -> tuple[PvPRow, list[LegRow]]:
+    """A pending PvP with its two legs instructed, committed."""
+    pvp = PvPRow(
+        pvp_id, deadline=10**13, condition="c" * 64, secret="s" * 64, state=PvPState.PENDING
+    )
+    legs = [
+        LegRow(
+            pvp_id=pvp_id,
+            leg=name,
+            uetr=f"{pvp_id}-{name}",
+            network_bic="NETWORKXXXX",
+            currency=currency,
+            amount=100,
+            debtor_bic="DEBTORXXXXX",
+            debtor_account="debtor",
+            creditor_bic="CREDITORXXX",
+            creditor_account="creditor",
+            end_to_end_id=f"E2E-{name}",
+            pacs009_msg_id=f"M-{name}",
+            status=LegStatus.INSTRUCTED,
+            reason=None,
+            locked_at=None,
+            acknowledged=False,
+            decision_sent_at=None,
+            decision_queued=False,
+            redeliver_at=None,
+            redeliveries=0,
+        )
+        for name, currency in (("DT", "KZT"), ("FX", "AED"))
+    ]
+    with transaction(engine) as work:
+        SQL.insert_pvps(work, [(pvp, 1)], legs)
+    return pvp, legs
+
+
+def _inbox_row(msg_id: str) -> dict[str, Any]:
+    return {
+        "sender_bic": "SENDERXXXXX",
+        "msg_def_id": "pacs.002.001.10",
+        "msg_id": msg_id,
+        "sha256": "0" * 64,
+        "raw": b"",
+        "received_at": 1,
+        "processed": True,
+    }
+
+
+def _inbox_ids(engine: Engine) -> list[str]:
+    with store.reader(engine) as conn:
+        return sorted(r[0] for r in conn.execute(sa.text("SELECT msg_id FROM inbox")))
+
+
+def _insert_twice(engine: Engine) -> None:
+    with transaction(engine) as work:
+        run(work.conn, store.INSERT_INBOX, _inbox_row("A"))
+        run(work.conn, store.INSERT_INBOX, _inbox_row("A"))  # queued: reported at the commit
+
+
+def test_a_queued_write_that_fails_fails_its_transaction(engine: Engine) -> None:
+    with pytest.raises(sa.exc.IntegrityError):
+        _insert_twice(engine)
+    assert _inbox_ids(engine) == []
+    with transaction(engine) as work:  # the pool's connections are fit for the next one
+        run(work.conn, store.INSERT_INBOX, _inbox_row("B"))
+    assert _inbox_ids(engine) == ["B"]
+    with engine.connect() as conn:
+        driver: Any = conn.connection.driver_connection
+        assert not driver.autocommit
+
+
+@pytest.mark.parametrize("reported", ["by_a_read_in_the_block", "after_the_block"])
+def test_a_savepoint_undoes_a_failed_queued_write_and_the_transaction_goes_on(
+    engine: Engine, reported: str
+) -> None:
+    def block(work: Work) -> None:
+        with transaction(engine, work):
+            run(work.conn, store.INSERT_INBOX, _inbox_row("A"))
+            if reported == "by_a_read_in_the_block":
+                SQL.inbox_sha(work, "SENDERXXXXX", "pacs.002.001.10", "A")
+            raise RuntimeError("the block fails before its failed write is reported")
+
+    with transaction(engine) as work:
+        run(work.conn, store.INSERT_INBOX, _inbox_row("A"))
+        with pytest.raises((sa.exc.IntegrityError, RuntimeError)):
+            block(work)
+        run(work.conn, store.INSERT_INBOX, _inbox_row("B"))
+    assert _inbox_ids(engine) == ["A", "B"]
+
+
+def test_the_repository_keeps_what_a_read_of_the_database_says(engine: Engine) -> None:
+    pvp, legs = _pvp(engine)
+    with transaction(engine) as work:
+        PG.expect(work, [legs[1].uetr])
+        found = PG.find_leg(work, legs[1].uetr)
+        assert found == SQL.find_leg(work, legs[1].uetr)
+        PG.update_leg(work, legs[0], status=LegStatus.LOCKED, locked_at=5)
+        PG.update_leg(work, legs[1], status=LegStatus.LOCKED, locked_at=6)
+        decision = Decision(pvp.id, DecisionKind.COMMIT, None, "both legs locked in time", 7)
+        PG.insert_decision(work, decision)
+        PG.update_pvp(work, pvp.id, PvPState.COMMITTED)
+        updates = [{"k_pvp": pvp.id, "k_leg": leg.leg, "decision_sent_at": 8} for leg in legs]
+        PG.update_legs(work, updates)
+        for leg in legs:
+            PG.update_leg(work, leg, status=LegStatus.SETTLED, acknowledged=True)
+        PG.complete(work, pvp.id)
+        assert PG.read_pvp(work, pvp.id) == SQL.read_pvp(work, pvp.id)
+        assert PG.read_pvp(work, pvp.id).state is PvPState.SETTLED
+        assert PG.read_legs(work, pvp.id) == SQL.read_legs(work, pvp.id)
+        assert PG.read_leg(work, pvp.id, "DT") == SQL.read_leg(work, pvp.id, "DT")
+        assert PG.read_decision(work, pvp.id) == SQL.read_decision(work, pvp.id) == decision
+        assert PG.find_leg(work, legs[0].uetr) == SQL.find_leg(work, legs[0].uetr)
+
+
+def test_a_pvp_the_transaction_inserted_is_known_without_a_read(engine: Engine) -> None:
+    _pvp_before, legs = _pvp(engine, "PVP0")  # committed before: read from the database
+    fresh = PvPRow("PVP2", 10**13, "c" * 64, "s" * 64, PvPState.PENDING)
+    fresh_legs = [replace(leg, pvp_id=fresh.id, uetr=f"{fresh.id}-{leg.leg}") for leg in legs]
+    with transaction(engine) as work:
+        PG.insert_pvps(work, [(fresh, 2)], fresh_legs)
+        found = PG.find_leg(work, fresh_legs[0].uetr)
+        assert found is not None and found.pvp == fresh and found.decision is None
+        assert PG.read_legs(work, fresh.id) == SQL.read_legs(work, fresh.id) == fresh_legs
+        assert PG.find_leg(work, "no such UETR") is None
+        assert PG.find_leg(work, legs[0].uetr) == SQL.find_leg(work, legs[0].uetr)
+
+
+def test_a_savepoint_rolled_back_forgets_what_the_repository_kept(engine: Engine) -> None:
+    pvp, legs = _pvp(engine)
+
+    def locked_then_refused(work: Work) -> None:
+        with transaction(engine, work):
+            PG.update_leg(work, legs[0], status=LegStatus.LOCKED, locked_at=5)
+            assert PG.read_leg(work, pvp.id, "DT").status is LegStatus.LOCKED
+            raise RuntimeError("refused")
+
+    with transaction(engine) as work:
+        assert PG.find_leg(work, legs[0].uetr) is not None
+        with pytest.raises(RuntimeError):
+            locked_then_refused(work)
+        found = PG.find_leg(work, legs[0].uetr)
+        assert found is not None and found.leg == legs[0]
+        assert found == SQL.find_leg(work, legs[0].uetr)
+
+
+def test_the_legs_a_message_names_are_read_with_their_pvps_locked(engine: Engine) -> None:
+    pvp, legs = _pvp(engine)
+    with transaction(engine) as work:
+        PG.expect(work, [legs[0].uetr])
+        assert PG.find_leg(work, legs[0].uetr) is not None
+        with engine.connect() as other, pytest.raises(sa.exc.OperationalError) as waited:
+            other.exec_driver_sql(f"SELECT id FROM pvps WHERE id = '{pvp.id}' FOR UPDATE NOWAIT")
+        assert getattr(waited.value.orig, "sqlstate", None) == "55P03"  # lock not available
+
+
+def test_a_reader_runs_in_autocommit_mode_and_gives_its_connection_back_as_lent(
+    engine: Engine,
+) -> None:
+    with store.reader(engine) as conn:
+        assert conn.connection.driver_connection.autocommit  # type: ignore[union-attr]
+        assert store.pvp_exists(conn, "none") is False
+    with engine.connect() as conn:
+        assert not conn.connection.driver_connection.autocommit  # type: ignore[union-attr]
