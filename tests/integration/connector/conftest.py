@@ -2,114 +2,18 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from gateway.config import load_settings
 from gateway.connector import Connector, create_app
 from gateway.messaging.serving import serve_in_thread
-from tests.integration.connector.fakenet import BIC, FakeNetwork
-
-AED_BANK = "CBAUAEAA"
-DT_BANK = "HSBKKZKX"
-FX_BANK = "EBILAEAD"
-
-
-@dataclass
-class Env:
-    url: str
-    http: httpx.Client
-    connector: Connector
-    dt: FakeNetwork
-
-    def trade(
-        self, *, kzt: int = 100_000, aed: int = 800, seconds: float = 5.0, pvp_id: str | None = None
-    ) -> str:
-        body = self.trade_body(kzt=kzt, aed=aed, seconds=seconds, pvp_id=pvp_id)
-        r = self.http.post("/v1/trades", json=body)
-        assert r.status_code == 201, r.text
-        return str(r.json()["pvp_id"])
-
-    @staticmethod
-    def trade_body(
-        *, kzt: int = 100_000, aed: int = 800, seconds: float = 5.0, pvp_id: str | None = None
-    ) -> dict[str, Any]:
-        """A ``POST /v1/trades`` body: HSBK pays KZT, EBIL pays AED (simulated)."""
-        value_time = datetime.now(UTC) + timedelta(seconds=seconds)
-        body: dict[str, Any] = {
-            "value_time": value_time.isoformat(),
-            "a": {
-                "bic": DT_BANK,
-                "currency": "KZT",
-                "amount": kzt,
-                "account": "hsbk-dt",
-                "receive_account": "HSBK-AED",
-            },
-            "b": {
-                "bic": FX_BANK,
-                "currency": "AED",
-                "amount": aed,
-                "account": "EBIL-AED",
-                "receive_account": "ebil-dt",
-            },
-        }
-        if pvp_id:
-            body["pvp_id"] = pvp_id
-        return body
-
-    def pvp(self, pvp_id: str) -> dict[str, Any]:
-        r = self.http.get(f"/v1/pvp/{pvp_id}")
-        assert r.status_code == 200, r.text
-        return dict(r.json())
-
-    def wait(
-        self, pvp_id: str, pred: Callable[[dict[str, Any]], bool], timeout: float = 10
-    ) -> dict[str, Any]:
-        end = time.monotonic() + timeout
-        while True:
-            view = self.pvp(pvp_id)
-            if pred(view):
-                return view
-            if time.monotonic() > end:
-                raise AssertionError(f"timed out; PvP is {view}")
-            time.sleep(0.02)
-
-    def balance(self, account: str) -> dict[str, Any]:
-        r = self.http.get(f"/v1/sim/AED/accounts/{account}")
-        assert r.status_code == 200, r.text
-        return dict(r.json())
-
-
-def connector_settings(tmp: Path, **connector: Any) -> Any:
-    return load_settings(
-        environ={},
-        data_dir=str(tmp),
-        connector={
-            "database_url": f"sqlite:///{tmp}/connector.db",
-            "sim_accounts": {"AED": {"EBIL-AED": 1_000_000}},
-            "safety_margin_ms": 300,
-            "redeliver_after_ms": 1500,
-            "retry_base_ms": 20,
-            "retry_cap_ms": 500,
-            **connector,
-        },
-    )
-
-
-def register_network(http: httpx.Client, net: FakeNetwork) -> None:
-    r = http.post(
-        "/v1/participants",
-        json={"bic": BIC, "currency": "KZT", "endpoint": net.url, "certificate_pem": net.cert_pem},
-    )
-    assert r.status_code == 201, r.text
+from tests.integration.connector.fakenet import FakeNetwork
+from tests.integration.connector.support import Env, connector_settings, register_network
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ import httpx
 from gateway.connector import Connector, create_app
 from gateway.connector.keys import generate_identity
 from gateway.messaging.serving import serve_in_thread
-from tests.integration.connector.conftest import DT_BANK, Env, connector_settings
 from tests.integration.connector.fakenet import BIC
+from tests.integration.connector.support import DT_BANK, Env, connector_settings
 
 TOKEN = "admin-secret-0123456789"
 

@@ -11,7 +11,7 @@ import pytest
 
 from gateway.connector import Connector, create_app
 from gateway.messaging.serving import serve_in_thread
-from tests.integration.connector.conftest import connector_settings
+from tests.integration.connector.support import connector_settings
 
 ADMIN = {"Authorization": "Bearer admin-token"}
 JSON = {"content-type": "application/json"}

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from gateway.iso20022 import Camt029, Camt056, Pacs002, Pacs009, Pacs028, parse
-from tests.integration.connector.conftest import Env
+from tests.integration.connector.support import Env
 
 
 def _uetrs(msg: Any) -> list[str]:

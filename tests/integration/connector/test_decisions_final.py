@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from tests.integration.connector.conftest import Env
+from tests.integration.connector.support import Env
 
 CHANGES = {
     "update_decision": "UPDATE decisions SET decision = 'ABORT'",

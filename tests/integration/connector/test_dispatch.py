@@ -25,8 +25,8 @@ from gateway.connector.outbox import transaction
 from gateway.connector.store import now_ms
 from gateway.sqlite import walsync
 from gateway.sqlite.fastsql import run, savepoint
-from tests.integration.connector.conftest import Env, connector_settings
 from tests.integration.connector.fakenet import BIC
+from tests.integration.connector.support import Env, connector_settings
 
 
 class _Accepts(BaseHTTPRequestHandler):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.connector.conftest import Env
+from tests.integration.connector.support import Env
 
 
 def test_an_unexpected_error_is_logged_and_answered_as_a_problem(

@@ -12,8 +12,8 @@ import sqlalchemy as sa
 
 from gateway.connector.keys import generate_identity
 from gateway.iso20022 import parse
-from tests.integration.connector.conftest import DT_BANK, FX_BANK, Env
 from tests.integration.connector.fakenet import BIC, FakeNetwork
+from tests.integration.connector.support import DT_BANK, FX_BANK, Env
 from tests.support.commits import commits_on_this_thread
 
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 import sqlalchemy as sa
 
-from tests.integration.connector.conftest import Env
+from tests.integration.connector.support import Env
 
 
 def _settled(v: dict) -> bool:  # type: ignore[type-arg]

@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from gateway.messaging.serving import free_port, serve_in_thread
-from tests.integration.connector.conftest import DT_BANK, FX_BANK, register_network
 from tests.integration.connector.fakenet import FakeNetwork
+from tests.integration.connector.support import DT_BANK, FX_BANK, register_network
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -16,7 +16,7 @@ import pytest
 
 from gateway.connector import Connector, create_app
 from gateway.messaging.serving import serve_in_thread
-from tests.integration.connector.conftest import connector_settings
+from tests.integration.connector.support import connector_settings
 from tests.support.fuzz import report, run_schemathesis
 
 pytestmark = pytest.mark.slow

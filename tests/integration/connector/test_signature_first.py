@@ -20,8 +20,8 @@ from gateway.iso20022 import (
     parse,
     sign_envelope,
 )
-from tests.integration.connector.conftest import Env
 from tests.integration.connector.fakenet import BIC
+from tests.integration.connector.support import Env
 
 
 def _broken_status_request() -> bytes:

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from tests.integration.connector.conftest import Env
 from tests.integration.connector.fakenet import BIC as DT_BANK_BIC
+from tests.integration.connector.support import Env
 
 SIM = "CBAUAEAA"
 

@@ -7,7 +7,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from tests.integration.connector.conftest import Env
+from tests.integration.connector.support import Env
 
 
 def _new_id() -> str:
