@@ -82,7 +82,14 @@ class SimAccountIn(Struct):
 
 
 class FaultIn(Struct):
-    kind: Literal["drop", "delay", "duplicate", "reorder", "reject", "crash_after"]
+    """A fault rule. It fires on the messages its filters match (`pvp_id`, `message_type` as
+    a prefix, `destination_bic`), with `probability`, at most `count` times. On a delivery:
+    `drop` (delivered again later), `delay` (`delay_ms`), `duplicate`, `reorder` (held until
+    the next message has gone). At a simulated bank: `reject` (it answers RJCT `reason`),
+    `outage` (its handling fails: undone, and the message delivered again). `crash_after`:
+    the connector is killed at `step`."""
+
+    kind: Literal["drop", "delay", "duplicate", "reorder", "reject", "outage", "crash_after"]
     probability: Annotated[float, Meta(ge=0, le=1)] = 1.0
     pvp_id: str | None = None
     message_type: str | None = None

@@ -4,8 +4,10 @@ A rule applies to a message when its filters match (PvP id, message type, destin
 and a random draw falls under its probability; ``count`` limits how many times it fires.
 Kinds: ``drop`` (not delivered: the outbox retries it), ``delay`` (``delay_ms`` later),
 ``duplicate`` (delivered twice), ``reorder`` (held, sent after the next message), ``reject``
-(the simulated network answers RJCT ``reason``), ``crash_after`` (SIGKILL at ``step``).
-Rules live in memory: a restart (after a crash) starts with none.
+(the simulated network answers RJCT ``reason``), ``outage`` (the simulated network fails while
+handling the message: what it did is rolled back with the delivery's transaction, or its
+savepoint in a lane's batch, and the outbox delivers the message again), ``crash_after``
+(SIGKILL at ``step``). Rules live in memory: a restart (after a crash) starts with none.
 """
 
 from __future__ import annotations
@@ -26,9 +28,9 @@ from gateway.faults import crash_point
 
 log = logging.getLogger(__name__)
 
-FaultKind = Literal["drop", "delay", "duplicate", "reorder", "reject", "crash_after"]
+FaultKind = Literal["drop", "delay", "duplicate", "reorder", "reject", "outage", "crash_after"]
 KINDS: frozenset[str] = frozenset(
-    ("drop", "delay", "duplicate", "reorder", "reject", "crash_after")
+    ("drop", "delay", "duplicate", "reorder", "reject", "outage", "crash_after")
 )
 CRASH_STEPS: frozenset[str] = frozenset(
     (

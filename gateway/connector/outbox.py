@@ -28,7 +28,8 @@ from gateway.connector.store import now_ms
 from gateway.iso20022 import KeyPair, Message, build, header_for
 from gateway.sqlite.fastsql import run, savepoint
 
-_MAX_BUILT = 100_000
+KEEP_BUILT = 100_000
+"""The built messages an :class:`Outbox` keeps, by default."""
 
 
 class Step(NamedTuple):
@@ -158,16 +159,27 @@ def write_log(conn: Connection, entries: list[Logged]) -> None:
 class Outbox:
     """Builds the connector's messages into outbox rows (signed for a remote network) and
     keeps, for a simulated bank, the typed message until it is delivered: the bank takes it
-    typed instead of parsing back bytes built (and validated) from it. Bounded; a message not
-    found here (a restart, a redelivery) is parsed from its row."""
+    typed instead of parsing back bytes built (and validated) from it. Bounded by
+    :attr:`keep_built`; a message not found here (a restart, a redelivery) is parsed from its
+    row."""
 
     def __init__(
-        self, bic: str, registry: Registry, sim: SimulatedNetworks, signer: KeyPair
+        self,
+        bic: str,
+        registry: Registry,
+        sim: SimulatedNetworks,
+        signer: KeyPair,
+        *,
+        keep_built: int = KEEP_BUILT,
     ) -> None:
         self.bic = bic
         self.registry = registry
         self.sim = sim
         self.signer = signer
+        self.keep_built = keep_built
+        """How many built messages to a simulated bank are kept for their delivery after the
+        commit, the oldest let go first; 0: none, each is parsed from its row when delivered
+        (as after a restart). One answered in its sender's transaction is at hand there."""
         self._built: OrderedDict[str, Message] = OrderedDict()
         self._built_lock = threading.Lock()
 
@@ -177,10 +189,10 @@ class Outbox:
         signer = self.signer if net is not None and net.endpoint else None
         raw = build(msg, header_for(msg, from_bic=self.bic, to_bic=dest), signer=signer)
         simulated = net is not None and net.endpoint is None and dest in self.sim.by_bic
-        if simulated:
+        if simulated and self.keep_built > 0:
             with self._built_lock:
                 self._built[msg.id] = msg
-                if len(self._built) > _MAX_BUILT:
+                while len(self._built) > self.keep_built:
                     self._built.popitem(last=False)
         now = now_ms()
         row = {
@@ -204,6 +216,7 @@ class Outbox:
 
 
 __all__ = [
+    "KEEP_BUILT",
     "Logged",
     "Outbox",
     "OutboxRow",

@@ -13,14 +13,18 @@ with :func:`gateway.iso20022.parse`) and answers with built, validated messages:
 - ``pacs.028`` -> pacs.002 with the leg's status.
 
 Every message is handled idempotently by UETR: a duplicate is answered again from the stored
-state, never applied twice. Money: ``available + held`` summed over a currency's accounts
-always equals what was issued into it (``check``).
+state, never applied twice. An ``outage`` fault rule makes a bank fail once it has handled a
+message, before answering: what the handling wrote is undone with the transaction it was
+written in, and the connector delivers the message again. Money: ``available + held`` summed
+over a currency's accounts always equals what was issued into it (``check``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import threading
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -113,6 +117,19 @@ class _Reads:
                 )
 
 
+class SimulatedOutage(RuntimeError):
+    """A simulated bank failed while handling a message (an ``outage`` fault rule fired)."""
+
+
+def _pvp_of(msg: Message) -> str | None:
+    """The PvP a pacs.009 or pacs.002 is about, if only one (the others name none)."""
+    if isinstance(msg, Pacs009 | Pacs002):
+        pvps = {tx.pvp.pvp_id for tx in msg.transactions if tx.pvp is not None}
+        if len(pvps) == 1:
+            return pvps.pop()
+    return None
+
+
 class SimulatedNetworks:
     """All simulated central banks (currency -> BIC), sharing the connector's database."""
 
@@ -131,6 +148,9 @@ class SimulatedNetworks:
         self.connector_bic = connector_bic
         self.faults = faults
         self.clock = clock
+        self._built: Counter[str] = Counter()
+        self._parsed: Counter[str] = Counter()
+        self._received_lock = threading.Lock()
 
     # --- accounts ---------------------------------------------------------------------------
 
@@ -232,7 +252,9 @@ class SimulatedNetworks:
         """One envelope addressed to the simulated bank ``bic`` -> its answers, each as the
         typed message and its envelope (built, so schema-valid), in the caller's transaction
         ``conn`` if given, else in its own. ``message``: what ``raw`` was built from, when the
-        caller has it (the connector, in process), taken instead of parsing ``raw``."""
+        caller has it (the connector, in process), taken instead of parsing ``raw``.
+        An ``outage`` fault rule that fires makes the handling fail once it has been applied,
+        with :class:`SimulatedOutage`: the transaction it was applied in is to be rolled back."""
         currency = self.by_bic[bic]
         if message is not None:
             msg = message
@@ -243,9 +265,22 @@ class SimulatedNetworks:
                 # A correct partner would answer admi.002; the connector only logs those.
                 log.error("simulated %s refused a message: %s", currency, exc)
                 return []
+        with self._received_lock:
+            (self._built if message is not None else self._parsed)[msg.MESSAGE_ID] += 1
         if conn is None:
             with self.engine.begin() as own:
-                return self.handle(raw, bic, own, message=msg)
+                return self._handle(own, currency, bic, msg)
+        return self._handle(conn, currency, bic, msg)
+
+    def received(self) -> dict[str, dict[str, int]]:
+        """The messages handled so far, by message name: ``built``, taken typed as the
+        connector built them, and ``parsed`` from their bytes (not at hand, or posted)."""
+        with self._received_lock:
+            return {"built": dict(self._built), "parsed": dict(self._parsed)}
+
+    def _handle(
+        self, conn: Connection, currency: str, bic: str, msg: Message
+    ) -> list[tuple[Message, bytes]]:
         answers: list[Message] = []
         if isinstance(msg, Pacs009):
             answers.append(self._on_pacs009(conn, currency, msg))
@@ -257,6 +292,11 @@ class SimulatedNetworks:
             answers.append(self._on_pacs028(conn, currency, msg))
         else:
             log.info("simulated %s ignores %s", currency, msg.MESSAGE_ID)
+        fault = self.faults.fire(
+            "outage", pvp_id=_pvp_of(msg), message_type=msg.MESSAGE_ID, destination_bic=bic
+        )
+        if fault is not None:
+            raise SimulatedOutage(f"fault {fault.id}: simulated {currency} down at {msg.id}")
         to = self.connector_bic
         return [(a, build(a, header_for(a, from_bic=bic, to_bic=to))) for a in answers]
 
@@ -445,4 +485,4 @@ class SimulatedNetworks:
         return self._pacs002(out)
 
 
-__all__ = ["SimulatedNetworks", "new_id"]
+__all__ = ["SimulatedNetworks", "SimulatedOutage", "new_id"]

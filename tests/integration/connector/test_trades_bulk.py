@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from gateway.connector.faults import FaultRule
 from tests.integration.connector.support import Env
 
 
@@ -89,29 +89,28 @@ def test_deliveries_to_a_simulated_bank_share_transactions_and_one_failure_spare
     savepoint: faults still apply per row, a row whose handling fails is undone alone and
     delivered again, and everything settles exactly once.
 
-    The batches are seen through the delivery's watcher; the one failure is the simulated
-    bank's handling replaced to fail once (no fault rule makes the bank's handling fail)."""
+    The batches are seen through the delivery's watcher; the failure is an ``outage`` fault
+    rule set, as a batch starts, on one of its pacs.009 after its first row: the bank fails
+    once it has handled that message (locked its leg)."""
     conn = env.connector
     sizes: list[int] = []
-    batched: set[bytes] = set()  # the payloads of rows delivered in a batch
+    outcomes: dict[int, list[str]] = {}  # by row id, its deliveries' outcomes in order
+    failing: list[Any] = []  # the row the outage is set on, within its batch
 
-    def watcher(event: str, rows: Sequence[Any], _detail: str) -> None:
+    def watcher(event: str, rows: Sequence[Any], detail: str) -> None:
         if event == "batch":
             sizes.append(len(rows))
-            batched.update(r.payload for r in rows)
+            later = [r for r in rows[1:] if r.msg_def_id.startswith("pacs.009")]
+            if not failing and later:
+                row = later[len(later) // 2]
+                failing.append((row, [r.id for r in rows]))
+                rule = {"kind": "outage", "count": 1, "pvp_id": row.pvp_id}
+                rule |= {"message_type": row.msg_def_id, "destination_bic": row.destination_bic}
+                conn.faults.add(FaultRule(**rule))
+        elif event == "delivered":
+            outcomes.setdefault(rows[0].id, []).append(detail)
 
     conn.delivery.watch(watcher)
-    handle = conn.sim.handle
-    failed: list[bool] = []
-
-    def fails_once(raw: bytes, bic: str, conn: Any = None, **kw: Any) -> Any:
-        in_batch = raw in batched
-        if not failed and in_batch and b"pacs.009" in raw:
-            failed.append(in_batch)
-            raise RuntimeError("simulated bank down for one message")
-        return handle(raw, bic, conn=conn, **kw)
-
-    conn.sim.handle = fails_once  # type: ignore[method-assign]
     env.http.post("/v1/faults", json={"kind": "duplicate", "destination_bic": "CBAUAEAA"})
     n = 40
     body = {"trades": [env.trade_body(kzt=1000 + i, aed=10 + i) for i in range(n)]}
@@ -120,44 +119,51 @@ def test_deliveries_to_a_simulated_bank_share_transactions_and_one_failure_spare
     for pvp_id in r.json()["pvp_ids"]:
         view = env.wait(pvp_id, lambda v: v["state"] == "settled")
         assert view["decision"]["decision"] == "COMMIT"
-    assert failed == [True]  # one delivery failed inside a batch, and was delivered again
     assert sizes and max(sizes) > 1
+    [(row, batch)] = failing
+    [outage] = [rule for rule in env.http.get("/v1/faults").json() if rule["kind"] == "outage"]
+    assert outage["fired"] == 1
+    # That row failed in its batch, and was delivered again; the rest of the batch went.
+    assert outcomes[row.id][0] == "retry" and outcomes[row.id][-1] == "sent"
+    assert all(outcomes[other][0] == "sent" for other in batch if other != row.id)
     assert env.balance("HSBK-AED")["available"] == sum(10 + i for i in range(n))
     assert env.http.get("/v1/sim/AED/check").json()["ok"]
 
 
-def test_the_simulated_bank_takes_messages_as_built_and_parses_what_it_was_not_handed(
-    make_env: Callable[..., Env], monkeypatch: Any
+def test_an_outage_of_the_simulated_bank_undoes_its_handling_and_the_message_goes_again(
+    env: Env,
 ) -> None:
-    """Through its lane, the bank is handed the message its envelope was built from; a row it
-    was not handed (as after a restart) is parsed from its bytes, with the same outcome."""
-    from gateway.connector import sim
-
-    env = make_env(sim_inline=False)
-
-    parsed: list[bytes] = []
-    real_parse = sim.parse
-
-    def counting_parse(raw: bytes, *args: Any, **kw: Any) -> Any:
-        parsed.append(raw)
-        return real_parse(raw, *args, **kw)
-
-    monkeypatch.setattr(sim, "parse", counting_parse)
-    first = env.trade(kzt=1000, aed=10)
-    env.wait(first, lambda v: v["state"] == "settled")
-    assert parsed == []
-    # Nothing handed over: every message to the bank is parsed back, and settles the same.
-    monkeypatch.setattr(env.connector.outbox, "_built", _Forgets())
-    second = env.trade(kzt=1001, aed=11)
-    env.wait(second, lambda v: v["state"] == "settled")
-    names = [raw.split(b"<MsgDefIdr>")[1].split(b"<")[0] for raw in parsed]
-    assert names == [b"pacs.009.001.08", b"pacs.002.001.10"]
-    assert env.balance("HSBK-AED")["available"] == 10 + 11
+    """The bank fails twice after locking the leg of a pacs.009: each time the lock is undone
+    with the delivery's transaction, and the third delivery settles the PvP once."""
+    rule = {"kind": "outage", "message_type": "pacs.009", "destination_bic": "CBAUAEAA"}
+    r = env.http.post("/v1/faults", json={**rule, "count": 2})
+    assert r.status_code == 201, r.text
+    pvp_id = env.trade(kzt=1000, aed=10)
+    view = env.wait(pvp_id, lambda v: v["state"] == "settled")
+    assert view["decision"]["decision"] == "COMMIT"
+    [outage] = env.http.get("/v1/faults").json()
+    assert (outage["fired"], outage["count"]) == (2, 0)
+    assert env.balance("HSBK-AED")["available"] == 10
+    assert env.balance("EBIL-AED")["held"] == 0
     assert env.http.get("/v1/sim/AED/check").json()["ok"]
 
 
-class _Forgets(OrderedDict[str, Any]):
-    """Keeps nothing: as after a restart, no built message is at hand at delivery."""
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        return None
+def test_the_simulated_bank_takes_messages_as_built_and_parses_what_it_was_not_handed(
+    make_env: Callable[..., Env],
+) -> None:
+    """Through its lane, the bank is handed the message its envelope was built from; a row it
+    was not handed (as after a restart: the outbox keeps no built message) is parsed from its
+    bytes, with the same outcome."""
+    env = make_env(sim_inline=False)
+    sim = env.connector.sim
+    first = env.trade(kzt=1000, aed=10)
+    env.wait(first, lambda v: v["state"] == "settled")
+    both = {"pacs.009.001.08": 1, "pacs.002.001.10": 1}
+    assert sim.received() == {"built": both, "parsed": {}}
+    # Nothing kept: every message to the bank is parsed back, and settles the same.
+    env.connector.outbox.keep_built = 0
+    second = env.trade(kzt=1001, aed=11)
+    env.wait(second, lambda v: v["state"] == "settled")
+    assert sim.received() == {"built": both, "parsed": both}
+    assert env.balance("HSBK-AED")["available"] == 10 + 11
+    assert env.http.get("/v1/sim/AED/check").json()["ok"]
