@@ -7,16 +7,15 @@ taken up front instead of failing on lock upgrade. PostgreSQL runs through psyco
 COMMITTED; stores take row locks in a fixed order and :func:`retrying` retries the rare deadlock
 or serialization failure, so neither reaches a caller.
 
-PostgreSQL connections are not pinged at every checkout (``pool_pre_ping``: a round trip before
-every transaction, a sixth of a ledger operation's), only at a checkout after
-:data:`PG_PING_IDLE_S` unused, which a busy pool never reaches and a quiet one (where a restarted
-server or a dropped connection would show) always does; a connection lives at most
-:data:`PG_POOL_RECYCLE_S`. One found dead when used anyway (the server restarted under load)
-is invalidated by SQLAlchemy and its unit of work retried on another by :func:`retrying`, as a
-deadlock is, unless it died at the commit, whose outcome is then unknown: that error reaches
-the caller, as it did with the ping. psycopg prepares a statement on a connection
-after its fifth execution (its default ``prepare_threshold``), which every hot path's
-statements reach within the first messages.
+PostgreSQL engines are :func:`gateway.pgengine.postgres_engine`'s (no ping at every checkout).
+A unit of work that sets ``pipelined`` sends its statements through one psycopg pipeline
+(:mod:`gateway.pgpipeline`): its BEGIN with its first reads, its writes with its next read or
+its COMMIT. A read-only unit runs its statements alone, in autocommit mode: at READ COMMITTED
+each statement has its own snapshot inside a transaction too, and its BEGIN and ROLLBACK were a
+round trip each. A connection found dead when used (the server restarted under load) is
+invalidated by SQLAlchemy and its unit of work retried on another by :func:`retrying`, as a
+deadlock is, unless it died at the commit, whose outcome is then unknown: that error reaches the
+caller.
 """
 
 from __future__ import annotations
@@ -38,6 +37,7 @@ from sqlmodel import Field
 
 from gateway.config import DatabaseSettings
 from gateway.errors import GatewayError, TransientError
+from gateway.pgengine import postgres_engine
 from gateway.pgpipeline import OPTION as PIPELINE
 from gateway.pgpipeline import Pending, PgPipeline, pipeline_of
 from gateway.sqlite.engine import READONLY, sqlite_engine
@@ -53,12 +53,6 @@ class SchemaOutOfDate(GatewayError):
     code = "SCHEMA_OUT_OF_DATE"
     kind = "unavailable"
     title = "Database schema is not at the newest migration"
-
-
-PG_POOL_RECYCLE_S = 1800
-"""PostgreSQL connections are replaced after this long (checked at checkout, no round trip)."""
-PG_PING_IDLE_S = 10.0
-"""A PostgreSQL connection unused this long is pinged when next checked out."""
 
 
 class TransientDatabaseError(TransientError):
@@ -180,36 +174,7 @@ def make_engine(settings: DatabaseSettings) -> Engine:
             pool_size=settings.pool_size,
             max_overflow=settings.pool_size,
         )
-    if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    engine = sa.create_engine(
-        url,
-        pool_size=settings.pool_size,
-        max_overflow=settings.pool_size,
-        pool_recycle=PG_POOL_RECYCLE_S,
-    )
-    _ping_when_idle(engine, PG_PING_IDLE_S)
-    return engine
-
-
-def _ping_when_idle(engine: Engine, idle_s: float) -> None:
-    """Ping a pooled connection at checkout only if it sat unused ``idle_s`` or more; a dead
-    one is replaced by the pool (``DisconnectionError`` in a checkout listener)."""
-
-    def checkin(_dbapi_conn: Any, record: Any) -> None:
-        record.info["checked_in_at"] = time.monotonic()
-
-    def checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
-        since = record.info.get("checked_in_at")
-        if since is None or time.monotonic() - since < idle_s:
-            return
-        try:
-            engine.dialect.do_ping(dbapi_conn)
-        except Exception as exc:
-            raise sa.exc.DisconnectionError(f"idle connection is gone: {exc}") from exc
-
-    sa.event.listen(engine, "checkin", checkin)
-    sa.event.listen(engine, "checkout", checkout)
+    return postgres_engine(url, pool_size=settings.pool_size, max_overflow=settings.pool_size)
 
 
 # ------------------------------------------------------------------ migrations
@@ -354,12 +319,14 @@ class SqlUnitOfWork:
         conn = self.engine.connect()
         if self.readonly:
             conn = conn.execution_options(**{READONLY: True})
+            if conn.dialect.name == "postgresql":
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
         self._conn = conn
         self._committing = False
         with translate_db_errors():
             self._tx = conn.begin()
         self.pg = None
-        if self.pipelined and conn.dialect.name == "postgresql":
+        if self.pipelined and not self.readonly and conn.dialect.name == "postgresql":
             self.pg = PgPipeline(conn, keep_open=True)
             conn.execution_options(**{PIPELINE: self.pg})  # for pipeline_of(conn)
         self._bind(conn)
@@ -382,7 +349,7 @@ class SqlUnitOfWork:
 
     def rollback(self) -> None:
         if self.pg is not None:
-            self.pg.abandon()
+            self.pg.rollback()
         if self._tx is not None and self._tx.is_active:
             self._tx.rollback()
 

@@ -244,6 +244,16 @@ class PgPipeline:
         self.settle()
         self._restore()
 
+    def rollback(self) -> None:
+        """End the transaction without its writes: ROLLBACK goes with the pipeline's last
+        sync (one round trip where leaving the pipeline, then the ROLLBACK, took two). Not
+        open: nothing (SQLAlchemy's rollback sends it, if a transaction is open)."""
+        if self._pipeline is None:
+            return
+        with suppress(Exception):  # the connection is gone: the rollback is the server's
+            self.execute("ROLLBACK")
+        self.abandon()
+
     def abandon(self) -> None:
         """Leave the pipeline without its results: the transaction is rolling back."""
         leave, self._pipeline, self._exit = self._exit, None, None

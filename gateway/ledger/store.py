@@ -138,6 +138,12 @@ def _entry(row: Any) -> Entry:
     )
 
 
+_PG_EXPIRED_LOCK_IDS = (
+    f"SELECT id FROM ledger_lock WHERE state = '{LockState.PENDING.value}' AND expires_at <= %s"
+    " ORDER BY expires_at LIMIT %s"
+)
+
+
 class SqlLedgerRepository(HotPathLedgerSql):
     """Ledger reads and writes on one connection inside the caller's transaction: the hot path's
     (:class:`~gateway.ledger.rawsql.HotPathLedgerSql`) and, here, the reads off it (history,
@@ -157,6 +163,8 @@ class SqlLedgerRepository(HotPathLedgerSql):
         return [_entry(r) for r in self._run(q)]
 
     def expired_lock_ids(self, now: datetime, limit: int) -> list[str]:
+        if self.pipe is not None and self.pipe.keep_open:  # with the BEGIN: one round trip
+            return [r[0] for r in self.pipe.fetch(_PG_EXPIRED_LOCK_IDS, (now, limit))]
         q = (
             sa.select(lock_t.c.id)
             .where(lock_t.c.state == LockState.PENDING.value, lock_t.c.expires_at <= now)

@@ -56,7 +56,7 @@ class _Table:
         self.columns = tuple(table.c.keys())
         self._times = tuple(i for i, c in enumerate(table.c) if isinstance(c.type, UtcDateTime))
         self._row: Any = namedtuple(f"{table.name}_row", self.columns)  # type: ignore[misc]
-        cols = ", ".join(self.columns)
+        self.cols = cols = ", ".join(self.columns)
         marks = ", ".join(["%s"] * len(self.columns))
         self.insert = f"INSERT INTO {table.name} ({cols}) VALUES ({marks})"
         sets = ", ".join(f"{c} = %s" for c in self.columns if c != key)
@@ -111,6 +111,19 @@ _INSERT_MESSAGE_AND_LINKS = (
     f"WITH m AS (INSERT INTO pvp_message ({_MESSAGE_COLS})"
     " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id)"
     " INSERT INTO pvp_message_leg (uetr, message_id) SELECT u, m.id FROM m, unnest(%s::text[]) AS u"
+)
+# The work lists of the deadline and recovery jobs, their partial indexes' conditions as
+# constants in the text (as the SQLite repository's statements have them).
+_LOCKED_LEGS_PAST = (
+    f"SELECT {_LEGS.cols} FROM pvp_leg WHERE state = 'locked' AND deadline <= %s"
+    " ORDER BY deadline LIMIT %s"
+)
+_INBOX_PENDING = (
+    "SELECT message_id FROM pvp_inbox WHERE processed_at IS NULL ORDER BY message_id LIMIT %s"
+)
+_INBOX_DUE = (
+    "SELECT message_id FROM pvp_inbox WHERE processed_at IS NULL AND available_at <= %s"
+    " ORDER BY message_id LIMIT %s"
 )
 _INSERT_INBOX = (
     f"INSERT INTO {inbox_t.name} (message_id, received_at, available_at, attempts)"
@@ -192,6 +205,11 @@ class PgPvPRepository(SqlPvPRepository):
             found |= {leg.uetr: leg for leg in (leg_of(_LEGS.row(r)) for r in pending.rows())}
         return dict(sorted(found.items()))
 
+    def locked_legs_past(self, cutoff: datetime, limit: int) -> list[Leg]:
+        """With the transaction's BEGIN: one round trip where the job's check took two."""
+        rows = self.pipe.fetch(_LOCKED_LEGS_PAST, (cutoff, limit))
+        return [leg_of(_LEGS.row(r)) for r in rows]
+
     def insert_legs(self, legs: Sequence[Leg]) -> None:
         if legs:
             self.pipe.executemany(
@@ -269,6 +287,13 @@ class PgPvPRepository(SqlPvPRepository):
 
     def add_inbox(self, message_id: int, now: datetime, available_at: datetime) -> None:
         self.pipe.execute(_INSERT_INBOX, (message_id, now, available_at))
+
+    def inbox_due(self, now: datetime | None, limit: int) -> list[int]:
+        if now is None:
+            rows = self.pipe.fetch(_INBOX_PENDING, (limit,))
+        else:
+            rows = self.pipe.fetch(_INBOX_DUE, (now, limit))
+        return [int(r[0]) for r in rows]
 
     def inbox_claim(self, message_id: int, now: datetime, legs: Iterable[str] = ()) -> bool:
         """Row-lock the item and mark it processed, if it was not: one statement, with the

@@ -5,6 +5,7 @@ connection goes back to the pool as it was lent."""
 
 from __future__ import annotations
 
+import select
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -13,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from gateway.db import PgPipeline, SqlUnitOfWork, pipeline_of
+from gateway.db import PgPipeline, SqlUnitOfWork, TransientDatabaseError, pipeline_of
 from gateway.messaging.outbox import OutboxRepository, outbox_t
 from tests.support.databases import migrated_engine
 
@@ -99,6 +100,32 @@ def test_nothing_is_kept_without_the_commit(engine: Engine) -> None:
 def test_a_write_that_fails_fails_the_commit_whenever_it_is_reported(engine: Engine) -> None:
     with pytest.raises(IntegrityError):
         _commit_duplicate(_Uow(engine))
+    assert _rows(engine) == []
+
+
+def _commit_once_the_failure_came_back(uow: _Uow) -> None:
+    with uow:
+        pg = uow.pg
+        assert pg is not None
+        _insert(pg, (1, "a"))
+        assert pg.fetch("SELECT count(*) FROM t") == [(1,)]
+        _insert(pg, (1, "again"))
+        # The server sends an error at once: wait until it is back, so that psycopg reads
+        # it while it sends the COMMIT.
+        driver = pg.conn.connection.driver_connection
+        assert driver is not None
+        readable, _, _ = select.select([driver.pgconn.socket], [], [], 30)
+        assert readable
+        uow.commit()
+
+
+def test_a_failure_that_comes_back_while_the_commit_is_sent_is_the_databases_error(
+    engine: Engine,
+) -> None:
+    """A unique-key race reported as the COMMIT goes out is still a lost race, retried (the
+    ledger's units once raised the driver's own error there, which no caller retried)."""
+    with pytest.raises(TransientDatabaseError):
+        _commit_once_the_failure_came_back(_Uow(engine))
     assert _rows(engine) == []
 
 
