@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from contextlib import suppress
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
@@ -50,6 +50,23 @@ QUEUE: dict[str, Any] = {OPTION: "queue"}
 """``statement.execution_options(**QUEUE)``: sent with the next statement waited for."""
 WAIT: dict[str, Any] = {OPTION: "wait"}
 """``statement.execution_options(**WAIT)``: sent with what is queued, and waited for."""
+
+_S = TypeVar("_S", bound=Executable)
+
+
+def queued(statement: _S) -> _S:
+    """``statement`` marked :data:`QUEUE` (a module constant of the store's)."""
+    if isinstance(statement, sa.Insert):
+        # No id read back: PostgreSQL's one-row INSERT would otherwise carry ``RETURNING id``
+        # (SQLAlchemy's ``inserted_primary_key``), a result to wait for. Same SQL on SQLite.
+        statement = statement.inline()
+    return statement.execution_options(**QUEUE)
+
+
+def waited(statement: _S) -> _S:
+    """``statement`` marked :data:`WAIT`."""
+    return statement.execution_options(**WAIT)
+
 
 _KEY = "connector_pg_tx"
 _CLAUSES: dict[type, str] = {
@@ -206,4 +223,4 @@ def install(engine: Engine) -> None:
     sa.event.listen(engine, "rollback_savepoint", rollback_savepoint)
 
 
-__all__ = ["QUEUE", "WAIT", "PgTx", "install", "query", "send", "tx_of"]
+__all__ = ["QUEUE", "WAIT", "PgTx", "install", "query", "queued", "send", "tx_of", "waited"]

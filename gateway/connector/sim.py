@@ -33,7 +33,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from gateway.connector import pgtx, store
+from gateway.connector import pgtx, simstore, store
 from gateway.connector.faults import Faults
 from gateway.connector.rows import SimAccountRow, SimLockRow, SimLockState
 from gateway.connector.schema import sim_accounts, sim_issuance, sim_locks
@@ -83,23 +83,23 @@ class _Reads:
         tx = pgtx.tx_of(conn)
         if tx is None:
             return
-        locks = pgtx.query(tx, store.SELECT_SIM_LOCKS, {"uetrs": uetrs})
+        locks = pgtx.query(tx, simstore.SELECT_SIM_LOCKS, {"uetrs": uetrs})
         if accounts:
             params = {"currency": currency, "accounts": list(accounts)}
-            found = pgtx.query(tx, store.SELECT_SIM_ACCOUNTS, params)
+            found = pgtx.query(tx, simstore.SELECT_SIM_ACCOUNTS, params)
             self.accounts = dict.fromkeys(accounts)
             self.accounts.update((r[1], SimAccountRow(*r)) for r in found.rows())
         self.locks = dict.fromkeys(uetrs)
-        self.locks.update((r[0], store.sim_lock_row(r)) for r in locks.rows())
+        self.locks.update((r[0], simstore.sim_lock_row(r)) for r in locks.rows())
 
     def lock(self, uetr: str) -> SimLockRow | None:
         if self.locks is None:
-            return store.read_sim_lock(self.conn, uetr)
+            return simstore.read_sim_lock(self.conn, uetr)
         return self.locks.get(uetr)
 
     def account(self, account: str) -> SimAccountRow | None:
         if self.accounts is None:
-            return store.read_sim_account(self.conn, self.currency, account)
+            return simstore.read_sim_account(self.conn, self.currency, account)
         return self.accounts.get(account)
 
     def locked(self, row: SimLockRow) -> None:
@@ -174,7 +174,7 @@ class SimulatedNetworks:
         if amount:
             run(
                 conn,
-                store.INSERT_SIM_ISSUANCE,
+                simstore.INSERT_SIM_ISSUANCE,
                 {"currency": currency, "account": account, "amount": amount, "at": self.clock()},
             )
 
@@ -185,13 +185,13 @@ class SimulatedNetworks:
                 if currency not in self.banks:
                     continue
                 for account, amount in balances.items():
-                    if store.read_sim_account(conn, currency, account) is None:
+                    if simstore.read_sim_account(conn, currency, account) is None:
                         self.issue(currency, account, amount, conn)
 
     def balance(self, currency: str, account: str) -> dict[str, Any]:
         self._currency(currency)
         with store.reader(self.engine) as conn:
-            row = store.read_sim_account(conn, currency, account)
+            row = simstore.read_sim_account(conn, currency, account)
         if row is None:
             raise NotFound(f"no {currency} account {account!r}")
         return {
@@ -306,16 +306,16 @@ class SimulatedNetworks:
         """Add to an account's funds (its ``rowcount``: 1, or 0 if there is no such account,
         read on SQLite only: on PostgreSQL the update goes unanswered in the pipeline)."""
         params = {"k_currency": currency, "k_account": account, "d_available": available}
-        return run(conn, store.MOVE_SIM_FUNDS, {**params, "d_held": held})
+        return run(conn, simstore.MOVE_SIM_FUNDS, {**params, "d_held": held})
 
     def _credit(self, conn: Connection, currency: str, account: str, amount: int) -> None:
         """Credit ``account``, opening it if needed: one statement when it exists, and on
         PostgreSQL always (an upsert, which nothing waits for)."""
         opened = {"currency": currency, "account": account, "available": amount, "held": 0}
         if conn.dialect.name != "sqlite":
-            run(conn, store.CREDIT_SIM_ACCOUNT, opened)
+            run(conn, simstore.CREDIT_SIM_ACCOUNT, opened)
         elif not self._move(conn, currency, account, available=amount).rowcount:
-            run(conn, store.INSERT_SIM_ACCOUNT, opened)
+            run(conn, simstore.INSERT_SIM_ACCOUNT, opened)
 
     def _status_of(self, row: SimLockRow | None) -> tuple[str, str | None]:
         if row is None:
@@ -394,7 +394,7 @@ class SimulatedNetworks:
             state=SimLockState.REJECTED if reason else SimLockState.LOCKED,
             reason=reason,
         )
-        store.insert_sim_lock(conn, row)
+        simstore.insert_sim_lock(conn, row)
         reads.locked(row)
         if reason is None:
             self._move(
@@ -418,7 +418,7 @@ class SimulatedNetworks:
                 self._move(conn, currency, row.debtor_account, held=-row.amount)
                 self._credit(conn, currency, row.creditor_account, row.amount)
                 row = replace(row, state=SimLockState.COMMITTED)
-                run(conn, store.SET_SIM_LOCK_STATE, {"k_uetr": row.uetr, "state": row.state})
+                run(conn, simstore.SET_SIM_LOCK_STATE, {"k_uetr": row.uetr, "state": row.state})
                 reads.locked(row)
             out.append(self._status(row, None if row is not None else tx.original))
         return self._pacs002(out)
@@ -443,14 +443,14 @@ class SimulatedNetworks:
                     state=SimLockState.CANCELLED,
                     reason=None,
                 )
-                store.insert_sim_lock(conn, tombstone)
+                simstore.insert_sim_lock(conn, tombstone)
                 reads.locked(tombstone)
             elif row.state is SimLockState.LOCKED:
                 self._move(
                     conn, currency, row.debtor_account, held=-row.amount, available=row.amount
                 )
                 released = SimLockState.RELEASED
-                run(conn, store.SET_SIM_LOCK_STATE, {"k_uetr": row.uetr, "state": released})
+                run(conn, simstore.SET_SIM_LOCK_STATE, {"k_uetr": row.uetr, "state": released})
                 reads.locked(replace(row, state=released))
             refused = row is not None and row.state is SimLockState.COMMITTED
             resolutions.append(

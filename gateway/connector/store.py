@@ -13,13 +13,11 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import fields
-from typing import Any, TypeVar
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.sql.base import Executable
 
 from gateway.connector import pgtx
 from gateway.connector.model import Decision, DecisionKind, LegStatus, PvPState
@@ -36,9 +34,6 @@ from gateway.connector.rows import (
     PvPRow,
     QueuedDecision,
     QueuedLeg,
-    SimAccountRow,
-    SimLockRow,
-    SimLockState,
     SweepProbe,
 )
 from gateway.connector.schema import (
@@ -52,9 +47,6 @@ from gateway.connector.schema import (
     participants,
     pvp_messages,
     pvps,
-    sim_accounts,
-    sim_issuance,
-    sim_locks,
 )
 from gateway.pgengine import postgres_engine
 from gateway.sqlite.engine import reader as sqlite_reader
@@ -102,21 +94,11 @@ def make_engine(url: str, *, busy_timeout_ms: int = 10_000) -> Engine:
 # (``gateway.connector.pgtx``): a write ``_queued`` (nobody reads its result or row count)
 # goes with the next statement waited for or with the COMMIT; a read, or a write whose result
 # is read, is ``_waited`` for, with what was queued before it. Both change nothing on SQLite.
+# The simulated banks' statements are in ``gateway.connector.simstore``.
 
 _b = sa.bindparam
-_S = TypeVar("_S", bound=Executable)
-
-
-def _queued(statement: _S) -> _S:
-    if isinstance(statement, sa.Insert):
-        # No id read back: PostgreSQL's one-row INSERT would otherwise carry ``RETURNING id``
-        # (SQLAlchemy's ``inserted_primary_key``), a result to wait for. Same SQL on SQLite.
-        statement = statement.inline()
-    return statement.execution_options(**pgtx.QUEUE)
-
-
-def _waited(statement: _S) -> _S:
-    return statement.execution_options(**pgtx.WAIT)
+_queued = pgtx.queued
+_waited = pgtx.waited
 
 
 # participants
@@ -376,46 +358,6 @@ SWEEP_PROBE = _waited(
     )
 )
 
-# the simulated banks
-SELECT_SIM_ACCOUNT = _waited(
-    sa.select(sim_accounts).where(
-        (sim_accounts.c.currency == _b("currency")) & (sim_accounts.c.account == _b("account"))
-    )
-)
-INSERT_SIM_ACCOUNT = _queued(sim_accounts.insert())
-# Adds (signed) amounts to an account's available and held funds.
-MOVE_SIM_FUNDS = _queued(
-    sim_accounts.update()
-    .where(
-        (sim_accounts.c.currency == _b("k_currency")) & (sim_accounts.c.account == _b("k_account"))
-    )
-    .values(
-        available=sim_accounts.c.available + _b("d_available"),
-        held=sim_accounts.c.held + _b("d_held"),
-    )
-)
-# PostgreSQL: credit an account, opening it if need be (SQLite: MOVE_SIM_FUNDS, then
-# INSERT_SIM_ACCOUNT if it moved no row).
-_UPSERT_SIM_ACCOUNT = pg_insert(sim_accounts)
-CREDIT_SIM_ACCOUNT = _queued(
-    _UPSERT_SIM_ACCOUNT.on_conflict_do_update(
-        index_elements=[sim_accounts.c.currency, sim_accounts.c.account],
-        set_={"available": sim_accounts.c.available + _UPSERT_SIM_ACCOUNT.excluded.available},
-    )
-)
-INSERT_SIM_ISSUANCE = _queued(sim_issuance.insert())
-SELECT_SIM_LOCK = _waited(sa.select(sim_locks).where(sim_locks.c.uetr == _b("uetr")))
-# PostgreSQL (``gateway.connector.sim``): the locks and debtors' accounts a message's
-# transactions name, read at once.
-SELECT_SIM_LOCKS = sa.select(sim_locks).where(sim_locks.c.uetr == sa.any_(_UETRS))
-SELECT_SIM_ACCOUNTS = sa.select(sim_accounts).where(
-    (sim_accounts.c.currency == _b("currency"))
-    & (sim_accounts.c.account == sa.any_(_b("accounts", type_=ARRAY(sa.String))))
-)
-INSERT_SIM_LOCK = _queued(sim_locks.insert())
-SET_SIM_LOCK_STATE = _queued(sim_locks.update().where(sim_locks.c.uetr == _b("k_uetr")))
-
-
 # --- typed rows, built by position ---------------------------------------------------------
 #
 # What the statements above select, as the frozen dataclasses of ``gateway.connector.rows``:
@@ -614,33 +556,6 @@ def first_match(conn: Connection, wanted: dict[str, Any]) -> InstructionRow | No
     return None if row is None else InstructionRow(*row)
 
 
-# the simulated banks
-
-
-def read_sim_account(conn: Connection, currency: str, account: str) -> SimAccountRow | None:
-    row = run(conn, SELECT_SIM_ACCOUNT, {"currency": currency, "account": account}).first()
-    return None if row is None else SimAccountRow(*row)
-
-
-_SIM_LOCK_COLUMNS = tuple(sim_locks.c.keys())
-_SIM_LOCK_STATE = _SIM_LOCK_COLUMNS.index("state")
-
-
-def insert_sim_lock(conn: Connection, lock: SimLockRow) -> None:
-    run(conn, INSERT_SIM_LOCK, {name: getattr(lock, name) for name in _SIM_LOCK_COLUMNS})
-
-
-def sim_lock_row(row: Sequence[Any]) -> SimLockRow:
-    values = list(row)
-    values[_SIM_LOCK_STATE] = SimLockState(values[_SIM_LOCK_STATE])
-    return SimLockRow(*values)
-
-
-def read_sim_lock(conn: Connection, uetr: str) -> SimLockRow | None:
-    row = run(conn, SELECT_SIM_LOCK, {"uetr": uetr}).first()
-    return None if row is None else sim_lock_row(row)
-
-
 __all__ = [
     "Found",
     "LegRow",
@@ -649,7 +564,6 @@ __all__ = [
     "first_match",
     "found",
     "insert_instruction",
-    "insert_sim_lock",
     "leg_row",
     "leg_values",
     "make_engine",
@@ -669,10 +583,7 @@ __all__ = [
     "read_pvp_record",
     "read_queued_decisions",
     "read_queued_legs",
-    "read_sim_account",
-    "read_sim_lock",
     "reader",
-    "sim_lock_row",
     "stale_legs",
     "sweep_probe",
 ]
