@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import timedelta
@@ -31,6 +30,7 @@ from gateway.db import utcnow
 from gateway.errors import Unauthorized
 from gateway.messaging.serving import free_port, serve_in_thread
 from tests.support.databases import migrated_engine
+from tests.support.waiting import wait_for
 
 BIN = Path(sys.executable).parent / "dt-gateway"
 
@@ -105,8 +105,7 @@ def test_an_expired_key_is_refused_even_while_cached(engine: Engine) -> None:
     token = auth.create_key(engine, "operator", expires_at=expires).token
     cache = KeyCache(engine, KeySettings(cache_seconds=1.0))
     assert cache.principal(token).expires_at == expires
-    while utcnow() <= expires:
-        time.sleep(0.02)
+    wait_for(lambda: utcnow() > expires, "the clock past the expiry", interval=0.02)
     with pytest.raises(Unauthorized):
         cache.principal(token)  # the cached principal is past its expiry
     with pytest.raises(Unauthorized):
@@ -156,13 +155,15 @@ def test_a_revoked_key_stops_working_on_every_replica_once_cached_keys_expire(
         for _ in range(5):  # every replica has the key in its cache
             assert statuses() == [404, 404]
         auth.revoke_key(engine, created.principal.key_id)
+
         # Each replica drops it when its cache entry runs out (KeySettings.cache_seconds, 1 s):
         # wait for that, on every replica, rather than for a fixed time.
-        deadline = time.monotonic() + 30
-        while (seen := statuses()) != [401, 401]:
+        def refused_by_both() -> bool:
+            seen = statuses()
             assert all(s in (401, 404) for s in seen), seen
-            assert time.monotonic() < deadline, seen
-            time.sleep(0.05)
+            return seen == [401, 401]
+
+        wait_for(refused_by_both, "the key refused by both replicas", timeout=30, interval=0.05)
 
 
 # ------------------------------------------------------------------ one serve per SQLite file
@@ -181,16 +182,14 @@ def _serve(db_url: str, port: int, tmp: Path) -> subprocess.Popen[str]:
 
 
 def _wait_healthy(proc: subprocess.Popen[str], port: int) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"serve exited with {proc.returncode}: {proc.stderr}"
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError("serve did not start")
+    wait_for(
+        lambda: httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200,
+        f"serve on {port} answering",
+        timeout=60,
+        proc=proc,
+        tolerate=(httpx.HTTPError,),
+        interval=0.05,
+    )
 
 
 def _stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> None:

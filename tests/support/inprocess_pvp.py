@@ -12,7 +12,6 @@ import hashlib
 import json
 import secrets
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -51,6 +50,7 @@ from gateway.iso20022 import (
 from gateway.messaging.serving import serve_in_thread
 from gateway.pvp.keys import SigningIdentity, generate
 from gateway.pvp.runtime import PvPRuntime
+from tests.support.waiting import wait_for
 
 GATEWAY_BIC = "NBKZKZKAXXX"
 CONNECTOR_BIC = "SWHQBEBBXXX"
@@ -98,13 +98,7 @@ class FakeConnector:
         return [m for m in msgs if kind is None or isinstance(m, kind)]
 
     def wait(self, pred: Callable[[], Any], timeout: float = 10.0) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            got = pred()
-            if got:
-                return got
-            time.sleep(0.01)
-        raise AssertionError(f"timed out; connector received {self.messages()}")
+        return wait_for(pred, lambda: f"connector received {self.messages()}", timeout=timeout)
 
     def statuses(self, uetr: str) -> list[TransactionStatus]:
         reports = [m for m in self.messages(Pacs002) if isinstance(m, Pacs002)]
@@ -295,14 +289,16 @@ class InProcessPvP:
         return state
 
     def wait_state(self, leg_uetr: str, state: str, timeout: float = 10.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def in_state() -> dict[str, Any] | None:
             r = self.operator.get(f"/v1/pvp/{leg_uetr}")
             if r.status_code == 200 and r.json()["legs"][0]["state"] == state:
                 body: dict[str, Any] = r.json()
                 return body
-            time.sleep(0.01)
-        raise AssertionError(f"leg {leg_uetr} never became {state}: {self.pvp(leg_uetr)}")
+            return None
+
+        return wait_for(
+            in_state, lambda: f"leg {leg_uetr} {state}: {self.pvp(leg_uetr)}", timeout=timeout
+        )
 
     def client(self, token: str) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {token}"})

@@ -15,7 +15,7 @@ T = TypeVar("T")
 
 
 def wait_for(
-    cond: Callable[[], T],
+    cond: Callable[[], T | None],
     what: str | Callable[[], str],
     *,
     timeout: float = 10.0,

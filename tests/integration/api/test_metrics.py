@@ -5,7 +5,6 @@ stablecoin's and the collateral log's figures."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -37,6 +36,7 @@ from tests.support.stablecoin import (
     setup_exchanges,
     uow_factory,
 )
+from tests.support.waiting import wait_for
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -208,10 +208,14 @@ def test_mints_reconciliation_and_the_collateral_log(
         )
         assert r.status_code in (200, 201), r.text
         mint_id = r.json()["id"]
-        deadline = time.monotonic() + 60
-        while client.get(f"/v1/stablecoin/mints/{mint_id}").json()["state"] != "minted":
-            assert time.monotonic() < deadline, "the mint never completed"
+
+        def minted() -> bool:
+            if client.get(f"/v1/stablecoin/mints/{mint_id}").json()["state"] == "minted":
+                return True
             stablecoin.drive_mint(uow_factory(engine), sc, mint_id)
+            return False
+
+        wait_for(minted, "the mint completed", timeout=60, interval=0)
         watcher.poll(uow_factory(engine), sc)  # the watcher's cursor, which reconciling needs
         assert stablecoin.reconcile(uow_factory(engine), sc) is not None
         collateral.integrate(uow, clog)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,6 +13,7 @@ import pytest
 
 from gateway import auth
 from tests.support.http import Gateway
+from tests.support.waiting import wait_for
 
 PROBLEM = "application/problem+json"
 
@@ -155,8 +155,7 @@ def test_expired_lock_cannot_be_resolved(gateway: Gateway) -> None:
     }
     assert gateway.operator.post("/v1/locks", json=lock).status_code == 201
     # The gateway reads this machine's clock: once it is past the expiry, so is the gateway's.
-    while datetime.now(UTC) <= expires:
-        time.sleep(0.01)
+    wait_for(lambda: datetime.now(UTC) > expires, "the clock past the expiry")
     _problem(gateway.operator.post("/v1/locks/l3/commit"), 409, "LOCK_EXPIRED")
     _problem(gateway.operator.post("/v1/locks/l3/release"), 409, "LOCK_EXPIRED")
     assert _balances(gateway) == {"a": (10_000, 1_000), "b": (0, 0)}

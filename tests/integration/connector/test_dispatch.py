@@ -12,8 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -27,6 +26,7 @@ from gateway.sqlite import walsync
 from gateway.sqlite.fastsql import run, savepoint
 from tests.integration.connector.fakenet import BIC
 from tests.integration.connector.support import Env, connector_settings
+from tests.support.waiting import wait_for
 
 
 class _Accepts(BaseHTTPRequestHandler):
@@ -78,13 +78,6 @@ def _watch(connector: Connector) -> Seen:
 
     connector.delivery.watch(watcher)
     return seen
-
-
-def _until(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + 10
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 def _sent(seen: Seen) -> list[tuple[str, Any]]:
@@ -200,7 +193,7 @@ def test_rows_rolled_back_with_their_savepoint_are_not_handed_out(tmp_path: Path
         # Handed out on this thread before committed() returned: the two rows kept, alone.
         handed_out = [row.msg_id for _, event, row, _ in seen if event == "handed_out"]
         assert len(refused) == 2 and sorted(handed_out) == sorted(kept)
-        _until(lambda: len(_sent(seen)) >= 2)
+        wait_for(lambda: len(_sent(seen)) >= 2, lambda: f"two deliveries sent; seen {seen}")
         assert sorted(row.msg_id for _, row in _sent(seen)) == sorted(kept)
 
 
@@ -245,7 +238,7 @@ def test_a_reception_thread_that_may_not_wait_hands_its_pair_to_the_lanes(
         worker = threading.Thread(target=reception, name="reception")
         worker.start()
         worker.join()
-        _until(lambda: len(_sent(seen)) >= 2)
+        wait_for(lambda: len(_sent(seen)) >= 2, lambda: f"two deliveries sent; seen {seen}")
         assert "reception" not in [who for who, _ in _sent(seen)]
 
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 
 import pytest
 import sqlalchemy as sa
 
 from tests.integration.connector.support import Env
+from tests.support.waiting import wait_for
 
 
 def _settled(v: dict) -> bool:  # type: ignore[type-arg]
@@ -81,15 +81,17 @@ def test_deadline_passing_before_the_second_acsp_aborts(env: Env) -> None:
     assert view["decision"]["reason"] == "TMOT"
     # A late ACSP after the abort: the connector cancels that leg again. The decision may
     # come before the pacs.009 reached the silent network (its delivery is not held for it).
-    _wait(lambda: len(env.dt.of_type("pacs.009")) == 1)
+    wait_for(lambda: len(env.dt.of_type("pacs.009")) == 1, "the pacs.009", timeout=5)
     [pacs009] = env.dt.of_type("pacs.009")
     before = len(env.dt.of_type("camt.056"))
     env.dt.answer_pacs009(pacs009)
     env.wait(pvp_id, lambda v: v["state"] == "cancelled")
-    deadline = time.monotonic() + 5
-    while len(env.dt.of_type("camt.056")) <= before and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert len(env.dt.of_type("camt.056")) > before
+    wait_for(
+        lambda: len(env.dt.of_type("camt.056")) > before,
+        "the late leg cancelled again",
+        timeout=5,
+        interval=0.02,
+    )
     assert env.pvp(pvp_id)["decision"]["decision"] == "ABORT"
     assert env.balance("EBIL-AED")["held"] == 0
 
@@ -132,18 +134,11 @@ def test_legs_locked_only_after_deadline_minus_margin_abort_and_no_commit_is_sen
     assert env.http.get("/v1/sim/AED/check").json()["ok"]
 
 
-def _wait(pred, timeout: float = 5) -> None:  # type: ignore[no-untyped-def]
-    end = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < end, "timed out"
-        time.sleep(0.01)
-
-
 def _ask(env: Env, uetr: str):  # type: ignore[no-untyped-def]
     """Send a pacs.028 for ``uetr``; the next pacs.002 the fake receives is the answer."""
     before = len(env.dt.of_type("pacs.002"))
     assert env.dt.status_request(uetr).status_code == 202
-    _wait(lambda: len(env.dt.of_type("pacs.002")) > before)
+    wait_for(lambda: len(env.dt.of_type("pacs.002")) > before, "the answer", timeout=5)
     [answer] = env.dt.of_type("pacs.002")[before].transactions
     assert answer.original.uetr == uetr
     return answer
@@ -152,7 +147,7 @@ def _ask(env: Env, uetr: str):  # type: ignore[no-untyped-def]
 def test_status_requests_at_every_stage(env: Env) -> None:
     env.dt.silent = True
     pvp_id = env.trade(seconds=30)
-    _wait(lambda: bool(env.dt.legs))
+    wait_for(lambda: env.dt.legs, "the DT leg", timeout=5)
     [uetr] = list(env.dt.legs)
     # Undecided and in time: PDNG.
     assert _ask(env, uetr).status == "PDNG"
@@ -164,7 +159,7 @@ def test_status_requests_at_every_stage(env: Env) -> None:
     assert (answer.status, answer.reason) == ("RJCT", "TMOT")
     view = env.pvp(pvp_id)
     assert view["decision"]["detail"].endswith("(asked by pacs.028)")
-    _wait(lambda: len(env.dt.of_type("camt.056")) >= 1)
+    wait_for(lambda: env.dt.of_type("camt.056"), "the leg cancelled", timeout=5)
     # Decided ABORT: RJCT again, and the leg is cancelled again.
     assert _ask(env, uetr).status == "RJCT"
     # After a COMMIT: ACSP with the fulfilment.

@@ -6,11 +6,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -18,6 +18,7 @@ import pytest
 from gateway.messaging.serving import free_port, serve_in_thread
 from tests.integration.connector.fakenet import FakeNetwork
 from tests.integration.connector.support import DT_BANK, FX_BANK, register_network
+from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -52,16 +53,14 @@ class Proc:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        end = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            assert self.proc.poll() is None, "the connector exited"
-            assert time.monotonic() < end, "the connector did not start"
-            time.sleep(0.05)
+        wait_for(
+            lambda: httpx.get(self.url + "/health", timeout=1).status_code == 200,
+            "the connector's start",
+            timeout=20,
+            proc=self.proc,
+            tolerate=(httpx.HTTPError,),
+            interval=0.05,
+        )
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -116,10 +115,13 @@ def test_killed_after_deciding_delivers_the_decision_after_restart(proc: Proc) -
         assert proc.proc.wait(15) == -9  # SIGKILL, right after the decision was recorded
         assert net.of_type("pacs.002") == []  # nothing of the decision was sent
         proc.start()
-        end = time.monotonic() + 15
-        while (view := http.get(f"/v1/pvp/{pvp_id}").json())["state"] != "settled":
-            assert time.monotonic() < end, view
-            time.sleep(0.05)
+        views: list[dict[str, Any]] = []
+
+        def settled() -> dict[str, Any] | None:
+            views[:] = [http.get(f"/v1/pvp/{pvp_id}").json()]
+            return views[0] if views[0]["state"] == "settled" else None
+
+        view = wait_for(settled, lambda: f"PvP settled; it is {views}", timeout=15, interval=0.05)
         assert view["decision"]["decision"] == "COMMIT"
         assert http.get("/v1/sim/AED/accounts/HSBK-AED").json()["available"] == 5
         assert http.get("/v1/faults").json() == []  # faults do not survive a restart

@@ -10,8 +10,6 @@ import logging
 import os
 import sqlite3
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from gateway.db import SqlUnitOfWork, make_engine
 from gateway.sqlite import walsync
 from gateway.sqlite.engine import sqlite_engine
 from gateway.sqlite.walsync import WalGroupSync
+from tests.support.waiting import wait_for
 
 
 class RecordingFsync:
@@ -50,14 +49,6 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
-
-
-def _until(condition: Callable[[], bool], what: str) -> None:
-    """Wait until ``condition`` holds (a state other threads reach), at most 10 s."""
-    deadline = time.monotonic() + 10
-    while not condition():
-        assert time.monotonic() < deadline, f"never: {what}"
-        time.sleep(0.001)
 
 
 def test_each_commit_waits_for_an_fsync_that_started_after_it_and_they_share_fsyncs() -> None:
@@ -93,7 +84,11 @@ def test_each_commit_waits_for_an_fsync_that_started_after_it_and_they_share_fsy
     assert in_flight.wait(10)
     for t in threads[1:]:
         t.start()
-    _until(lambda: sync.waiting == 16, "fifteen commits wait behind the fsync in flight")
+    wait_for(
+        lambda: sync.waiting == 16,
+        "fifteen commits wait behind the fsync in flight",
+        interval=0.001,
+    )
     release.set()
     for t in threads:
         t.join(10)
@@ -285,7 +280,11 @@ def test_gateway_writers_do_not_hold_the_writer_lock_during_the_fsync(tmp_path: 
         other.start()
         # It committed (its BEGIN IMMEDIATE and COMMIT went through) and waits for the
         # fsync in flight, which started before its commit, then for its own.
-        _until(lambda: pool_sync.waiting == 2, "the second commit waits behind the first")
+        wait_for(
+            lambda: pool_sync.waiting == 2,
+            "the second commit waits behind the first",
+            interval=0.001,
+        )
         with engine.connect() as conn:
             assert conn.exec_driver_sql("SELECT count(*) FROM t").scalar_one() == 2
         assert not done.is_set()

@@ -5,8 +5,7 @@ sends."""
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,14 +19,7 @@ from gateway.pvp.reception import Reception
 from gateway.pvp.runtime import PvPRuntime
 from gateway.pvp.store import inbox_t
 from tests.support.inprocess_pvp import InProcessPvP, Leg, uetr
-
-
-def _until(pred: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        time.sleep(0.005)
+from tests.support.waiting import wait_for
 
 
 @contextmanager
@@ -68,16 +60,16 @@ def test_each_wake_up_is_one_claim_and_lane_threads_never_claim(
 
         runtime.start()  # its first round claims
         try:
-            _until(lambda: claims() >= 1)
+            wait_for(lambda: claims() >= 1, "the first round's claim", interval=0.005)
             assert claims() == 1
             for i in range(5):
                 runtime.wake_dispatcher()
-                _until(lambda i=i: claims() >= 2 + i)  # type: ignore[misc]
+                wait_for(lambda i=i: claims() >= 2 + i, "a claim", interval=0.005)  # type: ignore[misc]
                 assert claims() == 2 + i
             burst = 20
             for _ in range(burst):
                 runtime.wake_dispatcher()
-            _until(lambda: claims() > 6)
+            wait_for(lambda: claims() > 6, "a claim for the burst", interval=0.005)
             assert claims() <= 6 + burst
         finally:
             runtime.stop()

@@ -5,7 +5,7 @@ dispatcher real."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +22,7 @@ from gateway.messaging.delivery import (
     Retry,
     Sent,
 )
+from tests.support.waiting import wait_for
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,15 +182,6 @@ def _engine(
     )
 
 
-def _until(condition: Callable[[], bool]) -> None:
-    event = threading.Event()
-    for _ in range(1000):
-        if condition():
-            return
-        event.wait(0.01)
-    raise AssertionError("timed out")
-
-
 def test_backoff_doubles_up_to_its_cap() -> None:
     backoff = Backoff(base=0.05, cap=0.3)
     assert [backoff.after(n) for n in range(1, 6)] == [0.05, 0.1, 0.2, 0.3, 0.3]
@@ -269,7 +261,7 @@ def test_a_pair_whose_lanes_are_idle_is_kept_and_more_go_to_the_lanes() -> None:
     engine.deliver_here(kept)
     try:
         assert engine.hand_out(claimed, keep=kept) == 3  # three: to the lanes
-        _until(lambda: len(sender.calls) == 5)
+        wait_for(lambda: len(sender.calls) == 5, "five rows sent")
         assert ("handed_out", [1, 2, 3], "lanes") in seen
         lanes = {who for row_id, who, _ in sender.calls[2:]}
         assert lanes == {"test-send-a-0", "test-send-b-0"}
@@ -295,7 +287,7 @@ def test_a_slow_destination_holds_up_its_own_lane_only() -> None:
         assert entered.wait(10) and delivered.wait(10)  # the quick one went meanwhile
         assert sorted(row_id for row_id, *_ in sender.calls) == [1, 3]
         release.set()
-        _until(lambda: len(sender.calls) == 3)
+        wait_for(lambda: len(sender.calls) == 3, "three rows sent")
     finally:
         release.set()
         engine.stop_lanes()
@@ -314,11 +306,11 @@ def test_an_in_process_lane_delivers_what_is_queued_in_one_batch() -> None:
     try:
         claimed, _ = rows.claim_due()
         engine.hand_out(claimed[:1])  # the lane thread takes it alone, and waits in it
-        _until(lambda: len(sender.calls) == 1)
+        wait_for(lambda: len(sender.calls) == 1, "one row sent")
         engine.hand_out(claimed[1:])  # queued meanwhile: taken together
         gate.set()
-        _until(lambda: len(sender.calls) == 4)
-        _until(lambda: len(local.after_batches) == 2)
+        wait_for(lambda: len(sender.calls) == 4, "four rows sent")
+        wait_for(lambda: len(local.after_batches) == 2, "two batches done")
     finally:
         gate.set()
         engine.stop_lanes()
@@ -344,10 +336,10 @@ def test_a_failed_batch_delivers_none_and_all_are_due_again_at_once() -> None:
     try:
         claimed, _ = rows.claim_due()
         engine.hand_out(claimed[:1])
-        _until(lambda: len(sender.calls) == 1)
+        wait_for(lambda: len(sender.calls) == 1, "one row sent")
         engine.hand_out(claimed[1:])
         gate.set()
-        _until(lambda: len(local.after_batches) == 2)
+        wait_for(lambda: len(local.after_batches) == 2, "two batches done")
     finally:
         gate.set()
         engine.stop_lanes()
@@ -363,10 +355,11 @@ def test_the_dispatcher_is_woken_only_when_it_would_not_look_soon() -> None:
     engine = _engine(rows, Transmitter(), recording=Recording(within=3600), rounds=rounds)
     engine.start("test-dispatcher")
     try:
-        _until(lambda: rounds.rounds == 1)
+        wait_for(lambda: rounds.rounds == 1, "the first round")
         rounds.gate.clear()
         engine.wake(due=False)
-        _until(lambda: rounds.rounds == 2)  # held in its round: the wake-ups stay to be seen
+        # Held in its round: the wake-ups stay to be seen.
+        wait_for(lambda: rounds.rounds == 2, "the second round")
         wake = engine._wake
 
         row = Msg(1)  # delivered by another thread, say
@@ -393,15 +386,15 @@ def test_the_dispatcher_looks_for_due_rows_only_when_told_some_may_be() -> None:
     engine = _engine(rows, sender, rounds=rounds)
     engine.start("test-dispatcher")
     try:
-        _until(lambda: rows.claims == 1)  # its first round looks
+        wait_for(lambda: rows.claims == 1, "the first claim")  # its first round looks
         engine.wake(due=False)
-        _until(lambda: rounds.rounds == 2)
+        wait_for(lambda: rounds.rounds == 2, "the second round")
         assert rows.claims == 1
         rows.due.append(Msg(7))
         engine.wake()
-        _until(lambda: len(sender.calls) == 1)  # claimed and handed to its lane
+        wait_for(lambda: len(sender.calls) == 1, "one row sent")  # claimed and handed to its lane
         assert rows.claims == 2 and sender.calls[0][1] == "test-send-far-0"
-        _until(lambda: rows.recorded == [[(7, 100)]])  # recorded by the dispatcher
+        wait_for(lambda: rows.recorded == [[(7, 100)]], "the row recorded by the dispatcher")
     finally:
         engine.stop()
         engine.join()

@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from gateway.stablecoin.devchain import (
     find_anvil,
 )
 from tests.support.anvil import require_anvil
+from tests.support.waiting import wait_for
 
 ACCOUNTS = 12
 
@@ -59,15 +59,14 @@ class Node:
         log = (self.workdir / "anvil.log").open("ab")
         self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         log.close()
-        deadline = time.monotonic() + 30
-        while True:
-            assert self.proc.poll() is None, f"anvil exited with {self.proc.returncode}"
-            try:
-                self.rpc("eth_chainId")
-                return
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline, "anvil did not answer in 30 s"
-                time.sleep(0.05)
+        wait_for(
+            lambda: self.rpc("eth_chainId"),
+            "anvil answering",
+            timeout=30,
+            proc=self.proc,
+            tolerate=(httpx.HTTPError,),
+            interval=0.05,
+        )
 
     def rpc(self, method: str, *params: Any) -> Any:
         body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}

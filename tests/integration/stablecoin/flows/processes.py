@@ -9,31 +9,18 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
 from sqlalchemy.engine import Engine
 
 from gateway.messaging.serving import free_port
 from tests.support.stablecoin import EXCHANGE_WALLET, Deployment
+from tests.support.waiting import wait_for
 
 BIN = Path(sys.executable).parent / "dt-gateway"
-
-
-def wait_for(cond: Callable[[], Any], timeout: float, what: str, proc: Any = None) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"{what}: the process exited with {proc.returncode}")
-        time.sleep(0.05)
-    raise AssertionError(what)
 
 
 @contextmanager
@@ -72,7 +59,7 @@ def gateway(
             return False
 
     try:
-        wait_for(healthy, 30, f"gateway on {port} did not start", proc)
+        wait_for(healthy, f"gateway on {port} did not start", timeout=30, proc=proc, interval=0.05)
         yield proc, url
     finally:
         if proc.poll() is None:

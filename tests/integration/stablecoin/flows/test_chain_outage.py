@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,24 +32,12 @@ from tests.support.stablecoin import (
     deploy,
     setup_exchanges,
 )
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.chain
 
 BIN = Path(sys.executable).parent / "dt-gateway"
 WATCHER = "stablecoin.watch_redemptions"
-
-
-def _until(cond: Callable[[], Any], what: str, proc: subprocess.Popen[bytes]) -> Any:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"the gateway exited with {proc.returncode}"
-        try:
-            if value := cond():
-                return value
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError(what)
 
 
 @contextmanager
@@ -117,7 +104,14 @@ def test_a_replica_started_during_a_chain_outage_serves_and_picks_the_chain_up(
         try:
             _served_while_down(url, tokens, node, log_path, proc)
             node.start()
-            _until(lambda: httpx.get(url + "/ready").status_code == 200, "never ready", proc)
+            wait_for(
+                lambda: httpx.get(url + "/ready").status_code == 200,
+                "never ready",
+                proc=proc,
+                timeout=60,
+                tolerate=(httpx.HTTPError,),
+                interval=0.05,
+            )
             exchange = httpx.Client(
                 base_url=url, headers={"Authorization": f"Bearer {tokens[EXCHANGE]}"}, timeout=60
             )
@@ -133,9 +127,22 @@ def test_a_replica_started_during_a_chain_outage_serves_and_picks_the_chain_up(
                 )
                 assert mint.status_code == 201, mint.text
                 path = f"/v1/stablecoin/mints/{mint.json()['id']}"
-                _until(lambda: exchange.get(path).json()["state"] == "minted", "no mint", proc)
+                wait_for(
+                    lambda: exchange.get(path).json()["state"] == "minted",
+                    "no mint",
+                    proc=proc,
+                    timeout=60,
+                    tolerate=(httpx.HTTPError,),
+                    interval=0.05,
+                )
             recovered = f"job {WATCHER} recovered"
-            _until(lambda: recovered in log_path.read_text(), "no recovery logged", proc)
+            wait_for(
+                lambda: recovered in log_path.read_text(),
+                "no recovery logged",
+                proc=proc,
+                timeout=60,
+                interval=0.05,
+            )
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -168,7 +175,14 @@ def _served_while_down(
     log_path: Path,
     proc: subprocess.Popen[bytes],
 ) -> None:
-    _until(lambda: httpx.get(url + "/health").status_code == 200, "the gateway did not start", proc)
+    wait_for(
+        lambda: httpx.get(url + "/health").status_code == 200,
+        "the gateway did not start",
+        proc=proc,
+        timeout=60,
+        tolerate=(httpx.HTTPError,),
+        interval=0.05,
+    )
     operator = {"Authorization": f"Bearer {tokens['operator']}"}
     wallet = httpx.get(f"{url}/v1/wallets/{EXCHANGE_WALLET}", headers=operator)
     assert wallet.status_code == 200, wallet.text
@@ -196,6 +210,18 @@ def _served_while_down(
 
     # The jobs fail at every run meanwhile (every 0.1 s): wait for a few dozen of their
     # requests to the node to have failed.
-    _until(lambda: f"job {WATCHER} failed" in log_path.read_text(), "no job failure", proc)
+    wait_for(
+        lambda: f"job {WATCHER} failed" in log_path.read_text(),
+        "no job failure",
+        proc=proc,
+        timeout=60,
+        interval=0.05,
+    )
     with _dead_node(node.port) as refused:
-        _until(lambda: refused() >= 40, "the jobs stopped asking the node", proc)
+        wait_for(
+            lambda: refused() >= 40,
+            "the jobs stopped asking the node",
+            proc=proc,
+            timeout=60,
+            interval=0.05,
+        )

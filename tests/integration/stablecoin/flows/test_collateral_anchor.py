@@ -28,7 +28,6 @@ from tests.integration.stablecoin.flows.processes import (
     gateway,
     post_mint,
     run_verifier,
-    wait_for,
 )
 from tests.support.collateral import Log, Server
 from tests.support.stablecoin import (
@@ -36,6 +35,7 @@ from tests.support.stablecoin import (
     Deployment,
     setup_exchanges,
 )
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.chain
 
@@ -93,13 +93,15 @@ def test_every_mint_and_redemption_is_anchored_and_the_verifier_checks_the_ancho
         dep.client.redeem(holder, 300_00, EXCHANGE_WALLET)
         payout = wait_for(
             lambda: _logged_payout(url),
-            60,
             "the redemption's payout is not in the log",
+            timeout=60,
+            interval=0.05,
         )
         wait_for(
             lambda: dep.client.log_anchor().size > payout,
-            60,
             "no attestation anchored the log after the redemption's payout",
+            timeout=60,
+            interval=0.05,
         )
 
         anchors = _anchors(dep.client, dep.start_block)
@@ -128,7 +130,12 @@ def test_every_mint_and_redemption_is_anchored_and_the_verifier_checks_the_ancho
             report = json.loads(again.stdout.strip().splitlines()[-1])
             return bool(report["anchors"]["newest_size"] == dep.client.log_anchor().size)
 
-        wait_for(verified_newest, 30, "the verifier did not check the newest anchor")
+        wait_for(
+            verified_newest,
+            "the verifier did not check the newest anchor",
+            timeout=30,
+            interval=0.05,
+        )
 
         # A split view: the log key signs a second history of the same size, one entry's time
         # changed. It is consistent in itself (balances, supply, the chain's events), so only

@@ -30,13 +30,13 @@ from tests.integration.stablecoin.flows.processes import (
     logged_transfers,
     post_mint,
     run_verifier,
-    wait_for,
 )
 from tests.support.stablecoin import (
     EXCHANGE_WALLET,
     Deployment,
     setup_exchanges,
 )
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.chain
 
@@ -71,8 +71,9 @@ def test_every_movement_is_logged_once_and_verifies_across_a_kill_before_the_che
                 ).json()["state"]
                 == "minted"
             ),
-            60,
             "the first mint did not complete after the restart",
+            timeout=60,
+            interval=0.05,
         )
         second = post_mint(url, token, "m-2", 500_00, holder.address)
         assert second is not None and second.json()["state"] == "minted", second and second.text
@@ -84,22 +85,30 @@ def test_every_movement_is_logged_once_and_verifies_across_a_kill_before_the_che
 
         movements = wait_for(
             lambda: (m := _segregated_movements(sqlite_engine, seg)) and len(m) == 5 and m,
-            60,
             "the redemption was not paid",
+            timeout=60,
+            interval=0.05,
         )
         # Every movement of the segregated wallet is in the log, once, in ledger order.
-        wait_for(lambda: logged_transfers(url) == movements, 30, "the log misses a movement")
+        wait_for(
+            lambda: logged_transfers(url) == movements,
+            "the log misses a movement",
+            timeout=30,
+            interval=0.05,
+        )
         logged = logged_transfers(url)
         assert len(logged) == len(set(logged)) == 5
 
-        wait_for(  # the statement after the redemption's block is in the log
+        # The statement after the redemption's block is in the log.
+        wait_for(
             lambda: (
                 httpx.get(url + "/v1/collateral/statement").status_code == 200
                 and httpx.get(url + "/v1/collateral/statement").json()["entry"]["supply"]
                 == 1_200_00
             ),
-            30,
             "no reserve statement after the redemption",
+            timeout=30,
+            interval=0.05,
         )
         result = run_verifier(url, dep, tmp_path)
         assert result.returncode == 0, result.stdout + result.stderr
@@ -113,8 +122,9 @@ def test_every_movement_is_logged_once_and_verifies_across_a_kill_before_the_che
             lambda: (
                 httpx.get(url + "/v1/collateral/statement").json()["entry"]["supply"] == 1_201_00
             ),
-            30,
             "no reserve statement after the last mint",
+            timeout=30,
+            interval=0.05,
         )
         again = run_verifier(url, dep, tmp_path)
         assert again.returncode == 0, again.stdout + again.stderr
@@ -151,17 +161,29 @@ def test_two_replicas_one_integrates_and_the_other_takes_over_when_it_is_killed(
         )
 
     with gateway(engine, dep, tmp_path, []) as (first, _):
-        holder_a = wait_for(lambda: _lease_holder(engine), 30, "no replica took the lease")
+        holder_a = wait_for(
+            lambda: _lease_holder(engine), "no replica took the lease", timeout=30, interval=0.05
+        )
         with gateway(engine, dep, tmp_path, []) as (_, url_b):
             for i in range(20):
                 deposit(i)
-            wait_for(lambda: len(logged_transfers(url_b)) == 20, 30, "not integrated")
+            wait_for(
+                lambda: len(logged_transfers(url_b)) == 20,
+                "not integrated",
+                timeout=30,
+                interval=0.05,
+            )
             assert _lease_holder(engine) == holder_a  # the first replica integrates
             first.send_signal(signal.SIGKILL)
             first.wait(10)
             for i in range(20, 40):
                 deposit(i)
-            wait_for(lambda: len(logged_transfers(url_b)) == 40, 60, "no replica took over")
+            wait_for(
+                lambda: len(logged_transfers(url_b)) == 40,
+                "no replica took over",
+                timeout=60,
+                interval=0.05,
+            )
             assert _lease_holder(engine) not in (None, holder_a)
             assert logged_transfers(url_b) == [f"dep-{i}" for i in range(40)]
             result = run_verifier(url_b, dep, tmp_path)
@@ -229,10 +251,22 @@ def test_a_witness_cosigns_each_checkpoint_and_once_stopped_the_verifier_misses_
             for i, amount in enumerate([1_000_00, 500_00]):
                 minted = post_mint(url, token, f"w-{i}", amount, holder.address)
                 assert minted is not None and minted.json()["state"] == "minted", minted.text
-                size = wait_for(lambda s=size: cosigned_beyond(s), 30, "the mint was not cosigned")
+                size = wait_for(
+                    lambda s=size: cosigned_beyond(s),
+                    "the mint was not cosigned",
+                    timeout=30,
+                    interval=0.05,
+                )
             dep.client.redeem(holder, 300_00, EXCHANGE_WALLET)
-            index = wait_for(lambda: _statement_index(url, 1_200_00), 60, "no statement")
-            wait_for(lambda: cosigned_beyond(index), 30, "the redemption was not cosigned")
+            index = wait_for(
+                lambda: _statement_index(url, 1_200_00), "no statement", timeout=60, interval=0.05
+            )
+            wait_for(
+                lambda: cosigned_beyond(index),
+                "the redemption was not cosigned",
+                timeout=30,
+                interval=0.05,
+            )
             quorum = ("--witness", w["vkey"], "--quorum", "1")
             result = run_verifier(url, dep, tmp_path, *quorum)
             assert result.returncode == 0, result.stdout + result.stderr
@@ -244,13 +278,23 @@ def test_a_witness_cosigns_each_checkpoint_and_once_stopped_the_verifier_misses_
             assert w_proc.wait(10) == 0
             later = post_mint(url, token, "w-late", 1_00, holder.address)
             assert later is not None and later.json()["state"] == "minted", later.text
-            index = wait_for(lambda: _statement_index(url, 1_201_00), 60, "no statement after")
+            index = wait_for(
+                lambda: _statement_index(url, 1_201_00),
+                "no statement after",
+                timeout=60,
+                interval=0.05,
+            )
 
             def served_bare_beyond(size: int) -> bool:
                 served, cosigned = _served(url, log_key.verifier(), witness_key)
                 return served > size and not cosigned
 
-            wait_for(lambda: served_bare_beyond(index), 30, "the new checkpoint was not served")
+            wait_for(
+                lambda: served_bare_beyond(index),
+                "the new checkpoint was not served",
+                timeout=30,
+                interval=0.05,
+            )
             result = run_verifier(url, dep, tmp_path, *quorum)
             assert result.returncode == ExitCode.MISSING_COSIGNATURES, result.stdout
             failure = json.loads(result.stdout.strip().splitlines()[-1])

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine
 
 from gateway.stablecoin import watcher
 from gateway.stablecoin.runtime import default_segregated_wallet_id
-from tests.integration.stablecoin.flows.processes import gateway, wait_for
+from tests.integration.stablecoin.flows.processes import gateway
 from tests.support.stablecoin import (
     EXCHANGE,
     EXCHANGE_WALLET,
@@ -35,6 +35,7 @@ from tests.support.stablecoin import (
     uow_factory,
     webhook_receiver,
 )
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.chain
 
@@ -136,11 +137,17 @@ def test_mint_killed_mid_flight_completes_exactly_once_after_restart(
                     == "minted"
                     and m
                 ),
-                20,
                 "the mint was not resumed",
+                timeout=20,
+                interval=0.05,
             )
             assert done["tx_hash"]
-            wait_for(lambda: "mint.minted" in _events_by_type(receiver), 15, "no minted webhook")
+            wait_for(
+                lambda: "mint.minted" in _events_by_type(receiver),
+                "no minted webhook",
+                timeout=15,
+                interval=0.05,
+            )
             recorded = _recorded_events(gw)
 
         assert dep.client.balance_of(holder) == 123_00
@@ -174,15 +181,24 @@ def test_redemption_killed_before_its_dt_transfer_is_paid_exactly_once_after_res
         with serve(engine, dep, receiver, token, tmp_path, []) as gw:
             wait_for(
                 lambda: gw.client.get("/v1/stablecoin/redemptions").json()["redemptions"],
-                20,
                 "the redemption was not paid after the restart",
+                timeout=20,
+                interval=0.05,
             )
-            wait_for(lambda: "redemption.paid" in _events_by_type(receiver), 15, "no webhook")
+            wait_for(
+                lambda: "redemption.paid" in _events_by_type(receiver),
+                "no webhook",
+                timeout=15,
+                interval=0.05,
+            )
             # More watcher passes over the redemption's blocks and past them: still paid once.
             dep.chain.mine(3)
             past = dep.client.block_number()
             wait_for(
-                lambda: _cursor_block(engine, dep) >= past, 15, "the watcher made no more passes"
+                lambda: _cursor_block(engine, dep) >= past,
+                "the watcher made no more passes",
+                timeout=15,
+                interval=0.05,
             )
             page = gw.client.get("/v1/stablecoin/redemptions").json()["redemptions"]
             assert [(r["amount"], r["state"]) for r in page] == [(120_00, "paid")]

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -30,23 +29,11 @@ from tests.support.stablecoin import (
     setup_exchanges,
     webhook_receiver,
 )
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.chain
 
 BIN = Path(sys.executable).parent / "dt-gateway"
-
-
-def _wait(cond: object, what: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"the gateway exited with {proc.returncode}"
-        try:
-            if cond():  # type: ignore[operator]
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError(what)
 
 
 def test_json_logs_with_request_and_mint_ids_and_no_secret(
@@ -90,7 +77,14 @@ def test_json_logs_with_request_and_mint_ids_and_no_secret(
             stderr=subprocess.STDOUT,
         )
         try:
-            _wait(lambda: httpx.get(url + "/health").status_code == 200, "no start", proc)
+            wait_for(
+                lambda: httpx.get(url + "/health").status_code == 200,
+                "no start",
+                proc=proc,
+                timeout=60,
+                tolerate=(httpx.HTTPError,),
+                interval=0.05,
+            )
             exchange = httpx.Client(
                 base_url=url, headers={"Authorization": f"Bearer {tokens[EXCHANGE]}"}, timeout=60
             )
@@ -116,12 +110,21 @@ def test_json_logs_with_request_and_mint_ids_and_no_secret(
             )
             assert mint.status_code in (200, 201), mint.text
             mint_id = mint.json()["id"]
-            _wait(
+            wait_for(
                 lambda: exchange.get(f"/v1/stablecoin/mints/{mint_id}").json()["state"] == "minted",
                 "the mint did not complete",
-                proc,
+                proc=proc,
+                timeout=60,
+                tolerate=(httpx.HTTPError,),
+                interval=0.05,
             )
-            _wait(lambda: len(receiver.deliveries) >= 1, "no webhook was delivered", proc)
+            wait_for(
+                lambda: len(receiver.deliveries) >= 1,
+                "no webhook was delivered",
+                proc=proc,
+                timeout=60,
+                interval=0.05,
+            )
             exchange.close()
         finally:
             proc.send_signal(signal.SIGTERM)

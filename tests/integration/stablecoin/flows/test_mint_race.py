@@ -4,7 +4,6 @@ but reverted is attested for again and sent again, and ends minted."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -30,6 +29,7 @@ from tests.support.stablecoin import (
     balance,
     running_flow,
 )
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.chain
 
@@ -52,13 +52,6 @@ def automine_off(chain: DevChain) -> Iterator[Callable[[], int]]:
         yield mine_one_then_automine
     finally:
         rpc("evm_setAutomine", [True])  # type: ignore[arg-type]
-
-
-def _until(cond: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    end = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < end, what
-        time.sleep(0.01)
 
 
 def _request(flow: Flow, replica: Stablecoin, key: str, amount: int, to: str) -> Mint:
@@ -104,11 +97,19 @@ def test_a_mint_reverted_in_a_block_shared_with_a_rival_is_attested_for_again_an
         base = sent()
         # Replica 1 attests the segregated 60.00 and sends its mint of 60.00 ...
         first: Future[Mint] = pool.submit(_request, flow, flow.sc, "first", 60_00, first_to)
-        _until(lambda: sent() >= base + 2, "replica 1 did not send its attestation and mint")
+        wait_for(
+            lambda: sent() >= base + 2,
+            "replica 1 did not send its attestation and mint",
+            timeout=30,
+        )
         # ... replica 2, after its 50.00 moved in too, attests 110.00 under the same sequence
         # (the chain's latest is still the one before) and sends its mint.
         second: Future[Mint] = pool.submit(_request, flow, rival, "second", 50_00, second_to)
-        _until(lambda: sent() >= base + 4, "replica 2 did not send its attestation and mint")
+        wait_for(
+            lambda: sent() >= base + 4,
+            "replica 2 did not send its attestation and mint",
+            timeout=30,
+        )
 
         # One block for the four; the loser's retries are mined as they come.
         contested = mine()

@@ -4,7 +4,6 @@ carry one event id per status change. On SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import json
-import time
 from functools import partial
 
 import pytest
@@ -24,6 +23,7 @@ from tests.support.stablecoin import (
     running_flow,
     webhook_receiver,
 )
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.chain
 
@@ -131,10 +131,12 @@ def test_webhooks_are_signed_retried_and_deduplicable(engine: Engine, dep: Deplo
         watcher.poll(flow.uow, flow.sc)
         sender = webhooks.WebhookSender(engine, endpoints_service.policy_of(flow.settings))
         dispatcher = OutboxDispatcher(engine, {webhooks.TOPIC: sender})
-        deadline = time.monotonic() + 15
-        while len(receiver.deliveries) < 3 and time.monotonic() < deadline:
+
+        def delivered() -> bool:
             dispatcher.run_once()
-            time.sleep(0.05)
+            return len(receiver.deliveries) >= 3
+
+        wait_for(delivered, "the three events delivered", timeout=15, interval=0.05)
 
         events = receiver.events()
         # Retries reorder deliveries: receivers order by the data, not by arrival.

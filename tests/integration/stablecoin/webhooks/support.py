@@ -25,6 +25,7 @@ from gateway.messaging.serving import free_port, serve_in_thread
 from gateway.stablecoin import endpoints_service, webhooks
 from gateway.stablecoin.endpoints_store import WebhookUnitOfWork
 from tests.support.stablecoin import EXCHANGE, OTHER_EXCHANGE, Receiver
+from tests.support.waiting import wait_for
 
 
 def settings_for(engine: Engine, tmp: Path, port: int, **sections: Any) -> Settings:
@@ -134,24 +135,12 @@ def unsent_deliveries(engine: Engine) -> int:
 
 def pump(dispatcher: OutboxDispatcher, until: Callable[[], Any], timeout: float = 20) -> Any:
     """Run the dispatcher until ``until()`` holds (a positive signal), as the job does."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def ran() -> Any:
         dispatcher.run_once()
-        value = until()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("the awaited deliveries did not happen")
+        return until()
 
-
-def wait_for(until: Callable[[], Any], what: str, timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = until()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(what)
+    return wait_for(ran, "the awaited deliveries", timeout=timeout, interval=0.02)
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,9 @@ from tests.integration.stablecoin.webhooks.support import (
     hook_gateway,
     publish,
     unsent_deliveries,
-    wait_for,
 )
 from tests.support.stablecoin import EXCHANGE, OTHER_EXCHANGE, webhook_receiver
+from tests.support.waiting import wait_for
 
 
 @dataclass
@@ -86,12 +86,22 @@ def test_a_slow_exchange_does_not_hold_up_another_exchanges_webhooks(
         try:
             assert jobs.dispatch_outbox() == 3  # the scheduled job's round: to the lanes
             assert slow.holding.wait(30)
-            wait_for(lambda: deliveries(quick), "the other exchange's delivery")
+            wait_for(
+                lambda: deliveries(quick),
+                "the other exchange's delivery",
+                timeout=30,
+                interval=0.05,
+            )
             assert slow.holding.is_set() and slow.answered == []  # still held meanwhile
             assert [d.event_id_header for d in deliveries(quick)] == [other]
 
             slow.release.set()
-            wait_for(lambda: unsent_deliveries(engine) == 0, "every delivery recorded")
+            wait_for(
+                lambda: unsent_deliveries(engine) == 0,
+                "every delivery recorded",
+                timeout=30,
+                interval=0.05,
+            )
             assert sorted(json.loads(body)["id"] for body in slow.answered) == sorted(held)
             assert [d.event_id_header for d in deliveries(quick)] == [other]
         finally:

@@ -25,7 +25,6 @@ from tests.integration.stablecoin.webhooks.support import (
     settings_for,
     signed_by,
     unsent_deliveries,
-    wait_for,
 )
 from tests.support.stablecoin import (
     EXCHANGE,
@@ -38,6 +37,7 @@ from tests.support.stablecoin import (
     setup_exchanges,
     webhook_receiver,
 )
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.chain
 
@@ -113,8 +113,13 @@ def test_two_exchanges_minting_and_redeeming_at_once_each_receive_exactly_their_
         def redeemed() -> bool:
             return all(gw.events(who, type="redemption.paid") for who in receivers)
 
-        wait_for(redeemed, "the watcher did not pay both redemptions")
-        wait_for(lambda: _all_delivered(gw, receivers), "not every event was delivered")
+        wait_for(redeemed, "the watcher did not pay both redemptions", timeout=30, interval=0.05)
+        wait_for(
+            lambda: _all_delivered(gw, receivers),
+            "not every event was delivered",
+            timeout=30,
+            interval=0.05,
+        )
 
         for who, receiver in receivers.items():
             other = OTHER_EXCHANGE if who == EXCHANGE else EXCHANGE
@@ -142,7 +147,12 @@ def test_two_exchanges_minting_and_redeeming_at_once_each_receive_exactly_their_
         new_secret = rotated.json()["secret"]
         before = {d.event_id_header for d in deliveries(mine)}
         late = _mint(gw, EXCHANGE, "after-rotation", 1_00, holder[EXCHANGE].address)
-        wait_for(lambda: _all_delivered(gw, receivers), "the events after rotation did not arrive")
+        wait_for(
+            lambda: _all_delivered(gw, receivers),
+            "the events after rotation did not arrive",
+            timeout=30,
+            interval=0.05,
+        )
         after = [d for d in deliveries(mine) if d.event_id_header not in before]
         assert {d.event["data"]["mint_id"] for d in after} == {late["id"]}
         assert {d.event["type"] for d in after} >= {"mint.accepted", "mint.minted"}
