@@ -23,6 +23,20 @@ from tests.support.waiting import wait_for
 BIN = Path(sys.executable).parent / "dt-gateway"
 
 
+def answering(
+    url: str, proc: subprocess.Popen[bytes], path: str = "/health", timeout: float = 60
+) -> None:
+    """Once the gateway ``proc`` serving at ``url`` answers ``path`` with 200."""
+    wait_for(
+        lambda: httpx.get(url + path, timeout=1).status_code == 200,
+        f"{url}{path} answering",
+        timeout=timeout,
+        proc=proc,
+        tolerate=(httpx.HTTPError,),
+        interval=0.05,
+    )
+
+
 @contextmanager
 def gateway(
     engine: Engine,
@@ -51,15 +65,8 @@ def gateway(
         [str(BIN), "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
     )
     url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        try:
-            return httpx.get(url + "/health", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
     try:
-        wait_for(healthy, f"gateway on {port} did not start", timeout=30, proc=proc, interval=0.05)
+        answering(url, proc, timeout=30)
         yield proc, url
     finally:
         if proc.poll() is None:

@@ -25,6 +25,7 @@ from gateway.messaging.serving import free_port
 from gateway.stablecoin.chain_errors import ChainUnavailable
 from gateway.stablecoin.devchain import ANVIL_CHAIN_ID
 from tests.integration.stablecoin.flows.node import Node
+from tests.integration.stablecoin.flows.processes import answering
 from tests.support.stablecoin import (
     EXCHANGE,
     EXCHANGE_WALLET,
@@ -104,14 +105,7 @@ def test_a_replica_started_during_a_chain_outage_serves_and_picks_the_chain_up(
         try:
             _served_while_down(url, tokens, node, log_path, proc)
             node.start()
-            wait_for(
-                lambda: httpx.get(url + "/ready").status_code == 200,
-                "never ready",
-                proc=proc,
-                timeout=60,
-                tolerate=(httpx.HTTPError,),
-                interval=0.05,
-            )
+            answering(url, proc, "/ready")
             exchange = httpx.Client(
                 base_url=url, headers={"Authorization": f"Bearer {tokens[EXCHANGE]}"}, timeout=60
             )
@@ -175,14 +169,7 @@ def _served_while_down(
     log_path: Path,
     proc: subprocess.Popen[bytes],
 ) -> None:
-    wait_for(
-        lambda: httpx.get(url + "/health").status_code == 200,
-        "the gateway did not start",
-        proc=proc,
-        timeout=60,
-        tolerate=(httpx.HTTPError,),
-        interval=0.05,
-    )
+    answering(url, proc)
     operator = {"Authorization": f"Bearer {tokens['operator']}"}
     wallet = httpx.get(f"{url}/v1/wallets/{EXCHANGE_WALLET}", headers=operator)
     assert wallet.status_code == 200, wallet.text

@@ -21,6 +21,7 @@ from gateway.collateral.note import Signer
 from gateway.collateral.runtime import origin_of
 from gateway.messaging.serving import free_port
 from gateway.pvp.keys import generate
+from tests.integration.stablecoin.flows.processes import answering
 from tests.support.stablecoin import (
     EXCHANGE,
     EXCHANGE_WALLET,
@@ -77,14 +78,7 @@ def test_json_logs_with_request_and_mint_ids_and_no_secret(
             stderr=subprocess.STDOUT,
         )
         try:
-            wait_for(
-                lambda: httpx.get(url + "/health").status_code == 200,
-                "no start",
-                proc=proc,
-                timeout=60,
-                tolerate=(httpx.HTTPError,),
-                interval=0.05,
-            )
+            answering(url, proc)
             exchange = httpx.Client(
                 base_url=url, headers={"Authorization": f"Bearer {tokens[EXCHANGE]}"}, timeout=60
             )
