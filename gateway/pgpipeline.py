@@ -110,10 +110,6 @@ class PgPipeline:
     def _fail(self, exc: Exception, sql: str, params: Any) -> Any:
         raise_driver_error(self.conn, exc, sql, params)
 
-    @property
-    def is_open(self) -> bool:
-        return self._pipeline is not None
-
     def open(self) -> None:
         """Enter pipeline mode (kept open: with the transaction's BEGIN, if none was sent)."""
         if self._pipeline is not None:
