@@ -24,12 +24,42 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
+
 from gateway.connector import pgtx, store
 from gateway.connector.model import Decision, PvPState
 from gateway.connector.outbox import Work
 from gateway.connector.repository import SqlRepository
 from gateway.connector.rows import Found, LegRow, PvPRow
+from gateway.connector.schema import decisions, legs, pvps
+from gateway.connector.store import DECISION_COLUMNS, PVP_COLUMNS
 from gateway.pgpipeline import Pending
+
+# The PvPs of some legs (or some PvPs) locked, by
+# id (one order for every transaction that locks several at once), then every leg of theirs
+# with its PvP and decision, as SELECT_LEG_BY_UETR reads one; sent together, one round trip.
+_UETRS = sa.bindparam("uetrs", type_=ARRAY(sa.String))
+_PVP_IDS = sa.bindparam("pvp_ids", type_=ARRAY(sa.String))
+_LOCK_PVPS_ORDERED = sa.select(pvps.c.id).order_by(pvps.c.id).with_for_update(of=pvps)
+_LOCK_PVPS_OF_UETRS = _LOCK_PVPS_ORDERED.join(legs, legs.c.pvp_id == pvps.c.id).where(
+    legs.c.uetr == sa.any_(_UETRS)
+)
+_LOCK_PVPS_BY_ID = _LOCK_PVPS_ORDERED.where(pvps.c.id == sa.any_(_PVP_IDS))
+_LEGS_WITH_PVPS = (
+    sa.select(legs, *PVP_COLUMNS, *DECISION_COLUMNS)
+    .select_from(
+        legs.join(pvps, pvps.c.id == legs.c.pvp_id).outerjoin(
+            decisions, decisions.c.pvp_id == legs.c.pvp_id
+        )
+    )
+    .order_by(legs.c.pvp_id, legs.c.leg)
+)
+_SELECT_PVPS_OF_UETRS = _LEGS_WITH_PVPS.where(
+    legs.c.pvp_id.in_(sa.select(legs.c.pvp_id).where(legs.c.uetr == sa.any_(_UETRS)))
+)
+_SELECT_PVPS_BY_ID = _LEGS_WITH_PVPS.where(legs.c.pvp_id == sa.any_(_PVP_IDS))
+
 
 _COMPLETED = {PvPState.COMMITTED: PvPState.SETTLED, PvPState.ABORTED: PvPState.CANCELLED}
 """What ``store.COMPLETE_PVP`` makes of a PvP once every leg is acknowledged."""
@@ -48,7 +78,7 @@ class _Known:
         self.uetrs: dict[str, tuple[str, str]] = {}
         """UETR -> (PvP, leg)."""
         self.loading: list[Pending] = []
-        """Reads queued (``SELECT_PVPS...``), not taken in yet."""
+        """Reads queued (``_SELECT_PVPS_...``), not taken in yet."""
         self.asked: set[str] = set()
         """UETRs asked for by ``loading``."""
 
@@ -99,8 +129,8 @@ class PgRepository(SqlRepository):
         """Queue the read of the PvPs of ``uetrs``, locked, with all their legs."""
         tx = pgtx.tx_of(work.conn)
         assert tx is not None and isinstance(tx.state, _Known)
-        pgtx.send(tx, store.LOCK_PVPS_OF_UETRS, {"uetrs": uetrs})
-        tx.state.loading.append(pgtx.query(tx, store.SELECT_PVPS_OF_UETRS, {"uetrs": uetrs}))
+        pgtx.send(tx, _LOCK_PVPS_OF_UETRS, {"uetrs": uetrs})
+        tx.state.loading.append(pgtx.query(tx, _SELECT_PVPS_OF_UETRS, {"uetrs": uetrs}))
         tx.state.asked.update(uetrs)
 
     # --- reads ---
@@ -137,8 +167,8 @@ class PgRepository(SqlRepository):
             return super().read_pvp(work, pvp_id, for_update=for_update)
         tx, known = at
         if pvp_id not in known.pvps and for_update:
-            pgtx.send(tx, store.LOCK_PVPS, {"pvp_ids": [pvp_id]})
-            known.loading.append(pgtx.query(tx, store.SELECT_PVPS, {"pvp_ids": [pvp_id]}))
+            pgtx.send(tx, _LOCK_PVPS_BY_ID, {"pvp_ids": [pvp_id]})
+            known.loading.append(pgtx.query(tx, _SELECT_PVPS_BY_ID, {"pvp_ids": [pvp_id]}))
             known.take_in()
         pvp = known.pvps.get(pvp_id)
         return super().read_pvp(work, pvp_id) if pvp is None else pvp

@@ -16,7 +16,6 @@ from dataclasses import fields
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Engine
 
 from gateway.connector import pgtx
@@ -145,14 +144,14 @@ SET_INSTRUCTIONS_MATCHED = _queued(
 # pvps and decisions
 # The columns of a PvPRow, in its order, and those of a decision after them (as ``_decision``
 # reads them): the tables have no other column name in common than ``reason``.
-_PVP_COLUMNS = (pvps.c.id, pvps.c.deadline, pvps.c.condition, pvps.c.secret, pvps.c.state)
-_DECISION_COLUMNS = (
+PVP_COLUMNS = (pvps.c.id, pvps.c.deadline, pvps.c.condition, pvps.c.secret, pvps.c.state)
+DECISION_COLUMNS = (
     decisions.c.decision,
     decisions.c.reason.label("decision_reason"),
     decisions.c.detail.label("decision_detail"),
     decisions.c.decided_at,
 )
-SELECT_PVP = _waited(sa.select(*_PVP_COLUMNS).where(pvps.c.id == _b("pvp_id")))
+SELECT_PVP = _waited(sa.select(*PVP_COLUMNS).where(pvps.c.id == _b("pvp_id")))
 # PostgreSQL: the row lock that serialises the work on one PvP (SQLite has the writer lock).
 SELECT_PVP_FOR_UPDATE = SELECT_PVP.with_for_update()
 SELECT_PVP_ID = _waited(sa.select(pvps.c.id).where(pvps.c.id == _b("pvp_id")))
@@ -184,8 +183,8 @@ INSERT_DECISION = _queued(decisions.insert())
 # A PvP with its decision and legs, one row per leg (leg columns prefixed).
 SELECT_PVP_VIEW = _waited(
     sa.select(
-        *_PVP_COLUMNS,
-        *_DECISION_COLUMNS,
+        *PVP_COLUMNS,
+        *DECISION_COLUMNS,
         *(c.label("leg_" + c.key) for c in legs.c),
     )
     .select_from(
@@ -208,7 +207,7 @@ UPDATE_LEG = _queued(
 )
 # A leg with its PvP and decision in one row (read by position: ``find_leg``).
 SELECT_LEG_BY_UETR = _waited(
-    sa.select(legs, *_PVP_COLUMNS, *_DECISION_COLUMNS)
+    sa.select(legs, *PVP_COLUMNS, *DECISION_COLUMNS)
     .select_from(
         legs.join(pvps, pvps.c.id == legs.c.pvp_id).outerjoin(
             decisions, decisions.c.pvp_id == legs.c.pvp_id
@@ -223,40 +222,15 @@ LOCK_PVP_OF_UETR = _waited(
     .where(legs.c.uetr == _b("uetr"))
     .with_for_update(of=pvps)
 )
-# PostgreSQL (``gateway.connector.pgrepo``): the PvPs of some legs (or some PvPs) locked, by
-# id (one order for every transaction that locks several at once), then every leg of theirs
-# with its PvP and decision, as SELECT_LEG_BY_UETR reads one; sent together, one round trip.
-_UETRS = _b("uetrs", type_=ARRAY(sa.String))
-_PVP_IDS = _b("pvp_ids", type_=ARRAY(sa.String))
-_LOCK_PVPS = sa.select(pvps.c.id).order_by(pvps.c.id).with_for_update(of=pvps)
-LOCK_PVPS_OF_UETRS = _LOCK_PVPS.join(legs, legs.c.pvp_id == pvps.c.id).where(
-    legs.c.uetr == sa.any_(_UETRS)
-)
-LOCK_PVPS = _LOCK_PVPS.where(pvps.c.id == sa.any_(_PVP_IDS))
-_LEGS_WITH_PVPS = (
-    sa.select(legs, *_PVP_COLUMNS, *_DECISION_COLUMNS)
-    .select_from(
-        legs.join(pvps, pvps.c.id == legs.c.pvp_id).outerjoin(
-            decisions, decisions.c.pvp_id == legs.c.pvp_id
-        )
-    )
-    .order_by(legs.c.pvp_id, legs.c.leg)
-)
-SELECT_PVPS_OF_UETRS = _LEGS_WITH_PVPS.where(
-    legs.c.pvp_id.in_(sa.select(legs.c.pvp_id).where(legs.c.uetr == sa.any_(_UETRS)))
-)
-SELECT_PVPS = _LEGS_WITH_PVPS.where(legs.c.pvp_id == sa.any_(_PVP_IDS))
 SELECT_QUEUED_LEGS = _waited(
-    sa.select(legs, *_PVP_COLUMNS, pvps.c.created_at)
+    sa.select(legs, *PVP_COLUMNS, pvps.c.created_at)
     .join(pvps, pvps.c.id == legs.c.pvp_id)
     .where(literal_is(legs.c.status, "queued") & literal_is(pvps.c.state, "pending"))
     .order_by(pvps.c.created_at, legs.c.pvp_id, legs.c.leg)
     .limit(_b("limit"))
 )
 SELECT_QUEUED_DECISIONS = _waited(
-    sa.select(
-        legs, *_PVP_COLUMNS, decisions.c.decision, decisions.c.reason.label("decision_reason")
-    )
+    sa.select(legs, *PVP_COLUMNS, decisions.c.decision, decisions.c.reason.label("decision_reason"))
     .join(pvps, pvps.c.id == legs.c.pvp_id)
     .join(decisions, decisions.c.pvp_id == legs.c.pvp_id)
     .where(legs.c.decision_queued.is_(True))
@@ -366,7 +340,7 @@ SWEEP_PROBE = _waited(
 
 _LEG_WIDTH = len(legs.c)
 _LEG_STATUS = list(legs.c.keys()).index("status")
-_PVP_WIDTH = len(_PVP_COLUMNS)
+_PVP_WIDTH = len(PVP_COLUMNS)
 if tuple(f.name for f in fields(MessageRow)) != tuple(SELECT_MESSAGES_OF.selected_columns.keys()):
     raise RuntimeError("MessageRow's fields must be the columns of SELECT_MESSAGES_OF, in order")
 
@@ -379,13 +353,13 @@ def leg_row(row: Sequence[Any]) -> LegRow:
 
 
 def _pvp_row(values: Sequence[Any]) -> PvPRow:
-    """The PvP in ``values``: ``_PVP_COLUMNS``."""
+    """The PvP in ``values``: ``PVP_COLUMNS``."""
     id_, deadline, condition, secret, state = values
     return PvPRow(id_, deadline, condition, secret, PvPState(state))
 
 
 def _decision(pvp_id: str, values: Sequence[Any]) -> Decision | None:
-    """The decision in ``values`` (``_DECISION_COLUMNS``, of an outer join: None if none)."""
+    """The decision in ``values`` (``DECISION_COLUMNS``, of an outer join: None if none)."""
     kind, reason, detail, decided_at = values
     if kind is None:
         return None
@@ -432,7 +406,7 @@ def read_pvp_record(conn: Connection, pvp_id: str) -> PvPRecord | None:
         return None
     first = rows[0]
     pvp = _pvp_row(first[:_PVP_WIDTH])
-    at_legs = _PVP_WIDTH + len(_DECISION_COLUMNS)
+    at_legs = _PVP_WIDTH + len(DECISION_COLUMNS)
     decision = _decision(pvp.id, first[_PVP_WIDTH:at_legs])
     # A PvP without legs (the outer join's one row of NULLs) has none.
     return PvPRecord(pvp, decision, [leg_row(r[at_legs:]) for r in rows if r[at_legs] is not None])
