@@ -164,12 +164,13 @@ class OutboxUnitOfWork(SqlUnitOfWork):
 Sender = Callable[[OutboxMessage], None]
 """Delivers one message; raises to have it retried later."""
 
-_BACKOFF = Backoff(base=0.05, cap=60.0)
+_BACKOFF = Backoff()
 _ONE_LANE_THREAD = LaneSettings()
 
 
-def backoff(attempts: int, base: float = 0.05, cap: float = 60.0) -> timedelta:
-    return timedelta(seconds=Backoff(base, cap).after(attempts))
+def backoff(attempts: int) -> timedelta:
+    """How long a message that failed ``attempts`` times waits before it is due again."""
+    return timedelta(seconds=_BACKOFF.after(attempts))
 
 
 def lane_of(destination: str) -> str:
