@@ -295,13 +295,18 @@ class SqlUnitOfWork:
     A subclass that sets :attr:`pipelined` gets, on PostgreSQL, one :class:`PgPipeline` for
     its transaction (``pg``) that its repositories share; ``conn`` waits for what is queued
     there before handing out the connection, and ``commit()`` sends COMMIT with it.
+
+    ``snapshot``: every read of the transaction sees one point in time (REPEATABLE READ on
+    PostgreSQL, where a read-only unit otherwise runs each statement alone in autocommit mode;
+    a SQLite transaction always does), for a unit that compares what several reads return.
     """
 
     pipelined: ClassVar[bool] = False
 
-    def __init__(self, engine: Engine, *, readonly: bool = False) -> None:
+    def __init__(self, engine: Engine, *, readonly: bool = False, snapshot: bool = False) -> None:
         self.engine = engine
         self.readonly = readonly
+        self.snapshot = snapshot
         self._conn: Connection | None = None
         self._tx: sa.engine.Transaction | None = None
         self._committing = False
@@ -319,8 +324,9 @@ class SqlUnitOfWork:
         conn = self.engine.connect()
         if self.readonly:
             conn = conn.execution_options(**{READONLY: True})
-            if conn.dialect.name == "postgresql":
-                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        if conn.dialect.name == "postgresql" and (self.readonly or self.snapshot):
+            isolation = "REPEATABLE READ" if self.snapshot else "AUTOCOMMIT"
+            conn = conn.execution_options(isolation_level=isolation)
         self._conn = conn
         self._committing = False
         with translate_db_errors():

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 from sqlmodel import Field, SQLModel
 
 from gateway.collateral.store import CollateralRepository
@@ -452,13 +452,6 @@ class StablecoinUnitOfWork(SqlUnitOfWork):
     ledger: SqlLedgerRepository
     outbox: OutboxRepository
     collateral: CollateralRepository
-
-    def __init__(self, engine: Engine, *, readonly: bool = False, snapshot: bool = False) -> None:
-        """``snapshot``: every read of the transaction sees one point in time (REPEATABLE READ
-        on PostgreSQL; a SQLite transaction always does), as reconciliation needs."""
-        if snapshot and engine.dialect.name != "sqlite":
-            engine = cast(Engine, engine.execution_options(isolation_level="REPEATABLE READ"))
-        super().__init__(engine, readonly=readonly)
 
     def _bind(self, conn: Connection) -> None:
         self.stablecoin = SqlStablecoinRepository(conn)

@@ -1,7 +1,8 @@
 """A unit of work's statements in one psycopg pipeline on PostgreSQL (``gateway/pgpipeline.py``):
 what is queued is seen by the next read and committed with the COMMIT, a savepoint that fails
 undoes only its own statements, failures reported late still fail the transaction, and the
-connection goes back to the pool as it was lent."""
+connection goes back to the pool as it was lent; a read-only unit that asks for a snapshot sees one
+point in time."""
 
 from __future__ import annotations
 
@@ -203,3 +204,20 @@ def test_a_unit_of_work_that_is_not_pipelined_has_none(engine: Engine) -> None:
         assert uow.pg is None and pipeline_of(uow.conn) is None
     with pytest.raises(DBAPIError), uow:
         uow.conn.exec_driver_sql("SELECT * FROM no_such_table")
+
+
+@pytest.mark.parametrize("snapshot", [True, False])
+def test_a_read_only_unit_sees_one_point_in_time_only_when_it_asks_for_a_snapshot(
+    engine: Engine, snapshot: bool
+) -> None:
+    """Reconciliation compares several reads (unsettled mints, then mints on-chain after a
+    block): without one snapshot a mint moving between them was counted twice."""
+    count = "SELECT count(*) FROM t"
+    uow = SqlUnitOfWork(engine, readonly=True, snapshot=snapshot)
+    with uow:
+        assert uow.conn.exec_driver_sql(count).scalar_one() == 0
+        with engine.begin() as other:
+            other.exec_driver_sql("INSERT INTO t VALUES (1, 'a')")
+        assert uow.conn.exec_driver_sql(count).scalar_one() == (0 if snapshot else 1)
+    with engine.connect() as conn:  # the pooled connection is lent as before
+        assert conn.exec_driver_sql("SHOW transaction_isolation").scalar_one() == "read committed"
