@@ -10,6 +10,7 @@ from typing import Any
 
 from gateway.iso20022 import Camt029, Camt056, Pacs002, Pacs009, Pacs028, parse
 from tests.integration.connector.support import Env
+from tests.support.waiting import wait_for
 
 
 def _uetrs(msg: Any) -> list[str]:
@@ -47,6 +48,22 @@ def assert_causal(trail: list[dict[str, Any]]) -> None:
                 sent.add(("camt056", uetr))
             elif isinstance(msg, Camt029):
                 assert ("camt056", uetr) in sent, f"{where}: camt.029 before the camt.056"
+
+
+def _settled_by_both(env: Env, pvp_id: str) -> list[dict[str, Any]] | None:
+    """The PvP's trail once it holds an inbound ACSC for each of its legs."""
+    trail: list[dict[str, Any]] = env.http.get(f"/v1/pvp/{pvp_id}/messages").json()
+    inbound = [
+        parse(entry["xml"].encode()).message for entry in trail if entry["direction"] == "in"
+    ]
+    settled = {
+        st.original.uetr
+        for msg in inbound
+        if isinstance(msg, Pacs002)
+        for st in msg.transactions
+        if st.status == "ACSC"
+    }
+    return trail if len(settled) == len(env.pvp(pvp_id)["legs"]) else None
 
 
 def _names(trail: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
@@ -88,7 +105,8 @@ def test_trail_with_an_http_network_is_causal_for_commit_abort_and_status(env: E
         assert_causal(env.http.get(f"/v1/pvp/{pvp_id}/messages").json())
     # The network asks for the status of a leg: the answer comes after the question.
     uetr = next(leg["uetr"] for leg in env.pvp(committed)["legs"] if leg["leg"] == "DT")
-    before = len(env.http.get(f"/v1/pvp/{committed}/messages").json())
+    # Settled is the connector's COMMIT; each bank's ACSC answers it a moment later.
+    before = len(wait_for(lambda: _settled_by_both(env, committed), "both legs' ACSC"))
     assert env.dt.status_request(uetr).status_code == 202
     trail = env.http.get(f"/v1/pvp/{committed}/messages").json()
     asked = [m for m in trail[before:] if m["direction"] == "in"]
