@@ -1,15 +1,17 @@
-"""The PvP benchmark's own arithmetic (``ops/bench/pvp.py``): where a PvP ends, how each
-thread group's CPU share is split, the settings it passes on."""
+"""The PvP benchmark's command line (``ops/bench/pvp.py``): the command lines that
+docs/performance.md gives still parse, to the options they name."""
 
 from __future__ import annotations
 
 import importlib.util
+import shlex
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "pvp.py"
+DOCS = Path(__file__).resolve().parents[3] / "docs" / "performance.md"
 
 
 @pytest.fixture(scope="module")
@@ -21,40 +23,37 @@ def bench() -> ModuleType:
     return module
 
 
-# (direction, peer BIC, message, at): one PvP as the connector logs it.
-TRAIL = [
-    ("out", "NBKZKZKAXXX", "pacs.009.001.08", 10.000),
-    ("out", "CBAUAEAA", "pacs.009.001.08", 10.001),
-    ("in", "CBAUAEAA", "pacs.002.001.10", 10.002),  # the AED lock
-    ("in", "NBKZKZKAXXX", "pacs.002.001.10", 10.010),  # the DT lock
-    ("out", "NBKZKZKAXXX", "pacs.002.001.10", 10.011),  # the decision, to both
-    ("out", "CBAUAEAA", "pacs.002.001.10", 10.011),
-    ("in", "CBAUAEAA", "pacs.002.001.10", 10.012),  # the AED leg settled
-    ("in", "NBKZKZKAXXX", "pacs.002.001.10", 10.025),  # the gateway's ACSC, received
-]
+def _documented() -> list[list[str]]:
+    """The arguments of each ``ops/bench/pvp.py`` command line in docs/performance.md's code,
+    continuation lines joined and comments dropped."""
+    lines, commands, pending = DOCS.read_text().splitlines(), [], ""
+    for line in lines:
+        text = pending + line.split("#", 1)[0].strip()
+        if text.endswith("\\"):
+            pending = text[:-1] + " "
+            continue
+        pending = ""
+        if text.startswith(".venv/bin/python ops/bench/pvp.py"):
+            commands.append(shlex.split(text)[2:])
+    return commands
 
 
-def test_a_pvp_ends_when_its_later_leg_settled_not_when_the_connector_hears_of_it(
-    bench: ModuleType,
-) -> None:
-    assert bench._legs_settled_at(TRAIL, dt_settled=10.020) == 10.020
-    # The DT leg first: the AED leg's settlement is the end.
-    assert bench._legs_settled_at(TRAIL, dt_settled=10.005) == 10.012
-    # The connector's record of the gateway's ACSC comes later still.
-    assert bench._settled_at(TRAIL) == 10.025
+def test_the_documented_command_lines_still_parse(bench: ModuleType) -> None:
+    commands = _documented()
+    assert len(commands) >= 3
+    for argv in commands:
+        bench.command_line().parse_args(argv)
 
 
-def test_thread_shares_count_the_threads_that_ended_during_the_run(bench: ModuleType) -> None:
-    before = {"1": ("main", 1.0), "2": ("unnamed", 0.5), "3": ("unnamed", 0.2)}
-    # Thread 3 ended, thread 4 started; the process used 1.3 s meanwhile.
-    after = {"1": ("main", 1.5), "2": ("unnamed", 0.9), "4": ("unnamed", 0.1)}
-    shares = bench._busy_by_thread(before, after, process_cpu=1.3, seconds=2.0)
-    assert shares == "unnamed 25 %, main 25 %, ended 15 %"
-
-
-def test_settings_for_a_process_are_name_value_pairs(bench: ModuleType) -> None:
-    assert bench._settings(["A=1", "B=x=y", "C="]) == {"A": "1", "B": "x=y", "C": ""}
-    with pytest.raises(SystemExit, match="NAME=VALUE"):
-        bench._settings(["A"])
-    with pytest.raises(SystemExit, match="NAME=VALUE"):
-        bench._settings(["=1"])
+def test_the_options_keep_their_names_and_defaults(bench: ModuleType) -> None:
+    args = bench.command_line().parse_args(
+        ["--latency-rate", "70", "--seconds", "20", "--dump", "/tmp/pvp.json"]
+    )
+    assert (args.latency_rate, args.seconds, args.dump) == (70.0, 20.0, Path("/tmp/pvp.json"))
+    defaults = bench.command_line().parse_args([])
+    assert (defaults.burst, defaults.batched_burst, defaults.seconds) == (1500, 3000, 10.0)
+    assert (defaults.db, defaults.replicas, defaults.trades_per_request) == ("sqlite", 1, 50)
+    env = bench.command_line().parse_args(
+        ["--gateway-env", "A=1", "--gateway-env", "B=2", "--connector-env", "C=3"]
+    )
+    assert (env.gateway_env, env.connector_env) == (["A=1", "B=2"], ["C=3"])
