@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from sqlalchemy.engine import Engine
 
 from gateway.config import Settings
-from gateway.connector import batches, store
+from gateway.connector import batches, pgrepo, store
 from gateway.connector.faults import Faults, fire_steps
 from gateway.connector.handlers import Handlers
 from gateway.connector.messages import CAMT056, PACS002, PACS009
@@ -76,9 +76,13 @@ class InFlight:
                 return [], False
             # (0, no row's id, keeps the IN list from being empty: fastsql's plan, not
             # SQLAlchemy's rendering of an empty set)
-            params = {"now": now_ms(), "busy": [0, *self.ids], "limit": room}
+            now, busy = now_ms(), [0, *self.ids]
+            params = {"now": now, "busy": busy, "limit": room}
             with store.reader(self.engine) as conn:
-                rows = [outbox_row(r) for r in run(conn, store.SELECT_DUE_OUTBOX, params)]
+                if conn.dialect.name != "sqlite":
+                    rows = pgrepo.due_outbox(conn, now, busy, room)
+                else:
+                    rows = [outbox_row(r) for r in run(conn, store.SELECT_DUE_OUTBOX, params)]
             self.ids.update(row.id for row in rows)
         return rows, len(rows) == room
 
@@ -91,11 +95,14 @@ class InFlight:
             room = self.max_in_flight - len(self.ids)
             if room <= 0:
                 return [], True
-            own = {"msg_ids": msg_ids, "now": now_ms()}
+            now = now_ms()
+            own = {"msg_ids": msg_ids, "now": now}
             with store.reader(self.engine, own_rows=True) as conn:
-                found = [
-                    outbox_row(r) for r in run(conn, store.SELECT_UNSENT_OUTBOX_BY_MSG_IDS, own)
-                ]
+                if conn.dialect.name != "sqlite":
+                    found = pgrepo.unsent_outbox(conn, msg_ids, now)
+                else:
+                    select = store.SELECT_UNSENT_OUTBOX_BY_MSG_IDS
+                    found = [outbox_row(r) for r in run(conn, select, own)]
             found = [row for row in found if row.id not in self.ids]
             rows = found[:room]
             self.ids.update(row.id for row in rows)
@@ -112,7 +119,12 @@ class InFlight:
         with self.engine.begin() as conn:
             # Lost in a crash, they are sent again: the commit need not wait for an fsync.
             conn.execution_options(**{NO_SYNC: True})
-            run(conn, store.UPDATE_OUTBOX, records)
+            if conn.dialect.name != "sqlite":
+                pgrepo.record_sent(
+                    conn, [(r["k_id"], r["sent_at"], r["attempts"]) for r in records]
+                )
+            else:
+                run(conn, store.UPDATE_OUTBOX, records)
         self.release([s.row for s in sent])
 
     def reschedule(

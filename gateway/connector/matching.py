@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.config import ConnectorSettings
-from gateway.connector import store
+from gateway.connector import pgrepo, pgtx, store
 from gateway.connector.handlers import Handlers
 from gateway.connector.messages import credit_transfer, new_id
 from gateway.connector.model import LegStatus, PvPState
@@ -285,7 +285,10 @@ class Matching:
         """Write new PvPs, refusing all of them if one's id exists (the first, by order;
         ``bulk``: named by its index in the request)."""
         index = {new.id: i for i, new in enumerate(news)}
-        if not bulk:
+        tx = pgtx.tx_of(work.conn)
+        if tx is not None:
+            found: Any = pgrepo.existing_pvps(tx, list(index))
+        elif not bulk:
             found = run(work.conn, store.SELECT_PVP_ID, {"pvp_id": news[0].id})
         else:
             found = run(work.conn, store.SELECT_PVP_IDS_IN, {"pvp_ids": list(index)})

@@ -1,6 +1,6 @@
 """The handlers' repository on PostgreSQL (:class:`PgRepository`): the legs a message names
-cost one round trip, shared with its duplicate check, and what a transaction has read of a
-PvP it locked is not read again.
+cost one round trip, shared with its duplicate check, what a transaction has read of a PvP
+it locked is not read again, and what it writes goes out in one statement.
 
 :class:`~gateway.connector.repository.SqlRepository` is the oracle: the same rows are read and
 written, every write is the same statement, and a PvP is locked before its rows are read; what
@@ -16,6 +16,12 @@ differs is when the driver waits and how often it reads.
   column by column), so the handlers' later reads of it (:meth:`PgRepository.find_leg`,
   ``read_legs``, ``read_decision``, ...) need no round trip.
 - A savepoint rolled back forgets it all (``pgtx``): what it undid, and the locks it released.
+- Its writes are held back in the transaction (:mod:`gateway.connector.pgwrites`): a leg's
+  changes become one row of one UPDATE of the transaction's legs, setting only the columns
+  it set; a PvP's completion (``store.COMPLETE_PVP``) is decided from the legs it keeps.
+- The PostgreSQL-only statements of delivery (the outbox rows it claims and records) and of
+  a trade's check that its PvP is new take arrays, so that their text is one whatever the
+  number of ids, and psycopg prepares them.
 """
 
 from __future__ import annotations
@@ -26,15 +32,17 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.engine import Connection
 
-from gateway.connector import pgtx, store
+from gateway.connector import pgtx, pgwrites, store
 from gateway.connector.model import Decision, PvPState
-from gateway.connector.outbox import Work
+from gateway.connector.outbox import OutboxRow, Work
 from gateway.connector.repository import SqlRepository
 from gateway.connector.rows import Found, LegRow, PvPRow
 from gateway.connector.schema import decisions, legs, pvps
 from gateway.connector.store import DECISION_COLUMNS, PVP_COLUMNS
 from gateway.pgpipeline import Pending
+from gateway.sqlite.fastsql import raise_driver_error
 
 # The PvPs of some legs (or some PvPs) locked, by
 # id (one order for every transaction that locks several at once), then every leg of theirs
@@ -59,6 +67,59 @@ _SELECT_PVPS_OF_UETRS = _LEGS_WITH_PVPS.where(
     legs.c.pvp_id.in_(sa.select(legs.c.pvp_id).where(legs.c.uetr == sa.any_(_UETRS)))
 )
 _SELECT_PVPS_BY_ID = _LEGS_WITH_PVPS.where(legs.c.pvp_id == sa.any_(_PVP_IDS))
+_SELECT_PVP_IDS = sa.select(pvps.c.id).where(pvps.c.id == sa.any_(_PVP_IDS))
+
+
+def existing_pvps(tx: pgtx.PgTx, pvp_ids: list[str]) -> list[tuple[str]]:
+    """Which of ``pvp_ids`` are PvPs (rows of their ids): one statement whatever their
+    number (``store.SELECT_PVP_IDS_IN``'s text varies with it)."""
+    return pgtx.query(tx, _SELECT_PVP_IDS, {"pvp_ids": pvp_ids}, pgwrites.PVP_TABLES).rows()
+
+
+# The outbox rows delivery claims (``gateway.connector.delivery.InFlight``), as
+# ``store.SELECT_DUE_OUTBOX`` and ``SELECT_UNSENT_OUTBOX_BY_MSG_IDS`` select them but with arrays
+# for their lists, so that the text is one whatever their lengths (prepared by psycopg), run
+# on the reader's driver connection.
+_OUTBOX_ROW = (
+    "SELECT id, destination_bic, msg_def_id, msg_id, pvp_id, payload, attempts FROM outbox"
+)
+_DUE_OUTBOX = (
+    f"{_OUTBOX_ROW} WHERE sent_at IS NULL AND available_at <= %s AND id <> ALL(%s::bigint[]) "
+    "ORDER BY id LIMIT %s"
+)
+_UNSENT_OUTBOX_BY_MSG_IDS = (
+    f"{_OUTBOX_ROW} WHERE msg_id = ANY(%s::text[]) AND sent_at IS NULL AND available_at <= %s "
+    "ORDER BY id"
+)
+
+
+def _driver_rows(conn: Connection, sql: str, params: Sequence[Any]) -> list[OutboxRow]:
+    driver: Any = conn.connection.driver_connection
+    try:
+        with driver.cursor() as cursor:
+            cursor.execute(sql, params)
+            return [OutboxRow(*r) for r in cursor.fetchall()]
+    except Exception as exc:
+        raise_driver_error(conn, exc, sql, params)
+
+
+def due_outbox(conn: Connection, now: int, busy: Sequence[int], limit: int) -> list[OutboxRow]:
+    """Unsent rows due at ``now`` but those in ``busy``, oldest first, at most ``limit``."""
+    return _driver_rows(conn, _DUE_OUTBOX, (now, list(busy), limit))
+
+
+def unsent_outbox(conn: Connection, msg_ids: Sequence[str], now: int) -> list[OutboxRow]:
+    """The unsent rows due at ``now`` of the messages ``msg_ids``, oldest first."""
+    return _driver_rows(conn, _UNSENT_OUTBOX_BY_MSG_IDS, (list(msg_ids), now))
+
+
+def record_sent(conn: Connection, records: Sequence[tuple[int, int, int]]) -> None:
+    """Deliveries recorded, (outbox id, sent at, attempts) each, in one statement, in the
+    write transaction ``conn`` is in."""
+    tx = pgtx.tx_of(conn)
+    assert tx is not None
+    params = [[r[i] for r in records] for i in range(3)]
+    pgtx.execute(tx, pgwrites.RECORD_SENT, params)
 
 
 _COMPLETED = {PvPState.COMMITTED: PvPState.SETTLED, PvPState.ABORTED: PvPState.CANCELLED}
@@ -129,8 +190,9 @@ class PgRepository(SqlRepository):
         """Queue the read of the PvPs of ``uetrs``, locked, with all their legs."""
         tx = pgtx.tx_of(work.conn)
         assert tx is not None and isinstance(tx.state, _Known)
-        pgtx.send(tx, _LOCK_PVPS_OF_UETRS, {"uetrs": uetrs})
-        tx.state.loading.append(pgtx.query(tx, _SELECT_PVPS_OF_UETRS, {"uetrs": uetrs}))
+        pgtx.send(tx, _LOCK_PVPS_OF_UETRS, {"uetrs": uetrs}, pgwrites.PVP_TABLES)
+        pending = pgtx.query(tx, _SELECT_PVPS_OF_UETRS, {"uetrs": uetrs}, pgwrites.PVP_TABLES)
+        tx.state.loading.append(pending)
         tx.state.asked.update(uetrs)
 
     # --- reads ---
@@ -167,8 +229,9 @@ class PgRepository(SqlRepository):
             return super().read_pvp(work, pvp_id, for_update=for_update)
         tx, known = at
         if pvp_id not in known.pvps and for_update:
-            pgtx.send(tx, _LOCK_PVPS_BY_ID, {"pvp_ids": [pvp_id]})
-            known.loading.append(pgtx.query(tx, _SELECT_PVPS_BY_ID, {"pvp_ids": [pvp_id]}))
+            ids = {"pvp_ids": [pvp_id]}
+            pgtx.send(tx, _LOCK_PVPS_BY_ID, ids, pgwrites.PVP_TABLES)
+            known.loading.append(pgtx.query(tx, _SELECT_PVPS_BY_ID, ids, pgwrites.PVP_TABLES))
             known.take_in()
         pvp = known.pvps.get(pvp_id)
         return super().read_pvp(work, pvp_id) if pvp is None else pvp
@@ -191,53 +254,105 @@ class PgRepository(SqlRepository):
             return super().read_decision(work, pvp_id)
         return at[1].decisions[pvp_id]
 
-    # --- writes: the statements of SqlRepository, and what they set, kept ---
+    def inbox_sha(self, work: Work, sender_bic: str, msg_def_id: str, msg_id: str) -> str | None:
+        tx = pgtx.tx_of(work.conn)
+        if tx is None:
+            return super().inbox_sha(work, sender_bic, msg_def_id, msg_id)
+        key = {"sender_bic": sender_bic, "msg_def_id": msg_def_id, "msg_id": msg_id}
+        rows = pgtx.query(tx, store.SELECT_INBOX_SHA, key, pgwrites.INBOX_TABLES).rows()
+        return rows[0][0] if rows else None
+
+    # --- writes: held back in the transaction (``pgwrites``), and what they set, kept ---
 
     def insert_pvps(
         self, work: Work, pvps: Sequence[tuple[PvPRow, int]], legs: Sequence[LegRow]
     ) -> None:
-        super().insert_pvps(work, pvps, legs)
+        writes = pgtx.writes_of(work.conn)
+        if writes is None:
+            super().insert_pvps(work, pvps, legs)
+        else:
+            writes.insert_pvps(store.pvp_values(pvp, at) for pvp, at in pvps)
+            writes.insert_legs(store.leg_values(leg) for leg in legs)
         at = self._known(work)
         if at is not None:
             for pvp, _created_at in pvps:
                 at[1].add(pvp, [leg for leg in legs if leg.pvp_id == pvp.id], None)
 
+    def _update_leg(self, work: Work, pvp_id: str, leg: str, values: dict[str, Any]) -> None:
+        writes = pgtx.writes_of(work.conn)
+        if writes is not None and writes.settable(values):
+            writes.update_leg(pvp_id, leg, values)
+        else:
+            super().update_legs(work, [{"k_pvp": pvp_id, "k_leg": leg, **values}])
+
     def update_leg(self, work: Work, leg: LegRow, **values: Any) -> None:
-        super().update_leg(work, leg, **values)
+        self._update_leg(work, leg.pvp_id, leg.leg, values)
         at = self._known(work)
         if at is not None:
             at[1].leg(leg.pvp_id, values, leg.leg)
 
     def update_legs(self, work: Work, updates: list[dict[str, Any]]) -> None:
-        super().update_legs(work, updates)
         at = self._known(work)
-        if at is not None:
-            for update in updates:
-                values = {k: v for k, v in update.items() if not k.startswith("k_")}
+        for update in updates:
+            values = {k: v for k, v in update.items() if not k.startswith("k_")}
+            self._update_leg(work, update["k_pvp"], update["k_leg"], values)
+            if at is not None:
                 at[1].leg(update["k_pvp"], values, update["k_leg"])
 
     def update_pvp(self, work: Work, pvp_id: str, state: PvPState) -> None:
-        super().update_pvp(work, pvp_id, state)
+        writes = pgtx.writes_of(work.conn)
+        if writes is None:
+            super().update_pvp(work, pvp_id, state)
+        else:
+            writes.set_pvp_state(pvp_id, state)
         at = self._known(work)
         if at is not None and pvp_id in at[1].pvps:
             at[1].pvps[pvp_id] = replace(at[1].pvps[pvp_id], state=state)
 
     def complete(self, work: Work, pvp_id: str) -> None:
-        super().complete(work, pvp_id)
+        """Decided from the legs the transaction holds locked, as ``store.COMPLETE_PVP``
+        would; the statement itself for a PvP it does not know."""
         at = self._known(work)
         if at is None or pvp_id not in at[1].pvps:
+            super().complete(work, pvp_id)
             return
         known = at[1]
         pvp = known.pvps[pvp_id]
         done = all(leg.acknowledged for leg in known.legs[pvp_id].values())
         if done and pvp.state in _COMPLETED:
-            known.pvps[pvp_id] = replace(pvp, state=_COMPLETED[pvp.state])
+            self.update_pvp(work, pvp_id, _COMPLETED[pvp.state])
 
     def insert_decision(self, work: Work, decision: Decision) -> None:
-        super().insert_decision(work, decision)
+        writes = pgtx.writes_of(work.conn)
+        if writes is None:
+            super().insert_decision(work, decision)
+        else:
+            writes.insert_decision(
+                {
+                    "pvp_id": decision.pvp_id,
+                    "decision": decision.kind.value,
+                    "reason": decision.reason,
+                    "detail": decision.detail,
+                    "decided_at": decision.decided_at,
+                }
+            )
         at = self._known(work)
         if at is not None and decision.pvp_id in at[1].pvps:
             at[1].decisions[decision.pvp_id] = decision
 
+    def insert_outbox(self, work: Work, rows: list[dict[str, Any]]) -> None:
+        writes = pgtx.writes_of(work.conn)
+        if writes is None:
+            super().insert_outbox(work, rows)
+        else:
+            writes.insert_outbox(rows)
 
-__all__ = ["PgRepository"]
+    def insert_inbox(self, work: Work, row: dict[str, Any]) -> None:
+        writes = pgtx.writes_of(work.conn)
+        if writes is None:
+            super().insert_inbox(work, row)
+        else:
+            writes.insert_inbox(row)
+
+
+__all__ = ["PgRepository", "due_outbox", "existing_pvps", "record_sent", "unsent_outbox"]

@@ -17,13 +17,20 @@ delivery's records alike):
 - SAVEPOINT and RELEASE are queued; ROLLBACK TO waits (a rare path: a message refused);
 - any other statement first waits for what is queued, then runs as SQLAlchemy runs it.
 
+The writes of the per-PvP path (the repository's, the simulated banks', the message log) are
+not statements of their own: they are held back in the transaction's
+:class:`~gateway.connector.pgwrites.Writes` and sent as one statement before anything that
+may read them (any statement above; :func:`query` and :func:`send` name the tables they
+read) and before the COMMIT, in the same round trip. A savepoint keeps what was held when it
+began, for its rollback to bring back.
+
 Errors of queued statements surface at the next wait, or at the commit: a failed statement
 fails the transaction, whichever statement reports it, and its caller's error handling (a
 batch taken again one message at a time, a delivery retried) runs as for any failure of the
 transaction. Connections in autocommit mode (``store.reader``'s) are left alone.
 
 :class:`PgTx` also carries what the transaction's repository knows of the rows it locked
-(:mod:`gateway.connector.pgrepo`); it ends with the transaction.
+(:mod:`gateway.connector.pgrepo`) and the writes held back; it ends with the transaction.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from sqlalchemy.sql.elements import (
     SavepointClause,
 )
 
+from gateway.connector.pgwrites import Writes
 from gateway.pgpipeline import Pending, PgPipeline
 
 OPTION = "connector_pg_pipeline"
@@ -77,14 +85,25 @@ _CLAUSES: dict[type, str] = {
 
 
 class PgTx:
-    """One write transaction's pipeline, and what its repository keeps (``state``)."""
+    """One write transaction's pipeline, what its repository keeps (``state``) and the writes
+    it holds back (``writes``)."""
 
-    __slots__ = ("pipe", "state")
+    __slots__ = ("marks", "pipe", "state", "writes")
 
     def __init__(self, conn: Connection) -> None:
         self.pipe = PgPipeline(conn, keep_open=True)
         self.state: Any = None
         """The repository's per-transaction knowledge (``gateway.connector.pgrepo``)."""
+        self.writes = Writes()
+        """Writes held back until a read that may see them, or the commit
+        (:mod:`gateway.connector.pgwrites`)."""
+        self.marks: list[Writes] = []
+        """What was held when each open savepoint began, innermost last."""
+
+    def flush(self, only: frozenset[str] | None = None) -> None:
+        """Queue the writes held back (those of the tables ``only`` names, else all)."""
+        if self.writes:
+            self.writes.flush(self.pipe, only)
 
     def end(self) -> None:
         """The transaction is rolling back: out of the pipeline, ROLLBACK, and the driver
@@ -102,6 +121,13 @@ def tx_of(conn: Connection) -> PgTx | None:
     if conn.dialect.name == "sqlite" or not conn.in_transaction():
         return None
     return _tx(conn, begin=True)
+
+
+def writes_of(conn: Connection) -> Writes | None:
+    """Where the write transaction ``conn`` is in holds its writes back; None where they are
+    run as they come (SQLite, a connection in autocommit mode)."""
+    tx = tx_of(conn)
+    return None if tx is None else tx.writes
 
 
 def _tx(conn: Connection, *, begin: bool) -> PgTx | None:
@@ -137,17 +163,38 @@ def _sql(statement: Executable) -> tuple[str, tuple[str, ...]]:
     return entry[1], entry[2]
 
 
-def query(tx: PgTx, statement: Executable, params: Mapping[str, Any]) -> Pending:
+def query(
+    tx: PgTx,
+    statement: Executable,
+    params: Mapping[str, Any],
+    only: frozenset[str] | None = None,
+) -> Pending:
     """``statement`` (a read) queued in the transaction's pipeline: its rows (plain tuples,
-    in its columns' order) come with the next wait, or when first asked for."""
+    in its columns' order) come with the next wait, or when first asked for. The writes held
+    back are queued before it (``only``: those of the tables it reads)."""
     sql, names = _sql(statement)
+    tx.flush(only)
     return tx.pipe.query(sql, [params[name] for name in names])
 
 
-def send(tx: PgTx, statement: Executable, params: Mapping[str, Any]) -> None:
-    """``statement`` queued in the transaction's pipeline, its result unread (a row lock)."""
+def send(
+    tx: PgTx,
+    statement: Executable,
+    params: Mapping[str, Any],
+    only: frozenset[str] | None = None,
+) -> None:
+    """``statement`` queued in the transaction's pipeline, its result unread (a row lock),
+    after the writes held back (``only``: as :func:`query`)."""
     sql, names = _sql(statement)
+    tx.flush(only)
     tx.pipe.execute(sql, [params[name] for name in names])
+
+
+def execute(tx: PgTx, sql: str, params: Any) -> None:
+    """SQL text (psycopg's) queued in the transaction's pipeline, after the writes held
+    back."""
+    tx.flush()
+    tx.pipe.execute(sql, params)
 
 
 def _mode(context: Any) -> str | None:
@@ -169,6 +216,12 @@ def _pipelined(context: Any, send: Callable[[], Any]) -> bool:
     tx = _tx(conn, begin=mode is not None)
     if tx is None:
         return False
+    compiled = context.compiled
+    if compiled is None or type(compiled.statement) not in _CLAUSES:
+        # What it reads or writes may depend on what was held back. (Not before a savepoint
+        # statement: a ROLLBACK TO would undo what was held before it; ``install``'s
+        # listeners keep what was held in step with savepoints.)
+        tx.flush()
     if mode is None:
         tx.pipe.settle()  # SQLAlchemy runs it outside pipeline mode
         return False
@@ -200,6 +253,7 @@ def install(engine: Engine) -> None:
         if tx is None:
             return
         try:
+            tx.flush()
             tx.pipe.open()  # COMMIT goes with what is queued
             tx.pipe.commit()  # SQLAlchemy's own COMMIT then finds nothing to do
         except BaseException:
@@ -211,16 +265,44 @@ def install(engine: Engine) -> None:
         if tx is not None:
             tx.end()
 
+    # Savepoints nest: each one's mark is pushed as it begins (its name is not known yet)
+    # and popped as it ends.
+    def savepoint(conn: Connection, _name: str | None) -> None:
+        tx = tx_of(conn)
+        if tx is not None:
+            tx.marks.append(tx.writes.copy())
+
+    def release_savepoint(conn: Connection, _name: str, _context: Any) -> None:
+        tx = _tx(conn, begin=False)
+        if tx is not None and tx.marks:
+            tx.marks.pop()
+
     def rollback_savepoint(conn: Connection, _name: str, _context: Any) -> None:
         tx = _tx(conn, begin=False)
         if tx is not None:
             tx.state = None  # what the repository knew may be undone: it reads again
+            # What the block held is forgotten; what was held before it, as it was then.
+            tx.writes = tx.marks.pop() if tx.marks else Writes()
 
     sa.event.listen(engine, "do_execute", do_execute)
     sa.event.listen(engine, "do_executemany", do_executemany)
     sa.event.listen(engine, "commit", commit)
     sa.event.listen(engine, "rollback", rollback)
+    sa.event.listen(engine, "savepoint", savepoint)
+    sa.event.listen(engine, "release_savepoint", release_savepoint)
     sa.event.listen(engine, "rollback_savepoint", rollback_savepoint)
 
 
-__all__ = ["QUEUE", "WAIT", "PgTx", "install", "query", "queued", "send", "tx_of", "waited"]
+__all__ = [
+    "QUEUE",
+    "WAIT",
+    "PgTx",
+    "execute",
+    "install",
+    "query",
+    "queued",
+    "send",
+    "tx_of",
+    "waited",
+    "writes_of",
+]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +52,14 @@ class Received:
     answers: list[Inbound]
     sent: list[str] = field(default_factory=list)
     stored: bool = False
+
+
+class _Refused(Exception):
+    """A message received alone was refused: its transaction is rolled back."""
+
+    def __init__(self, index: int, rejection: MessageRejected, sender: str) -> None:
+        super().__init__(rejection)
+        self.refusal = (index, rejection, sender)
 
 
 class Reception:
@@ -103,8 +112,9 @@ class Reception:
         queued (for the caller to hand out once it has answered).
 
         Each is verified alone; those accepted are stored and processed in one transaction,
-        each in a savepoint (one refused there spares the others). If the transaction fails,
-        they are taken one at a time, as :meth:`_accept` does."""
+        each in a savepoint (one refused there spares the others; one alone goes without, its
+        refusal rolls the transaction back). If the transaction fails, they are taken one at
+        a time, as :meth:`_accept` does."""
         answers: list[Inbound | None] = [None] * len(raws)
         accepted: list[tuple[int, Message, str, str, bytes]] = []
         for i, raw in enumerate(raws):
@@ -115,19 +125,25 @@ class Reception:
                 accepted.append((i, checked[0], checked[1], hashlib.sha256(raw).hexdigest(), raw))
         refused: list[tuple[int, MessageRejected, str]] = []
         sent: list[str] = []
+        # A message alone needs no savepoint: refused, its whole transaction is rolled back.
+        alone = len(accepted) == 1
         try:
             with transaction(self.engine) as work:
                 for i, msg, sender, sha, raw in accepted:
                     try:
-                        with transaction(self.engine, work):
+                        with nullcontext() if alone else transaction(self.engine, work):
                             taken = self.handlers.take(work, msg, sender, sha, raw)
                     except MessageRejected as exc:
+                        if alone:
+                            raise _Refused(i, exc, sender) from exc
                         refused.append((i, exc, sender))
                         continue
                     ack = {"msg_id": msg.id, "sha256": sha, "duplicate": not taken}
                     answers[i] = Inbound(202, ack)
             fire_steps(self.faults, self.settings.faults, work.steps)
             sent = work.sent
+        except _Refused as alone_refused:
+            refused.append(alone_refused.refusal)
         except Exception:
             log.exception("a batch of %d inbound messages failed; one at a time", len(accepted))
             refused = []

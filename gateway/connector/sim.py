@@ -67,6 +67,10 @@ def new_id(prefix: str = "S") -> str:
     return sortable_id(prefix)
 
 
+_LOCKS = frozenset({"sim_locks"})
+_ACCOUNTS = frozenset({"sim_accounts"})
+
+
 class _Reads:
     """The locks and accounts one message's handling reads. On SQLite each is read when asked
     for; on PostgreSQL those the message names are read at once, one round trip in the
@@ -83,10 +87,10 @@ class _Reads:
         tx = pgtx.tx_of(conn)
         if tx is None:
             return
-        locks = pgtx.query(tx, simstore.SELECT_SIM_LOCKS, {"uetrs": uetrs})
+        locks = pgtx.query(tx, simstore.SELECT_SIM_LOCKS, {"uetrs": uetrs}, _LOCKS)
         if accounts:
             params = {"currency": currency, "accounts": list(accounts)}
-            found = pgtx.query(tx, simstore.SELECT_SIM_ACCOUNTS, params)
+            found = pgtx.query(tx, simstore.SELECT_SIM_ACCOUNTS, params, _ACCOUNTS)
             self.accounts = dict.fromkeys(accounts)
             self.accounts.update((r[1], SimAccountRow(*r)) for r in found.rows())
         self.locks = dict.fromkeys(uetrs)
@@ -304,18 +308,41 @@ class SimulatedNetworks:
         self, conn: Connection, currency: str, account: str, *, available: int = 0, held: int = 0
     ) -> Any:
         """Add to an account's funds (its ``rowcount``: 1, or 0 if there is no such account,
-        read on SQLite only: on PostgreSQL the update goes unanswered in the pipeline)."""
+        read on SQLite only: in a PostgreSQL write transaction the move is held back and
+        sent, summed with the transaction's others, right before its COMMIT)."""
+        writes = pgtx.writes_of(conn)
+        if writes is not None:
+            writes.move(currency, account, available, held)
+            return None
         params = {"k_currency": currency, "k_account": account, "d_available": available}
         return run(conn, simstore.MOVE_SIM_FUNDS, {**params, "d_held": held})
 
     def _credit(self, conn: Connection, currency: str, account: str, amount: int) -> None:
         """Credit ``account``, opening it if needed: one statement when it exists, and on
-        PostgreSQL always (an upsert, which nothing waits for)."""
+        PostgreSQL always (an upsert, held back as a move is)."""
         opened = {"currency": currency, "account": account, "available": amount, "held": 0}
         if conn.dialect.name != "sqlite":
-            run(conn, simstore.CREDIT_SIM_ACCOUNT, opened)
+            writes = pgtx.writes_of(conn)
+            if writes is not None:
+                writes.credit(currency, account, amount)
+            else:
+                run(conn, simstore.CREDIT_SIM_ACCOUNT, opened)
         elif not self._move(conn, currency, account, available=amount).rowcount:
             run(conn, simstore.INSERT_SIM_ACCOUNT, opened)
+
+    def _insert_lock(self, conn: Connection, row: SimLockRow) -> None:
+        writes = pgtx.writes_of(conn)
+        if writes is None:
+            simstore.insert_sim_lock(conn, row)
+        else:
+            writes.insert_sim_lock(simstore.sim_lock_values(row))
+
+    def _set_lock_state(self, conn: Connection, uetr: str, state: SimLockState) -> None:
+        writes = pgtx.writes_of(conn)
+        if writes is None:
+            run(conn, simstore.SET_SIM_LOCK_STATE, {"k_uetr": uetr, "state": state})
+        else:
+            writes.set_sim_lock_state(uetr, state)
 
     def _status_of(self, row: SimLockRow | None) -> tuple[str, str | None]:
         if row is None:
@@ -394,7 +421,7 @@ class SimulatedNetworks:
             state=SimLockState.REJECTED if reason else SimLockState.LOCKED,
             reason=reason,
         )
-        simstore.insert_sim_lock(conn, row)
+        self._insert_lock(conn, row)
         reads.locked(row)
         if reason is None:
             self._move(
@@ -418,7 +445,7 @@ class SimulatedNetworks:
                 self._move(conn, currency, row.debtor_account, held=-row.amount)
                 self._credit(conn, currency, row.creditor_account, row.amount)
                 row = replace(row, state=SimLockState.COMMITTED)
-                run(conn, simstore.SET_SIM_LOCK_STATE, {"k_uetr": row.uetr, "state": row.state})
+                self._set_lock_state(conn, row.uetr, row.state)
                 reads.locked(row)
             out.append(self._status(row, None if row is not None else tx.original))
         return self._pacs002(out)
@@ -443,14 +470,14 @@ class SimulatedNetworks:
                     state=SimLockState.CANCELLED,
                     reason=None,
                 )
-                simstore.insert_sim_lock(conn, tombstone)
+                self._insert_lock(conn, tombstone)
                 reads.locked(tombstone)
             elif row.state is SimLockState.LOCKED:
                 self._move(
                     conn, currency, row.debtor_account, held=-row.amount, available=row.amount
                 )
                 released = SimLockState.RELEASED
-                run(conn, simstore.SET_SIM_LOCK_STATE, {"k_uetr": row.uetr, "state": released})
+                self._set_lock_state(conn, row.uetr, released)
                 reads.locked(replace(row, state=released))
             refused = row is not None and row.state is SimLockState.COMMITTED
             resolutions.append(

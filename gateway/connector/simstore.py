@@ -70,8 +70,13 @@ _SIM_LOCK_COLUMNS = tuple(sim_locks.c.keys())
 _SIM_LOCK_STATE = _SIM_LOCK_COLUMNS.index("state")
 
 
+def sim_lock_values(lock: SimLockRow) -> tuple[Any, ...]:
+    """The lock's columns, in the table's order."""
+    return tuple(getattr(lock, name) for name in _SIM_LOCK_COLUMNS)
+
+
 def insert_sim_lock(conn: Connection, lock: SimLockRow) -> None:
-    run(conn, INSERT_SIM_LOCK, {name: getattr(lock, name) for name in _SIM_LOCK_COLUMNS})
+    run(conn, INSERT_SIM_LOCK, dict(zip(_SIM_LOCK_COLUMNS, sim_lock_values(lock), strict=True)))
 
 
 def sim_lock_row(row: Sequence[Any]) -> SimLockRow:
@@ -99,4 +104,5 @@ __all__ = [
     "read_sim_account",
     "read_sim_lock",
     "sim_lock_row",
+    "sim_lock_values",
 ]

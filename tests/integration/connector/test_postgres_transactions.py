@@ -17,11 +17,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from gateway.connector import schema, store
+from gateway.connector.faults import Faults
 from gateway.connector.model import Decision, DecisionKind, LegStatus, PvPState
-from gateway.connector.outbox import Work, transaction
+from gateway.connector.outbox import Work, logged, transaction
 from gateway.connector.pgrepo import PgRepository
 from gateway.connector.repository import SqlRepository
 from gateway.connector.rows import LegRow, PvPRow
+from gateway.connector.sim import SimulatedNetworks
 from gateway.sqlite.fastsql import run
 
 pytestmark = pytest.mark.postgres
@@ -200,3 +202,133 @@ def test_a_reader_runs_in_autocommit_mode_and_gives_its_connection_back_as_lent(
         assert store.pvp_exists(conn, "none") is False
     with engine.connect() as conn:
         assert not conn.connection.driver_connection.autocommit  # type: ignore[union-attr]
+
+
+# --- writes held back until a read or the commit (``gateway.connector.pgwrites``) -----------
+
+
+def test_a_pvp_inserted_and_changed_in_one_transaction_is_stored_as_last_written(
+    engine: Engine,
+) -> None:
+    pvp = PvPRow("PVP3", 10**13, "c" * 64, "s" * 64, PvPState.PENDING)
+    _before, legs = _pvp(engine, "PVP0")
+    fresh = [replace(leg, pvp_id=pvp.id, uetr=f"{pvp.id}-{leg.leg}") for leg in legs]
+    decision = Decision(pvp.id, DecisionKind.COMMIT, None, "both legs locked in time", 7)
+    with transaction(engine) as work:
+        PG.insert_pvps(work, [(pvp, 2)], fresh)
+        for leg in fresh:
+            PG.update_leg(work, leg, status=LegStatus.LOCKED, locked_at=5)
+        PG.insert_decision(work, decision)
+        PG.update_pvp(work, pvp.id, PvPState.COMMITTED)
+        for leg in fresh:
+            PG.update_leg(work, leg, status=LegStatus.SETTLED, acknowledged=True)
+        PG.complete(work, pvp.id)
+        # The legs of a PvP stored before: only the columns set are written.
+        PG.update_leg(work, legs[0], decision_sent_at=9)
+    with transaction(engine) as work:
+        assert SQL.read_pvp(work, pvp.id).state is PvPState.SETTLED
+        assert SQL.read_decision(work, pvp.id) == decision
+        assert [
+            (leg.status, leg.locked_at, leg.acknowledged) for leg in SQL.read_legs(work, pvp.id)
+        ] == [(LegStatus.SETTLED, 5, True)] * 2
+        assert SQL.read_leg(work, "PVP0", legs[0].leg) == replace(legs[0], decision_sent_at=9)
+
+
+def test_a_read_in_the_transaction_sees_the_writes_held_back(engine: Engine) -> None:
+    pvp, legs = _pvp(engine)
+    with transaction(engine) as work:
+        PG.update_leg(work, legs[0], status=LegStatus.LOCKED, locked_at=5)
+        PG.insert_inbox(work, _inbox_row("A"))
+        assert SQL.read_leg(work, pvp.id, legs[0].leg).status is LegStatus.LOCKED
+        assert PG.inbox_sha(work, "SENDERXXXXX", "pacs.002.001.10", "A") == "0" * 64
+        assert _inbox_ids(engine) == []  # not committed: another connection sees nothing
+    assert _inbox_ids(engine) == ["A"]
+
+
+def test_a_savepoint_rolled_back_forgets_the_writes_it_held(engine: Engine) -> None:
+    pvp, legs = _pvp(engine)
+
+    def refused(work: Work) -> None:
+        with transaction(engine, work):
+            PG.insert_inbox(work, _inbox_row("B"))
+            PG.update_leg(work, legs[0], status=LegStatus.REJECTED, reason="AM04")
+            # What was held before the savepoint and is sent inside it is undone with it,
+            # and sent again after.
+            SQL.read_legs(work, pvp.id)
+            raise RuntimeError("refused")
+
+    with transaction(engine) as work:
+        PG.insert_inbox(work, _inbox_row("A"))
+        PG.update_leg(work, legs[1], locked_at=4)
+        with pytest.raises(RuntimeError):
+            refused(work)
+        PG.insert_inbox(work, _inbox_row("C"))
+    assert _inbox_ids(engine) == ["A", "C"]
+    with store.reader(engine) as conn:
+        assert store.read_legs(conn, pvp.id) == [legs[0], replace(legs[1], locked_at=4)]
+
+
+def test_a_held_write_that_fails_fails_its_transaction(engine: Engine) -> None:
+    def held_twice() -> None:
+        with transaction(engine) as work:
+            PG.insert_inbox(work, _inbox_row("A"))
+            PG.insert_inbox(work, _inbox_row("A"))  # held: sent with the first, at the commit
+
+    with pytest.raises(sa.exc.IntegrityError):
+        held_twice()
+    assert _inbox_ids(engine) == []
+
+
+def test_the_message_log_keeps_its_order_with_bodies_stored_once(engine: Engine) -> None:
+    _pvp(engine, "PVP1")
+    _pvp(engine, "PVP2")
+    entries = [
+        logged(["PVP1"], "out", "NETWORKXXXX", "pacs.009.001.08", "M1", b"<one/>", at=1),
+        logged(["PVP1", "PVP2"], "in", "NETWORKXXXX", "pacs.002.001.10", "M2", b"<two/>", at=2),
+        logged(["PVP2"], "out", "NETWORKXXXX", "pacs.002.001.10", "M3", b"<three/>", at=3),
+        logged(["PVP1", "PVP2"], "out", "NETWORKXXXX", "camt.056.001.08", "M4", b"<four/>", at=4),
+    ]
+    with transaction(engine) as work:
+        work.log.extend(entries)
+    with store.reader(engine) as conn:
+        one = store.read_message_log(conn, "PVP1")
+        two = store.read_message_log(conn, "PVP2")
+        bodies = conn.execute(sa.text("SELECT count(*) FROM message_bodies")).scalar_one()
+    assert [(m.msg_id, m.raw) for m in one] == [
+        ("M1", b"<one/>"),
+        ("M2", b"<two/>"),
+        ("M4", b"<four/>"),
+    ]
+    assert [(m.msg_id, m.raw) for m in two] == [
+        ("M2", b"<two/>"),
+        ("M3", b"<three/>"),
+        ("M4", b"<four/>"),
+    ]
+    assert bodies == 2
+    assert one[1].body_id == two[0].body_id != one[2].body_id
+
+
+def test_simulated_accounts_moved_and_credited_in_one_transaction_add_up(engine: Engine) -> None:
+    sim = SimulatedNetworks(
+        engine, {"AED": "SIMBANKAXXX"}, connector_bic="CONNECTXXXX", faults=Faults()
+    )
+    sim.issue("AED", "payer", 1_000)
+    with transaction(engine) as work:
+        sim._move(work.conn, "AED", "payer", available=-300, held=300)
+        sim._move(work.conn, "AED", "payer", held=-300)
+        sim._credit(work.conn, "AED", "payee", 300)
+        sim._move(work.conn, "AED", "payer", available=-50)
+        sim._credit(work.conn, "AED", "payer", 50)  # moved and credited: a statement of its own
+        sim.issue("AED", "payer", 0, work.conn)
+    assert sim.balance("AED", "payer")["available"] == 700
+    assert sim.balance("AED", "payee")["available"] == 300
+
+    def below_zero() -> None:
+        with transaction(engine) as work:
+            sim._move(work.conn, "AED", "payee", available=-200, held=200)
+            sim._move(work.conn, "AED", "payee", available=-200, held=200)
+
+    with pytest.raises(sa.exc.IntegrityError):  # the store refuses it, at the commit
+        below_zero()
+    assert sim.balance("AED", "payee")["available"] == 300
+    assert sim.check("AED")["ok"]
