@@ -35,21 +35,26 @@ def pipeline_of(conn: Connection) -> PgPipeline | None:
 
 
 class Pending:
-    """A read queued in a :class:`PgPipeline`: its rows arrive with the pipeline's next sync."""
+    """A read queued in a :class:`PgPipeline` (or a write ``RETURNING``): its rows arrive with
+    the pipeline's next sync. A write held back by a savepoint (see
+    :meth:`PgPipeline.savepoint`) is sent once it is asked for its rows, or with its block."""
 
-    __slots__ = ("_cursor", "_pipe", "_rows", "ready", "serial", "then")
+    __slots__ = ("_cursor", "_pipe", "_rows", "params", "ready", "serial", "sql", "then")
 
     def __init__(
         self,
         pipe: PgPipeline,
-        cursor: Any,
-        serial: int,
+        sql: str,
+        params: Sequence[Any] | None,
         then: Callable[[list[tuple[Any, ...]]], None] | None = None,
     ) -> None:
         self._pipe = pipe
-        self._cursor = cursor
-        self.serial = serial
-        """Its place among the statements of the pipeline (see ``savepoint``)."""
+        self.sql = sql
+        self.params = params
+        self._cursor: Any = None
+        """The cursor it was sent on (None: held back, not sent yet)."""
+        self.serial = 0
+        """Its place among the statements of the pipeline (see ``savepoint``), once sent."""
         self._rows: list[tuple[Any, ...]] | None = None
         self.ready = False
         """Synced: the rows are in (or the pipeline failed)."""
@@ -59,10 +64,34 @@ class Pending:
     def rows(self) -> list[tuple[Any, ...]]:
         """The read's rows; a round trip, for it and everything queued before, unless synced."""
         if self._rows is None:
+            if self._cursor is None:
+                self._pipe.send_held()
+                if self._cursor is None:
+                    raise RuntimeError("a write of a savepoint's block left by an exception")
             if not self.ready:
                 self._pipe.sync()
             self._rows = self._cursor.fetchall()
         return self._rows
+
+
+class _Block:
+    """A savepoint's block (:meth:`PgPipeline.savepoint`): its name, whether its SAVEPOINT was
+    sent, and the writes it holds back until then."""
+
+    __slots__ = ("held", "name", "sent", "since")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.sent = False
+        self.since = 0
+        """The serial of the first read queued after its SAVEPOINT."""
+        self.held: list[tuple[str, Any, bool] | Pending] = []
+        """Writes held back: (sql, params, many), or a write ``RETURNING`` (its Pending)."""
+
+
+def _is_read(sql: str) -> bool:
+    """A statement that changes nothing a savepoint would have to undo (row locks aside)."""
+    return sql[:6].upper() == "SELECT"
 
 
 class PgPipeline:
@@ -101,6 +130,8 @@ class PgPipeline:
         self._began = False
         self._savepoints = 0
         self._serial = 0
+        self._blocks: list[_Block] = []
+        """The savepoints' blocks open, outermost first (see :meth:`savepoint`)."""
 
     def _drv(self) -> Any:
         if self._driver is None:
@@ -132,7 +163,7 @@ class PgPipeline:
         self._pipeline, self._exit = pipeline, manager.__exit__
         if begin:
             self._began = True
-            self.execute("BEGIN")
+            self._send("BEGIN", None)
 
     def _direct(self) -> bool:
         """A statement now runs as a plain one (not kept open, and no batch open)."""
@@ -143,8 +174,21 @@ class PgPipeline:
             self._cursor = self._drv().cursor()
         return self._cursor
 
+    def _holding(self) -> _Block | None:
+        """The block that holds back writes now: the innermost, if its SAVEPOINT is unsent."""
+        if self._blocks and not self._blocks[-1].sent:
+            return self._blocks[-1]
+        return None
+
     def execute(self, sql: str, params: Sequence[Any] | None = None) -> None:
         """Queue a statement whose result nobody reads."""
+        block = self._holding()
+        if block is not None:
+            block.held.append((sql, params, False))
+            return
+        self._send(sql, params)
+
+    def _send(self, sql: str, params: Sequence[Any] | None) -> None:
         if not self._direct():
             self.open()
         try:
@@ -153,6 +197,13 @@ class PgPipeline:
             self._fail(exc, sql, params)
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        block = self._holding()
+        if block is not None:
+            block.held.append((sql, rows, True))
+            return
+        self._send_many(sql, rows)
+
+    def _send_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if not self._direct():
             self.open()
         try:
@@ -169,17 +220,52 @@ class PgPipeline:
     ) -> Pending:
         """Queue a read (or a write ``RETURNING``); its rows come with the next sync
         (:meth:`Pending.rows`), which also calls ``then`` with them: a caller that needs them
-        only by the commit need not wait for them."""
+        only by the commit need not wait for them. A read sees the writes held back by the
+        savepoints open (they are sent before it); a write in a block is held back as any."""
+        pending = Pending(self, sql, params, then)
+        if _is_read(sql):
+            if self._blocks:
+                self.send_held()
+        else:
+            block = self._holding()
+            if block is not None:
+                block.held.append(pending)
+                return pending
+        self._send_query(pending)
+        return pending
+
+    def _send_query(self, pending: Pending) -> None:
         self.open()
         cursor = self._drv().cursor()
         try:
-            cursor.execute(sql, params)
+            cursor.execute(pending.sql, pending.params)
         except Exception as exc:
-            self._fail(exc, sql, params)
+            self._fail(exc, pending.sql, pending.params)
         self._serial += 1
-        pending = Pending(self, cursor, self._serial, then)
+        pending.serial = self._serial
+        pending._cursor = cursor
         self._queued.append(pending)
-        return pending
+
+    def send_held(self) -> None:
+        """Send the writes the open savepoints hold back, each block's SAVEPOINT first (for a
+        read that must see them, or a statement of SQLAlchemy's)."""
+        last = max((i for i, b in enumerate(self._blocks) if b.held), default=-1)
+        for block in self._blocks[: last + 1]:
+            if not block.sent:
+                self._send(f"SAVEPOINT {block.name}", None)
+                block.sent = True
+                block.since = self._serial + 1
+            held, block.held = block.held, []
+            self._send_all(held)
+
+    def _send_all(self, held: list[tuple[str, Any, bool] | Pending]) -> None:
+        for item in held:
+            if isinstance(item, Pending):
+                self._send_query(item)
+            elif item[2]:
+                self._send_many(item[0], item[1])
+            else:
+                self._send(item[0], item[1])
 
     def fetch(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
         """A read's rows now (with what is queued before it: one round trip)."""
@@ -203,7 +289,8 @@ class PgPipeline:
                     pending.then(pending.rows())
 
     def sync(self) -> None:
-        """Wait for everything queued: one round trip (not kept open: leaving the pipeline)."""
+        """Wait for everything queued: one round trip (not kept open: leaving the pipeline).
+        Writes a savepoint holds back stay held (nothing sent waits for them)."""
         if self._pipeline is None:
             return
         if not self.keep_open:
@@ -218,7 +305,10 @@ class PgPipeline:
 
     def settle(self) -> None:
         """Wait for everything queued and leave pipeline mode (one round trip, none if not
-        open): SQLAlchemy may then run statements on the connection."""
+        open): SQLAlchemy may then run statements on the connection (which see the writes
+        held back by savepoints: they are sent first)."""
+        if self._blocks:
+            self.send_held()
         leave, self._pipeline, self._exit = self._exit, None, None
         if leave is None:
             return
@@ -236,7 +326,8 @@ class PgPipeline:
         Not open: nothing (SQLAlchemy's commit sends it)."""
         if self._pipeline is None:
             return
-        self.execute("COMMIT")
+        self.send_held()
+        self._send("COMMIT", None)
         self.settle()
         self._restore()
 
@@ -247,11 +338,12 @@ class PgPipeline:
         if self._pipeline is None:
             return
         with suppress(Exception):  # the connection is gone: the rollback is the server's
-            self.execute("ROLLBACK")
+            self._send("ROLLBACK", None)
         self.abandon()
 
     def abandon(self) -> None:
         """Leave the pipeline without its results: the transaction is rolling back."""
+        self._blocks = []
         leave, self._pipeline, self._exit = self._exit, None, None
         self._synced(ok=False)
         if leave is not None:
@@ -277,29 +369,55 @@ class PgPipeline:
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
-        """A nested transaction, its statements queued like any: leaving the block by an
-        exception undoes what it did. A statement of the block that fails may be reported
-        only after it (by the commit, say), failing the whole transaction: the caller that
-        goes on after a failed block must be ready for that (``gateway.pvp.reception``)."""
+        """A nested transaction: leaving the block by an exception undoes what it wrote.
+
+        Its SAVEPOINT is sent only when needed: the block's writes are held back (in the
+        client) until it ends, and go out then with nothing around them; a block left by an
+        exception drops them, and the database never saw them. Only a read that must see
+        them (a statement queued in the block after its writes, or one of SQLAlchemy's)
+        makes the SAVEPOINT go out, with the writes held, before it; from then on the block
+        is an ordinary savepoint, released or rolled back to. A block that writes nothing,
+        or reads only before writing, so costs no statement (a refusal found by its reads
+        keeps their row locks to the end of the transaction).
+
+        A statement of the block that fails may be reported only after it (by the commit,
+        say), failing the whole transaction, and so does a read of the block that fails
+        before the SAVEPOINT went out: the caller that goes on after a failed block must be
+        ready for that (``gateway.pvp.reception``)."""
         self._savepoints += 1
-        name = f"pipelined_{self._savepoints}"
-        self.execute(f"SAVEPOINT {name}")
-        since = self._serial + 1
+        block = _Block(f"pipelined_{self._savepoints}")
+        self._blocks.append(block)
         try:
             yield
         except BaseException as exc:
+            self._leave(block)
+            if not block.sent:
+                raise  # nothing of the block reached the database
             failed = isinstance(exc, DBAPIError)
             if failed:
-                self._recover(since)
+                self._recover(block.since)
             try:
-                self.execute(f"ROLLBACK TO SAVEPOINT {name}")
-                self.execute(f"RELEASE SAVEPOINT {name}")
+                self._send(f"ROLLBACK TO SAVEPOINT {block.name}", None)
+                self._send(f"RELEASE SAVEPOINT {block.name}", None)
             except DBAPIError:
                 if failed:  # a failure from before the savepoint: the first one is the cause
                     raise exc from exc.__cause__
                 raise
             raise
-        self.execute(f"RELEASE SAVEPOINT {name}")
+        self._leave(block)
+        if block.sent:
+            self._send(f"RELEASE SAVEPOINT {block.name}", None)
+        elif block.held:
+            parent = self._holding()
+            if parent is not None:
+                parent.held += block.held
+            else:
+                self._send_all(block.held)
+
+    def _leave(self, block: _Block) -> None:
+        while self._blocks:
+            if self._blocks.pop() is block:
+                return
 
     def _recover(self, since: int) -> None:
         """After a statement failed inside a savepoint: a sync ends the pipeline's aborted

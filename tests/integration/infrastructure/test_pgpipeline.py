@@ -1,8 +1,8 @@
 """A unit of work's statements in one psycopg pipeline on PostgreSQL (``gateway/pgpipeline.py``):
 what is queued is seen by the next read and committed with the COMMIT, a savepoint that fails
-undoes only its own statements, failures reported late still fail the transaction, and the
-connection goes back to the pool as it was lent; a read-only unit that asks for a snapshot sees one
-point in time."""
+undoes only its own statements (its SAVEPOINT sent only when a read must see its writes),
+failures reported late still fail the transaction, and the connection goes back to the pool as
+it was lent; a read-only unit that asks for a snapshot sees one point in time."""
 
 from __future__ import annotations
 
@@ -61,6 +61,23 @@ def _in_savepoint(
 def _refused_in_savepoint(pg: PgPipeline) -> None:
     with pg.savepoint():
         _insert(pg, (3, "c"))
+        raise ValueError("refused")
+
+
+def _refused_after_writing(
+    pg: PgPipeline,
+    row: tuple[int, str],
+    *,
+    outbox: OutboxRepository | None = None,
+    seen: list[tuple[int]] | None = None,
+) -> None:
+    """A block that writes ``row`` (and an outbox row), reads the ids (``seen``) and fails."""
+    with pg.savepoint():
+        _insert(pg, row)
+        if outbox is not None:
+            outbox.add("topic", b"undone", event_id="undone", now=NOW)
+        if seen is not None:
+            assert pg.fetch("SELECT id FROM t ORDER BY id") == seen
         raise ValueError("refused")
 
 
@@ -143,6 +160,61 @@ def test_a_savepoint_that_fails_undoes_only_its_own_statements(engine: Engine) -
         _insert(pg, (4, "d"))
         uow.commit()
     assert _rows(engine) == [(1, "a"), (4, "d")]
+
+
+# A row's xmin is the id of the (sub)transaction that wrote it: the transaction's own when no
+# SAVEPOINT was sent before the write.
+_WRITTEN_BY_THE_TRANSACTION = (
+    "SELECT id, xmin::text::bigint = txid_current() % 4294967296 FROM t ORDER BY id"
+)
+
+
+def test_a_block_sends_its_savepoint_only_when_a_read_must_see_its_writes(engine: Engine) -> None:
+    uow = _Uow(engine)
+    with uow:
+        pg = uow.pg
+        assert pg is not None
+        with pg.savepoint():
+            _insert(pg, (1, "a"))  # held back, then sent with nothing around it
+        with pg.savepoint():
+            _insert(pg, (2, "b"))
+            assert pg.fetch("SELECT count(*) FROM t") == [(2,)]  # SAVEPOINT, the write, this
+        assert pg.fetch(_WRITTEN_BY_THE_TRANSACTION) == [(1, True), (2, False)]
+        uow.commit()
+    assert _rows(engine) == [(1, "a"), (2, "b")]
+
+
+def test_writes_of_a_block_left_by_an_exception_never_reach_the_database(engine: Engine) -> None:
+    """A duplicate key written in a refused block is no error: the database never sees it."""
+    uow = _Uow(engine)
+    with uow:
+        pg = uow.pg
+        assert pg is not None
+        _insert(pg, (1, "a"))
+        with pytest.raises(ValueError, match="refused"):
+            _refused_after_writing(pg, (1, "again"), outbox=uow.outbox)
+        del uow.outbox.claimed[:]  # as the PvP unit of work's savepoint does
+        _insert(pg, (2, "b"))
+        uow.commit()
+    assert _rows(engine) == [(1, "a"), (2, "b")]
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(outbox_t)).scalar_one() == 0
+
+
+def test_nested_blocks_undo_only_their_own_writes_and_see_their_parents(engine: Engine) -> None:
+    uow = _Uow(engine)
+    with uow:
+        pg = uow.pg
+        assert pg is not None
+        with pg.savepoint():
+            _insert(pg, (1, "a"))
+            with pytest.raises(ValueError, match="refused"):
+                _refused_after_writing(pg, (2, "b"), seen=[(1,), (2,)])
+            with pg.savepoint():
+                _insert(pg, (3, "c"))
+            _insert(pg, (4, "d"))
+        uow.commit()
+    assert _rows(engine) == [(1, "a"), (3, "c"), (4, "d")]
 
 
 def test_claimed_outbox_rows_get_their_ids_by_the_commit_and_not_from_a_failed_block(
