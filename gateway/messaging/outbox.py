@@ -9,6 +9,12 @@ Delivery is the engine both parties share (:mod:`gateway.messaging.delivery`): t
 gives it the gateway's rows (:class:`LeasedRows`: claimed with a lease, recorded with
 ``sent_at``) and their transmission (the sender of each row's topic), as
 :class:`OutboxDispatcher`.
+
+On PostgreSQL each of the dispatcher's transactions is one statement run alone, in
+autocommit mode (:class:`_PgLeases`): a claim is an ``UPDATE ... RETURNING`` of the rows it
+leases (an idle poll, one round trip where BEGIN, the read and COMMIT took three), the
+deliveries of a round are recorded by one ``UPDATE ... FROM unnest(...)`` whatever their
+number.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -64,6 +71,25 @@ outbox_t = table_of(OutboxRow)
 _INSERT_OUTBOX = outbox_t.insert()
 _INSERT_CLAIMED = outbox_t.insert().returning(outbox_t.c.id)
 
+_OUTBOX_COLUMNS = "id, event_id, topic, destination, payload, headers, attempts, created_at"
+# The due rows' ids through the partial index of unsent rows (its condition a constant here).
+_PG_CLAIM = (
+    "UPDATE outbox SET locked_until = %s WHERE id IN (SELECT id FROM outbox"
+    " WHERE sent_at IS NULL AND available_at <= %s AND topic = ANY(%s)"
+    " AND (locked_until IS NULL OR locked_until <= %s)"
+    " ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)"
+    f" RETURNING {_OUTBOX_COLUMNS}"
+)
+_PG_RECORD_SENT = (
+    "UPDATE outbox AS o SET attempts = v.attempts, sent_at = v.sent_at, locked_until = NULL"
+    " FROM unnest(%s::bigint[], %s::integer[], %s::timestamptz[]) AS v(id, attempts, sent_at)"
+    " WHERE o.id = v.id"
+)
+_PG_RESCHEDULE = (
+    "UPDATE outbox SET attempts = %s, available_at = %s, locked_until = NULL, last_error = %s"
+    " WHERE id = %s"
+)
+
 
 @dataclass(frozen=True, slots=True)
 class OutboxMessage:
@@ -100,22 +126,38 @@ class OutboxRepository:
         headers: str = "{}",
         event_id: str | None = None,
         now: datetime | None = None,
+        with_: tuple[str, Sequence[Any]] | None = None,
     ) -> str:
         """Queue a message in the caller's transaction; returns its event id.
 
         In a unit of work's PostgreSQL pipeline (``gateway.db.pipeline_of``) the insert is
         queued with the transaction's other statements, no round trip of its own; a claimed
-        message gets its row id from the sync that brings it, by the commit at the latest."""
+        message gets its row id from the sync that brings it, by the commit at the latest.
+        There, ``with_`` (a ``WITH`` clause and its parameters) puts other writes of the
+        caller's in the same statement (the PvP message the row sends, in its trail)."""
         now = now or utcnow()
         event_id = event_id or uuid.uuid4().hex
         pipe = pipeline_of(self.conn)
+        if pipe is None and with_ is not None:
+            raise ValueError("a WITH clause rides only with a PostgreSQL pipeline's insert")
         if pipe is not None:
             locked_until = None if self.claim_for is None else now + self.claim_for
-            params = (event_id, topic, destination, payload, headers, now, now, locked_until)
+            params: tuple[Any, ...] = (
+                event_id,
+                topic,
+                destination,
+                payload,
+                headers,
+                now,
+                now,
+                locked_until,
+            )
             sql = (
                 "INSERT INTO outbox (event_id, topic, destination, payload, headers, created_at,"
                 " available_at, locked_until, attempts) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 0)"
             )
+            if with_ is not None:
+                sql, params = f"{with_[0]} {sql}", (*with_[1], *params)
             if locked_until is None:
                 pipe.execute(sql, params)
                 return event_id
@@ -220,23 +262,27 @@ class LeasedRows:
             .order_by(outbox_t.c.id)
             .limit(self.batch)
         )
-        self._due = {"sqlite": due, "other": due.with_for_update(skip_locked=True)}
+        self._due = {"sqlite": due}
         self._lock = (
             outbox_t.update()
             .where(outbox_t.c.id.in_(sa.bindparam("ids", expanding=True)))
             .values(locked_until=sa.bindparam("until"))
         )
         self._record = outbox_t.update().where(outbox_t.c.id == sa.bindparam("k_id"))
+        self._pg = _PgLeases(engine) if engine.dialect.name == "postgresql" else None
 
     def claim_due(self) -> tuple[list[OutboxMessage], bool]:
         now = self.clock()
-        with self.engine.begin() as conn:
-            q = self._due["sqlite" if conn.dialect.name == "sqlite" else "other"]
-            rows = list(run(conn, q, {"now": now, "topics": self.topics}))
-            if rows:
-                run(conn, self._lock, {"ids": [r.id for r in rows], "until": now + self.lease})
-        with self._held_lock:
-            claimed = [
+        found: list[OutboxMessage]
+        if self._pg is not None:
+            found = self._pg.claim(now, now + self.lease, self.topics, self.batch)
+        else:
+            with self.engine.begin() as conn:
+                rows = list(run(conn, self._due["sqlite"], {"now": now, "topics": self.topics}))
+                if rows:
+                    until = now + self.lease
+                    run(conn, self._lock, {"ids": [r.id for r in rows], "until": until})
+            found = [
                 OutboxMessage(
                     id=r.id,
                     event_id=r.event_id,
@@ -248,10 +294,11 @@ class LeasedRows:
                     created_at=r.created_at,
                 )
                 for r in rows
-                if r.id not in self._held
             ]
+        with self._held_lock:
+            claimed = [msg for msg in found if msg.id not in self._held]
             self._held.update(msg.id for msg in claimed)
-        return claimed, len(rows) == self.batch
+        return claimed, len(found) == self.batch
 
     def release(self, rows: Sequence[OutboxMessage]) -> None:
         # Due again: their claim was ended when they were rescheduled.
@@ -262,6 +309,10 @@ class LeasedRows:
             self._held.difference_update(msg.id for msg in rows)
 
     def record_sent(self, sent: Sequence[Sent[OutboxMessage]]) -> None:
+        if self._pg is not None:
+            self._pg.record_sent(sent)
+            self._let_go([s.row for s in sent])
+            return
         records = [
             {
                 "k_id": s.row.id,
@@ -280,10 +331,14 @@ class LeasedRows:
     def reschedule(
         self, row: OutboxMessage, delay: float, attempts: int, error: str, batch: None
     ) -> None:
+        available_at = self.clock() + timedelta(seconds=delay)
+        if self._pg is not None:
+            self._pg.reschedule(row.id, attempts, available_at, error[:1000])
+            return
         again = {
             "k_id": row.id,
             "attempts": attempts,
-            "available_at": self.clock() + timedelta(seconds=delay),
+            "available_at": available_at,
             "locked_until": None,
             "last_error": error[:1000],
         }
@@ -312,6 +367,50 @@ class LeasedRows:
                 .values(locked_until=None)
             )
         return int(result.rowcount or 0)
+
+
+class _PgLeases:
+    """:class:`LeasedRows`' statements on PostgreSQL, each alone in autocommit mode: one
+    statement is atomic by itself, and its BEGIN and COMMIT were a round trip each (the
+    COMMIT of the statement still waits for its flush: ``synchronous_commit`` is on)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def _run(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            result = conn.exec_driver_sql(sql, tuple(params))
+            rows = list(result) if result.returns_rows else []
+            conn.commit()  # nothing left to send: the statement committed itself
+            return rows
+
+    def claim(
+        self, now: datetime, until: datetime, topics: list[str], limit: int
+    ) -> list[OutboxMessage]:
+        """Lease the due rows (``SKIP LOCKED``: rows another replica is claiming are not
+        waited for), oldest first."""
+        rows = self._run(_PG_CLAIM, (until, now, topics, now, limit))
+        return [
+            OutboxMessage(
+                id=r.id,
+                event_id=r.event_id,
+                topic=r.topic,
+                destination=r.destination,
+                payload=bytes(r.payload),
+                headers=r.headers,
+                attempts=r.attempts,
+                created_at=r.created_at.astimezone(UTC),
+            )
+            for r in sorted(rows, key=lambda r: r.id)
+        ]
+
+    def record_sent(self, sent: Sequence[Sent[OutboxMessage]]) -> None:
+        ids = [s.row.id for s in sent]
+        attempts = [s.row.attempts + 1 for s in sent]
+        self._run(_PG_RECORD_SENT, (ids, attempts, [s.at for s in sent]))
+
+    def reschedule(self, row_id: int, attempts: int, available_at: datetime, error: str) -> None:
+        self._run(_PG_RESCHEDULE, (attempts, available_at, error, row_id))
 
 
 class _TopicSenders:
