@@ -23,12 +23,32 @@ _XML_HEADERS = '{"content-type": "application/xml"}'
 def queue_message(
     uow: PvPUnitOfWork, ctx: PvPContext, message: Message, uetrs: Iterable[str], now: datetime
 ) -> str:
-    """Sign, store and queue one outbound message in the caller's transaction; its id."""
+    """Sign, store and queue one outbound message in the caller's transaction; its id.
+    Where the repository can, the message's row and its outbox row are one statement."""
     header = header_for(message, from_bic=ctx.gateway_bic, to_bic=ctx.connector_bic, created=now)
     signed = build(message, header, signer=ctx.signer())
-    record_outbound(
-        uow, ctx, signed, now, msg_def_id=message.MESSAGE_ID, msg_id=message.id, uetrs=uetrs
+    sha = hashlib.sha256(signed).hexdigest()
+    trail = uow.pvp.outbound_with(
+        signed,
+        sha,
+        now,
+        sender=bic11(ctx.gateway_bic),
+        receiver=bic11(ctx.connector_bic),
+        msg_def_id=message.MESSAGE_ID,
+        msg_id=message.id,
+        uetrs=uetrs,
     )
+    if trail is None:
+        _record(
+            uow,
+            ctx,
+            signed,
+            sha,
+            now,
+            msg_def_id=message.MESSAGE_ID,
+            msg_id=message.id,
+            uetrs=uetrs,
+        )
     uow.outbox.add(
         ISO_TOPIC,
         signed,
@@ -36,6 +56,7 @@ def queue_message(
         headers=_XML_HEADERS,
         event_id=message.id,
         now=now,
+        with_=trail,
     )
     return message.id
 
@@ -53,10 +74,28 @@ def record_outbound(
 ) -> None:
     """Store a signed message from the gateway to the connector in the message trail, with its
     SHA-256, in the caller's transaction (queueing it to send is the caller's choice)."""
+    sha = hashlib.sha256(signed).hexdigest()
+    _record(
+        uow, ctx, signed, sha, now, msg_def_id=msg_def_id, msg_id=msg_id, uetrs=uetrs, reason=reason
+    )
+
+
+def _record(
+    uow: PvPUnitOfWork,
+    ctx: PvPContext,
+    signed: bytes,
+    sha: str,
+    now: datetime,
+    *,
+    msg_def_id: str,
+    msg_id: str,
+    uetrs: Iterable[str],
+    reason: str | None = None,
+) -> None:
     uow.pvp.record_message(
         "out",
         signed,
-        hashlib.sha256(signed).hexdigest(),
+        sha,
         now,
         sender=bic11(ctx.gateway_bic),
         receiver=bic11(ctx.connector_bic),

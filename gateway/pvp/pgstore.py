@@ -6,9 +6,13 @@ waits for the server.
 
 - Writes (legs, messages and their links, inbox items, instructions) are queued: they go with
   the next read the transaction waits for, or with its COMMIT.
-- A received message's duplicate check, the legs it names (read ``FOR UPDATE``) and an id for
-  storing it (``nextval``) are one round trip (:meth:`PgPvPRepository.inbound_sha`); an outbound
+- A received message's duplicate check and the legs it names (read ``FOR UPDATE``) are one
+  round trip (:meth:`PgPvPRepository.inbound_sha`); the message, its links and its inbox item
+  are one statement whose id comes back with the next sync (:data:`MessageId`); an outbound
   message needs no id back: its row and its links are one statement with nothing to wait for.
+- A leg inserted is held back to the COMMIT (or the next statement that may read it), so that
+  the transaction that inserts it and then changes it (a pacs.009 received and applied) writes
+  it once.
 - The legs a transaction has read for update or inserted are kept with their rows' locks, as it
   last wrote them: the handler that applies a message finds the legs its storing read, with no
   second ``SELECT ... FOR UPDATE``. A savepoint rolled back (its row locks released with it)
@@ -45,7 +49,7 @@ from gateway.pvp.rows import (
     leg_values,
     message_t,
 )
-from gateway.pvp.store import Direction, SqlPvPRepository
+from gateway.pvp.store import Direction, MessageId, SqlPvPRepository
 
 
 class _Table:
@@ -65,6 +69,15 @@ class _Table:
         by_keys = f"SELECT {cols} FROM {table.name} WHERE {key} = ANY(%s) ORDER BY {key}"
         self.select = by_keys
         self.select_for_update = by_keys + " FOR UPDATE"
+        # Several rows in one statement, a parameter per column (an array of its values): a
+        # statement per row was the server's work and the driver's many times over.
+        arrays = ", ".join(f"%s::{_array_type(c.type)}[]" for c in table.c)
+        self.insert_many = f"INSERT INTO {table.name} ({cols}) SELECT * FROM unnest({arrays})"
+        news = ", ".join(f"{c} = v.{c}" for c in self.columns if c != key)
+        self.update_many = (
+            f"UPDATE {table.name} AS t SET {news} FROM unnest({arrays}) AS v({cols})"
+            f" WHERE t.{key} = v.{key}"
+        )
 
     def row(self, values: Sequence[Any]) -> Any:
         out = list(values)
@@ -88,6 +101,23 @@ class _Table:
         out.append(values[self._key])
         return out
 
+    def many_params(self, rows: Sequence[dict[str, Any]]) -> list[list[Any]]:
+        """The parameters of ``insert_many`` and ``update_many``: one list per column."""
+        return [list(column) for column in zip(*(self.insert_params(v) for v in rows), strict=True)]
+
+
+def _array_type(column_type: Any) -> str:
+    """The PostgreSQL type of a column's values, as an array's element."""
+    if isinstance(column_type, UtcDateTime):
+        return "timestamptz"
+    if isinstance(column_type, sa.Integer):  # BigInteger too
+        return "bigint"
+    if isinstance(column_type, sa.Boolean):
+        return "boolean"
+    if isinstance(column_type, sa.LargeBinary):
+        return "bytea"
+    return "text"
+
 
 _LEGS = _Table(leg_t, "uetr")
 _INSTRUCTIONS = _Table(instruction_t, "instruction_id")
@@ -98,12 +128,20 @@ _INBOUND_SHA = (
     f"SELECT sha256 FROM {message_t.name} WHERE direction = 'in' AND sender_bic = %s"
     " AND msg_def_id = %s AND msg_id = %s"
 )
-_NEXT_MESSAGE_ID = "SELECT nextval(pg_get_serial_sequence('pvp_message', 'id'))"
-_INSERT_MESSAGE = (
-    f"INSERT INTO pvp_message (id, {_MESSAGE_COLS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+# A message and its links as the WITH clause of a statement (a CTE that writes runs once
+# whether or not the query reads it): a received one's with its inbox item and its id back,
+# an outbound one's with its outbox row (``outbound_with``).
+_MESSAGE_WITH_LINKS = (
+    f"WITH m AS (INSERT INTO pvp_message ({_MESSAGE_COLS})"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id),"
+    " l AS (INSERT INTO pvp_message_leg (uetr, message_id)"
+    " SELECT u, m.id FROM m, unnest(%s::text[]) AS u)"
 )
-_INSERT_LINKS = (
-    "INSERT INTO pvp_message_leg (uetr, message_id) SELECT u, %s FROM unnest(%s::text[]) AS u"
+_INSERT_INBOUND_ALONE = _MESSAGE_WITH_LINKS + " SELECT id FROM m"
+_INSERT_INBOUND_WITH_INBOX = (
+    _MESSAGE_WITH_LINKS
+    + f", i AS (INSERT INTO {inbox_t.name} (message_id, received_at, available_at, attempts)"
+    " SELECT id, %s, %s, 0 FROM m) SELECT id FROM m"
 )
 # A message and its links in one statement, for a caller that needs no id back (a CTE that
 # writes runs once whether or not the query reads it).
@@ -135,7 +173,7 @@ _CLAIM_INBOX = (
 )
 
 
-_Snapshot = tuple[dict[str, Leg | None], tuple[frozenset[str], Pending] | None]
+_Snapshot = tuple[dict[str, Leg | None], tuple[frozenset[str], Pending] | None, dict[str, Leg]]
 
 
 class PgPvPRepository(SqlPvPRepository):
@@ -148,12 +186,13 @@ class PgPvPRepository(SqlPvPRepository):
         self._held: dict[str, Leg | None] = {}
         """Legs this transaction holds the row locks of, as it last wrote them; None for a
         UETR it read for update and found no leg of (it inserts it, or ignores it)."""
-        self._next_id: int | None = None
-        """A message id drawn with the duplicate check, for the message it stores next."""
+        self._unwritten: dict[str, Leg] = {}
+        """Legs inserted, as last changed, held back until :meth:`flush` (the COMMIT)."""
         self._prefetched: tuple[frozenset[str], Pending] | None = None
 
     @property
     def conn(self) -> Connection:
+        self.flush()  # what SQLAlchemy reads may be these legs
         self.pipe.settle()  # SQLAlchemy cannot run a statement inside the pipeline
         return self._conn
 
@@ -164,10 +203,22 @@ class PgPvPRepository(SqlPvPRepository):
     # savepoints ------------------------------------------------------------
 
     def snapshot(self) -> object:
-        return dict(self._held), self._prefetched
+        return dict(self._held), self._prefetched, dict(self._unwritten)
 
     def restore(self, snapshot: object) -> None:
-        self._held, self._prefetched = cast(_Snapshot, snapshot)
+        self._held, self._prefetched, self._unwritten = cast(_Snapshot, snapshot)
+
+    def flush(self) -> None:
+        """Insert the legs held back."""
+        if self._unwritten:
+            legs, self._unwritten = list(self._unwritten.values()), {}
+            self._insert(legs)
+
+    def _insert(self, legs: Sequence[Leg]) -> None:
+        if len(legs) == 1:
+            self.pipe.execute(_LEGS.insert, _LEGS.insert_params(leg_values(legs[0])))
+        else:
+            self.pipe.execute(_LEGS.insert_many, _LEGS.many_params([leg_values(g) for g in legs]))
 
     # legs ------------------------------------------------------------------
 
@@ -207,22 +258,37 @@ class PgPvPRepository(SqlPvPRepository):
 
     def locked_legs_past(self, cutoff: datetime, limit: int) -> list[Leg]:
         """With the transaction's BEGIN: one round trip where the job's check took two."""
+        self.flush()
         rows = self.pipe.fetch(_LOCKED_LEGS_PAST, (cutoff, limit))
         return [leg_of(_LEGS.row(r)) for r in rows]
 
     def insert_legs(self, legs: Sequence[Leg]) -> None:
-        if legs:
-            self.pipe.executemany(
-                _LEGS.insert, [_LEGS.insert_params(leg_values(leg)) for leg in legs]
-            )
-            self._held.update((leg.uetr, leg) for leg in legs)
+        """Held back (:meth:`flush`), unless a UETR repeats: the database refuses it then."""
+        if not legs:
+            return
+        uetrs = {leg.uetr for leg in legs}
+        if len(uetrs) < len(legs) or not uetrs.isdisjoint(self._unwritten):
+            self.flush()
+            self._insert(legs)
+        else:
+            self._unwritten.update((leg.uetr, leg) for leg in legs)
+        self._held.update((leg.uetr, leg) for leg in legs)
 
     def update_legs(self, legs: Sequence[Leg]) -> None:
         if not legs:
             return
+        updated = []
         for leg in legs:
             self._count_if_final(leg)
-        self.pipe.executemany(_LEGS.update, [_LEGS.update_params(leg_values(leg)) for leg in legs])
+            if leg.uetr in self._unwritten:
+                self._unwritten[leg.uetr] = leg  # inserted as it is now, once
+            else:
+                updated.append(leg)
+        if len(updated) == 1:
+            self.pipe.execute(_LEGS.update, _LEGS.update_params(leg_values(updated[0])))
+        elif updated:
+            values = [leg_values(leg) for leg in updated]
+            self.pipe.execute(_LEGS.update_many, _LEGS.many_params(values))
         self._held.update((leg.uetr, leg) for leg in legs)
 
     # messages --------------------------------------------------------------
@@ -230,40 +296,42 @@ class PgPvPRepository(SqlPvPRepository):
     def inbound_sha(
         self, sender: str | None, msg_def_id: str, msg_id: str, legs: Iterable[str] = ()
     ) -> str | None:
-        """With the legs read for update and an id drawn for storing the message: one round
-        trip (an id not used is a gap in the sequence, as a rolled-back insert leaves)."""
+        """With the legs read for update: one round trip."""
         uetrs = list(legs)
         sha = self.pipe.query(_INBOUND_SHA, (sender, msg_def_id, msg_id))
         held = self._queue_legs(uetrs)
-        next_id = self.pipe.query(_NEXT_MESSAGE_ID)
         found = sha.rows()
         self._hold(held, uetrs)
-        self._next_id = int(next_id.rows()[0][0])
         return None if not found else str(found[0][0])
 
-    def add_message(
+    def add_inbound(
         self,
-        direction: Direction,
         raw: bytes,
         sha256: str,
         now: datetime,
         *,
-        sender: str | None = None,
-        receiver: str | None = None,
-        msg_def_id: str | None = None,
-        msg_id: str | None = None,
-        reason: str | None = None,
+        sender: str | None,
+        receiver: str | None,
+        msg_def_id: str,
+        msg_id: str,
         uetrs: Iterable[str] = (),
-    ) -> int:
-        message_id, self._next_id = self._next_id, None
-        if message_id is None:
-            message_id = int(self.pipe.fetch(_NEXT_MESSAGE_ID)[0][0])
-        values = (direction, sender, receiver, msg_def_id, msg_id, sha256, reason, raw, now)
-        self.pipe.execute(_INSERT_MESSAGE, (message_id, *values))
+        inbox_at: datetime | None = None,
+    ) -> MessageId:
+        """One statement, queued; its id comes with the next sync."""
+        values = ("in", sender, receiver, msg_def_id, msg_id, sha256, None, raw, now)
         links = list(dict.fromkeys(uetrs))
-        if links:
-            self.pipe.execute(_INSERT_LINKS, (message_id, links))
-        return message_id
+        got: list[int] = []  # by the sync that brings it (the commit's at the latest)
+
+        def keep(rows: list[tuple[Any, ...]]) -> None:
+            got.append(int(rows[0][0]))
+
+        params: tuple[Any, ...]
+        if inbox_at is None:
+            sql, params = _INSERT_INBOUND_ALONE, (*values, links)
+        else:
+            sql, params = _INSERT_INBOUND_WITH_INBOX, (*values, links, now, inbox_at)
+        pending = self.pipe.query(sql, params, then=keep)
+        return lambda: got[0] if got else int(pending.rows()[0][0])
 
     def record_message(
         self,
@@ -282,6 +350,21 @@ class PgPvPRepository(SqlPvPRepository):
         values = (direction, sender, receiver, msg_def_id, msg_id, sha256, reason, raw, now)
         links = list(dict.fromkeys(uetrs))
         self.pipe.execute(_INSERT_MESSAGE_AND_LINKS, (*values, links))
+
+    def outbound_with(
+        self,
+        raw: bytes,
+        sha256: str,
+        now: datetime,
+        *,
+        sender: str,
+        receiver: str,
+        msg_def_id: str,
+        msg_id: str,
+        uetrs: Iterable[str] = (),
+    ) -> tuple[str, tuple[Any, ...]]:
+        values = ("out", sender, receiver, msg_def_id, msg_id, sha256, None, raw, now)
+        return _MESSAGE_WITH_LINKS, (*values, list(dict.fromkeys(uetrs)))
 
     # inbox -----------------------------------------------------------------
 

@@ -3,9 +3,10 @@
 :func:`receive_messages` takes every envelope received at that moment:
 
 1. parse, verify the signature and the addressee, outside any transaction (:func:`_check`);
-2. in one transaction, per envelope in a savepoint: deduplicate (the same bytes again are
-   acknowledged as a duplicate, other bytes under a known id or a known UETR refused), store the
-   raw bytes with their SHA-256 and the ``received`` legs of a pacs.009 (:func:`_store`);
+2. in one transaction, per envelope: deduplicate (the same bytes again are acknowledged as a
+   duplicate, other bytes under a known id or a known UETR refused, before anything of it is
+   written), store the raw bytes with their SHA-256 and the ``received`` legs of a pacs.009
+   (:func:`_store`);
 3. per new message, either apply it in that same transaction (``process``: the handlers of
    ``gateway.pvp.handlers``, in a savepoint) or give it an inbox item for later;
 4. commit, and return what it produced (:class:`Reception`): the acknowledgements, the
@@ -45,7 +46,7 @@ from gateway.pvp.context import PvPContext, bic11, new_msg_id
 from gateway.pvp.inbox import AFTER_APPLYING, InboxItem
 from gateway.pvp.model import Leg, LegTerms
 from gateway.pvp.outbound import record_outbound
-from gateway.pvp.store import PvPUnitOfWork
+from gateway.pvp.store import MessageId, PvPUnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -139,13 +140,30 @@ def _check(raw: bytes, ctx: PvPContext, now: datetime) -> _Checked:
     return _Checked(raw, sha, header, message, bic11(header.from_bic))
 
 
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    """A new message stored by :func:`_store`; its id is known by the commit."""
+
+    msg_id: str
+    sha: str
+    message_id: MessageId
+    message: Message
+
+    def ack(self) -> Ack:
+        return Ack(self.msg_id, self.sha, duplicate=False, inbox_id=self.message_id())
+
+
 def _store(
     uow: PvPUnitOfWork, c: _Checked, ctx: PvPContext, now: datetime, *, inbox: bool = True
-) -> Ack:
+) -> Ack | _Stored:
     """Deduplicate and store one checked envelope in the caller's transaction (raises
     :class:`DuplicateMessage` for other bytes under a known id, or a known UETR); with
     ``inbox``, also the inbox item that has it processed (without, the caller applies it in
-    the same transaction, or calls :func:`_add_inbox`)."""
+    the same transaction, or calls :func:`_add_inbox`).
+
+    Every refusal comes before anything of the envelope is written (the checks only read), so
+    a refused envelope leaves nothing behind and needs no savepoint; the legs read for update
+    stay locked to the end of the transaction."""
     repo = uow.pvp
     message = c.message
     uetrs = handlers.uetrs_of(message)
@@ -176,8 +194,7 @@ def _store(
                     xpath=f"/BizMsg/Document/FICdtTrf/CdtTrfTxInf[{i + 1}]/PmtId/UETR",
                     msg_id=message.id,
                 )
-    message_id = repo.add_message(
-        "in",
+    message_id = repo.add_inbound(
         c.raw,
         c.sha,
         now,
@@ -186,12 +203,11 @@ def _store(
         msg_def_id=message.MESSAGE_ID,
         msg_id=message.id,
         uetrs=uetrs,
+        inbox_at=now + timedelta(seconds=ctx.inbox_retry_after_seconds) if inbox else None,
     )
     repo.insert_legs(new_legs)
     repo.update_legs(late)
-    if inbox:
-        _add_inbox(uow, message_id, ctx, now)
-    return Ack(message.id, c.sha, duplicate=False, inbox_id=message_id)
+    return _Stored(message.id, c.sha, message_id, message)
 
 
 def _add_inbox(uow: PvPUnitOfWork, message_id: int, ctx: PvPContext, now: datetime) -> None:
@@ -208,8 +224,8 @@ def receive_messages(
 ) -> Reception:
     """Verify, deduplicate and store inbound envelopes, all in one transaction.
 
-    Each envelope is stored in a savepoint: one refused there (a duplicate id with other
-    bytes, a UETR already instructed) takes nothing of the others with it.
+    An envelope refused there (a duplicate id with other bytes, a UETR already instructed)
+    is refused before anything of it is written: it takes nothing of the others with it.
 
     With ``process``, each new message is also applied in that transaction, in its own
     savepoint, in the order received: one commit (one fsync) where storing, then applying,
@@ -229,29 +245,28 @@ def receive_messages(
         return Reception([o for o in outcomes if isinstance(o, MessageRejected)], [], [])
     applied: list[str] = []
 
-    def work(process: bool) -> tuple[list[Ack | MessageRejected], list[InboxItem]]:
+    def work(process: bool) -> tuple[list[Ack | _Stored | MessageRejected], list[_Stored]]:
         applied.clear()
-        stored: list[Ack | MessageRejected] = []
+        stored: list[Ack | _Stored | MessageRejected] = []
         for _, c in checked:
             try:
-                with uow.savepoint():
-                    stored.append(_store(uow, c, ctx, now, inbox=not process))
+                stored.append(_store(uow, c, ctx, now, inbox=not process))
             except MessageRejected as exc:
                 stored.append(exc)
-        new: list[InboxItem] = []
-        for ack, (_, c) in zip(stored, checked, strict=True):
-            if not isinstance(ack, Ack) or ack.inbox_id is None:
+        new: list[_Stored] = []
+        for done, (_, c) in zip(stored, checked, strict=True):
+            if not isinstance(done, _Stored):
                 continue
-            if process and _apply_in_savepoint(uow, ack.inbox_id, c.message, ctx, now):
+            if process and _apply_in_savepoint(uow, done.msg_id, c.message, ctx, now):
                 applied.append(c.message.MESSAGE_ID)
                 continue
             if process:
-                _add_inbox(uow, ack.inbox_id, ctx, now)
-            new.append((ack.inbox_id, c.message))
+                _add_inbox(uow, done.message_id(), ctx, now)
+            new.append(done)
         return stored, new
 
     try:
-        stored, new = retrying(uow, lambda: work(process))
+        kept, fresh = retrying(uow, lambda: work(process))
     except DBAPIError:
         if not process or uow.engine.dialect.name == "sqlite":
             raise
@@ -261,7 +276,10 @@ def receive_messages(
         log.warning(
             "pvp: a reception that applied what it stored failed; stored only", exc_info=True
         )
-        stored, new = retrying(uow, lambda: work(False))
+        kept, fresh = retrying(uow, lambda: work(False))
+    # The ids came back with the commit.
+    stored = [r.ack() if isinstance(r, _Stored) else r for r in kept]
+    new: list[InboxItem] = [(s.message_id(), s.message) for s in fresh]
     by_index = dict(zip((i for i, _ in checked), stored, strict=True))
     final = [by_index[i] if isinstance(o, _Checked) else o for i, o in enumerate(outcomes)]
     if any(isinstance(r, Ack) and not r.duplicate for r in stored):
@@ -272,7 +290,7 @@ def receive_messages(
 
 
 def _apply_in_savepoint(
-    uow: PvPUnitOfWork, message_id: int, message: Message, ctx: PvPContext, at: datetime
+    uow: PvPUnitOfWork, msg_id: str, message: Message, ctx: PvPContext, at: datetime
 ) -> bool:
     """:func:`_apply` in a savepoint of the caller's transaction, which stored the message;
     False (and nothing of it kept) if it failed, other than by a transient conflict, which
@@ -286,18 +304,16 @@ def _apply_in_savepoint(
     except DBAPIError as exc:
         if as_transient(exc) is not None:
             raise  # a conflict (a deadlock, a unique-key race): the whole unit runs again
-        _left_to_workers(message_id)
+        _left_to_workers(msg_id)
         return False
     except Exception:
-        _left_to_workers(message_id)
+        _left_to_workers(msg_id)
         return False
 
 
-def _left_to_workers(message_id: int) -> None:
+def _left_to_workers(msg_id: str) -> None:
     log.warning(
-        "pvp: applying inbox item %s on receipt failed; left to the workers",
-        message_id,
-        exc_info=True,
+        "pvp: applying message %s on receipt failed; left to the workers", msg_id, exc_info=True
     )
 
 

@@ -3,7 +3,7 @@ rows' conversions are in :mod:`gateway.pvp.rows`; nothing outside this package s
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any, Literal, cast
@@ -111,6 +111,11 @@ _INSTRUCTIONS_FOR_UPDATE = (_INSTRUCTIONS_BY_ID, _INSTRUCTIONS_BY_ID.with_for_up
 
 Direction = Literal["in", "out", "rejected"]
 
+MessageId = Callable[[], int]
+"""A stored message's id, once the database has given it: on PostgreSQL it comes back with
+the transaction's next wait for the server (its commit at the latest), and asking for it
+earlier is a round trip."""
+
 
 class SqlPvPRepository:
     def __init__(self, conn: Connection) -> None:
@@ -189,7 +194,37 @@ class SqlPvPRepository:
         row = run(self.conn, _INBOUND_SHA, params).first()
         return None if row is None else cast(str, row.sha256)
 
-    def add_message(
+    def add_inbound(
+        self,
+        raw: bytes,
+        sha256: str,
+        now: datetime,
+        *,
+        sender: str | None,
+        receiver: str | None,
+        msg_def_id: str,
+        msg_id: str,
+        uetrs: Iterable[str] = (),
+        inbox_at: datetime | None = None,
+    ) -> MessageId:
+        """Store a received message, its links to the legs it names and, with ``inbox_at``
+        (when it is due), its inbox item; its id."""
+        message_id = self._add_message(
+            "in",
+            raw,
+            sha256,
+            now,
+            sender=sender,
+            receiver=receiver,
+            msg_def_id=msg_def_id,
+            msg_id=msg_id,
+            uetrs=uetrs,
+        )
+        if inbox_at is not None:
+            self.add_inbox(message_id, now, inbox_at)
+        return lambda: message_id
+
+    def _add_message(
         self,
         direction: Direction,
         raw: bytes,
@@ -238,9 +273,10 @@ class SqlPvPRepository:
         reason: str | None = None,
         uetrs: Iterable[str] = (),
     ) -> None:
-        """:meth:`add_message` for a caller that needs no id (one statement on PostgreSQL,
-        with no answer to wait for)."""
-        self.add_message(
+        """Store a message (an outbound one, or a refused one) and its links to the legs it
+        names, for a caller that needs no id (one statement on PostgreSQL, with no answer to
+        wait for)."""
+        self._add_message(
             direction,
             raw,
             sha256,
@@ -252,6 +288,23 @@ class SqlPvPRepository:
             reason=reason,
             uetrs=uetrs,
         )
+
+    def outbound_with(
+        self,
+        raw: bytes,
+        sha256: str,
+        now: datetime,
+        *,
+        sender: str,
+        receiver: str,
+        msg_def_id: str,
+        msg_id: str,
+        uetrs: Iterable[str] = (),
+    ) -> tuple[str, tuple[Any, ...]] | None:
+        """An outbound message and its links as the ``WITH`` clause (and its parameters) of
+        the statement that queues it in the outbox, where one statement can do both
+        (PostgreSQL's repository); None: store it with :meth:`record_message`."""
+        return None
 
     def reply_pending(self, uetr: str) -> bool:
         """Whether a message about this leg still waits in the outbox to be sent."""
@@ -421,6 +474,9 @@ class SqlPvPRepository:
         """What a savepoint's rollback must restore here (nothing: no state but the rows)."""
         return None
 
+    def flush(self) -> None:
+        """Send what this repository holds back to go with the COMMIT (here: nothing)."""
+
     def restore(self, snapshot: object) -> None:
         """Back to :meth:`snapshot` (the savepoint's rows were rolled back)."""
 
@@ -482,6 +538,10 @@ class PvPUnitOfWork(SqlUnitOfWork):
             self.pvp.restore(held)
             raise
 
+    def _commit_pending(self) -> None:
+        self.pvp.flush()  # the legs held back (inserted, then changed in this transaction)
+        super()._commit_pending()
+
     def commit(self) -> None:
         super().commit()
         finished, self.pvp.finished = self.pvp.finished, []
@@ -494,6 +554,7 @@ __all__ = [
     "InboxRow",
     "InstructionRow",
     "LegRow",
+    "MessageId",
     "MessageLegRow",
     "MessageRow",
     "PvPUnitOfWork",

@@ -175,10 +175,16 @@ def test_a_reception_whose_transaction_fails_sends_nothing_it_had_queued(
     for sending); the second cannot lock, and its inbox item cannot be stored either, which
     fails the whole transaction. Nothing of it comes back to be sent (over HTTP: the
     connector gets an error, not the reply of a lock that does not exist); a retry is
-    applied once."""
+    applied once. (On PostgreSQL a leg received and locked in one transaction is written once,
+    by its INSERT, at the commit.)"""
     world.wallet("hsbk-dt", fund=1_000_000)
     world.wallet("cbuae-dt")
-    _refuse(world.engine, "test_no_lock", "UPDATE ON pvp_leg", "NEW.amount = 13")
+    legs = (
+        "UPDATE ON pvp_leg"
+        if world.engine.dialect.name == "sqlite"
+        else "INSERT OR UPDATE ON pvp_leg"
+    )
+    _refuse(world.engine, "test_no_lock", legs, "NEW.amount = 13 AND NEW.state = 'locked'")
     _refuse(world.engine, "test_no_inbox", "INSERT ON pvp_inbox")
     first, second = Leg(uetr(), 250_000), Leg(uetr(), 13)
     with pytest.raises(Exception, match="injected: test_no_inbox"):

@@ -104,6 +104,9 @@ class FakePvPRepository:
     ) -> None:
         self.add_message(direction, raw, sha256, now, **kw)
 
+    def outbound_with(self, raw: bytes, sha256: str, now: datetime, **_: Any) -> None:
+        return None  # stored by record_message, as on SQLite
+
     def reply_pending(self, uetr: str) -> bool:
         return any(
             m.direction == "out" and uetr in m.uetrs and not self.state.outbox.get(m.msg_id or "")
@@ -138,8 +141,9 @@ class FakeOutbox:
         headers: str = "{}",
         event_id: str | None = None,
         now: datetime | None = None,
+        with_: tuple[str, Any] | None = None,
     ) -> str:
-        assert event_id is not None
+        assert event_id is not None and with_ is None
         if event_id in self.state.outbox:
             raise ConstraintViolation(f"duplicate outbox event {event_id}")
         self.state.outbox[event_id] = False
