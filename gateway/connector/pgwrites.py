@@ -1,22 +1,22 @@
-"""The writes of one PostgreSQL write transaction, held back and sent as a few multi-row
-statements (:class:`Writes`): a statement per table the transaction wrote, not one per row
-and per change.
+"""The writes of one PostgreSQL write transaction, held back and sent as one statement
+(:class:`Writes`), not one per row and per change.
 
 Sent one by one, a PvP's rows cost the server a statement each time a handler writes: a leg
-was updated six times in three transactions, a message logged by a statement of its own, the
-simulated bank's account (a row every PvP of a pair of banks writes) locked from its update
-to the commit. Held here instead:
+was updated six times in three transactions, a message logged by a statement of its own, a
+batch of 100 PvPs written row by row, the simulated bank's account (a row every PvP of a pair
+of banks writes) locked from its update to the commit. Held here instead, and sent as the
+parts of one statement (data-modifying WITH queries, :func:`flush_sql`):
 
 - rows inserted (PvPs, legs, decisions, outbox and inbox rows, the message log, a simulated
-  bank's locks) go out as one ``INSERT ... SELECT * FROM unnest(...)`` per table, each with
-  constant text (arrays, not lists of values), so that psycopg prepares it;
+  bank's locks): one ``INSERT ... SELECT * FROM unnest(...)`` per table, over arrays, so that
+  the text is one whatever the number of rows and psycopg prepares it;
 - a change to a row inserted in the same transaction changes the row to insert; the changes
-  to a leg, a PvP or a simulated lock already stored become one ``UPDATE ... FROM unnest``
-  per table, setting only the columns the transaction set (a leg's delivery bookkeeping is
+  to a leg, a PvP or a simulated lock already stored: one ``UPDATE ... FROM unnest`` per
+  table, setting only the columns the transaction set (a leg's delivery bookkeeping is
   written by others without the PvP's lock: what this transaction did not set is left as it
   is when the update runs);
-- a simulated account's moves are summed per account and sent last, right before COMMIT in
-  the same round trip: its row lock is held only for the commit.
+- a simulated account's moves, summed per account, and its credits: the last parts, right
+  before the COMMIT in the same round trip, so that its row lock is held only for the commit.
 
 What is held is sent (:meth:`Writes.flush`) before any statement that reads what it may have
 written, and before the COMMIT (:mod:`gateway.connector.pgtx` does it): a transaction's reads
@@ -149,8 +149,8 @@ INBOX_COLUMNS = ("sender_bic", "msg_def_id", "msg_id", "sha256", "raw", "receive
 SIM_LOCK_COLUMNS = tuple(sim_locks.c.keys())
 _MESSAGE_COLUMNS = ("pvp_id", "direction", "peer_bic", "msg_def_id", "msg_id", "sha256", "raw")
 
-# The parts of the one statement a flush sends (:data:`FLUSH`): each a data-modifying WITH
-# query over arrays, which are empty for what is not sent (constant text: prepared once).
+# The parts of the one statement a flush sends (:func:`flush_sql`), in their order: each a
+# statement over arrays (its text one whatever the number of rows).
 _PARTS: tuple[tuple[str, str], ...] = (
     ("pvps", _insert(pvps, PVP_COLUMNS)),
     ("legs", _insert(legs, LEG_COLUMNS)),
@@ -189,6 +189,7 @@ _PARTS: tuple[tuple[str, str], ...] = (
         f"WITH ORDINALITY AS m({', '.join(_MESSAGE_COLUMNS)}, at, body, o) "
         "LEFT JOIN w_bodies AS b ON b.n = m.body ORDER BY m.o",
     ),
+    ("log_plain", _insert(pvp_messages, [*_MESSAGE_COLUMNS, "at"])),
     # A simulated account's moves, by account (one order of row locks for every transaction).
     (
         "moves",
@@ -198,24 +199,38 @@ _PARTS: tuple[tuple[str, str], ...] = (
         "AS u(currency, account, available, held) ORDER BY currency, account) AS v "
         "WHERE t.currency = v.currency AND t.account = v.account",
     ),
+    # Credits, the accounts opened if need be (by account, as the moves).
+    (
+        "credits",
+        "INSERT INTO sim_accounts (currency, account, available, held) "
+        "SELECT currency, account, amount, 0 FROM unnest(%s::text[], %s::text[], %s::bigint[]) "
+        "AS v(currency, account, amount) ORDER BY currency, account "
+        "ON CONFLICT (currency, account) DO UPDATE "
+        "SET available = sim_accounts.available + excluded.available",
+    ),
 )
-# Credits to simulated accounts, opened if need be (by account, as the moves).
-CREDIT_SIM_ACCOUNTS = (
-    "INSERT INTO sim_accounts (currency, account, available, held) "
-    "SELECT currency, account, amount, 0 FROM unnest(%s::text[], %s::text[], %s::bigint[]) "
-    "AS v(currency, account, amount) ORDER BY currency, account "
-    "ON CONFLICT (currency, account) DO UPDATE "
-    "SET available = sim_accounts.available + excluded.available"
-)
-FLUSH = (
-    "WITH " + ", ".join(f"w_{name} AS ({sql})" for name, sql in _PARTS) + " " + CREDIT_SIM_ACCOUNTS
-)
-"""Every write held back, one statement: its parts run as one, see the same snapshot and
-are checked (keys, references) at its end. No row is written by two parts: what changes a
-row inserted in the same flush changes the row to insert, and an account both moved and
-credited is credited by a statement of its own after it."""
+_SQL = dict(_PARTS)
+_ORDER = {name: i for i, (name, _sql) in enumerate(_PARTS)}
 _WIDTHS = {name: sql.count("%s") for name, sql in _PARTS}
-_CREDIT_WIDTH = CREDIT_SIM_ACCOUNTS.count("%s")
+_flush_sql: dict[tuple[str, ...], str] = {}
+
+
+def flush_sql(parts: tuple[str, ...]) -> str:
+    """The one statement that sends the parts named (in ``_PARTS``' order): each but the
+    last a data-modifying WITH query. Its parts run as one, see the same snapshot and are
+    checked (keys, references) at its end; no row is written by two of them (what changes a
+    row inserted in the same flush changes the row to insert, and an account both moved and
+    credited is credited by a statement of its own after it). Only the parts with rows are
+    sent: an empty array costs the driver as much to send as a full one. A transaction of
+    one kind writes the same tables each time, so the texts are few, each prepared."""
+    sql = _flush_sql.get(parts)
+    if sql is None:
+        *first, last = parts
+        with_ = ", ".join(f"w_{name} AS ({_SQL[name]})" for name in first)
+        sql = f"WITH {with_} {_SQL[last]}" if first else _SQL[last]
+        _flush_sql[parts] = sql
+    return sql
+
 
 RECORD_SENT = (
     "UPDATE outbox AS t SET sent_at = v.sent_at, attempts = v.attempts "
@@ -228,8 +243,6 @@ _LEG_INDEX = {name: i for i, name in enumerate(LEG_COLUMNS)}
 _PVP_STATE = PVP_COLUMNS.index("state")
 _SIM_LOCK_STATE = SIM_LOCK_COLUMNS.index("state")
 
-SIM_TABLES = frozenset({"sim_locks", "sim_accounts"})
-"""What a simulated bank's reads read (``only`` of :meth:`Writes.flush`)."""
 PVP_TABLES = frozenset({"pvps", "legs", "decisions"})
 """What the reads of PvPs with their legs and decisions read."""
 INBOX_TABLES = frozenset({"inbox"})
@@ -356,25 +369,41 @@ class Writes:
 
     def flush(self, pipe: Pipe, only: frozenset[str] | None = None) -> None:
         """Queue what is held (for the tables ``only`` names, else all) in ``pipe``: one
-        statement (:data:`FLUSH`), the simulated accounts' moves and credits its last part."""
+        statement (:func:`flush_sql`), the simulated accounts' moves and credits its last
+        parts."""
         params: dict[str, list[list[Any]]] = {}
         if only is None or only & PVP_TABLES:
             self._pvp_params(params)
         if only is None or only & _OUTBOX_TABLES:
-            params["outbox"] = _columns(self.outbox, len(OUTBOX_COLUMNS))
-            params["inbox"] = _columns(self.inbox, len(INBOX_COLUMNS))
-            self.outbox, self.inbox = [], []
+            if self.outbox:
+                params["outbox"] = _columns(self.outbox, len(OUTBOX_COLUMNS))
+                self.outbox = []
+            if self.inbox:
+                params["inbox"] = _columns(self.inbox, len(INBOX_COLUMNS))
+                self.inbox = []
         if only is None or "sim_locks" in only:
-            rows = list(self.sim_locks.values())
-            params["sim_locks"] = _columns(rows, len(SIM_LOCK_COLUMNS))
-            uetrs = sorted(self.sim_states)
-            params["sim_states"] = [uetrs, [self.sim_states[u] for u in uetrs]]
-            self.sim_locks, self.sim_states = {}, {}
-        if only is None:
+            if self.sim_locks:
+                rows = list(self.sim_locks.values())
+                params["sim_locks"] = _columns(rows, len(SIM_LOCK_COLUMNS))
+                self.sim_locks = {}
+            if self.sim_states:
+                uetrs = sorted(self.sim_states)
+                params["sim_states"] = [uetrs, [self.sim_states[u] for u in uetrs]]
+                self.sim_states = {}
+        if only is None and self.log:
             self._log_params(params)
-        credits: list[list[Any]] = []
         both: list[list[Any]] = []
-        if only is None or "sim_accounts" in only:
+        if (only is None or "sim_accounts" in only) and (self.moves or self.credits):
+            both = self._account_params(params)
+        if params:
+            parts = tuple(sorted(params, key=_ORDER.__getitem__))
+            pipe.execute(flush_sql(parts), [column for name in parts for column in params[name]])
+        if both:
+            pipe.execute(_SQL["credits"], both)
+
+    def _account_params(self, params: dict[str, list[list[Any]]]) -> list[list[Any]]:
+        """The moves' and credits' parts; the credits of accounts also moved, returned."""
+        if self.moves:
             keys = sorted(self.moves)
             moved = [self.moves[k] for k in keys]
             params["moves"] = [
@@ -383,40 +412,43 @@ class Writes:
                 [m[0] for m in moved],
                 [m[1] for m in moved],
             ]
-            credits, both = [[], [], []], [[], [], []]
-            for key in sorted(self.credits):
-                into = both if key in self.moves else credits
-                into[0].append(key[0])
-                into[1].append(key[1])
-                into[2].append(self.credits[key])
-            self.moves, self.credits = {}, {}
-        if not any(column for part in params.values() for column in part) and not any(credits):
-            return
-        values: list[Any] = []
-        for name, _sql in _PARTS:
-            values.extend(params.get(name) or [[] for _ in range(_WIDTHS[name])])
-        values.extend(credits or [[] for _ in range(_CREDIT_WIDTH)])
-        pipe.execute(FLUSH, values)
-        if both and both[0]:
-            pipe.execute(CREDIT_SIM_ACCOUNTS, both)
+        credits: list[list[Any]] = [[], [], []]
+        both: list[list[Any]] = [[], [], []]
+        for key in sorted(self.credits):
+            into = both if key in self.moves else credits
+            into[0].append(key[0])
+            into[1].append(key[1])
+            into[2].append(self.credits[key])
+        if credits[0]:
+            params["credits"] = credits
+        self.moves, self.credits = {}, {}
+        return both if both[0] else []
 
     def _pvp_params(self, params: dict[str, list[list[Any]]]) -> None:
-        params["pvps"] = _columns(list(self.pvps.values()), len(PVP_COLUMNS))
-        params["legs"] = _columns(list(self.legs.values()), len(LEG_COLUMNS))
-        sets: list[list[Any]] = [[] for _ in range(_WIDTHS["leg_sets"])]
-        for (pvp_id, leg), values in sorted(self.leg_sets.items()):
-            sets[0].append(pvp_id)
-            sets[1].append(leg)
-            for i, name in enumerate(LEG_SETTABLE):
-                given = name in values
-                sets[2 + 2 * i].append(given)
-                sets[3 + 2 * i].append(values[name] if given else None)
-        params["leg_sets"] = sets
-        ids = sorted(self.pvp_states)
-        params["pvp_states"] = [ids, [self.pvp_states[i] for i in ids]]
-        params["decisions"] = _columns(self.decisions, len(DECISION_COLUMNS))
-        self.pvps, self.legs, self.leg_sets, self.pvp_states = {}, {}, {}, {}
-        self.decisions = []
+        if self.pvps:
+            params["pvps"] = _columns(list(self.pvps.values()), len(PVP_COLUMNS))
+            self.pvps = {}
+        if self.legs:
+            params["legs"] = _columns(list(self.legs.values()), len(LEG_COLUMNS))
+            self.legs = {}
+        if self.leg_sets:
+            sets: list[list[Any]] = [[] for _ in range(_WIDTHS["leg_sets"])]
+            for (pvp_id, leg), values in sorted(self.leg_sets.items()):
+                sets[0].append(pvp_id)
+                sets[1].append(leg)
+                for i, name in enumerate(LEG_SETTABLE):
+                    given = name in values
+                    sets[2 + 2 * i].append(given)
+                    sets[3 + 2 * i].append(values[name] if given else None)
+            params["leg_sets"] = sets
+            self.leg_sets = {}
+        if self.pvp_states:
+            ids = sorted(self.pvp_states)
+            params["pvp_states"] = [ids, [self.pvp_states[i] for i in ids]]
+            self.pvp_states = {}
+        if self.decisions:
+            params["decisions"] = _columns(self.decisions, len(DECISION_COLUMNS))
+            self.decisions = []
 
     def _log_params(self, params: dict[str, list[list[Any]]]) -> None:
         rows: list[tuple[Any, ...]] = []
@@ -435,8 +467,15 @@ class Writes:
                     rows.append((p, e.direction, e.peer, e.name, e.msg_id, e.sha256, b"", e.at))
                     bodies.append(len(body_sha))
         self.log = []
-        params["bodies"] = [body_sha, body_raw]
-        params["log"] = [*_columns(rows, len(_MESSAGE_COLUMNS) + 1), bodies]
+        if not rows:
+            return
+        log = _columns(rows, len(_MESSAGE_COLUMNS) + 1)
+        if body_sha:
+            params["bodies"] = [body_sha, body_raw]
+            params["body_rows"] = []
+            params["log"] = [*log, bodies]
+        else:
+            params["log_plain"] = log
 
 
-__all__ = ["FLUSH", "INBOX_TABLES", "PVP_TABLES", "RECORD_SENT", "SIM_TABLES", "Writes"]
+__all__ = ["INBOX_TABLES", "PVP_TABLES", "RECORD_SENT", "Writes", "flush_sql"]
