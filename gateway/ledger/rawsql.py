@@ -4,7 +4,9 @@ driver's own cursor.
 SQLAlchemy's per-statement work (compile cache lookup, IN-list expansion, bind and result
 processors) costs more than these statements themselves, so they skip it: one
 ``SELECT ... FOR UPDATE`` per kind of row a batch touches (in id order), then one multi-row write
-per table (``executemany`` on SQLite, ``unnest`` arrays on PostgreSQL). Driver errors are wrapped
+per table (``executemany`` on SQLite, ``unnest`` arrays on PostgreSQL). On PostgreSQL a batch may
+read its wallets unlocked and write them as conditional deltas instead
+(:meth:`HotPathLedgerSql.move_wallets`, :mod:`gateway.ledger.pgmoves`). Driver errors are wrapped
 back into SQLAlchemy's exception classes (``raise_driver_error``), so ``gateway.db`` still sees an
 ``IntegrityError`` for a unique-key race and retries it. The tables themselves, and the reads off
 the hot path, are :mod:`gateway.ledger.store`'s.
@@ -28,6 +30,8 @@ from gateway.ledger.model import (
     WalletKind,
     WalletStatus,
 )
+from gateway.ledger.moves import Moves
+from gateway.ledger.pgmoves import move_statements, pg_array
 from gateway.pgpipeline import PgPipeline
 from gateway.sqlite.fastsql import raise_driver_error
 
@@ -84,18 +88,23 @@ def _unnest(table: str, cols: str, types: Sequence[str], ordered: bool = False) 
     return f"INSERT INTO {table} ({cols}) SELECT * FROM unnest({arrays})"
 
 
-_PG_INSERT_WALLETS = _unnest(
-    "ledger_wallet",
-    _WALLET_COLS,
-    ("text", "text", "text", "text", "text", "bigint", "bigint", "timestamptz", "text"),
+_WALLET_TYPES = ("text", "text", "text", "text", "text", "bigint", "bigint", "timestamptz", "text")
+_TRANSFER_TYPES = ("text", "text", "text", "text", "bigint", "text", "text", "timestamptz", "text")
+_LOCK_TYPES: tuple[str, ...] = (
+    "text",
+    "text",
+    "text",
+    "bigint",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
 )
-_PG_INSERT_TRANSFERS = _unnest(
-    "ledger_transfer",
-    _TRANSFER_COLS,
-    ("text", "text", "text", "text", "bigint", "text", "text", "timestamptz", "text"),
-)
-_LOCK_TYPES = "text text text bigint text text text text text timestamptz timestamptz timestamptz"
-_PG_INSERT_LOCKS = _unnest("ledger_lock", _LOCK_COLS, (*_LOCK_TYPES.split(), "text"))
+_LOCK_TYPES += ("timestamptz", "timestamptz", "timestamptz", "text")
+_PG_INSERT_WALLETS = _unnest("ledger_wallet", _WALLET_COLS, _WALLET_TYPES)
+_PG_INSERT_TRANSFERS = _unnest("ledger_transfer", _TRANSFER_COLS, _TRANSFER_TYPES)
+_PG_INSERT_LOCKS = _unnest("ledger_lock", _LOCK_COLS, _LOCK_TYPES)
 _PG_INSERT_ENTRIES = _unnest(
     "ledger_entry",
     _ENTRY_COLS,
@@ -112,23 +121,44 @@ _PG_UPDATE_WALLETS = (
 # subquery's long id list where the locks' own read uses the index.
 _PG_MAX_LOCKS_IN_ONE_READ = 16
 # The batch's reads in one pipeline (one round trip): its locks, then its transfers, then its
-# wallets, named or reached through the locks that the batch resolves. The wallets' statement
-# runs after the locks' (statements of a pipeline run in order), so rows are still locked in
-# the global order; a lock's wallets never change, so reading them there is as good as from
-# the locks' rows fetched first.
+# wallets, named or reached through the locks that the batch resolves (``FOR UPDATE`` added
+# where the batch locks them). The wallets' statement runs after the locks' (statements of a
+# pipeline run in order), so rows are still locked in the global order; a lock's wallets never
+# change, so reading them there is as good as from the locks' rows fetched first.
 _PG_LOCKS_FOR_UPDATE = (
     f"SELECT {_LOCK_COLS} FROM ledger_lock WHERE id = ANY(%s) ORDER BY id FOR UPDATE"
 )
 _PG_TRANSFERS = f"SELECT {_TRANSFER_COLS} FROM ledger_transfer WHERE id = ANY(%s) ORDER BY id"
-_PG_WALLETS_OF_LOCKS_FOR_UPDATE = (
+_PG_WALLETS_OF_LOCKS = (
     f"SELECT {_WALLET_COLS} FROM ledger_wallet WHERE id = ANY("
     "%s::text[]"
     " || ARRAY(SELECT debit_wallet_id FROM ledger_lock WHERE id = ANY(%s::text[]))"
     " || ARRAY(SELECT credit_wallet_id FROM ledger_lock WHERE id = ANY(%s::text[]))"
-    ") ORDER BY id FOR UPDATE"
+    ") ORDER BY id"
 )
-_PG_WALLETS_FOR_UPDATE = (
-    f"SELECT {_WALLET_COLS} FROM ledger_wallet WHERE id = ANY(%s) ORDER BY id FOR UPDATE"
+_PG_WALLETS = f"SELECT {_WALLET_COLS} FROM ledger_wallet WHERE id = ANY(%s) ORDER BY id"
+# A batch whose wallets are not row-locked (``lock_wallets``): its locks (``FOR UPDATE``), its
+# transfers and its wallets in one statement, each row tagged with its kind (0, 1, 2) and its
+# columns in their own places; the wallets of the locks it resolves are read off the locked rows.
+_W, _T, _L = len(_WALLET_TYPES), len(_TRANSFER_TYPES), len(_LOCK_TYPES)
+
+
+def _nulls(types: Sequence[str]) -> str:
+    return ", ".join(f"NULL::{t}" for t in types)
+
+
+_PG_BATCH_READ = (
+    f"WITH lk AS MATERIALIZED (SELECT {_LOCK_COLS} FROM ledger_lock WHERE id = ANY(%s::text[])"
+    " ORDER BY id FOR UPDATE)"
+    f" SELECT 0, {_LOCK_COLS}, {_nulls(_TRANSFER_TYPES)}, {_nulls(_WALLET_TYPES)} FROM lk"
+    f" UNION ALL SELECT 1, {_nulls(_LOCK_TYPES)}, {_TRANSFER_COLS}, {_nulls(_WALLET_TYPES)}"
+    " FROM ledger_transfer"
+    " WHERE id = ANY(%s::text[])"
+    f" UNION ALL SELECT 2, {_nulls(_LOCK_TYPES)}, {_nulls(_TRANSFER_TYPES)}, {_WALLET_COLS}"
+    " FROM ledger_wallet"
+    " WHERE id = ANY(%s::text[]"
+    " || ARRAY(SELECT debit_wallet_id FROM lk WHERE id = ANY(%s::text[]))"
+    " || ARRAY(SELECT credit_wallet_id FROM lk WHERE id = ANY(%s::text[])))"
 )
 _PG_UPDATE_LOCKS = (
     "UPDATE ledger_lock AS l SET state = v.state, fulfilment = v.fulfilment,"
@@ -142,9 +172,11 @@ def _marks(n: int) -> str:
     return ",".join("?" * n)
 
 
-def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
-    """Rows to per-column lists, the shape ``unnest`` takes."""
-    return [list(col) for col in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
+def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[str]:
+    """Rows to per-column array literals, the shape ``unnest`` takes."""
+    if not rows:
+        return ["{}"] * width
+    return [pg_array(col) for col in zip(*rows, strict=True)]
 
 
 class HotPathLedgerSql:
@@ -161,6 +193,8 @@ class HotPathLedgerSql:
         if self._pg:
             self.pipe = pipeline if pipeline is not None else PgPipeline(conn, keep_open=False)
         self._for_update = self._pg
+        self.conditional_wallet_writes = self._pg
+        """Batches may read wallets unlocked and write them by :meth:`move_wallets`."""
         self._ts: Callable[[datetime | None], Any] = _pg_ts if self._pg else _sqlite_ts
         self._read_ts: Callable[[Any], datetime | None] = (
             _pg_read_ts if self._pg else _sqlite_read_ts
@@ -335,31 +369,36 @@ class HotPathLedgerSql:
         transfer_ids: Collection[str],
         wallet_ids: Collection[str],
         wallets_of_locks: Collection[str],
+        *,
+        lock_wallets: bool = True,
     ) -> tuple[dict[str, Lock], dict[str, Transfer], dict[str, Wallet]]:
         """What a batch reads before it applies: its locks (row-locked), its transfers, and
-        its wallets (row-locked): ``wallet_ids`` and those of the stored locks among
-        ``wallets_of_locks``. On PostgreSQL in one round trip (with what the pipeline holds);
-        the same rows, locked in the same order, as :meth:`locks_for_update`,
-        :meth:`transfers` then :meth:`wallets_for_update` would return."""
+        its wallets (row-locked, unless not ``lock_wallets``): ``wallet_ids`` and those of
+        the stored locks among ``wallets_of_locks``. On PostgreSQL in one round trip (with
+        what the pipeline holds); the same rows, locked in the same order, as
+        :meth:`locks_for_update`, :meth:`transfers` then :meth:`wallets_for_update` (or
+        :meth:`wallets_by_id`) would return."""
         if not self._pg or len(wallets_of_locks) > _PG_MAX_LOCKS_IN_ONE_READ:
             locks = self.locks_for_update(lock_ids)
             ids = set(wallet_ids)
             for lock_id in wallets_of_locks:
                 if (lk := locks.get(lock_id)) is not None:
                     ids |= {lk.debit_wallet_id, lk.credit_wallet_id}
-            return locks, self.transfers(transfer_ids), self.wallets_for_update(ids)
+            read = self.wallets_for_update if lock_wallets else self.wallets_by_id
+            return locks, self.transfers(transfer_ids), read(ids)
+        if not lock_wallets:
+            return self._batch_read(lock_ids, transfer_ids, wallet_ids, wallets_of_locks)
         queries: list[tuple[str, tuple[Any, ...]]] = []
         if lock_ids:
             queries.append((_PG_LOCKS_FOR_UPDATE, (sorted(lock_ids),)))
         if transfer_ids:
             queries.append((_PG_TRANSFERS, (sorted(transfer_ids),)))
+        lock = " FOR UPDATE" if lock_wallets else ""
         if wallets_of_locks:
             of_locks = sorted(wallets_of_locks)
-            queries.append(
-                (_PG_WALLETS_OF_LOCKS_FOR_UPDATE, (sorted(wallet_ids), of_locks, of_locks))
-            )
+            queries.append((_PG_WALLETS_OF_LOCKS + lock, (sorted(wallet_ids), of_locks, of_locks)))
         elif wallet_ids:
-            queries.append((_PG_WALLETS_FOR_UPDATE, (sorted(wallet_ids),)))
+            queries.append((_PG_WALLETS + lock, (sorted(wallet_ids),)))
         pipe = self.pipe
         assert pipe is not None
         pending = [pipe.query(sql, params) for sql, params in queries]
@@ -373,6 +412,36 @@ class HotPathLedgerSql:
             else {}
         )
         return locks, transfers, wallets
+
+    def _batch_read(
+        self,
+        lock_ids: Collection[str],
+        transfer_ids: Collection[str],
+        wallet_ids: Collection[str],
+        wallets_of_locks: Collection[str],
+    ) -> tuple[dict[str, Lock], dict[str, Transfer], dict[str, Wallet]]:
+        of = pg_array(sorted(wallets_of_locks))
+        ids = (
+            pg_array(sorted(lock_ids)),
+            pg_array(sorted(transfer_ids)),
+            pg_array(sorted(wallet_ids)),
+        )
+        params = (*ids, of, of)
+        locks: dict[str, Lock] = {}
+        transfers: dict[str, Transfer] = {}
+        wallets: dict[str, Wallet] = {}
+        for r in self._fetch(_PG_BATCH_READ, params):
+            if r[0] == 0:
+                locks[r[1]] = self._lock_of(r[1 : 1 + _L])
+            elif r[0] == 1:
+                transfers[r[1 + _L]] = self._transfer_of(r[1 + _L : 1 + _L + _T])
+            else:
+                wallets[r[1 + _L + _T]] = self._wallet_of(r[1 + _L + _T :])
+        return (
+            {i: locks[i] for i in sorted(locks)},
+            {i: transfers[i] for i in sorted(transfers)},
+            {i: wallets[i] for i in sorted(wallets)},
+        )
 
     def transfers(self, ids: Collection[str]) -> dict[str, Transfer]:
         if not ids:
@@ -424,6 +493,13 @@ class HotPathLedgerSql:
         if not rows:
             return
         self._update("ledger_wallet", ("status", "posted", "reserved"), _PG_UPDATE_WALLETS, rows)
+
+    def move_wallets(self, moves: Moves) -> None:
+        """Write a batch's wallet changes as deltas under its checks, with their history
+        entries (:mod:`gateway.ledger.pgmoves`; PostgreSQL only)."""
+        assert self._pg, "conditional wallet writes are PostgreSQL's"
+        for sql, params in move_statements(moves, self._ts):
+            self._write(sql, params)
 
     def insert_transfers(self, transfers: Sequence[Transfer]) -> None:
         if not transfers:

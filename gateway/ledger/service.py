@@ -9,6 +9,13 @@ Every command goes through :func:`execute` (one operation is a batch of one), wh
    id already exists with the same body and refusing one whose body differs;
 4. writes the outcome with a handful of ``executemany`` statements.
 
+On PostgreSQL a row lock lasts to the COMMIT, and a participant's wallet is in every PvP of
+theirs: there a batch that neither opens wallets nor changes a status reads its wallets without
+locking them, and writes their changes last, as deltas under the checks it made
+(:mod:`gateway.ledger.moves`), locking them in id order only then; a wallet that no longer passes
+them fails the transaction as a serialization failure, and the batch runs again on the wallet as
+it now is, so the outcome is the one of batches taken in turn (the SQLite ledger's).
+
 A batch is all or nothing: the first refused operation rolls the whole batch back and the error
 names its index. We chose that over per-operation outcomes because the gateway's own callers
 (a PvP leg, a mint) need several movements to happen together or not at all, and a caller that
@@ -61,6 +68,7 @@ from gateway.ledger.model import (
     WalletStatus,
     issuance_wallet_id,
 )
+from gateway.ledger.moves import Needs, wallet_moves
 
 T = TypeVar("T")
 
@@ -120,6 +128,13 @@ class _Batch:
         self.entries: list[dict[str, Any]] = []
         self.awaited: set[str] = set()
         """Wallets that pending locks stored before this batch credit: they cannot close."""
+        self.needs: dict[str, Needs] = {}
+        """What the batch's operations checked of each wallet's status (for conditional
+        writes: :mod:`gateway.ledger.moves`)."""
+
+    def _need(self, wallet_id: str, need: Needs) -> None:
+        if self.needs.get(wallet_id, Needs.NOTHING) < need:
+            self.needs[wallet_id] = need
 
     # helpers ---------------------------------------------------------------
 
@@ -256,6 +271,8 @@ class _Batch:
             reference=op.reference,
             fingerprint=fp,
         )
+        self._need(debit_id, Needs.SEND)
+        self._need(credit_id, Needs.RECEIVE)
         self._set_wallet(debit, kind.value, op.id, -op.amount, 0)
         self._set_wallet(credit, kind.value, op.id, op.amount, 0)
         self.transfers[t.id] = t
@@ -288,6 +305,8 @@ class _Batch:
             reference=op.reference,
             fingerprint=fp,
         )
+        self._need(debit.id, Needs.SEND)
+        self._need(credit.id, Needs.RECEIVE)
         self._set_wallet(reserved, "lock", op.id, 0, op.amount)
         self.locks[lk.id] = lk
         self.new_locks.add(lk.id)
@@ -315,6 +334,7 @@ class _Batch:
         self._set_wallet(
             debit.settle_reserved(lk.amount), "lock_commit", lk.id, -lk.amount, -lk.amount
         )
+        self._need(credit.id, Needs.RECEIVE)
         self._set_wallet(credit, "lock_commit", lk.id, lk.amount, 0)
         self._store_lock(posted)
         return posted
@@ -340,13 +360,23 @@ class _Batch:
         self._release_reserve(expired, "lock_expire")
         return expired
 
-    def flush(self, repo: LedgerRepository) -> None:
+    def flush(self, repo: LedgerRepository, *, conditional: bool = False) -> None:
+        """Write the batch. ``conditional``: the wallets were read without row locks, and
+        the repository's ``move_wallets`` writes their changes as deltas under the batch's
+        checks (:mod:`gateway.ledger.moves`), first, locking them in id order."""
         # A repository may send its writes together (one network round trip on PostgreSQL);
         # ``pipelined`` is optional so that in-memory fakes need not implement it.
         pipelined: Callable[[], AbstractContextManager[None]] | None = getattr(
             repo, "pipelined", None
         )
         with pipelined() if pipelined is not None else nullcontext():
+            if conditional:
+                assert not self.new_wallets
+                repo.move_wallets(wallet_moves(self.entries, self.needs))  # type: ignore[attr-defined]
+                repo.insert_transfers(self.new_transfers)
+                repo.insert_locks([self.locks[i] for i in self.new_locks])
+                repo.update_locks([self.locks[i] for i in sorted(self.dirty_locks)])
+                return
             repo.insert_wallets(list(self.new_wallets.values()))
             repo.update_wallets([self.wallets[i] for i in sorted(self.dirty_wallets)])
             repo.insert_transfers(self.new_transfers)
@@ -366,13 +396,24 @@ def _wallet_ids(op: Operation, locks: dict[str, Lock]) -> tuple[str, ...]:
     return (lk.debit_wallet_id, lk.credit_wallet_id) if lk else ()
 
 
+def _conditional(repo: LedgerRepository, ops: Sequence[Operation]) -> bool:
+    """Whether the batch reads its wallets without row locks and writes their changes as
+    conditional deltas: where the repository can (``conditional_wallet_writes``: PostgreSQL,
+    where a row lock is held to the COMMIT and a participant's wallet is in every PvP), and
+    the batch neither opens wallets nor changes a status (those read them locked)."""
+    return getattr(repo, "conditional_wallet_writes", False) and not any(
+        isinstance(op, OpenWallet | SetWalletStatus) for op in ops
+    )
+
+
 def _read(
-    repo: LedgerRepository, ops: Sequence[Operation]
+    repo: LedgerRepository, ops: Sequence[Operation], *, lock_wallets: bool = True
 ) -> tuple[dict[str, Lock], dict[str, Transfer], dict[str, Wallet]]:
     """Row-lock and load what ``ops`` touch: locks by id, then wallets by id (the global
-    order), and the transfers they name. A repository may read it all at once
-    (``read_for_batch``: one round trip on PostgreSQL); ``read_for_batch`` is optional so
-    that in-memory fakes need not implement it, and the plain reads below are its oracle."""
+    order; not locked without ``lock_wallets``), and the transfers they name. A repository
+    may read it all at once (``read_for_batch``: one round trip on PostgreSQL);
+    ``read_for_batch`` is optional so that in-memory fakes need not implement it, and the
+    plain reads below are its oracle."""
     lock_ids = {op.id for op in ops if isinstance(op, CreateLock | CommitLock | ReleaseLock)}
     transfer_ids = {op.id for op in ops if isinstance(op, MakeTransfer | Issue | Redeem)}
     resolving = {op.id for op in ops if isinstance(op, CommitLock | ReleaseLock)}
@@ -380,7 +421,7 @@ def _read(
     if read_for_batch is not None:
         named = {w for op in ops for w in _wallet_ids(op, {})}
         found: tuple[dict[str, Lock], dict[str, Transfer], dict[str, Wallet]]
-        found = read_for_batch(lock_ids, transfer_ids, named, resolving)
+        found = read_for_batch(lock_ids, transfer_ids, named, resolving, lock_wallets=lock_wallets)
         return found
     locks = repo.locks_for_update(lock_ids)
     transfers = repo.transfers(transfer_ids)
@@ -398,7 +439,8 @@ def execute(uow: UnitOfWork, ops: Sequence[Operation], now: datetime | None = No
     for i, op in enumerate(ops):
         _validate(op, i if len(ops) > 1 else None)
     repo = uow.ledger
-    locks, transfers, wallets = _read(repo, ops)
+    conditional = _conditional(repo, ops)
+    locks, transfers, wallets = _read(repo, ops, lock_wallets=not conditional)
     batch = _Batch(wallets, locks, transfers, now)
     batch.awaited = {
         op.id
@@ -415,7 +457,7 @@ def execute(uow: UnitOfWork, ops: Sequence[Operation], now: datetime | None = No
             if len(ops) > 1:
                 exc.extra.setdefault("operation_index", i)
             raise
-    batch.flush(repo)
+    batch.flush(repo, conditional=conditional)
     return results
 
 

@@ -60,3 +60,18 @@ def test_batch_reads_match_the_plain_reads(engine: Engine) -> None:
             expected = (locks, transfers, uow.ledger.wallets_for_update(ids))
         assert got == expected
         assert list(got[2]) == sorted(got[2])  # wallets in id order, as they were locked
+        # Wallets not row-locked (a batch that writes them as conditional deltas): the same.
+        with uow:
+            unlocked = uow.ledger.read_for_batch(
+                lock_ids, transfer_ids, named, of_locks, lock_wallets=False
+            )
+        assert unlocked == expected
+        assert list(unlocked[2]) == sorted(unlocked[2])
+    # A batch that only resolves locks reads them with their wallets in one statement.
+    resolving = {"lk-1", "lk-2", "lk-gone"}
+    with uow:
+        got = uow.ledger.read_for_batch(resolving, set(), set(), resolving, lock_wallets=False)
+    with uow:
+        locks = uow.ledger.locks_for_update(resolving)
+        ids = {w for lk in locks.values() for w in (lk.debit_wallet_id, lk.credit_wallet_id)}
+        assert got == (locks, {}, uow.ledger.wallets_by_id(ids))

@@ -1,0 +1,218 @@
+"""PostgreSQL: a batch reads its wallets without row locks and writes their changes as deltas
+under its checks (``gateway/ledger/moves.py``, ``pgmoves.py``), so a wallet is held only from
+its write to the COMMIT. A concurrent batch that changes the wallet between the read and the
+write makes the checks run again on the wallet as it then is: the outcome is the one the SQLite
+ledger (the oracle, whose writers take the database in turn) gives to the same batches one
+after the other.
+
+Each race is made deterministic: the other batch runs first and holds its write uncommitted,
+ours runs in a thread until it waits on that row, then the other commits.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
+
+from gateway.errors import GatewayError
+from gateway.ledger import service
+from gateway.ledger.model import (
+    CreateLock,
+    Issue,
+    MakeTransfer,
+    OpenWallet,
+    Operation,
+    SetWalletStatus,
+    WalletKind,
+    WalletStatus,
+)
+from gateway.ledger.pgmoves import pg_array
+from gateway.ledger.store import LedgerUnitOfWork
+from tests.support.databases import migrated_engine
+from tests.support.waiting import wait_for
+
+WALLETS = ["w-a", "w-b", "w-c"]
+
+
+def _funded(url: str) -> Engine:
+    eng = migrated_engine(url, pool_size=4)
+    service.apply(
+        LedgerUnitOfWork(eng),
+        [OpenWallet(w, WalletKind.PARTICIPANT, w) for w in WALLETS] + [Issue("fund-a", "w-a", 100)],
+    )
+    return eng
+
+
+@pytest.fixture
+def pg(pg_database_factory: Callable[[], str]) -> Iterator[Engine]:
+    eng = _funded(pg_database_factory())
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def oracle(tmp_path: Path) -> Iterator[Engine]:
+    eng = _funded(f"sqlite:///{tmp_path / 'oracle.db'}")
+    yield eng
+    eng.dispose()
+
+
+@contextmanager
+def _held(engine: Engine, ops: list[Operation]) -> Iterator[None]:
+    """``ops`` applied and written, not committed until the block ends."""
+    uow = LedgerUnitOfWork(engine)
+    with uow:
+        service.execute(uow, ops)
+        uow.ledger.wallet("w-a")  # waits for the writes queued before it: the rows are held
+        yield
+        uow.commit()
+
+
+def _waiting_on_a_row(engine: Engine) -> bool:
+    with engine.connect() as conn:
+        n = conn.exec_driver_sql(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        ).scalar()
+    return bool(n)
+
+
+def _race(engine: Engine, first: list[Operation], ours: list[Operation]) -> object:
+    """``first`` holds its writes while ``ours`` runs up to waiting on them; the outcome of
+    ``ours`` (its results or its error)."""
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(service.apply(LedgerUnitOfWork(engine), ours))
+        except GatewayError as exc:
+            outcome.append(exc)
+
+    with _held(engine, first):
+        thread = threading.Thread(target=run)
+        thread.start()
+        wait_for(lambda: _waiting_on_a_row(engine), "our batch waiting on the held wallet")
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+    return outcome[0]
+
+
+def _in_turn(engine: Engine, first: list[Operation], ours: list[Operation]) -> object:
+    service.apply(LedgerUnitOfWork(engine), first)
+    try:
+        return service.apply(LedgerUnitOfWork(engine), ours)
+    except GatewayError as exc:
+        return exc
+
+
+def _books(engine: Engine) -> dict[str, tuple[int, int]]:
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql("SELECT id, posted, reserved FROM ledger_wallet").all()
+    return {r[0]: (r[1], r[2]) for r in rows}
+
+
+def _history(engine: Engine) -> list[tuple[object, ...]]:
+    with engine.connect() as conn:
+        return [
+            tuple(r)
+            for r in conn.exec_driver_sql(
+                "SELECT wallet_id, op, ref_id, posted_delta, reserved_delta, posted_after,"
+                " reserved_after FROM ledger_entry ORDER BY seq"
+            )
+        ]
+
+
+def _same(got: object, expected: object) -> None:
+    if isinstance(expected, GatewayError):
+        assert isinstance(got, GatewayError), got
+        assert (type(got), got.code, got.extra) == (type(expected), expected.code, expected.extra)
+    else:
+        assert not isinstance(got, GatewayError), got
+
+
+CASES = {
+    "a spend that leaves too little refuses the lock": (
+        [MakeTransfer("t-1", "w-a", "w-b", 60)],
+        [CreateLock("lk-1", "w-a", "w-c", 50)],
+    ),
+    "a spend that leaves enough lets the lock through": (
+        [MakeTransfer("t-1", "w-a", "w-b", 30)],
+        [CreateLock("lk-1", "w-a", "w-c", 50)],
+    ),
+    "a batch is refused at the operation that no longer fits": (
+        [MakeTransfer("t-1", "w-a", "w-b", 60)],
+        [CreateLock("lk-1", "w-a", "w-c", 30), CreateLock("lk-2", "w-a", "w-c", 20)],
+    ),
+    "a frozen sender refuses the transfer": (
+        [SetWalletStatus("w-a", WalletStatus.FROZEN)],
+        [MakeTransfer("t-2", "w-a", "w-b", 10)],
+    ),
+    "a closed beneficiary refuses the lock": (
+        [SetWalletStatus("w-c", WalletStatus.CLOSED)],
+        [CreateLock("lk-1", "w-a", "w-c", 10)],
+    ),
+    "a closed beneficiary refuses its lock in a batch": (
+        [SetWalletStatus("w-c", WalletStatus.CLOSED)],
+        [CreateLock("lk-1", "w-a", "w-b", 10), CreateLock("lk-2", "w-a", "w-c", 10)],
+    ),
+}
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_wallet_changed_after_the_read_gets_the_outcome_of_batches_in_turn(
+    case: str, pg: Engine, oracle: Engine
+) -> None:
+    first, ours = CASES[case]
+    got = _race(pg, first, ours)
+    expected = _in_turn(oracle, first, ours)
+    _same(got, expected)
+    assert _books(pg) == _books(oracle)
+    assert _history(pg) == _history(oracle)
+    assert service.check_invariants(LedgerUnitOfWork(pg)).ok
+
+
+@pytest.mark.postgres
+def test_a_batch_reads_its_wallets_without_holding_them(pg: Engine) -> None:
+    """Until its writes, another transaction may lock the batch's wallets (NOWAIT)."""
+    uow = LedgerUnitOfWork(pg)
+    for lock_wallets, free in ((False, True), (True, False)):
+        with uow:
+            uow.ledger.read_for_batch(set(), set(), {"w-a"}, set(), lock_wallets=lock_wallets)
+            with pg.connect() as other:
+                try:
+                    other.execute(
+                        sa.text("SELECT id FROM ledger_wallet WHERE id = 'w-a' FOR UPDATE NOWAIT")
+                    ).all()
+                    got = True
+                except OperationalError:
+                    got = False
+                other.rollback()
+        assert got is free
+
+
+@pytest.mark.postgres
+def test_array_literals_carry_what_the_lists_hold(pg: Engine) -> None:
+    """The hot path sends arrays as literals (``pg_array``): the server reads back each value."""
+    texts = ["plain", 'a "quoted", {braced} one', "back\\slash\\", "", "NULL", " spaced ", "ü"]
+    at = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    cases: list[tuple[list[Any], str]] = [
+        (texts, "text[]"),
+        ([None, "x", None], "text[]"),
+        ([0, -(2**63), 2**63 - 1], "bigint[]"),
+        ([at, at.astimezone(timezone(timedelta(hours=5)))], "timestamptz[]"),
+        ([], "text[]"),
+    ]
+    with pg.connect() as conn:
+        for values, cast in cases:
+            got = conn.exec_driver_sql(f"SELECT %(v)s::{cast}", {"v": pg_array(values)}).scalar()
+            assert got == values
