@@ -10,12 +10,14 @@
 
 SQLite runs WAL with FULL durability (group commit, gateway.sqlite.walsync); PostgreSQL runs with
 its defaults (fsync on, synchronous_commit on), on a fresh database created and dropped here.
-Beside each PostgreSQL figure: the statements and round trips per pair, counted in the driver
-(``ops/bench/pgcount.py``). Usage:
+Beside each figure: the benchmark process's CPU per pair (all its threads: the service layer,
+the driver), and for PostgreSQL the statements and round trips per pair, counted in the driver
+(``ops/bench/pgcount.py``), and the transactions. Usage:
 
     .venv/bin/python ops/bench/ledger.py [--pairs N] [--workers W] [--pg-admin-url URL] [--no-pg]
 
-The last line is one JSON object.
+The last line is one JSON object (PostgreSQL's single 1-client run's counts per pair and the
+CPU per pair of it and of the batched 1-client run under ``pg_*_per_pair``).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from gateway.config import DatabaseSettings
 from gateway.db import make_engine, upgrade
 from gateway.ledger import service
 from gateway.ledger.group import GroupCommitter
-from gateway.ledger.model import CommitLock, CreateLock, Issue, OpenWallet, WalletKind
+from gateway.ledger.model import CommitLock, CreateLock, Issue, OpenWallet, Operation, WalletKind
 from gateway.ledger.store import LedgerUnitOfWork
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -49,7 +51,7 @@ PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
 def setup(engine: sa.Engine, clients: int) -> None:
-    ops = []
+    ops: list[Operation] = []
     for c in range(clients):
         ops += [
             OpenWallet(f"src-{c}", WalletKind.PARTICIPANT, "bench"),
@@ -124,8 +126,9 @@ def run_batched(
     return per_client * clients / (time.perf_counter() - start), per_client * clients
 
 
-Figures = dict[str, tuple[float, dict[str, float] | None]]
-"""Per run: lock+commit pairs per second, and per pair the driver's counters (PostgreSQL)."""
+Figures = dict[str, tuple[float, dict[str, float]]]
+"""Per run: lock+commit pairs per second, and per pair the process's CPU (``cpu_us``) and, on
+PostgreSQL, the driver's counters."""
 
 
 def bench(url: str, pairs: int, workers: int, counts: Path | None = None) -> Figures:
@@ -134,12 +137,14 @@ def bench(url: str, pairs: int, workers: int, counts: Path | None = None) -> Fig
     setup(engine, max(workers, 16))
     run_single(engine, min(pairs, 200), 1, "warm")
 
-    def counted(run: Callable[[], tuple[float, int]]) -> tuple[float, dict[str, float] | None]:
+    def counted(run: Callable[[], tuple[float, int]]) -> tuple[float, dict[str, float]]:
         before = pgcount.read(counts) if counts else None
+        cpu = time.process_time()
         rate, n = run()
-        if counts is None or before is None:
-            return rate, None
-        return rate, pgcount.per(before, pgcount.read(counts), n)
+        per_pair = {"cpu_us": (time.process_time() - cpu) * 1e6 / n}
+        if counts is not None and before is not None:
+            per_pair.update(pgcount.per(before, pgcount.read(counts), n))
+        return rate, per_pair
 
     runs: dict[str, Callable[[], tuple[float, int]]] = {
         "single_1_client": lambda: run_single(engine, pairs, 1, "s1"),
@@ -176,9 +181,10 @@ def main() -> None:
     for db, figures in results.items():
         for name, (value, per_pair) in figures.items():
             line = f"{db:<11} {name:<26} {value:>10,.0f} lock+commit pairs/s"
-            if per_pair is not None:
+            line += f"   per pair: {per_pair['cpu_us']:,.0f} µs CPU"
+            if "statements" in per_pair:
                 line += (
-                    f"   per pair: {per_pair['statements']:.2f} statements,"
+                    f", {per_pair['statements']:.2f} statements,"
                     f" {per_pair['round_trips']:.2f} round trips,"
                     f" {per_pair['transactions']:.2f} transactions"
                 )
@@ -197,9 +203,12 @@ def main() -> None:
         summary["pg_single_pairs_per_s"] = round(max(pg[k] for k in pg if k.startswith("single")))
         summary["pg_batched_pairs_per_s"] = round(max(pg[k] for k in pg if k.startswith("batched")))
         one = results["postgresql"]["single_1_client"][1]
-        if one is not None:
-            summary["pg_single_round_trips_per_pair"] = round(one["round_trips"], 2)
-            summary["pg_single_statements_per_pair"] = round(one["statements"], 2)
+        summary["pg_single_round_trips_per_pair"] = round(one["round_trips"], 2)
+        summary["pg_single_statements_per_pair"] = round(one["statements"], 2)
+        summary["pg_single_cpu_us_per_pair"] = round(one["cpu_us"])
+        summary["pg_batched_cpu_us_per_pair"] = round(
+            results["postgresql"]["batched_1_client"][1]["cpu_us"]
+        )
     print(json.dumps(summary))
 
 
