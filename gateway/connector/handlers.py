@@ -386,8 +386,11 @@ class Handlers:
 
     def redeliver(self, work: Work, pvp_id: str, leg_name: str) -> None:
         """Send a decision a network has not acknowledged again, unless it is not even sent
-        yet, or was delivered less than a period ago (count from the delivery)."""
-        pvp = self.repo.read_pvp(work, pvp_id)
+        yet, or was delivered less than a period ago (count from the delivery). The PvP is
+        locked first (PostgreSQL), as by every other writer of its legs: its legs written
+        before, a message's transaction holding the PvP and waiting for them deadlocked with
+        this one (the message was taken again)."""
+        pvp = self.repo.read_pvp(work, pvp_id, for_update=True)
         leg = self.repo.read_leg(work, pvp_id, leg_name)
         delivery = self.repo.delivery_state(work, pvp_id, leg.network_bic)
         decision = self.repo.read_decision(work, pvp_id)
