@@ -7,7 +7,7 @@ waits for the server.
 - Writes (legs, messages and their links, inbox items, instructions) are queued: they go with
   the next read the transaction waits for, or with its COMMIT.
 - A received message's duplicate check and the legs it names (read ``FOR UPDATE``) are one
-  round trip (:meth:`PgPvPRepository.inbound_sha`); the message, its links and its inbox item
+  statement (:meth:`PgPvPRepository.inbound_sha`); the message, its links and its inbox item
   are one statement whose id comes back with the next sync (:data:`MessageId`); an outbound
   message needs no id back: its row and its links are one statement with nothing to wait for.
 - A leg inserted is held back to the COMMIT (or the next statement that may read it), so that
@@ -127,6 +127,13 @@ _MESSAGE_COLS = (
 _INBOUND_SHA = (
     f"SELECT sha256 FROM {message_t.name} WHERE direction = 'in' AND sender_bic = %s"
     " AND msg_def_id = %s AND msg_id = %s"
+)
+# The duplicate check with the legs a message names, locked: a row per leg (none found: one
+# row of NULLs), each with the SHA-256 of the message if received.
+_INBOUND_SHA_AND_LEGS = (
+    f"WITH l AS MATERIALIZED ({_LEGS.select_for_update})"
+    f" SELECT ({_INBOUND_SHA}), l.* FROM (VALUES (1)) AS one (x) LEFT JOIN l ON true"
+    " ORDER BY l.uetr"
 )
 # A message and its links as the WITH clause of a statement (a CTE that writes runs once
 # whether or not the query reads it): a received one's with its inbox item and its id back,
@@ -296,13 +303,21 @@ class PgPvPRepository(SqlPvPRepository):
     def inbound_sha(
         self, sender: str | None, msg_def_id: str, msg_id: str, legs: Iterable[str] = ()
     ) -> str | None:
-        """With the legs read for update: one round trip."""
+        """With the legs read for update: one statement."""
         uetrs = list(legs)
-        sha = self.pipe.query(_INBOUND_SHA, (sender, msg_def_id, msg_id))
-        held = self._queue_legs(uetrs)
-        found = sha.rows()
-        self._hold(held, uetrs)
-        return None if not found else str(found[0][0])
+        missing = sorted(set(uetrs) - self._held.keys())
+        if not missing:
+            found = self.pipe.fetch(_INBOUND_SHA, (sender, msg_def_id, msg_id))
+            return None if not found else str(found[0][0])
+        rows = self.pipe.fetch(_INBOUND_SHA_AND_LEGS, (missing, sender, msg_def_id, msg_id))
+        for uetr in missing:
+            self._held.setdefault(uetr, None)
+        for row in rows:
+            if row[1] is not None:
+                leg = leg_of(_LEGS.row(row[1:]))
+                self._held[leg.uetr] = leg
+        sha = rows[0][0]
+        return None if sha is None else str(sha)
 
     def add_inbound(
         self,
