@@ -35,11 +35,12 @@ transaction. Connections in autocommit mode (``store.reader``'s) are left alone.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
+from psycopg import RawCursor
 from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql.base import Executable
@@ -51,6 +52,7 @@ from sqlalchemy.sql.elements import (
 
 from gateway.connector.pgwrites import Writes
 from gateway.pgpipeline import Pending, PgPipeline
+from gateway.sqlite.fastsql import raise_driver_error
 
 OPTION = "connector_pg_pipeline"
 """The execution option that marks a statement for the pipeline."""
@@ -103,7 +105,7 @@ class PgTx:
     def flush(self, only: frozenset[str] | None = None) -> None:
         """Queue the writes held back (those of the tables ``only`` names, else all)."""
         if self.writes:
-            self.writes.flush(self.pipe, only)
+            self.writes.flush(_Raw(self.pipe), only)
 
     def end(self) -> None:
         """The transaction is rolling back: out of the pipeline, ROLLBACK, and the driver
@@ -113,6 +115,25 @@ class PgTx:
         with suppress(Exception):
             driver.rollback()  # psycopg sends ROLLBACK unless the transaction is over
         self.pipe.release()
+
+
+class _Raw:
+    """A flush's statement queued in the pipeline as it is, its placeholders PostgreSQL's
+    own (psycopg's ``RawCursor``): no parse of its text at each execution."""
+
+    __slots__ = ("pipe",)
+
+    def __init__(self, pipe: PgPipeline) -> None:
+        self.pipe = pipe
+
+    def execute(self, sql: str, params: Sequence[Any]) -> None:
+        pipe = self.pipe
+        pipe.open()
+        driver: Any = pipe.conn.connection.driver_connection
+        try:
+            RawCursor(driver).execute(sql, params)
+        except Exception as exc:
+            raise_driver_error(pipe.conn, exc, sql, params)
 
 
 def tx_of(conn: Connection) -> PgTx | None:

@@ -54,9 +54,10 @@ from gateway.connector.schema import (
 
 
 class Pipe(Protocol):
-    """What a flush needs of the transaction's pipeline (``gateway.pgpipeline.PgPipeline``)."""
+    """What a flush needs of the transaction's pipeline: a statement queued, its parameters
+    ``$1``, ``$2``, ... (``gateway.connector.pgtx``)."""
 
-    def execute(self, sql: str, params: Sequence[Any] | None = None) -> None: ...
+    def execute(self, sql: str, params: Sequence[Any]) -> None: ...
 
 
 class Entry(Protocol):
@@ -227,9 +228,20 @@ def flush_sql(parts: tuple[str, ...]) -> str:
     if sql is None:
         *first, last = parts
         with_ = ", ".join(f"w_{name} AS ({_SQL[name]})" for name in first)
-        sql = f"WITH {with_} {_SQL[last]}" if first else _SQL[last]
+        sql = _numbered(f"WITH {with_} {_SQL[last]}" if first else _SQL[last])
         _flush_sql[parts] = sql
     return sql
+
+
+def _numbered(sql: str) -> str:
+    """``sql`` with PostgreSQL's own placeholders (``$1``, ...) for psycopg's ``%s``: sent
+    as it is (:class:`Pipe`'s ``execute``), not parsed again at every execution (psycopg
+    caches its parse only of statements of up to 50 parameters, and a flush often has more)."""
+    pieces = sql.split("%s")
+    return "".join(f"{piece}${i}" for i, piece in enumerate(pieces[:-1], 1)) + pieces[-1]
+
+
+CREDIT_SIM_ACCOUNTS = _numbered(_SQL["credits"])
 
 
 RECORD_SENT = (
@@ -399,7 +411,7 @@ class Writes:
             parts = tuple(sorted(params, key=_ORDER.__getitem__))
             pipe.execute(flush_sql(parts), [column for name in parts for column in params[name]])
         if both:
-            pipe.execute(_SQL["credits"], both)
+            pipe.execute(CREDIT_SIM_ACCOUNTS, both)
 
     def _account_params(self, params: dict[str, list[list[Any]]]) -> list[list[Any]]:
         """The moves' and credits' parts; the credits of accounts also moved, returned."""

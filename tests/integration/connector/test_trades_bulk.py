@@ -1,4 +1,6 @@
-"""``POST /v1/trades/bulk``: many matched trades in one request and one transaction."""
+"""``POST /v1/trades/bulk``: many matched trades in one request and one transaction, on each
+database (on PostgreSQL a transaction's writes are held back and sent as one statement,
+``gateway.connector.pgwrites``)."""
 
 from __future__ import annotations
 
@@ -6,8 +8,30 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import pytest
+
+from gateway.connector import store
 from gateway.connector.faults import FaultRule
 from tests.integration.connector.support import Env
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def make_on_each(
+    request: pytest.FixtureRequest, make_env: Callable[..., Env]
+) -> Callable[..., Env]:
+    """``make_env`` on SQLite, then on a fresh PostgreSQL database."""
+
+    def make(**connector: Any) -> Env:
+        if request.param == "postgresql":
+            connector["database_url"] = request.getfixturevalue("pg_database_factory")()
+        return make_env(**connector)
+
+    return make
+
+
+@pytest.fixture
+def env(make_on_each: Callable[..., Env]) -> Env:
+    return make_on_each()
 
 
 def _new_id() -> str:
@@ -149,12 +173,12 @@ def test_an_outage_of_the_simulated_bank_undoes_its_handling_and_the_message_goe
 
 
 def test_the_simulated_bank_takes_messages_as_built_and_parses_what_it_was_not_handed(
-    make_env: Callable[..., Env],
+    make_on_each: Callable[..., Env],
 ) -> None:
     """Through its lane, the bank is handed the message its envelope was built from; a row it
     was not handed (as after a restart: the outbox keeps no built message) is parsed from its
     bytes, with the same outcome."""
-    env = make_env(sim_inline=False)
+    env = make_on_each(sim_inline=False)
     sim = env.connector.sim
     first = env.trade(kzt=1000, aed=10)
     env.wait(first, lambda v: v["state"] == "settled")
@@ -167,3 +191,28 @@ def test_the_simulated_bank_takes_messages_as_built_and_parses_what_it_was_not_h
     assert sim.received() == {"built": both, "parsed": both}
     assert env.balance("HSBK-AED")["available"] == 10 + 11
     assert env.http.get("/v1/sim/AED/check").json()["ok"]
+
+
+def test_batched_trades_settle_with_one_message_per_batch_logged_for_each(
+    make_on_each: Callable[..., Env],
+) -> None:
+    """Batched mode: a pacs.009 and a decision carry several PvPs; each PvP's log has them,
+    in order, their bytes stored once."""
+    env = make_on_each(batch_max=5, batch_linger_ms=20)
+    n = 12
+    body = {"trades": [env.trade_body(kzt=1000 + i, aed=10 + i) for i in range(n)]}
+    r = env.http.post("/v1/trades/bulk", json=body)
+    assert r.status_code == 201, r.text
+    ids = r.json()["pvp_ids"]
+    for pvp_id in ids:
+        env.wait(pvp_id, lambda v: v["state"] == "settled")
+    assert env.balance("HSBK-AED")["available"] == sum(10 + i for i in range(n))
+    assert env.http.get("/v1/sim/AED/check").json()["ok"]
+    assert len(env.dt.of_type("pacs.009")) < n  # several PvPs a message
+    with store.reader(env.connector.engine) as conn:
+        log = store.read_message_log(conn, ids[-1])
+    shared = [m for m in log if m.body_id is not None]
+    assert shared and all(m.raw for m in shared)
+    assert [m.id for m in log] == sorted(m.id for m in log)
+    out = [m.msg_def_id for m in log if m.direction == "out"]
+    assert out.count("pacs.009.001.08") == 2  # one per network, then the decisions
