@@ -40,7 +40,7 @@ from contextlib import suppress
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from psycopg import RawCursor
+from psycopg.raw_cursor import RawCursorMixin
 from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql.base import Executable
@@ -117,6 +117,19 @@ class PgTx:
         self.pipe.release()
 
 
+_raw_cursors: dict[type, Any] = {}
+
+
+def _raw_cursor(driver: Any) -> Any:
+    """A cursor of ``driver``'s kind (its ``cursor_factory``, whatever that adds) that sends
+    queries as they are, as psycopg's ``RawCursor`` does."""
+    factory = driver.cursor_factory
+    kind = _raw_cursors.get(factory)
+    if kind is None:
+        kind = _raw_cursors[factory] = type(f"Raw{factory.__name__}", (RawCursorMixin, factory), {})
+    return kind(driver)
+
+
 class _Raw:
     """A flush's statement queued in the pipeline as it is, its placeholders PostgreSQL's
     own (psycopg's ``RawCursor``): no parse of its text at each execution."""
@@ -131,7 +144,7 @@ class _Raw:
         pipe.open()
         driver: Any = pipe.conn.connection.driver_connection
         try:
-            RawCursor(driver).execute(sql, params)
+            _raw_cursor(driver).execute(sql, params)
         except Exception as exc:
             raise_driver_error(pipe.conn, exc, sql, params)
 
