@@ -25,6 +25,7 @@ from gateway.connector.repository import SqlRepository
 from gateway.connector.rows import LegRow, PvPRow
 from gateway.connector.sim import SimulatedNetworks
 from gateway.sqlite.fastsql import run
+from tests.integration.connector.support import Env
 
 pytestmark = pytest.mark.postgres
 
@@ -332,3 +333,17 @@ def test_simulated_accounts_moved_and_credited_in_one_transaction_add_up(engine:
         below_zero()
     assert sim.balance("AED", "payee")["available"] == 300
     assert sim.check("AED")["ok"]
+
+
+def test_a_decision_sent_again_locks_its_pvp_before_writing_its_legs(
+    make_env: Callable[..., Env], pg_database_factory: Callable[[], str]
+) -> None:
+    env = make_env(database_url=pg_database_factory())
+    pvp_id = env.trade()
+    env.wait(pvp_id, lambda v: v["state"] == "settled")
+    engine = env.connector.engine
+    with transaction(engine) as work:
+        env.connector.handlers.redeliver(work, pvp_id, "DT")  # acknowledged: nothing to send
+        with engine.connect() as other, pytest.raises(sa.exc.OperationalError) as waited:
+            other.exec_driver_sql(f"SELECT id FROM pvps WHERE id = '{pvp_id}' FOR UPDATE NOWAIT")
+        assert getattr(waited.value.orig, "sqlstate", None) == "55P03"  # lock not available
