@@ -3,8 +3,8 @@ cost one round trip, shared with its duplicate check, what a transaction has rea
 it locked is not read again, and what it writes goes out in one statement.
 
 :class:`~gateway.connector.repository.SqlRepository` is the oracle: the same rows are read and
-written, every write is the same statement, and a PvP is locked before its rows are read; what
-differs is when the driver waits and how often it reads.
+written, with the same values, and a PvP is locked before its rows are read; what differs is
+when the driver waits, how often it reads, and how many statements carry the writes.
 
 - The legs a message names (:meth:`PgRepository.expect`) are read at once: their PvPs locked
   (``SELECT ... FOR UPDATE``, by id: one order for every transaction that locks several), then
