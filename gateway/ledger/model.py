@@ -318,6 +318,10 @@ def _check_hex64(value: str | None, what: str) -> None:
         raise InvalidInput(f"{what} must be 64 hexadecimal characters (32 bytes)")
 
 
+_BODY_FIELDS: dict[type, tuple[str, ...]] = {}
+"""The fields of each command class's body (all but ``id``), in declaration order."""
+
+
 @dataclass(frozen=True, slots=True)
 class Command:
     """Base of ledger commands. ``id`` is the client-chosen idempotency key."""
@@ -326,7 +330,11 @@ class Command:
     name: ClassVar[str] = "command"
 
     def body(self) -> Mapping[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "id"}
+        names = _BODY_FIELDS.get(type(self))
+        if names is None:  # once per command class: dataclasses.fields is slow
+            names = tuple(f.name for f in fields(self) if f.name != "id")
+            _BODY_FIELDS[type(self)] = names
+        return {name: getattr(self, name) for name in names}
 
     def fingerprint(self) -> str:
         """Stable hash of everything but the id: equal bodies replay, different ones conflict."""
