@@ -68,6 +68,8 @@ _SELECT_PVPS_OF_UETRS = _LEGS_WITH_PVPS.where(
 )
 _SELECT_PVPS_BY_ID = _LEGS_WITH_PVPS.where(legs.c.pvp_id == sa.any_(_PVP_IDS))
 _SELECT_PVP_IDS = sa.select(pvps.c.id).where(pvps.c.id == sa.any_(_PVP_IDS))
+_NOTHING: frozenset[str] = frozenset()
+"""A row lock reads no row the transaction holds back: nothing is sent before it."""
 
 
 def existing_pvps(tx: pgtx.PgTx, pvp_ids: list[str]) -> list[tuple[str]]:
@@ -190,7 +192,9 @@ class PgRepository(SqlRepository):
         """Queue the read of the PvPs of ``uetrs``, locked, with all their legs."""
         tx = pgtx.tx_of(work.conn)
         assert tx is not None and isinstance(tx.state, _Known)
-        pgtx.send(tx, _LOCK_PVPS_OF_UETRS, {"uetrs": uetrs}, pgwrites.PVP_TABLES)
+        # The lock before the writes held back (none changes which PvP a UETR names): rows of
+        # legs written before the PvPs are locked are held against a holder of those locks.
+        pgtx.send(tx, _LOCK_PVPS_OF_UETRS, {"uetrs": uetrs}, _NOTHING)
         pending = pgtx.query(tx, _SELECT_PVPS_OF_UETRS, {"uetrs": uetrs}, pgwrites.PVP_TABLES)
         tx.state.loading.append(pending)
         tx.state.asked.update(uetrs)
@@ -230,7 +234,7 @@ class PgRepository(SqlRepository):
         tx, known = at
         if pvp_id not in known.pvps and for_update:
             ids = {"pvp_ids": [pvp_id]}
-            pgtx.send(tx, _LOCK_PVPS_BY_ID, ids, pgwrites.PVP_TABLES)
+            pgtx.send(tx, _LOCK_PVPS_BY_ID, ids, _NOTHING)
             known.loading.append(pgtx.query(tx, _SELECT_PVPS_BY_ID, ids, pgwrites.PVP_TABLES))
             known.take_in()
         pvp = known.pvps.get(pvp_id)

@@ -68,7 +68,7 @@ class Sweeper:
             self.abort_if_overdue(pvp_id)
         if stale:
             with transaction(self.engine) as work:  # one transaction for the lot
-                for key in stale:
+                for key in sorted(stale):  # their PvPs locked in one order, as a message's are
                     self.handlers.redeliver(work, key.pvp_id, key.leg)
             self.delivery.committed(work.sent)
         self.reception.process_inbox_rows(pending)
