@@ -9,13 +9,13 @@ or serialization failure, so neither reaches a caller.
 
 PostgreSQL engines are :func:`gateway.pgengine.postgres_engine`'s (no ping at every checkout).
 A unit of work that sets ``pipelined`` sends its statements through one psycopg pipeline
-(:mod:`gateway.pgpipeline`): its BEGIN with its first reads, its writes with its next read or
-its COMMIT. A read-only unit runs its statements alone, in autocommit mode: at READ COMMITTED
-each statement has its own snapshot inside a transaction too, and its BEGIN and ROLLBACK were a
-round trip each. A connection found dead when used (the server restarted under load) is
-invalidated by SQLAlchemy and its unit of work retried on another by :func:`retrying`, as a
-deadlock is, unless it died at the commit, whose outcome is then unknown: that error reaches the
-caller.
+(:mod:`gateway.pgpipeline`): its BEGIN with its first write or locking read (a unit that only
+read sends neither BEGIN nor COMMIT), its writes with its next read or its COMMIT. A read-only
+unit runs its statements alone, in autocommit mode: at READ COMMITTED each statement has its
+own snapshot inside a transaction too, and its BEGIN and ROLLBACK were a round trip each. A
+connection found dead when used (the server restarted under load) is invalidated by SQLAlchemy
+and its unit of work retried on another by :func:`retrying`, as a deadlock is, unless it died at
+the commit, whose outcome is then unknown: that error reaches the caller.
 """
 
 from __future__ import annotations
@@ -333,7 +333,7 @@ class SqlUnitOfWork:
             self._tx = conn.begin()
         self.pg = None
         if self.pipelined and not self.readonly and conn.dialect.name == "postgresql":
-            self.pg = PgPipeline(conn, keep_open=True)
+            self.pg = PgPipeline(conn, keep_open=True, lazy_begin=True)
             conn.execution_options(**{PIPELINE: self.pg})  # for pipeline_of(conn)
         self._bind(conn)
         return self

@@ -10,6 +10,7 @@ trips") has the counts per message and the decisions.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any, cast
@@ -89,9 +90,36 @@ class _Block:
         """Writes held back: (sql, params, many), or a write ``RETURNING`` (its Pending)."""
 
 
+_LOCKING = re.compile(r"\bFOR\s+(NO\s+KEY\s+UPDATE|UPDATE|KEY\s+SHARE|SHARE)\b", re.IGNORECASE)
+_WRITING = re.compile(r"\b(INSERT|UPDATE|DELETE|MERGE)\b", re.IGNORECASE)
+_KINDS: dict[str, tuple[bool, bool]] = {}
+
+
+def _kind(sql: str) -> tuple[bool, bool]:
+    """(a read, a read that locks nothing), remembered: the statements' texts are constants."""
+    kind = _KINDS.get(sql)
+    if kind is None:
+        head = sql.lstrip()[:6].upper()
+        locks = _LOCKING.search(sql) is not None
+        # A WITH that writes nothing (a read of several parts) reads; one that writes, writes.
+        read = head == "SELECT" or (
+            head[:4] == "WITH" and not _WRITING.search(_LOCKING.sub("", sql))
+        )
+        kind = (read, read and not locks)
+        if len(_KINDS) < 4096:
+            _KINDS[sql] = kind
+    return kind
+
+
 def _is_read(sql: str) -> bool:
     """A statement that changes nothing a savepoint would have to undo (row locks aside)."""
-    return sql[:6].upper() == "SELECT"
+    return _kind(sql)[0]
+
+
+def _is_plain_read(sql: str) -> bool:
+    """A read that locks nothing: at READ COMMITTED it sees the same rows inside a transaction
+    or alone (each statement has its own snapshot)."""
+    return _kind(sql)[1]
 
 
 class PgPipeline:
@@ -108,6 +136,11 @@ class PgPipeline:
     for a batch of statements and left after it (:meth:`open`, :meth:`settle`), and a lone
     statement runs as a plain one.
 
+    With ``lazy_begin`` too, the BEGIN goes with the first statement that is not a plain read
+    (a write, a read ``FOR UPDATE``) or before SQLAlchemy runs one: the plain reads before it
+    run alone, as they would see the same at READ COMMITTED, and a transaction that only
+    read (a job's look at its empty work list) sends neither BEGIN nor COMMIT.
+
     Errors of queued statements surface at the next sync (or as results come in), raised as
     SQLAlchemy's, so :func:`retrying` still sees a deadlock or a unique-key race and retries
     the unit: a failed statement fails the transaction, whichever statement reports it.
@@ -115,9 +148,12 @@ class PgPipeline:
     queued and leaves pipeline mode first (the unit of work's ``conn`` does it).
     """
 
-    def __init__(self, conn: Connection, *, keep_open: bool) -> None:
+    def __init__(self, conn: Connection, *, keep_open: bool, lazy_begin: bool = False) -> None:
         self.conn = conn
         self.keep_open = keep_open
+        self.lazy_begin = lazy_begin
+        self._begin_due = False
+        """Our BEGIN is owed: sent before the next statement that is not a plain read."""
         self._pipeline: Any = None
         """psycopg's ``Pipeline`` while in pipeline mode."""
         self._exit: Any = None
@@ -128,6 +164,9 @@ class PgPipeline:
         self._failed: list[Pending] = []
         """Reads of the last sync that failed: a savepoint's rollback keeps those before it."""
         self._began = False
+        """The driver connection put in autocommit mode, to restore (:meth:`release`)."""
+        self._begun = False
+        """The transaction's BEGIN sent, or owed (``lazy_begin``)."""
         self._savepoints = 0
         self._serial = 0
         self._blocks: list[_Block] = []
@@ -150,20 +189,39 @@ class PgPipeline:
         driver = self._drv()
         begin = (
             self.keep_open
-            and not self._began
+            and not self._begun
             and driver.pgconn.transaction_status == pq.TransactionStatus.IDLE
         )
         try:
             if begin:
-                driver.autocommit = True  # no BEGIN of psycopg's, sent alone: ours, queued
+                self._autocommit(driver)
             manager = driver.pipeline()
             pipeline = manager.__enter__()
         except Exception as exc:
             self._fail(exc, "pipeline", None)
         self._pipeline, self._exit = pipeline, manager.__exit__
         if begin:
+            self._begun = True
+            if self.lazy_begin:
+                self._begin_due = True
+            else:
+                self._send("BEGIN", None)
+
+    def _autocommit(self, driver: Any) -> None:
+        """No BEGIN of psycopg's, sent alone and waited for: ours, queued (or none, for plain
+        reads before it)."""
+        if not self._began:
+            driver.autocommit = True
             self._began = True
-            self._send("BEGIN", None)
+
+    def _begin(self, sql: str) -> None:
+        """Our BEGIN, if owed, before ``sql`` (unless a plain read)."""
+        if self._begin_due and not _is_plain_read(sql):
+            self._begin_due = False
+            try:
+                self._cur().execute("BEGIN")
+            except Exception as exc:
+                self._fail(exc, "BEGIN", None)
 
     def _direct(self) -> bool:
         """A statement now runs as a plain one (not kept open, and no batch open)."""
@@ -191,6 +249,8 @@ class PgPipeline:
     def _send(self, sql: str, params: Sequence[Any] | None) -> None:
         if not self._direct():
             self.open()
+        if self._begin_due:
+            self._begin(sql)
         try:
             self._cur().execute(sql, params)
         except Exception as exc:
@@ -206,6 +266,8 @@ class PgPipeline:
     def _send_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if not self._direct():
             self.open()
+        if self._begin_due:
+            self._begin(sql)
         try:
             self._cur().executemany(sql, rows)
         except Exception as exc:
@@ -236,6 +298,8 @@ class PgPipeline:
 
     def _send_query(self, pending: Pending) -> None:
         self.open()
+        if self._begin_due:
+            self._begin(pending.sql)
         cursor = self._drv().cursor()
         try:
             cursor.execute(pending.sql, pending.params)
@@ -269,7 +333,7 @@ class PgPipeline:
 
     def fetch(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
         """A read's rows now (with what is queued before it: one round trip)."""
-        if not self._direct():
+        if not self._direct() and not self._alone(sql):
             return self.query(sql, params).rows()
         cursor = self._cur()
         try:
@@ -277,6 +341,22 @@ class PgPipeline:
             return cast(list[tuple[Any, ...]], cursor.fetchall())
         except Exception as exc:
             return cast(list[tuple[Any, ...]], self._fail(exc, sql, params))
+
+    def _alone(self, sql: str) -> bool:
+        """With ``lazy_begin``: a plain read that is the transaction's first statement runs
+        alone, outside pipeline mode (whose end costs a round trip of its own), in autocommit
+        mode, with no BEGIN yet."""
+        if not (self.lazy_begin and self._pipeline is None and not self._begun):
+            return False
+        if self._blocks or not _is_plain_read(sql):
+            return False
+        from psycopg import pq
+
+        driver = self._drv()
+        if driver.pgconn.transaction_status != pq.TransactionStatus.IDLE:
+            return False
+        self._autocommit(driver)
+        return True
 
     def _synced(self, *, ok: bool = True) -> None:
         queued, self._queued = self._queued, []
@@ -306,9 +386,17 @@ class PgPipeline:
     def settle(self) -> None:
         """Wait for everything queued and leave pipeline mode (one round trip, none if not
         open): SQLAlchemy may then run statements on the connection (which see the writes
-        held back by savepoints: they are sent first)."""
+        held back by savepoints: they are sent first, and so is an owed BEGIN: they run in
+        the transaction)."""
         if self._blocks:
             self.send_held()
+        if self._begin_due:
+            self._begin("BEGIN")
+        elif self.keep_open and self._began and not self._begun:
+            self._restore()  # only plain reads ran alone: psycopg begins SQLAlchemy's
+        self._leave_pipeline()
+
+    def _leave_pipeline(self) -> None:
         leave, self._pipeline, self._exit = self._exit, None, None
         if leave is None:
             return
@@ -327,8 +415,11 @@ class PgPipeline:
         if self._pipeline is None:
             return
         self.send_held()
-        self._send("COMMIT", None)
-        self.settle()
+        if self._begin_due:  # it only read: nothing to commit
+            self._begin_due = False
+        else:
+            self._send("COMMIT", None)
+        self._leave_pipeline()
         self._restore()
 
     def rollback(self) -> None:
@@ -337,13 +428,16 @@ class PgPipeline:
         open: nothing (SQLAlchemy's rollback sends it, if a transaction is open)."""
         if self._pipeline is None:
             return
-        with suppress(Exception):  # the connection is gone: the rollback is the server's
-            self._send("ROLLBACK", None)
+        if not self._begin_due:
+            with suppress(Exception):  # the connection is gone: the rollback is the server's
+                self._send("ROLLBACK", None)
         self.abandon()
 
     def abandon(self) -> None:
         """Leave the pipeline without its results: the transaction is rolling back."""
         self._blocks = []
+        self._begin_due = False
+        self._begun = False
         leave, self._pipeline, self._exit = self._exit, None, None
         self._synced(ok=False)
         if leave is not None:
@@ -357,6 +451,7 @@ class PgPipeline:
         self._restore()
 
     def _restore(self) -> None:
+        self._begun = False
         if not self._began:
             return
         self._began = False

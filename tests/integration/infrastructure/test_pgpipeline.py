@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
+from psycopg import pq
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
@@ -175,6 +176,8 @@ def test_a_block_sends_its_savepoint_only_when_a_read_must_see_its_writes(engine
         pg = uow.pg
         assert pg is not None
         with pg.savepoint():
+            # A read (a WITH that writes nothing too) before the block's writes needs none.
+            assert pg.fetch("WITH c AS (SELECT count(*) FROM t) SELECT * FROM c") == [(0,)]
             _insert(pg, (1, "a"))  # held back, then sent with nothing around it
         with pg.savepoint():
             _insert(pg, (2, "b"))
@@ -257,6 +260,50 @@ def test_the_connection_goes_back_out_of_autocommit_mode(engine: Engine) -> None
         assert _rows(engine) == ([(1, "a")] if commit else [])
         with engine.begin() as conn:
             conn.exec_driver_sql("DELETE FROM t")
+
+
+def _in_transaction(pg: PgPipeline) -> bool:
+    driver = pg.conn.connection.driver_connection
+    assert driver is not None
+    return bool(driver.pgconn.transaction_status != pq.TransactionStatus.IDLE)
+
+
+def test_plain_reads_go_before_the_begin_and_a_unit_that_only_read_commits_nothing(
+    engine: Engine,
+) -> None:
+    uow = _Uow(engine)
+    with uow:
+        pg = uow.pg
+        assert pg is not None
+        assert pg.fetch("SELECT count(*) FROM t") == [(0,)]
+        assert not _in_transaction(pg)
+        uow.commit()
+    uow = _Uow(engine)
+    with uow:
+        pg = uow.pg
+        assert pg is not None
+        assert pg.fetch("SELECT count(*) FROM t") == [(0,)]
+        pg.execute("INSERT INTO t VALUES (%s, %s)", (1, "a"))
+        assert pg.fetch("SELECT count(*) FROM t") == [(1,)]
+        assert _in_transaction(pg)
+    assert _rows(engine) == []  # not committed: the write was in the transaction
+
+
+def test_a_locking_read_or_sqlalchemys_statement_runs_in_the_transaction(engine: Engine) -> None:
+    uow = _Uow(engine)
+    with uow:
+        pg = uow.pg
+        assert pg is not None
+        assert pg.fetch("SELECT count(*) FROM t") == [(0,)]
+        uow.conn.exec_driver_sql("INSERT INTO t VALUES (1, 'a')")
+        assert _in_transaction(pg)
+    assert _rows(engine) == []
+    uow = _Uow(engine)
+    with uow:
+        pg = uow.pg
+        assert pg is not None
+        assert pg.fetch("SELECT id FROM t FOR UPDATE") == []
+        assert _in_transaction(pg)
 
 
 def test_sqlalchemy_statements_wait_for_what_is_queued(engine: Engine) -> None:
