@@ -51,6 +51,7 @@ from gateway.connector.schema import (
     pvps,
     sim_locks,
 )
+from gateway.pgpipeline import array_type
 
 
 class Pipe(Protocol):
@@ -81,19 +82,8 @@ class Entry(Protocol):
     def at(self) -> int: ...
 
 
-def _pg_type(column: sa.Column[Any]) -> str:
-    kind = column.type
-    if isinstance(kind, sa.Boolean):
-        return "boolean"
-    if isinstance(kind, sa.LargeBinary):
-        return "bytea"
-    if isinstance(kind, sa.Integer):
-        return "bigint"
-    return "text"
-
-
 def _arrays(table: sa.Table, columns: Sequence[str]) -> str:
-    return ", ".join(f"%s::{_pg_type(table.c[name])}[]" for name in columns)
+    return ", ".join(f"%s::{array_type(table.c[name].type)}[]" for name in columns)
 
 
 def _insert(table: sa.Table, columns: Sequence[str]) -> str:
@@ -105,9 +95,9 @@ def _update(table: sa.Table, keys: Sequence[str], settable: Sequence[str]) -> st
     """One UPDATE of many rows, each setting only the columns its flags name."""
     sets = ", ".join(f"{c} = CASE WHEN v.s_{c} THEN v.{c} ELSE t.{c} END" for c in settable)
     names = [*keys, *(n for c in settable for n in (f"s_{c}", c))]
-    arrays = [f"%s::{_pg_type(table.c[k])}[]" for k in keys]
+    arrays = [f"%s::{array_type(table.c[k].type)}[]" for k in keys]
     for c in settable:
-        arrays += ["%s::boolean[]", f"%s::{_pg_type(table.c[c])}[]"]
+        arrays += ["%s::boolean[]", f"%s::{array_type(table.c[c].type)}[]"]
     where = " AND ".join(f"t.{k} = v.{k}" for k in keys)
     return (
         f"UPDATE {table.name} AS t SET {sets} FROM unnest({', '.join(arrays)}) "

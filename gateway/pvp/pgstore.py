@@ -37,7 +37,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from gateway.db import UtcDateTime
-from gateway.pgpipeline import Pending, PgPipeline
+from gateway.pgpipeline import Pending, PgPipeline, array_type
 from gateway.pvp.model import FINAL_STATES, Instruction, Leg
 from gateway.pvp.rows import (
     inbox_t,
@@ -71,7 +71,7 @@ class _Table:
         self.select_for_update = by_keys + " FOR UPDATE"
         # Several rows in one statement, a parameter per column (an array of its values): a
         # statement per row was the server's work and the driver's many times over.
-        arrays = ", ".join(f"%s::{_array_type(c.type)}[]" for c in table.c)
+        arrays = ", ".join(f"%s::{array_type(c.type)}[]" for c in table.c)
         self.insert_many = f"INSERT INTO {table.name} ({cols}) SELECT * FROM unnest({arrays})"
         news = ", ".join(f"{c} = v.{c}" for c in self.columns if c != key)
         self.update_many = (
@@ -104,19 +104,6 @@ class _Table:
     def many_params(self, rows: Sequence[dict[str, Any]]) -> list[list[Any]]:
         """The parameters of ``insert_many`` and ``update_many``: one list per column."""
         return [list(column) for column in zip(*(self.insert_params(v) for v in rows), strict=True)]
-
-
-def _array_type(column_type: Any) -> str:
-    """The PostgreSQL type of a column's values, as an array's element."""
-    if isinstance(column_type, UtcDateTime):
-        return "timestamptz"
-    if isinstance(column_type, sa.Integer):  # BigInteger too
-        return "bigint"
-    if isinstance(column_type, sa.Boolean):
-        return "boolean"
-    if isinstance(column_type, sa.LargeBinary):
-        return "bytea"
-    return "text"
 
 
 _LEGS = _Table(leg_t, "uetr")
