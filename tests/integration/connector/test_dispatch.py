@@ -43,11 +43,12 @@ class _Accepts(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def _connector(tmp_path: Path, *, threads: bool) -> Iterator[Connector]:
-    """A started connector (its dispatcher and sweeper running if ``threads``) with a DT
-    network registered. The simulated bank's rows go through its lane too, as they do under
-    faults (see ``sim_inline``)."""
+def _connector(tmp_path: Path, *, threads: bool, poll: float = 0.2) -> Iterator[Connector]:
+    """A started connector (its dispatcher and sweeper running if ``threads``, the dispatcher
+    looking for due rows every ``poll`` seconds) with a DT network registered. The simulated
+    bank's rows go through its lane too, as they do under faults (see ``sim_inline``)."""
     connector = Connector(connector_settings(tmp_path, sim_inline=False))
+    connector.delivery.engine.poll = poll
     connector.start(threads=threads)
     peer = ThreadingHTTPServer(("127.0.0.1", 0), _Accepts)
     serving = threading.Thread(target=peer.serve_forever, name="dt-network")
@@ -140,7 +141,9 @@ def test_deliveries_are_recorded_together_and_stay_in_flight_until_then(tmp_path
 
 
 def test_a_thread_that_committed_rows_hands_them_out_itself(tmp_path: Path) -> None:
-    with _connector(tmp_path, threads=True) as connector:  # the dispatcher runs
+    # The dispatcher runs, but does not poll while the test does: a poll that came between the
+    # worker's commit and its hand-out (a slow fsync) would claim the rows first, rightly.
+    with _connector(tmp_path, threads=True, poll=3600) as connector:
         seen = _watch(connector)
         worker = threading.Thread(
             target=connector.create_trade, args=(Env.trade_body(),), name="trade-worker"
