@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any, cast
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
@@ -27,22 +26,6 @@ log = logging.getLogger(__name__)
 OPTION = "dt_pg_pipeline"
 """The execution option under which a unit of work's SQLAlchemy connection carries its
 pipeline (:func:`pipeline_of`)."""
-
-
-def array_type(column_type: Any) -> str:
-    """The PostgreSQL type of a column's values as an array's element, for the statements that
-    write many rows through ``unnest(%s::<type>[], ...)`` (a timezone-aware date-time column,
-    such as ``gateway.db.UtcDateTime``, is ``timestamptz``)."""
-    impl = getattr(column_type, "impl", column_type)  # a TypeDecorator's underlying type
-    if isinstance(impl, sa.DateTime):
-        return "timestamptz"
-    if isinstance(impl, sa.Integer):  # BigInteger too
-        return "bigint"
-    if isinstance(impl, sa.Boolean):
-        return "boolean"
-    if isinstance(impl, sa.LargeBinary):
-        return "bytea"
-    return "text"
 
 
 def pipeline_of(conn: Connection) -> PgPipeline | None:
@@ -548,4 +531,4 @@ class PgPipeline:
                     pending.then(pending.rows())
 
 
-__all__ = ["OPTION", "Pending", "PgPipeline", "array_type", "pipeline_of"]
+__all__ = ["OPTION", "Pending", "PgPipeline", "pipeline_of"]

@@ -31,7 +31,8 @@ from gateway.ledger.model import (
     WalletStatus,
 )
 from gateway.ledger.moves import Moves
-from gateway.ledger.pgmoves import move_statements, pg_array
+from gateway.ledger.pgmoves import move_statements
+from gateway.pgarrays import pg_array
 from gateway.pgpipeline import PgPipeline
 from gateway.sqlite.fastsql import raise_driver_error
 

@@ -37,7 +37,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from gateway.db import UtcDateTime
-from gateway.pgpipeline import Pending, PgPipeline, array_type
+from gateway.pgarrays import array_type
+from gateway.pgpipeline import Pending, PgPipeline
 from gateway.pvp.model import FINAL_STATES, Instruction, Leg
 from gateway.pvp.rows import (
     inbox_t,

@@ -14,9 +14,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -35,7 +33,6 @@ from gateway.ledger.model import (
     WalletKind,
     WalletStatus,
 )
-from gateway.ledger.pgmoves import pg_array
 from gateway.ledger.store import LedgerUnitOfWork
 from tests.support.databases import migrated_engine
 from tests.support.waiting import wait_for
@@ -198,21 +195,3 @@ def test_a_batch_reads_its_wallets_without_holding_them(pg: Engine) -> None:
                     got = False
                 other.rollback()
         assert got is free
-
-
-@pytest.mark.postgres
-def test_array_literals_carry_what_the_lists_hold(pg: Engine) -> None:
-    """The hot path sends arrays as literals (``pg_array``): the server reads back each value."""
-    texts = ["plain", 'a "quoted", {braced} one', "back\\slash\\", "", "NULL", " spaced ", "ü"]
-    at = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
-    cases: list[tuple[list[Any], str]] = [
-        (texts, "text[]"),
-        ([None, "x", None], "text[]"),
-        ([0, -(2**63), 2**63 - 1], "bigint[]"),
-        ([at, at.astimezone(timezone(timedelta(hours=5)))], "timestamptz[]"),
-        ([], "text[]"),
-    ]
-    with pg.connect() as conn:
-        for values, cast in cases:
-            got = conn.exec_driver_sql(f"SELECT %(v)s::{cast}", {"v": pg_array(values)}).scalar()
-            assert got == values

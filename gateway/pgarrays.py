@@ -1,0 +1,67 @@
+"""PostgreSQL arrays as the statements that write or read many rows at once send them
+(``unnest(%s::<type>[], ...)``, ``= ANY(%s::<type>[])``): a column's element type
+(:func:`array_type`) and a list as one array literal (:func:`pg_array`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+
+def array_type(column_type: Any) -> str:
+    """The PostgreSQL type of a column's values as an array's element, for the statements that
+    write many rows through ``unnest(%s::<type>[], ...)`` (a timezone-aware date-time column,
+    such as ``gateway.db.UtcDateTime``, is ``timestamptz``)."""
+    impl = getattr(column_type, "impl", column_type)  # a TypeDecorator's underlying type
+    if isinstance(impl, sa.DateTime):
+        return "timestamptz"
+    if isinstance(impl, sa.Integer):  # BigInteger too
+        return "bigint"
+    if isinstance(impl, sa.Boolean):
+        return "boolean"
+    if isinstance(impl, sa.LargeBinary):
+        return "bytea"
+    return "text"
+
+
+def pg_array(values: Iterable[Any]) -> str:
+    """``values`` (str, int, bool, bytes, an aware datetime or None) as an array literal, for a
+    parameter cast to an array type: the driver sends a string at once, where it dumps a list
+    element by element (its escaping took ~40 % of a 100-operation ledger batch's CPU, and
+    ~15 % of the connector's on PostgreSQL, its held-back writes' arrays)."""
+    vs = values if isinstance(values, list | tuple) else list(values)
+    kinds = set(map(type, vs))
+    if kinds == {int}:
+        return "{" + ",".join(map(str, vs)) + "}"
+    if kinds == {str}:
+        plain = "".join(vs)
+        if "\\" not in plain and '"' not in plain:
+            return '{"' + '","'.join(vs) + '"}'
+    if kinds == {bool}:
+        return "{" + ",".join(["t" if v else "f" for v in vs]) + "}"
+    if kinds == {datetime}:
+        return '{"' + '","'.join([v.isoformat() for v in vs]) + '"}'
+    parts = []
+    for v in vs:
+        if v is None:
+            parts.append("NULL")
+        elif isinstance(v, str):
+            parts.append('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"')
+        elif isinstance(v, bool):
+            parts.append("t" if v else "f")
+        elif isinstance(v, int):
+            parts.append(str(int(v)))  # an IntEnum's str() is its name
+        elif isinstance(v, bytes | bytearray | memoryview):
+            # bytea's hex input, its backslash escaped for the array's parser
+            parts.append('"\\\\x' + bytes(v).hex() + '"')
+        elif isinstance(v, datetime):
+            parts.append('"' + v.isoformat() + '"')
+        else:
+            raise TypeError(f"cannot put {v!r} in an array literal")
+    return "{" + ",".join(parts) + "}"
+
+
+__all__ = ["array_type", "pg_array"]

@@ -1,0 +1,50 @@
+"""Arrays sent to PostgreSQL as one literal each (``gateway.pgarrays.pg_array``): what the hot
+paths' ``unnest`` and ``= ANY`` statements take. The server reads back each value."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from enum import IntEnum, StrEnum
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from gateway.pgarrays import pg_array
+
+pytestmark = pytest.mark.postgres
+
+
+class _Level(IntEnum):
+    HIGH = 3
+
+
+class _Kind(StrEnum):
+    PLAIN = "plain"
+
+
+def test_array_literals_carry_what_the_lists_hold(pg_url: str) -> None:
+    texts = ["plain", 'a "quoted", {braced} one', "back\\slash\\", "", "NULL", " spaced ", "ü"]
+    at = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    cases: list[tuple[list[Any], str]] = [
+        (texts, "text[]"),
+        ([None, "x", None], "text[]"),
+        ([0, -(2**63), 2**63 - 1], "bigint[]"),
+        ([at, at.astimezone(timezone(timedelta(hours=5)))], "timestamptz[]"),
+        ([], "text[]"),
+        ([True, False], "boolean[]"),
+        ([True, None], "boolean[]"),
+        ([b"<a/>", b"", bytes(range(256))], "bytea[]"),
+        ([b"<a/>", None], "bytea[]"),
+        ([_Level.HIGH, 7, None], "bigint[]"),
+        ([_Kind.PLAIN, 'with "quotes"', None], "text[]"),
+    ]
+    engine = sa.create_engine(pg_url)
+    try:
+        with engine.connect() as conn:
+            for values, cast in cases:
+                sql = f"SELECT %(v)s::{cast}"
+                got = conn.exec_driver_sql(sql, {"v": pg_array(values)}).scalar()
+                assert got == values, cast
+    finally:
+        engine.dispose()
