@@ -253,7 +253,7 @@ class DeliveryEngine(Generic[R, B]):
     def _lane_loop(self, lane: Lane[R]) -> None:
         local = self.in_process is not None and self.in_process.in_process(lane.dest)
         while True:
-            row = lane.queue.get()
+            row = self.lanes.take(lane)
             if row is None:
                 return
             # An in-process destination's lane takes every row already queued into one

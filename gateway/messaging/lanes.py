@@ -3,8 +3,10 @@
 A destination is whatever the far side is for its party: a network (the connector's lanes, by
 BIC), the connector or an exchange's webhook endpoint (the gateway's, by host and port). Each
 lane has a queue of rows, ``threads`` threads that take rows from it (started with the first
-row queued), and a pooled HTTP client (made at its first post). A slow or unreachable
-destination holds up its own lane only: its threads wait on it, the other lanes go on.
+row queued, and ended once nothing has come for ``idle_seconds``: an exchange's webhook host
+that stopped receiving keeps no thread; the next row starts them again), and a pooled HTTP
+client (made at its first post). A slow or unreachable destination holds up its own lane only:
+its threads wait on it, the other lanes go on.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ class LaneSettings:
     """A post's timeout, on the lane's pooled client."""
     max_connections: int = 1
     """Idle connections the lane's client keeps open for its next posts."""
+    idle_seconds: float = 60.0
+    """A lane thread that has taken nothing for this long ends (:meth:`Lanes.take`)."""
 
 
 class Lane(Generic[R]):
@@ -89,24 +93,40 @@ class Lanes(Generic[R]):
         return lane
 
     def put(self, lane: Lane[R], row: R) -> None:
-        if not lane.threads:
-            with self._lock:
-                if not lane.threads:
-                    for i in range(max(1, self.settings.threads)):
-                        name = f"{self.name}-send-{lane.dest}-{i}"
-                        lane.threads.append(start_thread(self._work, name, args=(lane,)))
-        lane.queue.put(row)
+        """Queue ``row`` on ``lane``, starting its threads if it has none. Under the lock, as
+        a thread ends under it (:meth:`take`): a row is never queued on a lane whose last
+        thread has just decided that nothing came."""
+        with self._lock:
+            if not lane.threads:
+                for i in range(max(1, self.settings.threads)):
+                    name = f"{self.name}-send-{lane.dest}-{i}"
+                    lane.threads.append(start_thread(self._work, name, args=(lane,)))
+            lane.queue.put(row)
+
+    def take(self, lane: Lane[R]) -> R | None:
+        """The next row of ``lane`` for one of its threads; None when the thread is to end:
+        the lanes are stopping, or nothing has come for ``idle_seconds`` (the thread is then
+        no longer one of the lane's)."""
+        while True:
+            try:
+                return lane.queue.get(timeout=self.settings.idle_seconds)
+            except queue.Empty:
+                with self._lock:
+                    if lane.queue.empty():
+                        lane.threads.remove(threading.current_thread())
+                        return None
 
     def stop(self) -> None:
         """Stop every lane's threads once they have delivered what is queued, and close
         their clients."""
         with self._lock:
             lanes, self._lanes = list(self._lanes.values()), {}
+            running = {lane.dest: list(lane.threads) for lane in lanes}
+            for lane in lanes:
+                for _ in lane.threads:
+                    lane.queue.put(None)
         for lane in lanes:
-            for _ in lane.threads:
-                lane.queue.put(None)
-        for lane in lanes:
-            for thread in lane.threads:
+            for thread in running[lane.dest]:
                 thread.join(timeout=10)
             lane.close()
 

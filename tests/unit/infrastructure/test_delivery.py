@@ -5,6 +5,7 @@ dispatcher real."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -166,13 +167,14 @@ def _engine(
     rounds: Rounds | None = None,
     seconds: list[float] | None = None,
     threads: int = 1,
+    idle_seconds: float = 60.0,
 ) -> DeliveryEngine[Msg, Batch]:
     clock = seconds if seconds is not None else [0.0]
     return DeliveryEngine(
         "test",
         rows,
         transmitter,
-        lanes=LaneSettings(threads=threads),
+        lanes=LaneSettings(threads=threads, idle_seconds=idle_seconds),
         recording=recording or Recording(),
         backoff=Backoff(base=0.05, cap=0.3),
         poll=3600,
@@ -265,6 +267,44 @@ def test_a_pair_whose_lanes_are_idle_is_kept_and_more_go_to_the_lanes() -> None:
         assert ("handed_out", [1, 2, 3], "lanes") in seen
         lanes = {who for row_id, who, _ in sender.calls[2:]}
         assert lanes == {"test-send-a-0", "test-send-b-0"}
+    finally:
+        engine.stop_lanes()
+
+
+def test_a_lane_whose_threads_took_nothing_for_a_while_ends_them_and_starts_again() -> None:
+    rows, sender = Rows(Msg(1, "a"), Msg(2, "a")), Transmitter()
+    engine = _engine(rows, sender, threads=2, idle_seconds=0.1)
+    try:
+        claimed, _ = rows.claim_due()
+        engine.hand_out(claimed[:1])
+        wait_for(lambda: len(sender.calls) == 1, "the first row sent")
+        lane = engine.lanes.get("a")
+        first = list(lane.threads)
+        assert len(first) == 2
+        wait_for(lambda: not lane.threads, "the lane's threads ended")  # a webhook host gone quiet
+        for thread in first:
+            thread.join(5)
+            assert not thread.is_alive()
+        engine.hand_out(claimed[1:])  # the next row starts them again
+        wait_for(lambda: len(sender.calls) == 2, "the second row sent")
+        assert len(lane.threads) == 2 and not set(lane.threads) & set(first)
+    finally:
+        engine.stop_lanes()
+    assert sorted(i for r in rows.recorded for i, _ in r) == [1, 2]
+
+
+def test_rows_put_on_a_lane_while_its_threads_end_are_all_delivered() -> None:
+    """Rows handed out one by one about as often as the lane's threads give up waiting: each is
+    taken, by a thread still waiting or by one started for it."""
+    n = 200
+    rows, sender = Rows(*(Msg(i, "a") for i in range(1, n + 1))), Transmitter()
+    engine = _engine(rows, sender, idle_seconds=0.001)
+    try:
+        claimed, _ = rows.claim_due()
+        for row in claimed:
+            engine.hand_out([row])
+            time.sleep(0.001)  # about the idle time: threads end and start all along
+        wait_for(lambda: len(sender.calls) == n, f"{n} rows sent")
     finally:
         engine.stop_lanes()
 
