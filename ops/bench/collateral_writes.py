@@ -32,6 +32,7 @@ from collateral_logs import (
     pool_bodies,
     uow_factory,
 )
+from sqlalchemy.engine import Engine
 
 from gateway.collateral import service, witnessing
 from gateway.collateral.note import NoteError, Signer, Verifier, open_note
@@ -102,7 +103,6 @@ def bench_pool_and_lag(tmp: Path, signer: Signer, seconds: float, rate: float) -
     base = service.integrate(uow_factory(engine), clog).size
 
     # Lag: transfers at ``rate`` a second, the integrator every integrate_seconds.
-    committed: list[float] = []
     integrated: list[tuple[int, float]] = []
     done = threading.Event()
 
@@ -114,16 +114,7 @@ def bench_pool_and_lag(tmp: Path, signer: Signer, seconds: float, rate: float) -
 
     it = threading.Thread(target=integrator)
     it.start()
-    start = time.perf_counter()
-    for i in range(int(seconds * rate)):
-        due = start + i / rate
-        if (wait := due - time.perf_counter()) > 0:
-            time.sleep(wait)
-        ledger.apply_one(
-            LedgerUnitOfWork(engine),
-            MakeTransfer(id=f"l-{i}", debit_wallet_id="x-0", credit_wallet_id=SEG, amount=1),
-        )
-        committed.append(time.perf_counter())
+    committed = paced_transfers(engine, "l", seconds, rate)
     while not integrated or integrated[-1][0] < base + len(committed):
         time.sleep(0.05)
     done.set()
@@ -136,6 +127,23 @@ def bench_pool_and_lag(tmp: Path, signer: Signer, seconds: float, rate: float) -
         "checkpoint_lag_p50_ms": p50,
         "checkpoint_lag_p95_ms": p95,
     }
+
+
+def paced_transfers(engine: Engine, prefix: str, seconds: float, rate: float) -> list[float]:
+    """Transfers into the segregated wallet, one at a time at ``rate`` a second for
+    ``seconds`` (ids ``<prefix>-<n>``); when each committed (``time.perf_counter``)."""
+    committed: list[float] = []
+    start = time.perf_counter()
+    for i in range(int(seconds * rate)):
+        due = start + i / rate
+        if (wait := due - time.perf_counter()) > 0:
+            time.sleep(wait)
+        ledger.apply_one(
+            LedgerUnitOfWork(engine),
+            MakeTransfer(id=f"{prefix}-{i}", debit_wallet_id="x-0", credit_wallet_id=SEG, amount=1),
+        )
+        committed.append(time.perf_counter())
+    return committed
 
 
 @contextmanager
@@ -208,19 +216,7 @@ def bench_cosigned_lag(tmp: Path, signer: Signer, seconds: float, rate: float) -
             while not served:
                 time.sleep(0.05)
             base = served[-1][0]
-            committed: list[float] = []
-            start = time.perf_counter()
-            for i in range(int(seconds * rate)):
-                due = start + i / rate
-                if (wait := due - time.perf_counter()) > 0:
-                    time.sleep(wait)
-                ledger.apply_one(
-                    LedgerUnitOfWork(engine),
-                    MakeTransfer(
-                        id=f"c-{i}", debit_wallet_id="x-0", credit_wallet_id=SEG, amount=1
-                    ),
-                )
-                committed.append(time.perf_counter())
+            committed = paced_transfers(engine, "c", seconds, rate)
             while served[-1][0] < base + len(committed):
                 time.sleep(0.05)
         finally:
