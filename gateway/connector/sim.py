@@ -89,7 +89,10 @@ class _Reads:
             return
         locks = pgtx.query(tx, simstore.SELECT_SIM_LOCKS, {"uetrs": uetrs}, _LOCKS)
         if accounts:
-            self.accounts = _read_accounts(tx, currency, accounts)
+            params = {"currency": currency, "accounts": list(accounts)}
+            found = pgtx.query(tx, simstore.SELECT_SIM_ACCOUNTS, params, _ACCOUNTS)
+            self.accounts = dict.fromkeys(accounts)
+            self.accounts.update((r[1], SimAccountRow(*r)) for r in found.rows())
         self.locks = dict.fromkeys(uetrs)
         self.locks.update((r[0], simstore.sim_lock_row(r)) for r in locks.rows())
 
@@ -116,32 +119,6 @@ class _Reads:
                 self.accounts[account] = replace(
                     row, available=row.available - amount, held=row.held + amount
                 )
-
-
-def _read_accounts(
-    tx: pgtx.PgTx, currency: str, accounts: Sequence[str]
-) -> dict[str, SimAccountRow | None]:
-    """The accounts as this transaction sees them, read without sending its moves held back:
-    the moves are added to the rows read. Sent, they locked the account's row (one that every
-    PvP of a pair of banks moves) from this read to the commit, through the handling of every
-    further message of the transaction, and every other transaction that moved it queued
-    behind. A move is only ever made to an account read as open, so the sum is what the
-    database would answer. An account credited in this transaction (perhaps opened by the
-    credit) is read after its credit is sent, as before."""
-    writes = tx.writes
-    keys = [(currency, a) for a in accounts]
-    credited = any(k in writes.credits for k in keys)
-    params = {"currency": currency, "accounts": list(accounts)}
-    only = _ACCOUNTS if credited else frozenset()
-    found = pgtx.query(tx, simstore.SELECT_SIM_ACCOUNTS, params, only)
-    rows: dict[str, SimAccountRow | None] = dict.fromkeys(accounts)
-    for r in found.rows():
-        row = SimAccountRow(*r)
-        available, held = writes.moves.get((currency, row.account), (0, 0))
-        if available or held:
-            row = replace(row, available=row.available + available, held=row.held + held)
-        rows[row.account] = row
-    return rows
 
 
 class SimulatedOutage(RuntimeError):

@@ -22,8 +22,8 @@ from gateway.connector.model import Decision, DecisionKind, LegStatus, PvPState
 from gateway.connector.outbox import Work, logged, transaction
 from gateway.connector.pgrepo import PgRepository
 from gateway.connector.repository import SqlRepository
-from gateway.connector.rows import LegRow, PvPRow, SimAccountRow
-from gateway.connector.sim import SimulatedNetworks, _Reads
+from gateway.connector.rows import LegRow, PvPRow
+from gateway.connector.sim import SimulatedNetworks
 from gateway.sqlite.fastsql import run
 from tests.integration.connector.support import Env
 
@@ -333,46 +333,6 @@ def test_simulated_accounts_moved_and_credited_in_one_transaction_add_up(engine:
         below_zero()
     assert sim.balance("AED", "payee")["available"] == 300
     assert sim.check("AED")["ok"]
-
-
-def _row_is_locked(engine: Engine, account: str) -> bool:
-    """Whether another transaction holds ``account``'s row (a ``FOR UPDATE NOWAIT`` fails)."""
-    with engine.connect() as other:
-        try:
-            other.exec_driver_sql(
-                "SELECT 1 FROM sim_accounts WHERE account = %(a)s FOR UPDATE NOWAIT", {"a": account}
-            )
-        except sa.exc.OperationalError as exc:
-            if getattr(exc.orig, "sqlstate", None) != "55P03":  # lock not available
-                raise
-            return True
-        return False
-
-
-def test_a_read_of_simulated_accounts_sees_the_moves_held_back_without_sending_them(
-    engine: Engine,
-) -> None:
-    sim = SimulatedNetworks(
-        engine, {"AED": "SIMBANKAXXX"}, connector_bic="CONNECTXXXX", faults=Faults()
-    )
-    sim.issue("AED", "payer", 1_000)
-    sim.issue("AED", "payee", 10)
-    with transaction(engine) as work:
-        sim._move(work.conn, "AED", "payer", available=-300, held=300)  # a first message's hold
-        reads = _Reads(work.conn, "AED", [], ["payer", "nobody"])  # the next message's read
-        assert reads.account("payer") == SimAccountRow("AED", "payer", 700, 300)
-        assert reads.account("nobody") is None
-        # The move is still held back: the row every PvP of the pair moves is not locked
-        # through the rest of the transaction, only by its commit.
-        assert not _row_is_locked(engine, "payer")
-
-        sim._credit(work.conn, "AED", "payee", 5)  # a credit: sent before the read, as before
-        reads = _Reads(work.conn, "AED", [], ["payee"])
-        assert reads.account("payee") == SimAccountRow("AED", "payee", 15, 0)
-        assert _row_is_locked(engine, "payee")
-        sim._move(work.conn, "AED", "payee", available=-15, held=15)
-    assert sim.balance("AED", "payer")["available"] == 700
-    assert sim.balance("AED", "payee")["held"] == 15
 
 
 def test_a_decision_sent_again_locks_its_pvp_before_writing_its_legs(
