@@ -55,7 +55,8 @@ def test_every_movement_is_logged_once_and_verifies_across_a_kill_before_the_che
     seg = default_segregated_wallet_id(dep.client.address)
 
     # 1. The integrator dies between pooling a mint's deposit and committing its checkpoint.
-    with gateway(sqlite_engine, dep, tmp_path, ["collateral.movement_before_commit"]) as (proc, url):
+    crash = ["collateral.movement_before_commit"]
+    with gateway(sqlite_engine, dep, tmp_path, crash) as (proc, url):
         post_mint(url, token, "m-1", 1_000_00, holder.address)
         assert proc.wait(30) == -signal.SIGKILL
 
