@@ -23,15 +23,16 @@ CPU, the connector on the second: ``cpus``, ``connector.cpus``), as each would o
 machine; ``--no-pin`` lets the operating system place them.
 
 ``--db postgresql`` runs both processes on PostgreSQL instead, each on a fresh database created
-and dropped here, and prints per PvP the statements and round trips of each process, counted
-in its driver (``ops/bench/pgcount.py``), and the CPU of their PostgreSQL backends
-(``ops/bench/pgmeter.py``). With ``--replicas N`` it ends with an unbatched burst through N
+and dropped here and analyzed after the warm-up, as autovacuum analyzes a running system's
+tables (``--cold``: not analyzed), and prints per PvP the statements and round trips of each
+process, counted in its driver (``ops/bench/pgcount.py``), and the CPU of their PostgreSQL
+backends (``ops/bench/pgmeter.py``). With ``--replicas N`` it ends with an unbatched burst through N
 gateway replicas on the one database, behind a TCP balancer (``ops/bench/replicas.py``), and
 the conservation check after it. Usage:
 
     .venv/bin/python ops/bench/pvp.py [--burst N] [--batched-burst N] [--seconds S]
-        [--latency-rate R] [--no-pin] [--db sqlite|postgresql] [--replicas N]
-        [--pg-admin-url URL]
+        [--latency-rate R] [--warm-up N] [--no-pin] [--db sqlite|postgresql] [--cold]
+        [--replicas N] [--pg-admin-url URL]
 
 The last line is one JSON object.
 
@@ -139,6 +140,15 @@ def command_line() -> argparse.ArgumentParser:
         "connector's endpoint for the gateway from the start",
     )
     parser.add_argument(
+        "--warm-up", type=int, default=1000, help="PvPs run before the measured runs"
+    )
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="with --db postgresql: no ANALYZE after the warm-up, so the runs keep the plans "
+        "made while the fresh databases' tables were nearly empty (see docs/performance.md)",
+    )
+    parser.add_argument(
         "--pg-admin-url",
         default=PG_ADMIN,
         help="with --db postgresql: a database URL of the server, allowed to create databases",
@@ -180,7 +190,9 @@ def main() -> None:
         if replicas is not None:
             replicas.front()
         sub = Submitter(world.connector.url, world.admin_token)
-        run_burst(world, sub, 100, "warm-up")
+        run_burst(world, sub, args.warm_up, "warm-up")
+        if pg is not None and not args.cold:
+            pg.analyze()
         chunk = args.trades_per_request
         unbatched = run_burst(world, sub, args.burst, "unbatched", chunk, pg)
         time.sleep(3)  # the latency run starts from a quiet system, not the burst's tail

@@ -1,11 +1,16 @@
 """The PvP benchmark's PostgreSQL arithmetic (``ops/bench/pgmeter.py``): a party's processes
-(gateway replicas) count together, and per PvP is per PvP."""
+(gateway replicas) count together, and per PvP is per PvP; and its ANALYZE after the warm-up
+reaches each party's database."""
 
 from __future__ import annotations
 
+import os
 import struct
 import sys
 from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
 
 BENCH = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(BENCH))
@@ -45,3 +50,28 @@ def test_a_report_is_per_pvp_for_each_party() -> None:
         "connector_round_trips": 4.0,
         "backends_cpu_ms": 100.0,
     }
+
+
+def test_analyze_gives_each_partys_tables_their_statistics(tmp_path: Path) -> None:
+    meter = PgMeter("postgresql+psycopg://postgres@127.0.0.1:5432/postgres", tmp_path)
+    try:
+        urls = meter.create()
+    except sa.exc.OperationalError:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip("PostgreSQL not reachable on 127.0.0.1:5432")
+    try:
+        for url in urls.values():
+            engine = sa.create_engine(url)
+            with engine.begin() as conn:
+                conn.exec_driver_sql("CREATE TABLE t AS SELECT generate_series(1, 500) AS n")
+            engine.dispose()
+        meter.analyze()
+        for url in urls.values():
+            engine = sa.create_engine(url)
+            with engine.connect() as conn:
+                rows = conn.exec_driver_sql("SELECT reltuples FROM pg_class WHERE relname = 't'")
+                assert rows.scalar_one() == 500
+            engine.dispose()
+    finally:
+        meter.drop()
