@@ -23,6 +23,7 @@ from gateway.config_ops import secret_values
 from gateway.cpus import pin_process
 from gateway.db import SchemaOutOfDate, check_schema, make_engine, schema_revisions, upgrade
 from gateway.errors import GatewayError, InvalidInput
+from gateway.pgengine import server_advice
 
 log = logging.getLogger("gateway")
 
@@ -51,6 +52,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     engine = make_engine(settings.database)
     if settings.database.check_schema:
         check_schema(engine)
+    for advice in server_advice(engine):
+        log.warning(advice)
     if args.host or args.port:  # the address served is the gateway's own: no webhook there
         http = {"host": args.host or settings.http.host, "port": args.port or settings.http.port}
         settings = settings.model_copy(update={"http": settings.http.model_copy(update=http)})

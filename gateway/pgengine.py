@@ -39,6 +39,25 @@ def postgres_engine(url: str, *, pool_size: int, max_overflow: int) -> Engine:
     return engine
 
 
+def server_advice(engine: Engine) -> list[str]:
+    """What the PostgreSQL server behind ``engine`` is set to that the gateway should not run
+    on, as warnings for the log (none on SQLite). Autovacuum off: dead rows are never cleaned
+    up, and tables never analyzed, so the plans each connection keeps for its prepared
+    statements stay those made for the tables as they were (whole-table scans made for empty
+    ones) until the connection is replaced (:data:`PG_POOL_RECYCLE_S`)."""
+    if engine.dialect.name != "postgresql":
+        return []
+    with engine.connect() as conn:
+        autovacuum = conn.exec_driver_sql("SHOW autovacuum").scalar()
+    if autovacuum == "off":
+        return [
+            "PostgreSQL runs with autovacuum off: dead rows are never cleaned up and tables "
+            "never analyzed, so query plans stay those made for small tables; turn it on "
+            "(autovacuum = on, docs/operations.md)"
+        ]
+    return []
+
+
 def ping_when_idle(engine: Engine, idle_s: float) -> None:
     """Ping a pooled connection at checkout only if it sat unused ``idle_s`` or more; a dead
     one is replaced by the pool (``DisconnectionError`` in a checkout listener)."""
@@ -59,4 +78,10 @@ def ping_when_idle(engine: Engine, idle_s: float) -> None:
     sa.event.listen(engine, "checkout", checkout)
 
 
-__all__ = ["PG_PING_IDLE_S", "PG_POOL_RECYCLE_S", "ping_when_idle", "postgres_engine"]
+__all__ = [
+    "PG_PING_IDLE_S",
+    "PG_POOL_RECYCLE_S",
+    "ping_when_idle",
+    "postgres_engine",
+    "server_advice",
+]

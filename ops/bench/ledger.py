@@ -140,7 +140,8 @@ def bench(url: str, pairs: int, workers: int, counts: Path | None = None) -> Fig
     if engine.dialect.name == "postgresql":
         # As autovacuum does in a running system: the plans that the connections keep for
         # their prepared statements, made while the tables were nearly empty, scan them whole
-        # and stay until the tables are analyzed; a short run ends before autovacuum's round.
+        # and stay until the tables are analyzed (a server may run without autovacuum, and a
+        # short run ends before its first round).
         with engine.connect() as conn:
             conn.exec_driver_sql("ANALYZE")
             conn.commit()

@@ -44,7 +44,8 @@ class PgMeter:
         """ANALYZE each party's database, as autovacuum does in a running system: the plans
         its processes' connections keep for their prepared statements are made again, for
         tables of the size they have now (made while the tables were nearly empty, they scan
-        them whole, and a short benchmark ends before autovacuum's first round)."""
+        them whole; a server may run without autovacuum, and a short benchmark ends before
+        its first round)."""
         base = self.admin_url.rsplit("/", 1)[0]
         for name in self.names.values():
             engine = sa.create_engine(f"{base}/{name}", isolation_level="AUTOCOMMIT")
