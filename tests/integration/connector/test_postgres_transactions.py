@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from gateway.connector import schema, store
+from gateway.connector.delivery import InFlight
 from gateway.connector.faults import Faults
 from gateway.connector.model import Decision, DecisionKind, LegStatus, PvPState
 from gateway.connector.outbox import Work, logged, transaction
@@ -352,18 +353,23 @@ def test_a_decision_sent_again_locks_its_pvp_before_writing_its_legs(
 # --- claims of outbox rows to deliver (``gateway.connector.delivery.InFlight``) -------------
 
 
-def test_a_claim_takes_the_oldest_due_rows_not_in_flight(engine: Engine) -> None:
-    from gateway.connector.delivery import InFlight
-
+def _outbox(engine: Engine, n: int, *, not_due: int = 0, sent: int = 0) -> None:
+    """Outbox rows M1..Mn, all due but ``M<not_due>``, none sent but ``M<sent>``."""
     with engine.begin() as conn:
         conn.execute(
             sa.text(
                 "INSERT INTO outbox (destination_bic, msg_def_id, msg_id, pvp_id, payload,"
-                " created_at, available_at, attempts)"
+                " created_at, available_at, attempts, sent_at)"
                 " SELECT 'NETWORKXXXX', 'pacs.009.001.08', 'M' || g, NULL, '\\x00'::bytea, 1,"
-                " CASE WHEN g = 3 THEN 10 ^ 15 ELSE 1 END, 0 FROM generate_series(1, 8) AS g"
-            )
+                " CASE WHEN g = :not_due THEN 10 ^ 15 ELSE 1 END, 0,"
+                " CASE WHEN g = :sent THEN 2 END FROM generate_series(1, :n) AS g"
+            ),
+            {"n": n, "not_due": not_due, "sent": sent},
         )
+
+
+def test_a_claim_takes_the_oldest_due_rows_not_in_flight(engine: Engine) -> None:
+    _outbox(engine, 8, not_due=3)
     rows = InFlight(engine, max_in_flight=4)
     first, more = rows.claim_due()
     assert [r.msg_id for r in first] == ["M1", "M2", "M4", "M5"] and more  # M3 not due yet
@@ -379,17 +385,7 @@ def test_a_claim_takes_the_oldest_due_rows_not_in_flight(engine: Engine) -> None
 
 
 def test_a_commits_own_rows_are_claimed_once_each_and_only_while_unsent(engine: Engine) -> None:
-    from gateway.connector.delivery import InFlight
-
-    with engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                "INSERT INTO outbox (destination_bic, msg_def_id, msg_id, pvp_id, payload,"
-                " created_at, available_at, attempts, sent_at)"
-                " SELECT 'NETWORKXXXX', 'pacs.009.001.08', 'M' || g, NULL, '\\x00'::bytea, 1, 1,"
-                " 0, CASE WHEN g = 1 THEN 2 END FROM generate_series(1, 6) AS g"
-            )
-        )
+    _outbox(engine, 6, sent=1)
     rows = InFlight(engine)
     own, more = rows.claim_own(["M5", "M2", "M2", "M1", "M9"])  # M1 sent, M9 none
     assert [r.msg_id for r in own] == ["M2", "M5"] and not more
