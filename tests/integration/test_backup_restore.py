@@ -1,6 +1,6 @@
 """Backup and restore as docs/operations.md tells an operator to do them, with the real
 commands: ``dt-gateway db backup`` of a SQLite database while transfers keep committing, and
-``pg_dump`` / ``pg_restore`` of PostgreSQL; each copy restored and checked with
+``pg_dump`` / ``pg_restore`` (then ``ANALYZE``) of PostgreSQL; each copy restored and checked with
 ``dt-gateway ledger check`` (conservation and balances) and ``dt-gateway db current``."""
 
 from __future__ import annotations
@@ -148,8 +148,8 @@ def test_sqlite_backup_refuses_postgresql_and_names_pg_dump(tmp_path: Path) -> N
 def test_pg_dump_and_pg_restore_give_a_sound_ledger(
     pg_database_factory: Callable[[], str], tmp_path: Path
 ) -> None:
-    if shutil.which("pg_dump") is None or shutil.which("pg_restore") is None:
-        pytest.skip("pg_dump and pg_restore are not installed")
+    if not all(shutil.which(tool) for tool in ("pg_dump", "pg_restore", "psql")):
+        pytest.skip("pg_dump, pg_restore and psql are not installed")
     source_url = pg_database_factory()
     engine = migrated_engine(source_url)
     _book(engine)
@@ -176,6 +176,22 @@ def test_pg_dump_and_pg_restore_give_a_sound_ledger(
         check=False,
     )
     assert done.returncode == 0, done.stderr
+    # A restore brings no statistics: the plans would be made for empty tables.
+    analyzed = subprocess.run(
+        ["psql", _libpq(target_url), "-c", "ANALYZE"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert analyzed.returncode == 0, analyzed.stderr
+    restored = sa.create_engine(target_url)
+    with restored.connect() as conn:
+        stats = conn.exec_driver_sql(
+            "SELECT count(*) FROM pg_stats WHERE tablename = 'ledger_wallet'"
+        )
+        assert stats.scalar_one() > 0  # column statistics: made by ANALYZE only
+    restored.dispose()
     report = _restored_is_sound(target_url)
     assert (report["total_posted"], report["issued_minus_redeemed"]) == (0, 10_000_000 - 1)
 
