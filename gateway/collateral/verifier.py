@@ -43,13 +43,16 @@ import argparse
 import base64
 import copy
 import json
+import os
 import re
+import signal
 import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import httpx
 
@@ -517,7 +520,9 @@ def run(args: argparse.Namespace) -> int:
     headers = {"User-Agent": "dt-gateway-verifier", "Accept-Encoding": "gzip, identity"}
     with (
         httpx.Client(timeout=30, headers=headers, follow_redirects=True) as client,
-        ThreadPoolExecutor(max_workers=4, thread_name_prefix="verifier") as pool,
+        ThreadPoolExecutor(
+            max_workers=4, thread_name_prefix="verifier", initializer=_main_thread_takes_sigint
+        ) as pool,
     ):
         session = Session(LogClient(opts.url, client, pool), Rpc(opts.rpc, client), pool)
         code = int(ExitCode.INTERRUPTED)
@@ -538,7 +543,25 @@ def run(args: argparse.Namespace) -> int:
                     return code
                 time.sleep(args.watch)
         except KeyboardInterrupt:  # --watch ends here; the last result's code stands
-            return code
+            _exit_now(code)
+
+
+def _main_thread_takes_sigint() -> None:
+    """The pool's threads block SIGINT, so that the kernel delivers Ctrl-C to the main thread:
+    delivered to a worker, it left the main thread blocked in a read from a stalled server
+    until that read ended, and only then raised ``KeyboardInterrupt``."""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+
+def _exit_now(code: int) -> NoReturn:
+    """Ends the process with ``code`` at once: a fetch in flight on the pool's threads would
+    hold an interrupted run (Ctrl-C) until the server answered or the HTTP timeout (30 s),
+    since the interpreter joins those threads before it exits. Nothing is left half-written:
+    the state file is replaced whole (``state.save``)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
