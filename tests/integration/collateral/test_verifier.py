@@ -61,6 +61,27 @@ def run(history: History, capsys: pytest.CaptureFixture[str]) -> Run:
     return run
 
 
+# The verifier as started from a terminal: SIGINT at its default (Ctrl-C raises
+# KeyboardInterrupt) whatever the suite was started from (a background job ignores SIGINT, and
+# its children inherit that).
+_FROM_A_TERMINAL = (
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler);"
+    " sys.argv[0] = 'verifier';"
+    " runpy.run_module('gateway.collateral.verifier', run_name='__main__')"
+)
+
+
+def _verifier(*args: str, stdout: int | None = None) -> subprocess.Popen[str]:
+    root = Path(__file__).parents[3]
+    return subprocess.Popen(
+        [sys.executable, "-c", _FROM_A_TERMINAL, *args],
+        stdout=stdout,
+        text=True,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+
+
 def _dt(data: bytes, **changes: int) -> bytes:
     entry = fmt.decode(data)
     assert isinstance(entry, fmt.DtMovement)
@@ -385,21 +406,7 @@ def test_the_dt_gateway_command_runs_the_verifier(
 def test_the_module_runs_alone_and_watches_until_interrupted(history: History) -> None:
     with serving(history) as (url, rpc):
         args = ["--url", url, "--rpc", rpc, "--log-key", history.log.signer.vkey()]
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gateway.collateral.verifier",
-                *args,
-                "--json",
-                "--watch",
-                "0.2",
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=Path(__file__).parents[3],
-            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[3])},
-        )
+        process = _verifier(*args, "--json", "--watch", "0.2", stdout=subprocess.PIPE)
         assert process.stdout is not None
         first = json.loads(process.stdout.readline())
         history.mint(5)
@@ -448,15 +455,35 @@ def test_a_run_interrupted_before_its_result_does_not_exit_as_verified(history: 
     try:
         with serving(history) as (_, rpc):
             args = ["--url", stalled_log.url, "--rpc", rpc, "--log-key", history.log.signer.vkey()]
-            process = subprocess.Popen(
-                [sys.executable, "-m", "gateway.collateral.verifier", *args],
-                cwd=Path(__file__).parents[3],
-                env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[3])},
-            )
+            process = _verifier(*args)
             while not reached.wait(0.1):  # the verifier is on its way to the checkpoint
                 assert process.poll() is None, f"the verifier exited with {process.returncode}"
             process.send_signal(signal.SIGINT)
             assert process.wait(timeout=30) == ExitCode.INTERRUPTED
+    finally:
+        release.set()
+        stalled_log.close()
+
+
+def test_an_interrupted_run_does_not_wait_for_downloads_in_flight(history: History) -> None:
+    # The entry bundles are fetched on the verifier's pool: those stall, the checkpoint does not.
+    reached, release = threading.Event(), threading.Event()
+
+    def bundles_stall(method: str, path: str, body: bytes) -> tuple[int, bytes]:
+        if "/tile/entries/" in path:
+            reached.set()
+            release.wait(30)
+        return history.log.answer(method, path, body)
+
+    stalled_log = Server(bundles_stall)
+    try:
+        with serving(history) as (_, rpc):
+            args = ["--url", stalled_log.url, "--rpc", rpc, "--log-key", history.log.signer.vkey()]
+            process = _verifier(*args)
+            while not reached.wait(0.1):
+                assert process.poll() is None, f"the verifier exited with {process.returncode}"
+            process.send_signal(signal.SIGINT)
+            assert process.wait(timeout=10) == ExitCode.INTERRUPTED  # not at the 30 s stall's end
     finally:
         release.set()
         stalled_log.close()
