@@ -364,8 +364,12 @@ class PvPProcesses:
         return dict(wait_for(f"the gateway's DT leg {state} ({pvp_id})", probe, timeout))
 
     def assert_atomic(self, pvp_id: str) -> str:
-        """Both legs settled (COMMIT) or both not moved (ABORT), on both sides; the outcome."""
-        view = self.connector_pvp(pvp_id)
+        """Both legs settled (COMMIT) or both not moved (ABORT), on both sides; the outcome.
+
+        Read once the PvP is final again: a network's lock that arrives after its answer to the
+        cancellation (the gateway's ACSP overtaken by its camt.029) has the connector cancel
+        that leg again and wait for a new answer, so a cancelled PvP is aborted for a moment."""
+        view = self.wait_final(pvp_id)
         decision = view["decision"]["decision"]
         legs = {leg["leg"]: leg for leg in view["legs"]}
         # By UETR: a leg cancelled before its pacs.009 arrived does not know its PvP id.
