@@ -37,8 +37,7 @@ class PgMeter:
         tag = secrets.token_hex(4)
         self.names = {p: f"dtg_bench_{p}_{tag}" for p in PARTIES}
         self._admin(*(f'CREATE DATABASE "{n}"' for n in self.names.values()))
-        base = self.admin_url.rsplit("/", 1)[0]
-        return {p: f"{base}/{n}" for p, n in self.names.items()}
+        return {p: self._url(n) for p, n in self.names.items()}
 
     def analyze(self) -> None:
         """ANALYZE each party's database, as autovacuum does in a running system: the plans
@@ -46,27 +45,19 @@ class PgMeter:
         tables of the size they have now (made while the tables were nearly empty, they scan
         them whole; a server may run without autovacuum, and a short benchmark ends before
         its first round)."""
-        base = self.admin_url.rsplit("/", 1)[0]
         for name in self.names.values():
-            engine = sa.create_engine(f"{base}/{name}", isolation_level="AUTOCOMMIT")
-            try:
-                with engine.connect() as conn:
-                    conn.exec_driver_sql("ANALYZE")
-            finally:
-                engine.dispose()
+            _run(self._url(name), "ANALYZE")
 
     def drop(self) -> None:
         self._admin(*(f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)' for n in self.names.values()))
 
     def _admin(self, *statements: str) -> list[list[Any]]:
         """Run ``statements`` on the server, outside any transaction; their rows."""
-        engine = sa.create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
-        try:
-            with engine.connect() as conn:
-                results = [conn.exec_driver_sql(s) for s in statements]
-                return [list(r.all()) if r.returns_rows else [] for r in results]
-        finally:
-            engine.dispose()
+        return _run(self.admin_url, *statements)
+
+    def _url(self, name: str) -> str:
+        """The URL of the database ``name`` on the admin URL's server."""
+        return self.admin_url.rsplit("/", 1)[0] + "/" + name
 
     def counters(self, pids: Sequence[int]) -> dict[str, float]:
         """The counters of these processes so far, added up."""
@@ -112,3 +103,14 @@ class PgMeter:
         figures["backends_cpu_ms"] = cpu
         print("  PostgreSQL per PvP: " + "; ".join(parts) + f"; backends' CPU {cpu:.1f} ms")
         return figures
+
+
+def _run(url: str, *statements: str) -> list[list[Any]]:
+    """Run ``statements`` on the database at ``url``, outside any transaction; their rows."""
+    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            results = [conn.exec_driver_sql(s) for s in statements]
+            return [list(r.all()) if r.returns_rows else [] for r in results]
+    finally:
+        engine.dispose()
