@@ -38,6 +38,17 @@ def literal_is(column: str | sa.ColumnElement[Any], value: str) -> Any:
     return col == sa.literal_column(f"'{value}'")
 
 
+def checked_after_key(column: str | sa.ColumnElement[Any], value: str) -> Any:
+    """``column = 'value'`` for a table reached by key from another's work list, written
+    (``(...) IS TRUE``) so that PostgreSQL cannot serve it from a partial index of that
+    table. Its statistics, taken when few rows had ``value`` (a PvP is pending for
+    milliseconds), put such an index at one row, and a join then scanned the whole index
+    for every row of the work list (``ix_pvps_pending_deadline`` for each queued leg: 3 s
+    for 8,000 legs); by key it is one look-up each (``test_pg_query_plans.py``)."""
+    col = sa.column(column) if isinstance(column, str) else column
+    return (col == sa.literal_column(f"'{value}'")).is_(sa.true())
+
+
 _BigInt = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 participants = sa.Table(
@@ -310,6 +321,7 @@ def create_schema(engine: Engine) -> None:
 
 
 __all__ = [
+    "checked_after_key",
     "create_schema",
     "decisions",
     "inbox",

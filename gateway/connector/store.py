@@ -36,6 +36,7 @@ from gateway.connector.rows import (
     SweepProbe,
 )
 from gateway.connector.schema import (
+    checked_after_key,
     decisions,
     inbox,
     instructions,
@@ -225,7 +226,7 @@ LOCK_PVP_OF_UETR = _waited(
 SELECT_QUEUED_LEGS = _waited(
     sa.select(legs, *PVP_COLUMNS, pvps.c.created_at)
     .join(pvps, pvps.c.id == legs.c.pvp_id)
-    .where(literal_is(legs.c.status, "queued") & literal_is(pvps.c.state, "pending"))
+    .where(literal_is(legs.c.status, "queued") & checked_after_key(pvps.c.state, "pending"))
     .order_by(pvps.c.created_at, legs.c.pvp_id, legs.c.leg)
     .limit(_b("limit"))
 )
