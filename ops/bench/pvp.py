@@ -28,10 +28,12 @@ tables (``--cold``: not analyzed), and prints per PvP the statements and round t
 process, counted in its driver (``ops/bench/pgcount.py``), and the CPU of their PostgreSQL
 backends (``ops/bench/pgmeter.py``). With ``--replicas N`` it ends with an unbatched burst through N
 gateway replicas on the one database, behind a TCP balancer (``ops/bench/replicas.py``), and
-the conservation check after it. Usage:
+the conservation check after it. ``--db both`` runs SQLite, then PostgreSQL, in one sitting
+and its JSON line carries both sets of figures and PostgreSQL's capacity as a share of
+SQLite's (``pg_unbatched_share_of_sqlite``, ``pg_batched_share_of_sqlite``). Usage:
 
     .venv/bin/python ops/bench/pvp.py [--burst N] [--batched-burst N] [--seconds S]
-        [--latency-rate R] [--warm-up N] [--no-pin] [--db sqlite|postgresql] [--cold]
+        [--latency-rate R] [--warm-up N] [--no-pin] [--db sqlite|postgresql|both] [--cold]
         [--replicas N] [--pg-admin-url URL]
 
 The last line is one JSON object.
@@ -127,17 +129,19 @@ def command_line() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--db",
-        choices=("sqlite", "postgresql"),
+        choices=("sqlite", "postgresql", "both"),
         default="sqlite",
-        help="both processes on SQLite files, or each on a fresh PostgreSQL database",
+        help="both processes on SQLite files, or each on a fresh PostgreSQL database, or "
+        "both kinds one after the other (one JSON line with both figures and PostgreSQL's "
+        "share of SQLite's capacity)",
     )
     parser.add_argument(
         "--replicas",
         type=int,
         default=1,
-        help="with --db postgresql: after the runs with one gateway, an unbatched burst with "
-        "this many gateway replicas on the one database, behind a TCP balancer that is the "
-        "connector's endpoint for the gateway from the start",
+        help="with --db postgresql (or both): after the runs with one gateway, an unbatched "
+        "burst with this many gateway replicas on the one database, behind a TCP balancer "
+        "that is the connector's endpoint for the gateway from the start",
     )
     parser.add_argument(
         "--warm-up", type=int, default=1000, help="PvPs run before the measured runs"
@@ -145,27 +149,24 @@ def command_line() -> argparse.ArgumentParser:
     parser.add_argument(
         "--cold",
         action="store_true",
-        help="with --db postgresql: no ANALYZE after the warm-up, so the runs keep the plans "
-        "made while the fresh databases' tables were nearly empty (see docs/performance.md)",
+        help="with --db postgresql (or both): no ANALYZE after the warm-up, so the runs keep "
+        "the plans made while the fresh databases' tables were nearly empty (see "
+        "docs/performance.md)",
     )
     parser.add_argument(
         "--pg-admin-url",
         default=PG_ADMIN,
-        help="with --db postgresql: a database URL of the server, allowed to create databases",
+        help="with --db postgresql (or both): a database URL of the server, allowed to create "
+        "databases",
     )
     return parser
 
 
-def main() -> None:
-    cli = command_line()
-    args = cli.parse_args()
-    if args.replicas > 1 and args.db != "postgresql":
-        cli.error("--replicas needs --db postgresql (one server per SQLite file)")
-
-    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"machine reference: {machine_reference():.0f} µs of CPU per pacs.009 signature")
+def measure(args: argparse.Namespace, db: str) -> dict[str, float]:
+    """The runs on one database kind (``sqlite`` or ``postgresql``): their figures, under
+    ``pg_`` names for PostgreSQL."""
     tmp = Path(tempfile.mkdtemp(prefix="dtgw-bench-pvp-"))
-    pg = PgMeter(args.pg_admin_url, tmp / "pg-counts") if args.db == "postgresql" else None
+    pg = PgMeter(args.pg_admin_url, tmp / "pg-counts") if db == "postgresql" else None
     urls: dict[str, str] = {}
     counting: dict[str, str] = {}
     if pg is not None:
@@ -184,7 +185,7 @@ def main() -> None:
     )
     total = args.burst * 3 + args.batched_burst + 100_000
     world.setup(dt=total * KZT * 2, aed=total * AED * 2)
-    replicas = Replicas(world, args.replicas) if args.replicas > 1 else None
+    replicas = Replicas(world, args.replicas) if pg is not None and args.replicas > 1 else None
     both: float | None = None
     try:
         if replicas is not None:
@@ -225,7 +226,6 @@ def main() -> None:
             replicas.close()
         if pg is not None and not args.keep:
             pg.drop()
-    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if args.keep:
         print(f"databases and logs kept in {world.tmp}")
     else:
@@ -242,6 +242,34 @@ def main() -> None:
         # The latency run's (one PvP at a time through each path): per PvP, each process.
         figures |= {f"{k}_per_pvp": round(v, 1) for k, v in per_pvp.items()}
         figures = {f"pg_{k}": v for k, v in figures.items()}
+    return figures
+
+
+def shares(figures: dict[str, float]) -> dict[str, float]:
+    """PostgreSQL's capacity as a share of SQLite's, when one sitting measured both."""
+    return {
+        f"pg_{run}_share_of_sqlite": round(figures[f"pg_{run}_pvp_per_s"] / sqlite, 2)
+        for run in ("unbatched", "batched")
+        if (sqlite := figures.get(f"{run}_pvp_per_s")) and f"pg_{run}_pvp_per_s" in figures
+    }
+
+
+def main() -> None:
+    cli = command_line()
+    args = cli.parse_args()
+    if args.replicas > 1 and args.db == "sqlite":
+        cli.error("--replicas needs --db postgresql or both (one server per SQLite file)")
+
+    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"machine reference: {machine_reference():.0f} µs of CPU per pacs.009 signature")
+    kinds = ("sqlite", "postgresql") if args.db == "both" else (args.db,)
+    figures: dict[str, float] = {}
+    for db in kinds:
+        if len(kinds) > 1:
+            print(f"--- {db}")
+        figures |= measure(args, db)
+    figures |= shares(figures)
+    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(json.dumps(figures))
 
 

@@ -57,3 +57,22 @@ def test_the_options_keep_their_names_and_defaults(bench: ModuleType) -> None:
         ["--gateway-env", "A=1", "--gateway-env", "B=2", "--connector-env", "C=3"]
     )
     assert (env.gateway_env, env.connector_env) == (["A=1", "B=2"], ["C=3"])
+
+
+def test_one_sitting_of_both_kinds_reports_postgresql_as_a_share_of_sqlite(
+    bench: ModuleType,
+) -> None:
+    assert bench.command_line().parse_args(["--db", "both", "--replicas", "2"]).db == "both"
+    figures = {
+        "unbatched_pvp_per_s": 200.0,
+        "batched_pvp_per_s": 1000.0,
+        "pg_unbatched_pvp_per_s": 90.0,
+        "pg_batched_pvp_per_s": 600.0,
+    }
+    assert bench.shares(figures) == {
+        "pg_unbatched_share_of_sqlite": 0.45,
+        "pg_batched_share_of_sqlite": 0.6,
+    }
+    # One kind alone: nothing to compare.
+    assert bench.shares({"pg_unbatched_pvp_per_s": 90.0, "pg_batched_pvp_per_s": 600.0}) == {}
+    assert bench.shares({"unbatched_pvp_per_s": 200.0, "batched_pvp_per_s": 1000.0}) == {}
