@@ -5,12 +5,15 @@ A running database's statistics are taken at moments: a PvP is pending for milli
 an ``ANALYZE`` usually finds none, and the planner then puts a partial index of pending rows
 at one row. Joined to a work list as long, a plan that scans such an index for each row of
 the list is quadratic: the batched flush read its queued legs in 0.4 s a call in the PvP
-benchmark, 3 s for 8,000 legs. No functional test can see a plan; this one asks PostgreSQL
-for it in that state (analyzed with nothing pending, then a backlog)."""
+benchmark, 3 s for 8,000 legs. No functional test can see a plan; these ask PostgreSQL for
+them in that state (analyzed with nothing in flight, then a backlog): the queued legs' read,
+run, and every read of the connector's, none of which may scan a partial index whole on the
+inner side of a nested loop (once for each row of the outer side)."""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,7 +21,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from gateway.connector import schema, store
+from gateway.connector import pgrepo, schema, store
 
 pytestmark = pytest.mark.postgres
 
@@ -47,7 +50,7 @@ def _add_pvps(conn: sa.Connection, first: int, count: int, state: str, status: s
     )
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def backlog(pg_database_factory: Callable[[], str]) -> Iterator[Engine]:
     """2,000 settled PvPs analyzed, then 1,500 pending ones with their legs queued."""
     engine = store.make_engine(pg_database_factory())
@@ -62,6 +65,14 @@ def backlog(pg_database_factory: Callable[[], str]) -> Iterator[Engine]:
     engine.dispose()
 
 
+def _plan(explained: Any) -> dict[str, Any]:
+    """The top node of ``EXPLAIN (FORMAT JSON)``'s answer (parsed by the driver, or text)."""
+    found: dict[str, Any] = (explained if isinstance(explained, list) else json.loads(explained))[
+        0
+    ]["Plan"]
+    return found
+
+
 def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
     yield plan
     for child in plan.get("Plans", []):
@@ -72,14 +83,67 @@ def test_queued_legs_reach_their_pvps_by_key(backlog: Engine) -> None:
     sql = str(store.SELECT_QUEUED_LEGS.compile(dialect=backlog.dialect))
     with backlog.connect() as conn:
         # The statement as psycopg runs it once prepared: a generic plan.
-        conn.exec_driver_sql("SET plan_cache_mode = force_generic_plan")
+        conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")
         found = store.read_queued_legs(conn, 2000)
-        (row,) = conn.exec_driver_sql(
-            "EXPLAIN (FORMAT JSON, ANALYZE) " + sql, {"limit": 2000}
-        ).fetchone()
-    plan = (row if isinstance(row, list) else json.loads(row))[0]["Plan"]
+        plan = _plan(
+            conn.exec_driver_sql(
+                "EXPLAIN (FORMAT JSON, ANALYZE) " + sql, {"limit": 2000}
+            ).scalar_one()
+        )
     reads = {n["Relation Name"]: n for n in _nodes(plan) if "Relation Name" in n}
     assert reads["pvps"]["Index Name"] == "pvps_pkey", plan
     assert reads["pvps"]["Actual Loops"] <= 3000, plan  # one look-up per queued leg
     assert len(found) == 2000
     assert [q.pvp.id for q in found[:4]] == ["PVP2001", "PVP2001", "PVP2002", "PVP2002"]
+
+
+_PARTIAL = {
+    ix.name
+    for table in schema.metadata.sorted_tables
+    for ix in table.indexes
+    if ix.dialect_options["postgresql"]["where"] is not None
+}
+_READS = {
+    name: statement
+    for module in (store, pgrepo)
+    for name, statement in vars(module).items()
+    if name.lstrip("_").isupper() and isinstance(statement, sa.sql.Select)
+}
+
+
+def _generic_plan(conn: sa.Connection, statement: sa.sql.Select[Any]) -> dict[str, Any]:
+    """The plan PostgreSQL keeps for ``statement`` once psycopg has prepared it (a generic
+    plan: the same whatever the parameters)."""
+    sql = str(statement.compile(dialect=conn.dialect))
+    sql = re.sub(r"\(__\[POSTCOMPILE_(\w+)\]\)", r"(%(\1)s)", sql)  # an expanding IN
+    names = list(dict.fromkeys(re.findall(r"%\((\w+)\)s", sql)))
+    for n, name in enumerate(names, 1):
+        sql = sql.replace(f"%({name})s", f"${n}")
+    conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")
+    conn.exec_driver_sql(f"PREPARE plan_of AS {sql}")
+    try:
+        args = f"({', '.join(['NULL'] * len(names))})" if names else ""
+        query = f"EXPLAIN (FORMAT JSON) EXECUTE plan_of{args}"
+        return _plan(conn.exec_driver_sql(query).scalar_one())
+    finally:
+        conn.exec_driver_sql("DEALLOCATE plan_of")
+
+
+def _partial_scans_per_row(plan: dict[str, Any]) -> list[str]:
+    """Partial indexes scanned whole on the inner side of a nested loop: once for every row
+    of the outer side."""
+    found = []
+    for node in _nodes(plan):
+        if node["Node Type"] != "Nested Loop" or len(node.get("Plans", [])) < 2:
+            continue
+        for inner in _nodes(node["Plans"][1]):
+            if inner.get("Index Name") in _PARTIAL and "Index Cond" not in inner:
+                found.append(inner["Index Name"])
+    return found
+
+
+@pytest.mark.parametrize("name", sorted(_READS))
+def test_no_read_scans_a_partial_index_for_each_row(backlog: Engine, name: str) -> None:
+    with backlog.connect() as conn:
+        plan = _generic_plan(conn, _READS[name])
+    assert not _partial_scans_per_row(plan), plan
