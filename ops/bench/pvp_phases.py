@@ -1,8 +1,9 @@
 """The PvP benchmark's phases (``ops/bench/pvp.py``): a burst for capacity, a steady rate for
 latency. Each measures, prints its figures and returns the ones the JSON line carries.
 
-- :func:`run_burst`: PvPs/s = PvPs / (the last one settled - the first trade submitted), and
-  each party's CPU per PvP (per gateway replica too, when there are several);
+- :func:`run_burst`: PvPs/s = PvPs / (the last one settled - the first trade submitted),
+  each party's CPU per PvP (per gateway replica too, when there are several), and the rate
+  that CPU in all allows on this machine's CPUs, with the share of it the run reached;
 - :func:`run_latency`: trades open loop at a steady rate; per PvP, from the trade request to
   both legs settled (and to the settlement confirmed to the connector), p50 / p99; each
   party's CPU, how busy each was and by which threads, the stalls of their logs' fsyncs, and
@@ -15,6 +16,7 @@ trips per PvP and its backends' CPU.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -57,9 +59,23 @@ def run_burst(
     if replicas is not None:  # each replica's share: the balancer spread the connections
         split = [(cpu_s(pid) - gateway0[pid]) * 1000 / n for pid in pids["gateway"]]
         print("    by gateway replica: " + ", ".join(f"{ms:.1f}" for ms in split))
+    backends = 0.0
     if pg is not None and pg0 is not None:
-        pg.report(pg0, pg.snapshot(pids), n)
+        backends = pg.report(pg0, pg.snapshot(pids), n)["backends_cpu_ms"]
+    print_ceiling(sum(cpu.values()) + backends, rate)
     return rate
+
+
+def print_ceiling(cpu_ms: float, rate: float) -> None:
+    """What the CPU of a PvP in all (the processes', the bench's, PostgreSQL's backends')
+    allows on this machine's CPUs, and how much of that the run reached: near 100 %, the
+    CPUs, not waits, bound it."""
+    cpus = len(os.sched_getaffinity(0))
+    ceiling = cpus * 1000 / cpu_ms if cpu_ms > 0 else float("inf")
+    print(
+        f"  in all {cpu_ms:.1f} ms of CPU per PvP: at most {ceiling:.0f} PvP/s on {cpus} "
+        f"CPUs; this run reached {100 * rate / ceiling:.0f} % of that"
+    )
 
 
 def run_latency(
