@@ -16,8 +16,10 @@ the driver), and for PostgreSQL the statements and round trips per pair, counted
 
     .venv/bin/python ops/bench/ledger.py [--pairs N] [--workers W] [--pg-admin-url URL] [--no-pg]
 
-The last line is one JSON object (PostgreSQL's single 1-client run's counts per pair and the
-CPU per pair of it and of the batched 1-client run under ``pg_*_per_pair``).
+The last line is one JSON object (PostgreSQL's single 1-client run's counts per pair, and the
+CPU per pair of the benchmark and of PostgreSQL's backends in it and in the batched 1-client
+run, under ``pg_*_per_pair``). Each PostgreSQL line also prints the rate the CPU of a pair in
+all (the benchmark's and the backends') allows on this machine's CPUs.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from gateway.ledger.store import LedgerUnitOfWork
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pgcount
+from pgmeter import cpu_s
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
@@ -148,11 +151,15 @@ def bench(url: str, pairs: int, workers: int, counts: Path | None = None) -> Fig
 
     def counted(run: Callable[[], tuple[float, int]]) -> tuple[float, dict[str, float]]:
         before = pgcount.read(counts) if counts else None
+        backends = _backends_cpu(engine) if counts else {}
         cpu = time.process_time()
         rate, n = run()
         per_pair = {"cpu_us": (time.process_time() - cpu) * 1e6 / n}
         if counts is not None and before is not None:
             per_pair.update(pgcount.per(before, pgcount.read(counts), n))
+            after = _backends_cpu(engine)
+            used = sum(v - backends.get(pid, 0.0) for pid, v in after.items())
+            per_pair["backends_cpu_us"] = used * 1e6 / n
         return rate, per_pair
 
     runs: dict[str, Callable[[], tuple[float, int]]] = {
@@ -168,6 +175,40 @@ def bench(url: str, pairs: int, workers: int, counts: Path | None = None) -> Fig
     assert report.ok, report.violations
     engine.dispose()
     return out
+
+
+def _backends_cpu(engine: sa.Engine) -> dict[int, float]:
+    """CPU seconds so far of each PostgreSQL backend of the benchmark's database (its pool's
+    connections, which last the run; one that ended in between is not counted)."""
+    with engine.connect() as conn:
+        pids = conn.exec_driver_sql(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+        ).scalars()
+        out = {}
+        for pid in pids:
+            try:
+                out[pid] = cpu_s(pid)
+            except OSError:  # the backend ended
+                continue
+        return out
+
+
+def _line(db: str, name: str, value: float, per_pair: dict[str, float]) -> str:
+    """One run's printed line: pairs/s, and per pair the benchmark's CPU; on PostgreSQL the
+    driver's counts, the backends' CPU, and the rate both allow on this machine's CPUs."""
+    line = f"{db:<11} {name:<26} {value:>10,.0f} lock+commit pairs/s"
+    line += f"   per pair: {per_pair['cpu_us']:,.0f} µs CPU"
+    if "statements" in per_pair:
+        cpus = len(os.sched_getaffinity(0))
+        in_all = per_pair["cpu_us"] + per_pair["backends_cpu_us"]
+        line += (
+            f", {per_pair['statements']:.2f} statements,"
+            f" {per_pair['round_trips']:.2f} round trips,"
+            f" {per_pair['transactions']:.2f} transactions,"
+            f" backends {per_pair['backends_cpu_us']:,.0f} µs CPU"
+            f" (in all: at most {cpus * 1e6 / in_all:,.0f} pairs/s on {cpus} CPUs)"
+        )
+    return line
 
 
 def main() -> None:
@@ -189,15 +230,7 @@ def main() -> None:
     print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     for db, figures in results.items():
         for name, (value, per_pair) in figures.items():
-            line = f"{db:<11} {name:<26} {value:>10,.0f} lock+commit pairs/s"
-            line += f"   per pair: {per_pair['cpu_us']:,.0f} µs CPU"
-            if "statements" in per_pair:
-                line += (
-                    f", {per_pair['statements']:.2f} statements,"
-                    f" {per_pair['round_trips']:.2f} round trips,"
-                    f" {per_pair['transactions']:.2f} transactions"
-                )
-            print(line)
+            print(_line(db, name, value, per_pair))
     sqlite = {k: v for k, (v, _) in results["sqlite"].items()}
     summary: dict[str, float] = {
         "sqlite_single_pairs_per_s": round(
@@ -215,9 +248,10 @@ def main() -> None:
         summary["pg_single_round_trips_per_pair"] = round(one["round_trips"], 2)
         summary["pg_single_statements_per_pair"] = round(one["statements"], 2)
         summary["pg_single_cpu_us_per_pair"] = round(one["cpu_us"])
-        summary["pg_batched_cpu_us_per_pair"] = round(
-            results["postgresql"]["batched_1_client"][1]["cpu_us"]
-        )
+        batched = results["postgresql"]["batched_1_client"][1]
+        summary["pg_batched_cpu_us_per_pair"] = round(batched["cpu_us"])
+        summary["pg_single_backends_cpu_us_per_pair"] = round(one["backends_cpu_us"])
+        summary["pg_batched_backends_cpu_us_per_pair"] = round(batched["backends_cpu_us"])
     print(json.dumps(summary))
 
 
