@@ -48,7 +48,7 @@ from gateway.ledger.store import LedgerUnitOfWork
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pgcount
-from pgmeter import cpu_s
+from pgmeter import backends_cpu_s
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
@@ -184,13 +184,7 @@ def _backends_cpu(engine: sa.Engine) -> dict[int, float]:
         pids = conn.exec_driver_sql(
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
         ).scalars()
-        out = {}
-        for pid in pids:
-            try:
-                out[pid] = cpu_s(pid)
-            except OSError:  # the backend ended
-                continue
-        return out
+        return backends_cpu_s(pids)
 
 
 def _line(db: str, name: str, value: float, per_pair: dict[str, float]) -> str:

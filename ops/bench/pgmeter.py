@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,18 @@ def cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def backends_cpu_s(pids: Iterable[int]) -> dict[int, float]:
+    """CPU seconds so far of these PostgreSQL backends, by pid (one that has ended is left
+    out)."""
+    out = {}
+    for pid in pids:
+        try:
+            out[pid] = cpu_s(pid)
+        except OSError:  # the backend ended
+            continue
+    return out
 
 
 class PgMeter:
@@ -73,13 +85,7 @@ class PgMeter:
         out = {party: self.counters(party_pids) for party, party_pids in pids.items()}
         names = ", ".join(f"'{n}'" for n in self.names.values())
         (rows,) = self._admin(f"SELECT pid FROM pg_stat_activity WHERE datname IN ({names})")
-        backends: dict[str, float] = {}
-        for (pid,) in rows:
-            try:
-                backends[str(pid)] = cpu_s(pid)
-            except OSError:  # the backend ended
-                continue
-        out["backends"] = backends
+        out["backends"] = {str(pid): s for pid, s in backends_cpu_s(p for (p,) in rows).items()}
         return out
 
     @staticmethod
