@@ -6,6 +6,7 @@ from alembic import context
 from sqlmodel import SQLModel
 
 import gateway.tables  # noqa: F401  (registers every table on SQLModel.metadata)
+from gateway.db import compared_with_models
 
 config = context.config
 engine = config.attributes["engine"]
@@ -16,5 +17,6 @@ with engine.begin() as connection:
         target_metadata=SQLModel.metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_object=compared_with_models,
     )
     context.run_migrations()

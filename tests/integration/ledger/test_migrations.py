@@ -19,6 +19,7 @@ from gateway.db import (
     SchemaOutOfDate,
     _alembic_config,
     check_schema,
+    compared_with_models,
     make_engine,
     schema_revisions,
     upgrade,
@@ -90,7 +91,8 @@ def test_downgrade_to_base_and_upgrade_again(empty_engine: Engine) -> None:
 def test_migrated_schema_matches_the_table_models(empty_engine: Engine) -> None:
     upgrade(empty_engine)
     with empty_engine.connect() as conn:
-        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        opts = {"compare_type": True, "include_object": compared_with_models}
+        ctx = MigrationContext.configure(conn, opts=opts)
         diff = compare_metadata(ctx, SQLModel.metadata)
     assert diff == []
 
