@@ -35,10 +35,17 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 
 from gateway.connector import pgtx, pgwrites, store
-from gateway.connector.model import Decision, PvPState
+from gateway.connector.model import Decision, LegStatus, PvPState
 from gateway.connector.outbox import OutboxRow, Work
 from gateway.connector.repository import SqlRepository
-from gateway.connector.rows import Found, LegRow, PvPRow
+from gateway.connector.rows import (
+    Found,
+    LegRow,
+    PvPRow,
+    QueuedDecision,
+    QueuedLeg,
+    changed_leg,
+)
 from gateway.connector.schema import decisions, legs, pvps
 from gateway.connector.store import DECISION_COLUMNS, PVP_COLUMNS
 from gateway.pgpipeline import Pending
@@ -174,7 +181,7 @@ class _Known:
         """A leg's columns as an UPDATE just set them (if the PvP is known)."""
         legs = self.legs.get(pvp_id)
         if legs is not None:
-            legs[name] = replace(legs[name], **values)
+            legs[name] = changed_leg(legs[name], values)
 
 
 class PgRepository(SqlRepository):
@@ -230,6 +237,53 @@ class PgRepository(SqlRepository):
                 return None
         pvp_id, name = hit
         return Found(known.pvps[pvp_id], known.legs[pvp_id][name], known.decisions[pvp_id])
+
+    def _lock_all(self, work: Work, pvp_ids: Sequence[str]) -> _Known | None:
+        """The PvPs of ``pvp_ids`` the transaction does not know yet locked, in id order, and
+        read with all their legs: one round trip for them all."""
+        at = self._known(work)
+        if at is None:
+            return None
+        tx, known = at
+        wanted = sorted({p for p in pvp_ids if p not in known.pvps})
+        if wanted:
+            ids = {"pvp_ids": wanted}
+            pgtx.send(tx, _LOCK_PVPS_BY_ID, ids, _NOTHING)
+            known.loading.append(pgtx.query(tx, _SELECT_PVPS_BY_ID, ids, pgwrites.PVP_TABLES))
+            known.take_in()
+        return known
+
+    def queued_legs(self, work: Work, limit: int) -> list[QueuedLeg]:
+        """Batched mode: the queued legs' PvPs locked and known at once. A simulated bank
+        answers the pacs.009 made of them in this transaction; its answer then finds every leg
+        known (no lock and read per message), and each leg's changes, instructed then
+        locked, go out as one UPDATE with the COMMIT. A leg that left the queue between the
+        read and the lock (its PvP aborted) is left out."""
+        queued = super().queued_legs(work, limit)
+        known = self._lock_all(work, [q.pvp.id for q in queued]) if queued else None
+        if known is None:
+            return queued
+        fresh: list[QueuedLeg] = []
+        for q in queued:
+            pvp = known.pvps.get(q.pvp.id)
+            leg = known.legs.get(q.pvp.id, {}).get(q.leg.leg)
+            if pvp and leg and pvp.state == PvPState.PENDING and leg.status == LegStatus.QUEUED:
+                fresh.append(QueuedLeg(leg, pvp, q.created_at))
+        return fresh
+
+    def queued_decisions(self, work: Work, limit: int) -> list[QueuedDecision]:
+        """As :meth:`queued_legs`, for the decisions waiting for their message."""
+        queued = super().queued_decisions(work, limit)
+        known = self._lock_all(work, [q.pvp.id for q in queued]) if queued else None
+        if known is None:
+            return queued
+        fresh: list[QueuedDecision] = []
+        for q in queued:
+            pvp = known.pvps.get(q.pvp.id)
+            leg = known.legs.get(q.pvp.id, {}).get(q.leg.leg)
+            if pvp and leg and leg.decision_queued:
+                fresh.append(QueuedDecision(leg, pvp, q.decision, q.reason))
+        return fresh
 
     def read_pvp(self, work: Work, pvp_id: str, *, for_update: bool = False) -> PvPRow:
         at = self._known(work)

@@ -9,9 +9,11 @@ take ``PvPRow.as_pvp()`` and ``LegRow.as_leg()``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from enum import StrEnum
-from typing import NamedTuple
+from operator import attrgetter
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
@@ -72,6 +74,21 @@ class LegRow:
         return Leg(
             self.pvp_id, self.leg, self.status, self.acknowledged, self.reason, self.locked_at
         )
+
+
+_LEG_FIELDS = tuple(f.name for f in fields(LegRow))
+_LEG_VALUES = attrgetter(*_LEG_FIELDS)
+_LEG_POSITION = {name: i for i, name in enumerate(_LEG_FIELDS)}
+
+
+def changed_leg(leg: LegRow, values: Mapping[str, Any]) -> LegRow:
+    """``dataclasses.replace(leg, **values)``, by position: ``replace`` looks up the class's
+    fields at every call, and a repository's copy of every leg it updates (``pgrepo``) was
+    an eighth of the connector's Python time in a batched run."""
+    row = list(_LEG_VALUES(leg))
+    for name, value in values.items():
+        row[_LEG_POSITION[name]] = value
+    return LegRow(*row)
 
 
 class Found(NamedTuple):

@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from gateway.connector import schema, store
+from gateway.connector import pgtx, schema, store
 from gateway.connector.delivery import InFlight
 from gateway.connector.faults import Faults
 from gateway.connector.model import Decision, DecisionKind, LegStatus, PvPState
@@ -42,8 +42,10 @@ def engine(pg_database_factory: Callable[[], str]) -> Iterator[Engine]:
     eng.dispose()
 
 
-def _pvp(engine: Engine, pvp_id: str = "PVP1") -> tuple[PvPRow, list[LegRow]]:
-    """A pending PvP with its two legs instructed, committed."""
+def _pvp(
+    engine: Engine, pvp_id: str = "PVP1", status: LegStatus = LegStatus.INSTRUCTED
+) -> tuple[PvPRow, list[LegRow]]:
+    """A pending PvP with its two legs instructed (or ``status``), committed."""
     pvp = PvPRow(
         pvp_id, deadline=10**13, condition="c" * 64, secret="s" * 64, state=PvPState.PENDING
     )
@@ -61,7 +63,7 @@ def _pvp(engine: Engine, pvp_id: str = "PVP1") -> tuple[PvPRow, list[LegRow]]:
             creditor_account="creditor",
             end_to_end_id=f"E2E-{name}",
             pacs009_msg_id=f"M-{name}",
-            status=LegStatus.INSTRUCTED,
+            status=status,
             reason=None,
             locked_at=None,
             acknowledged=False,
@@ -194,6 +196,56 @@ def test_the_legs_a_message_names_are_read_with_their_pvps_locked(engine: Engine
         with engine.connect() as other, pytest.raises(sa.exc.OperationalError) as waited:
             other.exec_driver_sql(f"SELECT id FROM pvps WHERE id = '{pvp.id}' FOR UPDATE NOWAIT")
         assert getattr(waited.value.orig, "sqlstate", None) == "55P03"  # lock not available
+
+
+def test_queued_legs_come_with_their_pvps_locked_and_known(engine: Engine) -> None:
+    """The batched flush's read: the PvPs locked in one round trip, so that the simulated
+    bank's answer in the same transaction reads nothing, and a leg that left the queue
+    between the read and the lock (its PvP aborted meanwhile) is not sent."""
+    kept, kept_legs = _pvp(engine, "PVPQ1", LegStatus.QUEUED)
+    gone, _gone_legs = _pvp(engine, "PVPQ2", LegStatus.QUEUED)
+    with transaction(engine) as work:
+        stale = SQL.queued_legs(work, 10)
+    assert {q.pvp.id for q in stale} == {kept.id, gone.id}
+    with engine.begin() as conn:  # another transaction aborts one of them
+        conn.exec_driver_sql(f"UPDATE pvps SET state = 'aborted' WHERE id = '{gone.id}'")
+        conn.exec_driver_sql(f"UPDATE legs SET status = 'released' WHERE pvp_id = '{gone.id}'")
+    with transaction(engine) as work:
+        original = SqlRepository.queued_legs
+        try:
+            SqlRepository.queued_legs = lambda self, work, limit: stale  # type: ignore[method-assign]
+            fresh = PG.queued_legs(work, 10)
+        finally:
+            SqlRepository.queued_legs = original  # type: ignore[method-assign]
+        assert [(q.pvp, q.leg) for q in fresh] == [(kept, leg) for leg in kept_legs]
+        with engine.connect() as other, pytest.raises(sa.exc.OperationalError) as waited:
+            other.exec_driver_sql(f"SELECT id FROM pvps WHERE id = '{kept.id}' FOR UPDATE NOWAIT")
+        assert getattr(waited.value.orig, "sqlstate", None) == "55P03"  # lock not available
+        tx = pgtx.tx_of(work.conn)
+        assert tx is not None and tx.state is not None
+        asked = len(tx.state.loading)
+        assert PG.find_leg(work, kept_legs[1].uetr) == SQL.find_leg(work, kept_legs[1].uetr)
+        PG.expect(work, [leg.uetr for leg in kept_legs])
+        assert len(tx.state.loading) == asked == 0  # known: nothing more to read
+
+
+def test_queued_decisions_come_with_their_pvps_locked(engine: Engine) -> None:
+    pvp, legs = _pvp(engine, "PVPD1")
+    with transaction(engine) as work:
+        SQL.insert_decision(work, Decision(pvp.id, DecisionKind.COMMIT, None, "locked", 7))
+        SQL.update_pvp(work, pvp.id, PvPState.COMMITTED)
+        SQL.update_legs(
+            work, [{"k_pvp": pvp.id, "k_leg": leg.leg, "decision_queued": True} for leg in legs]
+        )
+    with transaction(engine) as work:
+        queued = PG.queued_decisions(work, 10)
+        assert [(q.pvp.id, q.leg.leg, q.decision) for q in queued] == [
+            (pvp.id, "DT", DecisionKind.COMMIT),
+            (pvp.id, "FX", DecisionKind.COMMIT),
+        ]
+        assert [q.leg for q in queued] == SQL.read_legs(work, pvp.id)
+        with engine.connect() as other, pytest.raises(sa.exc.OperationalError):
+            other.exec_driver_sql(f"SELECT id FROM pvps WHERE id = '{pvp.id}' FOR UPDATE NOWAIT")
 
 
 def test_a_reader_runs_in_autocommit_mode_and_gives_its_connection_back_as_lent(
