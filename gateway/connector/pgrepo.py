@@ -26,9 +26,9 @@ when the driver waits, how often it reads, and how many statements carry the wri
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -137,6 +137,11 @@ def record_sent(conn: Connection, records: Sequence[tuple[int, int, int]]) -> No
 
 _COMPLETED = {PvPState.COMMITTED: PvPState.SETTLED, PvPState.ABORTED: PvPState.CANCELLED}
 """What ``store.COMPLETE_PVP`` makes of a PvP once every leg is acknowledged."""
+
+
+_Q = TypeVar("_Q", QueuedLeg, QueuedDecision)
+_Renew = Callable[[_Q, PvPRow, LegRow], _Q | None]
+"""A queued item made again from its PvP and leg as locked, or None if it left its queue."""
 
 
 class _Known:
@@ -253,49 +258,49 @@ class PgRepository(SqlRepository):
             known.take_in()
         return known
 
-    def queued_legs(self, work: Work, limit: int) -> list[QueuedLeg]:
-        """Batched mode: the queued legs' PvPs locked and known at once. A simulated bank
-        answers the pacs.009 made of them in this transaction; its answer then finds every leg
-        known (no lock and read per message), and each leg's changes, instructed then
-        locked, go out as one UPDATE with the COMMIT. A leg that left the queue between the
-        read and the lock (its PvP aborted) is left out."""
-        queued = super().queued_legs(work, limit)
+    def _locked_again(self, work: Work, queued: list[_Q], renew: _Renew[_Q]) -> list[_Q]:
+        """Batched mode: what waits in a queue, read unlocked, with its PvPs locked and known at
+        once, each item ``renew``-ed from its PvP and leg as they are now (None: it left the
+        queue between the read and the lock, its PvP aborted meanwhile)."""
         known = self._lock_all(work, [q.pvp.id for q in queued]) if queued else None
         if known is None:
             return queued
-        fresh: list[QueuedLeg] = []
+        fresh: list[_Q] = []
         for q in queued:
             pvp = known.pvps.get(q.pvp.id)
             leg = known.legs.get(q.pvp.id, {}).get(q.leg.leg)
-            if pvp and leg and pvp.state == PvPState.PENDING and leg.status == LegStatus.QUEUED:
-                fresh.append(QueuedLeg(leg, pvp, q.created_at))
+            item = None if pvp is None or leg is None else renew(q, pvp, leg)
+            if item is not None:
+                fresh.append(item)
         return fresh
+
+    def queued_legs(self, work: Work, limit: int) -> list[QueuedLeg]:
+        """The queued legs' PvPs locked and known at once. A simulated bank answers the
+        pacs.009 made of them in this transaction; its answer then finds every leg known (no
+        lock and read per message), and each leg's changes, instructed then locked, go out as
+        one UPDATE with the COMMIT."""
+
+        def renew(q: QueuedLeg, pvp: PvPRow, leg: LegRow) -> QueuedLeg | None:
+            waiting = pvp.state == PvPState.PENDING and leg.status == LegStatus.QUEUED
+            return QueuedLeg(leg, pvp, q.created_at) if waiting else None
+
+        return self._locked_again(work, super().queued_legs(work, limit), renew)
 
     def queued_decisions(self, work: Work, limit: int) -> list[QueuedDecision]:
         """As :meth:`queued_legs`, for the decisions waiting for their message."""
-        queued = super().queued_decisions(work, limit)
-        known = self._lock_all(work, [q.pvp.id for q in queued]) if queued else None
-        if known is None:
-            return queued
-        fresh: list[QueuedDecision] = []
-        for q in queued:
-            pvp = known.pvps.get(q.pvp.id)
-            leg = known.legs.get(q.pvp.id, {}).get(q.leg.leg)
-            if pvp and leg and leg.decision_queued:
-                fresh.append(QueuedDecision(leg, pvp, q.decision, q.reason))
-        return fresh
+
+        def renew(q: QueuedDecision, pvp: PvPRow, leg: LegRow) -> QueuedDecision | None:
+            return QueuedDecision(leg, pvp, q.decision, q.reason) if leg.decision_queued else None
+
+        return self._locked_again(work, super().queued_decisions(work, limit), renew)
 
     def read_pvp(self, work: Work, pvp_id: str, *, for_update: bool = False) -> PvPRow:
         at = self._known(work)
         if at is None:
             return super().read_pvp(work, pvp_id, for_update=for_update)
-        tx, known = at
-        if pvp_id not in known.pvps and for_update:
-            ids = {"pvp_ids": [pvp_id]}
-            pgtx.send(tx, _LOCK_PVPS_BY_ID, ids, _NOTHING)
-            known.loading.append(pgtx.query(tx, _SELECT_PVPS_BY_ID, ids, pgwrites.PVP_TABLES))
-            known.take_in()
-        pvp = known.pvps.get(pvp_id)
+        if for_update:
+            self._lock_all(work, [pvp_id])
+        pvp = at[1].pvps.get(pvp_id)
         return super().read_pvp(work, pvp_id) if pvp is None else pvp
 
     def read_legs(self, work: Work, pvp_id: str) -> list[LegRow]:

@@ -54,33 +54,16 @@ END
 $$ LANGUAGE plpgsql
 """
 
-_ENTRY_WALLETS = """
-CREATE OR REPLACE FUNCTION ledger_entry_wallets_exist() RETURNS trigger AS $$
-DECLARE
-  missing text;
-BEGIN
-  SELECT e.wallet_id INTO missing
-  FROM (SELECT DISTINCT wallet_id FROM new_rows) e
-  WHERE NOT EXISTS (SELECT 1 FROM ledger_wallet w WHERE w.id = e.wallet_id)
-  LIMIT 1;
-  IF FOUND THEN
-    RAISE EXCEPTION 'ledger_entry names wallet %, which does not exist', missing
-      USING ERRCODE = 'foreign_key_violation';
-  END IF;
-  RETURN NULL;
-END
-$$ LANGUAGE plpgsql
-"""
 
-# ledger_lock and ledger_transfer: a debit and a credit wallet each.
-_PAIR_WALLETS = """
-CREATE OR REPLACE FUNCTION ledger_pair_wallets_exist() RETURNS trigger AS $$
+def _wallets_exist(function: str, wallet_ids: str) -> str:
+    """A statement trigger's function: refuse the statement if one of ``wallet_ids`` (a query
+    over the inserted rows, ``new_rows``) names no wallet."""
+    return f"""
+CREATE OR REPLACE FUNCTION {function}() RETURNS trigger AS $$
 DECLARE
   missing text;
 BEGIN
-  SELECT x.id INTO missing
-  FROM (SELECT debit_wallet_id AS id FROM new_rows
-        UNION SELECT credit_wallet_id FROM new_rows) x
+  SELECT x.id INTO missing FROM ({wallet_ids}) x
   WHERE NOT EXISTS (SELECT 1 FROM ledger_wallet w WHERE w.id = x.id)
   LIMIT 1;
   IF FOUND THEN
@@ -92,10 +75,21 @@ END
 $$ LANGUAGE plpgsql
 """
 
+
+_ENTRY_WALLETS = _wallets_exist(
+    "ledger_entry_wallets_exist", "SELECT DISTINCT wallet_id AS id FROM new_rows"
+)
+# ledger_lock and ledger_transfer: a debit and a credit wallet each.
+_PAIR_WALLETS = _wallets_exist(
+    "ledger_pair_wallets_exist",
+    "SELECT debit_wallet_id AS id FROM new_rows UNION SELECT credit_wallet_id FROM new_rows",
+)
+
 _WALLET_KEPT = """
 CREATE OR REPLACE FUNCTION ledger_wallet_kept() RETURNS trigger AS $$
 BEGIN
-  RAISE EXCEPTION 'a ledger wallet is never deleted or given another id (%)', TG_OP
+  RAISE EXCEPTION 'refused % on %: a wallet is never deleted or given another id, and a'
+    ' row never changes the wallets it names', TG_OP, TG_TABLE_NAME
     USING ERRCODE = 'restrict_violation';
 END
 $$ LANGUAGE plpgsql
