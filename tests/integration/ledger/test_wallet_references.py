@@ -6,6 +6,7 @@ hand-written many-row ``INSERT``, in ``seq`` order."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from gateway.ledger.store import entry_t, lock_t, transfer_t
 from tests.integration.collateral.support import EXCHANGE, SEG, move, setup_wallets
+from tests.support.databases import migrated_engine
 
 AT = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 
@@ -88,11 +90,14 @@ def test_a_wallet_with_history_is_never_deleted_or_renamed(engine: Engine) -> No
         assert conn.execute(q, {"id": SEG}).scalar_one() == 1
 
 
-def test_postgresql_keeps_references_fixed_without_locks(engine: Engine) -> None:
+@pytest.mark.postgres
+def test_postgresql_keeps_references_fixed_without_locks(
+    pg_database_factory: Callable[[], str],
+) -> None:
     """What the triggers add so that a check at the insert stays true with no row lock on the
-    wallet: a row never moves to another wallet, and no wallet leaves the table."""
-    if engine.dialect.name != "postgresql":
-        pytest.skip("SQLite keeps its foreign keys")
+    wallet: a row never moves to another wallet, and no wallet leaves the table (SQLite keeps
+    its foreign keys)."""
+    engine = migrated_engine(pg_database_factory())
     setup_wallets(engine)
     move(engine, "t-1", EXCHANGE, SEG, 10)
     for statement in (
@@ -106,6 +111,7 @@ def test_postgresql_keeps_references_fixed_without_locks(engine: Engine) -> None
     with engine.begin() as conn:  # the ledger's own changes pass
         q = sa.text("UPDATE ledger_wallet SET status = status WHERE id = :id")
         conn.execute(q, {"id": SEG})
+    engine.dispose()
 
 
 def test_a_many_row_insert_pools_the_segregated_wallets_posted_movements_in_order(
