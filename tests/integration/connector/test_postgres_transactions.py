@@ -79,6 +79,13 @@ def _pvp(
     return pvp, legs
 
 
+def _assert_locked(engine: Engine, pvp_id: str) -> None:
+    """Another connection cannot lock the PvP's row: a transaction holds it."""
+    with engine.connect() as other, pytest.raises(sa.exc.OperationalError) as waited:
+        other.exec_driver_sql(f"SELECT id FROM pvps WHERE id = '{pvp_id}' FOR UPDATE NOWAIT")
+    assert getattr(waited.value.orig, "sqlstate", None) == "55P03"  # lock not available
+
+
 def _inbox_row(msg_id: str) -> dict[str, Any]:
     return {
         "sender_bic": "SENDERXXXXX",
@@ -193,12 +200,12 @@ def test_the_legs_a_message_names_are_read_with_their_pvps_locked(engine: Engine
     with transaction(engine) as work:
         PG.expect(work, [legs[0].uetr])
         assert PG.find_leg(work, legs[0].uetr) is not None
-        with engine.connect() as other, pytest.raises(sa.exc.OperationalError) as waited:
-            other.exec_driver_sql(f"SELECT id FROM pvps WHERE id = '{pvp.id}' FOR UPDATE NOWAIT")
-        assert getattr(waited.value.orig, "sqlstate", None) == "55P03"  # lock not available
+        _assert_locked(engine, pvp.id)
 
 
-def test_queued_legs_come_with_their_pvps_locked_and_known(engine: Engine) -> None:
+def test_queued_legs_come_with_their_pvps_locked_and_known(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The batched flush's read: the PvPs locked in one round trip, so that the simulated
     bank's answer in the same transaction reads nothing, and a leg that left the queue
     between the read and the lock (its PvP aborted meanwhile) is not sent."""
@@ -210,23 +217,17 @@ def test_queued_legs_come_with_their_pvps_locked_and_known(engine: Engine) -> No
     with engine.begin() as conn:  # another transaction aborts one of them
         conn.exec_driver_sql(f"UPDATE pvps SET state = 'aborted' WHERE id = '{gone.id}'")
         conn.exec_driver_sql(f"UPDATE legs SET status = 'released' WHERE pvp_id = '{gone.id}'")
+    monkeypatch.setattr(SqlRepository, "queued_legs", lambda self, work, limit: stale)
     with transaction(engine) as work:
-        original = SqlRepository.queued_legs
-        try:
-            SqlRepository.queued_legs = lambda self, work, limit: stale  # type: ignore[method-assign]
-            fresh = PG.queued_legs(work, 10)
-        finally:
-            SqlRepository.queued_legs = original  # type: ignore[method-assign]
+        fresh = PG.queued_legs(work, 10)
         assert [(q.pvp, q.leg) for q in fresh] == [(kept, leg) for leg in kept_legs]
-        with engine.connect() as other, pytest.raises(sa.exc.OperationalError) as waited:
-            other.exec_driver_sql(f"SELECT id FROM pvps WHERE id = '{kept.id}' FOR UPDATE NOWAIT")
-        assert getattr(waited.value.orig, "sqlstate", None) == "55P03"  # lock not available
+        _assert_locked(engine, kept.id)
         tx = pgtx.tx_of(work.conn)
         assert tx is not None and tx.state is not None
-        asked = len(tx.state.loading)
+        assert not tx.state.loading
         assert PG.find_leg(work, kept_legs[1].uetr) == SQL.find_leg(work, kept_legs[1].uetr)
         PG.expect(work, [leg.uetr for leg in kept_legs])
-        assert len(tx.state.loading) == asked == 0  # known: nothing more to read
+        assert not tx.state.loading  # known: nothing more to read
 
 
 def test_queued_decisions_come_with_their_pvps_locked(engine: Engine) -> None:
@@ -244,8 +245,7 @@ def test_queued_decisions_come_with_their_pvps_locked(engine: Engine) -> None:
             (pvp.id, "FX", DecisionKind.COMMIT),
         ]
         assert [q.leg for q in queued] == SQL.read_legs(work, pvp.id)
-        with engine.connect() as other, pytest.raises(sa.exc.OperationalError):
-            other.exec_driver_sql(f"SELECT id FROM pvps WHERE id = '{pvp.id}' FOR UPDATE NOWAIT")
+        _assert_locked(engine, pvp.id)
 
 
 def test_a_reader_runs_in_autocommit_mode_and_gives_its_connection_back_as_lent(
@@ -397,9 +397,7 @@ def test_a_decision_sent_again_locks_its_pvp_before_writing_its_legs(
     engine = env.connector.engine
     with transaction(engine) as work:
         env.connector.handlers.redeliver(work, pvp_id, "DT")  # acknowledged: nothing to send
-        with engine.connect() as other, pytest.raises(sa.exc.OperationalError) as waited:
-            other.exec_driver_sql(f"SELECT id FROM pvps WHERE id = '{pvp_id}' FOR UPDATE NOWAIT")
-        assert getattr(waited.value.orig, "sqlstate", None) == "55P03"  # lock not available
+        _assert_locked(engine, pvp_id)
 
 
 # --- claims of outbox rows to deliver (``gateway.connector.delivery.InFlight``) -------------
