@@ -13,7 +13,7 @@ import logging
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
@@ -122,6 +122,19 @@ def _is_plain_read(sql: str) -> bool:
     return _kind(sql)[1]
 
 
+class HeldToCommit(Protocol):
+    """A repository's writes held in the client until the COMMIT (:meth:`PgPipeline.hold`),
+    or until SQLAlchemy runs a statement that may read them."""
+
+    def snapshot(self) -> object:
+        """What a savepoint rolled back must restore."""
+
+    def restore(self, snapshot: object) -> None: ...
+
+    def flush(self) -> None:
+        """Queue what is held (through the pipeline), and hold nothing."""
+
+
 class PgPipeline:
     """The statements of one PostgreSQL transaction in psycopg's pipeline mode: a statement
     whose result nobody waits for costs no round trip of its own.
@@ -171,6 +184,16 @@ class PgPipeline:
         self._serial = 0
         self._blocks: list[_Block] = []
         """The savepoints' blocks open, outermost first (see :meth:`savepoint`)."""
+        self._holders: list[HeldToCommit] = []
+
+    def hold(self, holder: HeldToCommit) -> None:
+        """Have ``holder`` flush what it holds before the COMMIT and before SQLAlchemy runs a
+        statement (:meth:`settle`), and restore it when a savepoint rolls back."""
+        self._holders.append(holder)
+
+    def _flush_holders(self) -> None:
+        for holder in self._holders:
+            holder.flush()
 
     def _drv(self) -> Any:
         if self._driver is None:
@@ -388,6 +411,7 @@ class PgPipeline:
         open): SQLAlchemy may then run statements on the connection (which see the writes
         held back by savepoints: they are sent first, and so is an owed BEGIN: they run in
         the transaction)."""
+        self._flush_holders()
         if self._blocks:
             self.send_held()
         if self._begin_due:
@@ -411,7 +435,8 @@ class PgPipeline:
         """Send COMMIT behind what is queued and wait for both: one round trip where the
         writes and the commit took two. The transaction is then over in the database (the
         caller's commit finds nothing left to do); a failed write or commit is raised here.
-        Not open: nothing (SQLAlchemy's commit sends it)."""
+        Not open: nothing (SQLAlchemy's commit sends it). What holders hold goes first."""
+        self._flush_holders()
         if self._pipeline is None:
             return
         self.send_held()
@@ -482,9 +507,12 @@ class PgPipeline:
         self._savepoints += 1
         block = _Block(f"pipelined_{self._savepoints}")
         self._blocks.append(block)
+        held = [(holder, holder.snapshot()) for holder in self._holders]
         try:
             yield
         except BaseException as exc:
+            for holder, snapshot in held:
+                holder.restore(snapshot)
             self._leave(block)
             if not block.sent:
                 raise  # nothing of the block reached the database
@@ -531,4 +559,4 @@ class PgPipeline:
                     pending.then(pending.rows())
 
 
-__all__ = ["OPTION", "Pending", "PgPipeline", "pipeline_of"]
+__all__ = ["OPTION", "HeldToCommit", "Pending", "PgPipeline", "pipeline_of"]

@@ -2,17 +2,28 @@
 so that the batch reads its wallets without row locks and holds each only from its write to the
 COMMIT.
 
-Two statements at most per batch. The wallets it moves: locked in id order (the global lock
-order, so that batches moving the same wallets queue instead of deadlocking), each updated by
-its deltas if the row, as it is once locked (after a concurrent writer's COMMIT), passes the
-batch's checks, and the history entries inserted with the balances the update returned. The
-wallets it only checks (a new lock's beneficiary): read ``FOR KEY SHARE``, which a concurrent
-balance update does not wait for but a status change (its wallet read ``FOR UPDATE``) does,
-so that a hot beneficiary (a foreign central bank's wallet, in every PvP) is not held
-exclusively. A row that fails its checks calls ``ledger_wallet_changed`` (migration 0013),
-which raises a serialization failure: the transaction fails whatever statement reports it (the
-COMMIT queued behind it included) and the unit of work runs again (``gateway.db.retrying``),
-reading the wallet as it now is, where the service's own checks refuse or accept the batch.
+Two statements at most. The wallets moved: locked in id order (the global lock order, so that
+transactions moving the same wallets queue instead of deadlocking), each updated by its deltas
+if the row, as it is once locked (after a concurrent writer's COMMIT), passes the checks, and
+the history entries inserted with the balances the update returned. The wallets only checked (a
+new lock's beneficiary): read ``FOR KEY SHARE``, which a concurrent balance update does not wait
+for but a status change (its wallet read ``FOR UPDATE``) does, so that a hot beneficiary (a
+foreign central bank's wallet, in every PvP) is not held exclusively. A row that fails its
+checks calls ``ledger_wallet_changed`` (migration 0013), which raises a serialization failure:
+the transaction fails whatever statement reports it (the COMMIT queued behind it included) and
+the unit of work runs again (``gateway.db.retrying``), reading the wallet as it now is, where
+the service's own checks refuse or accept the batch.
+
+In a unit of work's transaction (its shared pipeline) the batches' moves are held in the client
+(:class:`HeldMoves`) and written together just before the COMMIT: a later batch of the same
+transaction reads its wallets with the held moves added. Written batch by batch, each batch's
+statement locked its wallets in id order, but a transaction with several batches (a reception's
+messages, a group commit's operations) took them in batch order: one holding a participant's
+wallet from a lock and asking for a foreign central bank's for a commit deadlocked with one
+holding them the other way round. Written once, every transaction takes its wallets in one
+order, and holds them only for its COMMIT. The checks of all its batches are those of their
+entries in order (:func:`~gateway.ledger.moves.wallet_moves` over them all), so the rows pass
+them exactly when each batch's checks would pass, taken in turn, on the rows as they are.
 
 The entries' insert comes after the update in the same statement, so the collateral log's
 trigger pools a segregated wallet's movements in the order their row locks were taken.
@@ -20,12 +31,13 @@ trigger pools a segregated wallet's movements in the order their row locks were 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from gateway.ledger.model import WalletKind
-from gateway.ledger.moves import MovedEntry, Moves, WalletMove
+from gateway.ledger.model import Wallet, WalletKind
+from gateway.ledger.moves import MovedEntry, Moves, Needs, WalletMove, wallet_moves
 from gateway.pgarrays import pg_array
 
 # What the row must be for the batch's checks to pass on it (``need``: moves.Needs).
@@ -146,4 +158,64 @@ def move_statements(moves: Moves, ts: Callable[[datetime], Any]) -> list[tuple[s
     return out
 
 
-__all__ = ["CHECK", "MOVE", "move_statements"]
+_Snapshot = tuple[int, dict[str, Needs], dict[str, tuple[int, int]]]
+
+
+class HeldMoves:
+    """The wallet moves of a transaction's batches, held until the COMMIT (a
+    :class:`~gateway.pgpipeline.HeldToCommit` of its pipeline)."""
+
+    __slots__ = ("_deltas", "_entries", "_needs", "_ts", "_write")
+
+    def __init__(self, write: Callable[[str, Any], None], ts: Callable[[datetime], Any]) -> None:
+        self._write = write
+        self._ts = ts
+        self._entries: list[Mapping[str, Any]] = []
+        self._needs: dict[str, Needs] = {}
+        self._deltas: dict[str, tuple[int, int]] = {}
+        """wallet -> (posted, reserved) the held entries move it by"""
+
+    def __bool__(self) -> bool:
+        return bool(self._entries or self._needs)
+
+    def add(self, entries: Sequence[Mapping[str, Any]], needs: Mapping[str, Needs]) -> None:
+        """A batch's entries (in order) and the checks of the wallets it names."""
+        self._entries.extend(entries)
+        for wallet_id, need in needs.items():
+            if self._needs.get(wallet_id, Needs.NOTHING) < need:
+                self._needs[wallet_id] = need
+        deltas = self._deltas
+        for e in entries:
+            posted, reserved = deltas.get(e["wallet_id"], (0, 0))
+            deltas[e["wallet_id"]] = (posted + e["posted_delta"], reserved + e["reserved_delta"])
+
+    def overlay(self, wallets: dict[str, Wallet]) -> dict[str, Wallet]:
+        """``wallets`` as read, with the held moves added (what the transaction has made of
+        them)."""
+        for wallet_id, (posted, reserved) in self._deltas.items():
+            w = wallets.get(wallet_id)
+            if w is not None:
+                wallets[wallet_id] = dataclasses.replace(
+                    w, posted=w.posted + posted, reserved=w.reserved + reserved
+                )
+        return wallets
+
+    def snapshot(self) -> object:
+        snapshot: _Snapshot = (len(self._entries), dict(self._needs), dict(self._deltas))
+        return snapshot
+
+    def restore(self, snapshot: object) -> None:
+        n, needs, deltas = cast(_Snapshot, snapshot)
+        del self._entries[n:]
+        self._needs, self._deltas = needs, deltas
+
+    def flush(self) -> None:
+        if not self:
+            return
+        moves = wallet_moves(self._entries, self._needs)
+        self._entries, self._needs, self._deltas = [], {}, {}
+        for sql, params in move_statements(moves, self._ts):
+            self._write(sql, params)
+
+
+__all__ = ["CHECK", "MOVE", "HeldMoves", "move_statements"]

@@ -6,7 +6,8 @@ processors) costs more than these statements themselves, so they skip it: one
 ``SELECT ... FOR UPDATE`` per kind of row a batch touches (in id order), then one multi-row write
 per table (``executemany`` on SQLite, ``unnest`` arrays on PostgreSQL). On PostgreSQL a batch may
 read its wallets unlocked and write them as conditional deltas instead
-(:meth:`HotPathLedgerSql.move_wallets`, :mod:`gateway.ledger.pgmoves`). Driver errors are wrapped
+(:meth:`HotPathLedgerSql.move_wallets`, :mod:`gateway.ledger.pgmoves`), held to the COMMIT in a
+unit of work's transaction. Driver errors are wrapped
 back into SQLAlchemy's exception classes (``raise_driver_error``), so ``gateway.db`` still sees an
 ``IntegrityError`` for a unique-key race and retries it. The tables themselves, and the reads off
 the hot path, are :mod:`gateway.ledger.store`'s.
@@ -30,8 +31,8 @@ from gateway.ledger.model import (
     WalletKind,
     WalletStatus,
 )
-from gateway.ledger.moves import Moves
-from gateway.ledger.pgmoves import move_statements
+from gateway.ledger.moves import Needs, wallet_moves
+from gateway.ledger.pgmoves import HeldMoves, move_statements
 from gateway.pgarrays import pg_array
 from gateway.pgpipeline import PgPipeline
 from gateway.sqlite.fastsql import raise_driver_error
@@ -201,6 +202,12 @@ class HotPathLedgerSql:
             _pg_read_ts if self._pg else _sqlite_read_ts
         )
         self._cursor: Any = None
+        self._held: HeldMoves | None = None
+        """A unit of work's transaction (its pipeline shared): the batches' moves, written
+        together before the COMMIT (:class:`~gateway.ledger.pgmoves.HeldMoves`)."""
+        if self.pipe is not None and self.pipe.keep_open:
+            self._held = HeldMoves(self._write, self._ts)
+            self.pipe.hold(self._held)
 
     # raw driver access ----------------------------------------------------
 
@@ -350,10 +357,16 @@ class HotPathLedgerSql:
 
     # reads ----------------------------------------------------------------
 
+    def _write_held(self) -> None:
+        """The moves held, written before a read of wallets that must see them."""
+        if self._held:
+            self._held.flush()
+
     def wallets_for_update(self, ids: Collection[str]) -> dict[str, Wallet]:
         """Load and row-lock wallets, always in id order, so concurrent batches cannot deadlock."""
         if not ids:
             return {}
+        self._write_held()
         rows = self._select_by_ids("ledger_wallet", _WALLET_COLS, ids, lock=self._for_update)
         return {r[0]: self._wallet_of(r) for r in rows}
 
@@ -378,17 +391,38 @@ class HotPathLedgerSql:
         the stored locks among ``wallets_of_locks``. On PostgreSQL in one round trip (with
         what the pipeline holds); the same rows, locked in the same order, as
         :meth:`locks_for_update`, :meth:`transfers` then :meth:`wallets_for_update` (or
-        :meth:`wallets_by_id`) would return."""
+        :meth:`wallets_by_id`) would return. Wallets read unlocked come with the moves the
+        transaction holds added (they are written with the COMMIT); a locked read writes
+        them first."""
+        if not lock_wallets and self._held:
+            locks, transfers, wallets = self._read_for_batch(
+                lock_ids, transfer_ids, wallet_ids, wallets_of_locks, lock_wallets=False
+            )
+            return locks, transfers, self._held.overlay(wallets)
+        return self._read_for_batch(
+            lock_ids, transfer_ids, wallet_ids, wallets_of_locks, lock_wallets=lock_wallets
+        )
+
+    def _read_for_batch(
+        self,
+        lock_ids: Collection[str],
+        transfer_ids: Collection[str],
+        wallet_ids: Collection[str],
+        wallets_of_locks: Collection[str],
+        *,
+        lock_wallets: bool,
+    ) -> tuple[dict[str, Lock], dict[str, Transfer], dict[str, Wallet]]:
         if not self._pg or len(wallets_of_locks) > _PG_MAX_LOCKS_IN_ONE_READ:
             locks = self.locks_for_update(lock_ids)
             ids = set(wallet_ids)
             for lock_id in wallets_of_locks:
                 if (lk := locks.get(lock_id)) is not None:
                     ids |= {lk.debit_wallet_id, lk.credit_wallet_id}
-            read = self.wallets_for_update if lock_wallets else self.wallets_by_id
+            read = self.wallets_for_update if lock_wallets else self._wallets
             return locks, self.transfers(transfer_ids), read(ids)
         if not lock_wallets:
             return self._batch_read(lock_ids, transfer_ids, wallet_ids, wallets_of_locks)
+        self._write_held()
         queries: list[tuple[str, tuple[Any, ...]]] = []
         if lock_ids:
             queries.append((_PG_LOCKS_FOR_UPDATE, (sorted(lock_ids),)))
@@ -454,7 +488,11 @@ class HotPathLedgerSql:
         return self.wallets_by_id([wallet_id]).get(wallet_id)
 
     def wallets_by_id(self, ids: Collection[str]) -> dict[str, Wallet]:
-        """Wallets without a row lock (reads)."""
+        """Wallets without a row lock (reads), as the transaction has left them."""
+        self._write_held()
+        return self._wallets(ids)
+
+    def _wallets(self, ids: Collection[str]) -> dict[str, Wallet]:
         if not ids:
             return {}
         rows = self._select_by_ids("ledger_wallet", _WALLET_COLS, ids, lock=False)
@@ -495,11 +533,16 @@ class HotPathLedgerSql:
             return
         self._update("ledger_wallet", ("status", "posted", "reserved"), _PG_UPDATE_WALLETS, rows)
 
-    def move_wallets(self, moves: Moves) -> None:
-        """Write a batch's wallet changes as deltas under its checks, with their history
-        entries (:mod:`gateway.ledger.pgmoves`; PostgreSQL only)."""
+    def move_wallets(self, entries: Sequence[dict[str, Any]], needs: dict[str, Needs]) -> None:
+        """Write a batch's wallet changes (its ``entries``, in order) as deltas under its
+        checks (``needs`` of the wallets it names), with their history entries
+        (:mod:`gateway.ledger.pgmoves`; PostgreSQL only): in a unit of work's transaction
+        with the COMMIT, the moves of all its batches together; else now."""
         assert self._pg, "conditional wallet writes are PostgreSQL's"
-        for sql, params in move_statements(moves, self._ts):
+        if self._held is not None:
+            self._held.add(entries, needs)
+            return
+        for sql, params in move_statements(wallet_moves(entries, needs), self._ts):
             self._write(sql, params)
 
     def insert_transfers(self, transfers: Sequence[Transfer]) -> None:

@@ -68,7 +68,7 @@ from gateway.ledger.model import (
     WalletStatus,
     issuance_wallet_id,
 )
-from gateway.ledger.moves import Needs, wallet_moves
+from gateway.ledger.moves import Needs
 
 T = TypeVar("T")
 
@@ -363,7 +363,8 @@ class _Batch:
     def flush(self, repo: LedgerRepository, *, conditional: bool = False) -> None:
         """Write the batch. ``conditional``: the wallets were read without row locks, and
         the repository's ``move_wallets`` writes their changes as deltas under the batch's
-        checks (:mod:`gateway.ledger.moves`), first, locking them in id order."""
+        checks (:mod:`gateway.ledger.moves`), locking them in id order: with the COMMIT, in a
+        unit of work's transaction (:class:`gateway.ledger.pgmoves.HeldMoves`)."""
         # A repository may send its writes together (one network round trip on PostgreSQL);
         # ``pipelined`` is optional so that in-memory fakes need not implement it.
         pipelined: Callable[[], AbstractContextManager[None]] | None = getattr(
@@ -372,7 +373,7 @@ class _Batch:
         with pipelined() if pipelined is not None else nullcontext():
             if conditional:
                 assert not self.new_wallets
-                repo.move_wallets(wallet_moves(self.entries, self.needs))  # type: ignore[attr-defined]
+                repo.move_wallets(self.entries, self.needs)  # type: ignore[attr-defined]
                 repo.insert_transfers(self.new_transfers)
                 repo.insert_locks([self.locks[i] for i in self.new_locks])
                 repo.update_locks([self.locks[i] for i in sorted(self.dirty_locks)])

@@ -7,6 +7,11 @@ after the other.
 
 Each race is made deterministic: the other batch runs first and holds its write uncommitted,
 ours runs in a thread until it waits on that row, then the other commits.
+
+In a unit of work's transaction the moves of all its batches are written together with the
+COMMIT (``pgmoves.HeldMoves``): its later batches read their wallets with them added, a
+rolled-back savepoint drops its own, and the transaction takes its wallets in one order, so
+two transactions whose batches move the same wallets in opposite orders cannot deadlock.
 """
 
 from __future__ import annotations
@@ -21,9 +26,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
+from gateway.db import retrying
 from gateway.errors import GatewayError
 from gateway.ledger import service
 from gateway.ledger.model import (
+    CommitLock,
     CreateLock,
     Issue,
     MakeTransfer,
@@ -34,6 +41,7 @@ from gateway.ledger.model import (
     WalletStatus,
 )
 from gateway.ledger.store import LedgerUnitOfWork
+from gateway.pvp.store import PvPUnitOfWork
 from tests.support.databases import migrated_engine
 from tests.support.waiting import wait_for
 
@@ -195,3 +203,129 @@ def test_a_batch_reads_its_wallets_without_holding_them(pg: Engine) -> None:
                     got = False
                 other.rollback()
         assert got is free
+
+
+def _locked_now(engine: Engine, wallet_id: str) -> bool:
+    """Whether another transaction holds ``wallet_id``'s row (a NOWAIT probe)."""
+    with engine.connect() as other:
+        try:
+            other.execute(
+                sa.text("SELECT id FROM ledger_wallet WHERE id = :id FOR UPDATE NOWAIT"),
+                {"id": wallet_id},
+            ).all()
+        except OperationalError:
+            return True
+        finally:
+            other.rollback()
+    return False
+
+
+@pytest.mark.postgres
+def test_a_transaction_takes_its_wallets_only_with_its_commit(pg: Engine, oracle: Engine) -> None:
+    """Ours moves w-b and w-c, then w-a and w-b; the other w-a and w-c in between. Written
+    batch by batch, ours held w-c while the other held w-a and asked for it: a deadlock."""
+    for eng in (pg, oracle):
+        service.apply(LedgerUnitOfWork(eng), [Issue("fund-b", "w-b", 100)])
+    ours = LedgerUnitOfWork(pg)
+    with ours:
+        service.execute(ours, [MakeTransfer("t-1", "w-b", "w-c", 10)])
+        assert ours.pg is not None
+        ours.pg.sync()  # everything queued so far has run
+        assert not any(_locked_now(pg, w) for w in WALLETS)
+        other = threading.Thread(
+            target=service.apply,
+            args=(LedgerUnitOfWork(pg), [MakeTransfer("t-2", "w-a", "w-c", 10)]),
+        )
+        other.start()
+        other.join(timeout=30)
+        assert not other.is_alive(), "the other transaction waited for ours"
+        service.execute(ours, [MakeTransfer("t-3", "w-a", "w-b", 20)])
+        ours.commit()
+    service.apply(LedgerUnitOfWork(oracle), [MakeTransfer("t-2", "w-a", "w-c", 10)])
+    uow = LedgerUnitOfWork(oracle)
+    with uow:
+        service.execute(uow, [MakeTransfer("t-1", "w-b", "w-c", 10)])
+        service.execute(uow, [MakeTransfer("t-3", "w-a", "w-b", 20)])
+        uow.commit()
+    assert _books(pg) == _books(oracle)
+    assert _history(pg) == _history(oracle)
+
+
+class _Undone(Exception):
+    pass
+
+
+def _one_transaction(engine: Engine) -> list[object]:
+    """Batches in one transaction, one of them in a savepoint rolled back: what each gave."""
+    outcomes: list[object] = []
+    uow = PvPUnitOfWork(engine)
+
+    def run(ops: list[Operation]) -> None:
+        try:
+            outcomes.append(service.execute(uow, ops))
+        except GatewayError as exc:
+            outcomes.append(exc)
+
+    with uow:
+        run([MakeTransfer("t-1", "w-a", "w-b", 70)])
+        run([CreateLock("lk-1", "w-a", "w-c", 40)])  # 30 left: refused
+        try:
+            with uow.savepoint():
+                run([MakeTransfer("t-2", "w-b", "w-c", 50)])
+                raise _Undone
+        except _Undone:
+            pass
+        run([CreateLock("lk-2", "w-b", "w-c", 70)])  # t-2 undone: all of w-b's 70
+        run([CommitLock("lk-2")])
+        run([MakeTransfer("t-3", "w-c", "w-a", 60)])
+        run([CreateLock("lk-3", "w-a", "w-b", 40), CreateLock("lk-4", "w-a", "w-b", 60)])
+        uow.commit()
+    return outcomes
+
+
+@pytest.mark.postgres
+def test_later_batches_of_a_transaction_see_what_the_earlier_ones_moved(
+    pg: Engine, oracle: Engine
+) -> None:
+    got, expected = _one_transaction(pg), _one_transaction(oracle)
+    assert len(got) == len(expected) == 7
+    for g, e in zip(got, expected, strict=True):
+        _same(g, e)
+    assert [isinstance(o, GatewayError) for o in expected] == [
+        False, True, False, False, False, False, True
+    ]  # fmt: skip
+    assert _books(pg) == _books(oracle)
+    assert _history(pg) == _history(oracle)
+    assert service.check_invariants(LedgerUnitOfWork(pg)).ok
+
+
+@pytest.mark.postgres
+def test_a_wallet_changed_before_the_commit_runs_every_batch_again(
+    pg: Engine, oracle: Engine
+) -> None:
+    """The first batch's lock still fits once the other transaction has spent, the second's no
+    longer does: the transaction's moves fail their checks at the COMMIT, and the unit runs
+    again on the wallet as it now is."""
+    first = [MakeTransfer("t-1", "w-a", "w-b", 60)]
+    batches = [[CreateLock("lk-1", "w-a", "w-c", 30)], [CreateLock("lk-2", "w-a", "w-c", 20)]]
+
+    def ours(engine: Engine) -> object:
+        uow = LedgerUnitOfWork(engine)
+        try:
+            return retrying(uow, lambda: [service.execute(uow, ops) for ops in batches])
+        except GatewayError as exc:
+            return exc
+
+    outcome: list[object] = []
+    with _held(pg, first):
+        thread = threading.Thread(target=lambda: outcome.append(ours(pg)))
+        thread.start()
+        wait_for(lambda: _waiting_on_a_row(pg), "our COMMIT waiting on the held wallet")
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+    service.apply(LedgerUnitOfWork(oracle), first)
+    expected = ours(oracle)
+    assert isinstance(expected, GatewayError)
+    _same(outcome[0], expected)
+    assert _books(pg) == _books(oracle)
+    assert _history(pg) == _history(oracle)
