@@ -15,6 +15,7 @@ the hot path, are :mod:`gateway.ledger.store`'s.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -33,7 +34,7 @@ from gateway.ledger.model import (
 )
 from gateway.ledger.moves import Needs, wallet_moves
 from gateway.ledger.pgmoves import HeldMoves, move_statements
-from gateway.pgarrays import pg_array
+from gateway.pgarrays import FEW, any_of, any_params, pg_array
 from gateway.pgpipeline import PgPipeline
 from gateway.sqlite.fastsql import raise_driver_error
 
@@ -149,19 +150,40 @@ def _nulls(types: Sequence[str]) -> str:
     return ", ".join(f"NULL::{t}" for t in types)
 
 
-_PG_BATCH_READ = (
-    f"WITH lk AS MATERIALIZED (SELECT {_LOCK_COLS} FROM ledger_lock WHERE id = ANY(%s::text[])"
-    " ORDER BY id FOR UPDATE)"
-    f" SELECT 0, {_LOCK_COLS}, {_nulls(_TRANSFER_TYPES)}, {_nulls(_WALLET_TYPES)} FROM lk"
-    f" UNION ALL SELECT 1, {_nulls(_LOCK_TYPES)}, {_TRANSFER_COLS}, {_nulls(_WALLET_TYPES)}"
-    " FROM ledger_transfer"
-    " WHERE id = ANY(%s::text[])"
-    f" UNION ALL SELECT 2, {_nulls(_LOCK_TYPES)}, {_nulls(_TRANSFER_TYPES)}, {_WALLET_COLS}"
-    " FROM ledger_wallet"
-    " WHERE id = ANY(%s::text[]"
-    " || ARRAY(SELECT debit_wallet_id FROM lk WHERE id = ANY(%s::text[]))"
-    " || ARRAY(SELECT credit_wallet_id FROM lk WHERE id = ANY(%s::text[])))"
-)
+@functools.lru_cache(maxsize=64)
+def _pg_batch_read(locks: int, transfers: int, wallets: int, of_locks: int) -> str:
+    """The read of a batch whose wallets are not locked, for so many ids of each kind (the
+    parts with none left out; any number over ``pgarrays.FEW`` stands for all of them)."""
+    parts = []
+    if locks:
+        parts.append(
+            f"SELECT 0, {_LOCK_COLS}, {_nulls(_TRANSFER_TYPES)}, {_nulls(_WALLET_TYPES)} FROM lk"
+        )
+    if transfers:
+        parts.append(
+            f"SELECT 1, {_nulls(_LOCK_TYPES)}, {_TRANSFER_COLS}, {_nulls(_WALLET_TYPES)}"
+            f" FROM ledger_transfer WHERE id = ANY({any_of(transfers)})"
+        )
+    ids = [any_of(wallets)] if wallets else []
+    if locks and of_locks:
+        ids += [
+            f"ARRAY(SELECT {side}_wallet_id FROM lk WHERE id = ANY({any_of(of_locks)}))"
+            for side in ("debit", "credit")
+        ]
+    if ids:
+        parts.append(
+            f"SELECT 2, {_nulls(_LOCK_TYPES)}, {_nulls(_TRANSFER_TYPES)}, {_WALLET_COLS}"
+            f" FROM ledger_wallet WHERE id = ANY({' || '.join(ids)})"
+        )
+    sql = " UNION ALL ".join(parts)
+    if locks:
+        sql = (
+            f"WITH lk AS MATERIALIZED (SELECT {_LOCK_COLS} FROM ledger_lock"
+            f" WHERE id = ANY({any_of(locks)}) ORDER BY id FOR UPDATE) {sql}"
+        )
+    return sql
+
+
 _PG_UPDATE_LOCKS = (
     "UPDATE ledger_lock AS l SET state = v.state, fulfilment = v.fulfilment,"
     " resolved_at = v.resolved_at"
@@ -455,17 +477,16 @@ class HotPathLedgerSql:
         wallet_ids: Collection[str],
         wallets_of_locks: Collection[str],
     ) -> tuple[dict[str, Lock], dict[str, Transfer], dict[str, Wallet]]:
-        of = pg_array(sorted(wallets_of_locks))
-        ids = (
-            pg_array(sorted(lock_ids)),
-            pg_array(sorted(transfer_ids)),
-            pg_array(sorted(wallet_ids)),
-        )
-        params = (*ids, of, of)
+        ids = [sorted(lock_ids), sorted(transfer_ids), sorted(wallet_ids)]
+        of = sorted(wallets_of_locks) if lock_ids else []
         locks: dict[str, Lock] = {}
         transfers: dict[str, Transfer] = {}
         wallets: dict[str, Wallet] = {}
-        for r in self._fetch(_PG_BATCH_READ, params):
+        if not (ids[0] or ids[1] or ids[2]):
+            return locks, transfers, wallets
+        params = [p for values in (*ids, of, of) if values for p in any_params(values)]
+        sizes = [min(len(values), FEW + 1) for values in (*ids, of)]
+        for r in self._fetch(_pg_batch_read(*sizes), params):
             if r[0] == 0:
                 locks[r[1]] = self._lock_of(r[1 : 1 + _L])
             elif r[0] == 1:

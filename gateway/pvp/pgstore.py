@@ -28,6 +28,7 @@ statements, after the pipeline has been waited for.
 
 from __future__ import annotations
 
+import functools
 from collections import namedtuple
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -37,7 +38,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from gateway.db import UtcDateTime
-from gateway.pgarrays import array_type
+from gateway.pgarrays import any_of, any_params, array_type
 from gateway.pgpipeline import Pending, PgPipeline
 from gateway.pvp.model import FINAL_STATES, Instruction, Leg
 from gateway.pvp.rows import (
@@ -67,9 +68,8 @@ class _Table:
         sets = ", ".join(f"{c} = %s" for c in self.columns if c != key)
         self.update = f"UPDATE {table.name} SET {sets} WHERE {key} = %s"
         self._key = key
-        by_keys = f"SELECT {cols} FROM {table.name} WHERE {key} = ANY(%s) ORDER BY {key}"
-        self.select = by_keys
-        self.select_for_update = by_keys + " FOR UPDATE"
+        self._name = table.name
+        self._by_keys: dict[tuple[int, bool], str] = {}
         # Several rows in one statement, a parameter per column (an array of its values): a
         # statement per row was the server's work and the driver's many times over.
         arrays = ", ".join(f"%s::{array_type(c.type)}[]" for c in table.c)
@@ -79,6 +79,18 @@ class _Table:
             f"UPDATE {table.name} AS t SET {news} FROM unnest({arrays}) AS v({cols})"
             f" WHERE t.{key} = v.{key}"
         )
+
+    def by_keys(self, n: int, *, lock: bool) -> str:
+        """The rows of ``n`` keys (:func:`~gateway.pgarrays.any_params` of them), in key
+        order, read ``FOR UPDATE`` with ``lock``."""
+        sql = self._by_keys.get((n, lock))
+        if sql is None:
+            sql = (
+                f"SELECT {self.cols} FROM {self._name} WHERE {self._key} = ANY({any_of(n)})"
+                f" ORDER BY {self._key}{' FOR UPDATE' if lock else ''}"
+            )
+            self._by_keys[n, lock] = sql
+        return sql
 
     def row(self, values: Sequence[Any]) -> Any:
         out = list(values)
@@ -116,13 +128,19 @@ _INBOUND_SHA = (
     f"SELECT sha256 FROM {message_t.name} WHERE direction = 'in' AND sender_bic = %s"
     " AND msg_def_id = %s AND msg_id = %s"
 )
-# The duplicate check with the legs a message names, locked: a row per leg (none found: one
-# row of NULLs), each with the SHA-256 of the message if received.
-_INBOUND_SHA_AND_LEGS = (
-    f"WITH l AS MATERIALIZED ({_LEGS.select_for_update})"
-    f" SELECT ({_INBOUND_SHA}), l.* FROM (VALUES (1)) AS one (x) LEFT JOIN l ON true"
-    " ORDER BY l.uetr"
-)
+
+
+@functools.lru_cache(maxsize=32)
+def _inbound_sha_and_legs(n: int) -> str:
+    """The duplicate check with the ``n`` legs a message names, locked: a row per leg (none
+    found: one row of NULLs), each with the SHA-256 of the message if received."""
+    return (
+        f"WITH l AS MATERIALIZED ({_LEGS.by_keys(n, lock=True)})"
+        f" SELECT ({_INBOUND_SHA}), l.* FROM (VALUES (1)) AS one (x) LEFT JOIN l ON true"
+        " ORDER BY l.uetr"
+    )
+
+
 # A message and its links as the WITH clause of a statement (a CTE that writes runs once
 # whether or not the query reads it): a received one's with its inbox item and its id back,
 # an outbound one's with its outbox row (``outbound_with``).
@@ -221,7 +239,7 @@ class PgPvPRepository(SqlPvPRepository):
         missing = sorted(set(uetrs) - self._held.keys())
         if not missing:
             return None
-        return self.pipe.query(_LEGS.select_for_update if lock else _LEGS.select, (missing,))
+        return self.pipe.query(_LEGS.by_keys(len(missing), lock=lock), any_params(missing))
 
     def _hold(self, pending: Pending | None, uetrs: Iterable[str]) -> None:
         """Keep the legs of ``uetrs`` read for update (and which had none)."""
@@ -297,7 +315,10 @@ class PgPvPRepository(SqlPvPRepository):
         if not missing:
             found = self.pipe.fetch(_INBOUND_SHA, (sender, msg_def_id, msg_id))
             return None if not found else str(found[0][0])
-        rows = self.pipe.fetch(_INBOUND_SHA_AND_LEGS, (missing, sender, msg_def_id, msg_id))
+        rows = self.pipe.fetch(
+            _inbound_sha_and_legs(len(missing)),
+            (*any_params(missing), sender, msg_def_id, msg_id),
+        )
         for uetr in missing:
             self._held.setdefault(uetr, None)
         for row in rows:
@@ -399,7 +420,10 @@ class PgPvPRepository(SqlPvPRepository):
     def prefetch_instructions(self, ids: Iterable[str]) -> None:
         keys = frozenset(ids)
         if keys:
-            query = self.pipe.query(_INSTRUCTIONS.select_for_update, (sorted(keys),))
+            ordered = sorted(keys)
+            query = self.pipe.query(
+                _INSTRUCTIONS.by_keys(len(ordered), lock=True), any_params(ordered)
+            )
             self._prefetched = (keys, query)
 
     def instructions_for_update(self, ids: Iterable[str]) -> dict[str, Instruction]:
@@ -411,7 +435,10 @@ class PgPvPRepository(SqlPvPRepository):
         if prefetched is not None and keys <= prefetched[0]:
             rows = prefetched[1].rows()
         else:
-            rows = self.pipe.fetch(_INSTRUCTIONS.select_for_update, (sorted(keys),))
+            ordered = sorted(keys)
+            rows = self.pipe.fetch(
+                _INSTRUCTIONS.by_keys(len(ordered), lock=True), any_params(ordered)
+            )
         found = (instruction_of(_INSTRUCTIONS.row(r)) for r in rows)
         return {i.instruction_id: i for i in found if i.instruction_id in keys}
 

@@ -5,6 +5,9 @@ connections, a second one on the same database) builds it here."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import psycopg
 from sqlalchemy.engine import Engine
 
 from gateway.config import DatabaseSettings
@@ -17,3 +20,18 @@ def migrated_engine(url: str, pool_size: int = 10) -> Engine:
     engine = make_engine(DatabaseSettings(url=url, pool_size=pool_size))
     upgrade(engine)
     return engine
+
+
+def plans_kept(url: str, sql: str, params: Any, runs: int = 12) -> tuple[int, int]:
+    """Run ``sql`` prepared (as psycopg does from a statement's fifth use on a connection)
+    ``runs`` times on a PostgreSQL connection of its own: how many runs the server planned
+    anew (custom plans) and how many ran the plan it kept (generic)."""
+    dsn = url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for _ in range(runs):
+            conn.execute(sql, params, prepare=True).fetchall()
+        row = conn.execute(
+            "SELECT custom_plans, generic_plans FROM pg_prepared_statements", prepare=False
+        ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from gateway.pgarrays import pg_array
+from gateway.pgarrays import FEW, any_of, any_params, pg_array
 
 pytestmark = pytest.mark.postgres
 
@@ -48,3 +48,20 @@ def test_array_literals_carry_what_the_lists_hold(pg_url: str) -> None:
                 assert got == values, cast
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("n", [1, 2, FEW, FEW + 1, 40])
+def test_any_of_finds_the_values_it_is_given(pg_url: str, n: int) -> None:
+    """A few values as parameters of their own, more as one array: the same rows."""
+    values = [f"v-{i}" for i in range(n)]
+    wanted = [*values[1:], "absent"]  # n values, all but one there
+    sql = f"SELECT v FROM unnest(%s::text[]) AS t(v) WHERE v = ANY({any_of(n)}) ORDER BY v"
+    engine = sa.create_engine(pg_url)
+    try:
+        with engine.connect() as conn:
+            params = (pg_array([*values, "other"]), *any_params(wanted))
+            got = conn.exec_driver_sql(sql, params).scalars().all()
+    finally:
+        engine.dispose()
+    assert got == sorted(values[1:])
+    assert ("ARRAY[" in any_of(n)) == (n <= FEW)

@@ -43,6 +43,14 @@ def test_batch_reads_match_the_plain_reads(engine: Engine) -> None:
         (set(), {"t-1"}, {"a", "e", "nobody"}, set()),
         ({"lk-1"}, set(), {"c"}, set()),
         (set(), set(), set(), set()),
+        # More ids than are sent one by one (``pgarrays.FEW``): as one array each.
+        (
+            {f"many-{i:02}" for i in range(12)},
+            {"t-1"},
+            set(wallets) | {f"nobody-{i}" for i in range(6)},
+            {f"many-{i:02}" for i in range(0, 12, 2)},
+        ),
+        ({"lk-1", "lk-2", "many-00"}, set(), {"b"}, {"lk-2"}),
         # More locks than PostgreSQL reads together with their wallets.
         (many | {"lk-1"}, set(), {"e"}, many | {"lk-1"}),
     ]
