@@ -87,7 +87,10 @@ class _Reads:
         tx = pgtx.tx_of(conn)
         if tx is None:
             return
-        locks = pgtx.query(tx, simstore.SELECT_SIM_LOCKS, {"uetrs": uetrs}, _LOCKS)
+        if len(uetrs) == 1:  # a plan PostgreSQL keeps (``pgrepo._SELECT_PVPS_OF_UETR``)
+            locks = pgtx.query(tx, simstore.SELECT_SIM_LOCK, {"uetr": uetrs[0]}, _LOCKS)
+        else:
+            locks = pgtx.query(tx, simstore.SELECT_SIM_LOCKS, {"uetrs": uetrs}, _LOCKS)
         if accounts:
             params = {"currency": currency, "accounts": list(accounts)}
             found = pgtx.query(tx, simstore.SELECT_SIM_ACCOUNTS, params, _ACCOUNTS)

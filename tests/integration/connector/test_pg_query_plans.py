@@ -21,7 +21,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from gateway.connector import pgrepo, schema, store
+from gateway.connector import pgrepo, schema, simstore, store
 from tests.support.databases import plans_kept
 
 pytestmark = pytest.mark.postgres
@@ -58,6 +58,10 @@ def backlog(pg_database_factory: Callable[[], str]) -> Iterator[Engine]:
     schema.create_schema(engine)
     with engine.begin() as conn:
         _add_pvps(conn, 1, 2000, "settled", "settled")
+        conn.exec_driver_sql(
+            "INSERT INTO sim_locks (uetr, currency, msg_id, debtor_account, creditor_account,"
+            " amount, state) SELECT uetr, currency, 'M', 'd', 'c', amount, 'committed' FROM legs"
+        )
     with engine.connect() as conn:
         conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE")
     with engine.begin() as conn:
@@ -157,8 +161,9 @@ def test_no_read_scans_a_partial_index_for_each_row(backlog: Engine, name: str) 
         (pgrepo._LOCK_PVPS_OF_UETR, {"uetr": "PVP2001-DT"}),
         (pgrepo._SELECT_PVP_BY_ID, {"pvp_id": "PVP2001"}),
         (pgrepo._LOCK_PVP_BY_ID, {"pvp_id": "PVP2001"}),
+        (simstore.SELECT_SIM_LOCK, {"uetr": "PVP2001-DT"}),
     ],
-    ids=["legs of a UETR", "lock of a UETR", "legs of a PvP", "lock of a PvP"],
+    ids=["legs of a UETR", "lock of a UETR", "legs of a PvP", "lock of a PvP", "bank's lock"],
 )
 def test_a_message_s_reads_keep_their_plan(
     backlog: Engine, statement: sa.sql.Select[Any], params: dict[str, Any]
