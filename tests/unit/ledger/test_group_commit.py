@@ -3,6 +3,8 @@ outcome."""
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -104,3 +106,44 @@ def test_submit_returns_the_result_or_raises_the_error() -> None:
     finally:
         committer.stop()
     assert uow.wallets["b"].posted == 10
+
+
+class _SlowCommits(FakeUnitOfWork):
+    """A commit that takes a moment, so that callers queue behind it."""
+
+    def commit(self) -> None:
+        time.sleep(0.002)
+        super().commit()
+
+
+def test_queued_callers_lead_the_next_groups_in_turn() -> None:
+    """Each group's commit wakes its callers and hands the lead to the first caller queued
+    after it, whose group (at most three here) starts with its own operation. Every caller
+    gets its own outcome, every operation is applied once."""
+    uow = _SlowCommits()
+    apply(uow, [OpenWallet("a", WalletKind.PARTICIPANT, "A"), Issue("fund", "a", 100)])
+    apply(uow, [OpenWallet("b", WalletKind.PARTICIPANT, "B")])
+    committer = GroupCommitter(lambda: uow, max_group=3)
+    outcomes: dict[str, object] = {}
+
+    def caller(n: int) -> None:
+        for i in range(25):
+            op = MakeTransfer(f"t-{n}-{i}", "a", "b", 1)
+            try:
+                outcomes[op.id] = committer.submit(op)
+            except InsufficientFunds as exc:
+                outcomes[op.id] = exc
+
+    threads = [threading.Thread(target=caller, args=(n,), daemon=True) for n in range(8)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 30
+    for t in threads:
+        t.join(timeout=max(0.0, deadline - time.monotonic()))
+    assert not any(t.is_alive() for t in threads), "a caller was never woken"
+    committer.stop()
+    done = [o for o in outcomes.values() if isinstance(o, Transfer)]
+    assert len(outcomes) == committer.operations == 200
+    assert len(done) == 100 == uow.wallets["b"].posted
+    assert all(o.id == key for key, o in outcomes.items() if isinstance(o, Transfer))
+    assert 200 / 3 <= committer.groups < 200  # callers shared groups, never more than three
