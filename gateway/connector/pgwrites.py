@@ -54,7 +54,7 @@ from gateway.connector.schema import (
     pvps,
     sim_locks,
 )
-from gateway.pgarrays import FEW, array_type, pg_array
+from gateway.pgarrays import array_type, pg_array
 
 
 class Pipe(Protocol):
@@ -89,15 +89,9 @@ def _arrays(table: sa.Table, columns: Sequence[str]) -> str:
     return ", ".join(f"%s::{array_type(table.c[name].type)}[]" for name in columns)
 
 
-_ROWS = " /*rows*/"
-"""Where a part's row source takes ``LIMIT n`` for a few rows (:func:`flush_sql`)."""
-
-
 def _insert(table: sa.Table, columns: Sequence[str]) -> str:
     names = ", ".join(columns)
-    return (
-        f"INSERT INTO {table.name} ({names}) SELECT * FROM unnest({_arrays(table, columns)}){_ROWS}"
-    )
+    return f"INSERT INTO {table.name} ({names}) SELECT * FROM unnest({_arrays(table, columns)})"
 
 
 def _update(table: sa.Table, keys: Sequence[str], settable: Sequence[str]) -> str:
@@ -109,8 +103,8 @@ def _update(table: sa.Table, keys: Sequence[str], settable: Sequence[str]) -> st
         arrays += ["%s::boolean[]", f"%s::{array_type(table.c[c].type)}[]"]
     where = " AND ".join(f"t.{k} = v.{k}" for k in keys)
     return (
-        f"UPDATE {table.name} AS t SET {sets} FROM (SELECT * FROM unnest({', '.join(arrays)}) "
-        f"AS v({', '.join(names)}){_ROWS}) AS v WHERE {where}"
+        f"UPDATE {table.name} AS t SET {sets} FROM unnest({', '.join(arrays)}) "
+        f"AS v({', '.join(names)}) WHERE {where}"
     )
 
 
@@ -157,8 +151,8 @@ _PARTS: tuple[tuple[str, str], ...] = (
     ("leg_sets", _update(legs, ("pvp_id", "leg"), LEG_SETTABLE)),
     (
         "pvp_states",
-        "UPDATE pvps AS t SET state = v.state FROM (SELECT * FROM unnest(%s::text[], %s::text[])"
-        f" AS v(id, state){_ROWS}) AS v WHERE t.id = v.id",
+        "UPDATE pvps AS t SET state = v.state FROM unnest(%s::text[], %s::text[]) "
+        "AS v(id, state) WHERE t.id = v.id",
     ),
     ("decisions", _insert(decisions, DECISION_COLUMNS)),
     ("outbox", _insert(outbox, OUTBOX_COLUMNS)),
@@ -166,8 +160,8 @@ _PARTS: tuple[tuple[str, str], ...] = (
     ("sim_locks", _insert(sim_locks, SIM_LOCK_COLUMNS)),
     (
         "sim_states",
-        "UPDATE sim_locks AS t SET state = v.state FROM (SELECT * FROM unnest(%s::text[],"
-        f" %s::text[]) AS v(uetr, state){_ROWS}) AS v WHERE t.uetr = v.uetr",
+        "UPDATE sim_locks AS t SET state = v.state FROM unnest(%s::text[], %s::text[]) "
+        "AS v(uetr, state) WHERE t.uetr = v.uetr",
     ),
     # The message log: ids drawn for the bodies of messages about several PvPs (stored once
     # each, ``message_bodies``), then every row in the log's order (``body``: the number of
@@ -175,7 +169,7 @@ _PARTS: tuple[tuple[str, str], ...] = (
     (
         "bodies",
         "SELECT n, nextval(pg_get_serial_sequence('message_bodies', 'id')) AS id, sha256, raw "
-        f"FROM unnest(%s::text[], %s::bytea[]) WITH ORDINALITY AS x(sha256, raw, n){_ROWS}",
+        "FROM unnest(%s::text[], %s::bytea[]) WITH ORDINALITY AS x(sha256, raw, n)",
     ),
     (
         "body_rows",
@@ -187,7 +181,7 @@ _PARTS: tuple[tuple[str, str], ...] = (
         f"SELECT {', '.join('m.' + c for c in _MESSAGE_COLUMNS)}, b.id, m.at "
         f"FROM unnest({_arrays(pvp_messages, [*_MESSAGE_COLUMNS, 'at'])}, %s::bigint[]) "
         f"WITH ORDINALITY AS m({', '.join(_MESSAGE_COLUMNS)}, at, body, o) "
-        f"LEFT JOIN w_bodies AS b ON b.n = m.body ORDER BY m.o{_ROWS}",
+        "LEFT JOIN w_bodies AS b ON b.n = m.body ORDER BY m.o",
     ),
     ("log_plain", _insert(pvp_messages, [*_MESSAGE_COLUMNS, "at"])),
     # A simulated account's moves, by account (one order of row locks for every transaction).
@@ -196,7 +190,7 @@ _PARTS: tuple[tuple[str, str], ...] = (
         "UPDATE sim_accounts AS t "
         "SET available = t.available + v.available, held = t.held + v.held "
         "FROM (SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[]) "
-        f"AS u(currency, account, available, held) ORDER BY currency, account{_ROWS}) AS v "
+        "AS u(currency, account, available, held) ORDER BY currency, account) AS v "
         "WHERE t.currency = v.currency AND t.account = v.account",
     ),
     # Credits, the accounts opened if need be (by account, as the moves).
@@ -204,7 +198,7 @@ _PARTS: tuple[tuple[str, str], ...] = (
         "credits",
         "INSERT INTO sim_accounts (currency, account, available, held) "
         "SELECT currency, account, amount, 0 FROM unnest(%s::text[], %s::text[], %s::bigint[]) "
-        f"AS v(currency, account, amount) ORDER BY currency, account{_ROWS} "
+        "AS v(currency, account, amount) ORDER BY currency, account "
         "ON CONFLICT (currency, account) DO UPDATE "
         "SET available = sim_accounts.available + excluded.available",
     ),
@@ -212,34 +206,22 @@ _PARTS: tuple[tuple[str, str], ...] = (
 _SQL = dict(_PARTS)
 _ORDER = {name: i for i, (name, _sql) in enumerate(_PARTS)}
 _WIDTHS = {name: sql.count("%s") for name, sql in _PARTS}
-_flush_sql: dict[tuple[tuple[str, int], ...], str] = {}
+_flush_sql: dict[tuple[str, ...], str] = {}
 
 
-def flush_sql(parts: tuple[tuple[str, int], ...]) -> str:
-    """The one statement that sends the parts named, with their numbers of rows (in
-    ``_PARTS``' order): each but the last a data-modifying WITH query. Its parts run as one,
-    see the same snapshot and are checked (keys, references) at its end; no row is written by
-    two of them (what changes a row inserted in the same flush changes the row to insert, and
-    an account both moved and credited is credited by a statement of its own after it). Only
-    the parts with rows are sent: an empty array costs the driver as much to send as a full
-    one. A transaction of one kind writes the same tables each time, so the texts are few,
-    each prepared.
-
-    A part of a few rows (up to ``pgarrays.FEW``) reads its arrays with ``LIMIT`` their
-    number: of an array parameter the planner knows nothing, and a generic plan that reckons
-    on many rows looked dearer than one made for the arrays at hand, so every flush was planned
-    again (~0.4 ms of server CPU each); knowing the number, PostgreSQL keeps the generic plan.
-    More rows (a batch of 100 PvPs) are planned each time, once for them all."""
+def flush_sql(parts: tuple[str, ...]) -> str:
+    """The one statement that sends the parts named (in ``_PARTS``' order): each but the
+    last a data-modifying WITH query. Its parts run as one, see the same snapshot and are
+    checked (keys, references) at its end; no row is written by two of them (what changes a
+    row inserted in the same flush changes the row to insert, and an account both moved and
+    credited is credited by a statement of its own after it). Only the parts with rows are
+    sent: an empty array costs the driver as much to send as a full one. A transaction of
+    one kind writes the same tables each time, so the texts are few, each prepared."""
     sql = _flush_sql.get(parts)
     if sql is None:
-        texts = [
-            _SQL[name].replace(_ROWS, f" LIMIT {rows}" if 0 < rows <= FEW else "")
-            for name, rows in parts
-        ]
-        *first, last = texts
-        named = zip((name for name, _ in parts), first, strict=False)
-        with_ = ", ".join(f"w_{name} AS ({text})" for name, text in named)
-        sql = _numbered(f"WITH {with_} {last}" if first else last)
+        *first, last = parts
+        with_ = ", ".join(f"w_{name} AS ({_SQL[name]})" for name in first)
+        sql = _numbered(f"WITH {with_} {_SQL[last]}" if first else _SQL[last])
         _flush_sql[parts] = sql
     return sql
 
@@ -252,7 +234,7 @@ def _numbered(sql: str) -> str:
     return "".join(f"{piece}${i}" for i, piece in enumerate(pieces[:-1], 1)) + pieces[-1]
 
 
-CREDIT_SIM_ACCOUNTS = _numbered(_SQL["credits"].replace(_ROWS, ""))
+CREDIT_SIM_ACCOUNTS = _numbered(_SQL["credits"])
 
 
 RECORD_SENT = (
@@ -419,10 +401,9 @@ class Writes:
         if (only is None or "sim_accounts" in only) and (self.moves or self.credits):
             both = self._account_params(params)
         if params:
-            names = sorted(params, key=_ORDER.__getitem__)
-            arrays = [pg_array(column) for name in names for column in params[name]]
-            sizes = tuple((name, len(params[name][0]) if params[name] else 0) for name in names)
-            pipe.execute(flush_sql(sizes), arrays)
+            parts = tuple(sorted(params, key=_ORDER.__getitem__))
+            arrays = [pg_array(column) for name in parts for column in params[name]]
+            pipe.execute(flush_sql(parts), arrays)
         if both:
             pipe.execute(CREDIT_SIM_ACCOUNTS, [pg_array(column) for column in both])
 

@@ -22,20 +22,14 @@ def migrated_engine(url: str, pool_size: int = 10) -> Engine:
     return engine
 
 
-def plans_kept(
-    url: str, sql: str, params: Any, runs: int = 12, *, raw: bool = False
-) -> tuple[int, int]:
+def plans_kept(url: str, sql: str, params: Any, runs: int = 12) -> tuple[int, int]:
     """Run ``sql`` prepared (as psycopg does from a statement's fifth use on a connection)
-    ``runs`` times on a PostgreSQL connection of its own (``raw``: its placeholders are
-    PostgreSQL's own, ``$1``...): how many runs the server planned anew (custom plans) and how
-    many ran the plan it kept (generic)."""
+    ``runs`` times on a PostgreSQL connection of its own: how many runs the server planned
+    anew (custom plans) and how many ran the plan it kept (generic)."""
     dsn = url.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(dsn, autocommit=True) as conn:
-        cursor = psycopg.RawCursor(conn) if raw else conn.cursor()
         for _ in range(runs):
-            cursor.execute(sql, params, prepare=True)
-            if cursor.description is not None:
-                cursor.fetchall()
+            conn.execute(sql, params, prepare=True).fetchall()
         row = conn.execute(
             "SELECT custom_plans, generic_plans FROM pg_prepared_statements", prepare=False
         ).fetchone()

@@ -21,7 +21,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from gateway.connector import pgrepo, pgwrites, schema, simstore, store
+from gateway.connector import pgrepo, schema, simstore, store
 from tests.support.databases import plans_kept
 
 pytestmark = pytest.mark.postgres
@@ -174,21 +174,3 @@ def test_a_message_s_reads_keep_their_plan(
     sql = str(statement.compile(dialect=backlog.dialect))
     url = backlog.url.render_as_string(hide_password=False)
     assert plans_kept(url, sql, params) == (5, 7)
-
-
-def _leg_set(status: str) -> list[str]:
-    """A flush's update of one leg's status (the arrays of ``pgwrites``' leg_sets part)."""
-    arrays = ["{PVP1}", "{DT}"]
-    for column in pgwrites.LEG_SETTABLE:
-        arrays += ["{t}", "{" + status + "}"] if column == "status" else ["{f}", "{NULL}"]
-    return arrays
-
-
-def test_a_flush_of_a_few_rows_keeps_its_plan(backlog: Engine) -> None:
-    """A transaction's held-back writes as one statement: with the number of rows of each
-    part known (``LIMIT``), PostgreSQL keeps the generic plan; a batch's hundred rows are
-    planned each time."""
-    url = backlog.url.render_as_string(hide_password=False)
-    few = pgwrites.flush_sql((("leg_sets", 1), ("pvp_states", 1)))
-    params = [*_leg_set("settled"), "{PVP1}", "{settled}"]
-    assert plans_kept(url, few, params, raw=True) == (5, 7)
