@@ -90,8 +90,29 @@ _SELECT_PVPS_OF_UETR = _LEGS_WITH_PVPS.where(
     legs.c.pvp_id.in_(sa.select(legs.c.pvp_id).where(legs.c.uetr == _UETR))
 )
 _SELECT_PVP_BY_ID = _LEGS_WITH_PVPS.where(legs.c.pvp_id == _PVP_ID)
+_Read = tuple[sa.Select[Any], sa.Select[Any], str]
+_Reads = tuple[_Read, _Read]
+"""The lock and the read for one value, with its parameter's name, then for several."""
+_OF_UETRS: _Reads = (
+    (_LOCK_PVPS_OF_UETR, _SELECT_PVPS_OF_UETR, "uetr"),
+    (_LOCK_PVPS_OF_UETRS, _SELECT_PVPS_OF_UETRS, "uetrs"),
+)
+_BY_ID: _Reads = (
+    (_LOCK_PVP_BY_ID, _SELECT_PVP_BY_ID, "pvp_id"),
+    (_LOCK_PVPS_BY_ID, _SELECT_PVPS_BY_ID, "pvp_ids"),
+)
 _NOTHING: frozenset[str] = frozenset()
 """A row lock reads no row the transaction holds back: nothing is sent before it."""
+
+
+def _lock_and_read(tx: pgtx.PgTx, reads: _Reads, values: list[str]) -> Pending:
+    """The PvPs that ``values`` name locked, then read with all their legs, queued in the
+    transaction's pipeline: the statements of one value for one (a plan PostgreSQL keeps),
+    else the arrays'."""
+    lock, select, name = reads[0] if len(values) == 1 else reads[1]
+    params = {name: values[0] if len(values) == 1 else values}
+    pgtx.send(tx, lock, params, _NOTHING)
+    return pgtx.query(tx, select, params, pgwrites.PVP_TABLES)
 
 
 def existing_pvps(tx: pgtx.PgTx, pvp_ids: list[str]) -> list[tuple[str]]:
@@ -225,14 +246,7 @@ class PgRepository(SqlRepository):
         assert tx is not None and isinstance(tx.state, _Known)
         # The lock before the writes held back (none changes which PvP a UETR names): rows of
         # legs written before the PvPs are locked are held against a holder of those locks.
-        params: dict[str, Any]
-        if len(uetrs) == 1:
-            lock, select, params = _LOCK_PVPS_OF_UETR, _SELECT_PVPS_OF_UETR, {"uetr": uetrs[0]}
-        else:
-            lock, select, params = _LOCK_PVPS_OF_UETRS, _SELECT_PVPS_OF_UETRS, {"uetrs": uetrs}
-        pgtx.send(tx, lock, params, _NOTHING)
-        pending = pgtx.query(tx, select, params, pgwrites.PVP_TABLES)
-        tx.state.loading.append(pending)
+        tx.state.loading.append(_lock_and_read(tx, _OF_UETRS, uetrs))
         tx.state.asked.update(uetrs)
 
     # --- reads ---
@@ -272,13 +286,7 @@ class PgRepository(SqlRepository):
         tx, known = at
         wanted = sorted({p for p in pvp_ids if p not in known.pvps})
         if wanted:
-            ids: dict[str, Any]
-            if len(wanted) == 1:
-                lock, select, ids = _LOCK_PVP_BY_ID, _SELECT_PVP_BY_ID, {"pvp_id": wanted[0]}
-            else:
-                lock, select, ids = _LOCK_PVPS_BY_ID, _SELECT_PVPS_BY_ID, {"pvp_ids": wanted}
-            pgtx.send(tx, lock, ids, _NOTHING)
-            known.loading.append(pgtx.query(tx, select, ids, pgwrites.PVP_TABLES))
+            known.loading.append(_lock_and_read(tx, _BY_ID, wanted))
             known.take_in()
         return known
 
