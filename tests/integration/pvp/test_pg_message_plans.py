@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import Engine
 
-from gateway.ledger import rawsql, service
+from gateway.ledger import service, sqltext
 from gateway.ledger.model import CreateLock, Issue, OpenWallet, WalletKind
 from gateway.ledger.store import LedgerUnitOfWork
 from gateway.pvp import pgstore
@@ -45,8 +45,8 @@ def gateway(pg_database_factory: Callable[[], str]) -> Iterator[Engine]:
 
 
 READS: dict[str, tuple[str, list[Any]]] = {
-    "a lock's batch read": (rawsql._pg_batch_read(1, 0, 2, 0), ["lk-new", "w-a", "w-b"]),
-    "a commit's batch read": (rawsql._pg_batch_read(1, 0, 0, 1), ["lk-7", "lk-7", "lk-7"]),
+    "a lock's batch read": (sqltext._pg_batch_read(1, 0, 2, 0), ["lk-new", "w-a", "w-b"]),
+    "a commit's batch read": (sqltext._pg_batch_read(1, 0, 0, 1), ["lk-7", "lk-7", "lk-7"]),
     "a message's duplicate check with its leg": (
         pgstore._inbound_sha_and_legs(1),
         ["uetr-1", "CBAUAEAA", "pacs.009.001.08", "msg-1"],
