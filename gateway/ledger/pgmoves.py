@@ -158,22 +158,20 @@ def move_statements(moves: Moves, ts: Callable[[datetime], Any]) -> list[tuple[s
     return out
 
 
-_Snapshot = tuple[int, dict[str, Needs], dict[str, tuple[int, int]]]
+_Snapshot = tuple[int, dict[str, Needs]]
 
 
 class HeldMoves:
     """The wallet moves of a transaction's batches, held until the COMMIT (a
     :class:`~gateway.pgpipeline.HeldToCommit` of its pipeline)."""
 
-    __slots__ = ("_deltas", "_entries", "_needs", "_ts", "_write")
+    __slots__ = ("_entries", "_needs", "_ts", "_write")
 
     def __init__(self, write: Callable[[str, Any], None], ts: Callable[[datetime], Any]) -> None:
         self._write = write
         self._ts = ts
         self._entries: list[Mapping[str, Any]] = []
         self._needs: dict[str, Needs] = {}
-        self._deltas: dict[str, tuple[int, int]] = {}
-        """wallet -> (posted, reserved) the held entries move it by"""
 
     def __bool__(self) -> bool:
         return bool(self._entries or self._needs)
@@ -184,36 +182,37 @@ class HeldMoves:
         for wallet_id, need in needs.items():
             if self._needs.get(wallet_id, Needs.NOTHING) < need:
                 self._needs[wallet_id] = need
-        deltas = self._deltas
-        for e in entries:
-            posted, reserved = deltas.get(e["wallet_id"], (0, 0))
-            deltas[e["wallet_id"]] = (posted + e["posted_delta"], reserved + e["reserved_delta"])
 
     def overlay(self, wallets: dict[str, Wallet]) -> dict[str, Wallet]:
         """``wallets`` as read, with the held moves added (what the transaction has made of
         them)."""
-        for wallet_id, (posted, reserved) in self._deltas.items():
-            w = wallets.get(wallet_id)
-            if w is not None:
-                wallets[wallet_id] = dataclasses.replace(
-                    w, posted=w.posted + posted, reserved=w.reserved + reserved
-                )
+        moved: dict[str, list[int]] = {}
+        for e in self._entries:
+            if e["wallet_id"] in wallets:
+                m = moved.setdefault(e["wallet_id"], [0, 0])
+                m[0] += e["posted_delta"]
+                m[1] += e["reserved_delta"]
+        for wallet_id, (posted, reserved) in moved.items():
+            w = wallets[wallet_id]
+            wallets[wallet_id] = dataclasses.replace(
+                w, posted=w.posted + posted, reserved=w.reserved + reserved
+            )
         return wallets
 
     def snapshot(self) -> object:
-        snapshot: _Snapshot = (len(self._entries), dict(self._needs), dict(self._deltas))
+        snapshot: _Snapshot = (len(self._entries), dict(self._needs))
         return snapshot
 
     def restore(self, snapshot: object) -> None:
-        n, needs, deltas = cast(_Snapshot, snapshot)
+        n, needs = cast(_Snapshot, snapshot)
         del self._entries[n:]
-        self._needs, self._deltas = needs, deltas
+        self._needs = needs
 
     def flush(self) -> None:
         if not self:
             return
         moves = wallet_moves(self._entries, self._needs)
-        self._entries, self._needs, self._deltas = [], {}, {}
+        self._entries, self._needs = [], {}
         for sql, params in move_statements(moves, self._ts):
             self._write(sql, params)
 

@@ -277,14 +277,12 @@ class HotPathLedgerSql:
         :meth:`wallets_by_id`) would return. Wallets read unlocked come with the moves the
         transaction holds added (they are written with the COMMIT); a locked read writes
         them first."""
-        if not lock_wallets and self._held:
-            locks, transfers, wallets = self._read_for_batch(
-                lock_ids, transfer_ids, wallet_ids, wallets_of_locks, lock_wallets=False
-            )
-            return locks, transfers, self._held.overlay(wallets)
-        return self._read_for_batch(
+        locks, transfers, wallets = self._read_for_batch(
             lock_ids, transfer_ids, wallet_ids, wallets_of_locks, lock_wallets=lock_wallets
         )
+        if not lock_wallets and self._held:
+            wallets = self._held.overlay(wallets)
+        return locks, transfers, wallets
 
     def _read_for_batch(
         self,
@@ -311,12 +309,12 @@ class HotPathLedgerSql:
             queries.append((_PG_LOCKS_FOR_UPDATE, (sorted(lock_ids),)))
         if transfer_ids:
             queries.append((_PG_TRANSFERS, (sorted(transfer_ids),)))
-        lock = " FOR UPDATE" if lock_wallets else ""
         if wallets_of_locks:
             of_locks = sorted(wallets_of_locks)
-            queries.append((_PG_WALLETS_OF_LOCKS + lock, (sorted(wallet_ids), of_locks, of_locks)))
+            params = (sorted(wallet_ids), of_locks, of_locks)
+            queries.append((_PG_WALLETS_OF_LOCKS + " FOR UPDATE", params))
         elif wallet_ids:
-            queries.append((_PG_WALLETS + lock, (sorted(wallet_ids),)))
+            queries.append((_PG_WALLETS + " FOR UPDATE", (sorted(wallet_ids),)))
         pipe = self.pipe
         assert pipe is not None
         pending = [pipe.query(sql, params) for sql, params in queries]
