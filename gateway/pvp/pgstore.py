@@ -28,7 +28,6 @@ statements, after the pipeline has been waited for.
 
 from __future__ import annotations
 
-import functools
 from collections import namedtuple
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -38,7 +37,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from gateway.db import UtcDateTime
-from gateway.pgarrays import any_of, any_params, array_type
+from gateway.pgarrays import FEW, any_of, any_params, array_type
 from gateway.pgpipeline import Pending, PgPipeline
 from gateway.pvp.model import FINAL_STATES, Instruction, Leg
 from gateway.pvp.rows import (
@@ -83,6 +82,7 @@ class _Table:
     def by_keys(self, n: int, *, lock: bool) -> str:
         """The rows of ``n`` keys (:func:`~gateway.pgarrays.any_params` of them), in key
         order, read ``FOR UPDATE`` with ``lock``."""
+        n = min(n, FEW + 1)  # more than a few: one text, an array
         sql = self._by_keys.get((n, lock))
         if sql is None:
             sql = (
@@ -91,6 +91,11 @@ class _Table:
             )
             self._by_keys[n, lock] = sql
         return sql
+
+    def read(self, keys: Iterable[str], *, lock: bool) -> tuple[str, list[Any]]:
+        """:meth:`by_keys` of ``keys`` and its parameters."""
+        ordered = sorted(keys)
+        return self.by_keys(len(ordered), lock=lock), any_params(ordered)
 
     def row(self, values: Sequence[Any]) -> Any:
         out = list(values)
@@ -130,7 +135,6 @@ _INBOUND_SHA = (
 )
 
 
-@functools.lru_cache(maxsize=32)
 def _inbound_sha_and_legs(n: int) -> str:
     """The duplicate check with the ``n`` legs a message names, locked: a row per leg (none
     found: one row of NULLs), each with the SHA-256 of the message if received."""
@@ -239,7 +243,7 @@ class PgPvPRepository(SqlPvPRepository):
         missing = sorted(set(uetrs) - self._held.keys())
         if not missing:
             return None
-        return self.pipe.query(_LEGS.by_keys(len(missing), lock=lock), any_params(missing))
+        return self.pipe.query(*_LEGS.read(missing, lock=lock))
 
     def _hold(self, pending: Pending | None, uetrs: Iterable[str]) -> None:
         """Keep the legs of ``uetrs`` read for update (and which had none)."""
@@ -420,10 +424,7 @@ class PgPvPRepository(SqlPvPRepository):
     def prefetch_instructions(self, ids: Iterable[str]) -> None:
         keys = frozenset(ids)
         if keys:
-            ordered = sorted(keys)
-            query = self.pipe.query(
-                _INSTRUCTIONS.by_keys(len(ordered), lock=True), any_params(ordered)
-            )
+            query = self.pipe.query(*_INSTRUCTIONS.read(keys, lock=True))
             self._prefetched = (keys, query)
 
     def instructions_for_update(self, ids: Iterable[str]) -> dict[str, Instruction]:
@@ -435,10 +436,7 @@ class PgPvPRepository(SqlPvPRepository):
         if prefetched is not None and keys <= prefetched[0]:
             rows = prefetched[1].rows()
         else:
-            ordered = sorted(keys)
-            rows = self.pipe.fetch(
-                _INSTRUCTIONS.by_keys(len(ordered), lock=True), any_params(ordered)
-            )
+            rows = self.pipe.fetch(*_INSTRUCTIONS.read(keys, lock=True))
         found = (instruction_of(_INSTRUCTIONS.row(r)) for r in rows)
         return {i.instruction_id: i for i in found if i.instruction_id in keys}
 
