@@ -5,57 +5,62 @@ test case and exits 1."""
 
 from __future__ import annotations
 
+import errno
 import io
 import json
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 
 from gateway.cli import main
+from gateway.messaging.serving import free_port
 from tests.e2e.partner.refpartner import ReferencePartner
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
-def _partner(broken: frozenset[str] = frozenset()) -> Iterator[tuple[ReferencePartner, str, int]]:
-    port = _free_port()
+def _partner(broken: frozenset[str] = frozenset()) -> Iterator[tuple[ReferencePartner, str]]:
     partner = ReferencePartner(
         bic="CBAUAEAA",
-        connector_url=f"http://127.0.0.1:{port}",
+        connector_url="(set by _check: the port partner-check listens on)",
         accounts={"EBIL-AED": 1_000_000},
         broken=broken,
     )
     server = partner.serve()
     try:
-        yield partner, f"http://127.0.0.1:{server.server_address[1]}", port
+        yield partner, f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
         partner.close()
 
 
-def _check(
-    tmp_path: Path, partner: ReferencePartner, endpoint: str, port: int, *more: str
-) -> tuple[int, str]:
+def _check(tmp_path: Path, partner: ReferencePartner, endpoint: str, *more: str) -> tuple[int, str]:
+    """``partner-check`` on a free port, which the partner must know before the check starts
+    (it answers there). Another test may take that port between its choice and the check's
+    bind, which fails before anything is sent: then again, on another port."""
     cert = tmp_path / "partner.pem"
     cert.write_text(partner.cert_pem)
-    args = ["partner-check", "--endpoint", endpoint, "--bic", "CBAUAEAA", "--currency", "AED"]
-    args += ["--cert", str(cert), "--listen", f"127.0.0.1:{port}", "--late-seconds", "2", *more]
-    out = io.StringIO()
-    with redirect_stdout(out):
-        code = main(args)
-    return code, out.getvalue()
+    for attempt in range(5):
+        port = free_port()
+        partner.connector_url = f"http://127.0.0.1:{port}"
+        args = ["partner-check", "--endpoint", endpoint, "--bic", "CBAUAEAA", "--currency"]
+        args += ["AED", "--cert", str(cert), "--listen", f"127.0.0.1:{port}"]
+        args += ["--late-seconds", "2", *more]
+        out = io.StringIO()
+        try:
+            with redirect_stdout(out):
+                code = main(args)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE or attempt == 4:
+                raise
+            continue
+        return code, out.getvalue()
+    raise AssertionError("unreachable")
 
 
 def test_the_reference_partner_passes_every_step(tmp_path: Path) -> None:
-    with _partner() as (partner, endpoint, port):
-        code, report = _check(tmp_path, partner, endpoint, port, "--json")
+    with _partner() as (partner, endpoint):
+        code, report = _check(tmp_path, partner, endpoint, "--json")
         balance = partner.accounts["EBIL-AED"]
     assert code == 0, report
     # --json: one object per step, then the totals; nothing else on stdout.
@@ -87,8 +92,8 @@ def test_a_broken_partner_fails_and_each_failing_step_is_named(tmp_path: Path) -
     broken = frozenset(
         {"accept_unsigned", "release_at_deadline", "cancel_settled", "lock_late", "any_fulfilment"}
     )
-    with _partner(broken) as (partner, endpoint, port):
-        code, report = _check(tmp_path, partner, endpoint, port)
+    with _partner(broken) as (partner, endpoint):
+        code, report = _check(tmp_path, partner, endpoint)
     assert code == 1, report
     failed = {
         line.removeprefix("FAILED: ") for line in report.splitlines() if line.startswith("FAILED: ")
