@@ -54,7 +54,7 @@ from gateway.connector.schema import (
     pvps,
     sim_locks,
 )
-from gateway.pgarrays import array_type, pg_array
+from gateway.pgarrays import FEW_ROWS, array_type, pg_array, values_of, values_params
 
 
 class Pipe(Protocol):
@@ -106,6 +106,12 @@ def _update(table: sa.Table, keys: Sequence[str], settable: Sequence[str]) -> st
         f"UPDATE {table.name} AS t SET {sets} FROM unnest({', '.join(arrays)}) "
         f"AS v({', '.join(names)}) WHERE {where}"
     )
+
+
+def _few(columns: list[list[Any]]) -> int:
+    """A part's number of rows if they are few enough to send as rows of parameters, else 0."""
+    n = len(columns[0]) if columns else 0
+    return n if n <= FEW_ROWS else 0
 
 
 def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
@@ -206,23 +212,27 @@ _PARTS: tuple[tuple[str, str], ...] = (
 _SQL = dict(_PARTS)
 _ORDER = {name: i for i, (name, _sql) in enumerate(_PARTS)}
 _WIDTHS = {name: sql.count("%s") for name, sql in _PARTS}
-_flush_sql: dict[tuple[str, ...], str] = {}
+_flush_sql: dict[tuple[tuple[str, ...], tuple[int, ...]], str] = {}
 
 
-def flush_sql(parts: tuple[str, ...]) -> str:
+def flush_sql(parts: tuple[str, ...], rows: tuple[int, ...] | None = None) -> str:
     """The one statement that sends the parts named (in ``_PARTS``' order): each but the
     last a data-modifying WITH query. Its parts run as one, see the same snapshot and are
     checked (keys, references) at its end; no row is written by two of them (what changes a
     row inserted in the same flush changes the row to insert, and an account both moved and
     credited is credited by a statement of its own after it). Only the parts with rows are
     sent: an empty array costs the driver as much to send as a full one. A transaction of
-    one kind writes the same tables each time, so the texts are few, each prepared."""
-    sql = _flush_sql.get(parts)
+    one kind writes the same tables each time, so the texts are few, each prepared. ``rows``:
+    each part's number of rows if it has up to :data:`FEW_ROWS`, sent as rows of parameters
+    (:func:`values_of`: most parts of an unbatched PvP's flush), else 0 (arrays)."""
+    rows = rows or (0,) * len(parts)
+    sql = _flush_sql.get((parts, rows))
     if sql is None:
-        *first, last = parts
-        with_ = ", ".join(f"w_{name} AS ({_SQL[name]})" for name in first)
-        sql = _numbered(f"WITH {with_} {_SQL[last]}" if first else _SQL[last])
-        _flush_sql[parts] = sql
+        texts = [values_of(_SQL[p], n) if n else _SQL[p] for p, n in zip(parts, rows, strict=True)]
+        *first, last = zip(parts, texts, strict=True)
+        with_ = ", ".join(f"w_{name} AS ({text})" for name, text in first)
+        sql = _numbered(f"WITH {with_} {last[1]}" if first else last[1])
+        _flush_sql[parts, rows] = sql
     return sql
 
 
@@ -402,8 +412,14 @@ class Writes:
             both = self._account_params(params)
         if params:
             parts = tuple(sorted(params, key=_ORDER.__getitem__))
-            arrays = [pg_array(column) for name in parts for column in params[name]]
-            pipe.execute(flush_sql(parts), arrays)
+            counts = tuple(_few(params[name]) for name in parts)
+            values: list[Any] = []
+            for name, n in zip(parts, counts, strict=True):
+                if n:
+                    values += values_params(params[name])
+                else:
+                    values += [pg_array(column) for column in params[name]]
+            pipe.execute(flush_sql(parts, counts), values)
         if both:
             pipe.execute(CREDIT_SIM_ACCOUNTS, [pg_array(column) for column in both])
 

@@ -29,7 +29,9 @@ def plans_kept(url: str, sql: str, params: Any, runs: int = 12) -> tuple[int, in
     dsn = url.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(dsn, autocommit=True) as conn:
         for _ in range(runs):
-            conn.execute(sql, params, prepare=True).fetchall()
+            cur = conn.execute(sql, params, prepare=True)
+            if cur.description is not None:  # a write returns no rows
+                cur.fetchall()
         row = conn.execute(
             "SELECT custom_plans, generic_plans FROM pg_prepared_statements", prepare=False
         ).fetchone()

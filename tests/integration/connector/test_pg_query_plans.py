@@ -22,6 +22,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from gateway.connector import pgrepo, schema, simstore, store
+from gateway.connector.pgwrites import Writes
+from gateway.pgarrays import FEW_ROWS
 from tests.support.databases import plans_kept
 
 pytestmark = pytest.mark.postgres
@@ -174,3 +176,33 @@ def test_a_message_s_reads_keep_their_plan(
     sql = str(statement.compile(dialect=backlog.dialect))
     url = backlog.url.render_as_string(hide_password=False)
     assert plans_kept(url, sql, params) == (5, 7)
+
+
+class _Captured:
+    """A pipe that keeps what it is asked to run."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, list[Any]]] = []
+
+    def execute(self, sql: str, params: list[Any]) -> None:
+        self.sent.append((sql, params))
+
+
+@pytest.mark.parametrize(("legs", "kept"), [(2, (5, 7)), (FEW_ROWS + 1, (12, 0))])
+def test_an_unbatched_flush_keeps_its_plan(
+    backlog: Engine, legs: int, kept: tuple[int, int]
+) -> None:
+    """An unbatched PvP's flush writes a row or two a table: sent as rows of parameters
+    (``gateway.pgarrays.values_of``), PostgreSQL keeps the statement's generic plan; over
+    arrays, as a batched flush's many rows are, it planned it again at every execution
+    (~300 µs a flush)."""
+    writes = Writes()
+    for i in range(legs):
+        writes.update_leg(f"PVP{2001 + i // 2}", ("DT", "FX")[i % 2], {"locked_at": 5})
+    writes.set_pvp_state("PVP2001", "pending")
+    pipe = _Captured()
+    writes.flush(pipe)
+    [(numbered, params)] = pipe.sent
+    sql = re.sub(r"\$\d+", "%s", numbered)  # sent as numbered; psycopg's placeholders here
+    url = backlog.url.render_as_string(hide_password=False)
+    assert plans_kept(url, sql, params) == kept

@@ -25,6 +25,7 @@ from gateway.connector.pgrepo import PgRepository
 from gateway.connector.repository import SqlRepository
 from gateway.connector.rows import LegRow, PvPRow
 from gateway.connector.sim import SimulatedNetworks
+from gateway.pgarrays import FEW_ROWS
 from gateway.sqlite.fastsql import run
 from tests.integration.connector.support import Env
 
@@ -360,6 +361,50 @@ def test_the_message_log_keeps_its_order_with_bodies_stored_once(engine: Engine)
     ]
     assert bodies == 2
     assert one[1].body_id == two[0].body_id != one[2].body_id
+
+
+@pytest.mark.parametrize("n", [1, 2, FEW_ROWS // 2 + 1, FEW_ROWS + 1])
+def test_a_flush_stores_the_same_rows_as_values_or_as_arrays(engine: Engine, n: int) -> None:
+    """Up to FEW_ROWS rows a part of the flush sends them as rows of parameters, beyond as
+    arrays (the legs' parts have two rows a PvP): the stored rows are the oracle's."""
+    made = [_pvp(engine, f"OLD{i}") for i in range(n)]
+    fresh = [
+        (
+            PvPRow(f"NEW{i}", 10**13, "c" * 64, "s" * 64, PvPState.PENDING),
+            [replace(leg, pvp_id=f"NEW{i}", uetr=f"NEW{i}-{leg.leg}") for leg in legs],
+        )
+        for i, (_pvp_row, legs) in enumerate(made)
+    ]
+    with transaction(engine) as work:
+        PG.insert_pvps(work, [(p, 2) for p, _ in fresh], [leg for _, ls in fresh for leg in ls])
+        for pvp, legs in made:
+            for leg in legs:
+                PG.update_leg(work, leg, status=LegStatus.LOCKED, locked_at=5)
+            PG.insert_decision(work, Decision(pvp.id, DecisionKind.COMMIT, None, "in time", 7))
+            PG.update_pvp(work, pvp.id, PvPState.COMMITTED)
+            PG.insert_inbox(work, _inbox_row(f"IN-{pvp.id}"))
+            work.log.append(
+                logged([pvp.id], "out", "NETWORKXXXX", "pacs.009.001.08", "M", b"<a/>", 1)
+            )
+        ids = [pvp.id for pvp, _ in made]
+        work.log.append(logged(ids, "in", "NETWORKXXXX", "pacs.002.001.10", "B", b"<b/>", at=2))
+    with transaction(engine) as work:
+        for pvp, legs in made:
+            assert SQL.read_pvp(work, pvp.id).state is PvPState.COMMITTED
+            assert SQL.read_decision(work, pvp.id) == Decision(
+                pvp.id, DecisionKind.COMMIT, None, "in time", 7
+            )
+            assert SQL.read_legs(work, pvp.id) == [
+                replace(leg, status=LegStatus.LOCKED, locked_at=5) for leg in legs
+            ]
+        for pvp, legs in fresh:
+            assert SQL.read_pvp(work, pvp.id) == pvp
+            assert SQL.read_legs(work, pvp.id) == legs
+    assert _inbox_ids(engine) == sorted(f"IN-{pvp.id}" for pvp, _ in made)
+    with store.reader(engine) as conn:
+        for pvp, _ in made:
+            log = store.read_message_log(conn, pvp.id)
+            assert [(m.msg_id, m.raw) for m in log] == [("M", b"<a/>"), ("B", b"<b/>")]
 
 
 def test_simulated_accounts_moved_and_credited_in_one_transaction_add_up(engine: Engine) -> None:

@@ -1,5 +1,6 @@
 """Arrays sent to PostgreSQL as one literal each (``gateway.pgarrays.pg_array``): what the hot
-paths' ``unnest`` and ``= ANY`` statements take. The server reads back each value."""
+paths' ``unnest`` and ``= ANY`` statements take. The server reads back each value; and a few
+rows sent as rows of parameters (``values_of``) are the rows the arrays give."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from gateway.pgarrays import FEW, any_of, any_params, pg_array
+from gateway.pgarrays import FEW, FEW_ROWS, any_of, any_params, pg_array, values_of, values_params
 
 pytestmark = pytest.mark.postgres
 
@@ -65,3 +66,34 @@ def test_any_of_finds_the_values_it_is_given(pg_url: str, n: int) -> None:
         engine.dispose()
     assert got == sorted(values[1:])
     assert ("ARRAY[" in any_of(n)) == (n <= FEW)
+
+
+@pytest.mark.parametrize("n", range(1, FEW_ROWS + 1))
+def test_a_few_rows_as_values_are_the_rows_the_arrays_give(pg_url: str, n: int) -> None:
+    at = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    rows: list[tuple[Any, ...]] = [
+        ('a "quoted" one', 2**63 - 1, True, b"<a/>", at),
+        (None, 7, None, None, None),
+        ("back\\slash", _Level.HIGH, False, bytes(range(256)), at),
+        (_Kind.PLAIN, 100, True, b"", at + timedelta(days=1)),
+    ][:n]
+    sql = (
+        "SELECT * FROM unnest(%s::text[], %s::bigint[], %s::boolean[], %s::bytea[],"
+        " %s::timestamptz[]) WITH ORDINALITY AS r(t, i, b, raw, at, n) ORDER BY n"
+    )
+    columns = [list(c) for c in zip(*rows, strict=True)]
+    engine = sa.create_engine(pg_url)
+    try:
+        with engine.connect() as conn:
+            arrays = conn.exec_driver_sql(sql, tuple(pg_array(c) for c in columns)).all()
+            values = conn.exec_driver_sql(values_of(sql, n), tuple(values_params(columns))).all()
+    finally:
+        engine.dispose()
+    assert values == arrays
+    assert [tuple(r[:5]) for r in arrays] == [tuple(map(_plain, row)) for row in rows]
+    assert "unnest" not in values_of(sql, n)
+
+
+def _plain(v: Any) -> Any:
+    """What the server gives back for a value sent: an IntEnum's number, a StrEnum's text."""
+    return int(v) if isinstance(v, IntEnum) else str(v) if isinstance(v, StrEnum) else v
