@@ -19,6 +19,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from gateway.pgengine import compress_with_lz4
+
 metadata = sa.MetaData()
 
 
@@ -287,6 +289,14 @@ _DROPPED_INDEXES = (
     "ix_outbox_due",
 )
 
+# Messages' bytes: compressed with LZ4 on PostgreSQL (``gateway.pgengine.compress_with_lz4``).
+_MESSAGE_COLUMNS = (
+    ("inbox", "raw"),
+    ("message_bodies", "raw"),
+    ("pvp_messages", "raw"),
+    ("outbox", "payload"),
+)
+
 # Columns added after the first release: (table, column, DDL type and default).
 _ADDED_COLUMNS = (
     ("legs", "decision_queued", "BOOLEAN NOT NULL DEFAULT FALSE"),
@@ -315,6 +325,7 @@ def create_schema(engine: Engine) -> None:
             .where(legs.c.redeliver_at.is_(None) & legs.c.decision_sent_at.is_not(None))
             .values(redeliver_at=legs.c.decision_sent_at)
         )
+        compress_with_lz4(conn, _MESSAGE_COLUMNS)
     with engine.begin() as conn:
         for ddl in _SQLITE_TRIGGERS if engine.dialect.name == "sqlite" else _PG_TRIGGERS:
             conn.exec_driver_sql(ddl)
