@@ -74,10 +74,11 @@ FEW_ROWS = 4
 (:func:`values_of`): cheaper for the server than arrays up to ~4 rows, dearer from ~8."""
 
 
-def values_of(sql: str, n: int) -> str:
-    """``sql`` with each ``unnest(%s::<type>[], ...)`` of it as ``n`` rows of parameters of
-    their own, ``(VALUES (%s::<type>, ...), (%s, ...))`` (``WITH ORDINALITY``: each row's
-    number last), for :func:`values_params`.
+def values_of(sql: str, *counts: int) -> str:
+    """``sql`` with each ``unnest(%s::<type>[], ...)`` of it as rows of parameters of their
+    own, ``(VALUES (%s::<type>, ...), (%s, ...))`` (``WITH ORDINALITY``: each row's number
+    last), for :func:`values_params`: ``counts`` rows each (one count: the same for all; 0:
+    that one left as arrays).
 
     A short array costs the server far more than its values alone: the array's parse and the
     function scan's set-up, ~5 µs an array, and a flush of an unbatched PvP sends 20 to 60
@@ -85,7 +86,14 @@ def values_of(sql: str, n: int) -> str:
     planner reckoning on ten rows an array (see :func:`any_of`): with the rows spelled out,
     the plan made once is kept."""
 
+    found = iter(counts * len(_UNNEST.findall(sql)) if len(counts) == 1 else counts)
+
     def values(m: re.Match[str]) -> str:
+        n = next(found, None)
+        if n is None:
+            raise ValueError("fewer counts than unnest() in the statement")
+        if not n:
+            return m.group(0)
         types = [p.removeprefix("%s").removesuffix("[]") for p in m.group(1).split(", ")]
         first = ", ".join(f"%s{t}" for t in types)
         rest = ", ".join(["%s"] * len(types))
@@ -95,7 +103,10 @@ def values_of(sql: str, n: int) -> str:
         alias = " " if m.group(3) else " v"
         return "(VALUES " + ", ".join(f"({r})" for r in rows) + ") AS" + alias
 
-    return _UNNEST.sub(values, sql)
+    out = _UNNEST.sub(values, sql)
+    if next(found, None) is not None:
+        raise ValueError("more counts than unnest() in the statement")
+    return out
 
 
 def values_params(columns: Sequence[Sequence[Any]]) -> list[Any]:

@@ -38,7 +38,7 @@ from typing import Any, cast
 
 from gateway.ledger.model import Wallet, WalletKind
 from gateway.ledger.moves import MovedEntry, Moves, Needs, WalletMove, wallet_moves
-from gateway.pgarrays import pg_array
+from gateway.pgarrays import FEW_ROWS, pg_array, values_of, values_params
 
 # What the row must be for the batch's checks to pass on it (``need``: moves.Needs).
 _PASSES = (
@@ -53,7 +53,7 @@ MOVE = (
     " AS m(id, pd, rd, need, available, low, high)),"
     # The rows locked in id order before any is written (concurrent batches queue, never
     # deadlock); the update, on the rows as they are once locked, checks them.
-    " l AS MATERIALIZED (SELECT id FROM ledger_wallet WHERE id = ANY(%s::text[])"
+    " l AS MATERIALIZED (SELECT id FROM ledger_wallet WHERE id IN (SELECT id FROM m)"
     " ORDER BY id FOR NO KEY UPDATE),"
     " w AS (UPDATE ledger_wallet w SET posted = w.posted + m.pd, reserved = w.reserved + m.rd"
     f" FROM m JOIN l USING (id) WHERE w.id = m.id AND CASE WHEN {_PASSES} THEN true"
@@ -66,6 +66,17 @@ MOVE = (
     " JOIN w ON w.id = e.wid ORDER BY e.n"
 )
 """The moved wallets' deltas and their history entries, in one statement."""
+_MOVES: dict[tuple[int, int], str] = {}
+
+
+def _move(wallets: int, entries: int) -> str:
+    """:data:`MOVE` with its wallets' and its entries' rows as rows of parameters when they
+    are few (their numbers; 0: arrays), :func:`~gateway.pgarrays.values_of`."""
+    sql = _MOVES.get((wallets, entries))
+    if sql is None:
+        sql = _MOVES[wallets, entries] = values_of(MOVE, wallets, entries)
+    return sql
+
 
 CHECK = (
     "SELECT 1 FROM ledger_wallet w JOIN unnest(%s::text[], %s::int[]) AS m(id, need)"
@@ -121,34 +132,32 @@ def move_statements(moves: Moves, ts: Callable[[datetime], Any]) -> list[tuple[s
         out.append(_move_one(written[0], moves.entries[0], ts))
         written = []
     if written:
-        ids = [m.wallet_id for m in written]
         es = moves.entries
-        out.append(
-            (
-                MOVE,
-                tuple(
-                    pg_array(column)
-                    for column in (
-                        ids,
-                        [m.posted_delta for m in written],
-                        [m.reserved_delta for m in written],
-                        [int(m.need) for m in written],
-                        [m.min_available for m in written],
-                        [m.posted_range[0] for m in written],
-                        [m.posted_range[1] for m in written],
-                        ids,
-                        [e.wallet_id for e in es],
-                        [e.op for e in es],
-                        [e.ref_id for e in es],
-                        [e.posted_delta for e in es],
-                        [e.reserved_delta for e in es],
-                        [e.rest_posted for e in es],
-                        [e.rest_reserved for e in es],
-                        [ts(e.created_at) for e in es],
-                    )
-                ),
-            )
-        )
+        wallets: list[list[Any]] = [
+            [m.wallet_id for m in written],
+            [m.posted_delta for m in written],
+            [m.reserved_delta for m in written],
+            [int(m.need) for m in written],
+            [m.min_available for m in written],
+            [m.posted_range[0] for m in written],
+            [m.posted_range[1] for m in written],
+        ]
+        entries: list[list[Any]] = [
+            [e.wallet_id for e in es],
+            [e.op for e in es],
+            [e.ref_id for e in es],
+            [e.posted_delta for e in es],
+            [e.reserved_delta for e in es],
+            [e.rest_posted for e in es],
+            [e.rest_reserved for e in es],
+            [ts(e.created_at) for e in es],
+        ]
+        # A few rows as rows of parameters (the plan kept, no array to parse), more as arrays.
+        counts = [n if n <= FEW_ROWS else 0 for n in (len(written), len(es))]
+        values: list[Any] = []
+        for n, columns in zip(counts, (wallets, entries), strict=True):
+            values += values_params(columns) if n else [pg_array(c) for c in columns]
+        out.append((_move(*counts), tuple(values)))
     checked = [m for m in moves.wallets if not m.written]
     if len(checked) == 1:
         out.append((CHECK_ONE, {"id": checked[0].wallet_id, "need": int(checked[0].need)}))

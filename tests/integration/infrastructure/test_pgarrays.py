@@ -97,3 +97,23 @@ def test_a_few_rows_as_values_are_the_rows_the_arrays_give(pg_url: str, n: int) 
 def _plain(v: Any) -> Any:
     """What the server gives back for a value sent: an IntEnum's number, a StrEnum's text."""
     return int(v) if isinstance(v, IntEnum) else str(v) if isinstance(v, StrEnum) else v
+
+
+def test_each_unnest_takes_its_own_count_and_zero_keeps_its_arrays(pg_url: str) -> None:
+    sql = (
+        "SELECT a.x, b.y FROM unnest(%s::bigint[]) WITH ORDINALITY AS a(x, n)"
+        " JOIN unnest(%s::text[], %s::bigint[]) AS b(y, n) USING (n) ORDER BY n"
+    )
+    xs, ys = [10, 20], ["one", "two"]
+    engine = sa.create_engine(pg_url)
+    try:
+        with engine.connect() as conn:
+            both = values_of(sql, 2, 0)
+            params = (*values_params([xs]), pg_array(ys), pg_array([1, 2]))
+            got = conn.exec_driver_sql(both, params).all()
+    finally:
+        engine.dispose()
+    assert [tuple(r) for r in got] == [(10, "one"), (20, "two")]
+    assert both.count("unnest(") == 1
+    with pytest.raises(ValueError, match="more counts"):
+        values_of(sql, 2, 0, 1)
