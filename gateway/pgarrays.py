@@ -1,7 +1,8 @@
 """PostgreSQL arrays as the statements that write or read many rows at once send them
 (``unnest(%s::<type>[], ...)``, ``= ANY(%s::<type>[])``): a column's element type
-(:func:`array_type`), a list as one array literal (:func:`pg_array`), and a few values as
-parameters of their own (:func:`any_of`)."""
+(:func:`array_type`), a list as one array literal (:func:`pg_array`); and, where only a few
+are sent, rows as parameters of their own (:func:`values_of`) and a few values likewise
+(:func:`any_of`), whose plans PostgreSQL keeps."""
 
 from __future__ import annotations
 
