@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 
 from gateway.iso20022 import Message, OriginalRef, build, header_for, parse, sign_envelope
+from gateway.messaging.httplimits import DEFAULT_LIMITS
 from gateway.messaging.serving import free_port
 from gateway.pvp.keys import generate
 from ops.chaos.processes import Process, Timeout, run_cli, wait_for
@@ -170,7 +171,11 @@ class PvPProcesses:
 
     def _client(self, url: str, token: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        client = httpx.Client(base_url=url, headers=headers, timeout=15)
+        # An idle connection dropped well before the servers close it (their keep-alive): at
+        # the same 5 s, a request after a restart's pause could go out on a connection the
+        # server was closing ("Server disconnected without sending a response").
+        limits = httpx.Limits(keepalive_expiry=DEFAULT_LIMITS.keep_alive / 2)
+        client = httpx.Client(base_url=url, headers=headers, timeout=15, limits=limits)
         self._clients.append(client)
         return client
 
