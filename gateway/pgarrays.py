@@ -78,8 +78,8 @@ FEW_ROWS = 4
 def values_of(sql: str, *counts: int) -> str:
     """``sql`` with each ``unnest(%s::<type>[], ...)`` of it as rows of parameters of their
     own, ``(VALUES (%s::<type>, ...), (%s, ...))`` (``WITH ORDINALITY``: each row's number
-    last), for :func:`values_params`: ``counts`` rows each (one count: the same for all; 0:
-    that one left as arrays).
+    last), for :func:`values_params`: ``counts``, one for each ``unnest`` in its order, the
+    number of its rows (0: that one left as arrays; :func:`rows_params` gives both).
 
     A short array costs the server far more than its values alone: the array's parse and the
     function scan's set-up, ~5 µs an array, and a flush of an unbatched PvP sends 20 to 60
@@ -87,7 +87,7 @@ def values_of(sql: str, *counts: int) -> str:
     planner reckoning on ten rows an array (see :func:`any_of`): with the rows spelled out,
     the plan made once is kept."""
 
-    found = iter(counts * len(_UNNEST.findall(sql)) if len(counts) == 1 else counts)
+    found = iter(counts)
 
     def values(m: re.Match[str]) -> str:
         n = next(found, None)
@@ -108,6 +108,16 @@ def values_of(sql: str, *counts: int) -> str:
     if next(found, None) is not None:
         raise ValueError("more counts than unnest() in the statement")
     return out
+
+
+def rows_params(columns: Sequence[Sequence[Any]]) -> tuple[int, list[Any]]:
+    """The rows of ``columns`` (one list of values per column) as one ``unnest`` of a
+    statement takes them: up to :data:`FEW_ROWS` rows, their number (its count for
+    :func:`values_of`) and :func:`values_params`; more, 0 and an array literal per column."""
+    n = len(columns[0]) if columns else 0
+    if 0 < n <= FEW_ROWS:
+        return n, values_params(columns)
+    return 0, [pg_array(column) for column in columns]
 
 
 def values_params(columns: Sequence[Sequence[Any]]) -> list[Any]:

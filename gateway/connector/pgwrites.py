@@ -54,7 +54,7 @@ from gateway.connector.schema import (
     pvps,
     sim_locks,
 )
-from gateway.pgarrays import FEW_ROWS, array_type, pg_array, values_of, values_params
+from gateway.pgarrays import array_type, pg_array, rows_params, values_of
 
 
 class Pipe(Protocol):
@@ -106,12 +106,6 @@ def _update(table: sa.Table, keys: Sequence[str], settable: Sequence[str]) -> st
         f"UPDATE {table.name} AS t SET {sets} FROM unnest({', '.join(arrays)}) "
         f"AS v({', '.join(names)}) WHERE {where}"
     )
-
-
-def _few(columns: list[list[Any]]) -> int:
-    """A part's number of rows if they are few enough to send as rows of parameters, else 0."""
-    n = len(columns[0]) if columns else 0
-    return n if n <= FEW_ROWS else 0
 
 
 def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
@@ -215,7 +209,7 @@ _WIDTHS = {name: sql.count("%s") for name, sql in _PARTS}
 _flush_sql: dict[tuple[tuple[str, ...], tuple[int, ...]], str] = {}
 
 
-def flush_sql(parts: tuple[str, ...], rows: tuple[int, ...] | None = None) -> str:
+def flush_sql(parts: tuple[str, ...], rows: tuple[int, ...]) -> str:
     """The one statement that sends the parts named (in ``_PARTS``' order): each but the
     last a data-modifying WITH query. Its parts run as one, see the same snapshot and are
     checked (keys, references) at its end; no row is written by two of them (what changes a
@@ -223,9 +217,8 @@ def flush_sql(parts: tuple[str, ...], rows: tuple[int, ...] | None = None) -> st
     credited is credited by a statement of its own after it). Only the parts with rows are
     sent: an empty array costs the driver as much to send as a full one. A transaction of
     one kind writes the same tables each time, so the texts are few, each prepared. ``rows``:
-    each part's number of rows if it has up to :data:`FEW_ROWS`, sent as rows of parameters
+    each part's number of rows if it has up to ``pgarrays.FEW_ROWS``, sent as rows of parameters
     (:func:`values_of`: most parts of an unbatched PvP's flush), else 0 (arrays)."""
-    rows = rows or (0,) * len(parts)
     sql = _flush_sql.get((parts, rows))
     if sql is None:
         texts = [values_of(_SQL[p], n) if n else _SQL[p] for p, n in zip(parts, rows, strict=True)]
@@ -412,14 +405,13 @@ class Writes:
             both = self._account_params(params)
         if params:
             parts = tuple(sorted(params, key=_ORDER.__getitem__))
-            counts = tuple(_few(params[name]) for name in parts)
+            counts: list[int] = []
             values: list[Any] = []
-            for name, n in zip(parts, counts, strict=True):
-                if n:
-                    values += values_params(params[name])
-                else:
-                    values += [pg_array(column) for column in params[name]]
-            pipe.execute(flush_sql(parts, counts), values)
+            for name in parts:
+                n, part_values = rows_params(params[name])
+                counts.append(n)
+                values += part_values
+            pipe.execute(flush_sql(parts, tuple(counts)), values)
         if both:
             pipe.execute(CREDIT_SIM_ACCOUNTS, [pg_array(column) for column in both])
 

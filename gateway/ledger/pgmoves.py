@@ -32,13 +32,14 @@ trigger pools a segregated wallet's movements in the order their row locks were 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, cast
 
 from gateway.ledger.model import Wallet, WalletKind
 from gateway.ledger.moves import MovedEntry, Moves, Needs, WalletMove, wallet_moves
-from gateway.pgarrays import FEW_ROWS, pg_array, values_of, values_params
+from gateway.pgarrays import pg_array, rows_params, values_of
 
 # What the row must be for the batch's checks to pass on it (``need``: moves.Needs).
 _PASSES = (
@@ -66,16 +67,13 @@ MOVE = (
     " JOIN w ON w.id = e.wid ORDER BY e.n"
 )
 """The moved wallets' deltas and their history entries, in one statement."""
-_MOVES: dict[tuple[int, int], str] = {}
 
 
+@functools.cache
 def _move(wallets: int, entries: int) -> str:
     """:data:`MOVE` with its wallets' and its entries' rows as rows of parameters when they
     are few (their numbers; 0: arrays), :func:`~gateway.pgarrays.values_of`."""
-    sql = _MOVES.get((wallets, entries))
-    if sql is None:
-        sql = _MOVES[wallets, entries] = values_of(MOVE, wallets, entries)
-    return sql
+    return values_of(MOVE, wallets, entries)
 
 
 CHECK = (
@@ -153,11 +151,9 @@ def move_statements(moves: Moves, ts: Callable[[datetime], Any]) -> list[tuple[s
             [ts(e.created_at) for e in es],
         ]
         # A few rows as rows of parameters (the plan kept, no array to parse), more as arrays.
-        counts = [n if n <= FEW_ROWS else 0 for n in (len(written), len(es))]
-        values: list[Any] = []
-        for n, columns in zip(counts, (wallets, entries), strict=True):
-            values += values_params(columns) if n else [pg_array(c) for c in columns]
-        out.append((_move(*counts), tuple(values)))
+        n_wallets, wallet_values = rows_params(wallets)
+        n_entries, entry_values = rows_params(entries)
+        out.append((_move(n_wallets, n_entries), (*wallet_values, *entry_values)))
     checked = [m for m in moves.wallets if not m.written]
     if len(checked) == 1:
         out.append((CHECK_ONE, {"id": checked[0].wallet_id, "need": int(checked[0].need)}))

@@ -28,6 +28,7 @@ statements, after the pipeline has been waited for.
 
 from __future__ import annotations
 
+import functools
 from collections import namedtuple
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -138,6 +139,11 @@ _INBOUND_SHA = (
 def _inbound_sha_and_legs(n: int) -> str:
     """The duplicate check with the ``n`` legs a message names, locked: a row per leg (none
     found: one row of NULLs), each with the SHA-256 of the message if received."""
+    return _inbound_sha_and_legs_text(min(n, FEW + 1))  # more than a few: one text, an array
+
+
+@functools.cache
+def _inbound_sha_and_legs_text(n: int) -> str:
     return (
         f"WITH l AS MATERIALIZED ({_LEGS.by_keys(n, lock=True)})"
         f" SELECT ({_INBOUND_SHA}), l.* FROM (VALUES (1)) AS one (x) LEFT JOIN l ON true"
