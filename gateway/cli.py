@@ -11,7 +11,7 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
@@ -265,7 +265,7 @@ def cmd_stablecoin(args: argparse.Namespace) -> int:
 
 
 def cmd_connector(args: argparse.Namespace) -> int:
-    from gateway.connector import serve
+    from gateway.connector.serving import serve
 
     return serve(_settings(args), host=args.host, port=args.port, cpus=args.cpus)
 
@@ -303,7 +303,15 @@ def cmd_witness(args: argparse.Namespace) -> int:
     return run(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(words: Collection[str] | None = None) -> argparse.ArgumentParser:
+    """The command line's parser. ``words``: the command line's; the commands whose arguments
+    are defined by modules of their own (``verify-collateral``, ``partner-check``, ``witness``)
+    get them only when named there, so that every other command's process starts without
+    loading those modules (None: every command gets its arguments)."""
+
+    def named(command: str) -> bool:
+        return words is None or command in words
+
     # No abbreviations at the top: argparse matches every option string of the command line
     # against these prefixes, so `witness --log` would clash with --log-level and its siblings.
     parser = argparse.ArgumentParser(prog="dt-gateway", description=__doc__, allow_abbrev=False)
@@ -388,31 +396,35 @@ def build_parser() -> argparse.ArgumentParser:
     kg.add_argument("--contract", help="... and the contract address")
     p.set_defaults(func=cmd_collateral)
 
-    from gateway.collateral.verifier import add_arguments as add_verifier_arguments
-
     p = sub.add_parser("verify-collateral", help="check the public proof of collateral yourself")
-    add_verifier_arguments(p)
-    p.set_defaults(func=cmd_verify_collateral)
+    if named("verify-collateral"):
+        from gateway.collateral.verifier import add_arguments as add_verifier_arguments
 
-    from gateway.connector import partnerscenarios
+        add_verifier_arguments(p)
+        p.set_defaults(func=cmd_verify_collateral)
 
     p = sub.add_parser(
         "partner-check",
         help="run the connector's scenarios against a partner central bank's endpoint",
     )
-    partnerscenarios.add_arguments(p)
-    p.set_defaults(func=partnerscenarios.main)
+    if named("partner-check"):
+        from gateway.connector import partnerscenarios
 
-    from gateway.collateral.witness_server import add_arguments as add_witness_arguments
+        partnerscenarios.add_arguments(p)
+        p.set_defaults(func=partnerscenarios.main)
 
     p = sub.add_parser("witness", help="run a C2SP tlog-witness that cosigns logs' checkpoints")
-    add_witness_arguments(p)
-    p.set_defaults(func=cmd_witness)
+    if named("witness"):
+        from gateway.collateral.witness_server import add_arguments as add_witness_arguments
+
+        add_witness_arguments(p)
+        p.set_defaults(func=cmd_witness)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(words).parse_args(words)
     fmt = args.log_format or logcontext.default_format(args.command)
     logcontext.configure(args.log_level or "WARNING", fmt)
     func: Callable[[argparse.Namespace], int] = args.func

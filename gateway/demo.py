@@ -22,8 +22,8 @@ from sqlalchemy.engine import Engine
 from gateway import auth
 from gateway.api.app import create_app
 from gateway.config import Settings, load_settings
-from gateway.connector import Connector
-from gateway.connector import create_app as create_connector_app
+from gateway.connector.app import create_app as create_connector_app
+from gateway.connector.runtime import Connector
 from gateway.db import make_engine, upgrade
 from gateway.demo_collateral import collateral_demo
 from gateway.demo_witness import demo_witness, witness_serving

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from gateway.config import load_settings
-from gateway.connector import Connector
+from gateway.connector.runtime import Connector
 from tests.integration.connector.fakenet import BIC, FakeNetwork
 from tests.support.waiting import wait_for
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import httpx
 
-from gateway.connector import Connector, create_app
+from gateway.connector.app import create_app
 from gateway.connector.keys import generate_identity
+from gateway.connector.runtime import Connector
 from gateway.messaging.serving import serve_in_thread
 from tests.integration.connector.fakenet import BIC
 from tests.integration.connector.support import DT_BANK, Env, connector_settings

@@ -9,7 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.connector import Connector, create_app
+from gateway.connector.app import create_app
+from gateway.connector.runtime import Connector
 from gateway.messaging.serving import serve_in_thread
 from tests.integration.connector.support import connector_settings
 

@@ -18,9 +18,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from gateway.connector import Connector, store
+from gateway.connector import store
 from gateway.connector.keys import generate_identity
 from gateway.connector.outbox import transaction
+from gateway.connector.runtime import Connector
 from gateway.connector.store import now_ms
 from gateway.sqlite import walsync
 from gateway.sqlite.fastsql import run, savepoint

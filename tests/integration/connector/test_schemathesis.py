@@ -14,7 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.connector import Connector, create_app
+from gateway.connector.app import create_app
+from gateway.connector.runtime import Connector
 from gateway.messaging.serving import serve_in_thread
 from tests.integration.connector.support import connector_settings
 from tests.support.fuzz import report, run_schemathesis
