@@ -8,6 +8,7 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.engine import Engine
@@ -26,8 +27,10 @@ from gateway.messaging.outbox import OutboxDispatcher, Sender
 from gateway.pvp.runtime import PvPRuntime
 from gateway.stablecoin import endpoints_service, watcher, webhooks
 from gateway.stablecoin import service as stablecoin
-from gateway.stablecoin.runtime import Stablecoin
 from gateway.stablecoin.store import StablecoinUnitOfWork
+
+if TYPE_CHECKING:
+    from gateway.stablecoin.runtime import Stablecoin
 
 log = logging.getLogger(__name__)
 

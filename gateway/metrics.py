@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, start_http_server
@@ -44,8 +44,10 @@ from gateway.db import utcnow
 from gateway.leases import lease_t
 from gateway.messaging.outbox import outbox_t
 from gateway.pvp.store import inbox_t, leg_t
-from gateway.stablecoin.runtime import Stablecoin
 from gateway.stablecoin.store import mint_t, reconciliation_t, redemption_t
+
+if TYPE_CHECKING:
+    from gateway.stablecoin.runtime import Stablecoin
 
 log = logging.getLogger(__name__)
 

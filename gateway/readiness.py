@@ -21,6 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import httpx
 import sqlalchemy as sa
@@ -31,7 +32,9 @@ from gateway.collateral.store import CollateralUnitOfWork
 from gateway.config import Settings
 from gateway.db import schema_revisions, utcnow
 from gateway.errors import GatewayError
-from gateway.stablecoin.runtime import Stablecoin
+
+if TYPE_CHECKING:
+    from gateway.stablecoin.runtime import Stablecoin
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from litestar import Litestar
 from litestar.datastructures import State
@@ -38,7 +38,9 @@ from gateway.metrics import Exporter
 from gateway.problemdoc import declare_problems
 from gateway.pvp.runtime import PvPRuntime
 from gateway.readiness import Readiness
-from gateway.stablecoin.runtime import Stablecoin
+
+if TYPE_CHECKING:
+    from gateway.stablecoin.runtime import Stablecoin
 
 OPENAPI = OpenAPIConfig(
     title="DT Gateway",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from functools import partial
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from litestar import Controller, Response, get, post
 from litestar.datastructures import State
@@ -31,8 +31,10 @@ from gateway.stablecoin.model import (
     RedemptionState,
     StablecoinNotConfigured,
 )
-from gateway.stablecoin.runtime import Stablecoin
 from gateway.stablecoin.store import StablecoinUnitOfWork
+
+if TYPE_CHECKING:
+    from gateway.stablecoin.runtime import Stablecoin
 
 exchange_only = {"principal": Provide(role_guard(Role.EXCHANGE), sync_to_thread=False)}
 exchange_or_operator = {

@@ -22,6 +22,8 @@ refunded (docs/stablecoin.md, "If the mint cannot succeed").
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from gateway.stablecoin.model import (
     AddressBlocklisted,
     MintingPaused,
@@ -29,7 +31,9 @@ from gateway.stablecoin.model import (
     ReceiverIsContract,
     ReceiverIsZeroAddress,
 )
-from gateway.stablecoin.runtime import Stablecoin
+
+if TYPE_CHECKING:
+    from gateway.stablecoin.runtime import Stablecoin
 
 ZERO_ADDRESS = "0x" + "0" * 40
 

@@ -24,9 +24,6 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
-import requests
-from web3.exceptions import ContractLogicError, Web3Exception, Web3RPCError
-
 from gateway.errors import InvalidInput, Unavailable, Unprocessable
 from gateway.stablecoin.contract import ContractArtifact, DecodedRevert
 
@@ -143,32 +140,47 @@ def translating(artifact: ContractArtifact, function: str) -> Iterator[None]:
     in-process chain's); ``artifact`` decodes the contract's custom errors."""
     try:
         yield
-    except ContractLogicError as exc:
+    except Exception as exc:
+        error = _translated(exc, artifact, function)
+        if error is None:
+            raise
+        raise error from exc
+
+
+def _translated(exc: Exception, artifact: ContractArtifact, function: str) -> Exception | None:
+    """This module's error for ``exc``, or None for an error that is not the node's."""
+    # web3 is loaded here, where a call to the node failed, and not with this module: a
+    # gateway without a stablecoin imports these errors and never loads web3 (~1 s a process).
+    import requests
+    from web3.exceptions import ContractLogicError, Web3Exception, Web3RPCError
+
+    if isinstance(exc, ContractLogicError):
         data = _revert_data(exc)
         revert = artifact.decode_revert(data) if data else None
         if revert is None and exc.message:
             revert = DecodedRevert("Error", {"message": str(exc.message)})
-        raise reverted(revert, function) from exc
-    except Web3RPCError as exc:
+        return reverted(revert, function)
+    if isinstance(exc, Web3RPCError):
         data = _revert_data(exc)
         if data:
-            raise reverted(artifact.decode_revert(data), function) from exc
-        raise ChainUnavailable(f"{function}: {exc.message}") from exc
-    except (requests.RequestException, OSError, Web3Exception) as exc:
-        raise ChainUnavailable(f"{function}: {exc}") from exc
-    except Exception as exc:
-        # The in-process chain (eth-tester) raises its own exceptions, not RPC errors.
-        if not type(exc).__module__.startswith(_IN_PROCESS_ERROR_MODULES):
-            raise
-        if type(exc).__name__ == "TransactionFailed":
-            data = _tester_revert_data(exc)
-            revert = artifact.decode_revert(data) if data else None
-            raise reverted(revert, function) from exc
-        raise ChainUnavailable(f"{function}: {exc}") from exc
+            return reverted(artifact.decode_revert(data), function)
+        return ChainUnavailable(f"{function}: {exc.message}")
+    if isinstance(exc, (requests.RequestException, OSError, Web3Exception)):
+        return ChainUnavailable(f"{function}: {exc}")
+    # The in-process chain (eth-tester) raises its own exceptions, not RPC errors.
+    if not type(exc).__module__.startswith(_IN_PROCESS_ERROR_MODULES):
+        return None
+    if type(exc).__name__ == "TransactionFailed":
+        data = _tester_revert_data(exc)
+        revert = artifact.decode_revert(data) if data else None
+        return reverted(revert, function)
+    return ChainUnavailable(f"{function}: {exc}")
 
 
 def _revert_data(exc: BaseException) -> bytes | None:
     """The revert bytes carried by a web3 exception, when it carries any."""
+    from web3.exceptions import Web3RPCError
+
     data: Any = getattr(exc, "data", None)
     if data is None and isinstance(exc, Web3RPCError) and exc.rpc_response:
         error = exc.rpc_response.get("error")

@@ -7,16 +7,17 @@ Frozen values, built from web3's answers by the client; amounts are integers of 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from eth_account.messages import encode_typed_data
-from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 from hexbytes import HexBytes
 
 from gateway.stablecoin.contract import EIP712_VERSION, EMPTY_LOG_ROOT
+
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,9 @@ def sign_attestation(
     contract: str,
 ) -> bytes:
     """A 65-byte (r, s, v) EIP-712 signature by ``attestor`` over ``attestation``."""
+    # Imported here: eth_account is ~0.9 s of a process's start, and only an attestor signs.
+    from eth_account.messages import encode_typed_data
+
     message = encode_typed_data(
         full_message=attestation_typed_data(
             attestation, token_name=token_name, chain_id=chain_id, contract=contract

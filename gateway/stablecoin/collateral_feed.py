@@ -17,15 +17,18 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from gateway.collateral import entries as fmt
 from gateway.collateral import service as collateral
 from gateway.stablecoin.chain_errors import ChainUnavailable
 from gateway.stablecoin.chain_values import MintedEvent, RedeemedEvent
 from gateway.stablecoin.model import redemption_transfer_id
-from gateway.stablecoin.runtime import Stablecoin
 from gateway.stablecoin.service import UowFactory
 from gateway.stablecoin.store import StablecoinUnitOfWork
+
+if TYPE_CHECKING:
+    from gateway.stablecoin.runtime import Stablecoin
 
 log = logging.getLogger(__name__)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from gateway.collateral.anchoring import AnchorPoint, anchor_point
 from gateway.collateral.tlog import EMPTY_ROOT
@@ -17,8 +18,10 @@ from gateway.errors import GatewayError
 from gateway.stablecoin.chain_errors import ContractReverted, ReserveGuardRefused
 from gateway.stablecoin.chain_values import Attestation
 from gateway.stablecoin.model import CollateralShortfall
-from gateway.stablecoin.runtime import Stablecoin
 from gateway.stablecoin.store import StablecoinUnitOfWork
+
+if TYPE_CHECKING:
+    from gateway.stablecoin.runtime import Stablecoin
 
 log = logging.getLogger(__name__)
 

@@ -13,6 +13,8 @@ sees it, until the operator pays it into an exchange's wallet, which makes it th
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from gateway.ledger.model import Wallet, WalletKind
 from gateway.stablecoin.endpoints import ExchangeNotNamed
 from gateway.stablecoin.model import (
@@ -22,8 +24,10 @@ from gateway.stablecoin.model import (
     Redemption,
     RedemptionState,
 )
-from gateway.stablecoin.runtime import Stablecoin
 from gateway.stablecoin.service import UowFactory
+
+if TYPE_CHECKING:
+    from gateway.stablecoin.runtime import Stablecoin
 
 
 def _named(exchange: str) -> str:

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from functools import partial
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from eth_utils.address import is_checksum_address, to_checksum_address
 
@@ -62,8 +62,10 @@ from gateway.stablecoin.model import (
     request_id_of,
 )
 from gateway.stablecoin.reserve import ensure_reserve
-from gateway.stablecoin.runtime import Stablecoin
 from gateway.stablecoin.store import StablecoinUnitOfWork
+
+if TYPE_CHECKING:
+    from gateway.stablecoin.runtime import Stablecoin
 
 log = logging.getLogger(__name__)
 

@@ -24,6 +24,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from gateway.db import retrying, utcnow
 from gateway.errors import GatewayError
@@ -41,9 +42,11 @@ from gateway.stablecoin.model import (
     redemption_transfer_id,
 )
 from gateway.stablecoin.reserve import attest_after_payouts
-from gateway.stablecoin.runtime import Stablecoin
 from gateway.stablecoin.service import UowFactory
 from gateway.stablecoin.store import StablecoinUnitOfWork
+
+if TYPE_CHECKING:
+    from gateway.stablecoin.runtime import Stablecoin
 
 log = logging.getLogger(__name__)
 
