@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 
 from tests.support.anvil import require_anvil
 from tests.support.browser import chromium
-from tests.support.databases import migrated_engine
+from tests.support.databases import PgDatabases, migrated_engine
 
 if TYPE_CHECKING:
     from gateway.stablecoin.devchain import DevChain
@@ -37,8 +37,11 @@ def _pg_available() -> bool:
 
 
 @pytest.fixture(scope="session")
-def pg_database_factory() -> Iterator[Callable[[], str]]:
+def pg_database_factory() -> Iterator[PgDatabases]:
     """Creates fresh PostgreSQL databases (dropped at the end of the session); returns URLs.
+    ``migrated=True``: with the gateway's schema at the newest migration, copied from a
+    template migrated once per session (``CREATE DATABASE ... TEMPLATE``: ~0.15 s, where
+    running the migrations takes ~0.45 s, for each of several hundred databases).
 
     PostgreSQL is part of every machine this project runs on: in CI its absence is a failure.
     """
@@ -48,13 +51,27 @@ def pg_database_factory() -> Iterator[Callable[[], str]]:
         pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL}")
     admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     created: list[str] = []
+    template: list[str] = []
 
-    def create() -> str:
-        name = f"dtg_test_{os.getpid()}_{secrets.token_hex(4)}"
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        created.append(name)
+    def url_of(name: str) -> str:
         return PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+
+    def new(template_name: str | None = None) -> str:
+        name = f"dtg_test_{os.getpid()}_{secrets.token_hex(4)}"
+        copied = f' TEMPLATE "{template_name}"' if template_name else ""
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"{copied}')
+        created.append(name)
+        return name
+
+    def create(*, migrated: bool = False) -> str:
+        if not migrated:
+            return url_of(new())
+        if not template:
+            name = new()
+            migrated_engine(url_of(name)).dispose()  # no connection left: a template's rule
+            template.append(name)
+        return url_of(new(template[0]))
 
     yield create
 
@@ -75,7 +92,7 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def pg_url(pg_database_factory: Callable[[], str]) -> str:
+def pg_url(pg_database_factory: PgDatabases) -> str:
     return pg_database_factory()
 
 
@@ -85,7 +102,7 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'gateway.db'}"
     else:
-        url = request.getfixturevalue("pg_database_factory")()
+        url = request.getfixturevalue("pg_database_factory")(migrated=True)
     eng = migrated_engine(url)
     yield eng
     eng.dispose()

@@ -5,13 +5,20 @@ connections, a second one on the same database) builds it here."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 from sqlalchemy.engine import Engine
 
 from gateway.config import DatabaseSettings
 from gateway.db import make_engine, upgrade
+
+
+class PgDatabases(Protocol):
+    """The ``pg_database_factory`` fixture: a fresh database's URL, empty or (``migrated``)
+    with the gateway's schema."""
+
+    def __call__(self, *, migrated: bool = False) -> str: ...
 
 
 def migrated_engine(url: str, pool_size: int = 10) -> Engine:

@@ -87,7 +87,7 @@ def edge(
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('edge') / 'gateway.db'}"
     else:
-        url = request.getfixturevalue("pg_database_factory")()
+        url = request.getfixturevalue("pg_database_factory")(migrated=True)
     engine = migrated_engine(url)
     with running_edge(engine, edge_chain) as running:
         yield running

@@ -18,7 +18,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from gateway.db import PgPipeline, SqlUnitOfWork, TransientDatabaseError, pipeline_of
 from gateway.messaging.outbox import OutboxRepository, outbox_t
-from tests.support.databases import migrated_engine
+from tests.support.databases import PgDatabases, migrated_engine
 
 pytestmark = pytest.mark.postgres
 
@@ -34,8 +34,8 @@ class _Uow(SqlUnitOfWork):
 
 
 @pytest.fixture
-def engine(pg_url: str) -> Iterator[Engine]:
-    eng = migrated_engine(pg_url)
+def engine(pg_database_factory: PgDatabases) -> Iterator[Engine]:
+    eng = migrated_engine(pg_database_factory(migrated=True))
     with eng.begin() as conn:
         conn.exec_driver_sql("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
     yield eng

@@ -52,7 +52,7 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'concurrency.db'}"
     else:
-        url = request.getfixturevalue("pg_database_factory")()
+        url = request.getfixturevalue("pg_database_factory")(migrated=True)
     eng = migrated_engine(url, pool_size=16)
     service.apply(
         LedgerUnitOfWork(eng),

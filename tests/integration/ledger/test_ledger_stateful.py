@@ -56,7 +56,7 @@ from gateway.ledger.model import (
     WalletStatus,
 )
 from gateway.ledger.store import LedgerUnitOfWork, entry_t, lock_t
-from tests.support.databases import migrated_engine
+from tests.support.databases import PgDatabases, migrated_engine
 
 T0 = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)
 ISSUANCE = "issuance-KZT"
@@ -443,8 +443,9 @@ def test_ledger_state_machine_on_sqlite(tmp_path: Path) -> None:
 
 
 @pytest.mark.postgres
-def test_ledger_state_machine_on_postgres(pg_database_factory: Callable[[], str]) -> None:
-    machine = type(
-        "PostgresLedgerMachine", (LedgerMachine,), {"new_url": staticmethod(pg_database_factory)}
-    )
+def test_ledger_state_machine_on_postgres(pg_database_factory: PgDatabases) -> None:
+    def new_url() -> str:
+        return pg_database_factory(migrated=True)
+
+    machine = type("PostgresLedgerMachine", (LedgerMachine,), {"new_url": staticmethod(new_url)})
     _run(machine, max_examples=8, steps=25)

@@ -59,7 +59,7 @@ def _funded(url: str) -> Engine:
 
 @pytest.fixture
 def pg(pg_database_factory: Callable[[], str]) -> Iterator[Engine]:
-    eng = _funded(pg_database_factory())
+    eng = _funded(pg_database_factory(migrated=True))
     yield eng
     eng.dispose()
 

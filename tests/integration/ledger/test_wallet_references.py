@@ -97,7 +97,7 @@ def test_postgresql_keeps_references_fixed_without_locks(
     """What the triggers add so that a check at the insert stays true with no row lock on the
     wallet: a row never moves to another wallet, and no wallet leaves the table (SQLite keeps
     its foreign keys)."""
-    engine = migrated_engine(pg_database_factory())
+    engine = migrated_engine(pg_database_factory(migrated=True))
     setup_wallets(engine)
     move(engine, "t-1", EXCHANGE, SEG, 10)
     for statement in (

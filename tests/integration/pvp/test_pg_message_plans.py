@@ -9,7 +9,7 @@ the generic plan is kept. No functional test can see a plan: these ask PostgreSQ
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,14 +19,14 @@ from gateway.ledger import service, sqltext
 from gateway.ledger.model import CreateLock, Issue, OpenWallet, WalletKind
 from gateway.ledger.store import LedgerUnitOfWork
 from gateway.pvp import pgstore
-from tests.support.databases import migrated_engine, plans_kept
+from tests.support.databases import PgDatabases, migrated_engine, plans_kept
 
 pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture(scope="module")
-def gateway(pg_database_factory: Callable[[], str]) -> Iterator[Engine]:
-    engine = migrated_engine(pg_database_factory(), pool_size=2)
+def gateway(pg_database_factory: PgDatabases) -> Iterator[Engine]:
+    engine = migrated_engine(pg_database_factory(migrated=True), pool_size=2)
     service.apply(
         LedgerUnitOfWork(engine),
         [OpenWallet(w, WalletKind.PARTICIPANT, w) for w in ("w-a", "w-b")]

@@ -31,6 +31,7 @@ from tests.integration.stablecoin.flows.processes import (
     post_mint,
     run_verifier,
 )
+from tests.support.databases import PgDatabases
 from tests.support.stablecoin import (
     EXCHANGE_WALLET,
     Deployment,
@@ -141,11 +142,11 @@ def _lease_holder(engine: Engine) -> str | None:
 
 @pytest.mark.postgres
 def test_two_replicas_one_integrates_and_the_other_takes_over_when_it_is_killed(
-    pg_url: str, dep: Deployment, tmp_path: Path
+    pg_database_factory: PgDatabases, dep: Deployment, tmp_path: Path
 ) -> None:
     from tests.support.databases import migrated_engine
 
-    engine = migrated_engine(pg_url)
+    engine = migrated_engine(pg_database_factory(migrated=True))
     setup_exchanges(engine)
     seg = default_segregated_wallet_id(dep.client.address)
     ledger.apply_one(

@@ -85,7 +85,7 @@ def flow(
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('refused') / 'gateway.db'}"
     else:
-        url = request.getfixturevalue("pg_database_factory")()
+        url = request.getfixturevalue("pg_database_factory")(migrated=True)
     engine = migrated_engine(url)
     dep = deploy(anvil)
     with webhook_receiver() as receiver, running_flow(engine, dep, max_mint_amount=LIMIT) as f:
