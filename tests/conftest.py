@@ -25,6 +25,27 @@ PG_ADMIN_URL = os.environ.get(
 )
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The modules with a ``slow`` test first, the others after them by their number of tests,
+    most first. ``ops/test`` hands modules to its two workers in this order
+    (``--no-loadscope-reorder``): by number of tests alone, as pytest-xdist orders them, the
+    longest tests (a module of one property test or chaos run, a minute each) started last and
+    kept one worker busy after the other had finished."""
+    counts: dict[str, int] = {}
+    slow: set[str] = set()
+    for item in items:
+        module = item.nodeid.split("::", 1)[0]
+        counts[module] = counts.get(module, 0) + 1
+        if item.get_closest_marker("slow"):
+            slow.add(module)
+
+    def order(item: pytest.Item) -> tuple[bool, int, str]:
+        module = item.nodeid.split("::", 1)[0]
+        return module not in slow, -counts[module], module
+
+    items.sort(key=order)  # stable: each module's tests keep their order
+
+
 def _pg_available() -> bool:
     try:
         eng = sa.create_engine(PG_ADMIN_URL)

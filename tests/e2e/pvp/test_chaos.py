@@ -13,6 +13,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import pytest
+
 from tests.e2e.pvp.harness import (
     AED_PAYER,
     AED_RECEIVER,
@@ -20,6 +22,8 @@ from tests.e2e.pvp.harness import (
     DT_WALLET,
     PvPProcesses,
 )
+
+pytestmark = pytest.mark.slow
 
 FX_NETWORK = "CBAUAEAA"
 N = int(os.environ.get("DT_GATEWAY_TEST_CHAOS_PVPS", "200"))
