@@ -136,9 +136,13 @@ _DUE_OUTBOX = (
     f"{_OUTBOX_ROW} WHERE sent_at IS NULL AND available_at <= %s"
     " AND id NOT IN (SELECT unnest(%s::bigint[])) ORDER BY id LIMIT %s"
 )
+# A thread's own rows, a message or two, by their ids (``ix_outbox_msg_id``): ``(sent_at IS
+# NULL) IS TRUE``, which the partial index of unsent rows does not serve. With ``sent_at IS
+# NULL`` the generic plan walked that index in id order, filtering on the message ids: every
+# unsent row of a backlog (1,500: ~1.5 ms a call, against ~0.06 ms by message id).
 _UNSENT_OUTBOX_BY_MSG_IDS = (
-    f"{_OUTBOX_ROW} WHERE msg_id = ANY(%s::text[]) AND sent_at IS NULL AND available_at <= %s "
-    "ORDER BY id"
+    f"{_OUTBOX_ROW} WHERE msg_id = ANY(%s::text[]) AND (sent_at IS NULL) IS TRUE"
+    " AND available_at <= %s ORDER BY id"
 )
 
 

@@ -35,6 +35,16 @@ _LEG_COLUMNS = (
 )
 
 
+def _add_outbox(conn: sa.Connection, first: int, count: int, *, sent: bool) -> None:
+    conn.exec_driver_sql(
+        "INSERT INTO outbox (destination_bic, msg_def_id, msg_id, payload, created_at,"
+        " available_at, attempts, sent_at) SELECT 'NETWORKXXXX', 'pacs.009.001.08', 'OUT' || i,"
+        " 'x', i, i, 0, CASE WHEN %(sent)s THEN i END"
+        " FROM generate_series(%(first)s::int, %(last)s::int) AS i",
+        {"first": first, "last": first + count - 1, "sent": sent},
+    )
+
+
 def _add_pvps(conn: sa.Connection, first: int, count: int, state: str, status: str) -> None:
     span = {"first": first, "last": first + count - 1}
     conn.exec_driver_sql(
@@ -55,11 +65,13 @@ def _add_pvps(conn: sa.Connection, first: int, count: int, state: str, status: s
 
 @pytest.fixture(scope="module")
 def backlog(pg_database_factory: Callable[[], str]) -> Iterator[Engine]:
-    """2,000 settled PvPs analyzed, then 1,500 pending ones with their legs queued."""
+    """2,000 settled PvPs and their sent messages analyzed, then 1,500 pending ones with their
+    legs queued and their messages unsent."""
     engine = store.make_engine(pg_database_factory())
     schema.create_schema(engine)
     with engine.begin() as conn:
         _add_pvps(conn, 1, 2000, "settled", "settled")
+        _add_outbox(conn, 1, 2000, sent=True)
         conn.exec_driver_sql(
             "INSERT INTO sim_locks (uetr, currency, msg_id, debtor_account, creditor_account,"
             " amount, state) SELECT uetr, currency, 'M', 'd', 'c', amount, 'committed' FROM legs"
@@ -68,6 +80,7 @@ def backlog(pg_database_factory: Callable[[], str]) -> Iterator[Engine]:
         conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE")
     with engine.begin() as conn:
         _add_pvps(conn, 2001, 1500, "pending", "queued")
+        _add_outbox(conn, 2001, 1500, sent=False)
     yield engine
     engine.dispose()
 
@@ -176,6 +189,25 @@ def test_a_message_s_reads_keep_their_plan(
     sql = str(statement.compile(dialect=backlog.dialect))
     url = backlog.url.render_as_string(hide_password=False)
     assert plans_kept(url, sql, params) == (5, 7)
+
+
+def test_own_outbox_rows_are_found_by_message_id_whatever_the_backlog(backlog: Engine) -> None:
+    """After a commit, the thread that wrote a message or two hands them out: a look-up by
+    message id, which must not walk the unsent rows of a backlog (the partial index of unsent
+    rows, which statistics taken with nothing unsent put at one row)."""
+    sql = pgrepo._UNSENT_OUTBOX_BY_MSG_IDS.replace("%s", "$1", 1).replace("%s", "$2", 1)
+    with backlog.connect() as conn:
+        conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")
+        conn.exec_driver_sql(f"PREPARE own_rows AS {sql}")
+        plan = _plan(
+            conn.exec_driver_sql(
+                "EXPLAIN (FORMAT JSON, ANALYZE) EXECUTE own_rows('{OUT3400,OUT3499}', 10000)"
+            ).scalar_one()
+        )
+        found = pgrepo.unsent_outbox(conn, ["OUT3499", "OUT3400", "OUT10"], 10_000)
+    assert [n["Index Name"] for n in _nodes(plan) if "Index Name" in n] == ["ix_outbox_msg_id"]
+    assert sum(n.get("Rows Removed by Filter", 0) for n in _nodes(plan)) == 0, plan
+    assert [row.msg_id for row in found] == ["OUT3400", "OUT3499"]  # oldest first; OUT10 sent
 
 
 class _Captured:
