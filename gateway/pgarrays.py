@@ -166,6 +166,7 @@ __all__ = [
     "any_params",
     "array_type",
     "pg_array",
+    "rows_params",
     "values_of",
     "values_params",
 ]
