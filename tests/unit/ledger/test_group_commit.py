@@ -147,3 +147,56 @@ def test_queued_callers_lead_the_next_groups_in_turn() -> None:
     assert len(done) == 100 == uow.wallets["b"].posted
     assert all(o.id == key for key, o in outcomes.items() if isinstance(o, Transfer))
     assert 200 / 3 <= committer.groups < 200  # callers shared groups, never more than three
+
+
+def _closed_loop(committer: GroupCommitter, callers: int, each: int) -> None:
+    """``callers`` threads, each submitting its next operation as soon as the last returns,
+    all starting together."""
+    start = threading.Barrier(callers)
+
+    def caller(n: int) -> None:
+        start.wait()
+        for i in range(each):
+            committer.submit(MakeTransfer(f"t-{n}-{i}", "a", "b", 1))
+
+    threads = [threading.Thread(target=caller, args=(n,), daemon=True) for n in range(callers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert not any(t.is_alive() for t in threads), "a caller was never woken"
+    committer.stop()
+
+
+def test_callers_that_come_back_after_their_group_form_the_next_group_together() -> None:
+    """The first caller back after a group leads the next; it waits for the others, so the
+    groups do not alternate between all the callers and one."""
+    uow = _SlowCommits()
+    apply(uow, [OpenWallet("a", WalletKind.PARTICIPANT, "A"), Issue("fund", "a", 1000)])
+    apply(uow, [OpenWallet("b", WalletKind.PARTICIPANT, "B")])
+    committer = GroupCommitter(lambda: uow, gather_s=0.05)
+    _closed_loop(committer, callers=8, each=20)
+    assert committer.operations == 160 == uow.wallets["b"].posted
+    assert committer.gathers > 0
+    assert committer.operations / committer.groups >= 6  # 7-8; alternating 8 and 1, ~4.2
+
+
+def test_a_caller_alone_never_waits_to_gather() -> None:
+    uow = _funded()
+    committer = GroupCommitter(lambda: uow, gather_s=10.0)
+    _closed_loop(committer, callers=1, each=20)
+    assert committer.operations == committer.groups == 20
+    assert committer.gathers == 0
+
+
+def test_callers_that_do_not_come_back_delay_the_next_group_once_by_at_most_gather_s() -> None:
+    uow = _funded()
+    committer = GroupCommitter(lambda: uow, gather_s=0.2)
+    committer._hand_over(3)  # a group of three has just committed
+    started = time.monotonic()
+    assert isinstance(committer.submit(MakeTransfer("t1", "a", "b", 1)), Transfer)
+    assert 0.15 <= time.monotonic() - started < 10
+    assert committer.gathers == 1
+    committer.submit(MakeTransfer("t2", "a", "b", 1))  # the last group had one caller
+    assert committer.gathers == 1
+    committer.stop()
