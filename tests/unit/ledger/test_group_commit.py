@@ -47,7 +47,7 @@ def test_a_group_commits_once_and_a_refused_operation_writes_nothing() -> None:
     )
     committer._commit(group)
     assert uow.commits == commits_before + 1
-    assert all(item.done.is_set() for item in group)
+    assert all(item.answered for item in group)
     assert isinstance(group[0].result, Transfer)
     assert isinstance(group[1].error, InsufficientFunds)
     assert isinstance(group[2].result, Transfer)
