@@ -46,7 +46,9 @@ def pg_array(values: Iterable[Any]) -> str:
     if kinds == {bool}:
         return "{" + ",".join(["t" if v else "f" for v in vs]) + "}"
     if kinds == {datetime}:
-        return '{"' + '","'.join([v.isoformat() for v in vs]) + '"}'
+        # A batch's rows mostly share a few moments (its ``now``): each formatted once.
+        iso = {v: v.isoformat() for v in set(vs)}
+        return '{"' + '","'.join([iso[v] for v in vs]) + '"}'
     parts = []
     for v in vs:
         if v is None:

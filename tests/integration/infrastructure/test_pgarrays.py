@@ -32,6 +32,7 @@ def test_array_literals_carry_what_the_lists_hold(pg_url: str) -> None:
         ([None, "x", None], "text[]"),
         ([0, -(2**63), 2**63 - 1], "bigint[]"),
         ([at, at.astimezone(timezone(timedelta(hours=5)))], "timestamptz[]"),
+        ([at, at + timedelta(microseconds=1), at], "timestamptz[]"),
         ([], "text[]"),
         ([True, False], "boolean[]"),
         ([True, None], "boolean[]"),
