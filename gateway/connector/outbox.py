@@ -26,7 +26,7 @@ from gateway.connector.registry import Registry
 from gateway.connector.sim import SimulatedNetworks
 from gateway.connector.store import now_ms
 from gateway.iso20022 import KeyPair, Message, build, header_for
-from gateway.sqlite.fastsql import run, savepoint
+from gateway.sqlite.fastsql import run
 
 KEEP_BUILT = 100_000
 """The built messages an :class:`Outbox` keeps, by default."""
@@ -61,7 +61,7 @@ def transaction(engine: Engine, within: Work | None = None) -> Iterator[Work]:
     if within is not None:
         reached, logged_before = len(within.steps), len(within.log)
         try:
-            with savepoint(within.conn):
+            with pgtx.savepoint(within.conn):
                 yield within
         except BaseException:
             del within.steps[reached:]  # rolled back: those steps were not reached after all
