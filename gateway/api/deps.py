@@ -45,6 +45,16 @@ class KeyCache:
         self._closed = False
 
     def principal(self, token: str | None) -> Principal:
+        """The principal ``token`` is the key of (raises :class:`Unauthorized`)."""
+        principal = self._principal(token, lookup=True)
+        assert principal is not None
+        return principal
+
+    def cached(self, token: str | None) -> Principal | None:
+        """:meth:`principal`, or None where that would look the key up in the database."""
+        return self._principal(token, lookup=False)
+
+    def _principal(self, token: str | None, *, lookup: bool) -> Principal | None:
         digest = hashlib.sha256(token.encode()).hexdigest() if token else ""
         hit = self._cache.get(digest)
         now = time.monotonic()
@@ -52,6 +62,8 @@ class KeyCache:
             principal = hit[1]
             if principal.expires_at is not None and principal.expired(utcnow()):
                 raise Unauthorized("invalid API key")
+        elif not lookup:
+            return None
         else:
             principal = authenticate(self.engine, token)
             if len(self._cache) > 10_000:
@@ -130,11 +142,27 @@ class RoleGuard:
         self.roles = roles
 
     def authenticate(self, connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
+        principal = self._authenticate(connection, lookup=True)
+        assert principal is not None
+        return principal
+
+    def authenticate_cached(
+        self, connection: ASGIConnection[Any, Any, Any, Any]
+    ) -> Principal | None:
+        """:meth:`authenticate`, or None where the key must be looked up in the database."""
+        return self._authenticate(connection, lookup=False)
+
+    def _authenticate(
+        self, connection: ASGIConnection[Any, Any, Any, Any], *, lookup: bool
+    ) -> Principal | None:
         scope = cast("dict[str, Any]", connection.scope)
         principal: Principal | None = scope.get(_PRINCIPAL)
         if principal is None:
             cache: KeyCache = connection.app.state.api_keys
-            principal = cache.principal(bearer_token(connection))
+            token = bearer_token(connection)
+            principal = cache.principal(token) if lookup else cache.cached(token)
+            if principal is None:
+                return None
         require_role(principal, *self.roles)
         scope[_PRINCIPAL] = principal
         return principal

@@ -14,6 +14,11 @@ parses parameters or the body):
 4. :func:`gateway.httpinput.refuse_unstorable_input`: input that no database column can hold
    (NUL characters, integers beyond 64 bits, bodies that are not JSON) is refused with a 4xx
    problem, the same on SQLite and PostgreSQL.
+
+They run as one guard, :func:`edge`, on the event loop: litestar runs each synchronous guard in
+its thread pool and hands each guard a copy of the handler, ~0.1 ms of CPU a guard on every
+request, the ISO 20022 door's too, where none of the first three applies. Only a key not
+cached, which the database must check, is looked up in the thread pool.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+from litestar.concurrency import sync_to_thread
 from litestar.connection import ASGIConnection
 from litestar.handlers import HTTPRouteHandler
 
@@ -46,15 +52,26 @@ def needs_key(handler: HTTPRouteHandler) -> bool:
     return _role_guard(handler) is not None
 
 
-def authenticate_first(connection: ASGIConnection[Any, Any, Any, Any], handler: Any) -> None:
+async def authenticate_first(connection: ASGIConnection[Any, Any, Any, Any], handler: Any) -> None:
     if not isinstance(handler, HTTPRouteHandler):
         return
     guard = _role_guard(handler)
-    if guard is not None:
-        guard.authenticate(connection)
+    if guard is None:
+        return
+    if guard.authenticate_cached(connection) is None:
+        # The key is not cached: the database checks it, off the event loop.
+        await sync_to_thread(guard.authenticate, connection)
 
 
-GUARDS = [limit_address_first, authenticate_first, limit_key, refuse_unstorable_input]
-"""In this order: the address's limit, the key, the key's limit, then the input."""
+async def edge(connection: ASGIConnection[Any, Any, Any, Any], handler: Any) -> None:
+    """The address's limit, the key, the key's limit, then the input."""
+    limit_address_first(connection, handler)
+    await authenticate_first(connection, handler)
+    limit_key(connection, handler)
+    await refuse_unstorable_input(connection, handler)
 
-__all__ = ["GUARDS", "authenticate_first", "needs_key"]
+
+GUARDS = [edge]
+"""The app's guards: :func:`edge`."""
+
+__all__ = ["GUARDS", "authenticate_first", "edge", "needs_key"]
