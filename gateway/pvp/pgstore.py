@@ -38,7 +38,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from gateway.db import UtcDateTime
-from gateway.pgarrays import FEW, any_of, any_params, array_type
+from gateway.pgarrays import FEW, any_of, any_params, array_type, pg_array
 from gateway.pgpipeline import Pending, PgPipeline
 from gateway.pvp.model import FINAL_STATES, Instruction, Leg
 from gateway.pvp.rows import (
@@ -120,9 +120,12 @@ class _Table:
         out.append(values[self._key])
         return out
 
-    def many_params(self, rows: Sequence[dict[str, Any]]) -> list[list[Any]]:
-        """The parameters of ``insert_many`` and ``update_many``: one list per column."""
-        return [list(column) for column in zip(*(self.insert_params(v) for v in rows), strict=True)]
+    def many_params(self, rows: Sequence[dict[str, Any]]) -> list[str]:
+        """The parameters of ``insert_many`` and ``update_many``: one array literal per column
+        (:func:`~gateway.pgarrays.pg_array`: the driver dumps a list element by element)."""
+        return [
+            pg_array(column) for column in zip(*(self.insert_params(v) for v in rows), strict=True)
+        ]
 
 
 _LEGS = _Table(leg_t, "uetr")
@@ -353,7 +356,7 @@ class PgPvPRepository(SqlPvPRepository):
     ) -> MessageId:
         """One statement, queued; its id comes with the next sync."""
         values = ("in", sender, receiver, msg_def_id, msg_id, sha256, None, raw, now)
-        links = list(dict.fromkeys(uetrs))
+        links = pg_array(list(dict.fromkeys(uetrs)))
         got: list[int] = []  # by the sync that brings it (the commit's at the latest)
 
         def keep(rows: list[tuple[Any, ...]]) -> None:
@@ -382,7 +385,7 @@ class PgPvPRepository(SqlPvPRepository):
         uetrs: Iterable[str] = (),
     ) -> None:
         values = (direction, sender, receiver, msg_def_id, msg_id, sha256, reason, raw, now)
-        links = list(dict.fromkeys(uetrs))
+        links = pg_array(list(dict.fromkeys(uetrs)))
         self.pipe.execute(_INSERT_MESSAGE_AND_LINKS, (*values, links))
 
     def outbound_with(
@@ -398,7 +401,7 @@ class PgPvPRepository(SqlPvPRepository):
         uetrs: Iterable[str] = (),
     ) -> tuple[str, tuple[Any, ...]]:
         values = ("out", sender, receiver, msg_def_id, msg_id, sha256, None, raw, now)
-        return _MESSAGE_WITH_LINKS, (*values, list(dict.fromkeys(uetrs)))
+        return _MESSAGE_WITH_LINKS, (*values, pg_array(list(dict.fromkeys(uetrs))))
 
     # inbox -----------------------------------------------------------------
 
