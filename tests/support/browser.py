@@ -60,7 +60,12 @@ class Offline:
 
     def page(self) -> Any:
         page = self.context.new_page()
-        page.on("response", lambda r: r.status >= 400 and self.failed.append(f"{r.status} {r.url}"))
+
+        def response(r: Any) -> None:
+            if r.status >= 400:
+                self.failed.append(f"{r.status} {r.url}")
+
+        page.on("response", response)
         return page
 
 
