@@ -132,8 +132,9 @@ def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal | 
 class RoleGuard:
     """A dependency that authenticates the request and requires one of ``roles``.
 
-    The app's first guard (:func:`gateway.api.edge.authenticate_first`) runs it before anything
-    reads the request's parameters or body, so a request without a valid key is answered 401
+    The app's guard (:func:`gateway.api.edge.edge`, its key check
+    :func:`~gateway.api.edge.authenticate_first`) runs it before anything reads the
+    request's parameters or body, so a request without a valid key is answered 401
     (and one with the wrong role 403) before its input is validated; the principal it found
     is kept in the request's scope, and the handler's dependency takes it from there.
     """
