@@ -109,6 +109,31 @@ class PgTx:
         if self.writes:
             self.writes.flush(_Raw(self.pipe), only)
 
+    # A savepoint's writes held back: each savepoint's mark is pushed as it begins and popped
+    # as it ends (SQLAlchemy's, through ``install``'s listeners, and :func:`savepoint`'s).
+
+    def mark(self) -> None:
+        """A savepoint begins: what is held now, for its rollback to bring back."""
+        self.marks.append(self.writes.copy())
+
+    def unmark(self) -> None:
+        """The innermost savepoint is released: what it held stays held."""
+        if self.marks:
+            self.marks.pop()
+
+    def undo(self) -> None:
+        """Rolled back to the innermost savepoint: what the block held is forgotten, what was
+        held before it is held as it was then, and what the repository knew is read again."""
+        self.state = None
+        self.writes = self.marks.pop() if self.marks else Writes()
+
+    def recover(self) -> None:
+        """Before a ROLLBACK TO: a statement of the block may have failed, its error raised or
+        still queued; a sync ends the pipeline's aborted state (the error it reports is that
+        failure's; one before the savepoint makes the ROLLBACK TO fail in turn)."""
+        with suppress(sa.exc.DBAPIError):
+            self.pipe.sync()
+
     def end(self) -> None:
         """The transaction is rolling back: out of the pipeline, ROLLBACK, and the driver
         connection as the pool lent it."""
@@ -262,12 +287,7 @@ def _pipelined(context: Any, send: Callable[[], Any]) -> bool:
         tx.pipe.settle()  # SQLAlchemy runs it outside pipeline mode
         return False
     if mode == "recover":
-        # A statement of the block may have failed, its error raised or still queued: a sync
-        # ends the pipeline's aborted state (the error it reports is that failure's; one
-        # before the savepoint makes the ROLLBACK TO fail in turn), so that the ROLLBACK TO
-        # runs.
-        with suppress(sa.exc.DBAPIError):
-            tx.pipe.sync()
+        tx.recover()  # so that the ROLLBACK TO runs
     tx.pipe.open()
     send()
     if mode != "queue":
@@ -293,21 +313,17 @@ def savepoint(conn: Connection) -> Iterator[None]:
             yield
         return
     name = f"pgtx_{next(_savepoint_names)}"
-    tx.marks.append(tx.writes.copy())
+    tx.mark()
     tx.pipe.execute(f"SAVEPOINT {name}")
     try:
         yield
     except BaseException:
-        tx.state = None  # what the repository knew may be undone: it reads again
-        tx.writes = tx.marks.pop()  # what was held before the block, as it was then
-        # As SQLAlchemy's ROLLBACK TO runs here (``_pipelined``'s "recover"): a sync ends
-        # the pipeline's aborted state if a statement of the block failed.
-        with suppress(sa.exc.DBAPIError):
-            tx.pipe.sync()
+        tx.undo()
+        tx.recover()
         tx.pipe.execute(f"ROLLBACK TO SAVEPOINT {name}")
         tx.pipe.sync()
         raise
-    tx.marks.pop()
+    tx.unmark()
     tx.pipe.execute(f"RELEASE SAVEPOINT {name}")
 
 
@@ -337,24 +353,21 @@ def install(engine: Engine) -> None:
         if tx is not None:
             tx.end()
 
-    # Savepoints nest: each one's mark is pushed as it begins (its name is not known yet)
-    # and popped as it ends.
+    # SQLAlchemy's savepoints (``begin_nested``) keep the writes held back in step too.
     def savepoint(conn: Connection, _name: str | None) -> None:
         tx = tx_of(conn)
         if tx is not None:
-            tx.marks.append(tx.writes.copy())
+            tx.mark()
 
     def release_savepoint(conn: Connection, _name: str, _context: Any) -> None:
         tx = _tx(conn, begin=False)
-        if tx is not None and tx.marks:
-            tx.marks.pop()
+        if tx is not None:
+            tx.unmark()
 
     def rollback_savepoint(conn: Connection, _name: str, _context: Any) -> None:
         tx = _tx(conn, begin=False)
         if tx is not None:
-            tx.state = None  # what the repository knew may be undone: it reads again
-            # What the block held is forgotten; what was held before it, as it was then.
-            tx.writes = tx.marks.pop() if tx.marks else Writes()
+            tx.undo()
 
     sa.event.listen(engine, "do_execute", do_execute)
     sa.event.listen(engine, "do_executemany", do_executemany)
