@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from gateway.iso20022 import Camt029, Camt056, Pacs002, Pacs009, Pacs028, parse
-from tests.integration.connector.support import Env
+from tests.integration.connector.support import DEADLINE_S, Env
 from tests.support.waiting import wait_for
 
 
@@ -74,7 +74,7 @@ def test_trail_with_simulated_banks_lists_each_message_after_its_cause(
     make_env: Any,
 ) -> None:
     env: Env = make_env()
-    value_time = (datetime.now(UTC) + timedelta(seconds=5)).isoformat()
+    value_time = (datetime.now(UTC) + timedelta(seconds=DEADLINE_S)).isoformat()
     body = {
         "value_time": value_time,
         "a": {"bic": "EBILAEAD", "currency": "AED", "amount": 800, "account": "EBIL-AED",

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from gateway.connector.keys import generate_identity
 from gateway.iso20022 import parse
 from tests.integration.connector.fakenet import BIC, FakeNetwork
-from tests.integration.connector.support import DT_BANK, FX_BANK, Env
+from tests.integration.connector.support import DEADLINE_S, DT_BANK, FX_BANK, Env
 from tests.support.commits import commits_on_this_thread
 
 
@@ -44,7 +44,7 @@ def _token(env: Env, bic: str, currency: str) -> httpx.Client:
 
 
 def test_agreeing_instructions_match_and_settle(env: Env) -> None:
-    t = datetime.now(UTC) + timedelta(seconds=5)
+    t = datetime.now(UTC) + timedelta(seconds=DEADLINE_S)
     dt, fx = _token(env, DT_BANK, "KZT"), _token(env, FX_BANK, "AED")
     assert dt.post("/v1/instructions", json={}).status_code == 400
     assert httpx.post(env.url + "/v1/instructions", json={}).status_code == 401
@@ -100,7 +100,7 @@ def test_agreeing_instructions_match_and_settle(env: Env) -> None:
 def test_a_simulated_counterparty_instructs_by_itself(make_env: Callable[..., Env]) -> None:
     env = make_env(auto_counter_instruct={FX_BANK: {"AED": "EBIL-AED", "KZT": "ebil-dt"}})
     dt = _token(env, DT_BANK, "KZT")
-    t = datetime.now(UTC) + timedelta(seconds=5)
+    t = datetime.now(UTC) + timedelta(seconds=DEADLINE_S)
     r = dt.post(
         "/v1/instructions",
         json=_instruction(

@@ -17,10 +17,6 @@ from tests.integration.connector.fakenet import BIC as DT_BANK_BIC
 from tests.integration.connector.support import Env
 
 SIM = "CBAUAEAA"
-SETTLE_WITHIN = 30.0
-"""The trades' deadline where a test waits for settlement: what they check is the path, not
-the deadline, and a loaded machine can stall a PvP for seconds (5 s, the default, was once
-missed in a full run of the suite)."""
 
 
 def _lane_deliveries(env: Env) -> list[str]:
@@ -53,7 +49,7 @@ def test_the_simulated_leg_is_locked_with_the_trade_and_settled_with_the_decisio
     env: Env,
 ) -> None:
     lanes = _lane_deliveries(env)
-    pvp_id = env.trade(kzt=1000, aed=10, seconds=SETTLE_WITHIN)
+    pvp_id = env.trade(kzt=1000, aed=10)
     # Answered before the trade's 201: nothing waits for a lane.
     fx = next(leg for leg in env.pvp(pvp_id)["legs"] if leg["network_bic"] == SIM)
     assert fx["status"] == "locked"
@@ -89,7 +85,7 @@ def test_with_a_fault_rule_or_the_setting_off_the_bank_is_reached_through_its_la
         rule = {"kind": "drop", "pvp_id": "PVP-NONE-SUCH"}  # matches nothing here
         assert env.http.post("/v1/faults", json=rule).status_code == 201
     lanes = _lane_deliveries(env)
-    pvp_id = env.trade(kzt=1000, aed=10, seconds=SETTLE_WITHIN)
+    pvp_id = env.trade(kzt=1000, aed=10)
     env.wait(pvp_id, lambda v: v["state"] == "settled")
     assert lanes == ["pacs.009.001.08", "pacs.002.001.10"]  # the pacs.009 and the decision
     assert env.balance("HSBK-AED")["available"] == 10
@@ -125,7 +121,7 @@ def _inbox(env: Env) -> list[Any]:
 def test_an_inbound_message_s_bytes_are_stored_once(env: Env) -> None:
     """A message about a PvP keeps its bytes in that PvP's log only (the inbox row keeps its
     id and hash, for deduplication); one about no PvP keeps them in its inbox row."""
-    pvp_id = env.trade(kzt=1000, aed=10, seconds=SETTLE_WITHIN)
+    pvp_id = env.trade(kzt=1000, aed=10)
     env.wait(pvp_id, lambda v: v["state"] == "settled")
     rows = _inbox(env)
     assert {r.sender_bic for r in rows} == {DT_BANK_BIC, SIM}
