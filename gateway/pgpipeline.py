@@ -18,6 +18,7 @@ from typing import Any, Protocol, cast
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
+from gateway.pgsend import send_at_sync
 from gateway.sqlite.fastsql import raise_driver_error
 
 log = logging.getLogger(__name__)
@@ -154,6 +155,7 @@ class PgPipeline:
     run alone, as they would see the same at READ COMMITTED, and a transaction that only
     read (a job's look at its empty work list) sends neither BEGIN nor COMMIT.
 
+    What is queued goes to the server in one write at the next sync (:mod:`gateway.pgsend`).
     Errors of queued statements surface at the next sync (or as results come in), raised as
     SQLAlchemy's, so :func:`retrying` still sees a deadlock or a unique-key race and retries
     the unit: a failed statement fails the transaction, whichever statement reports it.
@@ -222,6 +224,7 @@ class PgPipeline:
             pipeline = manager.__enter__()
         except Exception as exc:
             self._fail(exc, "pipeline", None)
+        send_at_sync(pipeline)
         self._pipeline, self._exit = pipeline, manager.__exit__
         if begin:
             self._begun = True

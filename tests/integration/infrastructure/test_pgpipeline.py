@@ -129,10 +129,13 @@ def _commit_once_the_failure_came_back(uow: _Uow) -> None:
         _insert(pg, (1, "a"))
         assert pg.fetch("SELECT count(*) FROM t") == [(1,)]
         _insert(pg, (1, "again"))
-        # The server sends an error at once: wait until it is back, so that psycopg reads
-        # it while it sends the COMMIT.
+        # Queued statements wait in libpq's buffer for the sync (``gateway.pgsend``): send
+        # this one now. The server sends an error at once: wait until it is back, so that
+        # psycopg reads it while it sends the COMMIT.
         driver = pg.conn.connection.driver_connection
         assert driver is not None
+        while driver.pgconn.flush():
+            select.select([], [driver.pgconn.socket], [], 30)
         readable, _, _ = select.select([driver.pgconn.socket], [], [], 30)
         assert readable
         uow.commit()
@@ -340,3 +343,46 @@ def test_a_read_only_unit_sees_one_point_in_time_only_when_it_asks_for_a_snapsho
         assert uow.conn.exec_driver_sql(count).scalar_one() == (0 if snapshot else 1)
     with engine.connect() as conn:  # the pooled connection is lent as before
         assert conn.exec_driver_sql("SHOW transaction_isolation").scalar_one() == "read committed"
+
+
+def _last_statement(engine: Engine, pid: int) -> str:
+    """What the server last received from the backend ``pid`` (``pg_stat_activity``)."""
+    with engine.connect() as conn:
+        query = conn.exec_driver_sql(
+            "SELECT query FROM pg_stat_activity WHERE pid = %(pid)s", {"pid": pid}
+        ).scalar_one()
+    return str(query)
+
+
+def test_queued_statements_reach_the_server_with_the_sync(engine: Engine) -> None:
+    """``gateway.pgsend``: a statement nobody waits for is sent with the next sync, not alone
+    (one write of the batch, one wake-up of the backend)."""
+    uow = _Uow(engine)
+    with uow:
+        pg = uow.pg
+        assert pg is not None
+        assert pg.fetch("SELECT count(*) FROM t") == [(0,)]
+        driver = pg.conn.connection.driver_connection
+        assert driver is not None
+        pid = driver.info.backend_pid
+        _insert(pg, (1, "a"), (2, "b"))
+        assert "INSERT" not in _last_statement(engine, pid)  # queued in the client
+        assert pg.fetch("SELECT count(*) /* after */ FROM t") == [(2,)]
+        assert "after" in _last_statement(engine, pid)
+        uow.commit()
+    assert _rows(engine) == [(1, "a"), (2, "b")]
+
+
+def test_a_batch_larger_than_the_sockets_buffers_is_sent_whole(engine: Engine) -> None:
+    """Everything a transaction queued goes out at its sync, however large (here 24 MB, far
+    more than a socket buffers): written as the server reads it, nothing waits forever."""
+    uow = _Uow(engine)
+    big = "x" * 200_000
+    with uow:
+        pg = uow.pg
+        assert pg is not None
+        _insert(pg, *((i, big) for i in range(120)))
+        assert pg.fetch("SELECT count(*), sum(length(v)) FROM t") == [(120, 120 * len(big))]
+        uow.commit()
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM t").scalar_one() == 120
