@@ -7,10 +7,10 @@ sync (the pipeline's round trip) anyway. :func:`send_at_sync` makes a pipeline h
 statements to libpq as they come and flush them once, with the sync (or the flush request of
 a read whose rows are asked for): one write of the whole batch.
 
-Measured alone (``ops/bench``-style loop of 2,000 transactions of 16 statements and two syncs,
-client and server on this machine): the client's CPU per transaction 462-547 → 342-390 µs,
-the backend's 387-390 → 290-310 µs; the transaction's wall time alike (the server starts on
-the statements later, and is done with them sooner).
+Measured alone (``ops/bench/pgsend.py``: transactions of 16 statements and two syncs, both
+ways alternated, client and server on one machine): the client's CPU per transaction
+425-579 → 276-375 µs, the backend's 335-405 → 255-310 µs; the wall time alike (the server
+starts on the statements later, and is done with them sooner).
 
 What psycopg does is otherwise unchanged: its statements, results and errors; an error of a
 queued statement surfaces at the sync, as it did whenever its result had not come back before.
