@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import secrets
 import statistics
 import sys
@@ -25,15 +24,13 @@ from typing import Any
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from pgmeter import cpu_s
 
 from gateway.pgsend import send_at_sync
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-
-def _backend_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _transaction(conn: psycopg.Connection[Any], key: int, at_sync: bool) -> None:
@@ -54,12 +51,12 @@ def _transaction(conn: psycopg.Connection[Any], key: int, at_sync: bool) -> None
 
 def _run(conn: psycopg.Connection[Any], n: int, start: int, at_sync: bool) -> dict[str, float]:
     pid = conn.info.backend_pid
-    backend0, cpu0, wall0 = _backend_cpu_s(pid), time.process_time(), time.perf_counter()
+    backend0, cpu0, wall0 = cpu_s(pid), time.process_time(), time.perf_counter()
     for i in range(n):
         _transaction(conn, (start + i) * 100, at_sync)
     return {
         "client_us": 1e6 * (time.process_time() - cpu0) / n,
-        "backend_us": 1e6 * (_backend_cpu_s(pid) - backend0) / n,
+        "backend_us": 1e6 * (cpu_s(pid) - backend0) / n,
         "wall_us": 1e6 * (time.perf_counter() - wall0) / n,
     }
 
