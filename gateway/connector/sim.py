@@ -68,7 +68,8 @@ def new_id(prefix: str = "S") -> str:
 
 
 _LOCKS = frozenset({"sim_locks"})
-_ACCOUNTS = frozenset({"sim_accounts"})
+_HELD_BACK: frozenset[str] = frozenset()
+"""A read that sends none of the writes held back (it adds them itself)."""
 
 
 class _Reads:
@@ -92,10 +93,18 @@ class _Reads:
         else:
             locks = pgtx.query(tx, simstore.SELECT_SIM_LOCKS, {"uetrs": uetrs}, _LOCKS)
         if accounts:
+            # Read as stored, with the transaction's held-back moves added here: sent before
+            # the read, they would hold the account's row (every PvP of a pair of banks moves
+            # it) from then to the COMMIT, across the rest of the transaction's work.
             params = {"currency": currency, "accounts": list(accounts)}
-            found = pgtx.query(tx, simstore.SELECT_SIM_ACCOUNTS, params, _ACCOUNTS)
-            self.accounts = dict.fromkeys(accounts)
-            self.accounts.update((r[1], SimAccountRow(*r)) for r in found.rows())
+            found = pgtx.query(tx, simstore.SELECT_SIM_ACCOUNTS, params, _HELD_BACK)
+            stored = {r[1]: (r[2], r[3]) for r in found.rows()}
+            self.accounts = {}
+            for account in accounts:
+                funds = tx.writes.funds(currency, account, stored.get(account))
+                self.accounts[account] = (
+                    None if funds is None else SimAccountRow(currency, account, *funds)
+                )
         self.locks = dict.fromkeys(uetrs)
         self.locks.update((r[0], simstore.sim_lock_row(r)) for r in locks.rows())
 

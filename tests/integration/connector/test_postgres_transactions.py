@@ -8,8 +8,11 @@ is what a read of the database says, and that connections go back to the pool as
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -19,12 +22,14 @@ from sqlalchemy.engine import Engine
 from gateway.connector import pgtx, schema, store
 from gateway.connector.delivery import InFlight
 from gateway.connector.faults import Faults
+from gateway.connector.messages import PvPRef, credit_transfer
 from gateway.connector.model import Decision, DecisionKind, LegStatus, PvPState
 from gateway.connector.outbox import Work, logged, transaction
 from gateway.connector.pgrepo import PgRepository
 from gateway.connector.repository import SqlRepository
 from gateway.connector.rows import LegRow, PvPRow
 from gateway.connector.sim import SimulatedNetworks
+from gateway.iso20022 import Pacs002, Pacs009
 from gateway.pgarrays import FEW_ROWS
 from gateway.sqlite.fastsql import run
 from tests.integration.connector.support import Env
@@ -417,7 +422,7 @@ def test_simulated_accounts_moved_and_credited_in_one_transaction_add_up(engine:
         sim._move(work.conn, "AED", "payer", held=-300)
         sim._credit(work.conn, "AED", "payee", 300)
         sim._move(work.conn, "AED", "payer", available=-50)
-        sim._credit(work.conn, "AED", "payer", 50)  # moved and credited: a statement of its own
+        sim._credit(work.conn, "AED", "payer", 50)  # moved and credited: one row written once
         sim.issue("AED", "payer", 0, work.conn)
     assert sim.balance("AED", "payer")["available"] == 700
     assert sim.balance("AED", "payee")["available"] == 300
@@ -430,6 +435,61 @@ def test_simulated_accounts_moved_and_credited_in_one_transaction_add_up(engine:
     with pytest.raises(sa.exc.IntegrityError):  # the store refuses it, at the commit
         below_zero()
     assert sim.balance("AED", "payee")["available"] == 300
+    assert sim.check("AED")["ok"]
+
+
+def _pacs009(n: int, debtor: str, amount: int) -> Pacs009:
+    uetr = str(uuid.UUID(int=n, version=4))
+    leg = SimpleNamespace(
+        end_to_end_id=f"E2E-{n}",
+        uetr=uetr,
+        amount=amount,
+        currency="AED",
+        debtor_bic="DEBTORXXXXX",
+        debtor_account=debtor,
+        creditor_bic="CREDITORXXX",
+        creditor_account="creditor",
+        leg="FX",
+    )
+    tx = credit_transfer(PvPRef(f"PVP-{n}", 10**13, "c" * 64), leg)
+    return Pacs009(msg_id=f"M-{n}", created=datetime.now(UTC), transactions=(tx,))
+
+
+def test_a_simulated_banks_reads_see_the_moves_held_and_its_accounts_are_locked_at_the_commit(
+    engine: Engine,
+) -> None:
+    """A message's funds check sees the moves and credits its transaction holds back, without
+    sending them: the account's row stays free for other transactions until the COMMIT."""
+    sim = SimulatedNetworks(
+        engine, {"AED": "SIMBANKAXXX"}, connector_bic="CONNECTXXXX", faults=Faults()
+    )
+    sim.issue("AED", "payer", 250)
+
+    def status(n: int, debtor: str, amount: int, work: Work) -> tuple[str, str | None]:
+        ((answer, _),) = sim.handle(
+            b"", "SIMBANKAXXX", work.conn, message=_pacs009(n, debtor, amount)
+        )
+        assert isinstance(answer, Pacs002)
+        (tx,) = answer.transactions
+        return tx.status, tx.reason
+
+    with transaction(engine) as work:
+        assert status(1, "payer", 100, work) == ("ACSP", None)
+        assert status(2, "payer", 200, work) == ("RJCT", "AM04")  # 150 left, 100 held
+        sim._move(work.conn, "AED", "payer", available=-80)  # 80 paid to a new account
+        sim._credit(work.conn, "AED", "newcomer", 80)
+        assert status(3, "payer", 71, work) == ("RJCT", "AM04")  # 70 left
+        assert status(4, "newcomer", 60, work) == ("ACSP", None)  # opened by the credit
+        assert status(5, "nobody", 1, work) == ("RJCT", "AC01")
+        with engine.connect() as other:  # nothing sent yet: no row lock held
+            other.exec_driver_sql(
+                "SELECT 1 FROM sim_accounts WHERE account IN ('payer', 'newcomer') "
+                "FOR UPDATE NOWAIT"
+            )
+            other.rollback()
+    for account, funds in (("payer", (70, 100)), ("newcomer", (20, 60))):
+        balance = sim.balance("AED", account)
+        assert (balance["available"], balance["held"]) == funds
     assert sim.check("AED")["ok"]
 
 
