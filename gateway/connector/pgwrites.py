@@ -28,7 +28,8 @@ what was held for those, so a simulated bank's read of its locks does not send t
 updates, nor a read of legs the accounts' moves. A simulated bank's read of its accounts
 sends nothing and adds the moves held itself (:meth:`Writes.funds`): sent, they would lock
 the account's row from the read to the COMMIT while the transaction's other messages are
-handled. A savepoint keeps a copy of what was held
+handled (an account that only a credit held opens is the exception: its row is sent, and
+read again, so that the moves that follow find it). A savepoint keeps a copy of what was held
 when it began (:meth:`Writes.copy`), which its rollback brings back: what the block held is
 forgotten with what it did (and what the block sent of what was held before it, undone by
 the rollback, is sent again).
@@ -217,7 +218,7 @@ def flush_sql(parts: tuple[str, ...], rows: tuple[int, ...]) -> str:
     last a data-modifying WITH query. Its parts run as one, see the same snapshot and are
     checked (keys, references) at its end; no row is written by two of them (what changes a
     row inserted in the same flush changes the row to insert, and an account both moved and
-    credited is credited by a statement of its own before it). Only the parts with rows are
+    credited is credited by a statement of its own after it). Only the parts with rows are
     sent: an empty array costs the driver as much to send as a full one. A transaction of
     one kind writes the same tables each time, so the texts are few, each prepared. ``rows``:
     each part's number of rows if it has up to ``pgarrays.FEW_ROWS``, sent as rows of parameters
@@ -241,6 +242,7 @@ def _numbered(sql: str) -> str:
 
 
 CREDIT_SIM_ACCOUNTS = _numbered(_SQL["credits"])
+
 
 RECORD_SENT = (
     "UPDATE outbox AS t SET sent_at = v.sent_at, attempts = v.attempts "
@@ -375,19 +377,17 @@ class Writes:
     def add_log(self, entries: Iterable[Entry]) -> None:
         self.log.extend(entries)
 
-    def funds(
-        self, currency: str, account: str, stored: tuple[int, int] | None
-    ) -> tuple[int, int] | None:
-        """An account's ``(available, held)`` with the moves and credits held for it added to
-        ``stored`` (as the transaction reads it, None if it has no row): None if it has no row
-        and no credit held opens one. What a read of the account would see after a flush,
-        without sending the moves, whose row lock is then taken with the COMMIT."""
+    def opens(self, currency: str, account: str) -> bool:
+        """Whether a credit held for the account would open it if it had no row."""
+        return (currency, account) in self.credits
+
+    def funds(self, currency: str, account: str, stored: tuple[int, int]) -> tuple[int, int]:
+        """An account's ``(available, held)`` as stored (as the transaction reads it) with the
+        moves and credits held for it added: what a read would see after a flush, without
+        sending them, so that the account's row is locked with the COMMIT only."""
         key = (currency, account)
-        credit = self.credits.get(key, 0)
-        if stored is None:
-            return (credit, 0) if key in self.credits else None
         available, held = self.moves.get(key, (0, 0))
-        return stored[0] + available + credit, stored[1] + held
+        return stored[0] + available + self.credits.get(key, 0), stored[1] + held
 
     # --- sent ---------------------------------------------------------------------------------
 
@@ -416,11 +416,9 @@ class Writes:
                 self.sim_states = {}
         if only is None and self.log:
             self._log_params(params)
+        both: list[list[Any]] = []
         if (only is None or "sim_accounts" in only) and (self.moves or self.credits):
             both = self._account_params(params)
-            if both:
-                # First: a move of an account that only this credit opens finds its row.
-                pipe.execute(CREDIT_SIM_ACCOUNTS, [pg_array(column) for column in both])
         if params:
             parts = tuple(sorted(params, key=_ORDER.__getitem__))
             counts: list[int] = []
@@ -430,6 +428,8 @@ class Writes:
                 counts.append(n)
                 values += part_values
             pipe.execute(flush_sql(parts, tuple(counts)), values)
+        if both:
+            pipe.execute(CREDIT_SIM_ACCOUNTS, [pg_array(column) for column in both])
 
     def _account_params(self, params: dict[str, list[list[Any]]]) -> list[list[Any]]:
         """The moves' and credits' parts; the credits of accounts also moved, returned."""

@@ -68,6 +68,7 @@ def new_id(prefix: str = "S") -> str:
 
 
 _LOCKS = frozenset({"sim_locks"})
+_ACCOUNTS = frozenset({"sim_accounts"})
 _HELD_BACK: frozenset[str] = frozenset()
 """A read that sends none of the writes held back (it adds them itself)."""
 
@@ -99,12 +100,17 @@ class _Reads:
             params = {"currency": currency, "accounts": list(accounts)}
             found = pgtx.query(tx, simstore.SELECT_SIM_ACCOUNTS, params, _HELD_BACK)
             stored = {r[1]: (r[2], r[3]) for r in found.rows()}
-            self.accounts = {}
-            for account in accounts:
-                funds = tx.writes.funds(currency, account, stored.get(account))
-                self.accounts[account] = (
-                    None if funds is None else SimAccountRow(currency, account, *funds)
-                )
+            if any(a not in stored and tx.writes.opens(currency, a) for a in accounts):
+                # An account that a credit held opens (rare): its row sent, and read again,
+                # so that the moves that follow find it.
+                found = pgtx.query(tx, simstore.SELECT_SIM_ACCOUNTS, params, _ACCOUNTS)
+                stored = {r[1]: (r[2], r[3]) for r in found.rows()}
+            self.accounts = {
+                a: None
+                if a not in stored
+                else SimAccountRow(currency, a, *tx.writes.funds(currency, a, stored[a]))
+                for a in accounts
+            }
         self.locks = dict.fromkeys(uetrs)
         self.locks.update((r[0], simstore.sim_lock_row(r)) for r in locks.rows())
 

@@ -422,7 +422,7 @@ def test_simulated_accounts_moved_and_credited_in_one_transaction_add_up(engine:
         sim._move(work.conn, "AED", "payer", held=-300)
         sim._credit(work.conn, "AED", "payee", 300)
         sim._move(work.conn, "AED", "payer", available=-50)
-        sim._credit(work.conn, "AED", "payer", 50)  # moved and credited: one row written once
+        sim._credit(work.conn, "AED", "payer", 50)  # moved and credited: a statement of its own
         sim.issue("AED", "payer", 0, work.conn)
     assert sim.balance("AED", "payer")["available"] == 700
     assert sim.balance("AED", "payee")["available"] == 300
@@ -458,8 +458,9 @@ def _pacs009(n: int, debtor: str, amount: int) -> Pacs009:
 def test_a_simulated_banks_reads_see_the_moves_held_and_its_accounts_are_locked_at_the_commit(
     engine: Engine,
 ) -> None:
-    """A message's funds check sees the moves and credits its transaction holds back, without
-    sending them: the account's row stays free for other transactions until the COMMIT."""
+    """A message's funds check sees the moves its transaction holds back without sending
+    them: the account's row stays free for other transactions until the COMMIT. An account
+    that a credit held opens is sent first, so that the moves that follow find its row."""
     sim = SimulatedNetworks(
         engine, {"AED": "SIMBANKAXXX"}, connector_bic="CONNECTXXXX", faults=Faults()
     )
@@ -476,17 +477,16 @@ def test_a_simulated_banks_reads_see_the_moves_held_and_its_accounts_are_locked_
     with transaction(engine) as work:
         assert status(1, "payer", 100, work) == ("ACSP", None)
         assert status(2, "payer", 200, work) == ("RJCT", "AM04")  # 150 left, 100 held
-        sim._move(work.conn, "AED", "payer", available=-80)  # 80 paid to a new account
-        sim._credit(work.conn, "AED", "newcomer", 80)
+        sim._move(work.conn, "AED", "payer", available=-80)  # paid to a new account, below
         assert status(3, "payer", 71, work) == ("RJCT", "AM04")  # 70 left
-        assert status(4, "newcomer", 60, work) == ("ACSP", None)  # opened by the credit
-        assert status(5, "nobody", 1, work) == ("RJCT", "AC01")
         with engine.connect() as other:  # nothing sent yet: no row lock held
             other.exec_driver_sql(
-                "SELECT 1 FROM sim_accounts WHERE account IN ('payer', 'newcomer') "
-                "FOR UPDATE NOWAIT"
+                "SELECT 1 FROM sim_accounts WHERE account = 'payer' FOR UPDATE NOWAIT"
             )
             other.rollback()
+        sim._credit(work.conn, "AED", "newcomer", 80)
+        assert status(4, "newcomer", 60, work) == ("ACSP", None)  # opened by the credit
+        assert status(5, "nobody", 1, work) == ("RJCT", "AC01")
     for account, funds in (("payer", (70, 100)), ("newcomer", (20, 60))):
         balance = sim.balance("AED", account)
         assert (balance["available"], balance["held"]) == funds
