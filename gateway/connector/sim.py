@@ -98,13 +98,16 @@ class _Reads:
             # the read, they would hold the account's row (every PvP of a pair of banks moves
             # it) from then to the COMMIT, across the rest of the transaction's work.
             params = {"currency": currency, "accounts": list(accounts)}
-            found = pgtx.query(tx, simstore.SELECT_SIM_ACCOUNTS, params, _HELD_BACK)
-            stored = {r[1]: (r[2], r[3]) for r in found.rows()}
+
+            def stored_funds(sent: frozenset[str]) -> dict[str, tuple[int, int]]:
+                found = pgtx.query(tx, simstore.SELECT_SIM_ACCOUNTS, params, sent)
+                return {r[1]: (r[2], r[3]) for r in found.rows()}
+
+            stored = stored_funds(_HELD_BACK)
             if any(a not in stored and tx.writes.opens(currency, a) for a in accounts):
                 # An account that a credit held opens (rare): its row sent, and read again,
                 # so that the moves that follow find it.
-                found = pgtx.query(tx, simstore.SELECT_SIM_ACCOUNTS, params, _ACCOUNTS)
-                stored = {r[1]: (r[2], r[3]) for r in found.rows()}
+                stored = stored_funds(_ACCOUNTS)
             self.accounts = {
                 a: None
                 if a not in stored
