@@ -121,7 +121,8 @@ class Handlers:
         row only if no PvP's log has them (see ``schema.inbox``). ``fresh``: a simulated
         bank's answer built in this transaction, under a new id (``sortable_id``): no
         duplicate to look for (the inbox's unique key would refuse one)."""
-        self.repo.expect(work, _uetrs(msg))
+        received = None if fresh else (sender, msg.MESSAGE_ID, msg.id)
+        self.repo.expect(work, _uetrs(msg), received)
         if not fresh and self.seen(work, msg, sender, sha):
             return False
         in_log = self.process(work, msg, sender, raw)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -37,7 +37,7 @@ from sqlalchemy.engine import Connection
 from gateway.connector import pgtx, pgwrites, store
 from gateway.connector.model import Decision, LegStatus, PvPState
 from gateway.connector.outbox import OutboxRow, Work
-from gateway.connector.repository import SqlRepository
+from gateway.connector.repository import InboxKey, SqlRepository
 from gateway.connector.rows import (
     Found,
     LegRow,
@@ -101,18 +101,33 @@ _BY_ID: _Reads = (
     (_LOCK_PVP_BY_ID, _SELECT_PVP_BY_ID, "pvp_id"),
     (_LOCK_PVPS_BY_ID, _SELECT_PVPS_BY_ID, "pvp_ids"),
 )
+# A received message's duplicate check (``store.SELECT_INBOX_SHA``) as the last column of the
+# read of the legs it names: the SHA-256 of the message if received before. One statement
+# where the check was one more, in the same round trip.
+_SHA = store.SELECT_INBOX_SHA.scalar_subquery().label("received_sha")
+_OF_UETRS_CHECKED: _Reads = (
+    (_OF_UETRS[0][0], _OF_UETRS[0][1].add_columns(_SHA), _OF_UETRS[0][2]),
+    (_OF_UETRS[1][0], _OF_UETRS[1][1].add_columns(_SHA), _OF_UETRS[1][2]),
+)
 _NOTHING: frozenset[str] = frozenset()
 """A row lock reads no row the transaction holds back: nothing is sent before it."""
+_PVP_AND_INBOX_TABLES = pgwrites.PVP_TABLES | pgwrites.INBOX_TABLES
 
 
-def _lock_and_read(tx: pgtx.PgTx, reads: _Reads, values: list[str]) -> Pending:
+def _lock_and_read(
+    tx: pgtx.PgTx, reads: _Reads, values: list[str], received: InboxKey | None = None
+) -> Pending:
     """The PvPs that ``values`` name locked, then read with all their legs, queued in the
     transaction's pipeline: the statements of one value for one (a plan PostgreSQL keeps),
-    else the arrays'."""
+    else the arrays'. With ``received``, each row ends with that message's duplicate check
+    (``_OF_UETRS_CHECKED``)."""
     lock, select, name = reads[0] if len(values) == 1 else reads[1]
-    params = {name: values[0] if len(values) == 1 else values}
+    params: dict[str, Any] = {name: values[0] if len(values) == 1 else values}
     pgtx.send(tx, lock, params, _NOTHING)
-    return pgtx.query(tx, select, params, pgwrites.PVP_TABLES)
+    if received is None:
+        return pgtx.query(tx, select, params, pgwrites.PVP_TABLES)
+    params["sender_bic"], params["msg_def_id"], params["msg_id"] = received
+    return pgtx.query(tx, select, params, _PVP_AND_INBOX_TABLES)
 
 
 def existing_pvps(tx: pgtx.PgTx, pvp_ids: list[str]) -> list[tuple[str]]:
@@ -187,7 +202,7 @@ _Renew = Callable[[_Q, PvPRow, LegRow], _Q | None]
 class _Known:
     """What one transaction knows of the PvPs it locked or inserted, as it last wrote them."""
 
-    __slots__ = ("asked", "decisions", "legs", "loading", "pvps", "uetrs")
+    __slots__ = ("asked", "checks", "decisions", "legs", "loading", "pvps", "uetrs")
 
     def __init__(self) -> None:
         self.pvps: dict[str, PvPRow] = {}
@@ -196,10 +211,13 @@ class _Known:
         self.decisions: dict[str, Decision | None] = {}
         self.uetrs: dict[str, tuple[str, str]] = {}
         """UETR -> (PvP, leg)."""
-        self.loading: list[Pending] = []
-        """Reads queued (``_SELECT_PVPS_...``), not taken in yet."""
+        self.loading: list[tuple[Pending, bool]] = []
+        """Reads queued (``_SELECT_PVPS_...``), not taken in yet, and whether each row ends
+        with a duplicate check (``_OF_UETRS_CHECKED``)."""
         self.asked: set[str] = set()
         """UETRs asked for by ``loading``."""
+        self.checks: dict[InboxKey, Pending] = {}
+        """Duplicate checks asked for with a read of ``loading``, not taken yet."""
 
     def add(self, pvp: PvPRow, legs: Sequence[LegRow], decision: Decision | None) -> None:
         self.pvps[pvp.id] = pvp
@@ -213,10 +231,11 @@ class _Known:
         known already is kept as it is: the read saw what the transaction wrote, no more."""
         loading, self.loading = self.loading, []
         self.asked.clear()
-        for pending in loading:
+        for pending, checked in loading:
             read: dict[str, list[Found]] = {}
+            cut = -1 if checked else None
             for row in pending.rows():
-                found = store.found(row)
+                found = store.found(row[:cut])
                 read.setdefault(found.pvp.id, []).append(found)
             for pvp_id, rows in read.items():
                 if pvp_id not in self.pvps:
@@ -244,18 +263,26 @@ class PgRepository(SqlRepository):
             known.take_in()
         return tx, known
 
-    def _load(self, work: Work, uetrs: list[str]) -> None:
-        """Queue the read of the PvPs of ``uetrs``, locked, with all their legs."""
+    def _load(self, work: Work, uetrs: list[str], received: InboxKey | None = None) -> None:
+        """Queue the read of the PvPs of ``uetrs``, locked, with all their legs (and with
+        ``received``, that message's duplicate check)."""
         tx = pgtx.tx_of(work.conn)
         assert tx is not None and isinstance(tx.state, _Known)
         # The lock before the writes held back (none changes which PvP a UETR names): rows of
         # legs written before the PvPs are locked are held against a holder of those locks.
-        tx.state.loading.append(_lock_and_read(tx, _OF_UETRS, uetrs))
+        if received is None:
+            tx.state.loading.append((_lock_and_read(tx, _OF_UETRS, uetrs), False))
+        else:
+            pending = _lock_and_read(tx, _OF_UETRS_CHECKED, uetrs, received)
+            tx.state.loading.append((pending, True))
+            tx.state.checks[received] = pending
         tx.state.asked.update(uetrs)
 
     # --- reads ---
 
-    def expect(self, work: Work, uetrs: Sequence[str]) -> None:
+    def expect(self, work: Work, uetrs: Sequence[str], received: InboxKey | None = None) -> None:
+        """The legs' read queued, with ``received``'s duplicate check as its last column
+        (:meth:`inbox_sha` takes it from there when the read found a leg)."""
         tx = pgtx.tx_of(work.conn)
         if tx is None:
             return
@@ -264,7 +291,7 @@ class PgRepository(SqlRepository):
         known: _Known = tx.state
         wanted = [u for u in dict.fromkeys(uetrs) if u not in known.uetrs and u not in known.asked]
         if wanted:
-            self._load(work, wanted)
+            self._load(work, wanted, received)
 
     def find_leg(self, work: Work, uetr: str) -> Found | None:
         at = self._known(work)
@@ -290,7 +317,7 @@ class PgRepository(SqlRepository):
         tx, known = at
         wanted = sorted({p for p in pvp_ids if p not in known.pvps})
         if wanted:
-            known.loading.append(_lock_and_read(tx, _BY_ID, wanted))
+            known.loading.append((_lock_and_read(tx, _BY_ID, wanted), False))
             known.take_in()
         return known
 
@@ -361,6 +388,12 @@ class PgRepository(SqlRepository):
         tx = pgtx.tx_of(work.conn)
         if tx is None:
             return super().inbox_sha(work, sender_bic, msg_def_id, msg_id)
+        known = tx.state if isinstance(tx.state, _Known) else None
+        asked = None if known is None else known.checks.pop((sender_bic, msg_def_id, msg_id), None)
+        if asked is not None:
+            found = asked.rows()
+            if found:  # else no leg came back, and the check with it: asked alone below
+                return cast(str | None, found[0][-1])
         key = {"sender_bic": sender_bic, "msg_def_id": msg_def_id, "msg_id": msg_id}
         rows = pgtx.query(tx, store.SELECT_INBOX_SHA, key, pgwrites.INBOX_TABLES).rows()
         return rows[0][0] if rows else None

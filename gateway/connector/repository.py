@@ -31,14 +31,20 @@ class DeliveryState(NamedTuple):
     last_sent_at: int | None
 
 
+InboxKey = tuple[str, str, str]
+"""A received message's sender BIC, MsgDefIdr and id: what its duplicate check asks for."""
+
+
 class Repository(Protocol):
     """The reads and writes of the decision path. Leg updates are dicts of column values keyed
     by ``k_pvp`` and ``k_leg`` (the leg), as :data:`gateway.connector.store.UPDATE_LEG` runs
     them; outbox and inbox rows are dicts of their columns."""
 
-    def expect(self, work: Work, uetrs: Sequence[str]) -> None:
+    def expect(self, work: Work, uetrs: Sequence[str], received: InboxKey | None = None) -> None:
         """The legs of ``uetrs`` are about to be asked for (:meth:`find_leg`): a repository
-        may read them, with their PvPs locked, along with its next read (PostgreSQL)."""
+        may read them, with their PvPs locked, along with its next read (PostgreSQL), and
+        with them the duplicate check of the message ``received`` (its sender BIC, MsgDefIdr
+        and id: :meth:`inbox_sha` is about to be asked)."""
         ...
 
     def find_leg(self, work: Work, uetr: str) -> Found | None:
@@ -103,7 +109,7 @@ class Repository(Protocol):
 class SqlRepository:
     """:class:`Repository` on the connector's database. Stateless: one serves every thread."""
 
-    def expect(self, work: Work, uetrs: Sequence[str]) -> None:
+    def expect(self, work: Work, uetrs: Sequence[str], received: InboxKey | None = None) -> None:
         """Nothing: each leg is read when asked for (SQLite reads cost no round trip)."""
 
     def find_leg(self, work: Work, uetr: str) -> Found | None:
@@ -186,4 +192,4 @@ class SqlRepository:
         run(work.conn, store.INSERT_INBOX, row)
 
 
-__all__ = ["DeliveryState", "Repository", "SqlRepository"]
+__all__ = ["DeliveryState", "InboxKey", "Repository", "SqlRepository"]

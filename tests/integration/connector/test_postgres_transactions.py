@@ -209,6 +209,36 @@ def test_the_legs_a_message_names_are_read_with_their_pvps_locked(engine: Engine
         _assert_locked(engine, pvp.id)
 
 
+def test_a_messages_duplicate_check_comes_with_the_legs_it_names(engine: Engine) -> None:
+    """``expect`` with the message received: its check is the read's last column, and says
+    what the check alone says (a message seen, one held back in the transaction, one never
+    seen, one naming no leg) with the legs read as without it."""
+    _pvp_seen, legs = _pvp(engine)
+    _pvp_new, new_legs = _pvp(engine, "PVP2")
+    with transaction(engine) as work:
+        PG.insert_inbox(work, _inbox_row("SEEN"))
+    key = ("SENDERXXXXX", "pacs.002.001.10")
+    with transaction(engine) as work:
+        PG.insert_inbox(work, {**_inbox_row("HELD"), "sha256": "1" * 64})  # held back
+        for msg_id, uetr, sha in (
+            ("SEEN", legs[0].uetr, "0" * 64),
+            ("HELD", new_legs[1].uetr, "1" * 64),
+            ("NEW", "no such UETR", None),
+        ):
+            PG.expect(work, [uetr], (*key, msg_id))
+            assert PG.inbox_sha(work, *key, msg_id) == SQL.inbox_sha(work, *key, msg_id) == sha
+        assert PG.find_leg(work, legs[0].uetr) == SQL.find_leg(work, legs[0].uetr)
+        assert PG.find_leg(work, new_legs[1].uetr) == SQL.find_leg(work, new_legs[1].uetr)
+        assert PG.find_leg(work, "no such UETR") is None
+        _assert_locked(engine, "PVP1")
+        _assert_locked(engine, "PVP2")
+    with transaction(engine) as work:  # legs known already: the check is asked alone
+        PG.expect(work, [legs[1].uetr])
+        PG.expect(work, [legs[1].uetr], (*key, "SEEN"))
+        assert PG.inbox_sha(work, *key, "SEEN") == "0" * 64
+        assert PG.inbox_sha(work, *key, "NEW") is None
+
+
 def test_queued_legs_come_with_their_pvps_locked_and_known(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:

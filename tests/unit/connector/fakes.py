@@ -38,7 +38,7 @@ from gateway.connector.messages import original
 from gateway.connector.model import Decision, LegStatus, PvPState
 from gateway.connector.outbox import Logged, Outbox, Work
 from gateway.connector.registry import Registry
-from gateway.connector.repository import DeliveryState
+from gateway.connector.repository import DeliveryState, InboxKey
 from gateway.connector.rows import Found, LegRow, PvPRow, QueuedDecision, QueuedLeg
 from gateway.connector.sim import SimulatedNetworks
 from gateway.connector.store import now_ms
@@ -73,7 +73,7 @@ class FakeRepository:
 
     # --- reads ---
 
-    def expect(self, work: Work, uetrs: Sequence[str]) -> None:
+    def expect(self, work: Work, uetrs: Sequence[str], received: InboxKey | None = None) -> None:
         pass
 
     def find_leg(self, work: Work, uetr: str) -> Found | None:
