@@ -48,7 +48,7 @@ from gateway.ledger.store import LedgerUnitOfWork
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pgcount
-from pgmeter import backends_cpu_s
+from pgmeter import backends_cpu_s, database_url
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
@@ -256,7 +256,7 @@ def _bench_pg(args: argparse.Namespace, counts: Path) -> Figures:
     with admin.connect() as conn:
         conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
     try:
-        url = args.pg_admin_url.rsplit("/", 1)[0] + "/" + name
+        url = database_url(args.pg_admin_url, name)
         return bench(url, args.pairs, args.workers, counts)
     finally:
         with admin.connect() as conn:

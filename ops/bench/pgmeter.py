@@ -34,6 +34,13 @@ def backends_cpu_s(pids: Iterable[int]) -> dict[int, float]:
     return out
 
 
+def database_url(admin_url: str, name: str) -> str:
+    """The URL of the database ``name`` on ``admin_url``'s server, whatever else the URL says
+    (``?host=/var/run/postgresql``: the server's Unix socket, docs/operations.md)."""
+    url = sa.engine.make_url(admin_url).set(database=name)
+    return url.render_as_string(hide_password=False)
+
+
 class PgMeter:
     """Both parties on PostgreSQL: a fresh database each (dropped by :meth:`drop`), their
     processes' driver counters and their backends' CPU. A party may run several processes
@@ -69,7 +76,7 @@ class PgMeter:
 
     def _url(self, name: str) -> str:
         """The URL of the database ``name`` on the admin URL's server."""
-        return self.admin_url.rsplit("/", 1)[0] + "/" + name
+        return database_url(self.admin_url, name)
 
     def counters(self, pids: Sequence[int]) -> dict[str, float]:
         """The counters of these processes so far, added up."""

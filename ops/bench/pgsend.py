@@ -26,7 +26,7 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pgmeter import cpu_s
+from pgmeter import cpu_s, database_url
 
 from gateway.pgsend import send_at_sync
 
@@ -71,7 +71,7 @@ def main() -> None:
     with psycopg.connect(args.pg_admin_url, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     try:
-        url = args.pg_admin_url.rsplit("/", 1)[0] + "/" + name
+        url = database_url(args.pg_admin_url, name)
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("CREATE TABLE t (id BIGINT PRIMARY KEY, a TEXT, b BIGINT)")
             _run(conn, 200, 0, at_sync=False)  # warm-up: statements prepared

@@ -62,6 +62,7 @@ from gateway.pvp.store import PvPUnitOfWork
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pgcount
+from pgmeter import database_url
 
 T = TypeVar("T")
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -188,7 +189,7 @@ def main() -> None:
         conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
     counts = Path(tempfile.mkdtemp(prefix="dtgw-steps-")) / "counts"
     pgcount.install(counts)
-    engine = make_engine(DatabaseSettings(url=f"{args.pg_admin_url.rsplit('/', 1)[0]}/{name}"))
+    engine = make_engine(DatabaseSettings(url=database_url(args.pg_admin_url, name)))
     try:
         upgrade(engine)
         ledger.apply(

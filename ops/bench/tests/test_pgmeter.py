@@ -16,7 +16,7 @@ BENCH = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(BENCH))
 
 import pgcount  # noqa: E402
-from pgmeter import PgMeter  # noqa: E402
+from pgmeter import PgMeter, database_url  # noqa: E402
 
 
 def _write(folder: Path, pid: int, statements: int, round_trips: int, transactions: int) -> None:
@@ -75,3 +75,15 @@ def test_analyze_gives_each_partys_tables_their_statistics(tmp_path: Path) -> No
             engine.dispose()
     finally:
         meter.drop()
+
+
+def test_a_partys_database_is_on_the_admin_urls_server_through_its_socket_too() -> None:
+    socket = "postgresql+psycopg://postgres@/postgres?host=/var/run/postgresql"
+    tcp = "postgresql+psycopg://u:p%40ss@127.0.0.1:5432/postgres"
+    assert database_url(tcp, "dtg_x") == "postgresql+psycopg://u:p%40ss@127.0.0.1:5432/dtg_x"
+    url = sa.engine.make_url(database_url(socket, "dtg_x"))
+    assert (url.database, url.host, dict(url.query)) == (
+        "dtg_x",
+        None,
+        {"host": "/var/run/postgresql"},
+    )
