@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine
 
 from gateway.connector import pgrepo, schema, simstore, store
 from gateway.connector.pgwrites import Writes
-from gateway.pgarrays import FEW_ROWS
+from gateway.pgarrays import FEW, FEW_ROWS
 from tests.support.databases import plans_kept
 
 pytestmark = pytest.mark.postgres
@@ -195,19 +195,35 @@ def test_own_outbox_rows_are_found_by_message_id_whatever_the_backlog(backlog: E
     """After a commit, the thread that wrote a message or two hands them out: a look-up by
     message id, which must not walk the unsent rows of a backlog (the partial index of unsent
     rows, which statistics taken with nothing unsent put at one row)."""
-    sql = pgrepo._UNSENT_OUTBOX_BY_MSG_IDS.replace("%s", "$1", 1).replace("%s", "$2", 1)
+    for n, ids in ((2, "'OUT3400', 'OUT3499'"), (FEW + 1, "'{OUT3400,OUT3499}'")):
+        sql = pgrepo._unsent_outbox_by_msg_ids(n)
+        for i in range(1, sql.count("%s") + 1):
+            sql = sql.replace("%s", f"${i}", 1)
+        with backlog.connect() as conn:
+            conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")
+            conn.exec_driver_sql(f"PREPARE own_rows_{n} AS {sql}")
+            plan = _plan(
+                conn.exec_driver_sql(
+                    f"EXPLAIN (FORMAT JSON, ANALYZE) EXECUTE own_rows_{n}({ids}, 10000)"
+                ).scalar_one()
+            )
+        indexes = [node["Index Name"] for node in _nodes(plan) if "Index Name" in node]
+        assert indexes == ["ix_outbox_msg_id"], plan
+        assert sum(node.get("Rows Removed by Filter", 0) for node in _nodes(plan)) == 0, plan
     with backlog.connect() as conn:
-        conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")
-        conn.exec_driver_sql(f"PREPARE own_rows AS {sql}")
-        plan = _plan(
-            conn.exec_driver_sql(
-                "EXPLAIN (FORMAT JSON, ANALYZE) EXECUTE own_rows('{OUT3400,OUT3499}', 10000)"
-            ).scalar_one()
-        )
         found = pgrepo.unsent_outbox(conn, ["OUT3499", "OUT3400", "OUT10"], 10_000)
-    assert [n["Index Name"] for n in _nodes(plan) if "Index Name" in n] == ["ix_outbox_msg_id"]
-    assert sum(n.get("Rows Removed by Filter", 0) for n in _nodes(plan)) == 0, plan
+        many = pgrepo.unsent_outbox(conn, [f"OUT{i}" for i in range(3490, 3500)], 10_000)
     assert [row.msg_id for row in found] == ["OUT3400", "OUT3499"]  # oldest first; OUT10 sent
+    assert [row.msg_id for row in many] == [f"OUT{i}" for i in range(3490, 3500)]
+
+
+def test_own_outbox_rows_are_looked_up_with_a_plan_kept(backlog: Engine) -> None:
+    """Of one array parameter the planner knows nothing, and the look-up after each commit
+    was planned again at every call; with its few message ids as ``ARRAY[...]`` the generic
+    plan is kept (``gateway.pgarrays.any_of``)."""
+    url = backlog.url.render_as_string(hide_password=False)
+    sql = pgrepo._unsent_outbox_by_msg_ids(2)
+    assert plans_kept(url, sql, ["OUT3400", "OUT3499", 10_000]) == (5, 7)
 
 
 class _Captured:
