@@ -68,6 +68,17 @@ def uetrs_of(message: Message) -> list[str]:
     return [t.original.uetr for t in getattr(message, "transactions", ())]
 
 
+def followers_of(message: Message) -> list[str]:
+    """The EndToEndIds a pacs.009 or a decision names: the instructions that follow the legs
+    it concerns (:func:`~gateway.pvp.instructions.follow_instructions`), as far as the message
+    says (the legs' own, read with them, are what the handler follows)."""
+    if isinstance(message, Pacs009):
+        return [t.end_to_end_id for t in message.transactions]
+    if isinstance(message, Pacs002):
+        return [e2e for t in message.transactions if (e2e := t.original.end_to_end_id)]
+    return []
+
+
 def _ledger_batch(
     uow: PvPUnitOfWork, ops: Sequence[tuple[str, lm.Operation]], now: datetime
 ) -> dict[str, GatewayError | None]:
@@ -306,4 +317,12 @@ def on_pacs028(uow: PvPUnitOfWork, msg: Pacs028, ctx: PvPContext, now: datetime)
     queue_message(uow, ctx, Pacs002(new_msg_id(), now, tuple(statuses)), legs, now)
 
 
-__all__ = ["apply", "on_camt056", "on_pacs002", "on_pacs009", "on_pacs028", "uetrs_of"]
+__all__ = [
+    "apply",
+    "followers_of",
+    "on_camt056",
+    "on_pacs002",
+    "on_pacs009",
+    "on_pacs028",
+    "uetrs_of",
+]

@@ -154,6 +154,26 @@ def _inbound_sha_and_legs_text(n: int) -> str:
     )
 
 
+def _inbound_sha_legs_and_instructions(n: int, m: int) -> str:
+    """:func:`_inbound_sha_and_legs` of ``n`` legs, then the ``m`` instructions that will
+    follow them, locked too (after the legs, as a handler locks them): rows of
+    ``(0, sha, leg...)`` as there, then ``(1, NULL, NULLs for a leg, instruction...)``."""
+    return _inbound_sha_legs_and_instructions_text(min(n, FEW + 1), min(m, FEW + 1))
+
+
+@functools.cache
+def _inbound_sha_legs_and_instructions_text(n: int, m: int) -> str:
+    no_leg = ", ".join(["NULL"] * len(_LEGS.columns))
+    no_instruction = ", ".join(["NULL"] * len(_INSTRUCTIONS.columns))
+    return (
+        f"WITH l AS MATERIALIZED ({_LEGS.by_keys(n, lock=True)}),"
+        f" i AS MATERIALIZED ({_INSTRUCTIONS.by_keys(m, lock=True)})"
+        f" (SELECT 0, ({_INBOUND_SHA}), l.*, {no_instruction}"
+        " FROM (VALUES (1)) AS one (x) LEFT JOIN l ON true ORDER BY l.uetr)"
+        f" UNION ALL (SELECT 1, NULL, {no_leg}, i.* FROM i)"
+    )
+
+
 # A message and its links as the WITH clause of a statement (a CTE that writes runs once
 # whether or not the query reads it): a received one's with its inbox item and its id back,
 # an outbound one's with its outbox row (``outbound_with``).
@@ -199,7 +219,21 @@ _CLAIM_INBOX = (
 )
 
 
-_Snapshot = tuple[dict[str, Leg | None], tuple[frozenset[str], Pending] | None, dict[str, Leg]]
+class _Read:
+    """Rows already read, where a queued read's would be (:class:`~gateway.pgpipeline.Pending`)."""
+
+    __slots__ = ("_rows",)
+
+    def __init__(self, rows: list[tuple[Any, ...]]) -> None:
+        self._rows = rows
+
+    def rows(self) -> list[tuple[Any, ...]]:
+        return self._rows
+
+
+_Snapshot = tuple[
+    dict[str, Leg | None], tuple[frozenset[str], Pending | _Read] | None, dict[str, Leg]
+]
 
 
 class PgPvPRepository(SqlPvPRepository):
@@ -214,7 +248,7 @@ class PgPvPRepository(SqlPvPRepository):
         UETR it read for update and found no leg of (it inserts it, or ignores it)."""
         self._unwritten: dict[str, Leg] = {}
         """Legs inserted, as last changed, held back until :meth:`flush` (the COMMIT)."""
-        self._prefetched: tuple[frozenset[str], Pending] | None = None
+        self._prefetched: tuple[frozenset[str], Pending | _Read] | None = None
 
     @property
     def conn(self) -> Connection:
@@ -320,25 +354,42 @@ class PgPvPRepository(SqlPvPRepository):
     # messages --------------------------------------------------------------
 
     def inbound_sha(
-        self, sender: str | None, msg_def_id: str, msg_id: str, legs: Iterable[str] = ()
+        self,
+        sender: str | None,
+        msg_def_id: str,
+        msg_id: str,
+        legs: Iterable[str] = (),
+        instructions: Iterable[str] = (),
     ) -> str | None:
-        """With the legs read for update: one statement."""
+        """With the legs read for update, and the instructions that will follow them
+        (:meth:`prefetch_instructions` of them then has nothing to ask): one statement."""
         uetrs = list(legs)
         missing = sorted(set(uetrs) - self._held.keys())
         if not missing:
             found = self.pipe.fetch(_INBOUND_SHA, (sender, msg_def_id, msg_id))
             return None if not found else str(found[0][0])
-        rows = self.pipe.fetch(
-            _inbound_sha_and_legs(len(missing)),
-            (*any_params(missing), sender, msg_def_id, msg_id),
-        )
+        keys = sorted(set(instructions))
+        if keys:
+            rows = self.pipe.fetch(
+                _inbound_sha_legs_and_instructions(len(missing), len(keys)),
+                (*any_params(missing), *any_params(keys), sender, msg_def_id, msg_id),
+            )
+            read = [row[1:] for row in rows if row[0] == 0]  # as _inbound_sha_and_legs's
+            at = 2 + len(_LEGS.columns)  # the part, the SHA-256, a leg, then an instruction
+            found_instructions = [row[at:] for row in rows if row[0] == 1]
+            self._prefetched = (frozenset(keys), _Read(found_instructions))
+        else:
+            read = self.pipe.fetch(
+                _inbound_sha_and_legs(len(missing)),
+                (*any_params(missing), sender, msg_def_id, msg_id),
+            )
         for uetr in missing:
             self._held.setdefault(uetr, None)
-        for row in rows:
+        for row in read:
             if row[1] is not None:
-                leg = leg_of(_LEGS.row(row[1:]))
+                leg = leg_of(_LEGS.row(row[1 : 1 + len(_LEGS.columns)]))
                 self._held[leg.uetr] = leg
-        sha = rows[0][0]
+        sha = read[0][0]
         return None if sha is None else str(sha)
 
     def add_inbound(
@@ -432,7 +483,7 @@ class PgPvPRepository(SqlPvPRepository):
 
     def prefetch_instructions(self, ids: Iterable[str]) -> None:
         keys = frozenset(ids)
-        if keys:
+        if keys and (self._prefetched is None or not keys <= self._prefetched[0]):
             query = self.pipe.query(*_INSTRUCTIONS.read(keys, lock=True))
             self._prefetched = (keys, query)
 

@@ -184,12 +184,18 @@ class SqlPvPRepository:
     # messages --------------------------------------------------------------
 
     def inbound_sha(
-        self, sender: str | None, msg_def_id: str, msg_id: str, legs: Iterable[str] = ()
+        self,
+        sender: str | None,
+        msg_def_id: str,
+        msg_id: str,
+        legs: Iterable[str] = (),
+        instructions: Iterable[str] = (),
     ) -> str | None:
         """The SHA-256 of the inbound message with this id from ``sender``, if received (the
         same bytes again are a duplicate; other bytes under the same id are refused).
-        ``legs``, the UETRs the message names, are for a repository that reads them for update
-        in the same round trip (PostgreSQL's, ``gateway.pvp.pgstore``)."""
+        ``legs``, the UETRs the message names, and ``instructions``, those that will follow
+        them (the message applied in this transaction), are for a repository that reads them
+        for update in the same statement (PostgreSQL's, ``gateway.pvp.pgstore``)."""
         params = {"sender": sender, "def_id": msg_def_id, "msg_id": msg_id}
         row = run(self.conn, _INBOUND_SHA, params).first()
         return None if row is None else cast(str, row.sha256)

@@ -25,9 +25,12 @@ def test_participant_instruction_matched_by_auto_counter_instruction(
 ) -> None:
     """HSBK instructs at its gateway; the connector files EBIL's mirror instruction
     (``auto_counter_instruct``); the PvP settles and the instruction follows its DT leg."""
-    world = make_world()
+    _instruct_and_settle(make_world(), "hsbk-e2e-0001")
+
+
+def _instruct_and_settle(world: PvPProcesses, instruction_id: str) -> None:
     body = {
-        "instruction_id": "hsbk-e2e-0001",
+        "instruction_id": instruction_id,
         "party_bic": DT_BANK,
         "counterparty_bic": FX_BANK,
         "sell": {"currency": "KZT", "amount": 2_000_00, "account": DT_WALLET},
@@ -41,7 +44,7 @@ def test_participant_instruction_matched_by_auto_counter_instruction(
     assert again.status_code == 200  # idempotent by instruction id
 
     def settled() -> dict[str, Any] | None:
-        view = world.participant.get("/v1/pvp/hsbk-e2e-0001").json()
+        view = world.participant.get(f"/v1/pvp/{instruction_id}").json()
         inst = view.get("instruction") or {}
         return view if inst.get("state") in ("settled", "failed") else None
 
@@ -49,7 +52,7 @@ def test_participant_instruction_matched_by_auto_counter_instruction(
     assert view["instruction"]["state"] == "settled", view
     pvp_id = view["pvp_id"] or view["instruction"]["pvp_id"]
     assert world.assert_atomic(world.wait_final(pvp_id)["pvp_id"]) == "COMMIT"
-    assert world.dt_leg(pvp_id)["end_to_end_id"] == "hsbk-e2e-0001"
+    assert world.dt_leg(pvp_id)["end_to_end_id"] == instruction_id
     assert world.wallet(DT_WALLET)["posted"] == before - 2_000_00
     assert world.wallet(CB_WALLET)["posted"] == 2_000_00
     assert world.aed(AED_RECEIVER)["available"] == 1_60
@@ -77,3 +80,8 @@ class TestGatewayOnPostgreSQL:
         assert world.wallet(DT_WALLET)["reserved"] == 0
         assert world.aed(AED_RECEIVER)["available"] == 5_60
         world.assert_conserved()
+
+    def test_an_instruction_follows_its_dt_leg(self, world: PvPProcesses) -> None:
+        """On PostgreSQL the instruction is locked and read with the legs a message names
+        (``gateway.pvp.pgstore``): it still follows the pacs.009 and the decision."""
+        _instruct_and_settle(world, "hsbk-e2e-pg-0001")

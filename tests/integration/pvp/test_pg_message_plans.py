@@ -51,6 +51,10 @@ READS: dict[str, tuple[str, list[Any]]] = {
         pgstore._inbound_sha_and_legs(1),
         ["uetr-1", "CBAUAEAA", "pacs.009.001.08", "msg-1"],
     ),
+    "a message's duplicate check with its leg and the instruction to follow": (
+        pgstore._inbound_sha_legs_and_instructions(1, 1),
+        ["uetr-1", "e2e-1", "CBAUAEAA", "pacs.009.001.08", "msg-1"],
+    ),
 }
 
 
