@@ -6,21 +6,19 @@ read too. The SQL repository, asked the same on the same database, is the oracle
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from gateway.pvp.pgstore import PgPvPRepository
-from gateway.pvp.rows import instruction_t
 from gateway.pvp.store import PvPUnitOfWork, SqlPvPRepository
 from tests.support.databases import PgDatabases, migrated_engine
+from tests.unit.pvp.builders import instruction
 
 pytestmark = pytest.mark.postgres
 
 SENDER, PACS009 = "SWHQBEBBXXX", "pacs.009.001.08"
-NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -36,25 +34,7 @@ def engine(pg_database_factory: PgDatabases) -> Iterator[Engine]:
             f" created_at) VALUES ('in', '{SENDER}', '{PACS009}', 'seen', 'ab12', '', now())"
         )
         for instruction_id in ("e2e-1", "e2e-2"):
-            conn.execute(
-                instruction_t.insert().values(
-                    instruction_id=instruction_id,
-                    subject="hsbk-dt",
-                    party_bic="HSBKKZKXXXX",
-                    counterparty_bic="CBAUAEAAXXX",
-                    sell_currency="KZT",
-                    sell_amount=100,
-                    sell_account="hsbk-dt",
-                    buy_currency="AED",
-                    buy_amount=1,
-                    buy_account="aed-1",
-                    value_time=NOW,
-                    state="sent",
-                    fingerprint="f",
-                    created_at=NOW,
-                    updated_at=NOW,
-                )
-            )
+            SqlPvPRepository(conn).insert_instruction(instruction(instruction_id=instruction_id))
     yield engine
     engine.dispose()
 
