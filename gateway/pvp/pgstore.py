@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import functools
 from collections import namedtuple
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -219,21 +219,9 @@ _CLAIM_INBOX = (
 )
 
 
-class _Read:
-    """Rows already read, where a queued read's would be (:class:`~gateway.pgpipeline.Pending`)."""
-
-    __slots__ = ("_rows",)
-
-    def __init__(self, rows: list[tuple[Any, ...]]) -> None:
-        self._rows = rows
-
-    def rows(self) -> list[tuple[Any, ...]]:
-        return self._rows
-
-
-_Snapshot = tuple[
-    dict[str, Leg | None], tuple[frozenset[str], Pending | _Read] | None, dict[str, Leg]
-]
+_Rows = Callable[[], list[tuple[Any, ...]]]
+"""The rows of instructions asked for: a queued read's (``Pending.rows``), or rows read."""
+_Snapshot = tuple[dict[str, Leg | None], tuple[frozenset[str], _Rows] | None, dict[str, Leg]]
 
 
 class PgPvPRepository(SqlPvPRepository):
@@ -248,7 +236,7 @@ class PgPvPRepository(SqlPvPRepository):
         UETR it read for update and found no leg of (it inserts it, or ignores it)."""
         self._unwritten: dict[str, Leg] = {}
         """Legs inserted, as last changed, held back until :meth:`flush` (the COMMIT)."""
-        self._prefetched: tuple[frozenset[str], Pending | _Read] | None = None
+        self._prefetched: tuple[frozenset[str], _Rows] | None = None
 
     @property
     def conn(self) -> Connection:
@@ -377,7 +365,7 @@ class PgPvPRepository(SqlPvPRepository):
             read = [row[1:] for row in rows if row[0] == 0]  # as _inbound_sha_and_legs's
             at = 2 + len(_LEGS.columns)  # the part, the SHA-256, a leg, then an instruction
             found_instructions = [row[at:] for row in rows if row[0] == 1]
-            self._prefetched = (frozenset(keys), _Read(found_instructions))
+            self._prefetched = (frozenset(keys), lambda: found_instructions)
         else:
             read = self.pipe.fetch(
                 _inbound_sha_and_legs(len(missing)),
@@ -485,7 +473,7 @@ class PgPvPRepository(SqlPvPRepository):
         keys = frozenset(ids)
         if keys and (self._prefetched is None or not keys <= self._prefetched[0]):
             query = self.pipe.query(*_INSTRUCTIONS.read(keys, lock=True))
-            self._prefetched = (keys, query)
+            self._prefetched = (keys, query.rows)
 
     def instructions_for_update(self, ids: Iterable[str]) -> dict[str, Instruction]:
         keys = set(ids)
@@ -494,7 +482,7 @@ class PgPvPRepository(SqlPvPRepository):
         rows: list[tuple[Any, ...]]
         prefetched, self._prefetched = self._prefetched, None  # one use: they may change
         if prefetched is not None and keys <= prefetched[0]:
-            rows = prefetched[1].rows()
+            rows = prefetched[1]()
         else:
             rows = self.pipe.fetch(*_INSTRUCTIONS.read(keys, lock=True))
         found = (instruction_of(_INSTRUCTIONS.row(r)) for r in rows)
